@@ -1,0 +1,74 @@
+/**
+ * The `backup-proxy` command: builds the commander program and maps outcomes to exit codes.
+ *
+ * Exit codes are part of the contract: 0 success, 1 the operation failed, 2 bad usage or bad input
+ * (unknown option, missing argument, invalid config, invalid task or URL), with a message naming what
+ * was wrong. Each subcommand lives in its own file under commands/ and registers itself here.
+ */
+import { Command, CommanderError } from 'commander'
+import { BackupProxyError, errorCode } from '../common/errors.js'
+import { redactString } from '../common/redact.js'
+import { processIo, type CliIo } from './context.js'
+import { registerServe } from './commands/serve.js'
+import { registerBackup } from './commands/backup.js'
+import { registerCancel } from './commands/cancel.js'
+import { registerStatus } from './commands/status.js'
+import { registerRemote } from './commands/remote.js'
+import { registerVerify } from './commands/verify.js'
+import { registerRestore } from './commands/restore.js'
+import { registerXapiSim } from './commands/xapi-sim.js'
+import { registerDemo } from './commands/demo.js'
+import { VERSION } from '../version.js'
+
+export const EXIT_OK = 0
+export const EXIT_FAILED = 1
+export const EXIT_USAGE = 2
+
+const USAGE_CODES = new Set(['E_USAGE', 'E_CONFIG_INVALID', 'E_TASK_INVALID', 'E_REMOTE_URL'])
+
+export function buildProgram(io: CliIo = processIo): Command {
+  const program = new Command('backup-proxy')
+    .description('VM backup proxy for XCP-ng/XenServer pools: queue-driven, streams VHD deltas to local, NFS, SMB and S3 remotes.')
+    .version(VERSION, '-V, --version')
+    .option('-c, --config <file>', 'configuration file (YAML or JSON)')
+    .option('--log-level <level>', 'log level: fatal, error, warn, info, debug, trace, silent')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
+    .exitOverride()
+
+  for (const register of [registerServe, registerBackup, registerCancel, registerStatus, registerRemote, registerVerify, registerRestore, registerXapiSim, registerDemo]) {
+    register(program, io)
+  }
+  // subcommands inherit output and exit handling
+  for (const cmd of program.commands) applyToTree(cmd, io)
+  return program
+}
+
+function applyToTree(cmd: Command, io: CliIo): void {
+  cmd.configureOutput({ writeOut: io.stdout, writeErr: io.stderr }).exitOverride().showHelpAfterError('(run with --help for usage)')
+  for (const sub of cmd.commands) applyToTree(sub, io)
+}
+
+/** Runs the CLI and returns the exit code (never calls process.exit). */
+export async function runCli(argv: readonly string[], io: CliIo = processIo): Promise<number> {
+  const program = buildProgram(io)
+  try {
+    await program.parseAsync(argv, { from: 'user' })
+    return EXIT_OK
+  } catch (error) {
+    return exitCodeFor(error, io)
+  }
+}
+
+function exitCodeFor(error: unknown, io: CliIo): number {
+  if (error instanceof CommanderError) {
+    // help and version are not errors; commander already printed its message
+    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') return EXIT_OK
+    return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE
+  }
+  const code = errorCode(error)
+  const message = error instanceof Error ? error.message : String(error)
+  io.stderr(`backup-proxy: ${code === undefined ? '' : `[${code}] `}${redactString(message)}\n`)
+  if (error instanceof BackupProxyError && USAGE_CODES.has(error.code)) return EXIT_USAGE
+  return EXIT_FAILED
+}

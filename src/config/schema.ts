@@ -1,0 +1,132 @@
+/**
+ * The one configuration schema of backup-proxy (zod). Every setting of every component is declared here
+ * with its default and a description; the README's configuration reference is generated from it
+ * (`npm run docs:config`) and a test fails when the two drift.
+ *
+ * Naming: keys ending in `Ms` are durations in milliseconds and accept units (`30s`); keys ending in
+ * `Bytes` are sizes and accept units (`2GiB`); `...PerSecond` rates are bytes per second and accept sizes.
+ * Sources, lowest precedence first: defaults < config file < environment < command-line flags
+ * (see load.ts); per-job settings from a task override the `backup` section for that job only.
+ */
+import { z } from 'zod'
+import { parseDurationMs, parseSizeBytes } from '../common/units.js'
+
+/** A duration in ms; accepts a number (ms) or a string with units. */
+export type UnitSchema = z.ZodPipe<z.ZodUnion<readonly [z.ZodNumber, z.ZodString]>, z.ZodTransform<number, string | number>>
+export function duration(): UnitSchema {
+  return z.union([z.number(), z.string()]).transform((v, ctx) => {
+    try {
+      return parseDurationMs(v)
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: `expected a duration such as 500ms, 30s or 1h (${(e as Error).message})` })
+      return z.NEVER
+    }
+  })
+}
+
+/** A size in bytes; accepts a whole number or a string with units. */
+export function size(): UnitSchema {
+  return z.union([z.number(), z.string()]).transform((v, ctx) => {
+    try {
+      return parseSizeBytes(v)
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: `expected a size such as 4096, 512KiB or 2GiB (${(e as Error).message})` })
+      return z.NEVER
+    }
+  })
+}
+
+const intFromEnv = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
+const bool = () => z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])]).transform((v) => v === true || v === 'true' || v === '1' || v === 'yes')
+
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
+
+export const proxySchema = z
+  .object({
+    id: z.string().regex(ID_RE, 'letters, digits, ".", "_" and "-", 1-63 characters').default('default').describe('Identifier of this proxy; it serves queue {proxy:<id>}.'),
+    pools: z
+      .union([z.array(z.string().regex(ID_RE)), z.string()])
+      .transform((v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter((s) => s !== '') : v))
+      .pipe(z.array(z.string().regex(ID_RE, 'letters, digits, ".", "_" and "-", 1-63 characters')))
+      .default([])
+      .describe('Pools this proxy also serves (queue {pool:<name>}); comma-separated in env and flags.'),
+  })
+  .prefault({})
+
+export const redisSchema = z
+  .object({
+    url: z.string().url().default('redis://127.0.0.1:6379').describe('Redis URL (redis:// or rediss:// for TLS); user and password may be given in it. Env: REDIS_URL.'),
+    username: z.string().optional().describe('Redis ACL user (overrides the URL).'),
+    password: z.string().optional().describe('Redis password (overrides the URL). Never logged.'),
+    tlsRejectUnauthorized: bool().default(true).describe('Check the Redis server certificate with rediss://.'),
+    prefix: z.string().default('bull').describe('Key prefix of the BullMQ queues.'),
+  })
+  .prefault({})
+
+export const workersSchema = z
+  .object({
+    threads: intFromEnv(1, 64).default(2).describe('Piscina threads that stream disks (one disk stream per thread at a time).'),
+    concurrency: intFromEnv(1, 256).default(2).describe('Jobs this proxy runs at once, per queue served.'),
+    lockDurationMs: duration().default(60_000).describe('BullMQ job lock duration; renewed independently of stream progress.'),
+    stalledIntervalMs: duration().default(30_000).describe('How often stalled jobs (whose proxy died) are looked for.'),
+    maxStalledCount: intFromEnv(0, 100).default(2).describe('How many times a stalled job is picked up again before it fails.'),
+    shutdownGraceMs: duration().default(60_000).describe('On SIGTERM, how long running disks may finish before they are cancelled.'),
+    attempts: intFromEnv(1, 100).default(3).describe('Attempts of a job for transient failures (not for invalid tasks or auth errors).'),
+    backoffMs: duration().default(10_000).describe('First retry delay; doubles each attempt.'),
+  })
+  .prefault({})
+
+export const httpSchema = z
+  .object({
+    listen: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:]+):\d{1,5}$/, 'host:port').default('127.0.0.1:9464').describe('Address of /metrics, /healthz and /readyz; nothing is exposed to the network unless set.'),
+    metricsToken: z.string().optional().describe('Bearer token required on /metrics when set. Never logged.'),
+  })
+  .prefault({})
+
+export const logSchema = z
+  .object({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Log level.'),
+    pretty: bool().optional().describe('Pretty logs; default when stderr is a terminal.'),
+  })
+  .prefault({})
+
+export const securitySchema = z
+  .object({
+    sealKey: z.string().optional().describe('Key (32 bytes, base64 or hex) that seals XAPI credentials in queued jobs; orchestrator and proxies share it. Never logged.'),
+    sealKeyFile: z.string().optional().describe('File holding the seal key (preferred to sealKey).'),
+  })
+  .prefault({})
+
+/** Backup settings, XO's names and defaults; per-job settings override them. */
+export const backupSchema = z
+  .object({
+    concurrency: intFromEnv(1, 64).default(2).describe('VMs backed up in parallel within one run.'),
+    diskPerVmConcurrency: intFromEnv(0, 64).default(0).describe('Disks of one VM exported in parallel (0 = all).'),
+    exportRetention: intFromEnv(1, 10_000).default(7).describe('Backups kept per VM on each remote; older ones are merged away.'),
+    snapshotRetention: intFromEnv(0, 1000).default(1).describe('Backup snapshots kept on the pool per VM (the newest is the next delta base).'),
+    fullInterval: intFromEnv(0, 10_000).default(0).describe('Force a full backup every N runs (0 = never).'),
+    maxExportRate: size().default(0).describe('Export rate limit per disk in bytes/s (0 = unlimited); accepts sizes (100MiB).'),
+    timeoutMs: duration().default(0).describe('Timeout of a whole run (0 = none).'),
+    nRetriesVmBackupFailures: intFromEnv(0, 100).default(0).describe('Retries of a failed VM within a run.'),
+    compression: z.enum(['none', 'brotli', 'zstd']).default('none').describe('Block compression in VhdDirectory backups.'),
+    checkpointSnapshot: bool().default(false).describe('Use VM.checkpoint (with memory) instead of VM.snapshot.'),
+  })
+  .prefault({})
+
+export const configSchema = z
+  .object({
+    proxy: proxySchema,
+    redis: redisSchema,
+    workers: workersSchema,
+    http: httpSchema,
+    log: logSchema,
+    security: securitySchema,
+    backup: backupSchema,
+  })
+  .strict()
+
+/** What a config file or env may contain (before defaults and unit parsing). */
+export type RawConfig = z.input<typeof configSchema>
+/** The compiled configuration every component receives. */
+export type Config = z.output<typeof configSchema>
+export type BackupSettings = Config['backup']

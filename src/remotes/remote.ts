@@ -1,0 +1,180 @@
+/**
+ * The remote contract: one abstract class that every kind of backup storage implements (local, NFS,
+ * SMB, S3: one file each), modelled on Xen Orchestra's fs handlers so the same backup code and the
+ * same conformance suite (test/remotes/conformance.ts) run against all of them.
+ *
+ * Paths are remote-relative, `/`-separated (`xo-vm-backups/<vm>/x.json`); `resolvePath` refuses `..`,
+ * absolute paths and NUL bytes with an `EACCES` RemoteError before any I/O. Errors are RemoteError with
+ * a POSIX code (`ENOENT`, `EEXIST`, `ENOTEMPTY`, `EACCES`, ...) whatever the backend said; the backend's
+ * own status goes in `fields.detail`.
+ *
+ * Writes are atomic: `createWriteStream` writes to a temporary name (`.<name>.<random>.tmp` beside the
+ * final one, or a pending multipart upload on S3) and publishes on `end()` — 'finish' is emitted only
+ * once the final name is visible. `destroy(err)` or an aborted signal removes the temporary. Nothing
+ * partial is ever visible under the final name.
+ *
+ * Remotes emit `op` and `bytes` events (see RemoteEvents) that the metrics layer turns into counters;
+ * no prom-client import lives here.
+ */
+import { EventEmitter } from 'node:events'
+import { posix } from 'node:path'
+import type { Readable, Writable } from 'node:stream'
+import { RemoteError } from '../common/errors.js'
+
+export type RemoteKind = 'file' | 'nfs' | 'smb' | 's3'
+
+export interface RemoteStat {
+  /** size in bytes (0 for directories) */
+  size: number
+  isDirectory: boolean
+  /** last modification, ms since epoch (0 when the backend has none) */
+  mtimeMs: number
+}
+
+export interface ListOptions {
+  /** list every file below, with paths relative to the listed directory */
+  recursive?: boolean
+  /** include entries whose name starts with `.` (temporaries); default false */
+  includeHidden?: boolean
+}
+
+export interface ListEntry {
+  /** path relative to the listed directory (just the name when not recursive) */
+  path: string
+  isDirectory: boolean
+}
+
+export interface WriteStreamOptions {
+  /** expected final size when known: S3 picks its part size from it */
+  expectedSizeBytes?: number
+  /** refuse (EEXIST) when the final name exists; default false (replace) */
+  exclusive?: boolean
+  signal?: AbortSignal
+}
+
+export interface ReadStreamOptions {
+  /** first byte, default 0 */
+  start?: number
+  /** last byte, inclusive (as node:fs); default end of file */
+  end?: number
+  signal?: AbortSignal
+}
+
+export interface WriteFileOptions {
+  exclusive?: boolean
+  signal?: AbortSignal
+}
+
+export interface RemoteTestResult {
+  /** size of the probe file */
+  sizeBytes: number
+  writeDurationMs: number
+  readDurationMs: number
+  writeMiBps: number
+  readMiBps: number
+  /** round trip of a small operation (stat) */
+  latencyMs: number
+}
+
+export interface RemoteOpEvent {
+  op: string
+  durationMs: number
+  ok: boolean
+  /** error code when !ok */
+  code?: string
+}
+
+export interface RemoteBytesEvent {
+  direction: 'read' | 'write'
+  bytes: number
+}
+
+export interface RemoteEvents {
+  op: [RemoteOpEvent]
+  bytes: [RemoteBytesEvent]
+}
+
+/** Name of the temporary a writer uses for `path` (hidden, unique per attempt). */
+export function temporaryName(path: string, suffix: string): string {
+  const dir = posix.dirname(path)
+  const base = posix.basename(path)
+  const tmp = `.${base}.${suffix}.tmp`
+  return dir === '.' ? tmp : `${dir}/${tmp}`
+}
+
+/** True for names writers use as temporaries (cleaned up by `removeTemporaries`). */
+export function isTemporaryName(name: string): boolean {
+  return name.startsWith('.') && name.endsWith('.tmp')
+}
+
+export abstract class Remote extends EventEmitter<RemoteEvents> {
+  abstract readonly kind: RemoteKind
+  /** the remote's URL with its password replaced by `***` (safe for logs and errors) */
+  abstract readonly displayUrl: string
+
+  /** Connects / mounts / checks the root exists. Idempotent. */
+  abstract open(): Promise<void>
+  /** Releases connections; pending operations fail. Idempotent. */
+  abstract close(): Promise<void>
+
+  /** Atomic write: see the header. Parent directories are created. */
+  abstract createWriteStream(path: string, options?: WriteStreamOptions): Promise<Writable>
+  abstract createReadStream(path: string, options?: ReadStreamOptions): Promise<Readable>
+  abstract readFile(path: string, options?: { signal?: AbortSignal }): Promise<Buffer>
+  /** Atomic, like createWriteStream. */
+  abstract writeFile(path: string, data: Uint8Array | string, options?: WriteFileOptions): Promise<void>
+  /** Entries of a directory; ENOENT when it does not exist. Order is by path. */
+  abstract list(path: string, options?: ListOptions): Promise<ListEntry[]>
+  abstract stat(path: string): Promise<RemoteStat>
+  /** Renames a file (replacing the target); on S3 copy+delete, so writers never rely on it to publish. */
+  abstract rename(from: string, to: string): Promise<void>
+  /** Removes a file; ENOENT when absent. */
+  abstract unlink(path: string): Promise<void>
+  /** Removes a directory and everything below it; no error when absent. */
+  abstract rmtree(path: string): Promise<void>
+  /** mkdir -p */
+  abstract mkdir(path: string): Promise<void>
+
+  /**
+   * Validates and normalizes a remote-relative path. Refuses `..`, absolute paths and NUL bytes with
+   * EACCES before any I/O. Returns the normalized relative path ('' for the root).
+   */
+  resolvePath(path: string): string {
+    if (typeof path !== 'string' || path.includes('\0')) {
+      throw new RemoteError('EACCES', `path refused on ${this.displayUrl}: it contains a NUL byte`, { fields: { path: String(path).replaceAll('\0', '\\0') } })
+    }
+    if (path.startsWith('/') || path.startsWith('\\') || /^[A-Za-z]:/.test(path)) {
+      throw new RemoteError('EACCES', `path refused on ${this.displayUrl}: "${path}" is absolute; paths are relative to the remote root`, { fields: { path } })
+    }
+    const parts = path.split(/[/\\]/)
+    if (parts.includes('..')) {
+      throw new RemoteError('EACCES', `path refused on ${this.displayUrl}: "${path}" leaves the remote root (..)`, { fields: { path } })
+    }
+    return parts.filter((p) => p !== '' && p !== '.').join('/')
+  }
+
+  /** Whether a file or directory exists. */
+  async exists(path: string): Promise<boolean> {
+    try {
+      await this.stat(path)
+      return true
+    } catch (error) {
+      if (error instanceof RemoteError && error.code === 'ENOENT') return false
+      throw error
+    }
+  }
+
+  /** Times an operation and emits an `op` event for metrics. */
+  protected async track<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    const start = performance.now()
+    try {
+      const result = await fn()
+      this.emit('op', { op, durationMs: performance.now() - start, ok: true })
+      return result
+    } catch (error) {
+      const code = (error as { code?: unknown }).code
+      this.emit('op', { op, durationMs: performance.now() - start, ok: false, ...(typeof code === 'string' ? { code } : {}) })
+      throw error
+    }
+  }
+}
