@@ -12,7 +12,7 @@ PACKAGES=(
   nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils iproute2   # NFS server in a netns + nfs-cp baseline
   swift swift-proxy swift-account swift-container swift-object memcached   # S3 via Swift s3api
   prometheus                       # promtool check metrics, scrape test
-  rclone curl                      # baselines in bench
+  rclone curl time                 # baselines and measurement in bench
 )
 
 missing=()

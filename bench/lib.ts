@@ -1,0 +1,87 @@
+/**
+ * Benchmark harness shared by every bench/*.bench.ts file.
+ *
+ * A bench file default-exports `async (ctx) => BenchRow[]`. Each row is one measured case; a case that
+ * has a baseline (plain cp, curl, smbclient, nfs-cp, rclone, plain BullMQ...) names it in `baseline` and
+ * the runner prints the ratio. CPU is measured as this process's CPU (process.cpuUsage) for in-process
+ * cases, and as the command's user+sys time for
+ * external tools (GNU time), so both sides of a comparison are counted the same way. Peak RSS is the
+ * process's high-water mark (resourceUsage().maxRSS) or the command's max RSS.
+ *
+ * Sizes: BENCH_SCALE (default 1) multiplies each file's default size so CI-sized smoke runs and full
+ * runs use the same code.
+ */
+import { spawn } from 'node:child_process'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+export interface BenchRow {
+  group: string
+  name: string
+  bytes: number
+  seconds: number
+  /** CPU seconds (user+sys) spent by what was measured */
+  cpuSeconds: number
+  /** peak RSS in MiB of what was measured, when known */
+  peakRssMiB?: number
+  /** name of the row (same group) this one is compared with */
+  baseline?: string
+  /** extra figures (latency p50, jobs/s...) printed as they are */
+  extra?: Record<string, number | string>
+}
+
+export interface BenchContext {
+  scale: number
+  /** a scratch dir on tmpfs when available (/dev/shm), removed after the file */
+  tmpDir: string
+  log: (line: string) => void
+}
+
+export type BenchFile = (ctx: BenchContext) => Promise<BenchRow[]>
+
+export const MiB = 1024 * 1024
+export const GiB = 1024 * MiB
+
+/** Measures an in-process async function: wall time, CPU of this process, peak RSS of this process. */
+export async function measure(fn: () => Promise<void>): Promise<{ seconds: number; cpuSeconds: number; peakRssMiB: number }> {
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  await fn()
+  const seconds = (performance.now() - t0) / 1000
+  const cpu = process.cpuUsage(cpu0)
+  return { seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, peakRssMiB: process.resourceUsage().maxRSS / 1024 }
+}
+
+/**
+ * Runs an external command (through `sh -c`) under GNU time and measures it: wall seconds, user+sys CPU
+ * of the command and its children, and peak RSS of the largest process.
+ */
+export async function runCommand(command: string, options: { env?: NodeJS.ProcessEnv } = {}): Promise<{ seconds: number; cpuSeconds: number; peakRssMiB: number; stdout: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'bp-bench-time-'))
+  const timeFile = join(dir, 'time')
+  try {
+    const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', '-o', timeFile, 'sh', '-c', command], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: options.env ?? process.env,
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)))
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
+    if (code !== 0) throw new Error(`command failed (${code}): ${command}\n${stderr}`)
+    const [e, u, s, m] = (await readFile(timeFile, 'utf8')).trim().split('\n').pop()!.split(' ').map(Number)
+    return { seconds: e ?? 0, cpuSeconds: (u ?? 0) + (s ?? 0), peakRssMiB: (m ?? 0) / 1024, stdout }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+export function mibps(row: Pick<BenchRow, 'bytes' | 'seconds'>): number {
+  return row.bytes / MiB / row.seconds
+}
+
+export function cpuPerGiB(row: Pick<BenchRow, 'bytes' | 'cpuSeconds'>): number {
+  return row.cpuSeconds / (row.bytes / GiB)
+}

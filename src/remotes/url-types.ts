@@ -1,0 +1,69 @@
+/**
+ * Parsed forms of Xen Orchestra remote URLs (see url.ts for parse/format). Field names follow XO's
+ * parser so values map one to one.
+ */
+
+export interface FileRemoteUrl {
+  type: 'file'
+  /** absolute directory on this host */
+  path: string
+}
+
+export interface NfsRemoteUrl {
+  type: 'nfs'
+  host: string
+  /** NFS port when not 2049 (then portmapper is skipped for NFS) */
+  port?: number
+  /** export path, e.g. /export/backups */
+  path: string
+}
+
+export interface SmbRemoteUrl {
+  type: 'smb'
+  /** server host (XO keeps `host\share` together; we split them) */
+  host: string
+  share: string
+  domain: string
+  username: string
+  password: string
+  /** sub-directory inside the share, `/`-separated, no leading slash ('' for the share root) */
+  path: string
+}
+
+export interface S3RemoteUrl {
+  type: 's3'
+  /** s3 (https) or s3+http */
+  protocol: 'https' | 'http'
+  host: string
+  port?: number
+  bucket: string
+  /** key prefix inside the bucket, no leading or trailing slash ('' for the bucket root) */
+  path: string
+  accessKeyId: string
+  secretAccessKey: string
+  region?: string
+  /** other query parameters (useVhdDirectory, ...) kept for round trips */
+  params?: Record<string, string>
+}
+
+export type RemoteUrl = FileRemoteUrl | NfsRemoteUrl | SmbRemoteUrl | S3RemoteUrl
+
+/** Options a remote is configured with besides its URL (XO's remote options). */
+export interface RemoteOptions {
+  /** client-side encryption key (32 bytes) — see encryption.ts */
+  encryptionKey?: string
+  /** write VhdDirectory instead of VhdFile backups */
+  useVhdDirectory?: boolean
+  /** for S3: upload part size floor in bytes (the part size grows with the expected size) */
+  uploadPartSizeBytes?: number
+  /** for S3: parts in flight */
+  uploadConcurrency?: number
+  /** for S3: accept self-signed certificates */
+  allowUnauthorized?: boolean
+  /** for SMB: protocol version cap, e.g. '3.1.1' */
+  protocolVersion?: string
+  /** for NFS: AUTH_SYS uid/gid and WRITEs in flight */
+  uid?: number
+  gid?: number
+  nfsWindow?: number
+}
