@@ -8,7 +8,7 @@
 import { Command, CommanderError } from 'commander'
 import { BackupProxyError, errorCode } from '../common/errors.js'
 import { redactString } from '../common/redact.js'
-import { processIo, type CliIo } from './context.js'
+import { commandConfig, processIo, type CliIo } from './context.js'
 import { registerServe } from './commands/serve.js'
 import { registerBackup } from './commands/backup.js'
 import { registerCancel } from './commands/cancel.js'
@@ -35,6 +35,10 @@ export function buildProgram(io: CliIo = processIo): Command {
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .exitOverride()
+    // invalid configuration (file or env) stops every subcommand before it starts, with exit code 2
+    .hook('preAction', async (_program, actionCommand) => {
+      await commandConfig(actionCommand)
+    })
 
   for (const register of [registerServe, registerBackup, registerCancel, registerStatus, registerRemote, registerVerify, registerRestore, registerXapiSim, registerDemo]) {
     register(program, io)

@@ -245,7 +245,7 @@ export function deserializeError(data: unknown): Error {
   const cause = data.cause === undefined ? undefined : deserializeError(data.cause)
   let error: Error
   const ctor = CLASS_BY_NAME[data.name]
-  if (ctor !== undefined || (data.code !== undefined && /^E[_A-Z]+$/.test(data.code))) {
+  if (ctor !== undefined || (data.code !== undefined && /^E_[A-Z_]+$/.test(data.code))) {
     // create without running the constructor: subclass constructors take different arguments
     const proto = (ctor ?? BackupProxyError).prototype as object
     error = Object.create(proto) as BackupProxyError

@@ -39,6 +39,8 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServi
     ])
     await waitFor(`redis-server on ${port}: ${daemon.output()}`, async () => {
       const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+      // the same failure rejects connect() below, which waitFor reports; the event would only print it twice
+      client.on('error', () => undefined)
       try {
         await client.connect()
         return (await client.ping()) === 'PONG'
