@@ -1,0 +1,122 @@
+/**
+ * Fan-out: one parsed block stream written to N targets at once.
+ *
+ * The source is read once. Each block is handed to every live target; a target may have at most
+ * `maxPendingPerTarget` blocks in flight, and the source is not read further until every live target
+ * is below that window — so the slowest target paces the stream and memory stays bounded by
+ * (targets × window × block size), never by disk size. Blocks are shared, not copied: the source must
+ * not reuse a block's buffer while it is in flight (a window of 1 makes that trivially true).
+ *
+ * A target that fails (begin, a write or end) is dropped: it is aborted (its temporary removed by the
+ * sink), reported through `onTargetFailed`, and the others continue. `fanOut` rejects only when every
+ * target failed (AllTargetsFailedError, with each target's error), when the source fails (a corrupt or
+ * truncated export: all targets are aborted), or when the signal aborts (all aborted, CancelledError).
+ */
+import { BackupProxyError, CancelledError, serializeError, toError } from '../common/errors.js'
+
+export interface FanOutTarget<B> {
+  /** target id (remote id) for reports */
+  readonly id: string
+  begin(): Promise<void>
+  write(block: B): Promise<void>
+  /** completes and publishes the target's file */
+  end(): Promise<void>
+  /** removes what was written; must not throw for an already failed target */
+  abort(reason: Error): Promise<void>
+}
+
+export interface FanOutOptions {
+  /** blocks in flight per target, default 2 */
+  maxPendingPerTarget?: number
+  signal?: AbortSignal
+  onTargetFailed?: (id: string, error: Error) => void
+}
+
+export interface FanOutResult {
+  succeeded: string[]
+  failed: { id: string; error: Error }[]
+  blocks: number
+}
+
+export class AllTargetsFailedError extends BackupProxyError {
+  constructor(readonly failures: readonly { id: string; error: Error }[]) {
+    super('E_BACKUP', `every target failed: ${failures.map((f) => `${f.id}: ${f.error.message}`).join('; ')}`, {
+      fields: { targets: failures.map((f) => ({ id: f.id, error: serializeError(f.error).message })) },
+    })
+  }
+}
+
+interface Lane<B> {
+  target: FanOutTarget<B>
+  pending: Promise<void>[]
+  error?: Error
+}
+
+export async function fanOut<B>(source: AsyncIterable<B>, targets: readonly FanOutTarget<B>[], options: FanOutOptions = {}): Promise<FanOutResult> {
+  const window = options.maxPendingPerTarget ?? 2
+  if (!Number.isInteger(window) || window < 1) throw new RangeError(`maxPendingPerTarget must be a whole number >= 1, got ${window}`)
+  if (targets.length === 0) throw new RangeError('fanOut needs at least one target')
+  const signal = options.signal
+  const lanes: Lane<B>[] = targets.map((target) => ({ target, pending: [] }))
+  const failed: { id: string; error: Error }[] = []
+
+  const drop = async (lane: Lane<B>, error: unknown): Promise<void> => {
+    if (lane.error !== undefined) return
+    lane.error = toError(error)
+    failed.push({ id: lane.target.id, error: lane.error })
+    options.onTargetFailed?.(lane.target.id, lane.error)
+    try {
+      await lane.target.abort(lane.error)
+    } catch (abortError) {
+      // the target already failed; its abort error is kept as the cause chain of the report
+      lane.error = new BackupProxyError('E_BACKUP', `${lane.error.message} (and cleaning up failed: ${toError(abortError).message})`, { cause: lane.error })
+      failed[failed.length - 1] = { id: lane.target.id, error: lane.error }
+    }
+  }
+  const live = () => lanes.filter((l) => l.error === undefined)
+  const abortAll = async (reason: Error) => {
+    await Promise.all(live().map(async (l) => {
+      await Promise.allSettled(l.pending)
+      l.error = reason
+      await l.target.abort(reason).catch(() => undefined)
+    }))
+  }
+  const checkLive = () => {
+    if (live().length === 0) throw new AllTargetsFailedError(failed)
+  }
+
+  await Promise.all(lanes.map(async (l) => l.target.begin().catch((e: unknown) => drop(l, e))))
+  checkLive()
+
+  let blocks = 0
+  try {
+    for await (const block of source) {
+      if (signal?.aborted === true) throw new CancelledError('the export was cancelled', { cause: signal.reason })
+      blocks++
+      for (const lane of live()) {
+        const p: Promise<void> = lane.target.write(block).catch((e: unknown) => drop(lane, e)).finally(() => {
+          const i = lane.pending.indexOf(p)
+          if (i !== -1) void lane.pending.splice(i, 1)
+        })
+        lane.pending.push(p)
+      }
+      // pace by the slowest live target
+      for (const lane of live()) {
+        while (lane.error === undefined && lane.pending.length >= window) await lane.pending[0]
+      }
+      checkLive()
+    }
+    if (signal?.aborted === true) throw new CancelledError('the export was cancelled', { cause: signal.reason })
+  } catch (error) {
+    await abortAll(toError(error))
+    throw error
+  }
+
+  await Promise.all(live().map(async (l) => {
+    await Promise.all(l.pending)
+    if (l.error !== undefined) return
+    await l.target.end().catch((e: unknown) => drop(l, e))
+  }))
+  checkLive()
+  return { succeeded: live().map((l) => l.target.id), failed, blocks }
+}
