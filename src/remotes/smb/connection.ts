@@ -1,0 +1,318 @@
+/**
+ * One SMB2 transport connection: direct TCP (4-byte length framing, port 445), message ids and credits,
+ * request/response matching, interim STATUS_PENDING responses, and signing.
+ *
+ * - Credits ([MS-SMB2] 3.2.4.1.5): each request consumes `creditCharge` credits and as many message
+ *   ids; a request waits (FIFO) until enough credits are granted. Every request asks for more until
+ *   `targetCredits` are available, so several large READ/WRITEs can be in flight.
+ * - Async: a response with STATUS_PENDING and the ASYNC flag is interim (Samba sends one for writes it
+ *   runs through AIO): its credits are counted and the request keeps waiting for the final response
+ *   with the same MessageId.
+ * - Signing: once the session has a Signer, requests are signed when `signRequests` is set (server or
+ *   client requires it) and every signed response is verified; an unsigned final response while
+ *   signing is required, or a bad signature, kills the connection (it may be tampered with).
+ * - Large payloads (WRITE data) are written after the header with cork/uncork (one writev, no copy)
+ *   and READ payloads are returned as views of the received frame.
+ * - When the socket dies every pending request fails with ECONNRESET; the owner (client.ts) drops
+ *   this connection and makes a new one for later operations.
+ */
+import { connect, type Socket } from 'node:net'
+import { RemoteError } from '../../common/errors.js'
+import type { Signer } from './crypto.js'
+import { connectionError, statusError } from './errors.js'
+import { NtStatus } from './status.js'
+import { Command, COMMAND_NAMES, decodeHeader, encodeHeader, Flags, HEADER_SIZE, type Header } from './wire.js'
+
+export interface Response {
+  header: Header
+  /** the message after the 64-byte header */
+  body: Buffer
+  /** the whole message (header + body), for the 3.1.1 preauth hash and signature checks */
+  raw: Buffer
+}
+
+export interface RequestOptions {
+  command: number
+  /** fixed part of the body (and any small variable part) */
+  body: Buffer
+  /** large trailing data (WRITE), sent without copying */
+  payload?: Uint8Array
+  /** credits this request costs (1 per 64 KiB of READ/WRITE); default 1 */
+  creditCharge?: number
+  treeId?: number
+  /** statuses that resolve instead of rejecting; SUCCESS always does */
+  accept?: readonly number[]
+  /** what the request is about, for error messages (a path, never a secret) */
+  what?: string
+  signal?: AbortSignal
+  /** sign even when signing is not required (3.1.1 TREE_CONNECT) */
+  forceSign?: boolean
+  /** receives the message as sent (header + body, no transport header), for the preauth hash */
+  onSent?: (message: Buffer) => void
+}
+
+interface Pending {
+  command: number
+  what: string
+  accept: readonly number[]
+  resolve: (r: Response) => void
+  reject: (e: Error) => void
+  /** the caller stopped waiting (abort); the response is still consumed for its credits */
+  abandoned: boolean
+  timer: NodeJS.Timeout | undefined
+  /** detaches the abort listener */
+  cleanup: () => void
+}
+
+export interface ConnectionOptions {
+  host: string
+  port: number
+  connectTimeoutMs: number
+  requestTimeoutMs: number
+  targetCredits: number
+  signal?: AbortSignal
+}
+
+export class SmbConnection {
+  sessionId = 0n
+  signer: Signer | undefined
+  signRequests = false
+  /** whether the server lets one request cost more than one credit (SMB2_GLOBAL_CAP_LARGE_MTU) */
+  multiCredit = false
+  private credits = 1
+  private nextMessageId = 0n
+  private readonly pending = new Map<bigint, Pending>()
+  private readonly creditWaiters: { charge: number; resolve: () => void; reject: (e: Error) => void }[] = []
+  private closedError: Error | undefined
+  private readonly closeListeners: ((error: Error) => void)[] = []
+  // framing state
+  private readonly chunks: Buffer[] = []
+  private buffered = 0
+
+  private constructor(
+    private readonly socket: Socket,
+    private readonly options: ConnectionOptions,
+  ) {
+    socket.setNoDelay(true)
+    socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    socket.on('error', (e) => this.fail(connectionError('ECONNRESET', `SMB connection to ${this.server} failed: ${e.message}`, this.server, e)))
+    socket.on('close', () => this.fail(connectionError('ECONNRESET', `SMB connection to ${this.server} was closed`, this.server)))
+  }
+
+  get server(): string {
+    return `${this.options.host}:${this.options.port}`
+  }
+
+  get closed(): boolean {
+    return this.closedError !== undefined
+  }
+
+  static async open(options: ConnectionOptions): Promise<SmbConnection> {
+    const server = `${options.host}:${options.port}`
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const s = connect({ host: options.host, port: options.port })
+      const timer = setTimeout(() => {
+        s.destroy()
+        reject(connectionError('ETIMEDOUT', `SMB connection to ${server} timed out after ${options.connectTimeoutMs} ms`, server))
+      }, options.connectTimeoutMs)
+      const onAbort = () => {
+        s.destroy()
+        reject(new RemoteError('E_REMOTE', `SMB connection to ${server} aborted`, { cause: options.signal?.reason }))
+      }
+      options.signal?.addEventListener('abort', onAbort, { once: true })
+      s.once('connect', () => {
+        clearTimeout(timer)
+        options.signal?.removeEventListener('abort', onAbort)
+        s.removeAllListeners('error')
+        resolve(s)
+      })
+      s.once('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer)
+        options.signal?.removeEventListener('abort', onAbort)
+        const code = e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET' ? 'ECONNRESET' : e.code === 'ETIMEDOUT' ? 'ETIMEDOUT' : 'E_REMOTE'
+        reject(connectionError(code, `cannot connect to SMB server ${server}: ${e.message} (is smbd running and reachable on that port?)`, server, e))
+      })
+    })
+    return new SmbConnection(socket, options)
+  }
+
+  onClose(listener: (error: Error) => void): void {
+    this.closeListeners.push(listener)
+  }
+
+  /** Sends a request and waits for its final response. */
+  async request(req: RequestOptions): Promise<Response> {
+    if (this.closedError !== undefined) throw this.closedError
+    const charge = Math.max(1, req.creditCharge ?? 1)
+    if (charge > 1 && !this.multiCredit) throw new Error(`internal: request charging ${charge} credits on a connection without LARGE_MTU`)
+    await this.takeCredits(charge)
+    const closedWhileWaiting = this.closedError as Error | undefined
+    if (closedWhileWaiting !== undefined) throw closedWhileWaiting
+    const messageId = this.nextMessageId
+    this.nextMessageId += BigInt(charge)
+    const outstanding = this.credits + this.pending.size
+    const creditRequest = outstanding < this.options.targetCredits ? charge + Math.min(256, this.options.targetCredits - outstanding) : charge
+    const payloadLength = req.payload?.length ?? 0
+    const head = Buffer.allocUnsafe(4 + HEADER_SIZE + req.body.length)
+    const total = HEADER_SIZE + req.body.length + payloadLength
+    head.writeUInt32BE(total & 0xffffff, 0)
+    const sign = (this.signRequests || req.forceSign === true) && this.signer !== undefined && req.command !== Command.NEGOTIATE && req.command !== Command.SESSION_SETUP
+    encodeHeader(
+      {
+        creditCharge: req.command === Command.NEGOTIATE ? 0 : charge,
+        command: req.command,
+        creditRequest,
+        flags: sign ? Flags.SIGNED : 0,
+        messageId,
+        treeId: req.treeId ?? 0,
+        sessionId: this.sessionId,
+      },
+      head,
+      4,
+    )
+    req.body.copy(head, 4 + HEADER_SIZE)
+    if (sign && this.signer !== undefined) {
+      const parts: Uint8Array[] = [head.subarray(4)]
+      if (req.payload !== undefined) parts.push(req.payload)
+      this.signer.sign(parts).copy(head, 4 + 48)
+    }
+    const response = new Promise<Response>((resolve, reject) => {
+      const p: Pending = { command: req.command, what: req.what ?? '', accept: req.accept ?? [], resolve, reject, abandoned: false, timer: undefined, cleanup: () => undefined }
+      p.timer = setTimeout(() => {
+        this.fail(connectionError('ETIMEDOUT', `SMB ${COMMAND_NAMES[req.command] ?? req.command} request to ${this.server} got no answer in ${this.options.requestTimeoutMs} ms; the connection was dropped`, this.server))
+      }, this.options.requestTimeoutMs)
+      this.pending.set(messageId, p)
+      if (req.signal !== undefined) {
+        const signal = req.signal
+        const onAbort = () => {
+          p.abandoned = true
+          reject(new RemoteError('E_REMOTE', `SMB request aborted${p.what === '' ? '' : ` (${p.what})`}`, { cause: signal.reason }))
+        }
+        if (signal.aborted) onAbort()
+        else {
+          signal.addEventListener('abort', onAbort, { once: true })
+          p.cleanup = () => signal.removeEventListener('abort', onAbort)
+        }
+      }
+    })
+    req.onSent?.(head.subarray(4))
+    this.socket.cork()
+    this.socket.write(head)
+    if (req.payload !== undefined && req.payload.length > 0) this.socket.write(req.payload)
+    this.socket.uncork()
+    return response
+  }
+
+  /** Verifies a signed message with the session's signer (throws on mismatch). */
+  verify(raw: Buffer): void {
+    if (this.signer === undefined) return
+    const copy = Buffer.from(raw.subarray(0, HEADER_SIZE))
+    const expected = Buffer.from(copy.subarray(48, 64))
+    copy.fill(0, 48, 64)
+    const actual = this.signer.sign([copy, raw.subarray(HEADER_SIZE)])
+    if (!actual.equals(expected)) {
+      throw connectionError('EACCES', `SMB response from ${this.server} has a bad signature: the connection may be tampered with (or the session key is wrong)`, this.server)
+    }
+  }
+
+  /** Closes the socket gracefully; pending requests fail. */
+  close(): void {
+    this.fail(connectionError('ECONNRESET', `SMB connection to ${this.server} was closed by the client`, this.server))
+  }
+
+  private async takeCredits(charge: number): Promise<void> {
+    if (this.creditWaiters.length === 0 && this.credits >= charge) {
+      this.credits -= charge
+      return
+    }
+    await new Promise<void>((resolve, reject) => this.creditWaiters.push({ charge, resolve, reject }))
+  }
+
+  private grant(n: number): void {
+    this.credits += n
+    while (this.creditWaiters.length > 0) {
+      const w = this.creditWaiters[0]
+      if (w === undefined || this.credits < w.charge) break
+      this.credits -= w.charge
+      this.creditWaiters.shift()
+      w.resolve()
+    }
+  }
+
+  private onData(chunk: Buffer): void {
+    this.chunks.push(chunk)
+    this.buffered += chunk.length
+    while (this.buffered >= 4) {
+      const first = this.chunks[0]
+      if (first === undefined) return
+      const lenBytes = first.length >= 4 ? first : Buffer.concat(this.chunks)
+      const length = lenBytes.readUInt32BE(0) & 0xffffff
+      if (this.buffered < 4 + length) return
+      let frame: Buffer
+      if (first.length >= 4 + length) {
+        frame = first.subarray(4, 4 + length)
+        if (first.length === 4 + length) this.chunks.shift()
+        else this.chunks[0] = first.subarray(4 + length)
+      } else {
+        // gather one frame from several chunks: one copy
+        frame = Buffer.allocUnsafe(length)
+        let skip = 4
+        let filled = 0
+        while (filled < length) {
+          const c = this.chunks[0]
+          if (c === undefined) break
+          const usable = c.length - skip
+          const take = Math.min(usable, length - filled)
+          c.copy(frame, filled, skip, skip + take)
+          filled += take
+          if (skip + take === c.length) this.chunks.shift()
+          else this.chunks[0] = c.subarray(skip + take)
+          skip = 0
+        }
+      }
+      this.buffered -= 4 + length
+      try {
+        this.onMessage(frame)
+      } catch (error) {
+        this.fail(error instanceof Error ? error : new Error(String(error)))
+        return
+      }
+    }
+  }
+
+  private onMessage(raw: Buffer): void {
+    if (raw.length === 0) return // keep-alive
+    const header = decodeHeader(raw)
+    if (header.nextCommand !== 0) throw connectionError('EIO', `SMB server ${this.server} sent a compound response to a non-compound request`, this.server)
+    const p = this.pending.get(header.messageId)
+    this.grant(header.credits)
+    if (p === undefined) return // oplock break or a response nobody waits for
+    if (header.status === NtStatus.PENDING && (header.flags & Flags.ASYNC_COMMAND) !== 0) return // interim: wait for the final one
+    this.pending.delete(header.messageId)
+    clearTimeout(p.timer)
+    p.cleanup()
+    if ((header.flags & Flags.SIGNED) !== 0 && this.signer !== undefined && header.command !== Command.SESSION_SETUP && header.status !== NtStatus.PENDING) {
+      this.verify(raw)
+    } else if (this.signRequests && this.signer !== undefined && header.command !== Command.SESSION_SETUP && header.status !== NtStatus.PENDING) {
+      throw connectionError('EACCES', `SMB server ${this.server} sent an unsigned response while signing is required`, this.server)
+    }
+    if (p.abandoned) return
+    const response = { header, body: raw.subarray(HEADER_SIZE), raw }
+    if (header.status === NtStatus.SUCCESS || p.accept.includes(header.status)) p.resolve(response)
+    else p.reject(statusError(header.status, header.command, p.what, this.server))
+  }
+
+  private fail(error: Error): void {
+    if (this.closedError !== undefined) return
+    this.closedError = error
+    this.socket.destroy()
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer)
+      p.cleanup()
+      if (!p.abandoned) p.reject(error)
+    }
+    this.pending.clear()
+    for (const w of this.creditWaiters.splice(0)) w.reject(error)
+    for (const l of this.closeListeners) l(error)
+  }
+}
