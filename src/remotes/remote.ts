@@ -16,9 +16,11 @@
  * Remotes emit `op` and `bytes` events (see RemoteEvents) that the metrics layer turns into counters;
  * no prom-client import lives here.
  */
+import { createHash, randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { posix } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
+import { finished } from 'node:stream/promises'
 import { RemoteError } from '../common/errors.js'
 
 export type RemoteKind = 'file' | 'nfs' | 'smb' | 's3'
@@ -151,6 +153,104 @@ export abstract class Remote extends EventEmitter<RemoteEvents> {
       throw new RemoteError('EACCES', `path refused on ${this.displayUrl}: "${path}" leaves the remote root (..)`, { fields: { path } })
     }
     return parts.filter((p) => p !== '' && p !== '.').join('/')
+  }
+
+  /**
+   * Probes the remote: writes a `sizeBytes` file of random data (through createWriteStream, so the
+   * atomic path is what is measured), reads it back and compares, stats it (latency), deletes it.
+   * The probe is a temporary name, so a crash leaves something `removeTemporaries` cleans.
+   */
+  async test(options: { sizeBytes?: number; signal?: AbortSignal } = {}): Promise<RemoteTestResult> {
+    const sizeBytes = options.sizeBytes ?? 16 * 1024 * 1024
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 1) throw new RemoteError('EINVAL', `test(): sizeBytes must be a positive integer, got ${sizeBytes}`)
+    const signal = options.signal
+    return this.track('test', async () => {
+      const path = temporaryName('backup-proxy-probe', randomBytes(6).toString('hex'))
+      const chunk = randomBytes(Math.min(sizeBytes, 1024 * 1024))
+      const written = createHash('sha256')
+      try {
+        const t0 = performance.now()
+        const out = await this.createWriteStream(path, { expectedSizeBytes: sizeBytes, ...(signal === undefined ? {} : { signal }) })
+        for (let left = sizeBytes; left > 0; ) {
+          const part = left >= chunk.length ? chunk : chunk.subarray(0, left)
+          written.update(part)
+          left -= part.length
+          if (!out.write(part)) await new Promise<void>((resolve, reject) => {
+            const onError = (e: Error) => reject(e)
+            out.once('error', onError)
+            out.once('drain', () => {
+              out.off('error', onError)
+              resolve()
+            })
+          })
+        }
+        out.end()
+        await finished(out)
+        const writeDurationMs = performance.now() - t0
+        const t1 = performance.now()
+        const read = createHash('sha256')
+        let readBytes = 0
+        const input = await this.createReadStream(path, signal === undefined ? {} : { signal })
+        for await (const data of input as AsyncIterable<Buffer>) {
+          read.update(data)
+          readBytes += data.length
+        }
+        const readDurationMs = performance.now() - t1
+        if (readBytes !== sizeBytes || !read.digest().equals(written.digest())) {
+          throw new RemoteError('EIO', `test(): ${this.displayUrl} returned different data than was written (${readBytes} of ${sizeBytes} bytes read): the storage is corrupting data`)
+        }
+        const t2 = performance.now()
+        await this.stat(path)
+        const latencyMs = performance.now() - t2
+        await this.unlink(path)
+        const mib = sizeBytes / (1024 * 1024)
+        return {
+          sizeBytes,
+          writeDurationMs,
+          readDurationMs,
+          writeMiBps: mib / (writeDurationMs / 1000),
+          readMiBps: mib / (readDurationMs / 1000),
+          latencyMs,
+        }
+      } catch (error) {
+        // best effort: the probe may not exist (failed before publish); the original error is what matters
+        await this.unlink(path).catch(() => undefined)
+        throw error
+      }
+    })
+  }
+
+  /**
+   * Removes the temporaries (`.<name>.<random>.tmp`) a killed writer left anywhere below `dir`, and
+   * returns how many were removed. Only call it when no writer is active on that directory.
+   */
+  async removeTemporaries(dir: string): Promise<number> {
+    return this.track('removeTemporaries', async () => {
+      let entries: ListEntry[]
+      try {
+        entries = await this.list(dir, { recursive: true, includeHidden: true })
+      } catch (error) {
+        if (error instanceof RemoteError && error.code === 'ENOENT') return 0
+        throw error
+      }
+      const base = this.resolvePath(dir)
+      let removed = 0
+      for (const entry of entries) {
+        if (entry.isDirectory || !isTemporaryName(posix.basename(entry.path))) continue
+        try {
+          await this.unlink(base === '' ? entry.path : `${base}/${entry.path}`)
+          removed++
+        } catch (error) {
+          if (!(error instanceof RemoteError && error.code === 'ENOENT')) throw error
+        }
+      }
+      return removed
+    })
+  }
+
+  /** Emits a `bytes` event (for metrics). */
+  protected countBytes(direction: 'read' | 'write', bytes: number): void {
+    if (bytes > 0) this.emit('bytes', { direction, bytes })
   }
 
   /** Whether a file or directory exists. */

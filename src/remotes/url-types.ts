@@ -1,12 +1,18 @@
 /**
  * Parsed forms of Xen Orchestra remote URLs (see url.ts for parse/format). Field names follow XO's
- * parser so values map one to one.
+ * parser so values map one to one. Every kind may carry XO's query options (`?useVhdDirectory=true`,
+ * `?encryptionKey="..."`, `?allowUnauthorized=true`) in `params`, JSON values as XO stores them.
  */
+
+/** A query option value as XO stores it (each value JSON-encoded in the query string). */
+export type RemoteUrlParam = string | number | boolean | null
+export type RemoteUrlParams = Record<string, RemoteUrlParam>
 
 export interface FileRemoteUrl {
   type: 'file'
   /** absolute directory on this host */
   path: string
+  params?: RemoteUrlParams
 }
 
 export interface NfsRemoteUrl {
@@ -16,6 +22,7 @@ export interface NfsRemoteUrl {
   port?: number
   /** export path, e.g. /export/backups */
   path: string
+  params?: RemoteUrlParams
 }
 
 export interface SmbRemoteUrl {
@@ -28,6 +35,7 @@ export interface SmbRemoteUrl {
   password: string
   /** sub-directory inside the share, `/`-separated, no leading slash ('' for the share root) */
   path: string
+  params?: RemoteUrlParams
 }
 
 export interface S3RemoteUrl {
@@ -41,9 +49,10 @@ export interface S3RemoteUrl {
   path: string
   accessKeyId: string
   secretAccessKey: string
+  /** XO writes it as the URL fragment (`#us-east-1`); `?region=` is accepted too */
   region?: string
-  /** other query parameters (useVhdDirectory, ...) kept for round trips */
-  params?: Record<string, string>
+  /** other query parameters (useVhdDirectory, allowUnauthorized, ...) kept for round trips */
+  params?: RemoteUrlParams
 }
 
 export type RemoteUrl = FileRemoteUrl | NfsRemoteUrl | SmbRemoteUrl | S3RemoteUrl
@@ -62,6 +71,14 @@ export interface RemoteOptions {
   allowUnauthorized?: boolean
   /** for SMB: protocol version cap, e.g. '3.1.1' */
   protocolVersion?: string
+  /** for SMB: TCP port when not 445 (XO's smb:// URL has no port field; tests and odd setups use this) */
+  smbPort?: number
+  /** for SMB: sign every message even when the server does not require it */
+  smbRequireSigning?: boolean
+  /** for SMB: READ/WRITE request size cap in bytes (default 1 MiB; the server's max also caps it) */
+  smbIoSizeBytes?: number
+  /** for SMB: READ/WRITE requests in flight per stream (default 8) */
+  smbWindow?: number
   /** for NFS: AUTH_SYS uid/gid and WRITEs in flight */
   uid?: number
   gid?: number

@@ -1,0 +1,60 @@
+/**
+ * Entry point of the remotes: `createRemote(url, options)` picks the implementation from the URL's
+ * scheme. XO's URL query options (`useVhdDirectory`, `allowUnauthorized`, `encryptionKey`) are merged
+ * under the explicit options. The returned remote is not opened yet: call `open()`.
+ */
+import { NotAvailableError, RemoteUrlError } from '../common/errors.js'
+import { LocalRemote } from './local.js'
+import { createNfsRemote } from './nfs/index.js'
+import type { Remote } from './remote.js'
+import { createSmbRemote } from './smb/index.js'
+import type { RemoteOptions, RemoteUrl } from './url-types.js'
+import { parseRemoteUrl, redactRemoteUrl } from './url.js'
+
+export { Remote } from './remote.js'
+export type * from './remote.js'
+export type * from './url-types.js'
+export { parseRemoteUrl, formatRemoteUrl, redactRemoteUrl } from './url.js'
+export { LocalRemote } from './local.js'
+
+/** Options carried in the URL's query string, typed and checked. */
+export function optionsFromUrl(url: RemoteUrl): RemoteOptions {
+  const p = url.params ?? {}
+  const out: RemoteOptions = {}
+  const bool = (key: string): boolean | undefined => {
+    const v = p[key]
+    if (v === undefined) return undefined
+    if (typeof v !== 'boolean') throw new RemoteUrlError(`remote URL ${redactRemoteUrl(url)}: option ${key} must be true or false, got ${JSON.stringify(v)}`)
+    return v
+  }
+  const useVhdDirectory = bool('useVhdDirectory')
+  if (useVhdDirectory !== undefined) out.useVhdDirectory = useVhdDirectory
+  const allowUnauthorized = bool('allowUnauthorized')
+  if (allowUnauthorized !== undefined) out.allowUnauthorized = allowUnauthorized
+  const key = p.encryptionKey
+  if (key !== undefined && key !== null && key !== false && key !== '') {
+    if (typeof key !== 'string') throw new RemoteUrlError(`remote URL ${redactRemoteUrl(url)}: option encryptionKey must be a string`)
+    out.encryptionKey = key
+  }
+  return out
+}
+
+export function createRemote(url: string | RemoteUrl, options: RemoteOptions = {}): Remote {
+  const parsed = typeof url === 'string' ? parseRemoteUrl(url) : url
+  const merged: RemoteOptions = { ...optionsFromUrl(parsed), ...options }
+  let remote: Remote
+  switch (parsed.type) {
+    case 'file':
+      remote = new LocalRemote(parsed, merged)
+      break
+    case 's3':
+      throw new NotAvailableError('the S3 remote')
+    case 'nfs':
+      remote = createNfsRemote(parsed, merged)
+      break
+    case 'smb':
+      remote = createSmbRemote(parsed, merged)
+      break
+  }
+  return remote
+}

@@ -1,0 +1,170 @@
+/**
+ * Local remote: a directory of this host (`file:///path`), on node:fs. Writes go through
+ * LocalWriteStream (temporary + fsync + rename). The root must exist: a missing mount point must fail
+ * loudly instead of silently filling the system disk.
+ */
+import { randomBytes } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import type { Readable, Writable } from 'node:stream'
+import { finished } from 'node:stream/promises'
+import { RemoteError } from '../common/errors.js'
+import { LocalWriteStream } from './local-writer.js'
+import { Remote, temporaryName, type ListEntry, type ListOptions, type ReadStreamOptions, type RemoteStat, type WriteFileOptions, type WriteStreamOptions } from './remote.js'
+import { checkRange, toRemoteError } from './remote-errors.js'
+import type { FileRemoteUrl, RemoteOptions } from './url-types.js'
+import { redactRemoteUrl } from './url.js'
+
+export class LocalRemote extends Remote {
+  readonly kind = 'file' as const
+  readonly displayUrl: string
+  readonly root: string
+
+  constructor(url: FileRemoteUrl, _options: RemoteOptions = {}) {
+    super()
+    if (!url.path.startsWith('/')) throw new RemoteError('EINVAL', `local remote: the path "${url.path}" must be absolute`)
+    this.root = url.path
+    this.displayUrl = redactRemoteUrl(url)
+  }
+
+  #abs(path: string): { rel: string; abs: string } {
+    const rel = this.resolvePath(path)
+    return { rel, abs: rel === '' ? this.root : join(this.root, rel) }
+  }
+
+  #err(op: string, path: string): (e: unknown) => never {
+    return (e: unknown) => {
+      throw toRemoteError(e, op, path, this.displayUrl)
+    }
+  }
+
+  async open(): Promise<void> {
+    await this.track('open', async () => {
+      const s = await stat(this.root).catch(this.#err('open', '/'))
+      if (!s.isDirectory()) throw new RemoteError('ENOTDIR', `${this.displayUrl}: the remote root is not a directory`)
+    })
+  }
+
+  async close(): Promise<void> {
+    await Promise.resolve()
+  }
+
+  async createWriteStream(path: string, options: WriteStreamOptions = {}): Promise<Writable> {
+    const { rel, abs } = this.#abs(path)
+    if (rel === '') throw new RemoteError('EISDIR', `createWriteStream: a file path is required, got the remote root of ${this.displayUrl}`)
+    return this.track('createWriteStream', async () => {
+      options.signal?.throwIfAborted()
+      await Promise.resolve()
+      return new LocalWriteStream({
+        finalPath: abs,
+        tmpPath: join(this.root, temporaryName(rel, randomBytes(6).toString('hex'))),
+        exclusive: options.exclusive === true,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+        onBytes: (n) => this.countBytes('write', n),
+        mapError: (e) => toRemoteError(e, 'write', rel, this.displayUrl),
+      })
+    })
+  }
+
+  async createReadStream(path: string, options: ReadStreamOptions = {}): Promise<Readable> {
+    const { rel, abs } = this.#abs(path)
+    const { start, end } = checkRange(options, rel)
+    return this.track('createReadStream', async () => {
+      const fh = await open(abs, 'r').catch(this.#err('read', rel))
+      const s = await fh.stat()
+      if (s.isDirectory()) {
+        await fh.close()
+        throw new RemoteError('EISDIR', `read "${rel}" on ${this.displayUrl}: it is a directory`)
+      }
+      const stream = createReadStream('', {
+        fd: fh,
+        start,
+        ...(end === undefined ? {} : { end }),
+        highWaterMark: 1024 * 1024,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      })
+      stream.once('close', () => this.countBytes('read', stream.bytesRead))
+      return stream
+    })
+  }
+
+  async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
+    const { rel, abs } = this.#abs(path)
+    return this.track('readFile', async () => {
+      const data = await readFile(abs, options.signal === undefined ? {} : { signal: options.signal }).catch(this.#err('readFile', rel))
+      this.countBytes('read', data.length)
+      return data
+    })
+  }
+
+  async writeFile(path: string, data: Uint8Array | string, options: WriteFileOptions = {}): Promise<void> {
+    const out = await this.createWriteStream(path, options)
+    await this.track('writeFile', async () => {
+      out.end(data)
+      await finished(out)
+    })
+  }
+
+  async list(path: string, options: ListOptions = {}): Promise<ListEntry[]> {
+    const { rel, abs } = this.#abs(path)
+    return this.track('list', async () => {
+      const out: ListEntry[] = []
+      const walk = async (dir: string, prefix: string) => {
+        const entries = await readdir(dir, { withFileTypes: true }).catch(this.#err('list', rel))
+        for (const e of entries) {
+          if (options.includeHidden !== true && e.name.startsWith('.')) continue
+          const p = prefix === '' ? e.name : `${prefix}/${e.name}`
+          if (e.isDirectory()) {
+            if (options.recursive === true) await walk(join(dir, e.name), p)
+            else out.push({ path: p, isDirectory: true })
+          } else {
+            out.push({ path: p, isDirectory: false })
+          }
+        }
+      }
+      await walk(abs, '')
+      return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
+    })
+  }
+
+  async stat(path: string): Promise<RemoteStat> {
+    const { rel, abs } = this.#abs(path)
+    return this.track('stat', async () => {
+      const s = await stat(abs).catch(this.#err('stat', rel))
+      return { size: s.isDirectory() ? 0 : s.size, isDirectory: s.isDirectory(), mtimeMs: s.mtimeMs }
+    })
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    const a = this.#abs(from)
+    const b = this.#abs(to)
+    await this.track('rename', async () => {
+      await stat(a.abs).catch(this.#err('rename', a.rel))
+      await mkdir(dirname(b.abs), { recursive: true }).catch(this.#err('rename', b.rel))
+      await rename(a.abs, b.abs).catch(this.#err('rename', `${a.rel} -> ${b.rel}`))
+    })
+  }
+
+  async unlink(path: string): Promise<void> {
+    const { rel, abs } = this.#abs(path)
+    await this.track('unlink', async () => {
+      await unlink(abs).catch(this.#err('unlink', rel))
+    })
+  }
+
+  async rmtree(path: string): Promise<void> {
+    const { rel, abs } = this.#abs(path)
+    if (rel === '') throw new RemoteError('EACCES', `rmtree refused on ${this.displayUrl}: it would delete the whole remote`)
+    await this.track('rmtree', async () => {
+      await rm(abs, { recursive: true, force: true }).catch(this.#err('rmtree', rel))
+    })
+  }
+
+  async mkdir(path: string): Promise<void> {
+    const { rel, abs } = this.#abs(path)
+    await this.track('mkdir', async () => {
+      await mkdir(abs, { recursive: true }).catch(this.#err('mkdir', rel))
+    })
+  }
+}
