@@ -1,0 +1,88 @@
+/**
+ * What the backup engine needs from the outside, as narrow interfaces ("ports"): the XAPI calls of one
+ * VM's backup and the disk exporter (a thread-pool task in production). The run orchestration depends
+ * only on these, so the adapters (xapi-adapter.ts, the pool task) are the only code that knows the
+ * XAPI client's and the worker pool's own types.
+ */
+import type { JsonValue, SerializedError } from '../common/errors.js'
+import type { RemoteOptions } from '../remotes/url-types.js'
+
+/** A XAPI record as plain JSON. */
+export type Rec = Record<string, unknown>
+
+export interface XapiObject {
+  ref: string
+  uuid: string
+  record: Rec
+}
+
+export interface XapiDisk {
+  vbd: XapiObject
+  vdi: XapiObject
+  /** uuid of the VDI this one is a snapshot of (for a snapshot's disks), else its own uuid */
+  sourceVdiUuid: string
+}
+
+export interface BackupXapi {
+  /** ref, uuid and record of a VM (not a snapshot); XapiError when it does not exist */
+  getVm(vmUuid: string): Promise<XapiObject>
+  /** snapshots of a VM (any job; the caller filters on other_config) */
+  listSnapshots(vmRef: string): Promise<XapiObject[]>
+  /** takes a snapshot (checkpoint when asked) and returns it */
+  snapshot(vmRef: string, nameLabel: string, options: { checkpoint: boolean; signal?: AbortSignal }): Promise<XapiObject>
+  setOtherConfig(cls: 'VM' | 'VDI', ref: string, key: string, value: string | null): Promise<void>
+  /** disks (VBD type Disk with a VDI) of a VM or snapshot */
+  listDisks(vmRef: string): Promise<XapiDisk[]>
+  listVifs(vmRef: string): Promise<XapiObject[]>
+  destroySnapshot(ref: string): Promise<void>
+  /** serializable descriptor a worker thread opens to stream the VDI as VHD (a delta against baseRef) */
+  exportDescriptor(vdiRef: string, options: { baseRef?: string }): Promise<JsonValue>
+}
+
+/** One remote a disk is written to. */
+export interface DiskTarget {
+  /** remote id from the task */
+  id: string
+  /** remote URL (credentials included: kept in memory, never logged or stored) */
+  url: string
+  options: RemoteOptions
+  /** remote-root path of the VHD to write (`.vhd` or `.alias.vhd`) */
+  path: string
+  /** write a VhdDirectory (alias + data dir) rather than a VhdFile */
+  directory: boolean
+  compression: 'none' | 'brotli' | 'zstd'
+  /** for a delta: the parent on this target */
+  parent?: { path: string; uuid: string }
+}
+
+export interface DiskExportInput {
+  /** from BackupXapi.exportDescriptor */
+  descriptor: JsonValue
+  /** uuid written into the VHD footer: the snapshot VDI's uuid (XO matches bases by it) */
+  vdiUuid: string
+  /** the export is a delta against this VDI uuid (it must equal each target's parent uuid) */
+  baseVdiUuid?: string
+  targets: DiskTarget[]
+  /** bytes per second, 0 = unlimited */
+  maxExportRateBytesPerSecond: number
+}
+
+export interface DiskExportResult {
+  /** bytes read from XAPI */
+  readBytes: number
+  /** data bytes of the VHD (blocks + metadata) as written to each target */
+  sizeBytes: number
+  blocks: number
+  differencing: boolean
+  succeeded: string[]
+  failed: { id: string; error: SerializedError }[]
+  durationMs: number
+}
+
+export interface DiskProgress {
+  readBytes: number
+  /** expected total, when known */
+  totalBytes?: number
+}
+
+export type DiskExporter = (input: DiskExportInput, options: { signal: AbortSignal; onProgress?: (p: DiskProgress) => void }) => Promise<DiskExportResult>

@@ -1,0 +1,384 @@
+/**
+ * One VM's backup, on the main thread: the light, ordered part of a run.
+ *
+ *  1. read what every target already holds for this VM (metadata = truth) and remove the leftovers of a
+ *     killed run of this job (temporaries, VHDs no metadata references that are newer than the newest
+ *     backup);
+ *  2. choose the base (base-choice.ts), snapshot the VM and tag the snapshot as XO does;
+ *  3. export each disk once through the disk exporter (a pool thread), written to every target at
+ *     once; a target that fails any disk is dropped for this VM (warning), its files of this backup
+ *     removed;
+ *  4. on each target that got every disk: write the metadata JSON (last: the backup now exists), update
+ *     cache.json.gz, then apply retention (merge, delete);
+ *  5. tag the new snapshot exported and delete older backup snapshots beyond the snapshot retention.
+ *
+ * The VM fails only when every target failed; then the new snapshot is destroyed so it never becomes a
+ * base. Task log: VM → snapshot, export (one per target) → transfer, merge; as XO.
+ */
+import { BackupProxyError, CancelledError, serializeError, toError, type JsonValue } from '../common/errors.js'
+import type { Logger } from '../common/log.js'
+import { isTemporaryName, type Remote } from '../remotes/remote.js'
+import type { RemoteOptions } from '../remotes/url-types.js'
+import {
+  TAG_CHAIN_LENGTH, TAG_DATETIME, TAG_EXPORTED, TAG_JOB, TAG_SCHEDULE, TAG_VM, chooseBase, type BackupSnapshot,
+} from './base-choice.js'
+import { listBackups, updateCache, writeMetadata, type CatalogEntry } from './catalog.js'
+import { mapSettled } from './concurrency.js'
+import {
+  METADATA_VERSION, aliasDataPath, formatTimestamp, parseTimestamp, resolveVhdPath, sourceVdiUuid, timestampOfName, vdiDir, vhdRelativePath, vmDir, type BackupMetadata,
+} from './layout.js'
+import type { BackupXapi, DiskExporter, DiskTarget, Rec, XapiDisk, XapiObject } from './ports.js'
+import { applyRetention } from './apply-retention.js'
+import type { Task } from './task-log.js'
+
+export interface RunTarget {
+  id: string
+  url: string
+  options: RemoteOptions
+  /** opened by the run */
+  remote: Remote
+}
+
+export interface VmSettings {
+  diskPerVmConcurrency: number
+  exportRetention: number
+  snapshotRetention: number
+  fullInterval: number
+  maxExportRateBytesPerSecond: number
+  compression: 'none' | 'brotli' | 'zstd'
+  checkpointSnapshot: boolean
+}
+
+export interface VmBackupContext {
+  jobId: string
+  jobName: string
+  scheduleId: string
+  mode: 'delta' | 'full'
+  targets: readonly RunTarget[]
+  xapi: BackupXapi
+  exporter: DiskExporter
+  signal: AbortSignal
+  log: Logger
+  /** bytes read so far by this VM's disks (for run progress) */
+  onBytes?: (vmUuid: string, readBytes: number, totalBytes: number | undefined) => void
+}
+
+export interface VmBackupResult {
+  vmUuid: string
+  /** this backup's timestamp, `YYYYMMDDTHHmmssZ` */
+  timestamp: string
+  full: boolean
+  sizeBytes: number
+  readBytes: number
+  durationMs: number
+  succeeded: string[]
+  failed: string[]
+}
+
+interface RunIds {
+  timestamp: string
+  timestampMs: number
+}
+
+function tagOf(obj: XapiObject, key: string): string | undefined {
+  const oc = obj.record.other_config
+  if (typeof oc !== 'object' || oc === null) return undefined
+  const v = (oc as Record<string, unknown>)[key]
+  return typeof v === 'string' ? v : undefined
+}
+
+function toSnapshot(obj: XapiObject): BackupSnapshot | undefined {
+  const datetime = tagOf(obj, TAG_DATETIME)
+  if (datetime === undefined) return undefined
+  return { uuid: obj.uuid, ref: obj.ref, datetime, deltaChainLength: Number(tagOf(obj, TAG_CHAIN_LENGTH) ?? 0) || 0 }
+}
+
+function throwIfAborted(signal: AbortSignal): void {
+  if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new CancelledError()
+}
+
+/** Removes what a killed run of this job left on a target: temporaries and unreferenced newer VHDs. */
+async function cleanLeftovers(target: RunTarget, vmUuid: string, jobId: string, backups: readonly CatalogEntry[], log: Logger): Promise<void> {
+  const remote = target.remote
+  const jobDir = `${vmDir(vmUuid)}/vdis/${jobId}`
+  let entries: { path: string; isDirectory: boolean }[]
+  try {
+    entries = await remote.list(jobDir, { recursive: true, includeHidden: true })
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'ENOENT') return
+    throw error
+  }
+  const referenced = new Set(backups.flatMap((b) => Object.values(b.metadata.vhds).map((p) => resolveVhdPath(vmUuid, p))))
+  const newest = backups.filter((b) => b.metadata.jobId === jobId).map((b) => b.timestamp).sort().pop() ?? ''
+  const removed: string[] = []
+  for (const e of entries) {
+    const full = `${jobDir}/${e.path}`
+    const name = e.path.split('/').pop() ?? ''
+    if (isTemporaryName(name)) {
+      if (e.isDirectory) await remote.rmtree(full)
+      else await remote.unlink(full).catch((err: unknown) => ((err as { code?: unknown }).code === 'ENOENT' ? undefined : Promise.reject(toError(err))))
+      removed.push(full)
+      continue
+    }
+    // <vdi>/<ts>.vhd or <vdi>/<ts>.alias.vhd not referenced and newer than every backup: a killed run's
+    const depth = e.path.split('/').length
+    const ts = timestampOfName(name)
+    if (depth === 2 && !e.isDirectory && ts !== undefined && ts > newest && !referenced.has(full)) {
+      if (name.endsWith('.alias.vhd')) {
+        const [vdi] = e.path.split('/')
+        await remote.rmtree(aliasDataPath(vmUuid, jobId, vdi!, ts))
+      }
+      await remote.unlink(full)
+      removed.push(full)
+    }
+  }
+  if (removed.length > 0) log.info({ remote: target.id, vm: vmUuid, removed }, 'removed leftovers of an interrupted backup')
+}
+
+export async function backupVm(vmUuid: string, ctx: VmBackupContext, settings: VmSettings, task: Task): Promise<VmBackupResult> {
+  const t0 = performance.now()
+  const { xapi, signal, jobId } = ctx
+  const vm = await xapi.getVm(vmUuid)
+
+  // 1. what each target holds
+  const holdings = new Map<string, CatalogEntry[]>()
+  await Promise.all(ctx.targets.map(async (t) => {
+    const backups = await listBackups(t.remote, vmUuid, (path, error) => task.warning(`ignoring unreadable backup metadata ${path} on ${t.id}`, { error: error.message }))
+    await cleanLeftovers(t, vmUuid, jobId, backups, ctx.log)
+    holdings.set(t.id, backups.filter((b) => b.metadata.jobId === jobId))
+  }))
+  throwIfAborted(signal)
+  // the backup's name: now, but always after every backup already there (two runs in one second)
+  const newestMs = Math.max(0, ...[...holdings.values()].flat().map((b) => parseTimestamp(b.timestamp)))
+  const timestampMs = Math.max(Math.floor(Date.now() / 1000) * 1000, newestMs + 1000)
+  const timestamp = formatTimestamp(timestampMs)
+  const run: RunIds = { timestamp, timestampMs }
+
+  // 2. base and snapshot
+  const jobSnapshots = (await xapi.listSnapshots(vm.ref)).filter((s) => tagOf(s, TAG_JOB) === jobId)
+  const exportedByTarget = new Map<string, Set<string>>()
+  for (const t of ctx.targets) exportedByTarget.set(t.id, new Set((holdings.get(t.id) ?? []).map((b) => String(b.metadata.vmSnapshot.uuid))))
+  const choice = chooseBase({
+    mode: ctx.mode,
+    fullInterval: settings.fullInterval,
+    snapshots: jobSnapshots.map(toSnapshot).filter((s): s is BackupSnapshot => s !== undefined),
+    exportedByTarget,
+  })
+  if (choice.fullReason !== undefined) task.info(`full backup: ${choice.fullReason}`)
+  else task.info(`delta backup against the snapshot of ${choice.base!.datetime}`)
+
+  const snapTask = task.child('snapshot')
+  const snapshot = await snapTask.run(async () => {
+    const s = await xapi.snapshot(vm.ref, `${typeof vm.record.name_label === 'string' ? vm.record.name_label : vmUuid} - ${ctx.jobName || jobId} - (${timestamp})`, {
+      checkpoint: settings.checkpointSnapshot,
+      signal,
+    })
+    const tags: [string, string][] = [
+      [TAG_JOB, jobId], [TAG_SCHEDULE, ctx.scheduleId], [TAG_VM, vmUuid], [TAG_DATETIME, timestamp], [TAG_CHAIN_LENGTH, String(choice.deltaChainLength)],
+    ]
+    for (const [k, v] of tags) await xapi.setOtherConfig('VM', s.ref, k, v)
+    return s
+  }, (s) => s.uuid)
+
+  try {
+    const result = await exportAndPublish(vmUuid, vm, snapshot, choice.base, holdings, ctx, run, settings, task)
+    await xapi.setOtherConfig('VM', snapshot.ref, TAG_EXPORTED, 'true')
+    await pruneSnapshots(xapi, jobSnapshots, snapshot, settings.snapshotRetention, task)
+    return { ...result, durationMs: performance.now() - t0 }
+  } catch (error) {
+    // a snapshot no target holds must never become a base
+    await xapi.destroySnapshot(snapshot.ref).catch((e: unknown) => task.warning('could not remove the snapshot of the failed backup', { error: serializeError(e).message }))
+    throw error
+  }
+}
+
+async function exportAndPublish(
+  vmUuid: string, vm: XapiObject, snapshot: XapiObject, base: BackupSnapshot | undefined, holdings: Map<string, CatalogEntry[]>,
+  ctx: VmBackupContext, run: RunIds, settings: VmSettings, task: Task,
+): Promise<Omit<VmBackupResult, 'durationMs'>> {
+  const { xapi, signal, jobId } = ctx
+  const { timestamp } = run
+  const disks = await xapi.listDisks(snapshot.ref)
+  const baseDisks = base === undefined ? [] : await xapi.listDisks(base.ref)
+  const baseBackupByTarget = new Map<string, CatalogEntry>()
+  if (base !== undefined) {
+    for (const t of ctx.targets) {
+      const b = (holdings.get(t.id) ?? []).find((e) => e.metadata.vmSnapshot.uuid === base.uuid)
+      if (b !== undefined) baseBackupByTarget.set(t.id, b)
+    }
+  }
+
+  const exportTasks = new Map(ctx.targets.map((t) => [t.id, task.child('export', { type: 'remote', id: t.id, isFull: base === undefined })]))
+  const transferTasks = new Map([...exportTasks].map(([id, et]) => [id, et.child('transfer')]))
+  const failedTargets = new Map<string, Error>()
+  const dropTarget = (id: string, error: Error) => {
+    if (failedTargets.has(id)) return
+    failedTargets.set(id, error)
+    exportTasks.get(id)?.warning(`target ${id} dropped: ${error.message}`)
+    transferTasks.get(id)?.fail(error)
+    exportTasks.get(id)?.fail(error)
+  }
+
+  const vhdSource: Record<string, string> = {} // snapshot VDI ref → source VDI uuid
+  const isVhdDifferencing: Record<string, boolean> = {}
+  let sizeBytes = 0
+  let readBytes = 0
+  const readByDisk = new Map<string, number>()
+  const written = new Map<string, string[]>() // target → remote paths written in this backup
+
+  const exportDisk = async (disk: XapiDisk): Promise<void> => {
+    const baseDisk = baseDisks.find((d) => d.sourceVdiUuid === disk.sourceVdiUuid)
+    const directoryOf = (t: RunTarget) => t.options.useVhdDirectory === true
+    // a delta needs the parent on every live target
+    const live = ctx.targets.filter((t) => !failedTargets.has(t.id))
+    if (live.length === 0) throw new BackupProxyError('E_BACKUP', 'every target failed')
+    const parents = new Map<string, { path: string; uuid: string }>()
+    if (baseDisk !== undefined) {
+      for (const t of live) {
+        const b = baseBackupByTarget.get(t.id)
+        const ref = b === undefined ? undefined : Object.keys(b.metadata.vhds).find((r) => sourceVdiUuid(b.metadata, r) === disk.sourceVdiUuid)
+        if (b !== undefined && ref !== undefined) parents.set(t.id, { path: resolveVhdPath(vmUuid, b.metadata.vhds[ref]!), uuid: baseDisk.vdi.uuid })
+      }
+    }
+    const delta = baseDisk !== undefined && parents.size === live.length
+    const targets: DiskTarget[] = live.map((t) => ({
+      id: t.id,
+      url: t.url,
+      options: t.options,
+      path: `${vdiDir(vmUuid, jobId, disk.sourceVdiUuid)}/${timestamp}${directoryOf(t) ? '.alias.vhd' : '.vhd'}`,
+      directory: directoryOf(t),
+      compression: settings.compression,
+      ...(delta ? { parent: parents.get(t.id)! } : {}),
+    }))
+    const descriptor = await xapi.exportDescriptor(disk.vdi.ref, delta ? { baseRef: baseDisk.vdi.ref } : {})
+    const r = await ctx.exporter(
+      {
+        descriptor,
+        vdiUuid: disk.vdi.uuid,
+        ...(delta ? { baseVdiUuid: baseDisk.vdi.uuid } : {}),
+        targets,
+        maxExportRateBytesPerSecond: settings.maxExportRateBytesPerSecond,
+      },
+      {
+        signal,
+        onProgress: (p) => {
+          readByDisk.set(disk.vdi.ref, p.readBytes)
+          let sum = 0
+          for (const v of readByDisk.values()) sum += v
+          ctx.onBytes?.(vmUuid, sum, undefined)
+        },
+      },
+    )
+    for (const f of r.failed) dropTarget(f.id, new BackupProxyError('E_BACKUP', `disk ${disk.sourceVdiUuid}: ${f.error.message}`, { fields: { disk: disk.sourceVdiUuid } }))
+    for (const id of r.succeeded) {
+      const t = targets.find((x) => x.id === id)!
+      const list = written.get(id) ?? []
+      list.push(t.path)
+      written.set(id, list)
+    }
+    if (r.succeeded.length === 0) throw new BackupProxyError('E_BACKUP', `disk ${disk.sourceVdiUuid} could not be written to any target`)
+    vhdSource[disk.vdi.ref] = disk.sourceVdiUuid
+    isVhdDifferencing[disk.vdi.ref] = r.differencing
+    sizeBytes += r.sizeBytes
+    readBytes += r.readBytes
+    task.info(`disk ${disk.sourceVdiUuid} exported`, { sizeBytes: r.sizeBytes, differencing: r.differencing, durationMs: Math.round(r.durationMs) })
+  }
+
+  const settled = await mapSettled(disks, settings.diskPerVmConcurrency, exportDisk)
+  const diskError = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected')
+  if (diskError !== undefined) {
+    // every target is unusable for this backup: remove what was written, report
+    await removeWritten(ctx.targets, written, vmUuid, jobId, timestamp)
+    const error = toError(diskError.reason)
+    for (const t of ctx.targets) dropTarget(t.id, error)
+    throw error
+  }
+  throwIfAborted(signal)
+
+  // publish on every target that got all disks
+  const vmRecord = vm.record
+  const succeeded: string[] = []
+  await Promise.all(ctx.targets.map(async (t) => {
+    if (failedTargets.has(t.id)) {
+      await removeWritten([t], written, vmUuid, jobId, timestamp)
+      return
+    }
+    try {
+      const metadata = await buildMetadata(ctx, run, vmRecord, snapshot, disks, vhdSource, isVhdDifferencing, sizeBytes, t)
+      await writeMetadata(t.remote, vmUuid, timestamp, metadata, signal)
+      transferTasks.get(t.id)?.end('success', { size: sizeBytes })
+      await updateCache(t.remote, vmUuid)
+      const mergeTask = exportTasks.get(t.id)!.child('merge')
+      await mergeTask.run(() => applyRetention(t.remote, vmUuid, jobId, ctx.scheduleId, settings.exportRetention, signal), (r) => r as unknown as JsonValue)
+      await updateCache(t.remote, vmUuid)
+      exportTasks.get(t.id)!.end('success')
+      succeeded.push(t.id)
+    } catch (error) {
+      dropTarget(t.id, toError(error))
+    }
+  }))
+  if (succeeded.length === 0) {
+    throw new BackupProxyError('E_BACKUP', `VM ${vmUuid}: every target failed: ${[...failedTargets].map(([id, e]) => `${id}: ${e.message}`).join('; ')}`)
+  }
+  return { vmUuid, timestamp, full: base === undefined, sizeBytes, readBytes, succeeded: succeeded.sort(), failed: [...failedTargets.keys()].sort() }
+}
+
+async function removeWritten(targets: readonly RunTarget[], written: Map<string, string[]>, vmUuid: string, jobId: string, ts: string): Promise<void> {
+  for (const t of targets) {
+    for (const path of written.get(t.id) ?? []) {
+      try {
+        if (path.endsWith('.alias.vhd')) {
+          const vdi = path.split('/').at(-2)!
+          await t.remote.rmtree(aliasDataPath(vmUuid, jobId, vdi, ts))
+        }
+        await t.remote.unlink(path)
+      } catch (error) {
+        if ((error as { code?: unknown }).code !== 'ENOENT') throw error
+      }
+    }
+    written.delete(t.id)
+  }
+}
+
+function asRecordMap(items: readonly XapiObject[]): Record<string, Rec> {
+  return Object.fromEntries(items.map((i) => [i.ref, i.record]))
+}
+
+async function buildMetadata(
+  ctx: VmBackupContext, run: RunIds, vm: Rec, snapshot: XapiObject, disks: readonly XapiDisk[], vhdSource: Record<string, string>, isVhdDifferencing: Record<string, boolean>,
+  size: number, target: RunTarget,
+): Promise<BackupMetadata> {
+  const vifs = await ctx.xapi.listVifs(snapshot.ref)
+  const directory = target.options.useVhdDirectory === true
+  const ownVhds = Object.fromEntries(Object.entries(vhdSource).map(([ref, vdi]) => [ref, vhdRelativePath(ctx.jobId, vdi, run.timestamp, directory)]))
+  return {
+    version: METADATA_VERSION,
+    mode: 'delta',
+    jobId: ctx.jobId,
+    scheduleId: ctx.scheduleId,
+    timestamp: run.timestampMs,
+    vm,
+    vmSnapshot: { ...snapshot.record, uuid: snapshot.uuid },
+    vbds: asRecordMap(disks.map((d) => d.vbd)),
+    vdis: Object.fromEntries(disks.map((d) => [d.vdi.ref, { ...d.vdi.record, uuid: d.vdi.uuid, $snapshot_of$uuid: d.sourceVdiUuid }])),
+    vifs: asRecordMap(vifs),
+    vhds: ownVhds,
+    isVhdDifferencing,
+    size,
+  }
+}
+
+/** Keeps the newest max(1, retention) backup snapshots of this job (the newest is the next base). */
+async function pruneSnapshots(xapi: BackupXapi, older: readonly XapiObject[], created: XapiObject, retention: number, task: Task): Promise<void> {
+  const keepOlder = Math.max(1, retention) - 1
+  const sorted = older
+    .filter((s) => s.ref !== created.ref)
+    .sort((a, b) => String(tagOf(b, TAG_DATETIME) ?? '').localeCompare(String(tagOf(a, TAG_DATETIME) ?? '')))
+  for (const s of sorted.slice(keepOlder)) {
+    try {
+      await xapi.destroySnapshot(s.ref)
+    } catch (error) {
+      task.warning(`could not delete old backup snapshot ${s.uuid}`, { error: serializeError(error).message })
+    }
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * The backup engine's XAPI port (ports.ts BackupXapi) over the project's XapiClient (src/xapi).
+ * Records are handed on as plain JSON (they go verbatim into XO's metadata).
+ */
+import type { JsonValue } from '../common/errors.js'
+import type { XapiClient } from '../xapi/client.js'
+import type { BackupXapi, Rec, XapiDisk, XapiObject } from './ports.js'
+
+function obj(record: { $ref: string; uuid: string }): XapiObject {
+  const { $ref, ...rest } = record as { $ref: string; uuid: string } & Rec
+  return { ref: $ref, uuid: record.uuid, record: rest }
+}
+
+export function backupXapi(client: XapiClient): BackupXapi {
+  return {
+    getVm(vmUuid) {
+      const vm = client.get('VM', vmUuid)
+      return Promise.resolve(obj(vm))
+    },
+    listSnapshots(vmRef) {
+      return Promise.resolve(client.listVms({ includeSnapshots: true }).filter((s) => s.is_a_snapshot && s.snapshot_of === vmRef).map(obj))
+    },
+    async snapshot(vmRef, nameLabel, options) {
+      return obj(await client.snapshotVm(vmRef, nameLabel, { checkpoint: options.checkpoint }))
+    },
+    async setOtherConfig(cls, ref, key, value) {
+      await client.setOtherConfig(cls, ref, { [key]: value })
+    },
+    listDisks(vmRef) {
+      const disks: XapiDisk[] = client.vmDisks(vmRef).map(({ vbd, vdi }) => {
+        let sourceVdiUuid = vdi.uuid
+        if (vdi.is_a_snapshot && vdi.snapshot_of !== 'OpaqueRef:NULL') {
+          try {
+            sourceVdiUuid = client.get('VDI', vdi.snapshot_of).uuid
+          } catch {
+            // the source disk was deleted since: XO keeps the chain under the snapshot's own uuid then
+            sourceVdiUuid = vdi.other_config['xo:copy_of'] ?? vdi.uuid
+          }
+        }
+        return { vbd: obj(vbd), vdi: obj(vdi), sourceVdiUuid }
+      })
+      return Promise.resolve(disks)
+    },
+    listVifs(vmRef) {
+      const vm = client.get('VM', vmRef)
+      return Promise.resolve(vm.VIFs.map((ref) => obj(client.get('VIF', ref))))
+    },
+    async destroySnapshot(ref) {
+      await client.destroySnapshot(ref)
+    },
+    async exportDescriptor(vdiRef, options) {
+      const d = await client.exportDescriptor(vdiRef, { format: 'vhd', ...(options.baseRef === undefined ? {} : { baseRef: options.baseRef }) })
+      return d as unknown as JsonValue
+    },
+  }
+}
