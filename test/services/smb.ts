@@ -40,6 +40,10 @@ export interface SambaOptions {
   port?: number
   /** Samba's `server signing` */
   signing?: 'default' | 'mandatory'
+  /** serve this existing directory (e.g. a killed server's) instead of a fresh one */
+  shareDir?: string
+  /** the account's password (default: random) */
+  password?: string
 }
 
 const USER = 'backup' // a Unix user Debian always has (uid 34)
@@ -47,11 +51,14 @@ const USER = 'backup' // a Unix user Debian always has (uid 34)
 export async function startSambaServer(options: SambaOptions = {}): Promise<SambaServer> {
   const dir = await mkdtemp(join(tmpdir(), 'bp-smb-'))
   const port = options.port ?? (await getFreePort())
-  const password = `pw-${randomBytes(6).toString('hex')}`
-  const shareDir = join(dir, 'share')
-  for (const d of ['pid', 'lock', 'state', 'cache', 'private', 'ncalrpc', 'log', 'share']) await mkdir(join(dir, d))
-  await chmod(dir, 0o755) // smbd serves the share as the user: it must reach the share dir
-  await chown(shareDir, 34, 34)
+  const password = options.password ?? `pw-${randomBytes(6).toString('hex')}`
+  const shareDir = options.shareDir ?? join(dir, 'share')
+  for (const d of ['pid', 'lock', 'state', 'cache', 'private', 'ncalrpc', 'log']) await mkdir(join(dir, d))
+  if (options.shareDir === undefined) {
+    await mkdir(shareDir)
+    await chmod(dir, 0o755) // smbd serves the share as the user: it must reach the share dir
+    await chown(shareDir, 34, 34)
+  }
   const conf = join(dir, 'smb.conf')
   await writeFile(
     conf,
@@ -105,7 +112,7 @@ export async function startSambaServer(options: SambaOptions = {}): Promise<Samb
     throw error
   }
   return {
-    url: `smb://${USER}:${encodeURIComponent(password)}@WORKGROUP\\\\127.0.0.1\\backups\0`,
+    url: `smb://${USER}:${password}@WORKGROUP\\\\127.0.0.1\\backups\0`,
     port,
     shareDir,
     username: USER,

@@ -1,7 +1,13 @@
-/** SMB remote (userspace SMB 2/3) — being written (issue 7). */
-import { NotAvailableError } from '../../common/errors.js'
+/**
+ * SMB remote entry point: `createSmbRemote(url, options)` (used by ../index.ts). See remote.ts for the
+ * remote and client.ts for the protocol client; docs/smb.md for the design.
+ */
+import type { Remote } from '../remote.js'
 import type { RemoteOptions, SmbRemoteUrl } from '../url-types.js'
+import { SmbRemote } from './remote.js'
 
-export function createSmbRemote(_url: SmbRemoteUrl, _options: RemoteOptions = {}): never {
-  throw new NotAvailableError('the SMB remote')
+export { SmbRemote } from './remote.js'
+
+export function createSmbRemote(url: SmbRemoteUrl, options: RemoteOptions = {}): Remote {
+  return new SmbRemote(url, options)
 }

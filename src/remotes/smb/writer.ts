@@ -1,0 +1,178 @@
+/**
+ * The SMB remote's atomic writer. The temporary (`.<name>.<random>.tmp` beside the final name) is
+ * opened by the remote before the stream is returned; this Writable copies incoming data into a small
+ * pool of `ioSize` buffers and keeps up to `window` WRITE requests in flight, so throughput is not
+ * bound by round trips. The producer gets its callback as soon as its chunk is copied, and waits
+ * (backpressure) only when every pool buffer is in flight.
+ *
+ * end(): the last partial buffer is written, all WRITEs are awaited, then FLUSH (the server's fsync),
+ * then SET_INFO FileRenameInformation on the same handle publishes the file under its final name
+ * (ReplaceIfExists = !exclusive, so an exclusive write fails with EEXIST and replaces nothing), then
+ * CLOSE; 'finish' fires after that, so the final name is complete when it is visible.
+ *
+ * destroy(err), an aborted signal or a failed WRITE: in-flight WRITEs are awaited, then the temporary is
+ * marked delete-pending and closed. When the connection itself died, the server closed the handle and
+ * the temporary stays: it is handed to `onOrphan` and the remote deletes it on its next connection.
+ */
+import { Writable } from 'node:stream'
+import { RemoteError } from '../../common/errors.js'
+import type { SmbClient } from './client.js'
+import { FileInfoClass, type FileId } from './wire.js'
+
+export interface SmbWriterOptions {
+  client: SmbClient
+  fileId: FileId
+  /** SMB path of the temporary (`\`-separated, from the share root) */
+  tmpPath: string
+  /** SMB path of the final name */
+  finalPath: string
+  /** remote-relative path, for messages */
+  displayPath: string
+  exclusive: boolean
+  ioSizeBytes: number
+  window: number
+  signal?: AbortSignal
+  onBytes: (bytes: number) => void
+  /** the temporary could not be removed (connection lost): remove it later */
+  onOrphan: (tmpPath: string) => void
+}
+
+/** FileRenameInformation (SMB2 form): ReplaceIfExists, reserved, RootDirectory = 0, name length, name. */
+export function renameInfo(target: string, replace: boolean): Buffer {
+  const name = Buffer.from(target, 'utf16le')
+  const b = Buffer.alloc(20 + name.length)
+  b.writeUInt8(replace ? 1 : 0, 0)
+  b.writeUInt32LE(name.length, 16)
+  name.copy(b, 20)
+  return b
+}
+
+export const DELETE_PENDING = Buffer.from([1])
+
+export class SmbWriteStream extends Writable {
+  readonly #o: SmbWriterOptions
+  readonly #free: Buffer[] = []
+  readonly #inFlight = new Set<Promise<void>>()
+  #allocated = 0
+  #current: Buffer | undefined
+  #filled = 0
+  #offset = 0
+  #failure: Error | undefined
+  #published = false
+  #handleOpen = true
+
+  constructor(options: SmbWriterOptions) {
+    super({ highWaterMark: options.ioSizeBytes, ...(options.signal === undefined ? {} : { signal: options.signal }) })
+    this.#o = options
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.#copy(chunk).then(() => callback(), (e: unknown) => callback(e as Error))
+  }
+
+  async #copy(chunk: Buffer): Promise<void> {
+    let pos = 0
+    while (pos < chunk.length) {
+      if (this.#failure !== undefined) throw this.#failure
+      if (this.#current === undefined) {
+        this.#current = await this.#takeBuffer()
+        this.#filled = 0
+      }
+      const n = chunk.copy(this.#current, this.#filled, pos)
+      pos += n
+      this.#filled += n
+      if (this.#filled === this.#current.length) this.#dispatch()
+    }
+  }
+
+  async #takeBuffer(): Promise<Buffer> {
+    for (;;) {
+      const free = this.#free.pop()
+      if (free !== undefined) return free
+      if (this.#allocated < this.#o.window + 1) {
+        this.#allocated++
+        return Buffer.allocUnsafe(this.#o.ioSizeBytes)
+      }
+      // every buffer is in flight: wait for one WRITE to complete (backpressure)
+      await Promise.race(this.#inFlight)
+      if (this.#failure !== undefined) throw this.#failure
+    }
+  }
+
+  /** Sends the current buffer as one WRITE. */
+  #dispatch(): void {
+    const buffer = this.#current
+    if (buffer === undefined || this.#filled === 0) return
+    const data = buffer.subarray(0, this.#filled)
+    const offset = this.#offset
+    this.#offset += data.length
+    this.#current = undefined
+    this.#filled = 0
+    const p: Promise<void> = this.#o.client.write(this.#o.fileId, offset, data, this.#o.displayPath).then(
+      () => {
+        this.#inFlight.delete(p)
+        this.#free.push(buffer)
+        this.#o.onBytes(data.length)
+      },
+      (e: unknown) => {
+        this.#inFlight.delete(p)
+        this.#failure ??= e instanceof Error ? e : new Error(String(e))
+        // the producer may be idle (nothing to call back): fail the stream now
+        this.destroy(this.#failure)
+      },
+    )
+    this.#inFlight.add(p)
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#inFlight.size > 0) await Promise.all(this.#inFlight)
+    if (this.#failure !== undefined) throw this.#failure
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    const run = async () => {
+      this.#dispatch()
+      await this.#drain()
+      const { client, fileId } = this.#o
+      await client.flush(fileId, this.#o.displayPath)
+      try {
+        await client.setInfo(fileId, FileInfoClass.RENAME, renameInfo(this.#o.finalPath, !this.#o.exclusive), this.#o.displayPath)
+      } catch (error) {
+        if (error instanceof RemoteError && error.code === 'EEXIST') {
+          throw new RemoteError('EEXIST', `exclusive write of "${this.#o.displayPath}" refused: the file already exists`, { cause: error, fields: error.fields })
+        }
+        throw error
+      }
+      this.#published = true
+      this.#handleOpen = false
+      await client.close(fileId, this.#o.displayPath)
+    }
+    run().then(() => callback(), (e: unknown) => callback(e as Error))
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    const run = async () => {
+      // let in-flight WRITEs settle so the delete is the last operation on the handle
+      await Promise.allSettled(this.#inFlight)
+      if (!this.#handleOpen) return
+      this.#handleOpen = false
+      const { client, fileId } = this.#o
+      if (client.closed) {
+        if (!this.#published) this.#o.onOrphan(this.#o.tmpPath)
+        return
+      }
+      try {
+        if (!this.#published) await client.setInfo(fileId, FileInfoClass.DISPOSITION, DELETE_PENDING, this.#o.displayPath)
+        await client.close(fileId, this.#o.displayPath)
+      } catch (cleanupError) {
+        if (!this.#published) this.#o.onOrphan(this.#o.tmpPath)
+        throw cleanupError
+      }
+    }
+    run().then(
+      () => callback(error),
+      // the original error is what the caller must see; the cleanup failure is its cause
+      (e: unknown) => callback(error ?? (e as Error)),
+    )
+  }
+}
