@@ -79,14 +79,6 @@ export interface RemoteOptions {
   smbIoSizeBytes?: number
   /** for SMB: READ/WRITE requests in flight per stream (default 8) */
   smbWindow?: number
-  /** for SMB: TCP port when not 445 (XO's smb:// URL has no port field; tests and odd setups use this) */
-  smbPort?: number
-  /** for SMB: sign every message even when the server does not require it */
-  smbRequireSigning?: boolean
-  /** for SMB: READ/WRITE request size cap in bytes (default 1 MiB; the server's max also caps it) */
-  smbIoSizeBytes?: number
-  /** for SMB: READ/WRITE requests in flight per stream (default 8) */
-  smbWindow?: number
   /** for NFS: AUTH_SYS uid/gid and WRITEs in flight */
   uid?: number
   gid?: number
