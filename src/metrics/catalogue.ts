@@ -72,18 +72,19 @@ export function metricNames(): MetricName[] {
 }
 
 const UUID_RE = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i
-const LABEL_VALUE_RE = /^[A-Za-z0-9_.:{}-]{1,64}$/
-const MAX_LABEL_LENGTH = 64
+const MAX_LABEL_LENGTH = 160
+const LABEL_VALUE_RE = /^[A-Za-z0-9_.:{}-]+$/
 
 /**
  * Why a label value is refused, or undefined when it is acceptable. Values are short identifiers
- * (`[A-Za-z0-9_.:{}-]`, 1-64 characters): no `/`, `@` or spaces, so neither a path nor a URL (with or
+ * (`[A-Za-z0-9_.:{}-]`, 1-160 characters: ids are up to 128, queue names wrap them in `{proxy.…}`): no `/`, `@` or spaces, so neither a path nor a URL (with or
  * without credentials) fits; a uuid is refused except in the `remote` label.
  */
 export function validateLabelValue(label: string, value: unknown): string | undefined {
   if (typeof value !== 'string') return `label "${label}" must be a string, got ${typeof value}`
+  if (value === '') return `label "${label}" must not be empty`
   if (value.length > MAX_LABEL_LENGTH) return `label "${label}" is longer than ${MAX_LABEL_LENGTH} characters`
-  if (!LABEL_VALUE_RE.test(value)) return `label "${label}" must be 1-64 characters of letters, digits and _ . : { } - (no URL, path or spaces)`
+  if (!LABEL_VALUE_RE.test(value)) return `label "${label}" must be letters, digits and _ . : { } - (no URL, path or spaces)`
   if (label !== 'remote' && UUID_RE.test(value)) return `label "${label}" must not hold a uuid (VM or job ids make unbounded series)`
   return undefined
 }

@@ -40,6 +40,8 @@ export interface Rejection {
   message: string
 }
 
+const MISNAMED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'] as const
+
 type AnyMetric = Counter<string> | Gauge<string> | Histogram<string>
 
 export class ProxyMetrics {
@@ -53,7 +55,12 @@ export class ProxyMetrics {
     this.version = options.version ?? VERSION
     for (const spec of METRIC_SPECS) this.#metrics.set(spec.name, this.#create(spec))
     this.gauge('backup_proxy_build_info').set({ version: this.version }, 1)
-    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry })
+    if (options.defaultMetrics !== false) {
+      collectDefaultMetrics({ register: this.registry })
+      // prom-client names these gauges with a `_total` suffix, which Prometheus reserves for counters
+      // (`promtool check metrics` flags them); they say little about a backup proxy, so they are dropped
+      for (const name of MISNAMED_DEFAULT_METRICS) this.registry.removeSingleMetric(name)
+    }
   }
 
   #create(spec: MetricSpec): AnyMetric {

@@ -10,8 +10,8 @@
  * The target is the main thread's ProxyMetrics or, inside a worker thread, its ThreadMetricsRecorder
  * (the remote then lives in the thread and its counts travel as deltas). `remote_up` is a gauge the
  * main thread owns, so it is only maintained when attached to ProxyMetrics: an answer from the remote,
- * even a logical refusal (ENOENT, EEXIST, ...), means up; a connection, I/O or permission failure means
- * down.
+ * even a logical refusal (ENOENT, EEXIST, ...), means up; a connection, I/O or permission failure, or
+ * any failure of `open` or `test`, means down.
  */
 import type { Remote, RemoteBytesEvent, RemoteOpEvent } from '../remotes/remote.js'
 import { validateLabelValue } from './catalogue.js'
@@ -48,7 +48,8 @@ export function attachRemoteMetrics(remote: RemoteEventSource, target: ProxyMetr
     inc('backup_proxy_remote_operations_total', { remote: remoteId, op: event.op, status: event.ok ? 'ok' : 'error' }, 1)
     observe('backup_proxy_remote_operation_duration_seconds', { remote: remoteId, op: event.op }, event.durationMs / 1000)
     if (main !== undefined) {
-      const down = !event.ok && (event.code === undefined || DOWN_CODES.has(event.code))
+      // a failed open or test means the remote is not usable, whatever the code (a missing root is ENOENT)
+      const down = !event.ok && (event.op === 'open' || event.op === 'test' || event.code === undefined || DOWN_CODES.has(event.code))
       main.setGauge('backup_proxy_remote_up', { remote: remoteId }, down ? 0 : 1)
     }
   }
