@@ -1,10 +1,50 @@
-/** `backup-proxy xapi-sim`: runs the XAPI simulator. */
+/**
+ * `backup-proxy xapi-sim`: runs the XAPI simulator in the foreground until SIGINT/SIGTERM, printing its
+ * URL, credentials and VMs. Faults can be set at start with `--fault '<json>'` (repeatable) or later
+ * through the admin API (`POST /sim/faults`).
+ */
 import type { Command } from 'commander'
-import { NotAvailableError } from '../../common/errors.js'
+import { UsageError } from '../../common/errors.js'
+import { parseSimFault, type SimFault } from '../../xapi/sim/faults.js'
+import { startXapiSimulator } from '../../xapi/sim/index.js'
 import type { CliIo } from '../context.js'
-import { intArg, sizeArg } from '../context.js'
+import { collect, intArg, sizeArg } from '../context.js'
 
-export function registerXapiSim(program: Command, _io: CliIo): void {
+interface XapiSimFlags {
+  vms: number
+  diskSize: number
+  disksPerVm: number
+  fillRatio: string
+  seed: string
+  listen: string
+  user: string
+  password: string
+  fault?: string[]
+}
+
+function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value)
+  const port = Number(m?.[3])
+  if (m === null || port > 65535) throw new UsageError(`--listen must be host:port (e.g. 127.0.0.1:8080, [::1]:0), got "${value}"`)
+  return { host: m[1] ?? m[2] ?? '127.0.0.1', port }
+}
+
+function parseFlags(flags: XapiSimFlags): { fillRatio: number; seed: number; host: string; port: number; faults: SimFault[] } {
+  const fillRatio = Number(flags.fillRatio)
+  if (!/^\d*\.?\d+$/.test(flags.fillRatio) || fillRatio > 1) throw new UsageError(`--fill-ratio must be a number from 0 to 1, got "${flags.fillRatio}"`)
+  const seed = Number(flags.seed)
+  if (!/^-?\d+$/.test(flags.seed) || !Number.isSafeInteger(seed)) throw new UsageError(`--seed must be a whole number, got "${flags.seed}"`)
+  const faults = (flags.fault ?? []).map((text) => {
+    try {
+      return parseSimFault(JSON.parse(text) as unknown)
+    } catch (error) {
+      throw new UsageError(`--fault ${text}: ${(error as Error).message}`)
+    }
+  })
+  return { fillRatio, seed, ...parseListen(flags.listen), faults }
+}
+
+export function registerXapiSim(program: Command, io: CliIo): void {
   program
     .command('xapi-sim')
     .description('run an XAPI simulator (JSON-RPC + export_raw_vdi) with deterministic VMs and disks')
@@ -16,7 +56,37 @@ export function registerXapiSim(program: Command, _io: CliIo): void {
     .option('--listen <host:port>', 'listen address', '127.0.0.1:8080')
     .option('--user <name>', 'accepted user', 'root')
     .option('--password <pw>', 'accepted password', 'password')
-    .action(() => {
-      throw new NotAvailableError('`backup-proxy xapi-sim`')
+    .option('--fault <json>', 'export fault to inject, e.g. {"kind":"reset","afterBytes":1048576} (repeatable)', collect)
+    .action(async (flags: XapiSimFlags) => {
+      const parsed = parseFlags(flags)
+      const sim = await startXapiSimulator({
+        vms: flags.vms,
+        diskSizeBytes: flags.diskSize,
+        disksPerVm: flags.disksPerVm,
+        fillRatio: parsed.fillRatio,
+        seed: parsed.seed,
+        host: parsed.host,
+        port: parsed.port,
+        user: flags.user,
+        password: flags.password,
+      })
+      for (const f of parsed.faults) sim.setFault(f)
+      io.stdout(`XAPI simulator listening on ${sim.url}\n`)
+      io.stdout(`credentials: user ${sim.user}, password ${sim.password}\n`)
+      for (const vm of sim.listVms()) {
+        io.stdout(`VM ${vm.uuid} ${vm.nameLabel}: ${vm.vdis.map((d) => `VDI ${d.uuid} (${d.virtualSizeBytes} bytes)`).join(', ')}\n`)
+      }
+      io.stdout('admin API: GET /sim/vms, POST /sim/vms/<uuid>/write {"blocks"|"ratio"}, POST|DELETE /sim/faults (HTTP basic auth)\n')
+      await new Promise<void>((resolve) => {
+        const stop = (): void => {
+          process.off('SIGINT', stop)
+          process.off('SIGTERM', stop)
+          resolve()
+        }
+        process.on('SIGINT', stop)
+        process.on('SIGTERM', stop)
+      })
+      await sim.close()
+      io.stdout('XAPI simulator stopped\n')
     })
 }

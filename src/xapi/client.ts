@@ -1,0 +1,381 @@
+/**
+ * `XapiClient`: the typed face of the `xen-api` package for what backup needs.
+ *
+ * - connect with url + user/password (+ `allowUnauthorized`), waiting for the object cache to fill;
+ *   the package keeps the cache current through `event.from`, logs in again on SESSION_INVALID, and
+ *   `call()` reconnects when the connection was dropped;
+ * - list VMs/VDIs/VBDs/VIFs/SRs as typed plain records, wait for an object by ref/uuid through events;
+ * - snapshot/checkpoint, tag and `other_config` (`xo:backup:*`), find a job's backup snapshots,
+ *   destroy a snapshot with its VDIs;
+ * - exports: `exportDescriptor()` returns plain data (session, refs, a fresh task) that a worker thread
+ *   opens with `openVdiExport()`; `openExport()` does both on this thread; `cancelTask()` stops it.
+ *
+ * Errors are `XapiError` (E_XAPI) with the XAPI code kept (see errors.ts). Transient network errors are
+ * retried with exponential backoff for read-only calls and for connection refusals (the request never
+ * reached XAPI); other calls are not retried, since XAPI may have applied them.
+ */
+import { createClient, type Xapi, type XenApiRecord } from 'xen-api'
+import { CancelledError, TimeoutError, XapiError } from '../common/errors.js'
+import { isTransient, toXapiError } from './errors.js'
+import { openVdiExport, type VdiExport, type VdiExportDescriptor } from './export.js'
+import { BACKUP_KEYS, type XapiRef, type XapiType, type XapiTypes, type XapiVdi, type XapiVm } from './types.js'
+
+export interface XapiConnectOptions {
+  /** `https://host[:port]` (credentials in the URL are refused: pass user/password) */
+  url: string
+  user: string
+  password: string
+  allowUnauthorized?: boolean
+  signal?: AbortSignal
+  /** give up connecting (login + initial object fetch) after this long; default 60 s */
+  connectTimeoutMs?: number
+  /** retries of transient network errors; default 5 tries, 250 ms doubling up to 8 s */
+  retry?: { tries?: number; initialDelayMs?: number; maxDelayMs?: number }
+}
+
+export interface BackupSnapshotInfo {
+  jobId: string
+  scheduleId: string
+  vmUuid: string
+  /** ISO or XO timestamp string stored as `xo:backup:datetime` */
+  datetime: string
+}
+
+const WATCHED_TYPES = ['pool', 'host', 'SR', 'VDI', 'VBD', 'VIF', 'VM', 'network', 'task']
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted === true) return reject(new CancelledError())
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    const onAbort = (): void => {
+      clearTimeout(timer)
+      reject(new CancelledError())
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
+function isReadOnlyMethod(method: string): boolean {
+  return /^[^.]+\.get_/.test(method)
+}
+
+/** A plain JSON-safe copy of a wrapped xen-api record, with `$ref`. */
+function plain<T>(record: XenApiRecord): T {
+  return { ...structuredClone({ ...record }), $ref: record.$ref } as T
+}
+
+export class XapiClient {
+  private closed = false
+
+  private constructor(
+    private readonly xapi: Xapi,
+    /** base URL without credentials */
+    readonly url: string,
+    private readonly allowUnauthorized: boolean,
+    private readonly retry: { tries: number; initialDelayMs: number; maxDelayMs: number },
+  ) {}
+
+  /** Connects and waits until the object cache is filled. */
+  static async connect(options: XapiConnectOptions): Promise<XapiClient> {
+    let url: URL
+    try {
+      url = new URL(options.url)
+    } catch {
+      throw new XapiError(`invalid XAPI URL "${options.url}": expected https://host[:port]`)
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new XapiError(`invalid XAPI URL "${options.url}": protocol must be http or https`)
+    if (url.username !== '' || url.password !== '') throw new XapiError('the XAPI URL must not contain credentials: pass user and password separately')
+    if (options.user === '') throw new XapiError('an XAPI user is required')
+    const base = `${url.protocol}//${url.host}`
+    const retry = { tries: 5, initialDelayMs: 250, maxDelayMs: 8000, ...options.retry }
+    const xapi = createClient({
+      url: base,
+      auth: { user: options.user, password: options.password },
+      allowUnauthorized: options.allowUnauthorized === true,
+      watchEvents: WATCHED_TYPES,
+      httpInactivityTimeout: 5 * 60_000,
+      eventPollDelay: 5_000,
+    })
+    const client = new XapiClient(xapi, base, options.allowUnauthorized === true, retry)
+    const timeoutMs = options.connectTimeoutMs ?? 60_000
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TimeoutError(`connecting to XAPI at ${base} took more than ${timeoutMs} ms; check the address and that XAPI is up`)), timeoutMs)
+    })
+    try {
+      await Promise.race([client.withRetry(`connecting to XAPI at ${base}`, true, () => xapi.connect(), options.signal), timeout])
+      await Promise.race([xapi.objectsFetched, timeout])
+      return client
+    } catch (error) {
+      await xapi.disconnect().catch(() => undefined)
+      throw error
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  private async withRetry<T>(what: string, retryable: boolean, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    let delay = this.retry.initialDelayMs
+    for (let attempt = 1; ; attempt++) {
+      if (signal?.aborted === true) throw new CancelledError(`${what} was cancelled`, { cause: signal.reason })
+      try {
+        return await fn()
+      } catch (raw) {
+        const error = toXapiError(raw, what)
+        const refused = error instanceof XapiError && error.fields.networkCode === 'ECONNREFUSED'
+        if (!(isTransient(error) && (retryable || refused)) || attempt >= this.retry.tries) throw error
+        await sleep(delay, signal)
+        delay = Math.min(delay * 2, this.retry.maxDelayMs)
+      }
+    }
+  }
+
+  private async ensureConnected(): Promise<void> {
+    if (this.closed) throw new XapiError('this XAPI client is closed')
+    if (this.xapi.status === 'disconnected') await this.withRetry(`reconnecting to XAPI at ${this.url}`, true, () => this.xapi.connect())
+  }
+
+  /** Calls an XAPI method (without the session argument); errors mapped, transient ones retried. */
+  async call(method: string, ...args: unknown[]): Promise<unknown> {
+    await this.ensureConnected()
+    return this.withRetry(`XAPI call ${method}`, isReadOnlyMethod(method), () => this.xapi.call(method, ...args))
+  }
+
+  /** Calls `Async.<method>` and waits for its task; the result is the task's result (often a ref). */
+  async callAsync(method: string, ...args: unknown[]): Promise<unknown> {
+    await this.ensureConnected()
+    return this.withRetry(`XAPI call ${method}`, false, () => this.xapi.callAsync(method, ...args))
+  }
+
+  get sessionId(): string {
+    return this.xapi.sessionId
+  }
+
+  get poolUuid(): string {
+    return String(this.xapi.pool.uuid)
+  }
+
+  private records<K extends XapiType>(type: K): XapiTypes[K][] {
+    const out: XapiTypes[K][] = []
+    for (const r of Object.values(this.xapi.objects.all)) if (r.$type === type) out.push(plain<XapiTypes[K]>(r))
+    return out
+  }
+
+  /** Real VMs (no snapshots, templates or dom0) unless asked. */
+  listVms(options: { includeSnapshots?: boolean; includeTemplates?: boolean } = {}): XapiVm[] {
+    return this.records('VM').filter(
+      (vm) => !vm.is_control_domain && (options.includeSnapshots === true || !vm.is_a_snapshot) && (options.includeTemplates === true || !vm.is_a_template),
+    )
+  }
+
+  listVdis(): XapiVdi[] {
+    return this.records('VDI')
+  }
+
+  listVbds(): XapiTypes['VBD'][] {
+    return this.records('VBD')
+  }
+
+  listVifs(): XapiTypes['VIF'][] {
+    return this.records('VIF')
+  }
+
+  listSrs(): XapiTypes['SR'][] {
+    return this.records('SR')
+  }
+
+  /** An object from the cache by ref or uuid; throws XapiError HANDLE_INVALID if absent or of another type. */
+  get<K extends XapiType>(type: K, refOrUuid: string): XapiTypes[K] {
+    const r = this.xapi.getObject(refOrUuid, undefined)
+    if (r === undefined || r.$type !== type) {
+      throw new XapiError(`no ${type} ${refOrUuid} on the pool at ${this.url}: it does not exist or was deleted`, {
+        fields: { xapiCode: 'HANDLE_INVALID', params: [type, refOrUuid] },
+      })
+    }
+    return plain<XapiTypes[K]>(r)
+  }
+
+  /**
+   * Waits (through events) until the object exists and `predicate` holds; resolves with its record.
+   */
+  async waitObject<K extends XapiType>(
+    type: K,
+    refOrUuid: string,
+    options: { predicate?: (record: XapiTypes[K]) => boolean; timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<XapiTypes[K]> {
+    const check = (): XapiTypes[K] | undefined => {
+      const r = this.xapi.getObject(refOrUuid, undefined)
+      if (r === undefined || r.$type !== type) return undefined
+      const p = plain<XapiTypes[K]>(r)
+      return options.predicate === undefined || options.predicate(p) ? p : undefined
+    }
+    const now = check()
+    if (now !== undefined) return now
+    const timeoutMs = options.timeoutMs ?? 60_000
+    return new Promise((resolve, reject) => {
+      const objects = this.xapi.objects
+      const cleanup = (): void => {
+        clearTimeout(timer)
+        objects.off('add', onChange)
+        objects.off('update', onChange)
+        options.signal?.removeEventListener('abort', onAbort)
+      }
+      const onChange = (): void => {
+        const r = check()
+        if (r !== undefined) {
+          cleanup()
+          resolve(r)
+        }
+      }
+      const onAbort = (): void => {
+        cleanup()
+        reject(new CancelledError(`waiting for ${type} ${refOrUuid} was cancelled`))
+      }
+      const timer = setTimeout(() => {
+        cleanup()
+        reject(new TimeoutError(`${type} ${refOrUuid} did not reach the expected state within ${timeoutMs} ms`))
+      }, timeoutMs)
+      objects.on('add', onChange)
+      objects.on('update', onChange)
+      options.signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  /** The disks of a VM (or snapshot): VBD + VDI pairs of non-empty Disk VBDs, in userdevice order. */
+  vmDisks(vmRefOrUuid: string): { vbd: XapiTypes['VBD']; vdi: XapiVdi }[] {
+    const vm = this.get('VM', vmRefOrUuid)
+    return vm.VBDs.map((ref) => this.get('VBD', ref))
+      .filter((vbd) => vbd.type === 'Disk' && !vbd.empty && vbd.VDI !== 'OpaqueRef:NULL')
+      .sort((a, b) => Number(a.userdevice) - Number(b.userdevice))
+      .map((vbd) => ({ vbd, vdi: this.get('VDI', vbd.VDI) }))
+  }
+
+  /** `VM.snapshot` (or `VM.checkpoint`); resolves with the snapshot once it is in the cache. */
+  async snapshotVm(vmRef: XapiRef, nameLabel: string, options: { checkpoint?: boolean; ignoreVdis?: XapiRef[] } = {}): Promise<XapiVm> {
+    const method = options.checkpoint === true ? 'VM.checkpoint' : 'VM.snapshot'
+    const args: unknown[] = [vmRef, nameLabel]
+    if (options.checkpoint !== true && options.ignoreVdis !== undefined && options.ignoreVdis.length > 0) args.push(options.ignoreVdis)
+    const ref = await this.callAsync(method, ...args)
+    if (typeof ref !== 'string') throw new XapiError(`${method} returned ${JSON.stringify(ref)} instead of a VM ref`)
+    await this.xapi.barrier()
+    return this.waitObject('VM', ref)
+  }
+
+  /** Sets (or removes, with null) `other_config` entries of an object. */
+  async setOtherConfig(type: XapiType | 'pool', ref: XapiRef, entries: Record<string, string | null>): Promise<void> {
+    await this.ensureConnected()
+    await this.withRetry(`setting other_config of ${type} ${ref}`, false, () => this.xapi.setFieldEntries(type, ref, 'other_config', entries))
+  }
+
+  /** Marks a snapshot as a backup snapshot of a job (XO's `xo:backup:*` keys). */
+  async setBackupInfo(snapshotRef: XapiRef, info: BackupSnapshotInfo): Promise<void> {
+    await this.setOtherConfig('VM', snapshotRef, {
+      [BACKUP_KEYS.job]: info.jobId,
+      [BACKUP_KEYS.schedule]: info.scheduleId,
+      [BACKUP_KEYS.vm]: info.vmUuid,
+      [BACKUP_KEYS.datetime]: info.datetime,
+    })
+  }
+
+  /** `xo:backup:exported = true`: the snapshot's export completed (it can serve as a delta base). */
+  async markExported(snapshotRef: XapiRef): Promise<void> {
+    await this.setOtherConfig('VM', snapshotRef, { [BACKUP_KEYS.exported]: 'true' })
+  }
+
+  async addTag(type: 'VM' | 'VDI', ref: XapiRef, tag: string): Promise<void> {
+    await this.call(`${type}.add_tags`, ref, tag)
+  }
+
+  /** The backup snapshots of a VM for a job (optionally a schedule), oldest first. */
+  findBackupSnapshots(vmRefOrUuid: string, filter: { jobId: string; scheduleId?: string; exportedOnly?: boolean }): XapiVm[] {
+    const vm = this.get('VM', vmRefOrUuid)
+    return this.listVms({ includeSnapshots: true })
+      .filter(
+        (s) =>
+          s.is_a_snapshot &&
+          s.snapshot_of === vm.$ref &&
+          s.other_config[BACKUP_KEYS.job] === filter.jobId &&
+          (filter.scheduleId === undefined || s.other_config[BACKUP_KEYS.schedule] === filter.scheduleId) &&
+          (filter.exportedOnly !== true || s.other_config[BACKUP_KEYS.exported] === 'true'),
+      )
+      .sort((a, b) => (a.snapshot_time < b.snapshot_time ? -1 : a.snapshot_time > b.snapshot_time ? 1 : 0))
+  }
+
+  /** Destroys a snapshot VM and then its VDIs (XAPI's VM.destroy keeps the VDIs). */
+  async destroySnapshot(snapshotRef: XapiRef): Promise<void> {
+    const snap = this.get('VM', snapshotRef)
+    if (!snap.is_a_snapshot) throw new XapiError(`refusing to destroy ${snapshotRef}: it is not a snapshot`, { fields: { vm: snap.uuid } })
+    const vdis = this.vmDisks(snapshotRef).map((d) => d.vdi.$ref)
+    await this.callAsync('VM.destroy', snapshotRef)
+    for (const vdi of vdis) await this.callAsync('VDI.destroy', vdi)
+  }
+
+  /** Creates a task (destroyed by xen-api once settled); returns its ref. */
+  async createTask(nameLabel: string, nameDescription = ''): Promise<XapiRef> {
+    await this.ensureConnected()
+    return this.withRetry('creating an XAPI task', false, () => this.xapi.createTask(nameLabel, nameDescription))
+  }
+
+  /** Cancels a task; for an export task, XAPI stops the stream. A task already settled is ignored. */
+  async cancelTask(taskRef: XapiRef): Promise<void> {
+    await this.call('task.cancel', taskRef)
+  }
+
+  /** Resolves when the task succeeds, rejects with its XAPI error (or CancelledError). */
+  async waitTask(taskRef: XapiRef): Promise<unknown> {
+    try {
+      return await this.xapi.watchTask(taskRef)
+    } catch (error) {
+      throw toXapiError(error, `XAPI task ${taskRef}`)
+    }
+  }
+
+  /** Plain data a worker thread passes to `openVdiExport()`: session, refs and a fresh task. */
+  async exportDescriptor(vdiRef: XapiRef, options: { baseRef?: XapiRef; format?: 'vhd' | 'raw'; maxRateBytesPerSecond?: number } = {}): Promise<VdiExportDescriptor> {
+    const format = options.format ?? 'vhd'
+    const vdi = this.get('VDI', vdiRef)
+    if (options.baseRef !== undefined) this.get('VDI', options.baseRef)
+    const taskRef = await this.createTask(`[backup-proxy] export ${vdi.name_label}`, `${format}${options.baseRef === undefined ? '' : ' delta'} export of VDI ${vdi.uuid}`)
+    return {
+      url: this.url,
+      sessionId: this.sessionId,
+      vdiRef: vdi.$ref,
+      format,
+      taskRef,
+      allowUnauthorized: this.allowUnauthorized,
+      ...(options.baseRef === undefined ? {} : { baseRef: options.baseRef }),
+      ...(options.maxRateBytesPerSecond === undefined ? {} : { maxRateBytesPerSecond: options.maxRateBytesPerSecond }),
+    }
+  }
+
+  /** Export on this thread: descriptor + `openVdiExport`; the task is cancelled if opening fails. */
+  async openExport(
+    vdiRef: XapiRef,
+    options: { baseRef?: XapiRef; format?: 'vhd' | 'raw'; maxRateBytesPerSecond?: number; signal?: AbortSignal; inactivityTimeoutMs?: number } = {},
+  ): Promise<VdiExport & { taskRef: XapiRef }> {
+    const { signal, inactivityTimeoutMs, ...rest } = options
+    const descriptor = await this.exportDescriptor(vdiRef, rest)
+    const taskRef = descriptor.taskRef as string
+    try {
+      const opened = await openVdiExport({
+        ...descriptor,
+        ...(signal === undefined ? {} : { signal }),
+        ...(inactivityTimeoutMs === undefined ? {} : { inactivityTimeoutMs }),
+      })
+      return { ...opened, taskRef }
+    } catch (error) {
+      await this.cancelTask(taskRef).catch(() => undefined)
+      throw error
+    }
+  }
+
+  /** Logs out and stops the event loop. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await this.xapi.disconnect()
+  }
+}

@@ -1,0 +1,234 @@
+/**
+ * Disk export from plain, serializable data, so it can run inside a worker thread where no `xen-api`
+ * client exists: the main thread builds a `VdiExportDescriptor` (URL, session id, refs, task ref) with
+ * `XapiClient.exportDescriptor()`, posts it to the thread, and the thread calls `openVdiExport()`.
+ *
+ * It is a plain HTTP(S) GET of `/export_raw_vdi/?session_id&vdi&format[&base][&task_id]` with node:http
+ * (no extra dependency, and the response is a Readable without web-stream overhead). Redirects to
+ * another host of the pool (302) are followed. The body is wrapped in an `ExportStream` that maps
+ * errors (HTTP status → XapiError with the XAPI code, reset → transient XapiError, inactivity →
+ * TimeoutError, abort → CancelledError), checks the length, and throttles to `maxRateBytesPerSecond`.
+ */
+import { request as httpRequest, type IncomingMessage, type ClientRequest } from 'node:http'
+import { request as httpsRequest } from 'node:https'
+import { Readable } from 'node:stream'
+import { CancelledError, TimeoutError, XapiError, errorCode } from '../common/errors.js'
+import { xapiFailure } from './errors.js'
+
+export interface VdiExportDescriptor {
+  /** XAPI base URL, without credentials (`https://host[:port]`) */
+  url: string
+  sessionId: string
+  vdiRef: string
+  /** for a differencing VHD against this VDI */
+  baseRef?: string
+  format: 'vhd' | 'raw'
+  /** XAPI task the export runs under (progress, cancel) */
+  taskRef?: string
+  allowUnauthorized?: boolean
+  /** throttle, bytes per second */
+  maxRateBytesPerSecond?: number
+}
+
+export interface OpenVdiExportOptions extends VdiExportDescriptor {
+  signal?: AbortSignal
+  /** no byte for this long fails the export; default 5 minutes like xen-api */
+  inactivityTimeoutMs?: number
+}
+
+export interface VdiExport {
+  stream: Readable
+  /** Content-Length when XAPI sent one */
+  sizeBytes?: number
+}
+
+const MAX_REDIRECTS = 3
+const ERROR_BODY_LIMIT = 64 * 1024
+
+function validate(o: OpenVdiExportOptions): URL {
+  let url: URL
+  try {
+    url = new URL(o.url)
+  } catch {
+    throw new XapiError(`invalid XAPI URL "${o.url}": expected http(s)://host[:port]`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new XapiError(`invalid XAPI URL "${o.url}": protocol must be http or https`)
+  if (typeof o.sessionId !== 'string' || o.sessionId === '') throw new XapiError('openVdiExport: sessionId is required')
+  if (typeof o.vdiRef !== 'string' || o.vdiRef === '') throw new XapiError('openVdiExport: vdiRef is required')
+  if (o.format !== 'vhd' && o.format !== 'raw') throw new XapiError(`openVdiExport: format must be "vhd" or "raw", got ${String(o.format)}`)
+  if (o.baseRef !== undefined && o.format !== 'vhd') throw new XapiError('openVdiExport: baseRef needs format "vhd"')
+  if (o.maxRateBytesPerSecond !== undefined && !(o.maxRateBytesPerSecond > 0)) {
+    throw new XapiError(`openVdiExport: maxRateBytesPerSecond must be positive, got ${o.maxRateBytesPerSecond}`)
+  }
+  url.username = ''
+  url.password = ''
+  url.pathname = '/export_raw_vdi/'
+  url.search = ''
+  url.searchParams.set('session_id', o.sessionId)
+  url.searchParams.set('vdi', o.vdiRef)
+  url.searchParams.set('format', o.format)
+  if (o.baseRef !== undefined) url.searchParams.set('base', o.baseRef)
+  if (o.taskRef !== undefined) url.searchParams.set('task_id', o.taskRef)
+  return url
+}
+
+function describe(o: OpenVdiExportOptions): string {
+  return `export of VDI ${o.vdiRef}${o.baseRef === undefined ? '' : ` (delta against ${o.baseRef})`}`
+}
+
+async function readErrorBody(res: IncomingMessage): Promise<string> {
+  let text = ''
+  for await (const chunk of res as AsyncIterable<Buffer>) {
+    if (text.length < ERROR_BODY_LIMIT) text += chunk.toString('utf8')
+  }
+  return text.slice(0, ERROR_BODY_LIMIT)
+}
+
+/** HTTP error → XapiError: the body's XAPI error (`["CODE", ...params]`) when present, else by status. */
+async function httpError(res: IncomingMessage, what: string): Promise<XapiError> {
+  const status = res.statusCode ?? 0
+  let body = ''
+  try {
+    body = await readErrorBody(res)
+  } catch {
+    // the body is only a detail: the status is enough to report
+  }
+  try {
+    const parsed = JSON.parse(body) as unknown
+    if (Array.isArray(parsed) && typeof parsed[0] === 'string' && /^[A-Z_0-9]+$/.test(parsed[0])) {
+      const [code, ...params] = parsed as unknown[]
+      return xapiFailure(code as string, params.map(String), { what, httpStatus: status })
+    }
+  } catch {
+    // not JSON: real XAPI answers errors with HTML or nothing
+  }
+  const code = status === 401 || status === 403 ? 'SESSION_INVALID' : status === 404 ? 'HANDLE_INVALID' : status >= 500 ? 'INTERNAL_ERROR' : 'HTTP_ERROR'
+  return xapiFailure(code, [`HTTP ${status}`], { what, httpStatus: status })
+}
+
+function get(url: URL, allowUnauthorized: boolean, signal: AbortSignal | undefined, timeoutMs: number): Promise<{ req: ClientRequest; res: IncomingMessage }> {
+  return new Promise((resolve, reject) => {
+    const options = { method: 'GET', ...(signal === undefined ? {} : { signal }), headers: { Accept: 'application/octet-stream' } }
+    const req =
+      url.protocol === 'https:' ? httpsRequest(url, { ...options, rejectUnauthorized: !allowUnauthorized, minVersion: 'TLSv1' as const }) : httpRequest(url, options)
+    req.setTimeout(timeoutMs, () => req.destroy(new TimeoutError(`XAPI did not answer within ${timeoutMs} ms`)))
+    req.once('response', (res) => resolve({ req, res }))
+    req.once('error', reject)
+    req.end()
+  })
+}
+
+function mapStreamError(error: unknown, what: string, received: number, signal: AbortSignal | undefined): Error {
+  if (signal?.aborted === true) return new CancelledError(`${what} was cancelled after ${received} bytes`, { cause: signal.reason })
+  if (error instanceof XapiError || error instanceof TimeoutError || error instanceof CancelledError) return error
+  const code = errorCode(error)
+  return new XapiError(`${what} was interrupted after ${received} bytes (${code ?? (error as Error).message}); the export is retried from the start`, {
+    cause: error,
+    fields: { networkCode: code ?? '', transient: true, bytesReceived: received },
+  })
+}
+
+/**
+ * The export body: forwards the HTTP response with backpressure, maps its errors, checks its length and
+ * paces it to a maximum rate. Destroying it aborts the HTTP request.
+ */
+class ExportStream extends Readable {
+  private received = 0
+  private wantMore = false
+  private pausedUntilMs = 0
+  private timer: NodeJS.Timeout | undefined
+  private readonly startMs = Date.now()
+
+  constructor(
+    private readonly req: ClientRequest,
+    private readonly res: IncomingMessage,
+    private readonly what: string,
+    private readonly expectedBytes: number | undefined,
+    private readonly rate: number | undefined,
+    private readonly signal: AbortSignal | undefined,
+    timeoutMs: number,
+  ) {
+    // large buffer: XAPI sends 2 MiB blocks, consumers parse per block
+    super({ highWaterMark: 4 * 1024 * 1024 })
+    res.on('data', (chunk: Buffer) => this.onData(chunk))
+    res.on('end', () => this.onEnd())
+    res.on('error', (e) => this.destroy(mapStreamError(e, what, this.received, signal)))
+    res.on('aborted', () => this.destroy(mapStreamError(Object.assign(new Error('connection aborted'), { code: 'ECONNRESET' }), what, this.received, signal)))
+    req.on('error', (e) => this.destroy(mapStreamError(e, what, this.received, signal)))
+    req.setTimeout(timeoutMs, () => this.destroy(new TimeoutError(`${what} stalled: no data for ${timeoutMs} ms after ${this.received} bytes`)))
+    res.pause()
+  }
+
+  private onData(chunk: Buffer): void {
+    this.received += chunk.length
+    if (!this.push(chunk)) {
+      this.wantMore = false
+      this.res.pause()
+    }
+    if (this.rate !== undefined) {
+      const aheadMs = (this.received / this.rate) * 1000 - (Date.now() - this.startMs)
+      if (aheadMs > 1) {
+        this.pausedUntilMs = Date.now() + aheadMs
+        this.res.pause()
+        clearTimeout(this.timer)
+        this.timer = setTimeout(() => this.maybeResume(), aheadMs)
+      }
+    }
+  }
+
+  private onEnd(): void {
+    if (this.expectedBytes !== undefined && this.received !== this.expectedBytes) {
+      this.destroy(mapStreamError(Object.assign(new Error(`truncated: ${this.received} of ${this.expectedBytes} bytes`), { code: 'ECONNRESET' }), this.what, this.received, this.signal))
+      return
+    }
+    this.push(null)
+  }
+
+  private maybeResume(): void {
+    if (this.wantMore && Date.now() >= this.pausedUntilMs && !this.destroyed) this.res.resume()
+  }
+
+  override _read(): void {
+    this.wantMore = true
+    this.maybeResume()
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    clearTimeout(this.timer)
+    if (!this.res.complete || !this.req.destroyed) this.req.destroy()
+    callback(error)
+  }
+}
+
+/** Opens an export; resolves once XAPI answered 200, with the body stream and its length. */
+export async function openVdiExport(options: OpenVdiExportOptions): Promise<VdiExport> {
+  let url = validate(options)
+  const what = describe(options)
+  const signal = options.signal
+  const timeoutMs = options.inactivityTimeoutMs ?? 5 * 60_000
+  if (signal?.aborted === true) throw new CancelledError(`${what} was cancelled before it started`, { cause: signal.reason })
+  for (let redirects = 0; ; redirects++) {
+    let req: ClientRequest
+    let res: IncomingMessage
+    try {
+      ;({ req, res } = await get(url, options.allowUnauthorized === true, signal, timeoutMs))
+    } catch (error) {
+      throw mapStreamError(error, what, 0, signal)
+    }
+    const status = res.statusCode ?? 0
+    const location = res.headers.location
+    if ((status === 302 || status === 301 || status === 307) && location !== undefined && redirects < MAX_REDIRECTS) {
+      res.resume()
+      const next = new URL(location, url)
+      // keep our query (the redirect may drop task_id)
+      for (const [k, v] of url.searchParams) if (!next.searchParams.has(k)) next.searchParams.set(k, v)
+      url = next
+      continue
+    }
+    if (status < 200 || status >= 300) throw await httpError(res, what)
+    const length = res.headers['content-length']
+    const sizeBytes = length === undefined ? undefined : Number(length)
+    const stream = new ExportStream(req, res, what, sizeBytes, options.maxRateBytesPerSecond, signal, timeoutMs)
+    return sizeBytes === undefined || !Number.isSafeInteger(sizeBytes) ? { stream } : { stream, sizeBytes }
+  }
+}

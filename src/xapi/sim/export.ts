@@ -1,0 +1,215 @@
+/**
+ * `GET /export_raw_vdi/?session_id&vdi&format=vhd|raw[&base][&task_id]` of the simulator.
+ *
+ * `format=vhd` streams a dynamic VHD (or a differencing one against `base`) exactly as XAPI lays it out:
+ * footer copy, header, BAT, then the present blocks (bitmap + 2 MiB) in BAT order, then the footer.
+ * `format=raw` streams the whole virtual disk, zeros for absent blocks. Both send Content-Length.
+ * Blocks are written as slices of the pattern pool (no copies), with backpressure: the writer waits for
+ * 'drain' whenever `write()` returns false. The export runs under the given task (progress, success,
+ * failure; `task.cancel` aborts it). Faults from `FaultSet` are applied here.
+ *
+ * HTTP errors carry the XAPI error as a JSON array body (`["SESSION_INVALID", "<id>"]`): 401 for a bad
+ * session, 404 for an unknown VDI, 400 for bad parameters, the fault's status for injected errors.
+ */
+import { once } from 'node:events'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { DiskContent, PatternPool } from './disk-content.js'
+import type { ExportFault, FaultSet } from './faults.js'
+import type { SimPool } from './pool.js'
+import type { SimRpc } from './rpc.js'
+import { XapiFailure, text } from './store.js'
+import type { SimTasks } from './tasks.js'
+import { FULL_BITMAP, VHD_BLOCK_BYTES, vhdLayout } from './vhd-encoder.js'
+
+const ZERO_BLOCK = Buffer.alloc(VHD_BLOCK_BYTES)
+
+export interface ExportContext {
+  pool: SimPool
+  rpc: SimRpc
+  tasks: SimTasks
+  faults: FaultSet
+  patterns: PatternPool
+  /** aborted when the simulator closes */
+  closing: AbortSignal
+}
+
+function sendXapiError(res: ServerResponse, status: number, code: string, params: string[]): void {
+  const body = JSON.stringify([code, ...params])
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) })
+  res.end(body)
+}
+
+function resolveVdi(pool: SimPool, id: string): string {
+  if (pool.store.has('VDI', id)) return id
+  return pool.store.refByUuid('VDI', id) // throws UUID_INVALID
+}
+
+/** Writes buffers to the response honouring backpressure, abort, and the faults of this export. */
+class Sender {
+  sent = 0
+  private readonly startMs = Date.now()
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly faults: ExportFault[],
+    private readonly signal: AbortSignal,
+  ) {}
+
+  private async write(buf: Buffer): Promise<void> {
+    if (this.signal.aborted) throw this.signal.reason instanceof Error ? this.signal.reason : new Error('export aborted')
+    if (!this.res.write(buf)) {
+      await once(this.res, 'drain', { signal: this.signal })
+    }
+  }
+
+  async send(bufIn: Buffer): Promise<void> {
+    let buf = bufIn
+    const start = this.sent
+    const end = start + buf.length
+    for (const f of this.faults) {
+      if (f.kind === 'corrupt' && f.offset >= start && f.offset < end) {
+        buf = Buffer.from(buf)
+        buf[f.offset - start] = (buf[f.offset - start] ?? 0) ^ 0xff
+      }
+      if ((f.kind === 'reset' || f.kind === 'stall') && f.afterBytes < end) {
+        const keep = Math.max(0, f.afterBytes - start)
+        if (keep > 0) {
+          this.res.write(buf.subarray(0, keep))
+          this.sent += keep
+        }
+        if (f.kind === 'reset') {
+          // let the kept bytes leave, then reset the connection (RST, not FIN: the client sees ECONNRESET)
+          await new Promise<void>((resolve) => this.res.write('', () => resolve()))
+          this.res.socket?.resetAndDestroy()
+          throw new Error('injected fault: connection reset')
+        }
+        await new Promise<void>((resolve) => this.signal.addEventListener('abort', () => resolve(), { once: true }))
+        throw new Error('injected fault: stalled export aborted')
+      }
+    }
+    const slow = this.faults.find((f) => f.kind === 'slow')
+    if (slow === undefined) {
+      await this.write(buf)
+      this.sent = end
+      return
+    }
+    const piece = Math.max(4096, Math.min(256 * 1024, Math.floor(slow.bytesPerSecond / 20)))
+    for (let off = 0; off < buf.length; off += piece) {
+      const part = buf.subarray(off, off + piece)
+      await this.write(part)
+      this.sent += part.length
+      const aheadMs = (this.sent / slow.bytesPerSecond) * 1000 - (Date.now() - this.startMs)
+      if (aheadMs > 0) await new Promise((r) => setTimeout(r, aheadMs))
+    }
+  }
+}
+
+/** Handles one export request; never throws (errors become HTTP errors or a failed task). */
+export async function handleExport(ctx: ExportContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  const q = url.searchParams
+  const taskRef = q.get('task_id') ?? undefined
+  const failTask = (code: string, params: string[]): void => {
+    if (taskRef !== undefined) ctx.tasks.fail(taskRef, code, params)
+  }
+  let vdiRef: string
+  let baseRef: string | undefined
+  let format: 'vhd' | 'raw'
+  try {
+    ctx.rpc.checkSession(q.get('session_id') ?? undefined)
+  } catch {
+    sendXapiError(res, 401, 'SESSION_INVALID', [q.get('session_id') ?? ''])
+    return
+  }
+  try {
+    const f = q.get('format') ?? 'raw'
+    if (f !== 'vhd' && f !== 'raw') throw new XapiFailure('FORMAT_NOT_SUPPORTED', [f])
+    format = f
+    vdiRef = resolveVdi(ctx.pool, q.get('vdi') ?? '')
+    const base = q.get('base')
+    baseRef = base === null || base === '' ? undefined : resolveVdi(ctx.pool, base)
+    if (baseRef !== undefined && format === 'raw') throw new XapiFailure('FORMAT_NOT_SUPPORTED', ['raw export with base'])
+  } catch (error) {
+    const f = error instanceof XapiFailure ? error : new XapiFailure('INTERNAL_ERROR', [String(error)])
+    const status = f.xapiCode === 'UUID_INVALID' || f.xapiCode === 'HANDLE_INVALID' ? 404 : 400
+    failTask(f.xapiCode, f.params)
+    sendXapiError(res, status, f.xapiCode, f.params)
+    return
+  }
+  const vdi = ctx.pool.store.get('VDI', vdiRef)
+  const vdiUuid = text(vdi.uuid)
+  const faults = ctx.faults.take(vdiUuid)
+  const httpFault = faults.find((f) => f.kind === 'http-error')
+  if (httpFault !== undefined) {
+    const code = httpFault.xapiCode ?? 'INTERNAL_ERROR'
+    failTask(code, ['injected fault'])
+    sendXapiError(res, httpFault.status ?? 500, code, ['injected fault'])
+    return
+  }
+  const disk = ctx.pool.disks.get(vdiRef) as DiskContent
+  const base = baseRef === undefined ? undefined : (ctx.pool.disks.get(baseRef) as DiskContent)
+
+  const abort = new AbortController()
+  const signals = [abort.signal, ctx.closing]
+  if (taskRef !== undefined) {
+    try {
+      signals.push(ctx.tasks.bind(taskRef))
+    } catch (error) {
+      const f = error as XapiFailure
+      sendXapiError(res, 404, f.xapiCode, f.params)
+      return
+    }
+  }
+  const signal = AbortSignal.any(signals)
+  res.on('close', () => {
+    if (!res.writableFinished) abort.abort(new Error('client closed the connection'))
+  })
+  const sender = new Sender(res, faults, signal)
+  try {
+    if (format === 'raw') {
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': disk.virtualSizeBytes })
+      const count = disk.blockCount
+      for (let b = 0; b < count; b++) {
+        const g = disk.generations.get(b)
+        if (g === undefined) await sender.send(ZERO_BLOCK)
+        else for (const part of ctx.patterns.blockParts(disk.lineage, b, g)) await sender.send(part)
+        if (taskRef !== undefined && (b & 255) === 255) ctx.tasks.progress(taskRef, b / count)
+      }
+    } else {
+      const blocks = base === undefined ? disk.presentBlocks() : disk.changedSince(base)
+      const parentInfo =
+        baseRef === undefined
+          ? {}
+          : {
+              parent: {
+                uniqueId: text(ctx.pool.store.get('VDI', baseRef).uuid),
+                timestampMs: ctx.pool.vdiTimes.get(baseRef) ?? 0,
+                name: `${text(ctx.pool.store.get('VDI', baseRef).uuid)}.vhd`,
+              },
+            }
+      const layout = vhdLayout({
+        virtualSizeBytes: disk.virtualSizeBytes,
+        uniqueId: vdiUuid,
+        timestampMs: ctx.pool.vdiTimes.get(vdiRef) ?? 0,
+        blocks,
+        ...parentInfo,
+      })
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': layout.totalBytes })
+      await sender.send(layout.head)
+      for (let i = 0; i < blocks.length; i++) {
+        const b = blocks[i] as number
+        const g = disk.generations.get(b)
+        await sender.send(FULL_BITMAP)
+        if (g === undefined) await sender.send(ZERO_BLOCK)
+        else for (const part of ctx.patterns.blockParts(disk.lineage, b, g)) await sender.send(part)
+        if (taskRef !== undefined && (i & 255) === 255) ctx.tasks.progress(taskRef, i / blocks.length)
+      }
+      await sender.send(layout.footer)
+    }
+    await new Promise<void>((resolve) => res.end(resolve))
+    if (taskRef !== undefined) ctx.tasks.succeed(taskRef, '')
+  } catch (error) {
+    const reason = signal.reason as unknown
+    if (reason instanceof XapiFailure) failTask(reason.xapiCode, reason.params)
+    else failTask('VDI_IO_ERROR', [error instanceof Error ? error.message : String(error)])
+    if (!res.destroyed) res.destroy()
+  }
+}

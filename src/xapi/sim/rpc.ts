@@ -1,0 +1,201 @@
+/**
+ * XAPI methods of the simulator, dispatched by name as the JSON-RPC endpoint receives them: sessions,
+ * `system.listMethods`, the generic per-class accessors XAPI generates (`get_all_records`,
+ * `get_record`, `get_by_uuid`, `get_<field>`, `set_<field>`, `add_to_<map>`, `remove_from_<map>`,
+ * `add_<set>`, `remove_<set>`), `event.from`/`event.inject`, `task.*`, `VM.snapshot`/`checkpoint`/
+ * `destroy`, `VDI.destroy`, and their `Async.` forms. Failures are `XapiFailure`s with XAPI's codes.
+ */
+import { XapiFailure, type XapiRecord, type XapiValue } from './store.js'
+import type { SimPool } from './pool.js'
+import type { SimTasks } from './tasks.js'
+
+export const SIM_CLASSES = ['pool', 'host', 'SR', 'VDI', 'VBD', 'VIF', 'VM', 'network', 'task'] as const
+
+/** Fields a client may set (XAPI rejects setters of read-only fields as unknown methods). */
+const SETTABLE = new Set(['name_label', 'name_description', 'other_config', 'tags', 'blocked_operations', 'sm_config', 'xenstore_data', 'is_a_template'])
+
+const SPECIFIC = [
+  'session.login_with_password',
+  'session.logout',
+  'system.listMethods',
+  'event.from',
+  'event.inject',
+  'task.create',
+  'task.cancel',
+  'task.destroy',
+  'VM.snapshot',
+  'VM.checkpoint',
+  'VM.destroy',
+  'VDI.destroy',
+]
+const ASYNC = new Set(['VM.snapshot', 'VM.checkpoint', 'VM.destroy', 'VDI.destroy'])
+
+export interface Session {
+  user: string
+  valid: boolean
+}
+
+export class SimRpc {
+  readonly sessions = new Map<string, Session>()
+
+  constructor(
+    private readonly pool: SimPool,
+    private readonly tasks: SimTasks,
+    private readonly credentials: { user: string; password: string },
+  ) {}
+
+  /** Throws SESSION_INVALID unless `id` is a live session. */
+  checkSession(id: unknown): void {
+    if (typeof id !== 'string' || this.sessions.get(id)?.valid !== true) throw new XapiFailure('SESSION_INVALID', [String(id)])
+  }
+
+  /** Admin fault: every open session becomes invalid (clients must log in again). */
+  expireSessions(): void {
+    for (const s of this.sessions.values()) s.valid = false
+  }
+
+  listMethods(): string[] {
+    const generic = ['get_all_records', 'get_all', 'get_record', 'get_by_uuid', 'get_by_name_label']
+    const out = [...SPECIFIC, ...[...ASYNC].map((m) => `Async.${m}`)]
+    for (const cls of SIM_CLASSES) for (const g of generic) out.push(`${cls}.${g}`)
+    return out
+  }
+
+  async call(method: string, params: unknown[], signal: AbortSignal): Promise<XapiValue> {
+    if (method === 'session.login_with_password') {
+      const [user, password] = params
+      if (user !== this.credentials.user || password !== this.credentials.password) {
+        throw new XapiFailure('SESSION_AUTHENTICATION_FAILED', [String(user), 'Authentication failure'])
+      }
+      const ref = this.pool.newRef()
+      this.sessions.set(ref, { user, valid: true })
+      return ref
+    }
+    if (method === 'system.listMethods') return this.listMethods()
+    this.checkSession(params[0])
+    const args = params.slice(1)
+    if (method === 'session.logout') {
+      this.sessions.delete(String(params[0]))
+      return ''
+    }
+    if (method.startsWith('Async.')) {
+      const inner = method.slice('Async.'.length)
+      if (!ASYNC.has(inner)) throw new XapiFailure('MESSAGE_METHOD_UNKNOWN', [method])
+      return this.tasks.runAsync(inner, () => {
+        const result = this.sync(inner, args)
+        return typeof result === 'string' ? result : ''
+      })
+    }
+    if (method === 'event.from') {
+      const [classes, token, timeoutS] = args
+      if (!Array.isArray(classes) || typeof token !== 'string') throw new XapiFailure('MESSAGE_PARAMETER_COUNT_MISMATCH', [method, '3', String(args.length)])
+      const timeoutMs = Math.min(Math.max(0, Number(timeoutS ?? 0) * 1000), 300_000)
+      const result = await this.pool.store.eventsFrom(classes.map(String), token, timeoutMs, signal)
+      return result as unknown as XapiValue
+    }
+    return this.sync(method, args)
+  }
+
+  private sync(method: string, args: unknown[]): XapiValue {
+    const s = this.pool.store
+    const dot = method.indexOf('.')
+    const cls = method.slice(0, dot)
+    const name = method.slice(dot + 1)
+    const str = (i: number): string => {
+      const v = args[i]
+      if (typeof v !== 'string') throw new XapiFailure('MESSAGE_PARAMETER_COUNT_MISMATCH', [method, String(i + 1), String(args.length)])
+      return v
+    }
+    switch (method) {
+      case 'event.inject':
+        return s.touch(canonicalClass(str(0)), str(1))
+      case 'task.create':
+        return this.tasks.create(str(0), typeof args[1] === 'string' ? args[1] : '')
+      case 'task.cancel':
+        this.tasks.cancel(str(0))
+        return ''
+      case 'task.destroy':
+        this.tasks.destroy(str(0))
+        return ''
+      case 'VM.snapshot':
+        return this.pool.snapshot(str(0), str(1), Array.isArray(args[2]) ? args[2].map(String) : [])
+      case 'VM.checkpoint':
+        return this.pool.snapshot(str(0), str(1), [], true)
+      case 'VM.destroy':
+        this.pool.destroyVm(str(0))
+        return ''
+      case 'VDI.destroy':
+        this.pool.destroyVdi(str(0))
+        return ''
+    }
+    if (dot < 0 || !(SIM_CLASSES as readonly string[]).includes(cls)) throw new XapiFailure('MESSAGE_METHOD_UNKNOWN', [method])
+    switch (name) {
+      case 'get_all_records': {
+        const out: Record<string, XapiValue> = {}
+        for (const [ref, record] of s.all(cls)) out[ref] = record
+        return out
+      }
+      case 'get_all':
+        return s.all(cls).map(([ref]) => ref)
+      case 'get_record':
+        return s.get(cls, str(0))
+      case 'get_by_uuid':
+        return s.refByUuid(cls, str(0))
+      case 'get_by_name_label':
+        return s
+          .all(cls)
+          .filter(([, r]) => r.name_label === str(0))
+          .map(([ref]) => ref)
+    }
+    const record = (): XapiRecord => s.get(cls, str(0))
+    let m: RegExpExecArray | null
+    if ((m = /^get_(\w+)$/.exec(name)) !== null) {
+      const value = record()[m[1] ?? '']
+      if (value === undefined) throw new XapiFailure('MESSAGE_METHOD_UNKNOWN', [method])
+      return value
+    }
+    if ((m = /^set_(\w+)$/.exec(name)) !== null && SETTABLE.has(m[1] ?? '')) {
+      const field = m[1] ?? ''
+      const value = args[1] as XapiValue
+      s.update(cls, str(0), (r) => (r[field] = value))
+      return ''
+    }
+    if ((m = /^add_to_(\w+)$/.exec(name)) !== null && SETTABLE.has(m[1] ?? '')) {
+      const field = m[1] ?? ''
+      const [key, value] = [str(1), str(2)]
+      if (mapField(record(), field, method)[key] !== undefined) throw new XapiFailure('MAP_DUPLICATE_KEY', [cls, field, str(0), key])
+      s.update(cls, str(0), (r) => (mapField(r, field, method)[key] = value))
+      return ''
+    }
+    if ((m = /^remove_from_(\w+)$/.exec(name)) !== null && SETTABLE.has(m[1] ?? '')) {
+      const field = m[1] ?? ''
+      const key = str(1)
+      mapField(record(), field, method)
+      s.update(cls, str(0), (r) => delete mapField(r, field, method)[key])
+      return ''
+    }
+    if ((m = /^(add|remove)_(\w+)$/.exec(name)) !== null && SETTABLE.has(m[2] ?? '')) {
+      const field = m[2] ?? ''
+      const value = str(1)
+      const current = record()[field]
+      if (!Array.isArray(current)) throw new XapiFailure('MESSAGE_METHOD_UNKNOWN', [method])
+      s.update(cls, str(0), (r) => {
+        const set = (r[field] as XapiValue[]).filter((x) => x !== value)
+        if (m?.[1] === 'add') set.push(value)
+        r[field] = set
+      })
+      return ''
+    }
+    throw new XapiFailure('MESSAGE_METHOD_UNKNOWN', [method])
+  }
+}
+
+function mapField(record: XapiRecord, field: string, method: string): Record<string, XapiValue> {
+  const value = record[field]
+  if (value === undefined || typeof value !== 'object' || Array.isArray(value)) throw new XapiFailure('MESSAGE_METHOD_UNKNOWN', [method])
+  return value
+}
+
+function canonicalClass(lc: string): string {
+  return SIM_CLASSES.find((c) => c.toLowerCase() === lc.toLowerCase()) ?? lc
+}
