@@ -1,0 +1,430 @@
+/**
+ * The NFS remote: the remote contract on a userspace NFSv3 client (no kernel mount, no root needed).
+ *
+ * A session is one TCP connection to the NFS port plus the export's root handle (portmapper + MOUNT3,
+ * see mount.ts). Operations walk paths with LOOKUP from a cache of directory handles. When the
+ * connection dies, every pending call fails (an in-progress write stream errors and drops its
+ * temporary), and the next operation opens a new session; temporaries that could not be removed while
+ * the connection was down are removed then.
+ *
+ * Writes: CREATE GUARDED of a hidden temporary beside the final name, pipelined UNSTABLE WRITEs and
+ * COMMITs (write-window.ts), then RENAME onto the final name — or LINK + REMOVE for exclusive writes, so
+ * an existing file is never replaced. NFS status codes map to POSIX codes in status.ts.
+ */
+import { randomBytes } from 'node:crypto'
+import { posix } from 'node:path'
+import type { Readable, Writable } from 'node:stream'
+import { finished } from 'node:stream/promises'
+import { ConfigInvalidError, RemoteError, type PosixCode } from '../../common/errors.js'
+import { Remote, temporaryName, type ListEntry, type ListOptions, type ReadStreamOptions, type RemoteStat, type WriteFileOptions, type WriteStreamOptions } from '../remote.js'
+import { checkRange, toRemoteError } from '../remote-errors.js'
+import type { NfsRemoteUrl, RemoteOptions } from '../url-types.js'
+import { redactRemoteUrl } from '../url.js'
+import { defaultMachineName, getPort, mountExport, NFS_PROGRAM, type Endpoint } from './mount.js'
+import { Nfs3Client, Nfs3StatusError, UNSTABLE, type Attributes } from './nfs3.js'
+import { RpcConnection, type AuthSys } from './rpc.js'
+import { NFS3ERR_EXIST, NFS3ERR_NOENT, NFS3ERR_STALE, nfs3Error } from './status.js'
+import { NfsReadStream, NfsWriteStream } from './streams.js'
+
+const MiB = 1024 * 1024
+const DEFAULT_WINDOW = 8
+const MAX_BLOCK_BYTES = MiB
+const RMTREE_CONCURRENCY = 16
+
+export interface NfsTuning {
+  connectTimeoutMs: number
+  callTimeoutMs: number
+}
+
+interface Session {
+  client: Nfs3Client
+  root: Uint8Array
+  blockBytes: number
+  /** directory handles by remote-relative path ('' = root) */
+  dirs: Map<string, Uint8Array>
+}
+
+function checkOptions(options: RemoteOptions): { uid: number; gid: number; window: number } {
+  const issues: { path: string; message: string }[] = []
+  const id = (key: 'uid' | 'gid'): number => {
+    const v = options[key]
+    if (v === undefined) return 0
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) issues.push({ path: key, message: `must be an integer from 0 to 4294967295 (the AUTH_SYS ${key} sent to the NFS server), got ${v}` })
+    return v
+  }
+  const uid = id('uid')
+  const gid = id('gid')
+  const window = options.nfsWindow ?? DEFAULT_WINDOW
+  if (!Number.isInteger(window) || window < 1 || window > 64) issues.push({ path: 'nfsWindow', message: `must be an integer from 1 to 64 (WRITEs/READs of up to 1 MiB in flight per stream), got ${window}` })
+  if (issues.length > 0) throw new ConfigInvalidError(issues)
+  return { uid, gid, window }
+}
+
+export class NfsRemote extends Remote {
+  readonly kind = 'nfs' as const
+  readonly displayUrl: string
+  private readonly auth: AuthSys
+  private readonly window: number
+  private readonly endpoint: Endpoint
+  private session: Session | undefined
+  private opening: Promise<Session> | undefined
+  /** bumped by close(): a connect() that started before does not install its session */
+  private generation = 0
+  /** temporaries a failed writer could not remove (connection down): removed on the next session */
+  private readonly orphans = new Set<string>()
+
+  constructor(
+    private readonly url: NfsRemoteUrl,
+    options: RemoteOptions = {},
+    tuning: Partial<NfsTuning> = {},
+  ) {
+    super()
+    const { uid, gid, window } = checkOptions(options)
+    if (!url.path.startsWith('/')) throw new RemoteError('EINVAL', `NFS remote: the export path "${url.path}" must be absolute`)
+    this.displayUrl = redactRemoteUrl(url)
+    this.auth = { uid, gid, machineName: defaultMachineName() }
+    this.window = window
+    this.endpoint = { host: url.host, label: this.displayUrl, connectTimeoutMs: tuning.connectTimeoutMs ?? 10_000, callTimeoutMs: tuning.callTimeoutMs ?? 60_000 }
+  }
+
+  // ---------------------------------------------------------------- sessions
+
+  async open(): Promise<void> {
+    await this.track('open', async () => {
+      await this.getSession()
+    })
+  }
+
+  async close(): Promise<void> {
+    this.generation++
+    this.opening = undefined
+    const s = this.session
+    this.session = undefined
+    s?.client.rpc.close()
+    await Promise.resolve()
+  }
+
+  private async getSession(): Promise<Session> {
+    if (this.session?.client.rpc.alive === true) return this.session
+    this.session = undefined
+    if (this.opening === undefined) {
+      const opening: Promise<Session> = this.connect().finally(() => {
+        if (this.opening === opening) this.opening = undefined
+      })
+      this.opening = opening
+    }
+    return this.opening
+  }
+
+  private async connect(): Promise<Session> {
+    const generation = this.generation
+    const root = await mountExport(this.endpoint, this.url.path, this.auth)
+    const port = this.url.port ?? (await getPort(this.endpoint, NFS_PROGRAM, 3))
+    const rpc = await RpcConnection.open({ host: this.url.host, port, auth: this.auth, callTimeoutMs: this.endpoint.callTimeoutMs, connectTimeoutMs: this.endpoint.connectTimeoutMs, label: this.displayUrl })
+    try {
+      const client = new Nfs3Client(rpc, this.displayUrl)
+      const info = await client.fsinfo(root)
+      const blockBytes = Math.max(4096, Math.min(MAX_BLOCK_BYTES, info.wtmax, info.rtmax))
+      const session: Session = { client, root, blockBytes, dirs: new Map([['', root]]) }
+      if (generation !== this.generation) throw new RemoteError('ECONNRESET', `${this.displayUrl}: the remote was closed while connecting`)
+      this.session = session
+      await this.removeOrphans(session)
+      return session
+    } catch (error) {
+      rpc.close()
+      throw error
+    }
+  }
+
+  private async removeOrphans(session: Session): Promise<void> {
+    for (const path of [...this.orphans]) {
+      try {
+        const { dir, name } = await this.parent(session, path, false)
+        await session.client.remove(dir, name)
+      } catch (error) {
+        if (!(error instanceof Nfs3StatusError && (error.status === NFS3ERR_NOENT || error.status === NFS3ERR_STALE))) continue // keep it for the next session
+      }
+      this.orphans.delete(path)
+    }
+  }
+
+  /** Runs `fn` on a live session; a stale cached directory handle is dropped and the call retried once. */
+  private async withSession<T>(op: string, path: string, fn: (s: Session) => Promise<T>): Promise<T> {
+    const session = await this.getSession().catch((e: unknown) => {
+      throw this.mapError(e, op, path)
+    })
+    try {
+      return await fn(session)
+    } catch (error) {
+      if (error instanceof Nfs3StatusError && error.status === NFS3ERR_STALE && session.dirs.size > 1) {
+        session.dirs = new Map([['', session.root]])
+        try {
+          return await fn(session)
+        } catch (again) {
+          throw this.mapError(again, op, path)
+        }
+      }
+      throw this.mapError(error, op, path)
+    }
+  }
+
+  private mapError(error: unknown, op: string, path: string): Error {
+    if (error instanceof Nfs3StatusError) return nfs3Error(error.status, op, path, this.displayUrl)
+    // transport errors (connection lost, timeout) do not know the path: say which operation they broke
+    if (error instanceof RemoteError && error.fields.path === undefined) {
+      return new RemoteError(error.code as PosixCode | 'E_REMOTE', `${op} "${path}" failed: ${error.message}`, { cause: error, fields: { ...error.fields, op, path } })
+    }
+    return toRemoteError(error, op, path, this.displayUrl)
+  }
+
+  // ---------------------------------------------------------------- path walking
+
+  /** Handle of directory `rel`, with LOOKUP (or MKDIR when `create`) of each missing component. */
+  private async dirHandle(s: Session, rel: string, create: boolean): Promise<Uint8Array> {
+    const cached = s.dirs.get(rel)
+    if (cached !== undefined) return cached
+    const parts = rel.split('/')
+    let i = parts.length
+    while (i > 0 && !s.dirs.has(parts.slice(0, i).join('/'))) i--
+    let handle = s.dirs.get(parts.slice(0, i).join('/')) ?? s.root
+    for (; i < parts.length; i++) {
+      const name = parts[i]!
+      const here = parts.slice(0, i + 1).join('/')
+      let found: { handle: Uint8Array; attributes: Attributes | undefined } | undefined
+      try {
+        found = await s.client.lookup(handle, name)
+      } catch (error) {
+        if (!(create && error instanceof Nfs3StatusError && error.status === NFS3ERR_NOENT)) throw error
+      }
+      if (found === undefined) {
+        try {
+          found = { handle: await s.client.mkdir(handle, name), attributes: undefined }
+        } catch (error) {
+          if (!(error instanceof Nfs3StatusError && error.status === NFS3ERR_EXIST)) throw error
+          found = await s.client.lookup(handle, name) // created concurrently
+        }
+      }
+      if (found.attributes !== undefined && !found.attributes.isDirectory) throw new Nfs3StatusError(20, 'LOOKUP') // NOTDIR
+      handle = found.handle
+      s.dirs.set(here, handle)
+    }
+    return handle
+  }
+
+  private async parent(s: Session, rel: string, create: boolean): Promise<{ dir: Uint8Array; name: string; dirPath: string }> {
+    const dirPath = posix.dirname(rel)
+    const dp = dirPath === '.' ? '' : dirPath
+    return { dir: await this.dirHandle(s, dp, create), name: posix.basename(rel), dirPath: dp }
+  }
+
+  private async lookupPath(s: Session, rel: string): Promise<{ handle: Uint8Array; attributes: Attributes }> {
+    if (rel === '') return { handle: s.root, attributes: await s.client.getattr(s.root) }
+    const { dir, name } = await this.parent(s, rel, false)
+    const found = await s.client.lookup(dir, name)
+    return { handle: found.handle, attributes: found.attributes ?? (await s.client.getattr(found.handle)) }
+  }
+
+  private forgetDirs(s: Session, rel: string): void {
+    for (const key of [...s.dirs.keys()]) if (key === rel || key.startsWith(`${rel}/`)) s.dirs.delete(key)
+  }
+
+  // ---------------------------------------------------------------- contract
+
+  async createWriteStream(path: string, options: WriteStreamOptions = {}): Promise<Writable> {
+    const rel = this.resolvePath(path)
+    if (rel === '') throw new RemoteError('EISDIR', `createWriteStream: a file path is required, got the remote root of ${this.displayUrl}`)
+    return this.track('createWriteStream', async () => {
+      options.signal?.throwIfAborted()
+      const tmpRel = temporaryName(rel, randomBytes(6).toString('hex'))
+      const { s, dir, fh } = await this.withSession('write', rel, async (s) => {
+        const { dir } = await this.parent(s, rel, true)
+        return { s, dir, fh: await s.client.create(dir, posix.basename(tmpRel), 0o644) }
+      })
+      const name = posix.basename(rel)
+      const tmpName = posix.basename(tmpRel)
+      const stream = new NfsWriteStream({
+        label: `"${rel}" on ${this.displayUrl}`,
+        window: this.window,
+        blockBytes: s.blockBytes,
+        commitEveryBytes: 2 * this.window * s.blockBytes,
+        signal: options.signal,
+        io: {
+          write: (offset, data, count) => s.client.write(fh, offset, data, count, UNSTABLE),
+          commit: () => s.client.commit(fh, 0, 0),
+        },
+        publish: async () => {
+          if (options.exclusive === true) {
+            await s.client.link(fh, dir, name) // NFS3ERR_EXIST when the final name exists: never replaced
+            await s.client.remove(dir, tmpName)
+          } else {
+            await s.client.rename(dir, tmpName, dir, name)
+          }
+          this.countBytes('write', stream.bytesAccepted)
+        },
+        discard: async () => {
+          try {
+            if (!s.client.rpc.alive) throw new Error('connection lost')
+            await s.client.remove(dir, tmpName)
+          } catch (error) {
+            if (error instanceof Nfs3StatusError && error.status === NFS3ERR_NOENT) return
+            this.orphans.add(tmpRel) // removed when the next session opens
+          }
+        },
+        mapError: (e) => this.mapError(e, 'write', rel),
+      })
+      return stream
+    })
+  }
+
+  async createReadStream(path: string, options: ReadStreamOptions = {}): Promise<Readable> {
+    const rel = this.resolvePath(path)
+    const { start, end } = checkRange(options, rel)
+    return this.track('createReadStream', async () => {
+      const { s, handle, attributes } = await this.withSession('read', rel, async (s) => ({ s, ...(await this.lookupPath(s, rel)) }))
+      if (attributes.isDirectory) throw new RemoteError('EISDIR', `read "${rel}" on ${this.displayUrl}: it is a directory`)
+      const stop = Math.min(attributes.size, end === undefined ? attributes.size : end + 1)
+      const stream = new NfsReadStream({
+        read: (offset, count) => s.client.read(handle, offset, count),
+        start,
+        end: Math.max(start, stop),
+        blockBytes: s.blockBytes,
+        window: Math.min(this.window, 4),
+        mapError: (e) => this.mapError(e, 'read', rel),
+        label: `"${rel}" on ${this.displayUrl}`,
+        signal: options.signal,
+      })
+      let bytes = 0
+      stream.on('data', (c: Uint8Array) => (bytes += c.length))
+      stream.once('close', () => this.countBytes('read', bytes))
+      return stream
+    })
+  }
+
+  async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
+    const stream = await this.createReadStream(path, options)
+    return this.track('readFile', async () => {
+      const chunks: Uint8Array[] = []
+      for await (const c of stream as AsyncIterable<Uint8Array>) chunks.push(c)
+      return Buffer.concat(chunks)
+    })
+  }
+
+  async writeFile(path: string, data: Uint8Array | string, options: WriteFileOptions = {}): Promise<void> {
+    const out = await this.createWriteStream(path, options)
+    await this.track('writeFile', async () => {
+      out.end(data)
+      await finished(out)
+    })
+  }
+
+  async list(path: string, options: ListOptions = {}): Promise<ListEntry[]> {
+    const rel = this.resolvePath(path)
+    return this.track('list', async () =>
+      this.withSession('list', rel, async (s) => {
+        const out: ListEntry[] = []
+        const walk = async (dirRel: string, prefix: string): Promise<void> => {
+          const handle = dirRel === rel ? await this.dirHandle(s, rel, false) : await this.dirHandle(s, dirRel, false)
+          for (const e of await s.client.readdirplus(handle)) {
+            if (options.includeHidden !== true && e.name.startsWith('.')) continue
+            const p = prefix === '' ? e.name : `${prefix}/${e.name}`
+            const isDirectory = e.attributes?.isDirectory ?? (await s.client.getattr(e.handle ?? (await s.client.lookup(handle, e.name)).handle)).isDirectory
+            const childRel = dirRel === '' ? e.name : `${dirRel}/${e.name}`
+            if (isDirectory && e.handle !== undefined) s.dirs.set(childRel, e.handle)
+            if (isDirectory && options.recursive === true) await walk(childRel, p)
+            else out.push({ path: p, isDirectory })
+          }
+        }
+        await walk(rel, '')
+        return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
+      }),
+    )
+  }
+
+  async stat(path: string): Promise<RemoteStat> {
+    const rel = this.resolvePath(path)
+    return this.track('stat', async () =>
+      this.withSession('stat', rel, async (s) => {
+        const { attributes: a } = await this.lookupPath(s, rel)
+        return { size: a.isDirectory ? 0 : a.size, isDirectory: a.isDirectory, mtimeMs: a.mtimeMs }
+      }),
+    )
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    const a = this.resolvePath(from)
+    const b = this.resolvePath(to)
+    await this.track('rename', async () =>
+      this.withSession('rename', `${a} -> ${b}`, async (s) => {
+        const src = await this.parent(s, a, false)
+        await s.client.lookup(src.dir, src.name) // ENOENT before creating the target's parents
+        const dst = await this.parent(s, b, true)
+        await s.client.rename(src.dir, src.name, dst.dir, dst.name)
+        this.forgetDirs(s, a)
+      }),
+    )
+  }
+
+  async unlink(path: string): Promise<void> {
+    const rel = this.resolvePath(path)
+    if (rel === '') throw new RemoteError('EISDIR', `unlink refused on ${this.displayUrl}: it is the remote root`)
+    await this.track('unlink', async () =>
+      this.withSession('unlink', rel, async (s) => {
+        const { dir, name } = await this.parent(s, rel, false)
+        const found = await s.client.lookup(dir, name)
+        if (found.attributes?.isDirectory === true) throw new RemoteError('EISDIR', `unlink "${rel}" on ${this.displayUrl}: it is a directory (use rmtree)`)
+        await s.client.remove(dir, name)
+      }),
+    )
+  }
+
+  async rmtree(path: string): Promise<void> {
+    const rel = this.resolvePath(path)
+    if (rel === '') throw new RemoteError('EACCES', `rmtree refused on ${this.displayUrl}: it would delete the whole remote`)
+    await this.track('rmtree', async () =>
+      this.withSession('rmtree', rel, async (s) => {
+        let target: { dir: Uint8Array; name: string }
+        let handle: Uint8Array
+        let isDirectory: boolean
+        try {
+          target = await this.parent(s, rel, false)
+          const found = await s.client.lookup(target.dir, target.name)
+          handle = found.handle
+          isDirectory = found.attributes?.isDirectory ?? (await s.client.getattr(handle)).isDirectory
+        } catch (error) {
+          if (error instanceof Nfs3StatusError && error.status === NFS3ERR_NOENT) return
+          throw error
+        }
+        if (isDirectory) await this.emptyDir(s, handle)
+        await (isDirectory ? s.client.rmdir(target.dir, target.name) : s.client.remove(target.dir, target.name))
+        this.forgetDirs(s, rel)
+      }),
+    )
+  }
+
+  /** Removes everything inside a directory (files with REMOVE, through NFS so Ganesha frees them). */
+  private async emptyDir(s: Session, handle: Uint8Array): Promise<void> {
+    const entries = await s.client.readdirplus(handle)
+    for (let i = 0; i < entries.length; i += RMTREE_CONCURRENCY) {
+      await Promise.all(
+        entries.slice(i, i + RMTREE_CONCURRENCY).map(async (e) => {
+          const isDirectory = e.attributes?.isDirectory ?? false
+          if (isDirectory) {
+            await this.emptyDir(s, e.handle ?? (await s.client.lookup(handle, e.name)).handle)
+            await s.client.rmdir(handle, e.name)
+          } else {
+            await s.client.remove(handle, e.name)
+          }
+        }),
+      )
+    }
+  }
+
+  async mkdir(path: string): Promise<void> {
+    const rel = this.resolvePath(path)
+    await this.track('mkdir', async () =>
+      this.withSession('mkdir', rel, async (s) => {
+        if (rel !== '') await this.dirHandle(s, rel, true)
+      }),
+    )
+  }
+}
