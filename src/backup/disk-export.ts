@@ -1,0 +1,116 @@
+/**
+ * One disk's export, end to end, in the thread that runs it: open the XAPI export from its descriptor,
+ * parse and validate the VHD stream, and fan the blocks out to one VHD writer per target remote (each
+ * remote opened here from its URL: nothing but plain data crosses threads). This is the `DiskExporter`
+ * port; the pool task (disk-thread-task.ts) wraps it, tests and the demo may also call it directly.
+ *
+ * The written VHD's footer carries the snapshot VDI's uuid (XO finds bases by it) and, for a delta, its
+ * header names the parent on that target (uuid, footer timestamp, relative path). Progress (bytes read)
+ * is reported at most every 250 ms. Cancel: the signal destroys the export stream and aborts every
+ * writer (temporaries removed). Nothing is published unless the whole stream parsed and validated.
+ */
+import { posix } from 'node:path'
+import { BackupProxyError, serializeError, toError } from '../common/errors.js'
+import { createRemote } from '../remotes/index.js'
+import type { Remote } from '../remotes/remote.js'
+import { DISK_TYPES } from '../vhd/constants.js'
+import { createVhdFileSink } from '../vhd/file-sink.js'
+import type { VhdSink } from '../vhd/sink.js'
+import { openVhdStream, type VhdBlock } from '../vhd/stream-parser.js'
+import { openVdiExport, type VdiExportDescriptor } from '../xapi/export.js'
+import { fanOut, type FanOutTarget } from './fan-out.js'
+import type { DiskExportInput, DiskExportResult, DiskExporter, DiskTarget } from './ports.js'
+import { createDirectorySink, readVhdFooter } from './vhd-ops.js'
+
+const PROGRESS_INTERVAL_MS = 250
+
+async function openTarget(t: DiskTarget, signal: AbortSignal): Promise<{ remote: Remote; sink: VhdSink }> {
+  const remote = createRemote(t.url, t.options)
+  await remote.open()
+  try {
+    let parent
+    if (t.parent !== undefined) {
+      const parentFooter = await readVhdFooter(remote, t.parent.path)
+      if (parentFooter.uuid !== t.parent.uuid) {
+        throw new BackupProxyError('E_BACKUP', `the parent ${t.parent.path} on ${remote.displayUrl} has uuid ${parentFooter.uuid}, expected ${t.parent.uuid}: run verify on this remote`)
+      }
+      parent = { relativePath: posix.relative(posix.dirname(t.path), t.parent.path), uuid: parentFooter.uuid, timestamp: parentFooter.timestamp }
+    }
+    const sink = t.directory
+      ? await createDirectorySink(remote, t.path, { compression: t.compression, signal, ...(parent === undefined ? {} : { parent }) })
+      : createVhdFileSink(remote, t.path, { exclusive: true, signal, ...(parent === undefined ? {} : { parent }) })
+    return { remote, sink }
+  } catch (error) {
+    await remote.close().catch(() => undefined)
+    throw error
+  }
+}
+
+export const runDiskExport: DiskExporter = async (input: DiskExportInput, { signal, onProgress }): Promise<DiskExportResult> => {
+  const t0 = performance.now()
+  const opened = new Map<string, { remote: Remote; sink: VhdSink }>()
+  const openFailures: { id: string; error: Error }[] = []
+  await Promise.all(input.targets.map(async (t) => {
+    try {
+      opened.set(t.id, await openTarget(t, signal))
+    } catch (error) {
+      openFailures.push({ id: t.id, error: toError(error) })
+    }
+  }))
+  try {
+    if (opened.size === 0) {
+      throw new BackupProxyError('E_BACKUP', `no target could be opened: ${openFailures.map((f) => `${f.id}: ${f.error.message}`).join('; ')}`)
+    }
+    const descriptor = input.descriptor as unknown as VdiExportDescriptor
+    const exp = await openVdiExport({
+      ...descriptor,
+      signal,
+      ...(input.maxExportRateBytesPerSecond > 0 ? { maxRateBytesPerSecond: input.maxExportRateBytesPerSecond } : {}),
+    })
+    const vhd = await openVhdStream(exp.stream, { signal })
+    const differencing = vhd.footer.diskType === DISK_TYPES.DIFFERENCING
+    if (input.baseVdiUuid !== undefined && !differencing) throw new BackupProxyError('E_BACKUP', `XAPI sent a full disk where a delta against ${input.baseVdiUuid} was asked`)
+    const footer = { ...vhd.footer, uuid: input.vdiUuid }
+    const sizes = new Map<string, number>()
+    let last = 0
+    const report = (force: boolean) => {
+      const now = performance.now()
+      if (!force && now - last < PROGRESS_INTERVAL_MS) return
+      last = now
+      onProgress?.({ readBytes: vhd.bytesRead, ...(exp.sizeBytes === undefined ? {} : { totalBytes: exp.sizeBytes }) })
+    }
+    const targets: FanOutTarget<VhdBlock>[] = [...opened].map(([id, { sink }]) => ({
+      id,
+      begin: () => sink.begin(footer, vhd.header, vhd.blockOrder),
+      write: (block) => sink.writeBlock(block),
+      end: async () => {
+        sizes.set(id, (await sink.end()).sizeBytes)
+      },
+      abort: (reason) => sink.abort(reason),
+    }))
+    async function* blocks(): AsyncGenerator<VhdBlock> {
+      for await (const block of vhd.blocks()) {
+        report(false)
+        yield block
+      }
+    }
+    let result
+    try {
+      result = await fanOut(blocks(), targets, { signal, maxPendingPerTarget: 2 })
+    } finally {
+      await vhd.close().catch(() => undefined)
+    }
+    report(true)
+    return {
+      readBytes: vhd.bytesRead,
+      sizeBytes: Math.max(0, ...sizes.values()),
+      blocks: result.blocks,
+      differencing,
+      succeeded: result.succeeded.sort(),
+      failed: [...openFailures, ...result.failed].map((f) => ({ id: f.id, error: serializeError(f.error) })),
+      durationMs: performance.now() - t0,
+    }
+  } finally {
+    await Promise.all([...opened.values()].map((o) => o.remote.close().catch(() => undefined)))
+  }
+}

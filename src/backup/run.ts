@@ -1,0 +1,217 @@
+/**
+ * One `backup.run` task: resolves settings (defaults < config < settings[''] < settings[scheduleId] <
+ * settings[vmUuid], XO's precedence), connects to the XAPI(s), opens the target remotes, backs the VMs
+ * up `concurrency` at a time (vm-backup.ts) with `nRetriesVmBackupFailures` retries each, under the
+ * run's `timeout` and the caller's cancel signal, and reports the XO task log as it goes.
+ *
+ * The returned summary is the root task; its status is the truth: `failure` as soon as one VM failed
+ * (or every target could not be opened), `interrupted` on cancel or timeout, else `success`.
+ */
+import { BackupProxyError, CancelledError, TaskInvalidError, TimeoutError, serializeError, toError, type JsonValue } from '../common/errors.js'
+import { silentLogger, type Logger } from '../common/log.js'
+import type { BackupSettings } from '../config/schema.js'
+import type { BackupRunTask, JobSettings, TaskXapi } from '../queue/tasks.js'
+import { createRemote, optionsFromUrl, parseRemoteUrl } from '../remotes/index.js'
+import type { RemoteOptions } from '../remotes/url-types.js'
+import { mapSettled } from './concurrency.js'
+import type { BackupXapi, DiskExporter } from './ports.js'
+import { createTaskLog, type Task, type TaskLogEvent, type TaskSummary } from './task-log.js'
+import { backupVm, type RunTarget, type VmBackupResult, type VmSettings } from './vm-backup.js'
+import { XapiClient } from '../xapi/client.js'
+import { backupXapi } from './xapi-adapter.js'
+
+export interface RunProgress {
+  vmsTotal: number
+  vmsDone: number
+  /** bytes read from XAPI so far, all VMs */
+  readBytes: number
+}
+
+export interface XapiConnection {
+  xapi: BackupXapi
+  close(): Promise<void>
+}
+
+export interface BackupRunEnv {
+  /** the proxy's `backup` config section (defaults of every setting) */
+  defaults: BackupSettings
+  exporter: DiskExporter
+  signal: AbortSignal
+  emit?: (event: TaskLogEvent) => void
+  progress?: (p: RunProgress) => void
+  log?: Logger
+  /** default: XapiClient.connect */
+  connectXapi?: (x: TaskXapi, signal: AbortSignal) => Promise<XapiConnection>
+}
+
+export interface EffectiveSettings extends VmSettings {
+  concurrency: number
+  timeoutMs: number
+  nRetriesVmBackupFailures: number
+}
+
+function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefined)[]): EffectiveSettings {
+  const out: EffectiveSettings = {
+    concurrency: defaults.concurrency,
+    diskPerVmConcurrency: defaults.diskPerVmConcurrency,
+    exportRetention: defaults.exportRetention,
+    snapshotRetention: defaults.snapshotRetention,
+    fullInterval: defaults.fullInterval,
+    maxExportRateBytesPerSecond: defaults.maxExportRate,
+    compression: defaults.compression,
+    checkpointSnapshot: defaults.checkpointSnapshot,
+    timeoutMs: defaults.timeoutMs,
+    nRetriesVmBackupFailures: defaults.nRetriesVmBackupFailures,
+  }
+  for (const s of layers) {
+    if (s === undefined) continue
+    if (s.concurrency !== undefined) out.concurrency = s.concurrency
+    if (s.diskPerVmConcurrency !== undefined) out.diskPerVmConcurrency = s.diskPerVmConcurrency
+    if (s.exportRetention !== undefined) out.exportRetention = s.exportRetention
+    if (s.snapshotRetention !== undefined) out.snapshotRetention = s.snapshotRetention
+    if (s.fullInterval !== undefined) out.fullInterval = s.fullInterval
+    if (s.maxExportRate !== undefined) out.maxExportRateBytesPerSecond = s.maxExportRate
+    if (s.compression !== undefined) out.compression = s.compression === '' ? 'none' : s.compression
+    if (s.checkpointSnapshot !== undefined) out.checkpointSnapshot = s.checkpointSnapshot
+    if (s.timeout !== undefined) out.timeoutMs = s.timeout
+    if (s.nRetriesVmBackupFailures !== undefined) out.nRetriesVmBackupFailures = s.nRetriesVmBackupFailures
+  }
+  return out
+}
+
+/** Settings of one VM of a run (XO's precedence). */
+export function effectiveSettings(defaults: BackupSettings, task: BackupRunTask, vmUuid?: string): EffectiveSettings {
+  const s = task.job.settings
+  return merge(defaults, [s[''], s[task.schedule.id], vmUuid === undefined ? undefined : s[vmUuid]])
+}
+
+export function vmUuidsOf(task: BackupRunTask): string[] {
+  const vms = task.job.vms as { uuid?: string | string[] | { __or: string[] }; type?: unknown }
+  if (vms.type !== undefined || vms.uuid === undefined) {
+    throw new TaskInvalidError('job.vms: smart-mode patterns are not supported by this proxy yet; list the VMs by uuid ({ uuid: [...] })', { fields: { field: 'job.vms' } })
+  }
+  const u = vms.uuid
+  return [...new Set(typeof u === 'string' ? [u] : Array.isArray(u) ? u : u.__or)]
+}
+
+async function defaultConnect(x: TaskXapi, signal: AbortSignal): Promise<XapiConnection> {
+  const client = await XapiClient.connect({ url: x.url, user: x.credentials.username, password: x.credentials.password, allowUnauthorized: x.allowUnauthorized, signal })
+  return { xapi: backupXapi(client), close: () => client.close() }
+}
+
+function vmResultJson(r: VmBackupResult): JsonValue {
+  return { timestamp: r.timestamp, full: r.full, sizeBytes: r.sizeBytes, readBytes: r.readBytes, durationMs: Math.round(r.durationMs), succeeded: r.succeeded, failed: r.failed }
+}
+
+export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise<TaskSummary> {
+  const log = env.log ?? silentLogger
+  const runSettings = effectiveSettings(env.defaults, task)
+  const root = createTaskLog('backup', { mode: task.job.mode, jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id }, env.emit)
+  const controller = new AbortController()
+  const onAbort = () => controller.abort(new CancelledError('the backup run was cancelled', { cause: env.signal.reason }))
+  if (env.signal.aborted) onAbort()
+  env.signal.addEventListener('abort', onAbort, { once: true })
+  const timer = runSettings.timeoutMs > 0
+    ? setTimeout(() => controller.abort(new TimeoutError(`the backup run exceeded its timeout of ${runSettings.timeoutMs} ms`)), runSettings.timeoutMs)
+    : undefined
+  const signal = controller.signal
+  const connections: XapiConnection[] = []
+  const targets: RunTarget[] = []
+  try {
+    const vmUuids = vmUuidsOf(task)
+    // XAPIs
+    const connect = env.connectXapi ?? defaultConnect
+    for (const [id, x] of Object.entries(task.xapis)) {
+      try {
+        connections.push(await connect(x, signal))
+      } catch (error) {
+        root.warning(`could not connect to XAPI ${id}`, { error: serializeError(error).message })
+      }
+    }
+    if (connections.length === 0) throw new BackupProxyError('E_XAPI', 'no XAPI of the task could be reached; check the pool address and credentials')
+    // targets
+    for (const [id, r] of Object.entries(task.remotes)) {
+      const options = definedOnly({ ...optionsFromUrl(parseRemoteUrl(r.url)), ...(r.options ?? {}) })
+      const remote = createRemote(r.url, options)
+      try {
+        await remote.open()
+        targets.push({ id, url: r.url, options, remote })
+      } catch (error) {
+        root.warning(`remote ${id} (${remote.displayUrl}) is unusable and is skipped`, { error: serializeError(error).message })
+        await remote.close().catch(() => undefined)
+      }
+    }
+    if (targets.length === 0) throw new BackupProxyError('E_BACKUP', 'none of the remotes of the task could be opened')
+
+    const progress: RunProgress = { vmsTotal: vmUuids.length, vmsDone: 0, readBytes: 0 }
+    const readByVm = new Map<string, number>()
+    const onBytes = (vm: string, bytes: number) => {
+      readByVm.set(vm, bytes)
+      progress.readBytes = [...readByVm.values()].reduce((a, b) => a + b, 0)
+      env.progress?.({ ...progress })
+    }
+
+    const results = await mapSettled(vmUuids, runSettings.concurrency, async (vmUuid) => {
+      const settings = effectiveSettings(env.defaults, task, vmUuid)
+      const vmTask = root.child('backup VM', { type: 'VM', id: vmUuid })
+      try {
+        const xapi = await findXapi(connections, vmUuid)
+        const result = await withRetries(settings.nRetriesVmBackupFailures, vmTask, signal, () =>
+          backupVm(vmUuid, { jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id, mode: task.job.mode, targets, xapi, exporter: env.exporter, signal, log, onBytes }, settings, vmTask),
+        )
+        vmTask.end('success', vmResultJson(result))
+        return result
+      } catch (error) {
+        vmTask.fail(signal.aborted ? (signal.reason as Error) : error)
+        log.warn({ vm: vmUuid, err: error }, 'VM backup failed')
+        throw error
+      } finally {
+        progress.vmsDone++
+        env.progress?.({ ...progress })
+      }
+    })
+    const ok = results.filter((r): r is PromiseFulfilledResult<VmBackupResult> => r.status === 'fulfilled').map((r) => r.value)
+    root.end(undefined, {
+      vms: vmUuids.length,
+      succeeded: ok.length,
+      sizeBytes: ok.reduce((a, r) => a + r.sizeBytes, 0),
+      readBytes: ok.reduce((a, r) => a + r.readBytes, 0),
+    })
+  } catch (error) {
+    root.fail(signal.aborted ? toError(signal.reason) : error)
+  } finally {
+    clearTimeout(timer)
+    env.signal.removeEventListener('abort', onAbort)
+    await Promise.all(targets.map((t) => t.remote.close().catch(() => undefined)))
+    await Promise.all(connections.map((c) => c.close().catch(() => undefined)))
+  }
+  return root.summary()
+}
+
+function definedOnly(o: Record<string, unknown>): RemoteOptions {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined))
+}
+
+async function findXapi(connections: readonly XapiConnection[], vmUuid: string): Promise<BackupXapi> {
+  let lastError: unknown
+  for (const c of connections) {
+    try {
+      await c.xapi.getVm(vmUuid)
+      return c.xapi
+    } catch (error) {
+      lastError = error
+    }
+  }
+  throw new BackupProxyError('E_XAPI', `VM ${vmUuid} is on none of the task's pools`, { cause: lastError })
+}
+
+async function withRetries<T>(retries: number, task: Task, signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn()
+    } catch (error) {
+      if (signal.aborted || attempt >= retries) throw error
+      task.warning(`attempt ${attempt + 1} failed, retrying (${retries - attempt} left)`, { error: serializeError(error).message })
+    }
+  }
+}
