@@ -1,9 +1,12 @@
 /**
  * Entry point of the remotes: `createRemote(url, options)` picks the implementation from the URL's
  * scheme. XO's URL query options (`useVhdDirectory`, `allowUnauthorized`, `encryptionKey`) are merged
- * under the explicit options. The returned remote is not opened yet: call `open()`.
+ * under the explicit options; with an encryption key the remote comes wrapped in EncryptedRemote.
+ * The returned remote is not opened yet: call `open()`.
  */
-import { NotAvailableError, RemoteUrlError } from '../common/errors.js'
+import { RemoteUrlError } from '../common/errors.js'
+import { S3Remote } from './s3.js'
+import { createEncryptedRemote } from './encryption.js'
 import { LocalRemote } from './local.js'
 import { createNfsRemote } from './nfs/index.js'
 import type { Remote } from './remote.js'
@@ -16,6 +19,8 @@ export type * from './remote.js'
 export type * from './url-types.js'
 export { parseRemoteUrl, formatRemoteUrl, redactRemoteUrl } from './url.js'
 export { LocalRemote } from './local.js'
+export { S3Remote } from './s3.js'
+export { createEncryptedRemote, EncryptedRemote } from './encryption.js'
 
 /** Options carried in the URL's query string, typed and checked. */
 export function optionsFromUrl(url: RemoteUrl): RemoteOptions {
@@ -31,6 +36,8 @@ export function optionsFromUrl(url: RemoteUrl): RemoteOptions {
   if (useVhdDirectory !== undefined) out.useVhdDirectory = useVhdDirectory
   const allowUnauthorized = bool('allowUnauthorized')
   if (allowUnauthorized !== undefined) out.allowUnauthorized = allowUnauthorized
+  const pathStyle = bool('pathStyle')
+  if (pathStyle !== undefined) out.s3PathStyle = pathStyle
   const key = p.encryptionKey
   if (key !== undefined && key !== null && key !== false && key !== '') {
     if (typeof key !== 'string') throw new RemoteUrlError(`remote URL ${redactRemoteUrl(url)}: option encryptionKey must be a string`)
@@ -48,7 +55,8 @@ export function createRemote(url: string | RemoteUrl, options: RemoteOptions = {
       remote = new LocalRemote(parsed, merged)
       break
     case 's3':
-      throw new NotAvailableError('the S3 remote')
+      remote = new S3Remote(parsed, merged)
+      break
     case 'nfs':
       remote = createNfsRemote(parsed, merged)
       break
@@ -56,5 +64,5 @@ export function createRemote(url: string | RemoteUrl, options: RemoteOptions = {
       remote = createSmbRemote(parsed, merged)
       break
   }
-  return remote
+  return merged.encryptionKey === undefined ? remote : createEncryptedRemote(remote, { key: merged.encryptionKey })
 }

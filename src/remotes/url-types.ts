@@ -69,6 +69,10 @@ export interface RemoteOptions {
   uploadConcurrency?: number
   /** for S3: accept self-signed certificates */
   allowUnauthorized?: boolean
+  /** for S3: path-style requests (default: true unless the host is *.amazonaws.com) */
+  s3PathStyle?: boolean
+  /** for S3: attempts per request, retries included (default 5) */
+  s3MaxAttempts?: number
   /** for SMB: protocol version cap, e.g. '3.1.1' */
   protocolVersion?: string
   /** for SMB: TCP port when not 445 (XO's smb:// URL has no port field; tests and odd setups use this) */

@@ -151,6 +151,7 @@ export function describeRemoteConformance(name: string, makeRemote: () => Promis
     it('publishes atomically: nothing is visible under the final name before finish', async () => {
       const d = dir()
       const path = `${d}/disk.vhd`
+      await remote.writeFile(`${d}/other`, 'x') // so the directory exists on every backend
       const data = randomBytes(6 * MiB + 123)
       const out = await remote.createWriteStream(path, { expectedSizeBytes: data.length })
       const finishedAt: number[] = []
@@ -165,7 +166,7 @@ export function describeRemoteConformance(name: string, makeRemote: () => Promis
       // 'finish' means published: visible and complete right away
       expect((await remote.stat(path)).size).toBe(data.length)
       expect(createHash('sha256').update(await remote.readFile(path)).digest('hex')).toBe(createHash('sha256').update(data).digest('hex'))
-      expect((await remote.list(d, { includeHidden: true })).map((e) => e.path)).toEqual(['disk.vhd'])
+      expect((await remote.list(d, { includeHidden: true })).map((e) => e.path)).toEqual(['disk.vhd', 'other'])
     })
 
     it('a destroyed writer leaves no final object and no temporary', async () => {
@@ -234,7 +235,7 @@ export function describeRemoteConformance(name: string, makeRemote: () => Promis
       const d = dir()
       const count = options.listCount ?? 1100
       const names = Array.from({ length: count }, (_, i) => `f${String(i).padStart(5, '0')}`)
-      await mapLimit(names, 16, (name) => remote.writeFile(`${d}/${name}`, name))
+      await mapLimit(names, 32, (name) => remote.writeFile(`${d}/${name}`, name))
       await remote.writeFile(`${d}/sub/deep/z.json`, '{}')
       await remote.writeFile(`${d}/sub/y.json`, '{}')
       await remote.writeFile(`${d}/.hidden.abc.tmp`, 'tmp')

@@ -1,0 +1,366 @@
+/**
+ * S3 remote on `@aws-sdk/client-s3` (+ lib-storage for uploads, see s3-writer.ts), for AWS and
+ * S3-compatible stores (Swift s3api, MinIO, Ceph RGW...): custom endpoint and region, plain HTTP for
+ * labs (`s3+http://`), certificates checked unless `allowUnauthorized`, path-style by default for
+ * custom endpoints and virtual-host for `*.amazonaws.com` (option `s3PathStyle` overrides).
+ *
+ * Retries are the SDK's "standard" strategy: exponential backoff with full jitter, only for throttling,
+ * transient network errors (resets, timeouts) and 5xx — the same classes we would pick by hand, so no
+ * second retry layer here (nested retries multiply waits).
+ *
+ * S3 has no directories: a directory exists while a key lies below it; `mkdir` is a no-op. `rename` is
+ * copy + delete (not atomic): writers publish by writing the final key last, never by renaming.
+ * Temporaries on S3 are pending multipart uploads; `removeTemporaries` aborts those too.
+ */
+import {
+  AbortMultipartUploadCommand,
+  CopyObjectCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type ListObjectsV2CommandOutput,
+} from '@aws-sdk/client-s3'
+import { createHash } from 'node:crypto'
+import { Agent as HttpAgent } from 'node:http'
+import { Agent as HttpsAgent } from 'node:https'
+import { Readable, type Writable } from 'node:stream'
+import { RemoteError } from '../common/errors.js'
+import { Remote, type ListEntry, type ListOptions, type ReadStreamOptions, type RemoteStat, type WriteFileOptions, type WriteStreamOptions } from './remote.js'
+import { checkRange } from './remote-errors.js'
+import { choosePartSizeBytes, MIN_PART_BYTES, S3WriteStream } from './s3-writer.js'
+import { toS3RemoteError } from './s3-errors.js'
+import type { RemoteOptions, S3RemoteUrl } from './url-types.js'
+import { redactRemoteUrl } from './url.js'
+
+/**
+ * S3 requires Content-MD5 on DeleteObjects; recent SDKs send a CRC32 checksum instead, which AWS accepts
+ * but Swift's s3api (and older S3-compatible servers) refuse. Add the MD5 of the serialized body.
+ */
+function withContentMd5(command: DeleteObjectsCommand): DeleteObjectsCommand {
+  command.middlewareStack.add(
+    (next) => async (args) => {
+      const request = args.request as { headers?: Record<string, string>; body?: unknown }
+      if (request.headers !== undefined && (typeof request.body === 'string' || request.body instanceof Uint8Array)) {
+        request.headers['content-md5'] = createHash('md5').update(request.body).digest('base64')
+      }
+      return next(args)
+    },
+    { step: 'build', name: 'backupProxyContentMd5' },
+  )
+  return command
+}
+
+export const DEFAULT_PART_BYTES = 16 * 1024 * 1024
+export const DEFAULT_UPLOAD_CONCURRENCY = 4
+/** writeFile sends buffers up to this size in one PutObject */
+const SINGLE_PUT_MAX_BYTES = 64 * 1024 * 1024
+
+export class S3Remote extends Remote {
+  readonly kind = 's3' as const
+  readonly displayUrl: string
+  readonly bucket: string
+  /** key prefix, '' or ending without '/' */
+  readonly prefix: string
+  readonly client: S3Client
+  readonly #partFloorBytes: number
+  readonly #concurrency: number
+  #opened = false
+
+  constructor(url: S3RemoteUrl, options: RemoteOptions = {}) {
+    super()
+    this.displayUrl = redactRemoteUrl(url)
+    this.bucket = url.bucket
+    this.prefix = url.path
+    const floor = options.uploadPartSizeBytes ?? DEFAULT_PART_BYTES
+    if (!Number.isSafeInteger(floor) || floor < MIN_PART_BYTES) throw new RemoteError('EINVAL', `${this.displayUrl}: uploadPartSizeBytes must be an integer >= 5 MiB (S3's minimum part), got ${floor}`)
+    const concurrency = options.uploadConcurrency ?? DEFAULT_UPLOAD_CONCURRENCY
+    if (!Number.isSafeInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new RemoteError('EINVAL', `${this.displayUrl}: uploadConcurrency must be an integer from 1 to 64, got ${concurrency}`)
+    this.#partFloorBytes = floor
+    this.#concurrency = concurrency
+    const endpoint = `${url.protocol}://${url.host}${url.port === undefined ? '' : `:${url.port}`}`
+    const pathStyle = options.s3PathStyle ?? !/(^|\.)amazonaws\.com$/i.test(url.host)
+    const sockets = Math.max(16, concurrency * 2)
+    this.client = new S3Client({
+      endpoint,
+      region: url.region ?? 'us-east-1',
+      forcePathStyle: pathStyle,
+      ...(url.accessKeyId === '' ? {} : { credentials: { accessKeyId: url.accessKeyId, secretAccessKey: url.secretAccessKey } }),
+      maxAttempts: options.s3MaxAttempts ?? 5,
+      retryMode: 'standard',
+      // CRC32 of every part in JS costs more CPU than the upload itself; SigV4 already covers integrity
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: {
+        httpAgent: new HttpAgent({ keepAlive: true, maxSockets: sockets }),
+        httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: sockets, rejectUnauthorized: options.allowUnauthorized !== true }),
+        connectionTimeout: 10_000,
+        requestTimeout: 300_000,
+      },
+    })
+  }
+
+  /** Bucket key of a remote path ('' is the remote's root). */
+  #key(path: string): { rel: string; key: string } {
+    const rel = this.resolvePath(path)
+    return { rel, key: this.prefix === '' ? rel : rel === '' ? this.prefix : `${this.prefix}/${rel}` }
+  }
+
+  /** Prefix under which a directory's keys live. */
+  #dirPrefix(key: string): string {
+    return key === '' ? '' : `${key}/`
+  }
+
+  #fail(op: string, path: string): (e: unknown) => never {
+    return (e: unknown) => {
+      throw toS3RemoteError(e, op, path, this.displayUrl)
+    }
+  }
+
+  async open(): Promise<void> {
+    if (this.#opened) return
+    await this.track('open', async () => {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket })).catch(this.#fail('open (HeadBucket)', this.bucket))
+      this.#opened = true
+    })
+  }
+
+  async close(): Promise<void> {
+    this.#opened = false
+    this.client.destroy()
+    await Promise.resolve()
+  }
+
+  async createWriteStream(path: string, options: WriteStreamOptions = {}): Promise<Writable> {
+    const { rel, key } = this.#key(path)
+    if (rel === '') throw new RemoteError('EISDIR', `createWriteStream: a file path is required, got the remote root of ${this.displayUrl}`)
+    const partSizeBytes = choosePartSizeBytes(options.expectedSizeBytes, this.#partFloorBytes)
+    return this.track('createWriteStream', async () => {
+      options.signal?.throwIfAborted()
+      if (options.exclusive === true) await this.#refuseExisting(rel, key)
+      return new S3WriteStream({
+        client: this.client,
+        bucket: this.bucket,
+        key,
+        partSizeBytes,
+        concurrency: this.#concurrency,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+        onBytes: (n) => this.countBytes('write', n),
+        mapError: (e) => toS3RemoteError(e, 'write', rel, this.displayUrl),
+      })
+    })
+  }
+
+  /** S3 has no create-exclusive on every server: check first (a race with another writer stays possible). */
+  async #refuseExisting(rel: string, key: string): Promise<void> {
+    try {
+      await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }))
+    } catch (error) {
+      if (toS3RemoteError(error, 'stat', rel, this.displayUrl).code === 'ENOENT') return
+      throw toS3RemoteError(error, 'stat', rel, this.displayUrl)
+    }
+    throw new RemoteError('EEXIST', `write "${rel}" on ${this.displayUrl} refused: it already exists`, { fields: { path: rel } })
+  }
+
+  async createReadStream(path: string, options: ReadStreamOptions = {}): Promise<Readable> {
+    const { rel, key } = this.#key(path)
+    const { start, end } = checkRange(options, rel)
+    return this.track('createReadStream', async () => {
+      if (end !== undefined && end < start) return Readable.from([])
+      const range = start === 0 && end === undefined ? undefined : `bytes=${start}-${end ?? ''}`
+      let res
+      try {
+        res = await this.client.send(
+          new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range === undefined ? {} : { Range: range }) }),
+          options.signal === undefined ? {} : { abortSignal: options.signal },
+        )
+      } catch (error) {
+        // a start at or past the end: node:fs gives an empty stream, S3 a 416
+        if ((error as { name?: string }).name === 'InvalidRange') {
+          await this.stat(rel)
+          return Readable.from([])
+        }
+        throw toS3RemoteError(error, 'read', rel, this.displayUrl)
+      }
+      const body = res.Body
+      if (!(body instanceof Readable)) throw new RemoteError('E_REMOTE', `read "${rel}" on ${this.displayUrl}: the response has no body stream`)
+      const length = res.ContentLength ?? 0
+      body.once('end', () => this.countBytes('read', length))
+      options.signal?.addEventListener('abort', () => body.destroy(options.signal?.reason as Error), { once: true })
+      return body
+    })
+  }
+
+  async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
+    const { rel, key } = this.#key(path)
+    return this.track('readFile', async () => {
+      const res = await this.client
+        .send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), options.signal === undefined ? {} : { abortSignal: options.signal })
+        .catch(this.#fail('readFile', rel))
+      const data = Buffer.from((await res.Body?.transformToByteArray()) ?? new Uint8Array())
+      this.countBytes('read', data.length)
+      return data
+    })
+  }
+
+  async writeFile(path: string, data: Uint8Array | string, options: WriteFileOptions = {}): Promise<void> {
+    const { rel, key } = this.#key(path)
+    if (rel === '') throw new RemoteError('EISDIR', `writeFile: a file path is required, got the remote root of ${this.displayUrl}`)
+    const body = typeof data === 'string' ? Buffer.from(data) : data
+    if (body.byteLength > SINGLE_PUT_MAX_BYTES) {
+      const out = await this.createWriteStream(path, { ...options, expectedSizeBytes: body.byteLength })
+      await new Promise<void>((resolve, reject) => {
+        out.once('error', reject)
+        out.end(body, () => resolve())
+      })
+      return
+    }
+    await this.track('writeFile', async () => {
+      options.signal?.throwIfAborted()
+      if (options.exclusive === true) await this.#refuseExisting(rel, key)
+      await this.client
+        .send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength }), options.signal === undefined ? {} : { abortSignal: options.signal })
+        .catch(this.#fail('writeFile', rel))
+      this.countBytes('write', body.byteLength)
+    })
+  }
+
+  /** Every page of a listing. */
+  async *#pages(prefix: string, delimiter: boolean, rel: string): AsyncGenerator<ListObjectsV2CommandOutput> {
+    let token: string | undefined
+    do {
+      const page = await this.client
+        .send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(delimiter ? { Delimiter: '/' } : {}), ...(token === undefined ? {} : { ContinuationToken: token }) }))
+        .catch(this.#fail('list', rel))
+      yield page
+      token = page.IsTruncated === true ? page.NextContinuationToken : undefined
+    } while (token !== undefined)
+  }
+
+  async list(path: string, options: ListOptions = {}): Promise<ListEntry[]> {
+    const { rel, key } = this.#key(path)
+    return this.track('list', async () => {
+      const prefix = this.#dirPrefix(key)
+      const recursive = options.recursive === true
+      const out: ListEntry[] = []
+      let seen = false
+      const hidden = (p: string) => options.includeHidden !== true && p.split('/').some((s) => s.startsWith('.'))
+      for await (const page of this.#pages(prefix, !recursive, rel)) {
+        for (const o of page.Contents ?? []) {
+          if (o.Key === undefined) continue
+          seen = true
+          const p = o.Key.slice(prefix.length)
+          if (p === '' || p.endsWith('/') || hidden(p)) continue // directory markers made by other tools
+          out.push({ path: p, isDirectory: false })
+        }
+        for (const cp of page.CommonPrefixes ?? []) {
+          if (cp.Prefix === undefined) continue
+          seen = true
+          const p = cp.Prefix.slice(prefix.length, -1)
+          if (p === '' || hidden(p)) continue
+          out.push({ path: p, isDirectory: true })
+        }
+      }
+      if (!seen && rel !== '') throw new RemoteError('ENOENT', `list "${rel}" on ${this.displayUrl} failed: no such directory`, { fields: { path: rel } })
+      return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
+    })
+  }
+
+  async #isDirectory(key: string): Promise<boolean> {
+    const res = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.#dirPrefix(key), MaxKeys: 1 }))
+    return (res.KeyCount ?? res.Contents?.length ?? 0) > 0
+  }
+
+  async stat(path: string): Promise<RemoteStat> {
+    const { rel, key } = this.#key(path)
+    return this.track('stat', async () => {
+      if (rel === '') return { size: 0, isDirectory: true, mtimeMs: 0 }
+      try {
+        const h = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }))
+        return { size: h.ContentLength ?? 0, isDirectory: false, mtimeMs: h.LastModified?.getTime() ?? 0 }
+      } catch (error) {
+        const mapped = toS3RemoteError(error, 'stat', rel, this.displayUrl)
+        if (mapped.code === 'ENOENT' && (await this.#isDirectory(key).catch(this.#fail('stat', rel)))) return { size: 0, isDirectory: true, mtimeMs: 0 }
+        throw mapped
+      }
+    })
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    const a = this.#key(from)
+    const b = this.#key(to)
+    await this.track('rename', async () => {
+      const source = `${this.bucket}/${a.key.split('/').map(encodeURIComponent).join('/')}`
+      await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: b.key, CopySource: source })).catch(this.#fail('rename (copy)', `${a.rel} -> ${b.rel}`))
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: a.key })).catch(this.#fail('rename (delete)', a.rel))
+    })
+  }
+
+  async unlink(path: string): Promise<void> {
+    const { rel, key } = this.#key(path)
+    await this.track('unlink', async () => {
+      const s = await this.stat(rel) // DeleteObject succeeds on missing keys; the contract says ENOENT
+      if (s.isDirectory) throw new RemoteError('EISDIR', `unlink "${rel}" on ${this.displayUrl}: it is a directory`, { fields: { path: rel } })
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })).catch(this.#fail('unlink', rel))
+    })
+  }
+
+  async rmtree(path: string): Promise<void> {
+    const { rel, key } = this.#key(path)
+    if (rel === '') throw new RemoteError('EACCES', `rmtree refused on ${this.displayUrl}: it would delete the whole remote`)
+    await this.track('rmtree', async () => {
+      const prefix = this.#dirPrefix(key)
+      for await (const page of this.#pages(prefix, false, rel)) {
+        const keys = (page.Contents ?? []).flatMap((o) => (o.Key === undefined ? [] : [{ Key: o.Key }]))
+        if (keys.length === 0) continue
+        const res = await this.client.send(withContentMd5(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys, Quiet: true } }))).catch(this.#fail('rmtree', rel))
+        const failed = res.Errors ?? []
+        if (failed.length > 0) throw new RemoteError('EIO', `rmtree "${rel}" on ${this.displayUrl}: ${failed.length} objects were not deleted (first: ${failed[0]?.Key}: ${failed[0]?.Code} ${failed[0]?.Message})`)
+      }
+      await this.#abortUploads(prefix, rel)
+    })
+  }
+
+  async mkdir(path: string): Promise<void> {
+    this.resolvePath(path)
+    await this.track('mkdir', () => Promise.resolve()) // S3 has no directories
+  }
+
+  /** Aborts pending multipart uploads below `prefix` (S3's temporaries); returns how many. */
+  async #abortUploads(prefix: string, rel: string): Promise<number> {
+    let n = 0
+    let keyMarker: string | undefined
+    let idMarker: string | undefined
+    for (;;) {
+      const res = await this.client
+        .send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, ...(keyMarker === undefined ? {} : { KeyMarker: keyMarker }), ...(idMarker === undefined ? {} : { UploadIdMarker: idMarker }) }))
+        .catch(this.#fail('list uploads', rel))
+      for (const u of res.Uploads ?? []) {
+        if (u.Key === undefined || u.UploadId === undefined) continue
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId })).catch(this.#fail('abort upload', u.Key))
+        n++
+      }
+      if (res.IsTruncated !== true) return n
+      keyMarker = res.NextKeyMarker
+      idMarker = res.NextUploadIdMarker
+    }
+  }
+
+  /** Temporaries plus pending multipart uploads left by killed writers (call it with no writer active). */
+  override async removeTemporaries(dir: string): Promise<number> {
+    const files = await super.removeTemporaries(dir)
+    const { rel, key } = this.#key(dir)
+    return files + (await this.track('removeTemporaries', () => this.#abortUploads(this.#dirPrefix(key), rel)))
+  }
+
+  /** The part size a write of `expectedSizeBytes` will use. */
+  partSizeFor(expectedSizeBytes?: number): number {
+    return choosePartSizeBytes(expectedSizeBytes, this.#partFloorBytes)
+  }
+}
+
