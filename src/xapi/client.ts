@@ -372,10 +372,18 @@ export class XapiClient {
     }
   }
 
-  /** Logs out and stops the event loop. */
+  /**
+   * Logs out and stops the event loop. `xen-api` has no way to end its pending `event.from` long-poll
+   * (up to 60 s, which would keep the process alive): injecting an event on the pool makes XAPI answer
+   * it now, after which the loop waits for a reconnection that never comes, with no I/O pending.
+   */
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    if (this.xapi.status === 'connected') {
+      // best effort: if XAPI is unreachable the long-poll fails by itself and there is nothing to end
+      await this.xapi.call('event.inject', 'pool', this.xapi.pool.$ref).catch(() => undefined)
+    }
     await this.xapi.disconnect()
   }
 }

@@ -41,6 +41,7 @@ function sendXapiError(res: ServerResponse, status: number, code: string, params
 
 function resolveVdi(pool: SimPool, id: string): string {
   if (pool.store.has('VDI', id)) return id
+  if (id.startsWith('OpaqueRef:')) throw new XapiFailure('HANDLE_INVALID', ['VDI', id])
   return pool.store.refByUuid('VDI', id) // throws UUID_INVALID
 }
 
