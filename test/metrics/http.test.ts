@@ -3,13 +3,13 @@ import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConfigInvalidError } from '../../src/common/errors.js'
 import { collectQueueCounts, combineReadiness, createMetrics, parseListen, redisCheck, startHttpServer, type HttpServerHandle } from '../../src/metrics/index.js'
-import { proxyQueue } from '../../src/queue/names.js'
 import { waitFor } from '../helpers/ports.js'
 import { startRedis, type RedisService } from '../services/redis.js'
 import { promtoolCheckMetrics } from './promtool.js'
 
 const TOKEN = 'scrape-secret-token'
-const QUEUE = proxyQueue('http-test') // {proxy.http-test}
+// the queue layer names queues {proxy.<id>} (BullMQ refuses ':' in queue names)
+const QUEUE = '{proxy.http-test}'
 
 describe('HTTP endpoints', () => {
   let redis: RedisService
