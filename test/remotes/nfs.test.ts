@@ -31,6 +31,26 @@ describe('nfs remote specifics', { timeout: 60_000 }, () => {
     await remote.close()
   })
 
+  it('opens a directory below the export, as a kernel mount would; a missing one is ENOENT', async () => {
+    const top = new NfsRemote(parsed)
+    const sub = `below-${randomBytes(4).toString('hex')}`
+    try {
+      await top.mkdir(`${sub}/inner`)
+      const below = new NfsRemote({ ...parsed, path: `${parsed.path}/${sub}` })
+      await below.writeFile('inner/x.txt', 'from below')
+      expect((await top.readFile(`${sub}/inner/x.txt`)).toString()).toBe('from below')
+      expect(await below.list('')).toEqual([{ path: 'inner', isDirectory: true }])
+      await below.close()
+      const missing = new NfsRemote({ ...parsed, path: `${parsed.path}/${sub}/nope` })
+      const error = await expectCode(missing.open(), 'ENOENT')
+      expect(error.message).toContain(`${sub}/nope`)
+      await missing.close()
+    } finally {
+      await top.rmtree(sub)
+      await top.close()
+    }
+  })
+
   it('fails with ECONNRESET when nothing listens (wrong NFS port)', async () => {
     const remote = new NfsRemote({ ...parsed, port: 2 })
     const error = await expectCode(remote.open(), 'ECONNRESET')

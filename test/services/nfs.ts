@@ -36,6 +36,8 @@ export interface NFSServiceDetails extends NFSService {
   /** kills the daemons (SIGKILL) without tearing the netns down; `restart()` brings them back */
   kill: () => Promise<void>
   restart: () => Promise<void>
+  /** user+sys CPU seconds used so far by the running daemons (Ganesha + rpcbind), from /proc */
+  serverCpuSeconds: () => Promise<number>
 }
 
 export interface NFSServiceOptions {
@@ -90,6 +92,17 @@ async function groupMembers(pgid: number): Promise<number[]> {
     if (fields[2] === String(pgid) && fields[0] !== 'Z' && fields[0] !== 'X') out.push(Number(name))
   }
   return out
+}
+
+/** user+sys CPU seconds of the live processes of group `pgid` (clock ticks are 100 Hz on Linux). */
+async function groupCpuSeconds(pgid: number): Promise<number> {
+  let ticks = 0
+  for (const pid of await groupMembers(pgid)) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    ticks += Number(fields[11] ?? 0) + Number(fields[12] ?? 0) // utime stime
+  }
+  return ticks / 100
 }
 
 /** Waits until no process of the group is alive; SIGKILLs the group after `timeoutMs`. */
@@ -190,6 +203,7 @@ export async function startNFSDetailed(options: NFSServiceOptions = {}): Promise
       exportDir: join(dir, 'export'),
       stop,
       kill: () => stopDaemons('SIGKILL'),
+      serverCpuSeconds: async () => (daemon?.child.pid === undefined ? 0 : groupCpuSeconds(daemon.child.pid)),
       restart: start,
     }
   } catch (error) {

@@ -7,7 +7,7 @@ import { hostname } from 'node:os'
 import type { Writer } from '@jsonjoy.com/buffers/lib/Writer.js'
 import { MountEncoder } from '@jsonjoy.com/json-pack/lib/nfs/v3/mount/MountEncoder.js'
 import { MountDecoder } from '@jsonjoy.com/json-pack/lib/nfs/v3/mount/MountDecoder.js'
-import { MountMntRequest, MountUmntRequest, MountExportRequest, MountMntResponse, MountExportResponse } from '@jsonjoy.com/json-pack/lib/nfs/v3/mount/messages.js'
+import { MountMntRequest, MountExportRequest, MountMntResponse, MountExportResponse } from '@jsonjoy.com/json-pack/lib/nfs/v3/mount/messages.js'
 import type { MountProc } from '@jsonjoy.com/json-pack/lib/nfs/v3/mount/constants.js'
 import { RemoteError } from '../../common/errors.js'
 import { RpcConnection, type AuthSys } from './rpc.js'
@@ -19,7 +19,6 @@ export const NFS_PROGRAM = 100003
 const PORTMAP_PORT = 111
 const IPPROTO_TCP = 6
 const MNT = 1 as MountProc
-const UMNT = 3 as MountProc
 const EXPORT = 5 as MountProc
 
 export interface Endpoint {
@@ -55,7 +54,7 @@ export async function getPort(ep: Endpoint, program: number, version: number): P
   }
 }
 
-function mountCall(rpc: RpcConnection, proc: MountProc, what: string, request: MountMntRequest | MountUmntRequest | MountExportRequest): Promise<import('@jsonjoy.com/buffers/lib/Reader.js').Reader> {
+function mountCall(rpc: RpcConnection, proc: MountProc, what: string, request: MountMntRequest | MountExportRequest): Promise<import('@jsonjoy.com/buffers/lib/Reader.js').Reader> {
   return rpc.call(MOUNT_PROGRAM, 3, proc, what, (w: Writer) => {
     new MountEncoder(w).writeMessage(request, proc, true)
   })
@@ -74,33 +73,49 @@ async function listExports(rpc: RpcConnection): Promise<string[] | undefined> {
   }
 }
 
-/** MOUNT3 MNT of `exportPath`; returns the root file handle (a copy) and the MOUNT port used. */
-export async function mountExport(ep: Endpoint, exportPath: string, auth: AuthSys, mountPort?: number): Promise<Uint8Array> {
+export interface MountedExport {
+  /** handle of the mounted export */
+  root: Uint8Array
+  /** the export that was mounted */
+  exportPath: string
+  /** path components below it still to LOOKUP (the URL named a directory inside the export) */
+  rest: string[]
+}
+
+/**
+ * MOUNT3 MNT of `path`. Like a kernel mount, a path below an export works: when MNT of the whole path
+ * fails and the server's EXPORT list has a parent of it, that export is mounted and the remaining
+ * components are returned for the caller to LOOKUP.
+ */
+export async function mountExport(ep: Endpoint, path: string, auth: AuthSys, mountPort?: number): Promise<MountedExport> {
   const port = mountPort ?? (await getPort(ep, MOUNT_PROGRAM, 3))
   const rpc = await RpcConnection.open({ host: ep.host, port, auth, callTimeoutMs: ep.callTimeoutMs, connectTimeoutMs: ep.connectTimeoutMs, label: `${ep.label} (mountd)` })
   try {
-    const reader = await mountCall(rpc, MNT, 'MOUNT MNT', new MountMntRequest(exportPath))
-    const res = new MountDecoder().decodeMessage(reader, MNT, false)
-    if (!(res instanceof MountMntResponse)) throw new RemoteError('EIO', `${ep.label}: undecodable MOUNT reply`, { fields: { detail: 'bad MNT reply' } })
-    if ((res.status as number) !== 0 || res.mountinfo === undefined) throw mount3Error(res.status, exportPath, ep.label, await listExports(rpc))
-    const fh = res.mountinfo.fhandle.data
-    if (!res.mountinfo.authFlavors.includes(1) && res.mountinfo.authFlavors.length > 0) {
-      throw new RemoteError('EACCES', `${ep.label}: the export "${exportPath}" does not accept AUTH_SYS (flavors ${res.mountinfo.authFlavors.join(', ')}); export it with SecType = sys`, {
-        fields: { detail: 'no AUTH_SYS', flavors: res.mountinfo.authFlavors },
-      })
+    const first = await mnt(rpc, ep, path)
+    if (first.root !== undefined) return { root: first.root, exportPath: path, rest: [] }
+    const exports = await listExports(rpc)
+    const parent = (exports ?? []).filter((e) => path.startsWith(e.endsWith('/') ? e : `${e}/`)).sort((a, b) => b.length - a.length)[0]
+    if (parent !== undefined) {
+      const second = await mnt(rpc, ep, parent)
+      if (second.root !== undefined) return { root: second.root, exportPath: parent, rest: path.slice(parent.length).split('/').filter((p) => p !== '') }
     }
-    return fh.uint8.slice(fh.x, fh.end)
+    throw mount3Error(first.status, path, ep.label, exports)
   } finally {
     rpc.close()
   }
 }
 
-/** MOUNT3 UMNT: tells the server we are gone (best effort; NFSv3 servers keep no state that needs it). */
-export async function unmountExport(ep: Endpoint, exportPath: string, auth: AuthSys, mountPort: number): Promise<void> {
-  const rpc = await RpcConnection.open({ host: ep.host, port: mountPort, auth, callTimeoutMs: ep.callTimeoutMs, connectTimeoutMs: ep.connectTimeoutMs, label: `${ep.label} (mountd)` })
-  try {
-    await mountCall(rpc, UMNT, 'MOUNT UMNT', new MountUmntRequest(exportPath))
-  } finally {
-    rpc.close()
+async function mnt(rpc: RpcConnection, ep: Endpoint, path: string): Promise<{ root?: Uint8Array; status: number }> {
+  const reader = await mountCall(rpc, MNT, 'MOUNT MNT', new MountMntRequest(path))
+  const res = new MountDecoder().decodeMessage(reader, MNT, false)
+  if (!(res instanceof MountMntResponse)) throw new RemoteError('EIO', `${ep.label}: undecodable MOUNT reply`, { fields: { detail: 'bad MNT reply' } })
+  if ((res.status as number) !== 0 || res.mountinfo === undefined) return { status: res.status }
+  const flavors = res.mountinfo.authFlavors
+  if (!flavors.includes(1) && flavors.length > 0) {
+    throw new RemoteError('EACCES', `${ep.label}: the export "${path}" does not accept AUTH_SYS (flavors ${flavors.join(', ')}); export it with SecType = sys`, {
+      fields: { detail: 'no AUTH_SYS', flavors },
+    })
   }
+  const fh = res.mountinfo.fhandle.data
+  return { root: fh.uint8.slice(fh.x, fh.end), status: 0 }
 }

@@ -118,11 +118,23 @@ export class NfsRemote extends Remote {
 
   private async connect(): Promise<Session> {
     const generation = this.generation
-    const root = await mountExport(this.endpoint, this.url.path, this.auth)
+    const mounted = await mountExport(this.endpoint, this.url.path, this.auth)
     const port = this.url.port ?? (await getPort(this.endpoint, NFS_PROGRAM, 3))
     const rpc = await RpcConnection.open({ host: this.url.host, port, auth: this.auth, callTimeoutMs: this.endpoint.callTimeoutMs, connectTimeoutMs: this.endpoint.connectTimeoutMs, label: this.displayUrl })
     try {
       const client = new Nfs3Client(rpc, this.displayUrl)
+      let root = mounted.root
+      for (const [i, name] of mounted.rest.entries()) {
+        const at = `${mounted.exportPath}/${mounted.rest.slice(0, i + 1).join('/')}`
+        try {
+          const found = await client.lookup(root, name)
+          if (found.attributes !== undefined && !found.attributes.isDirectory) throw new RemoteError('ENOTDIR', `open ${this.displayUrl}: "${at}" inside export "${mounted.exportPath}" is not a directory`)
+          root = found.handle
+        } catch (error) {
+          if (error instanceof Nfs3StatusError) throw nfs3Error(error.status, 'open', at, this.displayUrl)
+          throw error
+        }
+      }
       const info = await client.fsinfo(root)
       const blockBytes = Math.max(4096, Math.min(MAX_BLOCK_BYTES, info.wtmax, info.rtmax))
       const session: Session = { client, root, blockBytes, dirs: new Map([['', root]]) }
