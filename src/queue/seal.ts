@@ -1,0 +1,130 @@
+/**
+ * Sealing secrets at rest: the secret fields of a task (XAPI credentials, remote URLs that embed
+ * passwords, remote encryption keys — see SECRET_PATHS) are replaced by `bpseal1.<iv>.<tag>.<data>`
+ * strings before the task goes to Redis, and opened again by the proxy right before a processor runs.
+ *
+ * AES-256-GCM (node:crypto) with a 32-byte key shared by the orchestrator and the proxies
+ * (config security.sealKey / sealKeyFile); a fresh 96-bit IV per value; the field's path
+ * (`xapis.main.credentials`) is the additional authenticated data, so a sealed value cannot be moved to
+ * another field. The plaintext is the JSON of the value, so objects and strings seal the same way.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { BackupProxyError, ConfigInvalidError, TaskInvalidError, type JsonValue } from '../common/errors.js'
+import type { Config } from '../config/index.js'
+
+const PREFIX = 'bpseal1.'
+const IV_BYTES = 12
+
+export class SealKey {
+  readonly #key: Buffer
+
+  constructor(key: Buffer) {
+    if (key.length !== 32) throw new ConfigInvalidError([{ path: 'security.sealKey', message: `must be 32 bytes (base64 or hex), got ${key.length} bytes` }])
+    this.#key = Buffer.from(key)
+  }
+
+  /** Parses a key written as 64 hex digits or base64 of 32 bytes. */
+  static fromString(text: string, path = 'security.sealKey'): SealKey {
+    const t = text.trim()
+    const buf = /^[0-9a-fA-F]{64}$/.test(t) ? Buffer.from(t, 'hex') : Buffer.from(t, 'base64')
+    if (buf.length !== 32) {
+      throw new ConfigInvalidError([{ path, message: `must be 32 random bytes written as base64 or 64 hex digits (generate one with: openssl rand -base64 32), got ${buf.length} bytes` }])
+    }
+    return new SealKey(buf)
+  }
+
+  static generate(): SealKey {
+    return new SealKey(randomBytes(32))
+  }
+
+  /** base64 form, for writing a generated key to a file. */
+  export(): string {
+    return this.#key.toString('base64')
+  }
+
+  seal(value: JsonValue, aad: string): string {
+    const iv = randomBytes(IV_BYTES)
+    const cipher = createCipheriv('aes-256-gcm', this.#key, iv)
+    cipher.setAAD(Buffer.from(aad))
+    const data = Buffer.concat([cipher.update(JSON.stringify(value), 'utf8'), cipher.final()])
+    return `${PREFIX}${iv.toString('base64url')}.${cipher.getAuthTag().toString('base64url')}.${data.toString('base64url')}`
+  }
+
+  unseal(sealed: string, aad: string): JsonValue {
+    const parts = sealed.startsWith(PREFIX) ? sealed.slice(PREFIX.length).split('.') : []
+    if (parts.length !== 3) throw new TaskInvalidError(`${aad}: is not a sealed value (bpseal1.*); tasks must be enqueued through the EnqueueClient`, { fields: { field: aad } })
+    const [iv, tag, data] = parts.map((p) => Buffer.from(p, 'base64url')) as [Buffer, Buffer, Buffer]
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', this.#key, iv)
+      decipher.setAAD(Buffer.from(aad))
+      decipher.setAuthTag(tag)
+      const clear = Buffer.concat([decipher.update(data), decipher.final()]).toString('utf8')
+      return JSON.parse(clear) as JsonValue
+    } catch (error) {
+      throw new BackupProxyError('E_ENCRYPTION', `${aad}: cannot open the sealed value: the orchestrator and this proxy must share the same security.sealKey`, {
+        cause: error,
+        fields: { field: aad },
+      })
+    }
+  }
+}
+
+export function isSealed(value: unknown): value is string {
+  return typeof value === 'string' && value.startsWith(PREFIX)
+}
+
+/** Loads the seal key from config: sealKeyFile wins over sealKey. Throws a ConfigInvalidError saying what to set. */
+export async function loadSealKey(config: Pick<Config, 'security'>): Promise<SealKey> {
+  const { sealKey, sealKeyFile } = config.security
+  if (sealKeyFile !== undefined) {
+    let text: string
+    try {
+      text = await readFile(sealKeyFile, 'utf8')
+    } catch (error) {
+      throw new ConfigInvalidError([{ path: 'security.sealKeyFile', message: `cannot read ${sealKeyFile}: ${(error as Error).message}` }], { cause: error })
+    }
+    return SealKey.fromString(text, 'security.sealKeyFile')
+  }
+  if (sealKey !== undefined) return SealKey.fromString(sealKey)
+  throw new ConfigInvalidError([
+    {
+      path: 'security.sealKeyFile',
+      message: 'no seal key: credentials are sealed in queued jobs; set security.sealKeyFile (or BACKUP_PROXY_SECURITY_SEAL_KEY) to 32 random bytes in base64 (openssl rand -base64 32), the same on the orchestrator and every proxy',
+    },
+  ])
+}
+
+type Walkable = Record<string, unknown>
+
+/** Applies `fn` to every value found at `path` (dot-separated, `*` = any key) inside `root`, in place. */
+function mapAtPath(root: Walkable, path: string, fn: (value: unknown, concretePath: string) => unknown): void {
+  const segments = path.split('.')
+  const visit = (node: unknown, i: number, trail: string[]): void => {
+    if (typeof node !== 'object' || node === null || Array.isArray(node)) return
+    const obj = node as Walkable
+    const seg = segments[i]!
+    const keys = seg === '*' ? Object.keys(obj) : [seg]
+    for (const key of keys) {
+      if (!Object.hasOwn(obj, key) || obj[key] === undefined) continue
+      if (i === segments.length - 1) obj[key] = fn(obj[key], [...trail, key].join('.'))
+      else visit(obj[key], i + 1, [...trail, key])
+    }
+  }
+  visit(root, 0, [])
+}
+
+/** Returns a deep copy of `task` with the values at `paths` sealed. */
+export function sealFields<T extends object>(task: T, paths: readonly string[], key: SealKey): T {
+  const copy = structuredClone(task) as unknown as Walkable
+  for (const path of paths) mapAtPath(copy, path, (value, at) => key.seal(value as JsonValue, at))
+  return copy as unknown as T
+}
+
+/** Returns a deep copy of `sealed` with the values at `paths` opened; a value that is not sealed is refused. */
+export function unsealFields(sealed: unknown, paths: readonly string[], key: SealKey): unknown {
+  if (typeof sealed !== 'object' || sealed === null) return sealed
+  const copy = structuredClone(sealed) as Walkable
+  for (const path of paths) mapAtPath(copy, path, (value, at) => key.unseal(typeof value === 'string' ? value : '', at))
+  return copy
+}

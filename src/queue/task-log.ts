@@ -1,0 +1,150 @@
+/**
+ * Task log in Xen Orchestra's shape: a run reports a tree of tasks through `start` / `info` / `warning` /
+ * `end` events (`taskId`, `parentId`, `timestamp`, `status`, `result`), and the consolidated tree (XO's
+ * "consolidated backup log": id, message, data, start, end, status, result, infos, warnings, tasks) is
+ * the summary a job returns.
+ *
+ * Events travel as JSON lines in the BullMQ job log (durable, readable after the fact) and as `task-log`
+ * custom events on the queue's event stream (live, through QueueEvents). `LogTask` is the small helper
+ * processors use to emit a well-formed tree; `consolidate()` rebuilds the tree from events.
+ */
+import { randomBytes } from 'node:crypto'
+import { z } from 'zod'
+import type { JsonValue, SerializedError } from '../common/errors.js'
+
+export const TASK_STATUSES = ['success', 'failure', 'interrupted', 'skipped'] as const
+export type TaskStatus = (typeof TASK_STATUSES)[number]
+
+const jsonValue: z.ZodType<JsonValue> = z.lazy(() => z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(jsonValue), z.record(z.string(), jsonValue)]))
+
+export const taskLogEventSchema = z.discriminatedUnion('event', [
+  z.object({ event: z.literal('start'), taskId: z.string(), parentId: z.string().optional(), timestamp: z.number(), message: z.string(), data: jsonValue.optional() }),
+  z.object({ event: z.literal('info'), taskId: z.string(), timestamp: z.number(), message: z.string(), data: jsonValue.optional() }),
+  z.object({ event: z.literal('warning'), taskId: z.string(), timestamp: z.number(), message: z.string(), data: jsonValue.optional() }),
+  z.object({ event: z.literal('end'), taskId: z.string(), timestamp: z.number(), status: z.enum(TASK_STATUSES), result: jsonValue.optional() }),
+])
+export type TaskLogEvent = z.infer<typeof taskLogEventSchema>
+
+/** What a processor returns: the root task's outcome. A thrown error becomes failure (or interrupted for E_CANCELLED). */
+export interface TaskResult {
+  status: TaskStatus
+  result?: JsonValue
+}
+
+export interface TaskSummary {
+  id: string
+  message: string
+  data?: JsonValue
+  start: number
+  end?: number
+  status: TaskStatus | 'pending'
+  result?: JsonValue
+  infos?: { message: string; data?: JsonValue }[]
+  warnings?: { message: string; data?: JsonValue }[]
+  tasks?: TaskSummary[]
+}
+
+/** The return value of every job: the consolidated root task plus where it ran. */
+export interface JobSummary extends TaskSummary {
+  jobId: string
+  kind: string
+  /** proxy instance that ran the last attempt */
+  ranBy?: string
+  /** the error of a failed or interrupted run, with its code (E_CANCELLED, E_TASK_INVALID, ...) */
+  error?: SerializedError
+}
+
+export function newTaskId(): string {
+  return `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`
+}
+
+/** Emits a well-formed subtree: one start, any infos/warnings, exactly one end. */
+export class LogTask {
+  #ended = false
+
+  constructor(
+    private readonly emit: (event: TaskLogEvent) => void,
+    readonly id: string,
+  ) {}
+
+  /** Starts a child task. */
+  child(message: string, data?: JsonValue): LogTask {
+    const id = newTaskId()
+    this.emit({ event: 'start', taskId: id, parentId: this.id, timestamp: Date.now(), message, ...(data === undefined ? {} : { data }) })
+    return new LogTask(this.emit, id)
+  }
+
+  info(message: string, data?: JsonValue): void {
+    this.emit({ event: 'info', taskId: this.id, timestamp: Date.now(), message, ...(data === undefined ? {} : { data }) })
+  }
+
+  warning(message: string, data?: JsonValue): void {
+    this.emit({ event: 'warning', taskId: this.id, timestamp: Date.now(), message, ...(data === undefined ? {} : { data }) })
+  }
+
+  /** Ends the task; later calls are ignored (the first outcome wins). */
+  end(status: TaskStatus, result?: JsonValue): void {
+    if (this.#ended) return
+    this.#ended = true
+    this.emit({ event: 'end', taskId: this.id, timestamp: Date.now(), status, ...(result === undefined ? {} : { result }) })
+  }
+
+  get ended(): boolean {
+    return this.#ended
+  }
+
+  /** Runs `fn` as a child task: success with its value, failure with its error (rethrown). */
+  async run<T extends JsonValue | void>(message: string, data: JsonValue | undefined, fn: (task: LogTask) => Promise<T>, toResult: (error: unknown) => JsonValue): Promise<T> {
+    const task = this.child(message, data)
+    try {
+      const value = await fn(task)
+      task.end('success', value === undefined ? undefined : (value))
+      return value
+    } catch (error) {
+      task.end('failure', toResult(error))
+      throw error
+    }
+  }
+}
+
+/** Rebuilds XO's consolidated tree from events; returns the roots (normally one). */
+export function consolidate(events: readonly TaskLogEvent[]): TaskSummary[] {
+  const byId = new Map<string, TaskSummary>()
+  const roots: TaskSummary[] = []
+  for (const e of events) {
+    if (e.event === 'start') {
+      const t: TaskSummary = { id: e.taskId, message: e.message, start: e.timestamp, status: 'pending', ...(e.data === undefined ? {} : { data: e.data }) }
+      byId.set(e.taskId, t)
+      const parent = e.parentId === undefined ? undefined : byId.get(e.parentId)
+      if (parent === undefined) roots.push(t)
+      else (parent.tasks ??= []).push(t)
+      continue
+    }
+    const t = byId.get(e.taskId)
+    if (t === undefined) continue
+    if (e.event === 'end') {
+      t.status = e.status
+      t.end = e.timestamp
+      if (e.result !== undefined) t.result = e.result
+    } else {
+      const entry = { message: e.message, ...(e.data === undefined ? {} : { data: e.data }) }
+      if (e.event === 'info') (t.infos ??= []).push(entry)
+      else (t.warnings ??= []).push(entry)
+    }
+  }
+  return roots
+}
+
+/** Parses job log lines (JSON TaskLogEvents); other lines are skipped. */
+export function parseTaskLogLines(lines: readonly string[]): TaskLogEvent[] {
+  const out: TaskLogEvent[] = []
+  for (const line of lines) {
+    try {
+      const r = taskLogEventSchema.safeParse(JSON.parse(line))
+      if (r.success) out.push(r.data)
+    } catch {
+      // a line that is not JSON is a plain log line, not a task event: skip it
+    }
+  }
+  return out
+}

@@ -1,0 +1,218 @@
+/**
+ * Task payloads: one zod schema per task kind, with inferred types, and `parseTask()` that turns any
+ * problem into a `TaskInvalidError` (E_TASK_INVALID) naming the field (`xapis.main.url: ...`).
+ *
+ * `backup.run` mirrors Xen Orchestra's backup.run call (DESIGN "Task") so an XOA can drive a proxy:
+ * `job` (id, name, mode, vms, settings keyed by '' / scheduleId / vmUuid / remoteId), `schedule`,
+ * `remotes`, `xapis`, `recordToXapi`. The other kinds (`remote.test`, `remote.list`, `backup.verify`,
+ * `backup.restore`) reuse the same remote and XAPI descriptors.
+ *
+ * These schemas describe tasks IN CLEAR (what the orchestrator hands the client and what a processor
+ * receives). At rest in Redis the secret fields listed in `SECRET_PATHS` are sealed (seal.ts).
+ * Ids that end up in paths on a remote or in Redis keys are checked against ID_RE, so `..`, `/` and
+ * control characters never get through; VM and SR ids must be UUIDs.
+ */
+import { z } from 'zod'
+import { TaskInvalidError, type JsonValue } from '../common/errors.js'
+import { parseRemoteUrl } from '../remotes/url.js'
+import { ID_RE, ID_RULE } from './names.js'
+
+/** Serialized task larger than this is refused: a task describes work, it never carries data. */
+export const MAX_TASK_BYTES = 256 * 1024
+
+export const TASK_KINDS = ['backup.run', 'remote.test', 'remote.list', 'backup.verify', 'backup.restore'] as const
+export type TaskKind = (typeof TASK_KINDS)[number]
+
+const id = () => z.string().regex(ID_RE, ID_RULE)
+const uuid = () => z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'a UUID')
+
+const jsonValue: z.ZodType<JsonValue> = z.lazy(() => z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(jsonValue), z.record(z.string(), jsonValue)]))
+
+/** A relative path inside a remote: `/`-separated, no empty, `.` or `..` segment, no backslash or NUL. */
+export const relativePath = (): z.ZodString =>
+  z
+    .string()
+    .min(1)
+    .max(1024)
+    .refine((p) => !p.startsWith('/') && !/[\\\0]/.test(p) && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..'), 'a relative path without "..", "." or empty segments')
+
+const remoteUrl = () =>
+  z.string().max(4096).superRefine((url, ctx) => {
+    try {
+      parseRemoteUrl(url)
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: `not a valid remote URL (file://, nfs://, smb://, s3://, s3+http://): ${(error as Error).message}` })
+    }
+  })
+
+export const remoteOptionsSchema = z
+  .object({
+    encryptionKey: z.string().min(1).optional(),
+    useVhdDirectory: z.boolean().optional(),
+    uploadPartSizeBytes: z.number().int().positive().optional(),
+    uploadConcurrency: z.number().int().min(1).max(64).optional(),
+    allowUnauthorized: z.boolean().optional(),
+    protocolVersion: z.string().max(16).optional(),
+    uid: z.number().int().min(0).optional(),
+    gid: z.number().int().min(0).optional(),
+    nfsWindow: z.number().int().min(1).max(256).optional(),
+  })
+  .strict()
+
+export const remoteSchema = z.object({ url: remoteUrl(), options: remoteOptionsSchema.optional() }).strict()
+export type TaskRemote = z.infer<typeof remoteSchema>
+
+export const xapiCredentialsSchema = z.object({ username: z.string().min(1).max(256), password: z.string().max(1024) }).strict()
+export type XapiCredentials = z.infer<typeof xapiCredentialsSchema>
+
+export const xapiSchema = z
+  .object({
+    url: z.string().regex(/^https?:\/\/[^\s/]+/i, 'an http(s):// URL of the pool master'),
+    credentials: xapiCredentialsSchema,
+    allowUnauthorized: z.boolean().default(false),
+  })
+  .strict()
+export type TaskXapi = z.infer<typeof xapiSchema>
+
+/** Per-job settings, XO's names; unknown XO settings are kept (JSON) and ignored. */
+export const jobSettingsSchema = z
+  .object({
+    concurrency: z.number().int().min(1).max(64).optional(),
+    diskPerVmConcurrency: z.number().int().min(0).max(64).optional(),
+    exportRetention: z.number().int().min(0).max(10_000).optional(),
+    snapshotRetention: z.number().int().min(0).max(1000).optional(),
+    fullInterval: z.number().int().min(0).max(10_000).optional(),
+    maxExportRate: z.number().min(0).optional(),
+    timeout: z.number().int().min(0).optional(),
+    nRetriesVmBackupFailures: z.number().int().min(0).max(100).optional(),
+    compression: z.enum(['', 'none', 'brotli', 'zstd']).optional(),
+    checkpointSnapshot: z.boolean().optional(),
+  })
+  .catchall(jsonValue)
+export type JobSettings = z.infer<typeof jobSettingsSchema>
+
+const vmsSchema = z.union([
+  z.object({ uuid: z.union([uuid(), z.array(uuid()).min(1).max(10_000), z.object({ __or: z.array(uuid()).min(1).max(10_000) }).strict()]) }).strict(),
+  // XO "smart mode" pattern ({ type: 'VM', $pool: ..., tags: ... }): resolved by the engine against XAPI
+  z.object({ type: z.literal('VM') }).catchall(jsonValue),
+])
+
+export const backupRunSchema = z
+  .object({
+    kind: z.literal('backup.run'),
+    job: z
+      .object({
+        id: id(),
+        name: z.string().max(512).default(''),
+        mode: z.enum(['delta', 'full']),
+        vms: vmsSchema,
+        settings: z.record(z.union([z.literal(''), id()]), jobSettingsSchema).default({ '': {} }),
+      })
+      .strict(),
+    schedule: z.object({ id: id() }).strict(),
+    remotes: z.record(id(), remoteSchema).refine((r) => Object.keys(r).length > 0, 'at least one remote'),
+    xapis: z.record(id(), xapiSchema).refine((x) => Object.keys(x).length > 0, 'at least one XAPI'),
+    recordToXapi: z.record(uuid(), id()).default({}),
+  })
+  .strict()
+  .superRefine((task, ctx) => {
+    for (const [pool, xapiId] of Object.entries(task.recordToXapi)) {
+      if (!(xapiId in task.xapis)) ctx.addIssue({ code: 'custom', path: ['recordToXapi', pool], message: `names XAPI "${xapiId}" which is not in xapis` })
+    }
+  })
+
+export const remoteTestSchema = z.object({ kind: z.literal('remote.test'), remoteId: id().optional(), remote: remoteSchema }).strict()
+
+export const remoteListSchema = z
+  .object({ kind: z.literal('remote.list'), remoteId: id().optional(), remote: remoteSchema, vmUuid: uuid().optional(), path: relativePath().optional() })
+  .strict()
+
+export const backupVerifySchema = z
+  .object({
+    kind: z.literal('backup.verify'),
+    remoteId: id().optional(),
+    remote: remoteSchema,
+    /** metadata file of the backup, e.g. xo-vm-backups/<vm>/<ts>.json */
+    metadataPath: relativePath().refine((p) => p.endsWith('.json'), 'a backup metadata .json path'),
+  })
+  .strict()
+
+export const backupRestoreSchema = z
+  .object({
+    kind: z.literal('backup.restore'),
+    remoteId: id().optional(),
+    remote: remoteSchema,
+    metadataPath: relativePath().refine((p) => p.endsWith('.json'), 'a backup metadata .json path'),
+    xapi: xapiSchema,
+    srUuid: uuid(),
+    name: z.string().max(512).optional(),
+    start: z.boolean().default(false),
+  })
+  .strict()
+
+export const taskSchema = z.discriminatedUnion('kind', [backupRunSchema, remoteTestSchema, remoteListSchema, backupVerifySchema, backupRestoreSchema])
+
+export type BackupRunTask = z.output<typeof backupRunSchema>
+export type RemoteTestTask = z.output<typeof remoteTestSchema>
+export type RemoteListTask = z.output<typeof remoteListSchema>
+export type BackupVerifyTask = z.output<typeof backupVerifySchema>
+export type BackupRestoreTask = z.output<typeof backupRestoreSchema>
+export type Task = z.output<typeof taskSchema>
+/** What a caller may pass (defaults not yet applied). */
+export type TaskInput = z.input<typeof taskSchema>
+export type TaskOf<K extends TaskKind> = Extract<Task, { kind: K }>
+export type TaskInputOf<K extends TaskKind> = Extract<TaskInput, { kind: K }>
+
+/** Fields sealed at rest, per kind (`*` = every key of a record). Paths are matched on the clear task. */
+export const SECRET_PATHS: Record<TaskKind, readonly string[]> = {
+  'backup.run': ['xapis.*.credentials', 'remotes.*.url', 'remotes.*.options.encryptionKey'],
+  'remote.test': ['remote.url', 'remote.options.encryptionKey'],
+  'remote.list': ['remote.url', 'remote.options.encryptionKey'],
+  'backup.verify': ['remote.url', 'remote.options.encryptionKey'],
+  'backup.restore': ['remote.url', 'remote.options.encryptionKey', 'xapi.credentials'],
+}
+
+export function isTaskKind(kind: unknown): kind is TaskKind {
+  return typeof kind === 'string' && (TASK_KINDS as readonly string[]).includes(kind)
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[') || '(task)'
+}
+
+/**
+ * Validates a task in clear and applies defaults. Throws TaskInvalidError whose message names every bad
+ * field (`fields.issues` lists them, `fields.field` is the first), never echoing secret values.
+ */
+export function parseTask(input: unknown): Task {
+  let size: number
+  try {
+    size = Buffer.byteLength(JSON.stringify(input) ?? '')
+  } catch (error) {
+    throw new TaskInvalidError('task is not JSON-serializable (cycle or BigInt?)', { cause: error, fields: { field: '(task)' } })
+  }
+  if (size > MAX_TASK_BYTES) {
+    throw new TaskInvalidError(`task is ${size} bytes, more than the ${MAX_TASK_BYTES} allowed: a task describes work, it must not carry data`, {
+      fields: { field: '(task)', sizeBytes: size },
+    })
+  }
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new TaskInvalidError('task must be an object with a "kind"', { fields: { field: '(task)' } })
+  }
+  const kind = (input as { kind?: unknown }).kind
+  if (!isTaskKind(kind)) {
+    throw new TaskInvalidError(`kind: unknown task kind ${JSON.stringify(kind) ?? 'undefined'}; expected one of ${TASK_KINDS.join(', ')}`, { fields: { field: 'kind' } })
+  }
+  const result = taskSchema.safeParse(input)
+  if (result.success) return result.data
+  const issues = result.error.issues.map((issue) => {
+    const keys = issue.code === 'unrecognized_keys' ? issue.keys : []
+    const base = formatPath(issue.path)
+    const path = keys.length > 0 ? keys.map((k) => (base === '(task)' ? k : `${base}.${k}`)).join(', ') : base
+    const message = issue.code === 'unrecognized_keys' ? 'unknown field' : issue.message
+    return { path, message }
+  })
+  throw new TaskInvalidError(`invalid ${kind} task: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, {
+    fields: { field: issues[0]?.path ?? '(task)', issues },
+  })
+}

@@ -1,0 +1,181 @@
+/**
+ * The stream pool: a Piscina thread pool where each task is one disk stream (DESIGN "Shape").
+ *
+ * `pool.run(taskName, input, { signal, onProgress, onMetrics })` dispatches to the thread task registry
+ * (thread-tasks.ts) through thread-entry. Each task gets its own MessageChannel: progress and metric deltas
+ * come back on it, and an abort of `signal` is sent over it as a cooperative `cancel` — Piscina's own abort
+ * is never used because it terminates the thread without letting the stream clean up.
+ *
+ * Threads are warm (minThreads = maxThreads) and run one stream each. `resize(n)` swaps in a new Piscina
+ * of the new size for new tasks and closes the old one once its running tasks finish, so a live proxy can
+ * change its thread count without dropping streams. The entry runs compiled (dist/*.js) or from sources
+ * under tsx (src/*.ts: threads get `--import tsx`).
+ */
+import { MessageChannel } from 'node:worker_threads'
+import { Piscina } from 'piscina'
+import { BackupProxyError, CancelledError, deserializeError, type JsonValue } from '../common/errors.js'
+import { silentLogger, type Logger } from '../common/log.js'
+import { isThreadToMainMessage, type MetricDelta, type ThreadOutcome, type ThreadTaskEnvelope } from './messages.js'
+import type { ThreadTaskInput, ThreadTaskName, ThreadTaskOutput } from './thread-tasks.js'
+
+export interface StreamPoolOptions {
+  threads: number
+  logger?: Logger
+  /** receives every metric delta of every task (the metrics registry plugs in here) */
+  onMetrics?: (deltas: MetricDelta[]) => void
+}
+
+export interface PoolRunOptions {
+  signal?: AbortSignal
+  onProgress?: (progress: JsonValue) => void
+  onMetrics?: (deltas: MetricDelta[]) => void
+}
+
+export interface PoolStats {
+  threads: number
+  /** tasks running in a thread */
+  busy: number
+  /** tasks waiting for a free thread */
+  queued: number
+}
+
+const fromSources = import.meta.url.endsWith('.ts')
+const ENTRY = new URL(`./thread-entry.${fromSources ? 'ts' : 'js'}`, import.meta.url).href
+const EXEC_ARGV = fromSources ? ['--import', 'tsx'] : []
+
+function createPiscina(threads: number): Piscina {
+  return new Piscina({
+    filename: ENTRY,
+    minThreads: threads,
+    maxThreads: threads,
+    concurrentTasksPerWorker: 1,
+    idleTimeout: 60_000,
+    execArgv: EXEC_ARGV,
+    // a stream task never blocks its thread for long: no need for Atomics.wait between tasks
+    atomics: 'disabled',
+  })
+}
+
+export class StreamPool {
+  #piscina: Piscina
+  #threads: number
+  #busy = 0
+  #queued = 0
+  #closing: Promise<void> | undefined
+  readonly #retiring = new Set<Promise<void>>()
+  readonly #cancels = new Set<(reason: string) => void>()
+  readonly #logger: Logger
+  readonly #onMetrics: ((deltas: MetricDelta[]) => void) | undefined
+
+  constructor(options: StreamPoolOptions) {
+    if (!Number.isInteger(options.threads) || options.threads < 1 || options.threads > 64) {
+      throw new BackupProxyError('E_USAGE', `threads must be a whole number from 1 to 64, got ${options.threads}`)
+    }
+    this.#threads = options.threads
+    this.#piscina = createPiscina(options.threads)
+    this.#logger = options.logger ?? silentLogger
+    this.#onMetrics = options.onMetrics
+  }
+
+  get stats(): PoolStats {
+    return { threads: this.#threads, busy: this.#busy, queued: this.#queued }
+  }
+
+  /** Runs one stream task in a thread; rejects with the task's error (rebuilt) or E_CANCELLED. */
+  async run<N extends ThreadTaskName>(taskName: N, input: ThreadTaskInput<N>, options: PoolRunOptions = {}): Promise<ThreadTaskOutput<N>> {
+    if (this.#closing !== undefined) throw new BackupProxyError('E_CANCELLED', 'the stream pool is shutting down; the task was not started')
+    options.signal?.throwIfAborted()
+    const { port1, port2 } = new MessageChannel()
+    const envelope: ThreadTaskEnvelope = { taskName, input, port: port2 }
+    const piscina = this.#piscina
+    this.#queued++
+    let started = false
+    return new Promise<ThreadTaskOutput<N>>((resolve, reject) => {
+      let settled = false
+      const finish = (fn: () => void) => {
+        if (settled) return
+        settled = true
+        if (started) this.#busy--
+        else this.#queued--
+        options.signal?.removeEventListener('abort', onAbort)
+        this.#cancels.delete(cancel)
+        port1.close()
+        fn()
+      }
+      const cancel = (reason: string) => {
+        port1.postMessage({ type: 'cancel', reason })
+        // not started yet: the thread will see the cancel first thing when it starts; don't wait for it
+        if (!started) finish(() => reject(new CancelledError(reason)))
+      }
+      const onAbort = () => {
+        const r: unknown = options.signal?.reason
+        cancel(r instanceof Error ? r.message : typeof r === 'string' ? r : 'cancelled')
+      }
+      this.#cancels.add(cancel)
+      options.signal?.addEventListener('abort', onAbort, { once: true })
+      port1.on('message', (message: unknown) => {
+        if (!isThreadToMainMessage(message)) return
+        switch (message.type) {
+          case 'started':
+            if (!started && !settled) {
+              started = true
+              this.#queued--
+              this.#busy++
+            }
+            break
+          case 'progress':
+            options.onProgress?.(message.progress)
+            break
+          case 'metrics':
+            options.onMetrics?.(message.deltas)
+            this.#onMetrics?.(message.deltas)
+            break
+          case 'done': {
+            const outcome: ThreadOutcome = message.outcome
+            finish(() => (outcome.ok ? resolve(outcome.output as ThreadTaskOutput<N>) : reject(deserializeError(outcome.error))))
+            break
+          }
+        }
+      })
+      piscina.run(envelope, { transferList: [port2] }).then(
+        () => {
+          // normally `done` already settled it (same port, ordered); give it a moment, then fail loudly
+          setTimeout(() => finish(() => reject(new BackupProxyError('E_INTERNAL', `thread task ${taskName} ended without reporting its outcome`))), 5000).unref()
+        },
+        (error: unknown) => finish(() => reject(new BackupProxyError('E_INTERNAL', `thread running ${taskName} failed: ${(error as Error).message}`, { cause: error }))),
+      )
+    })
+  }
+
+  /** Changes the thread count for new tasks; running tasks finish in their threads. */
+  resize(threads: number): void {
+    if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new BackupProxyError('E_USAGE', `threads must be a whole number from 1 to 64, got ${threads}`)
+    if (threads === this.#threads || this.#closing !== undefined) return
+    const old = this.#piscina
+    this.#piscina = createPiscina(threads)
+    this.#logger.info({ from: this.#threads, to: threads }, 'stream pool resized')
+    this.#threads = threads
+    const retiring: Promise<void> = old.close().catch((error: unknown) => this.#logger.warn({ err: error }, 'closing the previous thread pool failed'))
+    this.#retiring.add(retiring)
+    void retiring.finally(() => this.#retiring.delete(retiring))
+  }
+
+  /** Asks every running task to stop (cooperatively); they reject with E_CANCELLED once cleaned up. */
+  cancelAll(reason: string): void {
+    for (const cancel of [...this.#cancels]) cancel(reason)
+  }
+
+  /** Lets running tasks finish, then stops the threads. */
+  async close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.all([this.#piscina.close(), ...this.#retiring])
+    })()
+    return this.#closing
+  }
+
+  /** Cancels running tasks cooperatively, then stops the threads. */
+  async destroy(reason = 'the stream pool is being destroyed'): Promise<void> {
+    this.cancelAll(reason)
+    await this.close()
+  }
+}

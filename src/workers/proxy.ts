@@ -1,0 +1,287 @@
+/**
+ * A running proxy: one BullMQ Worker per queue it serves (`{proxy.<id>}` and each `{pool.<name>}`), the
+ * stream pool, the control channels, and the heartbeat `status` reads.
+ *
+ * - Start: refuses Redis unless its maxmemory-policy is `noeviction`, then starts the pool and workers.
+ * - Locks: BullMQ renews job locks on a main-thread timer (lockDurationMs / 2); streams run in threads,
+ *   so a long disk export never starves lock renewal. A proxy killed with SIGKILL stops renewing: after
+ *   lockDurationMs the stalled checker of any live worker puts the job back in wait (maxStalledCount).
+ * - Cancel: the queue's control channel carries `{type:'cancel', jobId}`; the instance running the job
+ *   aborts its signal. A flag key covers a job picked up between the client's check and the message.
+ * - Scale: `scale({threads, concurrency})` (SIGHUP reload or a message on the `{bp}:scale` channel)
+ *   resizes the thread pool and each Worker's concurrency live; running jobs are untouched.
+ * - Shutdown: `shutdown()` stops taking jobs, lets running ones finish within the grace period, then
+ *   cancels them cooperatively (their jobs go back to wait), closes workers and pool, removes the
+ *   heartbeat; nothing stays locked. `shutdown({ force: true })` (second signal) skips the grace period.
+ */
+import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
+import { Worker, type Job } from 'bullmq'
+import type { Redis } from 'ioredis'
+import { BackupProxyError, toError } from '../common/errors.js'
+import type { Logger } from '../common/log.js'
+import type { Config } from '../config/index.js'
+import { VERSION } from '../version.js'
+import type { QueuedJobData } from '../queue/client.js'
+import { poolQueue, proxyQueue, queueKeys, registryKeys } from '../queue/names.js'
+import { checkRedis, createRedis, redisOptions } from '../queue/redis.js'
+import { HEARTBEAT_INTERVAL_MS, removeHeartbeat, scaleRequestSchema, writeHeartbeat, type ProxyHeartbeat } from '../queue/registry.js'
+import type { SealKey } from '../queue/seal.js'
+import type { JobSummary } from '../queue/task-log.js'
+import type { MetricDelta } from './messages.js'
+import { StreamPool } from './pool.js'
+import type { ProcessorRegistry } from './processors.js'
+import { runJob, type ActiveJob } from './run-job.js'
+
+export interface ProxyRuntimeOptions {
+  config: Config
+  processors: ProcessorRegistry
+  sealKey: SealKey
+  logger: Logger
+  /** receives metric deltas from stream threads (the metrics registry) */
+  onMetrics?: (deltas: MetricDelta[]) => void
+  /** job lifecycle hook for metrics: called when an attempt ends */
+  onJobEnd?: (info: { kind: string; status: string; durationSeconds: number }) => void
+  heartbeatIntervalMs?: number
+}
+
+export interface ScaleSettings {
+  threads?: number
+  concurrency?: number
+}
+
+export class ProxyRuntime {
+  readonly instance: string
+  readonly queues: string[]
+  #config: Config
+  readonly #opts: ProxyRuntimeOptions
+  readonly #logger: Logger
+  readonly #redis: Redis
+  #subscriber: Redis | undefined
+  #pool: StreamPool | undefined
+  readonly #workers: Worker<QueuedJobData, JobSummary>[] = []
+  readonly #active = new Map<string, ActiveJob>()
+  #heartbeat: NodeJS.Timeout | undefined
+  #state: 'new' | 'running' | 'draining' | 'stopped' = 'new'
+  #shutdown: Promise<void> | undefined
+  #forced = false
+  readonly #startedAt = Date.now()
+
+  constructor(options: ProxyRuntimeOptions) {
+    this.#opts = options
+    this.#config = options.config
+    this.instance = `${options.config.proxy.id}@${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`
+    this.queues = [proxyQueue(options.config.proxy.id), ...options.config.proxy.pools.map((p) => poolQueue(p))]
+    this.#logger = options.logger.child({ proxy: options.config.proxy.id })
+    this.#redis = createRedis(options.config.redis, `backup-proxy:${this.instance}`)
+  }
+
+  get state(): 'new' | 'running' | 'draining' | 'stopped' {
+    return this.#state
+  }
+
+  get pool(): StreamPool {
+    if (this.#pool === undefined) throw new BackupProxyError('E_INTERNAL', 'the proxy is not started')
+    return this.#pool
+  }
+
+  get activeJobs(): number {
+    return this.#active.size
+  }
+
+  /** For readiness and metrics: the BullMQ queues' Redis connection client of this runtime. */
+  get redis(): Redis {
+    return this.#redis
+  }
+
+  async start(): Promise<void> {
+    if (this.#state !== 'new') throw new BackupProxyError('E_INTERNAL', 'a ProxyRuntime starts once')
+    const { config } = this
+    await checkRedis(this.#redis, config.redis)
+    this.#pool = new StreamPool({ threads: config.workers.threads, logger: this.#logger, ...(this.#opts.onMetrics === undefined ? {} : { onMetrics: this.#opts.onMetrics }) })
+    await this.#subscribe()
+    const deps = {
+      config,
+      processors: this.#opts.processors,
+      sealKey: this.#opts.sealKey,
+      pool: () => this.pool,
+      redis: this.#redis,
+      logger: this.#logger,
+      instance: this.instance,
+      active: this.#active,
+    }
+    for (const name of this.queues) {
+      const worker = new Worker<QueuedJobData, JobSummary>(
+        name,
+        async (job: Job<QueuedJobData, JobSummary>, token?: string) => {
+          const t0 = performance.now()
+          let status = 'success'
+          try {
+            return await runJob(deps, job, token)
+          } catch (error) {
+            status = toError(error).name === 'WaitingError' ? 'requeued' : 'failure'
+            throw error
+          } finally {
+            this.#opts.onJobEnd?.({ kind: job.name, status, durationSeconds: (performance.now() - t0) / 1000 })
+          }
+        },
+        {
+          connection: redisOptions(config.redis),
+          prefix: config.redis.prefix,
+          concurrency: config.workers.concurrency,
+          lockDuration: config.workers.lockDurationMs,
+          stalledInterval: config.workers.stalledIntervalMs,
+          maxStalledCount: config.workers.maxStalledCount,
+          name: this.instance,
+          autorun: false,
+        },
+      )
+      worker.on('error', (error) => this.#logger.error({ err: error, queue: name }, 'queue worker error (BullMQ reconnects and retries)'))
+      worker.on('failed', (job, error) => {
+        if (job !== undefined) this.#logger.debug({ queue: name, jobId: job.id, err: error }, 'job attempt failed')
+      })
+      this.#workers.push(worker)
+    }
+    for (const w of this.#workers) {
+      w.run().catch((error: unknown) => this.#logger.error({ err: error }, 'queue worker stopped with an error'))
+    }
+    await Promise.all(this.#workers.map((w) => w.waitUntilReady()))
+    this.#state = 'running'
+    await this.#beat()
+    this.#heartbeat = setInterval(() => void this.#beat(), this.#opts.heartbeatIntervalMs ?? HEARTBEAT_INTERVAL_MS)
+    this.#heartbeat.unref()
+    this.#logger.info({ instance: this.instance, queues: this.queues, threads: config.workers.threads, concurrency: config.workers.concurrency }, 'proxy serving')
+  }
+
+  get config(): Config {
+    return this.#config
+  }
+
+  async #subscribe(): Promise<void> {
+    const sub = this.#redis.duplicate()
+    this.#subscriber = sub
+    sub.on('error', (error) => this.#logger.warn({ err: error }, 'control channel connection error (reconnecting)'))
+    const prefix = this.config.redis.prefix
+    const channels = [...this.queues.map((q) => queueKeys.control(prefix, q)), registryKeys.scale(prefix)]
+    sub.on('message', (channel: string, text: string) => {
+      try {
+        const message = JSON.parse(text) as unknown
+        if (channel === registryKeys.scale(prefix)) return this.#onScaleMessage(message)
+        const m = message as { type?: unknown; jobId?: unknown; reason?: unknown }
+        if (m.type === 'cancel' && typeof m.jobId === 'string') {
+          const active = this.#active.get(m.jobId)
+          if (active !== undefined) {
+            this.#logger.info({ jobId: m.jobId }, 'cancel requested')
+            active.abort('cancel', typeof m.reason === 'string' ? m.reason : 'cancelled')
+          }
+        }
+      } catch (error) {
+        this.#logger.warn({ err: error, channel }, 'ignored a malformed control message')
+      }
+    })
+    await sub.subscribe(...channels)
+  }
+
+  #onScaleMessage(message: unknown): void {
+    const r = scaleRequestSchema.safeParse(message)
+    if (!r.success) {
+      this.#logger.warn({ issues: r.error.issues.map((i) => i.message) }, 'ignored an invalid scale message')
+      return
+    }
+    if (r.data.instance !== undefined ? r.data.instance !== this.instance : r.data.proxyId !== this.config.proxy.id) return
+    this.scale({ ...(r.data.threads === undefined ? {} : { threads: r.data.threads }), ...(r.data.concurrency === undefined ? {} : { concurrency: r.data.concurrency }) })
+  }
+
+  /** Changes threads and/or per-queue concurrency live; running jobs and streams continue. */
+  scale(settings: ScaleSettings): void {
+    if (this.#state !== 'running') return
+    const workers = { ...this.#config.workers }
+    if (settings.threads !== undefined && settings.threads !== workers.threads) {
+      this.pool.resize(settings.threads)
+      workers.threads = settings.threads
+    }
+    if (settings.concurrency !== undefined && settings.concurrency !== workers.concurrency) {
+      for (const w of this.#workers) w.concurrency = settings.concurrency
+      workers.concurrency = settings.concurrency
+    }
+    this.#config = { ...this.#config, workers }
+    this.#logger.info({ threads: workers.threads, concurrency: workers.concurrency }, 'proxy rescaled')
+    void this.#beat()
+  }
+
+  heartbeat(): ProxyHeartbeat {
+    const stats = this.#pool?.stats ?? { threads: 0, busy: 0, queued: 0 }
+    return {
+      instance: this.instance,
+      proxyId: this.config.proxy.id,
+      pools: this.config.proxy.pools,
+      queues: this.queues,
+      host: hostname(),
+      pid: process.pid,
+      version: VERSION,
+      startedAt: this.#startedAt,
+      at: Date.now(),
+      threads: stats.threads,
+      busyThreads: stats.busy,
+      queuedStreams: stats.queued,
+      concurrency: this.config.workers.concurrency,
+      activeJobs: this.#active.size,
+      jobs: [...this.#active.entries()].map(([jobId, a]) => ({ queue: a.queue, jobId, kind: a.kind })),
+      state: this.#state === 'draining' ? 'draining' : 'running',
+    }
+  }
+
+  async #beat(): Promise<void> {
+    if (this.#state !== 'running' && this.#state !== 'draining') return
+    try {
+      await writeHeartbeat(this.#redis, this.config.redis.prefix, this.heartbeat(), this.#opts.heartbeatIntervalMs ?? HEARTBEAT_INTERVAL_MS)
+    } catch (error) {
+      this.#logger.warn({ err: error }, 'heartbeat not written (Redis unreachable?)')
+    }
+  }
+
+  /**
+   * Graceful stop: no new jobs; running jobs get `graceMs` to finish, then are cancelled cooperatively and
+   * put back in the queue. A second call with `force` cancels them now.
+   */
+  async shutdown(options: { graceMs?: number; force?: boolean } = {}): Promise<void> {
+    if (options.force === true && !this.#forced && this.#shutdown !== undefined) {
+      this.#forced = true
+      this.#logger.warn({ jobs: this.#active.size }, 'forced shutdown: cancelling running jobs now')
+      for (const a of this.#active.values()) a.abort('shutdown', 'the proxy is shutting down (forced)')
+      return this.#shutdown
+    }
+    this.#shutdown ??= this.#drain(options.force === true ? 0 : (options.graceMs ?? this.config.workers.shutdownGraceMs))
+    return this.#shutdown
+  }
+
+  async #drain(graceMs: number): Promise<void> {
+    if (this.#state === 'new') {
+      this.#state = 'stopped'
+      this.#redis.disconnect()
+      return
+    }
+    this.#state = 'draining'
+    this.#logger.info({ runningJobs: this.#active.size, graceMs }, 'shutting down: no new jobs, letting running ones finish')
+    await this.#beat()
+    const grace = setTimeout(() => {
+      if (this.#active.size === 0) return
+      this.#logger.warn({ jobs: [...this.#active.keys()] }, 'grace period over: cancelling running jobs (they go back to the queue)')
+      for (const a of this.#active.values()) a.abort('shutdown', 'the proxy is shutting down')
+    }, graceMs)
+    try {
+      // close() stops fetching and resolves once every active job's processor has returned and its
+      // outcome is written (completed / failed / moved back to wait)
+      await Promise.all(this.#workers.map((w) => w.close()))
+    } finally {
+      clearTimeout(grace)
+      clearInterval(this.#heartbeat)
+    }
+    await this.#pool?.close()
+    await this.#subscriber?.quit().catch(() => undefined)
+    await removeHeartbeat(this.#redis, this.config.redis.prefix, this.instance).catch((error: unknown) => this.#logger.warn({ err: error }, 'heartbeat not removed'))
+    await this.#redis.quit().catch(() => undefined)
+    this.#state = 'stopped'
+    this.#logger.info('proxy stopped')
+  }
+}

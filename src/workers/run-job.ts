@@ -1,0 +1,221 @@
+/**
+ * One job attempt on the main thread: the BullMQ processor every queue of a proxy runs.
+ *
+ * Order: honour a cancel requested before pick-up → start the root task of the task log → open the sealed
+ * fields and validate the task (E_TASK_INVALID → failed, no retry) → run the registered processor with
+ * a JobContext → end the root task → return the consolidated `JobSummary` (completed) or append it to the
+ * job log and throw (failed; retried only for transient errors).
+ *
+ * Interruptions: an operator cancel or the job's timeout ends the job as `interrupted` with
+ * E_CANCELLED / E_TIMEOUT, no retry. A proxy shutdown past its grace period instead puts the job back in
+ * `wait` (not counted as a failed attempt) so another proxy, or this one restarted, runs it again.
+ *
+ * Task-log events are written in order by one writer: each is appended to the job log (durable) and
+ * published as a `task-log` event on the queue's event stream (live, for QueueEvents listeners).
+ */
+import { UnrecoverableError, WaitingError, type Job } from 'bullmq'
+import type { Redis } from 'ioredis'
+import { BackupProxyError, CancelledError, TimeoutError, errorCode, serializeError, toError, type JsonValue, type SerializedError } from '../common/errors.js'
+import type { Logger } from '../common/log.js'
+import type { Config } from '../config/index.js'
+import type { JobProgress, QueuedJobData } from '../queue/client.js'
+import { queueKeys } from '../queue/names.js'
+import { unsealFields, type SealKey } from '../queue/seal.js'
+import { consolidate, LogTask, newTaskId, type JobSummary, type TaskLogEvent, type TaskStatus } from '../queue/task-log.js'
+import { isTaskKind, parseTask, SECRET_PATHS, type Task, type TaskKind } from '../queue/tasks.js'
+import type { StreamPool } from './pool.js'
+import type { JobContext, ProcessorRegistry } from './processors.js'
+
+/** Codes never worth a retry: the same input would fail the same way. */
+const NON_RETRYABLE_CODES = new Set(['E_TASK_INVALID', 'E_CANCELLED', 'E_CONFIG_INVALID', 'E_REMOTE_URL', 'E_ENCRYPTION', 'E_VHD_UNSUPPORTED', 'E_DUPLICATE_JOB', 'E_NOT_AVAILABLE', 'EACCES'])
+const AUTH_XAPI_CODES = new Set(['SESSION_AUTHENTICATION_FAILED', 'PERMISSION_DENIED', 'RBAC_PERMISSION_DENIED'])
+
+export function isRetryable(error: unknown): boolean {
+  const code = errorCode(error)
+  if (code !== undefined && NON_RETRYABLE_CODES.has(code)) return false
+  if (error instanceof BackupProxyError) {
+    if (error.fields.retryable === false) return false
+    const xapiCode = error.fields.xapiCode
+    if (typeof xapiCode === 'string' && AUTH_XAPI_CODES.has(xapiCode)) return false
+  }
+  return true
+}
+
+/** Why a job's signal aborted; `shutdown` and `lock-lost` leave the job to be run again. */
+export type AbortCause = 'cancel' | 'timeout' | 'shutdown' | 'lock-lost'
+
+export class JobAbort extends CancelledError {
+  constructor(
+    readonly cause_: AbortCause,
+    message: string,
+  ) {
+    super(message, { fields: { abortCause: cause_ } })
+  }
+}
+
+export interface ActiveJob {
+  job: Job<QueuedJobData, JobSummary>
+  queue: string
+  kind: string
+  abort: (cause: AbortCause, message: string) => void
+}
+
+export interface RunJobDeps {
+  config: Config
+  processors: ProcessorRegistry
+  sealKey: SealKey
+  pool: () => StreamPool
+  redis: Redis
+  logger: Logger
+  instance: string
+  active: Map<string, ActiveJob>
+}
+
+/** Writes task-log events in order: job log line + `task-log` event on the queue's stream. */
+class TaskLogWriter {
+  #chain: Promise<void> = Promise.resolve()
+  #failed: unknown
+
+  constructor(
+    private readonly job: Job,
+    private readonly redis: Redis,
+    private readonly eventsKey: string,
+    private readonly logger: Logger,
+  ) {}
+
+  write(event: TaskLogEvent): void {
+    const line = JSON.stringify(event)
+    this.#chain = this.#chain.then(async () => {
+      try {
+        await this.job.log(line)
+        await this.redis.xadd(this.eventsKey, 'MAXLEN', '~', '10000', '*', 'event', 'task-log', 'jobId', this.job.id ?? '', 'data', line)
+      } catch (error) {
+        if (this.#failed === undefined) this.logger.warn({ err: error, jobId: this.job.id }, 'could not record a task-log event in Redis')
+        this.#failed = error
+      }
+    })
+  }
+
+  async flush(): Promise<void> {
+    await this.#chain
+  }
+}
+
+function statusOf(error: unknown): TaskStatus {
+  return errorCode(error) === 'E_CANCELLED' || errorCode(error) === 'E_TIMEOUT' ? 'interrupted' : 'failure'
+}
+
+function rootData(task: unknown, kind: string, job: Job, instance: string): JsonValue {
+  const t = task as Partial<Task> & { job?: { id?: string; name?: string; mode?: string }; schedule?: { id?: string } }
+  return {
+    type: kind,
+    jobId: job.id ?? null,
+    ...(t.job?.id === undefined ? {} : { backupJobId: t.job.id, jobName: t.job.name ?? '', mode: t.job.mode ?? null }),
+    ...(t.schedule?.id === undefined ? {} : { scheduleId: t.schedule.id }),
+    proxy: instance,
+    attempt: job.attemptsStarted,
+  }
+}
+
+/** The BullMQ processor: one attempt of one job. */
+export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummary>, token: string | undefined): Promise<JobSummary> {
+  const { config, redis, instance } = deps
+  const queue = job.queueName
+  const jobId = job.id ?? ''
+  const kind = job.name
+  const logger = deps.logger.child({ queue, jobId, kind, attempt: job.attemptsStarted })
+  const controller = new AbortController()
+  let abortCause: AbortCause | undefined
+  const abort = (cause: AbortCause, message: string) => {
+    if (controller.signal.aborted) return
+    abortCause = cause
+    controller.abort(cause === 'timeout' ? new TimeoutError(message) : new JobAbort(cause, message))
+  }
+  deps.active.set(jobId, { job, queue, kind, abort })
+  const writer = new TaskLogWriter(job, redis, `${config.redis.prefix}:${queue}:events`, logger)
+  const events: TaskLogEvent[] = []
+  const emit = (event: TaskLogEvent) => {
+    events.push(event)
+    writer.write(event)
+  }
+  const root = new LogTask(emit, newTaskId())
+  const data = job.data as Partial<QueuedJobData> | undefined
+  emit({ event: 'start', taskId: root.id, timestamp: Date.now(), message: kind, data: rootData(data?.task, kind, job, instance) })
+  let timer: NodeJS.Timeout | undefined
+  let status: TaskStatus
+  let result: JsonValue | undefined
+  let failure: unknown
+  try {
+    const flag = await redis.get(queueKeys.cancelFlag(config.redis.prefix, queue, jobId))
+    if (flag !== null) abort('cancel', flag)
+    controller.signal.throwIfAborted()
+    if (!isTaskKind(kind)) throw new BackupProxyError('E_TASK_INVALID', `kind: unknown task kind "${kind}"`, { fields: { field: 'kind' } })
+    if (data?.v !== 1 || typeof data.task !== 'object') throw new BackupProxyError('E_TASK_INVALID', 'job data is not a backup-proxy task (enqueue it with the EnqueueClient)', { fields: { field: '(task)' } })
+    const task = parseTask(unsealFields(data.task, SECRET_PATHS[kind], deps.sealKey))
+    if (task.kind !== kind) throw new BackupProxyError('E_TASK_INVALID', `kind: job name "${kind}" does not match the task kind "${task.kind}"`, { fields: { field: 'kind' } })
+    const processor = deps.processors.get(kind)
+    if (processor === undefined) {
+      throw new BackupProxyError('E_NOT_AVAILABLE', `this proxy (${instance}) has no processor for ${kind} tasks; known: ${deps.processors.kinds().join(', ') || 'none'}`, { fields: { kind } })
+    }
+    const timeoutMs = task.kind === 'backup.run' ? (task.job.settings['']?.timeout ?? config.backup.timeoutMs) : 0
+    if (timeoutMs > 0) timer = setTimeout(() => abort('timeout', `the run exceeded its timeout of ${timeoutMs} ms`), timeoutMs)
+    const ctx: JobContext<TaskKind> = {
+      task,
+      job: { id: jobId, queue, attempt: job.attemptsStarted, isRetry: job.attemptsStarted > 1 || job.stalledCounter > 0, enqueuedAt: data.enqueuedAt ?? job.timestamp },
+      signal: controller.signal,
+      root,
+      log: emit,
+      progress: (p: JobProgress) => {
+        job.updateProgress(p as unknown as Record<string, JsonValue>).catch((error: unknown) => logger.debug({ err: error }, 'progress update failed'))
+      },
+      logger,
+      config,
+      pool: deps.pool(),
+      instance,
+    }
+    logger.info('job started')
+    const outcome = await processor(ctx)
+    status = outcome.status
+    result = outcome.result
+    // a processor that returned while cancelled still ends interrupted
+    if (controller.signal.aborted && status === 'success' && abortCause !== 'shutdown') status = 'interrupted'
+  } catch (error) {
+    failure = controller.signal.aborted && errorCode(error) !== 'E_TASK_INVALID' ? (controller.signal.reason as Error) : error
+    status = statusOf(failure)
+    result = serializeError(failure) as unknown as JsonValue
+  } finally {
+    clearTimeout(timer)
+    deps.active.delete(jobId)
+  }
+
+  // shutdown or lost lock: give the job back, it has not failed
+  if (abortCause === 'shutdown' || abortCause === 'lock-lost') {
+    root.info(abortCause === 'shutdown' ? 'interrupted by proxy shutdown; the job goes back to the queue' : 'lost the job lock; another proxy runs it')
+    root.end('interrupted', serializeError(failure ?? controller.signal.reason) as unknown as JsonValue)
+    await writer.flush()
+    if (abortCause === 'shutdown' && token !== undefined) {
+      await job.moveToWait(token)
+      logger.warn('job interrupted by shutdown and put back in the queue')
+    }
+    throw new WaitingError()
+  }
+
+  root.end(status, result)
+  await writer.flush()
+  const [tree] = consolidate(events)
+  let error: SerializedError | undefined
+  if (failure !== undefined) error = serializeError(failure)
+  else if (status === 'failure') error = serializeError(new BackupProxyError('E_BACKUP', `${kind} ended in failure: see its task log`))
+  const summary: JobSummary = { ...tree!, jobId, kind, ranBy: instance, ...(error === undefined ? {} : { error }) }
+  if (status === 'success' || status === 'skipped') {
+    logger.info({ status }, 'job finished')
+    return summary
+  }
+  await job.log(JSON.stringify({ summary }))
+  const err = failure === undefined ? new BackupProxyError('E_BACKUP', error!.message) : toError(failure)
+  const message = `[${errorCode(err) ?? 'E_INTERNAL'}] ${err.message}`
+  const retry = failure !== undefined && status === 'failure' && isRetryable(failure)
+  logger.warn({ status, err, retry }, 'job failed')
+  if (!retry) throw new UnrecoverableError(message)
+  throw new Error(message)
+}

@@ -1,0 +1,58 @@
+/**
+ * Entry of every Piscina thread: receives a `ThreadTaskEnvelope`, looks the named task up in the registry
+ * (thread-tasks.ts), and runs it with a `ThreadTaskContext` wired to the task's own MessagePort:
+ * a `cancel` message aborts `ctx.signal` (cooperative cancel: the task cleans up and throws), progress
+ * and batched metric deltas go back to the main thread. The outcome (output or serialized error) is the
+ * last message on the port, so it always arrives after every progress and metric message of the task.
+ */
+import { threadId } from 'node:worker_threads'
+import { BackupProxyError, CancelledError, serializeError } from '../common/errors.js'
+import { isMainToThreadMessage, type ThreadTaskEnvelope, type ThreadOutcome } from './messages.js'
+import { MetricBatch, METRICS_FLUSH_MS, type ThreadTask, type ThreadTaskContext } from './thread-task.js'
+import { threadTasks } from './thread-tasks.js'
+
+function load(name: string): ThreadTask<unknown, unknown> {
+  if (!Object.hasOwn(threadTasks, name)) {
+    throw new BackupProxyError('E_INTERNAL', `unknown thread task "${name}"; known: ${Object.keys(threadTasks).join(', ')} (register it in src/workers/thread-tasks.ts)`)
+  }
+  return threadTasks[name as keyof typeof threadTasks] as unknown as ThreadTask<unknown, unknown>
+}
+
+export default async function runThreadTask(envelope: ThreadTaskEnvelope): Promise<void> {
+  const { port } = envelope
+  const controller = new AbortController()
+  port.on('message', (message: unknown) => {
+    if (isMainToThreadMessage(message) && !controller.signal.aborted) controller.abort(new CancelledError(message.reason))
+  })
+  const batch = new MetricBatch()
+  const flush = () => {
+    if (batch.size > 0) port.postMessage({ type: 'metrics', deltas: batch.take() })
+  }
+  const timer = setInterval(flush, METRICS_FLUSH_MS)
+  timer.unref()
+  const ctx: ThreadTaskContext = {
+    signal: controller.signal,
+    throwIfCancelled: () => {
+      if (controller.signal.aborted) throw controller.signal.reason as Error
+    },
+    progress: (progress) => port.postMessage({ type: 'progress', progress }),
+    counter: (metric, labels, value = 1) => batch.add(metric, 'counter', labels, value),
+    observe: (metric, labels, value) => batch.add(metric, 'histogram', labels, value),
+    gauge: (metric, labels, delta) => batch.add(metric, 'gauge', labels, delta),
+    threadId,
+  }
+  port.postMessage({ type: 'started', threadId })
+  let outcome: ThreadOutcome
+  try {
+    const task = load(envelope.taskName)
+    ctx.throwIfCancelled()
+    outcome = { ok: true, output: await task(envelope.input, ctx) }
+  } catch (error) {
+    outcome = { ok: false, error: serializeError(error) }
+  } finally {
+    clearInterval(timer)
+    flush()
+  }
+  port.postMessage({ type: 'done', outcome })
+  port.close()
+}

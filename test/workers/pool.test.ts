@@ -1,0 +1,76 @@
+import { existsSync } from 'node:fs'
+import { readdir, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { BackupProxyError, CancelledError } from '../../src/common/errors.js'
+import { StreamPool } from '../../src/workers/pool.js'
+import type { MetricDelta } from '../../src/workers/messages.js'
+import { waitFor } from '../helpers/ports.js'
+import { useTempDir } from '../helpers/tmp.js'
+
+const tmp = useTempDir('bp-pool-')
+const pool = new StreamPool({ threads: 2 })
+afterAll(() => pool.close())
+
+describe('StreamPool (Piscina threads, stand-in thread tasks)', () => {
+  it('runs a task in a thread and returns its output', async () => {
+    const out = await pool.run('standin.noop', { value: 42 })
+    expect(out.value).toBe(42)
+    expect(out.threadId).toBeGreaterThan(0)
+  })
+
+  it('rebuilds a thread error with its class, code and fields', async () => {
+    const error = await pool.run('standin.noop', { value: 1, failWithCode: 'X1' }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(BackupProxyError)
+    expect((error as BackupProxyError).code).toBe('E_BACKUP')
+    expect((error as BackupProxyError).fields.requested).toBe('X1')
+  })
+
+  it('streams with progress and metric deltas, publishing the file only when complete', async () => {
+    const progress: unknown[] = []
+    const metrics: MetricDelta[] = []
+    const out = await pool.run(
+      'standin.stream',
+      { dir: tmp(), name: 'a.bin', sizeBytes: 1 << 20, chunkBytes: 64 << 10, chunkDelayMs: 0 },
+      { onProgress: (p) => progress.push(p), onMetrics: (d) => metrics.push(...d) },
+    )
+    expect(out.writtenBytes).toBe(1 << 20)
+    expect((await stat(join(tmp(), 'a.bin'))).size).toBe(1 << 20)
+    expect(progress.at(-1)).toEqual({ doneBytes: 1 << 20, totalBytes: 1 << 20 })
+    const written = metrics.filter((m) => m.metric === 'backup_proxy_bytes_written_total').reduce((s, m) => s + m.value, 0)
+    expect(written).toBe(1 << 20)
+    const gauge = metrics.filter((m) => m.metric === 'backup_proxy_standin_streams').reduce((s, m) => s + m.value, 0)
+    expect(gauge).toBe(0)
+  })
+
+  it('cancels a running stream cooperatively: E_CANCELLED and no temporary left', async () => {
+    const controller = new AbortController()
+    let done = 0
+    const running = pool.run(
+      'standin.stream',
+      { dir: tmp(), name: 'b.bin', sizeBytes: 64 << 20, chunkBytes: 64 << 10, chunkDelayMs: 20 },
+      { signal: controller.signal, onProgress: () => void done++ },
+    )
+    await waitFor('stream to make progress', () => done >= 3)
+    expect(existsSync(join(tmp(), '.b.bin'))).toBe(true)
+    controller.abort(new CancelledError('test cancel'))
+    const error = await running.catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(CancelledError)
+    expect((error as CancelledError).message).toContain('test cancel')
+    const files = await readdir(tmp())
+    expect(files).not.toContain('.b.bin')
+    expect(files).not.toContain('b.bin')
+    // the thread survived the cancel: it still runs tasks
+    expect((await pool.run('standin.noop', { value: 7 })).value).toBe(7)
+  })
+
+  it('resizes live without dropping a running stream', async () => {
+    const running = pool.run('standin.stream', { dir: tmp(), name: 'c.bin', sizeBytes: 2 << 20, chunkBytes: 256 << 10, chunkDelayMs: 30 })
+    await waitFor('stream started', () => pool.stats.busy === 1)
+    pool.resize(3)
+    expect(pool.stats.threads).toBe(3)
+    const [a, b, c] = await Promise.all([running, pool.run('standin.noop', { value: 1 }), pool.run('standin.noop', { value: 2 })])
+    expect(a.writtenBytes).toBe(2 << 20)
+    expect(b.value + c.value).toBe(3)
+  })
+})
