@@ -33,7 +33,7 @@ export async function applyRetention(remote: Remote, vmUuid: string, jobId: stri
   for (const path of plan.deleteMetadata) await remote.unlink(path)
   for (const m of plan.merges) {
     if (signal?.aborted === true) throw new CancelledError('retention was cancelled; the next run resumes it')
-    await mergeChain(remote, m.chain)
+    await mergeChain(remote, m.chain, signal)
   }
   for (const path of plan.deleteVhds) await removeVhd(remote, path)
   return { kept: plan.keep.length, deleted: plan.deleteMetadata, merged: plan.merges.length }

@@ -19,13 +19,14 @@ import type { VhdSink } from '../vhd/sink.js'
 import { openVhdStream, type VhdBlock } from '../vhd/stream-parser.js'
 import { openVdiExport, type VdiExportDescriptor } from '../xapi/export.js'
 import { fanOut, type FanOutTarget } from './fan-out.js'
-import type { DiskExportInput, DiskExportResult, DiskExporter, DiskTarget } from './ports.js'
+import type { DiskExportInput, DiskExportResult, DiskExporter, DiskMetrics, DiskTarget } from './ports.js'
 import { createDirectorySink, readVhdFooter } from './vhd-ops.js'
 
 const PROGRESS_INTERVAL_MS = 250
 
-async function openTarget(t: DiskTarget, signal: AbortSignal): Promise<{ remote: Remote; sink: VhdSink }> {
+async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: DiskMetrics | undefined): Promise<{ remote: Remote; sink: VhdSink }> {
   const remote = createRemote(t.url, t.options)
+  if (metrics !== undefined) remote.on('bytes', (e) => e.direction === 'write' && metrics.bytesWritten(t.id, e.bytes))
   await remote.open()
   try {
     let parent
@@ -46,13 +47,13 @@ async function openTarget(t: DiskTarget, signal: AbortSignal): Promise<{ remote:
   }
 }
 
-export const runDiskExport: DiskExporter = async (input: DiskExportInput, { signal, onProgress }): Promise<DiskExportResult> => {
+export const runDiskExport: DiskExporter = async (input: DiskExportInput, { signal, onProgress, metrics }): Promise<DiskExportResult> => {
   const t0 = performance.now()
   const opened = new Map<string, { remote: Remote; sink: VhdSink }>()
   const openFailures: { id: string; error: Error }[] = []
   await Promise.all(input.targets.map(async (t) => {
     try {
-      opened.set(t.id, await openTarget(t, signal))
+      opened.set(t.id, await openTarget(t, signal, metrics))
     } catch (error) {
       openFailures.push({ id: t.id, error: toError(error) })
     }
@@ -73,10 +74,13 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
     const footer = { ...vhd.footer, uuid: input.vdiUuid }
     const sizes = new Map<string, number>()
     let last = 0
+    let counted = 0
     const report = (force: boolean) => {
       const now = performance.now()
       if (!force && now - last < PROGRESS_INTERVAL_MS) return
       last = now
+      metrics?.bytesRead(vhd.bytesRead - counted)
+      counted = vhd.bytesRead
       onProgress?.({ readBytes: vhd.bytesRead, ...(exp.sizeBytes === undefined ? {} : { totalBytes: exp.sizeBytes }) })
     }
     const targets: FanOutTarget<VhdBlock>[] = [...opened].map(([id, { sink }]) => ({
@@ -101,6 +105,7 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
       await vhd.close().catch(() => undefined)
     }
     report(true)
+    metrics?.exportDuration((performance.now() - t0) / 1000)
     return {
       readBytes: vhd.bytesRead,
       sizeBytes: Math.max(0, ...sizes.values()),

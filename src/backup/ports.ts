@@ -85,4 +85,17 @@ export interface DiskProgress {
   totalBytes?: number
 }
 
-export type DiskExporter = (input: DiskExportInput, options: { signal: AbortSignal; onProgress?: (p: DiskProgress) => void }) => Promise<DiskExportResult>
+/** Metric hooks of a disk export (the thread task turns them into metric deltas). */
+export interface DiskMetrics {
+  bytesRead(bytes: number): void
+  bytesWritten(remoteId: string, bytes: number): void
+  exportDuration(seconds: number): void
+}
+
+export interface DiskExportOptions {
+  signal: AbortSignal
+  onProgress?: (p: DiskProgress) => void
+  metrics?: DiskMetrics
+}
+
+export type DiskExporter = (input: DiskExportInput, options: DiskExportOptions) => Promise<DiskExportResult>

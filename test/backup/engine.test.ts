@@ -8,6 +8,9 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runDiskExport } from '../../src/backup/disk-export.js'
 import { runBackup } from '../../src/backup/run.js'
+import { listBackups } from '../../src/backup/catalog.js'
+import { restoreDiskToFile } from '../../src/backup/restore.js'
+import { createRemote } from '../../src/remotes/index.js'
 import type { TaskLogEvent } from '../../src/backup/task-log.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
 import { makeTempDir } from '../helpers/tmp.js'
@@ -59,3 +62,50 @@ describe('backup engine (in process)', () => {
     }
   })
 })
+
+describe('chains, retention and restore (in process)', () => {
+  it('full + 3 deltas with retention 2: chains valid, every kept point restores to the source', async () => {
+    const vm = sim.listVms()[0]!
+    const vdi = vm.vdis[0]!
+    await Promise.all(['f', 'd'].map((r) => mkdir(join(dir.path, r))))
+    const remotes = { file: `file://${dir.path}/f`, dir: { url: `file://${dir.path}/d`, options: { useVhdDirectory: true } } }
+    const task = runTask(sim, [vm.uuid], remotes, { exportRetention: 2 }, 'job-chain')
+    const rawAt = new Map<string, string>()
+    for (let i = 0; i < 4; i++) {
+      if (i > 0) sim.writeBlocks(vm.uuid, { blocks: 2 + i })
+      const s = await runBackup(task, { defaults, exporter: runDiskExport, signal: new AbortController().signal })
+      expect(s.status, JSON.stringify(s, null, 1)).toBe('success')
+      const ts = (s.tasks?.[0]?.result as { timestamp: string }).timestamp
+      const raw = join(dir.path, `raw-${ts}`)
+      await saveRaw(sim, vdi.uuid, raw)
+      rawAt.set(ts, raw)
+      expect((s.tasks?.[0]?.result as { full: boolean }).full).toBe(i === 0)
+    }
+    for (const [id, root] of [['file', 'f'], ['dir', 'd']] as const) {
+      const remote = createRemote(`file://${dir.path}/${root}`)
+      await remote.open()
+      try {
+        const backups = await listBackups(remote, vm.uuid)
+        expect(backups.map((b) => b.timestamp)).toEqual([...rawAt.keys()].slice(2))
+        for (const b of backups) {
+          const out = join(dir.path, `restore-${id}-${b.timestamp}`)
+          const r = await restoreDiskToFile(remote, { vmUuid: vm.uuid, vdiUuid: vdi.uuid, at: b.timestamp }, `${out}.raw`)
+          expect(r.chain.length).toBeLessThanOrEqual(2)
+          expect(await sameFile(`${out}.raw`, rawAt.get(b.timestamp)!)).toBe(true)
+          await restoreDiskToFile(remote, { vmUuid: vm.uuid, vdiUuid: vdi.uuid, at: b.timestamp }, `${out}.vhd`)
+          await qemuCompare(`${out}.vhd`, rawAt.get(b.timestamp)!)
+        }
+        // nothing left behind by merges: only the kept VHDs in the disk's directory
+        const vdiDirEntries = (await remote.list(`xo-vm-backups/${vm.uuid}/vdis/job-chain/${vdi.uuid}`)).filter((e) => !e.isDirectory).map((e) => e.path)
+        expect(vdiDirEntries.sort()).toEqual(backups.map((b) => `${b.timestamp}${id === 'dir' ? '.alias.vhd' : '.vhd'}`))
+      } finally {
+        await remote.close()
+      }
+    }
+  })
+})
+
+async function sameFile(a: string, b: string): Promise<boolean> {
+  const [x, y] = await Promise.all([readFile(a), readFile(b)])
+  return x.equals(y)
+}

@@ -19,12 +19,14 @@ export async function startSim(options: Partial<XapiSimulatorOptions> = {}): Pro
   return startXapiSimulator({ vms: 1, disksPerVm: 1, diskSizeBytes: 32 * MiB, fillRatio: 0.5, seed: 42, ...options })
 }
 
-export function runTask(sim: XapiSimulator, vmUuids: string[], remotes: Record<string, string>, settings: Record<string, unknown> = {}, jobId = 'job1'): BackupRunTask {
+export type TestRemote = string | { url: string; options?: Record<string, unknown> }
+
+export function runTask(sim: XapiSimulator, vmUuids: string[], remotes: Record<string, TestRemote>, settings: Record<string, unknown> = {}, jobId = 'job1'): BackupRunTask {
   return parseTask({
     kind: 'backup.run',
     job: { id: jobId, name: 'test job', mode: 'delta', vms: { uuid: vmUuids }, settings: { '': settings } },
     schedule: { id: 'sched1' },
-    remotes: Object.fromEntries(Object.entries(remotes).map(([id, url]) => [id, { url }])),
+    remotes: Object.fromEntries(Object.entries(remotes).map(([id, r]) => [id, typeof r === 'string' ? { url: r } : r])),
     xapis: { main: { url: sim.url, credentials: { username: sim.user, password: sim.password } } },
   }) as BackupRunTask
 }

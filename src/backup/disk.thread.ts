@@ -1,0 +1,22 @@
+/**
+ * Pool thread task `backup.disk`: one disk's export (disk-export.ts) inside a Piscina thread. Input and
+ * output are plain data (structured clone); progress and metric deltas go through the task context;
+ * the context's signal is the cooperative cancel.
+ */
+import type { JsonValue } from '../common/errors.js'
+import type { ThreadTask } from '../workers/thread-task.js'
+import { runDiskExport } from './disk-export.js'
+import type { DiskExportInput, DiskExportResult } from './ports.js'
+
+const task: ThreadTask<DiskExportInput, DiskExportResult> = (input, ctx) =>
+  runDiskExport(input, {
+    signal: ctx.signal,
+    onProgress: (p) => ctx.progress(p as unknown as JsonValue),
+    metrics: {
+      bytesRead: (n) => ctx.counter('backup_proxy_bytes_read_total', {}, n),
+      bytesWritten: (remote, n) => ctx.counter('backup_proxy_bytes_written_total', { remote }, n),
+      exportDuration: (s) => ctx.observe('backup_proxy_disk_export_duration_seconds', {}, s),
+    },
+  })
+
+export default task
