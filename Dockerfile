@@ -30,7 +30,8 @@ COPY --from=build /src/bin ./bin
 RUN mkdir -p /backups && chown node:node /backups
 USER node
 EXPOSE 9464
+# probes /healthz on the port of BACKUP_PROXY_HTTP_LISTEN (so overriding the port keeps it working)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:9464/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "const l = process.env.BACKUP_PROXY_HTTP_LISTEN || ':9464'; fetch('http://127.0.0.1:' + l.slice(l.lastIndexOf(':') + 1) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 ENTRYPOINT ["node", "/app/bin/backup-proxy.js"]
 CMD ["serve"]

@@ -4,10 +4,14 @@
  * multi-stage build whose runtime stage runs as a non-root user with a HEALTHCHECK on /healthz, copies
  * only from the build stage, and starts `backup-proxy serve` in exec form.
  */
+import { execFile } from 'node:child_process'
 import { readFile, stat } from 'node:fs/promises'
+import { promisify } from 'node:util'
 import { DockerfileParser } from 'dockerfile-ast'
 import { validate } from 'dockerfile-utils'
 import { describe, expect, it } from 'vitest'
+import { createMetrics, startHttpServer } from '../../src/metrics/index.js'
+import { getFreePort } from '../helpers/ports.js'
 
 const root = new URL('../../', import.meta.url)
 
@@ -75,5 +79,25 @@ describe('Dockerfile', () => {
     for (const entry of ['.git', 'node_modules', 'dist', 'test', '!test/shims']) expect(ignore).toContain(entry)
     // the build copies test/shims: it must be re-included after `test` is ignored
     expect(ignore.indexOf('!test/shims')).toBeGreaterThan(ignore.indexOf('test'))
+  })
+})
+
+describe('Dockerfile HEALTHCHECK', () => {
+  it('its command succeeds against a live proxy HTTP server and fails when nothing listens', async () => {
+    const { dockerfile } = await load()
+    const health = dockerfile.getHEALTHCHECKs()[0]!
+    const json = /CMD\s+(\[.*\])\s*$/s.exec(health.getArgumentsContent()!.replace(/\\\n/g, ' '))
+    const argv = JSON.parse(json![1]!) as string[]
+    expect(argv.slice(0, 2)).toEqual(['node', '-e'])
+    const server = await startHttpServer({ listen: '127.0.0.1:0', metrics: createMetrics({ defaultMetrics: false }), isReady: () => Promise.resolve({ ready: true, reasons: [] }) })
+    const exec = promisify(execFile)
+    try {
+      const env = { ...process.env, BACKUP_PROXY_HTTP_LISTEN: `0.0.0.0:${new URL(server.url).port}` }
+      await expect(exec(argv[0]!, argv.slice(1), { env })).resolves.toBeDefined()
+      const closed = { ...process.env, BACKUP_PROXY_HTTP_LISTEN: `0.0.0.0:${await getFreePort()}` }
+      await expect(exec(argv[0]!, argv.slice(1), { env: closed })).rejects.toMatchObject({ code: 1 })
+    } finally {
+      await server.close()
+    }
   })
 })
