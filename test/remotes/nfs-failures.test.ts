@@ -75,4 +75,17 @@ describe('nfs remote: server killed mid-write', { timeout: 120_000 }, () => {
     await remote.unlink('before.txt')
     await remote.close()
   })
+
+  it('a server restarted while the remote is idle is reconnected to without an error', async () => {
+    const s = server!
+    const remote = new NfsRemote(parseRemoteUrl(s.url) as NfsRemoteUrl)
+    await remote.writeFile('idle/a.txt', 'A')
+    await s.kill()
+    await s.restart()
+    expect((await remote.readFile('idle/a.txt')).toString()).toBe('A')
+    await remote.writeFile('idle/b.txt', 'B')
+    expect((await remote.list('idle')).map((e) => e.path)).toEqual(['a.txt', 'b.txt'])
+    await remote.rmtree('idle')
+    await remote.close()
+  })
 })

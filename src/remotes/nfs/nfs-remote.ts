@@ -160,18 +160,31 @@ export class NfsRemote extends Remote {
     }
   }
 
-  /** Runs `fn` on a live session; a stale cached directory handle is dropped and the call retried once. */
-  private async withSession<T>(op: string, path: string, fn: (s: Session) => Promise<T>): Promise<T> {
-    const session = await this.getSession().catch((e: unknown) => {
-      throw this.mapError(e, op, path)
-    })
-    try {
-      return await fn(session)
-    } catch (error) {
-      if (error instanceof Nfs3StatusError && error.status === NFS3ERR_STALE && session.dirs.size > 1) {
-        session.dirs = new Map([['', session.root]])
-        try {
+  /**
+   * Runs `fn` on a live session. A stale cached directory handle is dropped and the call retried once.
+   * An idempotent operation (lookups, reads, listings, mkdir -p, rmtree) whose connection was lost —
+   * e.g. the server closed an idle connection just before — is retried once on a new session; others
+   * (RENAME, REMOVE, CREATE) are not, since a lost reply does not say whether they happened.
+   */
+  private async withSession<T>(op: string, path: string, fn: (s: Session) => Promise<T>, idempotent = false): Promise<T> {
+    const run = async (): Promise<T> => {
+      const session = await this.getSession()
+      try {
+        return await fn(session)
+      } catch (error) {
+        if (error instanceof Nfs3StatusError && error.status === NFS3ERR_STALE && session.dirs.size > 1) {
+          session.dirs = new Map([['', session.root]])
           return await fn(session)
+        }
+        throw error
+      }
+    }
+    try {
+      return await run()
+    } catch (error) {
+      if (idempotent && error instanceof RemoteError && error.code === 'ECONNRESET' && error.fields.path === undefined) {
+        try {
+          return await run()
         } catch (again) {
           throw this.mapError(again, op, path)
         }
@@ -292,7 +305,7 @@ export class NfsRemote extends Remote {
     const rel = this.resolvePath(path)
     const { start, end } = checkRange(options, rel)
     return this.track('createReadStream', async () => {
-      const { s, handle, attributes } = await this.withSession('read', rel, async (s) => ({ s, ...(await this.lookupPath(s, rel)) }))
+      const { s, handle, attributes } = await this.withSession('read', rel, async (s) => ({ s, ...(await this.lookupPath(s, rel)) }), true)
       if (attributes.isDirectory) throw new RemoteError('EISDIR', `read "${rel}" on ${this.displayUrl}: it is a directory`)
       const stop = Math.min(attributes.size, end === undefined ? attributes.size : end + 1)
       const stream = new NfsReadStream({
@@ -348,7 +361,7 @@ export class NfsRemote extends Remote {
         }
         await walk(rel, '')
         return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
-      }),
+      }, true),
     )
   }
 
@@ -358,7 +371,7 @@ export class NfsRemote extends Remote {
       this.withSession('stat', rel, async (s) => {
         const { attributes: a } = await this.lookupPath(s, rel)
         return { size: a.isDirectory ? 0 : a.size, isDirectory: a.isDirectory, mtimeMs: a.mtimeMs }
-      }),
+      }, true),
     )
   }
 
@@ -409,7 +422,7 @@ export class NfsRemote extends Remote {
         if (isDirectory) await this.emptyDir(s, handle)
         await (isDirectory ? s.client.rmdir(target.dir, target.name) : s.client.remove(target.dir, target.name))
         this.forgetDirs(s, rel)
-      }),
+      }, true),
     )
   }
 
@@ -436,7 +449,7 @@ export class NfsRemote extends Remote {
     await this.track('mkdir', async () =>
       this.withSession('mkdir', rel, async (s) => {
         if (rel !== '') await this.dirHandle(s, rel, true)
-      }),
+      }, true),
     )
   }
 }

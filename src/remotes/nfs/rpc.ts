@@ -94,6 +94,7 @@ async function openSocket(host: string, port: number, timeoutMs: number, what: s
     }, timeoutMs)
     socket.once('connect', () => {
       clearTimeout(timer)
+      socket.setKeepAlive(true, 30_000) // notice a dead server between calls, not only during one
       socket.removeAllListeners('error')
       resolve(socket)
     })
