@@ -100,7 +100,14 @@ export class S3WriteStream extends Writable {
   /** Aborts multipart uploads of this key started by this writer that are still listed. */
   async #sweep(): Promise<void> {
     const { client, bucket, key } = this.#o
-    const res = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: key }))
+    let res
+    try {
+      res = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: key }))
+    } catch (error) {
+      const e = error as { name?: unknown; $metadata?: { httpStatusCode?: number } }
+      if (e.name === 'NotImplemented' || e.$metadata?.httpStatusCode === 501) return // cannot list (s3rver): lib-storage aborted its upload by id
+      throw error
+    }
     for (const u of res.Uploads ?? []) {
       if (u.Key !== key || u.UploadId === undefined) continue
       if (u.Initiated !== undefined && u.Initiated.getTime() < this.#startedMs - 5000) continue // another writer's

@@ -56,6 +56,32 @@ function withContentMd5(command: DeleteObjectsCommand): DeleteObjectsCommand {
   return command
 }
 
+/** Passes the first `n` bytes, drops the rest. */
+function truncate(n: number): (source: AsyncIterable<Buffer>) => AsyncGenerator<Buffer> {
+  return async function* (source) {
+    let left = n
+    for await (const chunk of source) {
+      if (left <= 0) continue
+      const piece = chunk.length <= left ? chunk : chunk.subarray(0, left)
+      left -= piece.length
+      yield piece
+    }
+  }
+}
+
+export function isNotImplemented(error: unknown): boolean {
+  return (error as { name?: unknown }).name === 'NotImplemented' || (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 501
+}
+
+async function deleteEach(keys: string[], limit: number, fn: (key: string) => Promise<void>): Promise<void> {
+  let i = 0
+  await Promise.all(
+    Array.from({ length: Math.min(limit, keys.length) }, async () => {
+      while (i < keys.length) await fn(keys[i++] as string)
+    }),
+  )
+}
+
 export const DEFAULT_PART_BYTES = 16 * 1024 * 1024
 export const DEFAULT_UPLOAD_CONCURRENCY = 4
 /** writeFile sends buffers up to this size in one PutObject */
@@ -71,6 +97,8 @@ export class S3Remote extends Remote {
   readonly #partFloorBytes: number
   readonly #concurrency: number
   #opened = false
+  /** the server answered NotImplemented to DeleteObjects once */
+  #noBatchDelete = false
 
   constructor(url: S3RemoteUrl, options: RemoteOptions = {}) {
     super()
@@ -189,10 +217,18 @@ export class S3Remote extends Remote {
       }
       const body = res.Body
       if (!(body instanceof Readable)) throw new RemoteError('E_REMOTE', `read "${rel}" on ${this.displayUrl}: the response has no body stream`)
-      const length = res.ContentLength ?? 0
-      body.once('end', () => this.countBytes('read', length))
-      options.signal?.addEventListener('abort', () => body.destroy(options.signal?.reason as Error), { once: true })
-      return body
+      let length = res.ContentLength ?? 0
+      let out: Readable = body
+      // some servers (s3rver: `bytes=0-0`) send more than the range asked for: keep what was asked
+      const served = /^bytes (\d+)-(\d+)\//.exec(res.ContentRange ?? '')
+      if (end !== undefined && (served === null ? length > end - start + 1 : Number(served[1]) !== start || Number(served[2]) > end)) {
+        if (served !== null && Number(served[1]) !== start) throw new RemoteError('EIO', `read "${rel}" on ${this.displayUrl}: asked for bytes ${start}-${end}, the server sent ${res.ContentRange}`)
+        length = end - start + 1
+        out = Readable.from(truncate(length)(body))
+      }
+      out.once('end', () => this.countBytes('read', length))
+      options.signal?.addEventListener('abort', () => out.destroy(options.signal?.reason as Error), { once: true })
+      return out
     })
   }
 
@@ -318,7 +354,17 @@ export class S3Remote extends Remote {
       for await (const page of this.#pages(prefix, false, rel)) {
         const keys = (page.Contents ?? []).flatMap((o) => (o.Key === undefined ? [] : [{ Key: o.Key }]))
         if (keys.length === 0) continue
-        const res = await this.client.send(withContentMd5(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys, Quiet: true } }))).catch(this.#fail('rmtree', rel))
+        let res
+        try {
+          if (this.#noBatchDelete) throw Object.assign(new Error('DeleteObjects not implemented'), { name: 'NotImplemented' })
+          res = await this.client.send(withContentMd5(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys, Quiet: true } })))
+        } catch (error) {
+          if (!isNotImplemented(error)) throw toS3RemoteError(error, 'rmtree', rel, this.displayUrl)
+          // servers without DeleteObjects (s3rver, some gateways): one DeleteObject per key, 8 at a time
+          this.#noBatchDelete = true
+          await deleteEach(keys.map((k) => k.Key), 8, (k) => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: k })).then(() => undefined)).catch(this.#fail('rmtree', rel))
+          continue
+        }
         const failed = res.Errors ?? []
         if (failed.length > 0) throw new RemoteError('EIO', `rmtree "${rel}" on ${this.displayUrl}: ${failed.length} objects were not deleted (first: ${failed[0]?.Key}: ${failed[0]?.Code} ${failed[0]?.Message})`)
       }
@@ -337,9 +383,15 @@ export class S3Remote extends Remote {
     let keyMarker: string | undefined
     let idMarker: string | undefined
     for (;;) {
-      const res = await this.client
-        .send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, ...(keyMarker === undefined ? {} : { KeyMarker: keyMarker }), ...(idMarker === undefined ? {} : { UploadIdMarker: idMarker }) }))
-        .catch(this.#fail('list uploads', rel))
+      let res
+      try {
+        res = await this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, ...(keyMarker === undefined ? {} : { KeyMarker: keyMarker }), ...(idMarker === undefined ? {} : { UploadIdMarker: idMarker }) }),
+        )
+      } catch (error) {
+        if (isNotImplemented(error)) return n // the server cannot list uploads (s3rver): nothing we can find to abort
+        throw toS3RemoteError(error, 'list uploads', rel, this.displayUrl)
+      }
       for (const u of res.Uploads ?? []) {
         if (u.Key === undefined || u.UploadId === undefined) continue
         await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId })).catch(this.#fail('abort upload', u.Key))

@@ -20,6 +20,8 @@ export interface ConformanceOptions {
   listCount?: number
   /** size of the generated large upload (default 48 MiB; BACKUP_PROXY_TEST_LARGE=1 makes it 5.5 GiB) */
   largeUploadBytes?: number
+  /** files written in parallel by the listing test (default 16) */
+  writeConcurrency?: number
   /** extra checks after a writer was destroyed or aborted (e.g. no orphan multipart upload) */
   checkNoLeftovers?: (remote: Remote, path: string) => Promise<void>
   /** extra checks after the large upload (e.g. S3 part count) */
@@ -235,7 +237,7 @@ export function describeRemoteConformance(name: string, makeRemote: () => Promis
       const d = dir()
       const count = options.listCount ?? 1100
       const names = Array.from({ length: count }, (_, i) => `f${String(i).padStart(5, '0')}`)
-      await mapLimit(names, 32, (name) => remote.writeFile(`${d}/${name}`, name))
+      await mapLimit(names, options.writeConcurrency ?? 16, (name) => remote.writeFile(`${d}/${name}`, name))
       await remote.writeFile(`${d}/sub/deep/z.json`, '{}')
       await remote.writeFile(`${d}/sub/y.json`, '{}')
       await remote.writeFile(`${d}/.hidden.abc.tmp`, 'tmp')

@@ -1,0 +1,114 @@
+/**
+ * Local and S3 remote write throughput against baselines measured in the same run, same source file
+ * (random data on tmpfs):
+ *   local:  `cp` (no fsync) vs our LocalRemote writer (temp + fsync + rename), and the same through
+ *           client-side encryption (AES-256-GCM) for its cost;
+ *   S3:     the AWS SDK's own `Upload` with its defaults and `rclone copyto` (Debian's rclone 1.60) vs
+ *           our S3Remote writer, all to one private Swift + s3api on tmpfs.
+ * CPU is the client's only (this process / the command), counted the same way on both sides; Swift's
+ * CPU (the same 2 cores) is in neither. Default 1 GiB (× BENCH_SCALE; BENCH_SCALE=4 gives 4 GiB).
+ */
+import { randomBytes } from 'node:crypto'
+import { createReadStream, createWriteStream } from 'node:fs'
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { HeadObjectCommand } from '@aws-sdk/client-s3'
+import { Upload } from '@aws-sdk/lib-storage'
+import { createRemote } from '../src/remotes/index.js'
+import { createEncryptedRemote } from '../src/remotes/encryption.js'
+import { startSwift } from '../test/services/s3.js'
+import { GiB, measure, MiB, runCommand, type BenchContext, type BenchRow } from './lib.js'
+
+async function makeSource(path: string, sizeBytes: number): Promise<void> {
+  const block = randomBytes(8 * MiB)
+  const out = createWriteStream(path)
+  for (let left = sizeBytes; left > 0; left -= block.length) {
+    const part = left >= block.length ? block : block.subarray(0, left)
+    if (!out.write(part)) await new Promise<void>((r) => out.once('drain', () => r()))
+  }
+  out.end()
+  await new Promise<void>((resolve, reject) => out.on('finish', resolve).on('error', reject))
+}
+
+/** Reads the whole source once so every case starts with it in the page cache (rclone drops it). */
+async function warm(path: string): Promise<void> {
+  for await (const _ of createReadStream(path, { highWaterMark: 8 * MiB })) {
+    // discard
+  }
+}
+
+export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
+  const sizeBytes = Math.round(GiB * ctx.scale)
+  const gib = (sizeBytes / GiB).toFixed(2)
+  const source = join(ctx.tmpDir, 'source.bin')
+  await makeSource(source, sizeBytes)
+  const rows: BenchRow[] = []
+
+  // local
+  {
+    const group = `local write ${gib} GiB`
+    const root = join(ctx.tmpDir, 'local')
+    await mkdir(root)
+    const cp = await runCommand(`cp ${source} ${join(root, 'cp.bin')}`)
+    rows.push({ group, name: 'cp', bytes: sizeBytes, ...cp })
+    await rm(join(root, 'cp.bin'))
+    const remote = createRemote(`file://${root}`)
+    await remote.open()
+    const m = await measure(async () => {
+      await pipeline(createReadStream(source, { highWaterMark: 4 * MiB }), await remote.createWriteStream('ours.bin', { expectedSizeBytes: sizeBytes }))
+    })
+    if ((await stat(join(root, 'ours.bin'))).size !== sizeBytes) throw new Error('local: wrong size written')
+    rows.push({ group, name: 'LocalRemote (fsync+rename)', bytes: sizeBytes, ...m, baseline: 'cp' })
+    await rm(join(root, 'ours.bin'))
+    const enc = createEncryptedRemote(remote, { key: randomBytes(32).toString('hex'), root: 'enc' })
+    await enc.open()
+    const e = await measure(async () => {
+      await pipeline(createReadStream(source, { highWaterMark: 4 * MiB }), await enc.createWriteStream('ours.bin', { expectedSizeBytes: sizeBytes }))
+    })
+    rows.push({ group, name: 'LocalRemote + AES-256-GCM', bytes: sizeBytes, ...e, baseline: 'cp' })
+    await enc.close()
+    await rm(root, { recursive: true, force: true })
+  }
+
+  // S3 (Swift)
+  const swift = await startSwift({ proxyWorkers: 2 })
+  try {
+    const group = `s3 write ${gib} GiB`
+    const key = (name: string) => `bench/${name}`
+    const check = async (name: string) => {
+      const h = await swift.client.send(new HeadObjectCommand({ Bucket: swift.bucket, Key: key(name) }))
+      if (h.ContentLength !== sizeBytes) throw new Error(`s3: ${name} has ${h.ContentLength} bytes, expected ${sizeBytes}`)
+    }
+
+    await warm(source)
+    const sdk = await measure(async () => {
+      await new Upload({ client: swift.client, params: { Bucket: swift.bucket, Key: key('sdk.bin'), Body: createReadStream(source) } }).done()
+    })
+    await check('sdk.bin')
+    rows.push({ group, name: 'AWS SDK Upload (defaults)', bytes: sizeBytes, ...sdk })
+
+    const conf = join(ctx.tmpDir, 'rclone.conf')
+    await writeFile(conf, `[swift]\ntype = s3\nprovider = Other\naccess_key_id = ${swift.accessKeyId}\nsecret_access_key = ${swift.secretAccessKey}\nendpoint = ${swift.endpoint}\nregion = us-east-1\n`)
+    await warm(source)
+    const env = { ...process.env }
+    delete env.AWS_CA_BUNDLE // rclone 1.60 fails with it set (see notes/test-servers.md)
+    const rclone = await runCommand(`rclone --config ${conf} copyto ${source} swift:${swift.bucket}/${key('rclone.bin')}`, { env })
+    await check('rclone.bin')
+    rows.push({ group, name: 'rclone copyto (defaults)', bytes: sizeBytes, ...rclone, baseline: 'AWS SDK Upload (defaults)' })
+
+    const remote = createRemote(swift.url.replace(/\/run-[0-9a-f]+/, '/bench'))
+    await remote.open()
+    await warm(source)
+    const ours = await measure(async () => {
+      await pipeline(createReadStream(source, { highWaterMark: 4 * MiB }), await remote.createWriteStream('ours.bin', { expectedSizeBytes: sizeBytes }))
+    })
+    await check('ours.bin')
+    rows.push({ group, name: 'S3Remote', bytes: sizeBytes, ...ours, baseline: 'AWS SDK Upload (defaults)' })
+    ctx.log(`S3Remote vs rclone: ${(rclone.seconds / ours.seconds).toFixed(2)}x`)
+    await remote.close()
+  } finally {
+    await swift.stop()
+  }
+  return rows
+}
