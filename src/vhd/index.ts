@@ -14,3 +14,8 @@ export { sectorIsSet, setSector, fullBitmap, bitmapIsFull, bitmapIsEmpty } from 
 export { openVhdStream, type VhdStream, type VhdBlock, type OpenVhdStreamOptions, type ParentLocatorData } from './stream-parser.js'
 export { pumpVhd, type VhdSink, type VhdSinkResult, type VhdParentRef, type PumpResult } from './sink.js'
 export { createVhdFileSink, type VhdFileSinkOptions } from './file-sink.js'
+export { createVhdDirectorySink, defaultDataPath, blockPath, type VhdDirectorySinkOptions } from './directory-sink.js'
+export { compressChunk, decompressChunk, sampledEntropy, parseChunkFilters, CHUNK_COMPRESSIONS, type ChunkCompression } from './compression.js'
+export { openVhd, openVhdFile, openVhdDirectory, resolveAlias, isAlias, parentPathOf, type VhdReader } from './open.js'
+export { openChain, checkChain, VhdChain, type ChainReport } from './chain.js'
+export { mergeVhd, mergeStatePath, type MergeOptions, type MergeResult } from './merge.js'

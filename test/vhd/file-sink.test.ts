@@ -7,17 +7,17 @@ import { pumpVhd } from '../../src/vhd/sink.js'
 import { openVhdStream } from '../../src/vhd/stream-parser.js'
 import { decodeFooter } from '../../src/vhd/footer.js'
 import { chunked, makeFixture } from './fixtures.js'
-import { TestLocalRemote } from './test-remote.js'
+import type { LocalRemote } from '../../src/remotes/local.js'
+import { localRemote } from './remote.js'
 import { convertToVpc, qemuCompare, qemuInfo, vhdiinfo } from './tools.js'
 
 const MiB = 1024 * 1024
 const tmp = useTempDir('bp-vhd-file-')
 
 describe('VhdFile sink', () => {
-  let remote: TestLocalRemote
+  let remote: LocalRemote
   beforeAll(async () => {
-    remote = new TestLocalRemote(join(tmp(), 'remote'))
-    await remote.open()
+    remote = await localRemote(join(tmp(), 'remote'))
   })
 
   const cases = [
