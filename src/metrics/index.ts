@@ -10,4 +10,4 @@ export { attachRemoteMetrics, type RemoteEventSource } from './remote-metrics.js
 export { QUEUE_STATES, collectQueueCounts, type CountableQueue, type QueueCollectorOptions, type QueueState } from './queue-collector.js'
 export { combineReadiness, redisCheck, type PingableRedis, type Readiness, type ReadinessCheck } from './readiness.js'
 export { parseListen, startHttpServer, type HttpServerHandle, type HttpServerOptions } from './http-server.js'
-export { metricsHooks, startObservability, type MetricsHooks, type Observability, type ObservabilityOptions, type ObservedRuntime, type RuntimeState } from './proxy-observability.js'
+export { metricsHooks, startObservability, type JobEndInfo, type MetricsHooks, type Observability, type ObservabilityOptions, type ObservedRuntime, type RuntimeState } from './proxy-observability.js'

@@ -27,9 +27,21 @@ export interface ObservedRuntime {
   poolStats(): { threads: number; busy: number } | undefined
 }
 
+export interface JobEndInfo {
+  /** task kind (the BullMQ job name, e.g. backup.run) */
+  kind: string
+  /** success, failure, interrupted, skipped, requeued */
+  status: string
+  durationSeconds: number
+  /** stable code of the error that ended the attempt, when it failed: counted in errors_total{code} */
+  errorCode?: string
+  /** the attempt failed and BullMQ will run the job again: counted in retries_total{reason="job_attempt"} */
+  retrying?: boolean
+}
+
 export interface MetricsHooks {
   onMetrics: (deltas: unknown) => void
-  onJobEnd: (info: { kind: string; status: string; durationSeconds: number }) => void
+  onJobEnd: (info: JobEndInfo) => void
 }
 
 /** Callbacks for ProxyRuntime: thread deltas into the registry (refusals logged), finished jobs counted. */
@@ -39,7 +51,11 @@ export function metricsHooks(metrics: ProxyMetrics, logger: Pick<Logger, 'warn'>
       const { rejected } = applyMetricDeltas(metrics, deltas)
       for (const r of rejected) logger.warn({ reason: r.rejection.reason, delta: r.delta }, `metric delta refused: ${r.rejection.message}`)
     },
-    onJobEnd: ({ kind, status, durationSeconds }) => metrics.jobFinished(kind, status, durationSeconds),
+    onJobEnd: ({ kind, status, durationSeconds, errorCode, retrying }) => {
+      metrics.jobFinished(kind, status, durationSeconds)
+      if (errorCode !== undefined) metrics.countError(errorCode)
+      if (retrying === true) metrics.countRetry('job_attempt')
+    },
   }
 }
 
