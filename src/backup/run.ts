@@ -10,12 +10,12 @@
 import { BackupProxyError, CancelledError, TaskInvalidError, TimeoutError, serializeError, toError, type JsonValue } from '../common/errors.js'
 import { silentLogger, type Logger } from '../common/log.js'
 import type { BackupSettings } from '../config/schema.js'
-import type { BackupRunTask, JobSettings, TaskXapi } from '../queue/tasks.js'
+import type { BackupRunTask, JobSettings, TaskRemote, TaskXapi } from '../queue/tasks.js'
 import { createRemote, optionsFromUrl, parseRemoteUrl } from '../remotes/index.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import { mapSettled } from './concurrency.js'
 import type { BackupXapi, DiskExporter } from './ports.js'
-import { createTaskLog, type Task, type TaskLogEvent, type TaskSummary } from './task-log.js'
+import { attachTaskLog, createTaskLog, type Task, type TaskLogEvent, type TaskSummary } from './task-log.js'
 import { backupVm, type RunTarget, type VmBackupResult, type VmSettings } from './vm-backup.js'
 import { XapiClient } from '../xapi/client.js'
 import { backupXapi } from './xapi-adapter.js'
@@ -40,6 +40,8 @@ export interface BackupRunEnv {
   emit?: (event: TaskLogEvent) => void
   progress?: (p: RunProgress) => void
   log?: Logger
+  /** attach the run's tasks under this existing task (the job runner's root) instead of a new root */
+  parentTaskId?: string
   /** default: XapiClient.connect */
   connectXapi?: (x: TaskXapi, signal: AbortSignal) => Promise<XapiConnection>
 }
@@ -106,7 +108,9 @@ function vmResultJson(r: VmBackupResult): JsonValue {
 export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise<TaskSummary> {
   const log = env.log ?? silentLogger
   const runSettings = effectiveSettings(env.defaults, task)
-  const root = createTaskLog('backup', { mode: task.job.mode, jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id }, env.emit)
+  const data = { mode: task.job.mode, jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id }
+  const emit = env.emit ?? (() => undefined)
+  const root = env.parentTaskId === undefined ? createTaskLog('backup', data, emit) : attachTaskLog(env.parentTaskId, 'backup', emit)
   const controller = new AbortController()
   const onAbort = () => controller.abort(new CancelledError('the backup run was cancelled', { cause: env.signal.reason }))
   if (env.signal.aborted) onAbort()
@@ -131,7 +135,7 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
     if (connections.length === 0) throw new BackupProxyError('E_XAPI', 'no XAPI of the task could be reached; check the pool address and credentials')
     // targets
     for (const [id, r] of Object.entries(task.remotes)) {
-      const options = definedOnly({ ...optionsFromUrl(parseRemoteUrl(r.url)), ...(r.options ?? {}) })
+      const options = remoteOptionsOf(r)
       const remote = createRemote(r.url, options)
       try {
         await remote.open()
@@ -188,8 +192,10 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
   return root.summary()
 }
 
-function definedOnly(o: Record<string, unknown>): RemoteOptions {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined))
+/** A task remote's options: the URL's query options under the explicit ones, undefined keys dropped. */
+export function remoteOptionsOf(r: TaskRemote): RemoteOptions {
+  const merged: Record<string, unknown> = { ...optionsFromUrl(parseRemoteUrl(r.url)), ...(r.options ?? {}) }
+  return Object.fromEntries(Object.entries(merged).filter(([, v]) => v !== undefined))
 }
 
 async function findXapi(connections: readonly XapiConnection[], vmUuid: string): Promise<BackupXapi> {

@@ -11,7 +11,7 @@
  * ends the task with `failure` (or `interrupted` for a cancel) and the error serialized as the result.
  */
 import { randomUUID } from 'node:crypto'
-import { CancelledError, serializeError, type JsonValue, type SerializedError } from '../common/errors.js'
+import { CancelledError, serializeError, type JsonValue } from '../common/errors.js'
 
 export type TaskStatus = 'pending' | 'success' | 'failure' | 'interrupted' | 'skipped'
 export type FinalStatus = Exclude<TaskStatus, 'pending'>
@@ -19,7 +19,7 @@ export type FinalStatus = Exclude<TaskStatus, 'pending'>
 export type TaskLogEvent =
   | { event: 'start'; taskId: string; parentId?: string; timestamp: number; message: string; data?: JsonValue }
   | { event: 'info' | 'warning'; taskId: string; timestamp: number; message: string; data?: JsonValue }
-  | { event: 'end'; taskId: string; timestamp: number; status: FinalStatus; result?: JsonValue | SerializedError }
+  | { event: 'end'; taskId: string; timestamp: number; status: FinalStatus; result?: JsonValue }
 
 export interface TaskLogEntry {
   message: string
@@ -35,7 +35,7 @@ export interface TaskSummary {
   start: number
   end?: number
   status: TaskStatus
-  result?: JsonValue | SerializedError
+  result?: JsonValue
   infos?: TaskLogEntry[]
   warnings?: TaskLogEntry[]
   tasks?: TaskSummary[]
@@ -50,13 +50,17 @@ export class Task {
   readonly #emit: (e: TaskLogEvent) => void
   readonly #now: () => number
 
-  constructor(message: string, data: JsonValue | undefined, parent: Task | undefined, emit: (e: TaskLogEvent) => void, now: () => number) {
-    this.id = randomUUID()
+  /** an attached root: its start and end are emitted by its owner (the job runner), not by us */
+  readonly #attached: boolean
+
+  constructor(message: string, data: JsonValue | undefined, parent: Task | undefined, emit: (e: TaskLogEvent) => void, now: () => number, attachedId?: string) {
+    this.id = attachedId ?? randomUUID()
+    this.#attached = attachedId !== undefined
     this.#emit = emit
     this.#now = now
     this.#node = { id: this.id, message, start: now(), status: 'pending', ...(data === undefined ? {} : { data }) }
     if (parent !== undefined) parent.#children.push(this)
-    emit({ event: 'start', taskId: this.id, ...(parent === undefined ? {} : { parentId: parent.id }), timestamp: this.#node.start, message, ...(data === undefined ? {} : { data }) })
+    if (!this.#attached) emit({ event: 'start', taskId: this.id, ...(parent === undefined ? {} : { parentId: parent.id }), timestamp: this.#node.start, message, ...(data === undefined ? {} : { data }) })
   }
 
   get status(): TaskStatus {
@@ -95,18 +99,18 @@ export class Task {
   }
 
   /** Ends the task (idempotent: a second end is ignored). Without a status, the children decide. */
-  end(status?: FinalStatus, result?: JsonValue | SerializedError): void {
+  end(status?: FinalStatus, result?: JsonValue): void {
     if (this.#node.status !== 'pending') return
     for (const c of this.#children) if (c.status === 'pending') c.end('interrupted')
     const final = status ?? this.derivedStatus()
     this.#node.status = final
     this.#node.end = this.#now()
     if (result !== undefined) this.#node.result = result
-    this.#emit({ event: 'end', taskId: this.id, timestamp: this.#node.end, status: final, ...(result === undefined ? {} : { result }) })
+    if (!this.#attached) this.#emit({ event: 'end', taskId: this.id, timestamp: this.#node.end, status: final, ...(result === undefined ? {} : { result }) })
   }
 
   fail(error: unknown): void {
-    this.end(error instanceof CancelledError ? 'interrupted' : 'failure', serializeError(error))
+    this.end(error instanceof CancelledError || (error as { code?: unknown } | null)?.code === 'E_TIMEOUT' ? 'interrupted' : 'failure', serializeError(error) as unknown as JsonValue)
   }
 
   /** Runs fn as this task: success with its (JSON) result, or failure with the error, which is rethrown. */
@@ -134,4 +138,12 @@ export class Task {
 /** Creates the root task of a log; `emit` receives every event as it happens. */
 export function createTaskLog(message: string, data: JsonValue | undefined, emit: (e: TaskLogEvent) => void = () => {}, now: () => number = Date.now): Task {
   return new Task(message, data, undefined, emit, now)
+}
+
+/**
+ * A root for a task that already exists in someone else's log (the job runner's root task `id`): children,
+ * infos and warnings are emitted under that id; its start and end are left to the owner.
+ */
+export function attachTaskLog(id: string, message: string, emit: (e: TaskLogEvent) => void, now: () => number = Date.now): Task {
+  return new Task(message, undefined, undefined, emit, now, id)
 }

@@ -6,6 +6,7 @@
  */
 import { ProcessorRegistry } from './processors.js'
 import { registerStandIns } from './stand-ins/processors.js'
+import { backupRunProcessor, backupVerifyProcessor } from '../backup/processors.js'
 
 export interface BuiltinOptions {
   standIns?: boolean
@@ -13,8 +14,9 @@ export interface BuiltinOptions {
 
 export function builtinProcessors(options: BuiltinOptions = {}): ProcessorRegistry {
   const registry = new ProcessorRegistry()
-  // ENGINE HOOK: register the real processors here, e.g.
-  //   registry.register('backup.run', backupRunProcessor)
+  // ENGINE HOOK: the real processors (src/backup)
+  registry.register('backup.run', backupRunProcessor)
+  registry.register('backup.verify', backupVerifyProcessor)
   if (options.standIns ?? process.env.BACKUP_PROXY_STAND_INS === '1') registerStandIns(registry)
   return registry
 }

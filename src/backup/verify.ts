@@ -1,0 +1,125 @@
+/**
+ * Verify of the backups on a remote (one VM, or all), without trusting any index:
+ *  - every metadata file parses (version 2.0.0, required fields) and every VHD it names exists;
+ *  - every such VHD's chain opens and checks (structures, checksums, parent UUIDs, no missing parent:
+ *    src/vhd checkChain); with `full`, every block of the chain is read back (raw stream);
+ *  - no orphan: a VHD (or VhdDirectory data) under `vdis/` that no backup references, directly or as
+ *    an ancestor of a referenced one;
+ *  - leftovers: temporaries and unfinished merge states (reported, they are cleaned by the next run).
+ * Problems carry the path and a message; nothing is modified.
+ */
+import { posix } from 'node:path'
+import { Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { errorCode, toError } from '../common/errors.js'
+import { isTemporaryName, type Remote } from '../remotes/remote.js'
+import { checkChain, openChain } from '../vhd/chain.js'
+import { listBackedUpVms, listBackups } from './catalog.js'
+import { resolveVhdPath, timestampOfName, vmDir } from './layout.js'
+
+export type ProblemKind = 'metadata' | 'missing' | 'chain' | 'data' | 'orphan' | 'leftover'
+
+export interface VerifyProblem {
+  kind: ProblemKind
+  path: string
+  message: string
+}
+
+export interface VerifyReport {
+  vms: number
+  backups: number
+  vhds: number
+  /** bytes read back with `full` */
+  readBytes: number
+  problems: VerifyProblem[]
+  warnings: string[]
+}
+
+export interface VerifyOptions {
+  vmUuid?: string
+  /** only the backup of this metadata file */
+  metadataPath?: string
+  /** read every block of every chain */
+  full?: boolean
+  signal?: AbortSignal
+  onProgress?: (done: number, total: number) => void
+}
+
+/** A sink that counts and drops bytes (reading back is the check). */
+function counter(onBytes: (n: number) => void): Writable {
+  return new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      onBytes(chunk.length)
+      cb()
+    },
+  })
+}
+
+export async function verifyRemote(remote: Remote, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const report: VerifyReport = { vms: 0, backups: 0, vhds: 0, readBytes: 0, problems: [], warnings: [] }
+  const problem = (kind: ProblemKind, path: string, message: string) => report.problems.push({ kind, path, message })
+  const onlyVm = options.vmUuid ?? (options.metadataPath === undefined ? undefined : options.metadataPath.split('/')[1])
+  const vms = onlyVm === undefined ? await listBackedUpVms(remote) : [onlyVm]
+  for (const vmUuid of vms) {
+    options.signal?.throwIfAborted()
+    report.vms++
+    let backups = await listBackups(remote, vmUuid, (path, error) => problem('metadata', path, error.message))
+    if (options.metadataPath !== undefined) {
+      backups = backups.filter((b) => b.metadataPath === options.metadataPath)
+      if (backups.length === 0 && !report.problems.some((p) => p.path === options.metadataPath)) problem('missing', options.metadataPath, 'no such backup metadata')
+    }
+    // every referenced VHD and its chain
+    const inChains = new Set<string>()
+    let done = 0
+    for (const b of backups) {
+      report.backups++
+      for (const [ref, rel] of Object.entries(b.metadata.vhds)) {
+        options.signal?.throwIfAborted()
+        const path = resolveVhdPath(vmUuid, rel)
+        report.vhds++
+        if (!(await remote.exists(path))) {
+          problem('missing', path, `named by ${b.metadataPath} (disk ${ref}) but absent`)
+          continue
+        }
+        try {
+          const r = await checkChain(remote, path, options.signal === undefined ? {} : { signal: options.signal })
+          for (const p of r.paths) inChains.add(p)
+          report.warnings.push(...r.warnings)
+          if (options.full === true) {
+            const chain = await openChain(remote, path)
+            await pipeline(chain.rawStream(options.signal === undefined ? {} : { signal: options.signal }), counter((n) => (report.readBytes += n)))
+          }
+        } catch (error) {
+          if (errorCode(error) === 'E_CANCELLED') throw error
+          problem(options.full === true ? 'data' : 'chain', path, toError(error).message)
+        }
+      }
+      options.onProgress?.(++done, backups.length)
+    }
+    if (options.metadataPath !== undefined) continue
+    // orphans and leftovers below vdis/
+    let entries: { path: string; isDirectory: boolean }[] = []
+    try {
+      entries = await remote.list(`${vmDir(vmUuid)}/vdis`, { recursive: true, includeHidden: true })
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw error
+    }
+    const referencedData = new Set([...inChains].map((p) => (p.endsWith('.alias.vhd') ? posix.join(posix.dirname(p), 'data', `${posix.basename(p, '.alias.vhd')}.vhd`) : p)))
+    for (const e of entries) {
+      const full = `${vmDir(vmUuid)}/vdis/${e.path}`
+      const name = posix.basename(e.path)
+      if (isTemporaryName(name) || name.endsWith('.merge.json')) {
+        problem('leftover', full, name.endsWith('.merge.json') ? 'an unfinished merge: the next backup run of this job resumes it' : 'a temporary of an interrupted write: the next backup run removes it')
+        continue
+      }
+      if (e.isDirectory) {
+        // a VhdDirectory data dir: data/<ts>.vhd
+        if (posix.basename(posix.dirname(full)) === 'data' && name.endsWith('.vhd') && !referencedData.has(full)) problem('orphan', full, 'VhdDirectory data that no backup references')
+        continue
+      }
+      if (full.includes('/data/')) continue
+      if (timestampOfName(name) !== undefined && name.endsWith('.vhd') && !inChains.has(full)) problem('orphan', full, 'a VHD that no backup references (directly or as a parent)')
+    }
+  }
+  return report
+}
