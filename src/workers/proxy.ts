@@ -85,6 +85,11 @@ export class ProxyRuntime {
     return this.#pool
   }
 
+  /** Stream pool occupancy, undefined before start (for metrics). */
+  poolStats(): { threads: number; busy: number } | undefined {
+    return this.#pool?.stats
+  }
+
   get activeJobs(): number {
     return this.#active.size
   }

@@ -1,20 +1,43 @@
 /** `backup-proxy serve`: runs a proxy: BullMQ workers for its queues, the thread pool, and the HTTP endpoints. */
 import type { Command } from 'commander'
-import { NotAvailableError } from '../../common/errors.js'
+import { loadConfig } from '../../config/index.js'
+import { serve } from '../../workers/serve.js'
 import type { CliIo } from '../context.js'
-import { collect, intArg } from '../context.js'
+import { collect, commandLogger, globalOptions, intArg } from '../context.js'
+
+interface ServeFlags {
+  proxy?: string
+  pool?: string[]
+  threads?: number
+  concurrency?: number
+  listen?: string
+  redisUrl?: string
+}
 
 export function registerServe(program: Command, _io: CliIo): void {
   program
     .command('serve')
-    .description('run a proxy: serve queue {proxy:<id>} (and pools), stream disks in threads, expose /metrics /healthz /readyz')
+    .description('run a proxy: serve queue {proxy.<id>} (and pools), stream disks in threads, expose /metrics /healthz /readyz')
     .option('--proxy <id>', 'proxy id (config proxy.id)')
     .option('--pool <name>', 'also serve this pool queue (repeatable)', collect)
     .option('--threads <n>', 'stream threads', intArg('--threads', 1, 64))
     .option('--concurrency <n>', 'jobs in parallel per queue', intArg('--concurrency', 1, 256))
     .option('--listen <host:port>', 'HTTP address for metrics and health')
     .option('--redis-url <url>', 'Redis URL (env REDIS_URL)')
-    .action(() => {
-      throw new NotAvailableError('`backup-proxy serve`')
+    .action(async (flags: ServeFlags, cmd: Command) => {
+      const sections = {
+        proxy: { id: flags.proxy, pools: flags.pool },
+        workers: { threads: flags.threads, concurrency: flags.concurrency },
+        http: { listen: flags.listen },
+        redis: { url: flags.redisUrl },
+      }
+      const g = globalOptions(cmd)
+      const reload = {
+        ...(g.config === undefined ? {} : { file: g.config }),
+        flags: { ...sections, ...(g.logLevel === undefined ? {} : { log: { level: g.logLevel } }) },
+      }
+      const config = await loadConfig(reload)
+      const logger = commandLogger(config)
+      await serve({ config, logger, reload })
     })
 }
