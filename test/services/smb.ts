@@ -11,7 +11,7 @@ import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { promisify } from 'node:util'
 import { randomBytes } from 'node:crypto'
 import { getFreePort, waitFor } from '../helpers/ports.js'
@@ -27,6 +27,8 @@ export interface SMBService {
 
 export interface SambaServer extends SMBService {
   port: number
+  /** smbd's main process */
+  pid: number
   /** the share's directory on this host */
   shareDir: string
   username: string
@@ -40,7 +42,7 @@ export interface SambaOptions {
   port?: number
   /** Samba's `server signing` */
   signing?: 'default' | 'mandatory'
-  /** serve this existing directory (e.g. a killed server's) instead of a fresh one */
+  /** serve this existing directory (a killed server's, or one on tmpfs), writable by uid 34, instead of a fresh one */
   shareDir?: string
   /** the account's password (default: random) */
   password?: string
@@ -114,6 +116,7 @@ export async function startSambaServer(options: SambaOptions = {}): Promise<Samb
   return {
     url: `smb://${USER}:${password}@WORKGROUP\\\\127.0.0.1\\backups\0`,
     port,
+    pid: daemon.child.pid ?? 0,
     shareDir,
     username: USER,
     password,
@@ -125,17 +128,51 @@ export async function startSambaServer(options: SambaOptions = {}): Promise<Samb
   }
 }
 
+/** PIDs listening on 127.0.0.1:port (smbd sets SO_REUSEPORT: two smbds can share a port and split clients). */
+async function listeners(port: number): Promise<number[]> {
+  const { stdout } = await exec('ss', ['-Hltnp', `sport = :${port}`])
+  return [...stdout.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1]))
+}
+
+/**
+ * Holds an exclusive lock on 127.0.0.1:445 for this test run. Every test run of this project (and
+ * every engineer's) starts its own smbd on 445, and smbd binds with SO_REUSEPORT, so two runs would
+ * silently share the port and each get the other's LOGON_FAILUREs. The lock is a `flock` child whose
+ * stdin is a pipe from this process: it exits (releasing the lock) when we stop it or when we die.
+ */
+async function lock445(timeoutMs: number): Promise<() => void> {
+  const child = spawn('flock', ['-w', String(Math.ceil(timeoutMs / 1000)), '/tmp/backup-proxy-smb-445.lock', 'sh', '-c', 'echo locked; read _'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.once('data', () => resolve())
+    child.once('exit', (code) => reject(new Error(`another test run keeps 127.0.0.1:445 (lock /tmp/backup-proxy-smb-445.lock) busy; gave up after ${timeoutMs} ms (flock exit ${code})`)))
+  })
+  return () => child.stdin.end()
+}
+
 export async function startSMB(): Promise<SMBService | null> {
-  // Port 445 is shared with any other test run on this machine: wait for it rather than fail at once.
-  let lastError: unknown
-  for (let attempt = 0; attempt < 30; attempt++) {
-    try {
-      const server = await startSambaServer({ port: 445 })
-      return { url: server.url, stop: server.stop }
-    } catch (error) {
-      lastError = error
-      await new Promise((r) => setTimeout(r, 2000))
+  const unlock = await lock445(15 * 60_000)
+  try {
+    // a run of older code (without the lock) may still hold the port: wait for it to go
+    await waitFor('127.0.0.1:445 to be free of other smbd processes', async () => (await listeners(445)).length === 0, 10 * 60_000, 1000)
+    const server = await startSambaServer({ port: 445 })
+    if (!(await listeners(445)).includes(server.pid)) {
+      await server.stop()
+      throw new Error('our smbd is not the one listening on 127.0.0.1:445')
     }
+    return {
+      url: server.url,
+      stop: async () => {
+        try {
+          await server.stop()
+        } finally {
+          unlock()
+        }
+      },
+    }
+  } catch (error) {
+    unlock()
+    throw error
   }
-  throw new Error(`could not start smbd on 127.0.0.1:445: ${lastError instanceof Error ? lastError.message : String(lastError)}`)
 }

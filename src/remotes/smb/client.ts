@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto'
 import { RemoteError } from '../../common/errors.js'
 import { SmbConnection, type Response } from './connection.js'
-import { makeSigner, preauthUpdate } from './crypto.js'
+import { makeSigner, preauthUpdate, SIGNING_ALGORITHM_IDS, type SigningAlgorithm } from './crypto.js'
 import { authenticateMessage, negotiateMessage, NtlmError, parseChallenge, type Credentials } from './ntlm.js'
 import { NtStatus, statusName } from './status.js'
 import {
@@ -73,6 +73,8 @@ export function parseDialect(version: string): number {
 
 export class SmbClient {
   dialect = 0
+  /** 3.1.1: what the server chose in SIGNING_CAPABILITIES (AES-CMAC when it sent none) */
+  signingAlgorithm: SigningAlgorithm = 'aes-cmac'
   maxReadBytes = 65536
   maxWriteBytes = 65536
   private treeId = 0
@@ -121,16 +123,23 @@ export class SmbClient {
     const dialects = DIALECTS.filter((d) => d <= maxDialect)
     const with311 = dialects.includes(Dialect.SMB3_1_1)
     const dialectsEnd = 36 + dialects.length * 2
-    // negotiate contexts start 8-aligned from the SMB2 header
+    // negotiate contexts start 8-aligned from the SMB2 header, and each one 8-aligned after the previous
     const contextOffset = Math.ceil((HEADER_SIZE + dialectsEnd) / 8) * 8
-    const preauthContext = Buffer.alloc(8 + 38)
+    const preauthContext = Buffer.alloc(48)
     preauthContext.writeUInt16LE(1, 0) // SMB2_PREAUTH_INTEGRITY_CAPABILITIES
     preauthContext.writeUInt16LE(38, 2)
     preauthContext.writeUInt16LE(1, 8) // one hash algorithm
     preauthContext.writeUInt16LE(32, 10) // salt length
     preauthContext.writeUInt16LE(1, 12) // SHA-512
     randomBytes(32).copy(preauthContext, 14)
-    const body = Buffer.alloc(with311 ? contextOffset - HEADER_SIZE + preauthContext.length : dialectsEnd)
+    const offered: SigningAlgorithm[] = ['aes-gmac', 'aes-cmac']
+    const signingContext = Buffer.alloc(8 + 2 + offered.length * 2)
+    signingContext.writeUInt16LE(8, 0) // SMB2_SIGNING_CAPABILITIES
+    signingContext.writeUInt16LE(2 + offered.length * 2, 2)
+    signingContext.writeUInt16LE(offered.length, 8)
+    offered.forEach((a, i) => signingContext.writeUInt16LE(SIGNING_ALGORITHM_IDS[a], 10 + i * 2))
+    const contexts = Buffer.concat([preauthContext, signingContext])
+    const body = Buffer.alloc(with311 ? contextOffset - HEADER_SIZE + contexts.length : dialectsEnd)
     body.writeUInt16LE(36, 0)
     body.writeUInt16LE(dialects.length, 2)
     body.writeUInt16LE(this.options.requireSigning ? SecurityMode.SIGNING_REQUIRED : SecurityMode.SIGNING_ENABLED, 4)
@@ -138,8 +147,8 @@ export class SmbClient {
     randomBytes(16).copy(body, 12) // ClientGuid
     if (with311) {
       body.writeUInt32LE(contextOffset, 28)
-      body.writeUInt16LE(1, 32)
-      preauthContext.copy(body, contextOffset - HEADER_SIZE)
+      body.writeUInt16LE(2, 32)
+      contexts.copy(body, contextOffset - HEADER_SIZE)
     }
     dialects.forEach((d, i) => body.writeUInt16LE(d, 36 + i * 2))
 
@@ -159,6 +168,7 @@ export class SmbClient {
     this.conn.signRequests = this.options.requireSigning || (securityMode & SecurityMode.SIGNING_REQUIRED) !== 0
     if (this.dialect !== Dialect.SMB3_1_1) return undefined
     if (sent === undefined) throw new Error('internal: negotiate request not captured')
+    this.signingAlgorithm = signingAlgorithmOf(res)
     return preauthUpdate(preauthUpdate(Buffer.alloc(64), sent), res.raw)
   }
 
@@ -216,7 +226,7 @@ export class SmbClient {
     if ((sessionFlags & SESSION_FLAG_ENCRYPT_DATA) !== 0) {
       throw new RemoteError('EACCES', `SMB server ${this.server} requires encryption for ${who}, which this client does not implement`, { fields: { server: this.server } })
     }
-    this.conn.signer = makeSigner(this.dialect, auth.sessionKey, preauth)
+    this.conn.signer = makeSigner(this.dialect, auth.sessionKey, preauth, this.signingAlgorithm)
     const signed = (final.header.flags & 0x8) !== 0
     if (signed) this.conn.verify(final.raw)
     else if (this.dialect === Dialect.SMB3_1_1 || this.conn.signRequests) {
@@ -407,6 +417,24 @@ export class SmbClient {
       this.conn.close()
     }
   }
+}
+
+/** The signing algorithm in a 3.1.1 NEGOTIATE response's contexts (AES-CMAC when absent). */
+function signingAlgorithmOf(res: Response): SigningAlgorithm {
+  let count = res.body.readUInt16LE(6)
+  let off = res.body.readUInt32LE(60)
+  while (count-- > 0 && off + 8 <= res.raw.length) {
+    const type = res.raw.readUInt16LE(off)
+    const len = res.raw.readUInt16LE(off + 2)
+    if (type === 8 && len >= 4) {
+      const id = res.raw.readUInt16LE(off + 10)
+      const found = (Object.entries(SIGNING_ALGORITHM_IDS) as [SigningAlgorithm, number][]).find(([, v]) => v === id)
+      if (found === undefined) throw new RemoteError('E_REMOTE', `SMB server chose signing algorithm ${id}, which this client did not offer`)
+      return found[0]
+    }
+    off = Math.ceil((off + 8 + len) / 8) * 8
+  }
+  return 'aes-cmac'
 }
 
 function securityBuffer(res: Response): Buffer {

@@ -23,6 +23,10 @@ import { connectionError, statusError } from './errors.js'
 import { NtStatus } from './status.js'
 import { Command, COMMAND_NAMES, decodeHeader, encodeHeader, Flags, HEADER_SIZE, type Header } from './wire.js'
 
+const READ_BUFFER_BYTES = 256 * 1024
+/** frames with at least this much left to receive are read into directly */
+const DIRECT_READ_MIN_BYTES = 64 * 1024
+
 export interface Response {
   header: Header
   /** the message after the 64-byte header */
@@ -85,16 +89,17 @@ export class SmbConnection {
   private readonly creditWaiters: { charge: number; resolve: () => void; reject: (e: Error) => void }[] = []
   private closedError: Error | undefined
   private readonly closeListeners: ((error: Error) => void)[] = []
-  // framing state
-  private readonly chunks: Buffer[] = []
-  private buffered = 0
+  // framing state: the 4-byte length, then the frame being filled
+  private readonly lengthBytes = Buffer.alloc(4)
+  private lengthFilled = 0
+  private frame: Buffer | undefined
+  private frameFilled = 0
 
   private constructor(
     private readonly socket: Socket,
     private readonly options: ConnectionOptions,
   ) {
     socket.setNoDelay(true)
-    socket.on('data', (chunk: Buffer) => this.onData(chunk))
     socket.on('error', (e) => this.fail(connectionError('ECONNRESET', `SMB connection to ${this.server} failed: ${e.message}`, this.server, e)))
     socket.on('close', () => this.fail(connectionError('ECONNRESET', `SMB connection to ${this.server} was closed`, this.server)))
   }
@@ -109,8 +114,24 @@ export class SmbConnection {
 
   static async open(options: ConnectionOptions): Promise<SmbConnection> {
     const server = `${options.host}:${options.port}`
+    // Socket reads land either in one reusable buffer (headers, small responses; no allocation per
+    // read, which was most of the GC time of large READs) or, while a large frame is being received,
+    // directly in that frame's remaining space (the kernel copies the data once, no copy in JS).
+    // `target.conn` is set right after connect, before any byte can arrive.
+    const target: { conn?: SmbConnection } = {}
+    const readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES)
     const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = connect({ host: options.host, port: options.port })
+      const s = connect({
+        host: options.host,
+        port: options.port,
+        onread: {
+          buffer: () => target.conn?.readTarget() ?? readBuffer,
+          callback: (n: number, buf: Uint8Array) => {
+            target.conn?.onRead(n, buf, readBuffer)
+            return true
+          },
+        },
+      })
       const timer = setTimeout(() => {
         s.destroy()
         reject(connectionError('ETIMEDOUT', `SMB connection to ${server} timed out after ${options.connectTimeoutMs} ms`, server))
@@ -133,7 +154,9 @@ export class SmbConnection {
         reject(connectionError(code, `cannot connect to SMB server ${server}: ${e.message} (is smbd running and reachable on that port?)`, server, e))
       })
     })
-    return new SmbConnection(socket, options)
+    const conn = new SmbConnection(socket, options)
+    target.conn = conn
+    return conn
   }
 
   onClose(listener: (error: Error) => void): void {
@@ -239,43 +262,59 @@ export class SmbConnection {
     }
   }
 
-  private onData(chunk: Buffer): void {
-    this.chunks.push(chunk)
-    this.buffered += chunk.length
-    while (this.buffered >= 4) {
-      const first = this.chunks[0]
-      if (first === undefined) return
-      const lenBytes = first.length >= 4 ? first : Buffer.concat(this.chunks)
-      const length = lenBytes.readUInt32BE(0) & 0xffffff
-      if (this.buffered < 4 + length) return
-      let frame: Buffer
-      if (first.length >= 4 + length) {
-        frame = first.subarray(4, 4 + length)
-        if (first.length === 4 + length) this.chunks.shift()
-        else this.chunks[0] = first.subarray(4 + length)
-      } else {
-        // gather one frame from several chunks: one copy
-        frame = Buffer.allocUnsafe(length)
-        let skip = 4
-        let filled = 0
-        while (filled < length) {
-          const c = this.chunks[0]
-          if (c === undefined) break
-          const usable = c.length - skip
-          const take = Math.min(usable, length - filled)
-          c.copy(frame, filled, skip, skip + take)
-          filled += take
-          if (skip + take === c.length) this.chunks.shift()
-          else this.chunks[0] = c.subarray(skip + take)
-          skip = 0
-        }
+  /** Where the next socket read should land: the rest of a large frame being received, else the shared buffer. */
+  private readTarget(): Uint8Array | undefined {
+    const f = this.frame
+    if (f !== undefined && f.length - this.frameFilled >= DIRECT_READ_MIN_BYTES) return f.subarray(this.frameFilled)
+    return undefined
+  }
+
+  private onRead(n: number, buf: Uint8Array, shared: Buffer): void {
+    const f = this.frame
+    if (buf.buffer !== shared.buffer && f !== undefined && buf.buffer === f.buffer && buf.byteOffset === f.byteOffset + this.frameFilled) {
+      // the kernel wrote straight into the frame
+      this.frameFilled += n
+      if (this.frameFilled === f.length) this.completeFrame()
+      return
+    }
+    this.onData(Buffer.from(buf.buffer, buf.byteOffset, n))
+  }
+
+  private completeFrame(): void {
+    const frame = this.frame
+    if (frame === undefined) return
+    this.frame = undefined
+    try {
+      this.onMessage(frame)
+    } catch (error) {
+      this.fail(error instanceof Error ? error : new Error(String(error)))
+    }
+  }
+
+  /**
+   * Called with a view of the connection's reusable read buffer (net `onread`): nothing may keep a
+   * reference to `view`. Every byte is copied once, straight into the frame it belongs to.
+   */
+  private onData(view: Buffer): void {
+    let pos = 0
+    while (pos < view.length) {
+      if (this.frame === undefined) {
+        const take = Math.min(4 - this.lengthFilled, view.length - pos)
+        view.copy(this.lengthBytes, this.lengthFilled, pos, pos + take)
+        this.lengthFilled += take
+        pos += take
+        if (this.lengthFilled < 4) return
+        this.lengthFilled = 0
+        this.frame = Buffer.allocUnsafe(this.lengthBytes.readUInt32BE(0) & 0xffffff)
+        this.frameFilled = 0
       }
-      this.buffered -= 4 + length
-      try {
-        this.onMessage(frame)
-      } catch (error) {
-        this.fail(error instanceof Error ? error : new Error(String(error)))
-        return
+      const take = Math.min(this.frame.length - this.frameFilled, view.length - pos)
+      view.copy(this.frame, this.frameFilled, pos, pos + take)
+      this.frameFilled += take
+      pos += take
+      if (this.frameFilled === this.frame.length) {
+        this.completeFrame()
+        if (this.closed) return
       }
     }
   }

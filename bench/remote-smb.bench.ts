@@ -1,0 +1,110 @@
+/**
+ * SMB remote throughput against `smbclient` in the same run, both talking to the same private smbd
+ * (free loopback port, share on tmpfs), same source file on tmpfs.
+ *
+ * Default size 1 GiB (× BENCH_SCALE; BENCH_SCALE=4 gives the issue's 4 GiB) to keep the default run
+ * short on a shared 2-core machine. Rows: upload (ours vs `smbclient put`), upload with signing
+ * required by the client (ours vs `smbclient --client-protection=sign put`), download (ours vs
+ * `smbclient get` to /dev/null). CPU is the client's only (this process / the smbclient command),
+ * counted the same way on both sides; smbd's CPU is not included in either.
+ */
+import { randomBytes } from 'node:crypto'
+import { createWriteStream } from 'node:fs'
+import { chmod, chown, mkdir, open, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import { finished, pipeline } from 'node:stream/promises'
+import { createRemote } from '../src/remotes/index.js'
+import { startSambaServer } from '../test/services/smb.js'
+import { GiB, measure, MiB, runCommand, type BenchContext, type BenchRow } from './lib.js'
+
+async function makeSource(path: string, sizeBytes: number): Promise<void> {
+  const block = randomBytes(8 * MiB)
+  const out = createWriteStream(path)
+  for (let left = sizeBytes; left > 0; left -= block.length) {
+    const part = left >= block.length ? block : block.subarray(0, left)
+    if (!out.write(part)) await new Promise<void>((r) => out.once("drain", () => r()))
+  }
+  out.end()
+  await new Promise<void>((resolve, reject) => out.on('finish', resolve).on('error', reject))
+}
+
+/**
+ * Feeds the file through one reused 4 MiB buffer, as smbclient does (fread into one buffer): the remote's
+ * writer copies each chunk before calling back, so reuse after the callback is safe, and the figures
+ * compare the SMB clients, not fs.createReadStream's per-chunk allocations.
+ */
+async function upload(path: string, out: Writable): Promise<void> {
+  const fh = await open(path, 'r')
+  const buffer = Buffer.allocUnsafe(4 * MiB)
+  try {
+    for (;;) {
+      const { bytesRead } = await fh.read(buffer, 0, buffer.length, null)
+      if (bytesRead === 0) break
+      await new Promise<void>((resolve, reject) => out.write(buffer.subarray(0, bytesRead), (e) => (e ? reject(e) : resolve())))
+    }
+    out.end()
+    await finished(out)
+  } catch (error) {
+    out.destroy(error as Error)
+    throw error
+  } finally {
+    await fh.close()
+  }
+}
+
+export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
+  const sizeBytes = Math.round(GiB * ctx.scale)
+  const source = join(ctx.tmpDir, 'source.bin')
+  await makeSource(source, sizeBytes)
+  const shareDir = join(ctx.tmpDir, 'share')
+  await chmod(ctx.tmpDir, 0o755) // smbd works as the share's user: it must reach the share
+  await mkdir(shareDir)
+  await chown(shareDir, 34, 34)
+  const server = await startSambaServer({ shareDir })
+  const rows: BenchRow[] = []
+  const group = `smb write ${(sizeBytes / GiB).toFixed(2)} GiB`
+  const readGroup = `smb read ${(sizeBytes / GiB).toFixed(2)} GiB`
+  const auth = `-U 'backup%${server.password}' -p ${server.port} //127.0.0.1/backups`
+  try {
+    const clean = async () => {
+      for (const name of ['smbclient.bin', 'ours.bin']) await rm(join(shareDir, name), { force: true })
+    }
+    // baseline
+    await clean()
+    const base = await runCommand(`smbclient ${auth} -c 'put ${source} smbclient.bin'`)
+    rows.push({ group, name: 'smbclient put', bytes: sizeBytes, ...base })
+    ctx.log(`smbclient put: ${(sizeBytes / MiB / base.seconds).toFixed(0)} MiB/s`)
+
+    for (const signing of [false, true]) {
+      await clean()
+      const remote = createRemote(server.url, { smbPort: server.port, smbRequireSigning: signing })
+      await remote.open()
+      const m = await measure(async () => {
+        await upload(source, await remote.createWriteStream('ours.bin', { expectedSizeBytes: sizeBytes }))
+      })
+      const written = await stat(join(shareDir, 'ours.bin'))
+      if (written.size !== sizeBytes) throw new Error(`wrote ${written.size} bytes, expected ${sizeBytes}`)
+      if (signing) {
+        await rm(join(shareDir, 'smbclient.bin'), { force: true })
+        const signed = await runCommand(`smbclient --client-protection=sign ${auth} -c 'put ${source} smbclient.bin'`)
+        rows.push({ group, name: 'smbclient put (signed)', bytes: sizeBytes, ...signed })
+        rows.push({ group, name: 'backup-proxy SmbRemote (signed)', bytes: sizeBytes, ...m, baseline: 'smbclient put (signed)' })
+      } else {
+        rows.push({ group, name: 'backup-proxy SmbRemote', bytes: sizeBytes, ...m, baseline: 'smbclient put' })
+        // downloads of the same file
+        const get = await runCommand(`smbclient ${auth} -c 'get ours.bin /dev/null'`)
+        rows.push({ group: readGroup, name: 'smbclient get', bytes: sizeBytes, ...get })
+        const r = await measure(async () => {
+          const sink = new Writable({ highWaterMark: 4 * MiB, write: (_c: Buffer, _e, cb) => cb() })
+          await pipeline(await remote.createReadStream('ours.bin'), sink)
+        })
+        rows.push({ group: readGroup, name: 'backup-proxy SmbRemote', bytes: sizeBytes, ...r, baseline: 'smbclient get' })
+      }
+      await remote.close()
+    }
+  } finally {
+    await server.stop()
+  }
+  return rows
+}
