@@ -1,10 +1,21 @@
-/** `backup-proxy demo`: a real backup of simulated VMs through the queue to a local remote. */
+/**
+ * `backup-proxy demo`: a real backup of simulated VMs through the queue to a local remote, then verify
+ * and restore (src/backup/demo/demo.ts). Exit 0 only when every step succeeded.
+ */
 import type { Command } from 'commander'
-import { NotAvailableError } from '../../common/errors.js'
+import { BackupProxyError } from '../../common/errors.js'
+import { runDemo } from '../../backup/demo/demo.js'
 import type { CliIo } from '../context.js'
 import { intArg, sizeArg } from '../context.js'
 
-export function registerDemo(program: Command, _io: CliIo): void {
+interface DemoFlags {
+  vms: number
+  diskSize: number
+  dir?: string
+  redisUrl?: string
+}
+
+export function registerDemo(program: Command, io: CliIo): void {
   program
     .command('demo')
     .description('start an XAPI simulator and a proxy, run a full then a delta backup through the queue to a local remote, verify and restore')
@@ -12,7 +23,26 @@ export function registerDemo(program: Command, _io: CliIo): void {
     .option('--disk-size <size>', 'virtual size of each disk', sizeArg('--disk-size'), 256 * 1024 ** 2)
     .option('--dir <path>', 'local remote directory (default: a new temp dir, kept)')
     .option('--redis-url <url>', 'Redis URL (env REDIS_URL); a private redis-server is started if none answers')
-    .action(() => {
-      throw new NotAvailableError('`backup-proxy demo`')
+    .action(async (flags: DemoFlags) => {
+      if (flags.diskSize % (2 * 1024 * 1024) !== 0 || flags.diskSize === 0) {
+        throw new BackupProxyError('E_USAGE', `--disk-size must be a positive multiple of 2 MiB, got ${flags.diskSize} bytes`)
+      }
+      const controller = new AbortController()
+      const onSignal = () => controller.abort()
+      process.once('SIGINT', onSignal)
+      try {
+        const result = await runDemo({
+          vms: flags.vms,
+          diskSizeBytes: flags.diskSize,
+          ...(flags.dir === undefined ? {} : { dir: flags.dir }),
+          redisUrl: flags.redisUrl ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+          out: io.stdout,
+          isTTY: io.isTTY,
+          signal: controller.signal,
+        })
+        if (!result.ok) throw new BackupProxyError('E_BACKUP', 'the demo did not complete')
+      } finally {
+        process.off('SIGINT', onSignal)
+      }
     })
 }

@@ -1,0 +1,203 @@
+/**
+ * `backup-proxy demo`: the whole product on one machine, with nothing but Redis (found or started):
+ *
+ *  1. an XAPI simulator with a few VMs (sparse disks, deterministic content);
+ *  2. a proxy (in this process: BullMQ workers + the disk thread pool, on a private queue);
+ *  3. a full then a delta `backup.run` enqueued through the queue to a local remote, with progress;
+ *  4. a full verify of the remote, and a restore of one disk compared byte for byte with the source.
+ *
+ * Succeeds (exit 0) only when both runs succeeded, verify found no problem, and the restored disk equals
+ * the simulator's disk. The backups stay in the remote directory, which is printed with the commands to
+ * look at them.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { mkdir, mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import type { Readable } from 'node:stream'
+import { BackupProxyError, errorCode, toError } from '../../common/errors.js'
+import { silentLogger } from '../../common/log.js'
+import { formatBytes, formatDurationMs } from '../../common/units.js'
+import { compileConfig } from '../../config/index.js'
+import { EnqueueClient } from '../../queue/client.js'
+import { SealKey } from '../../queue/seal.js'
+import type { JobSummary } from '../../queue/task-log.js'
+import { createRemote } from '../../remotes/index.js'
+import { builtinProcessors } from '../../workers/builtin-processors.js'
+import { ProxyRuntime } from '../../workers/proxy.js'
+import { startXapiSimulator, type XapiSimulator } from '../../xapi/sim/index.js'
+import { restoreDiskToFile } from '../restore.js'
+import { verifyRemote } from '../verify.js'
+import { progressView } from './progress.js'
+import { demoRedis, type DemoRedis } from './redis.js'
+
+export interface DemoOptions {
+  vms: number
+  diskSizeBytes: number
+  /** local remote directory; default a new temp dir (kept) */
+  dir?: string
+  redisUrl: string
+  threads?: number
+  out: (text: string) => void
+  isTTY: boolean
+  signal?: AbortSignal
+}
+
+export interface DemoResult {
+  ok: boolean
+  dir: string
+  bytesWritten: number
+  durationMs: number
+}
+
+const FILL_RATIO = 0.5
+const BLOCK = 2 * 1024 * 1024
+
+async function sha256(stream: Readable): Promise<string> {
+  const h = createHash('sha256')
+  for await (const chunk of stream) h.update(chunk as Buffer)
+  return h.digest('hex')
+}
+
+interface VmRunResult {
+  sizeBytes: number
+  readBytes: number
+  full: boolean
+}
+
+function vmResults(summary: JobSummary): { ok: VmRunResult[]; failed: string[] } {
+  const ok: VmRunResult[] = []
+  const failed: string[] = []
+  for (const t of summary.tasks ?? []) {
+    if (t.status === 'success') ok.push(t.result as unknown as VmRunResult)
+    else {
+      const r = t.result as { message?: unknown } | undefined
+      failed.push(`${String((t.data as { id?: unknown } | undefined)?.id)}: ${typeof r?.message === 'string' ? r.message : t.status}`)
+    }
+  }
+  return { ok, failed }
+}
+
+export async function runDemo(o: DemoOptions): Promise<DemoResult> {
+  const t0 = performance.now()
+  const say = (line: string) => o.out(`${line}\n`)
+  const dir = resolve(o.dir ?? (await mkdtemp(join(tmpdir(), 'backup-proxy-demo-'))))
+  await mkdir(dir, { recursive: true })
+  const remoteUrl = `file://${dir}`
+  let redis: DemoRedis | undefined
+  let sim: XapiSimulator | undefined
+  let proxy: ProxyRuntime | undefined
+  let client: EnqueueClient | undefined
+  let bytesWritten = 0
+  let ok = false
+  try {
+    say('backup-proxy demo')
+    redis = await demoRedis(o.redisUrl, say)
+    say(`  Redis        ${redis.url}${redis.private ? ' (private, removed at the end)' : ''}`)
+    sim = await startXapiSimulator({ vms: o.vms, disksPerVm: 1, diskSizeBytes: o.diskSizeBytes, fillRatio: FILL_RATIO, seed: 20261125 })
+    const vms = sim.listVms()
+    say(`  XAPI         simulator at ${sim.url}: ${vms.length} VM(s), one ${formatBytes(o.diskSizeBytes)} disk each (${FILL_RATIO * 100}% allocated)`)
+    const sealKey = SealKey.generate()
+    const proxyId = `demo-${randomBytes(3).toString('hex')}`
+    const config = compileConfig({
+      redis: { url: redis.url },
+      proxy: { id: proxyId },
+      security: { sealKey: sealKey.export() },
+      log: { level: 'silent' },
+      workers: { threads: o.threads ?? 2, concurrency: 1, attempts: 1 },
+    })
+    proxy = new ProxyRuntime({ config, processors: builtinProcessors({ standIns: false }), sealKey, logger: silentLogger })
+    await proxy.start()
+    say(`  proxy        "${proxyId}" in this process (queue {proxy:${proxyId}}, ${config.workers.threads} stream threads)`)
+    say(`  remote       ${remoteUrl}`)
+    client = new EnqueueClient({ redis: config.redis, sealKey, attempts: 1 })
+
+    const task = {
+      kind: 'backup.run' as const,
+      job: { id: 'demo', name: 'demo', mode: 'delta' as const, vms: { uuid: vms.map((v) => v.uuid) }, settings: { '': { exportRetention: 7, concurrency: 2 } } },
+      schedule: { id: 'demo-schedule' },
+      remotes: { local: { url: remoteUrl } },
+      xapis: { sim: { url: sim.url, credentials: { username: sim.user, password: sim.password } } },
+    }
+    const runOnce = async (label: string, estimateBytes: number): Promise<VmRunResult[]> => {
+      const view = progressView(label, o.out, o.isTTY)
+      const handle = await client!.enqueue({ proxy: proxyId }, task)
+      const stop = handle.onProgress((p) => view.update(p.doneBytes ?? 0, estimateBytes, p.message))
+      await handle.ready()
+      const t = performance.now()
+      let summary: JobSummary
+      try {
+        summary = await handle.result(o.signal)
+      } finally {
+        stop()
+        handle.stop()
+      }
+      const { ok: done, failed } = vmResults(summary)
+      const read = done.reduce((a, r) => a + r.readBytes, 0)
+      const written = done.reduce((a, r) => a + r.sizeBytes, 0)
+      bytesWritten += written
+      const seconds = (performance.now() - t) / 1000
+      if (summary.status !== 'success') {
+        view.done(`FAILED (${summary.status})`)
+        for (const f of failed) say(`    ${f}`)
+        if (summary.error !== undefined) say(`    ${summary.error.message}`)
+        throw new BackupProxyError('E_BACKUP', `the ${label} backup run ended in ${summary.status}`)
+      }
+      view.done(`${done.length} VM(s), ${formatBytes(written)} written in ${seconds.toFixed(1)}s (${(read / 1024 / 1024 / seconds).toFixed(0)} MiB/s), job ${handle.id}`)
+      return done
+    }
+
+    say('')
+    const full = await runOnce('full ', vms.length * o.diskSizeBytes * FILL_RATIO)
+    if (!full.every((r) => r.full)) throw new BackupProxyError('E_BACKUP', 'the first run should have been a full backup')
+    let changed = 0
+    for (const vm of vms) for (const d of sim.writeBlocks(vm.uuid, { ratio: 0.05 })) changed += d.blocks.length
+    const delta = await runOnce('delta', changed * BLOCK)
+    if (delta.some((r) => r.full)) throw new BackupProxyError('E_BACKUP', 'the second run should have been a delta')
+
+    // verify everything on the remote, reading every block back
+    const remote = createRemote(remoteUrl)
+    await remote.open()
+    try {
+      const report = await verifyRemote(remote, { full: true, ...(o.signal === undefined ? {} : { signal: o.signal }) })
+      if (report.problems.length > 0) {
+        say('  verify: PROBLEMS')
+        for (const p of report.problems) say(`    ${p.kind} ${p.path}: ${p.message}`)
+        throw new BackupProxyError('E_BACKUP', `verify found ${report.problems.length} problem(s)`)
+      }
+      say(`  verify: ${report.backups} backups, ${report.vhds} VHDs, chains valid, ${formatBytes(report.readBytes)} read back, no orphan`)
+
+      const vm = vms[0]!
+      const vdi = vm.vdis[0]!
+      const restoreDir = join(dir, 'restored')
+      await mkdir(restoreDir, { recursive: true })
+      const out = join(restoreDir, `${vdi.uuid}.raw`)
+      const r = await restoreDiskToFile(remote, { vmUuid: vm.uuid, vdiUuid: vdi.uuid }, out, o.signal === undefined ? {} : { signal: o.signal })
+      const [restored, source] = await Promise.all([sha256(createReadStream(out)), sha256(sim.rawDiskContent(vdi.uuid))])
+      if (restored !== source) throw new BackupProxyError('E_BACKUP', `the restored disk ${out} differs from the source disk ${vdi.uuid}`)
+      say(`  restore: disk ${vdi.uuid} of ${r.timestamp} (chain of ${r.chain.length}) → ${out}: identical to the source (sha256 ${restored.slice(0, 16)}…)`)
+    } finally {
+      await remote.close()
+    }
+    ok = true
+  } catch (error) {
+    if (errorCode(error) === 'E_CANCELLED') say('\ncancelled')
+    throw toError(error)
+  } finally {
+    await client?.close().catch(() => undefined)
+    await proxy?.shutdown({ force: true }).catch(() => undefined)
+    await sim?.close().catch(() => undefined)
+    await redis?.stop().catch(() => undefined)
+    const durationMs = performance.now() - t0
+    if (ok) {
+      const vm = sim?.listVms()[0]
+      say('')
+      say(`done in ${formatDurationMs(durationMs)}: ${formatBytes(bytesWritten)} written (${(bytesWritten / 1024 / 1024 / (durationMs / 1000)).toFixed(0)} MiB/s over the whole demo)`)
+      say(`backups are in ${dir}/xo-vm-backups (Xen Orchestra's layout). Try:`)
+      say(`  npx backup-proxy verify ${remoteUrl}`)
+      if (vm !== undefined) say(`  npx backup-proxy restore ${remoteUrl} --vm ${vm.uuid} --disk ${vm.vdis[0]!.uuid} --to /tmp/disk.vhd`)
+    }
+  }
+  return { ok, dir, bytesWritten, durationMs: performance.now() - t0 }
+}
