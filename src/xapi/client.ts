@@ -16,7 +16,7 @@
  */
 import { createClient, type Xapi, type XenApiRecord } from 'xen-api'
 import { CancelledError, TimeoutError, XapiError } from '../common/errors.js'
-import { isTransient, toXapiError } from './errors.js'
+import { SESSION_RENEWING, isTransient, toXapiError } from './errors.js'
 import { openVdiExport, type VdiExport, type VdiExportDescriptor } from './export.js'
 import { BACKUP_KEYS, type XapiRef, type XapiType, type XapiTypes, type XapiVdi, type XapiVm } from './types.js'
 
@@ -125,8 +125,9 @@ export class XapiClient {
         return await fn()
       } catch (raw) {
         const error = toXapiError(raw, what)
-        const refused = error instanceof XapiError && error.fields.networkCode === 'ECONNREFUSED'
-        if (!(isTransient(error) && (retryable || refused)) || attempt >= this.retry.tries) throw error
+        // refused connections and session renewals never reached XAPI: any call can be retried
+        const neverSent = error instanceof XapiError && (error.fields.networkCode === 'ECONNREFUSED' || error.fields.networkCode === SESSION_RENEWING)
+        if (!(isTransient(error) && (retryable || neverSent)) || attempt >= this.retry.tries) throw error
         await sleep(delay, signal)
         delay = Math.min(delay * 2, this.retry.maxDelayMs)
       }
@@ -152,6 +153,17 @@ export class XapiClient {
 
   get sessionId(): string {
     return this.xapi.sessionId
+  }
+
+  /** The session id once any renewal in progress is done (xen-api clears it while it logs in again). */
+  private async currentSessionId(): Promise<string> {
+    for (let i = 0; i < 100; i++) {
+      await this.ensureConnected()
+      const id = this.xapi.status === 'connected' ? (this.xapi.sessionId as string | undefined) : undefined
+      if (typeof id === 'string' && id !== '') return id
+      await sleep(100, undefined)
+    }
+    throw new XapiError(`no XAPI session with ${this.url} after 10 s of renewal; check that XAPI is up`)
   }
 
   get poolUuid(): string {
@@ -260,7 +272,7 @@ export class XapiClient {
     if (options.checkpoint !== true && options.ignoreVdis !== undefined && options.ignoreVdis.length > 0) args.push(options.ignoreVdis)
     const ref = await this.callAsync(method, ...args)
     if (typeof ref !== 'string') throw new XapiError(`${method} returned ${JSON.stringify(ref)} instead of a VM ref`)
-    await this.xapi.barrier()
+    await this.withRetry('waiting for XAPI events (barrier)', true, () => this.xapi.barrier())
     return this.waitObject('VM', ref)
   }
 
@@ -341,7 +353,7 @@ export class XapiClient {
     const taskRef = await this.createTask(`[backup-proxy] export ${vdi.name_label}`, `${format}${options.baseRef === undefined ? '' : ' delta'} export of VDI ${vdi.uuid}`)
     return {
       url: this.url,
-      sessionId: this.sessionId,
+      sessionId: await this.currentSessionId(),
       vdiRef: vdi.$ref,
       format,
       taskRef,

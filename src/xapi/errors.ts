@@ -34,6 +34,9 @@ const TRANSIENT_NETWORK_CODES = new Set([
   'UND_ERR_CLOSED',
 ])
 
+/** `networkCode` of a call refused by xen-api while it renews its session (nothing was sent). */
+export const SESSION_RENEWING = 'SESSION_RENEWING'
+
 export function isTransientNetworkCode(code: string | undefined): boolean {
   return code !== undefined && TRANSIENT_NETWORK_CODES.has(code)
 }
@@ -59,6 +62,13 @@ export function toXapiError(error: unknown, what: string, method?: string): Erro
     return new CancelledError(`${what} was cancelled`, { cause: error })
   }
   const code = errorCode(error) ?? errorCode((error as { cause?: unknown } | undefined)?.cause)
+  if (code === 'ERR_ASSERTION' && error instanceof Error && error.stack?.includes('_sessionCall') === true) {
+    // xen-api clears its session id while it logs in again after SESSION_INVALID, and a call made in
+    // that window fails an assertion before anything is sent: safe to retry once the login is done
+    return new XapiError(`${what} failed: the XAPI session is being renewed; it is retried`, {
+      fields: { networkCode: SESSION_RENEWING, transient: true, ...(method === undefined ? {} : { method }) },
+    })
+  }
   if (isTransientNetworkCode(code)) {
     return new XapiError(`${what} failed: cannot reach XAPI (${code}); check the pool address and the network, it is retried`, {
       cause: error,

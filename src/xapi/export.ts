@@ -135,7 +135,8 @@ function mapStreamError(error: unknown, what: string, received: number, signal: 
 class ExportStream extends Readable {
   private received = 0
   private wantMore = false
-  private pausedUntilMs = 0
+  /** paused by the rate limit until its timer fires */
+  private throttled = false
   private timer: NodeJS.Timeout | undefined
   private readonly startMs = Date.now()
 
@@ -168,10 +169,14 @@ class ExportStream extends Readable {
     if (this.rate !== undefined) {
       const aheadMs = (this.received / this.rate) * 1000 - (Date.now() - this.startMs)
       if (aheadMs > 1) {
-        this.pausedUntilMs = Date.now() + aheadMs
+        // a flag, not a deadline: timers may fire a little before Date.now() reaches a deadline
+        this.throttled = true
         this.res.pause()
         clearTimeout(this.timer)
-        this.timer = setTimeout(() => this.maybeResume(), aheadMs)
+        this.timer = setTimeout(() => {
+          this.throttled = false
+          this.maybeResume()
+        }, aheadMs)
       }
     }
   }
@@ -185,7 +190,7 @@ class ExportStream extends Readable {
   }
 
   private maybeResume(): void {
-    if (this.wantMore && Date.now() >= this.pausedUntilMs && !this.destroyed) this.res.resume()
+    if (this.wantMore && !this.throttled && !this.destroyed) this.res.resume()
   }
 
   override _read(): void {

@@ -2,6 +2,7 @@
  * Each fault the simulator injects surfaces as the right error on the client side (openVdiExport /
  * XapiClient), and the admin HTTP API drives the same faults and writes.
  */
+import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { CancelledError, TimeoutError, XapiError } from '../../src/common/errors.js'
@@ -92,6 +93,16 @@ describe('simulator faults seen by the client', () => {
     // without fault: identical
     await toFile((await client.openExport(vdiRef, { format: 'vhd' })).stream, join(dir, 'good.vhd'))
     expect((await qemuCompare(join(dir, 'good.vhd'), join(dir, 'disk.raw'))).identical).toBe(true)
+  })
+
+  it('a throttled export (maxRateBytesPerSecond) still delivers exactly the disk', async () => {
+    const { stream, sizeBytes } = await client.openExport(vdiRef, { format: 'raw', maxRateBytesPerSecond: 48 * MiB })
+    const h = createHash('sha256')
+    for await (const chunk of stream as AsyncIterable<Buffer>) h.update(chunk)
+    const truth = createHash('sha256')
+    for await (const chunk of sim.rawDiskContent(vdiUuid) as AsyncIterable<Buffer>) truth.update(chunk)
+    expect(sizeBytes).toBe(16 * MiB)
+    expect(h.digest('hex')).toBe(truth.digest('hex'))
   })
 
   it('slow stream + abort → CancelledError', async () => {
