@@ -1,10 +1,22 @@
-/** `backup-proxy restore`: rebuilds a disk at a point in time from its chain. */
+/**
+ * `backup-proxy restore <url> --vm <uuid> --disk <vdiUuid> [--at <ts>] --to <file.raw|file.vhd>`:
+ * rebuilds a disk at a point in time from its chain (src/backup/restore.ts), written atomically.
+ */
 import type { Command } from 'commander'
-import { NotAvailableError } from '../../common/errors.js'
+import { formatBytes, formatDurationMs } from '../../common/units.js'
+import { assertUuid, parseTimestamp } from '../../backup/layout.js'
+import { formatOfPath, restoreDiskToFile } from '../../backup/restore.js'
+import { createRemote } from '../../remotes/index.js'
 import type { CliIo } from '../context.js'
 
+interface RestoreFlags {
+  vm: string
+  disk: string
+  at?: string
+  to: string
+}
 
-export function registerRestore(program: Command, _io: CliIo): void {
+export function registerRestore(program: Command, io: CliIo): void {
   program
     .command('restore')
     .description('rebuild a disk from its backup chain as a raw image or a single VHD')
@@ -13,7 +25,19 @@ export function registerRestore(program: Command, _io: CliIo): void {
     .requiredOption('--disk <vdiUuid>', 'VDI uuid of the disk')
     .option('--at <timestamp>', 'backup timestamp (YYYYMMDDTHHmmssZ); default newest')
     .requiredOption('--to <file>', 'output file: .raw or .vhd')
-    .action(() => {
-      throw new NotAvailableError('`backup-proxy restore`')
+    .action(async (url: string, flags: RestoreFlags) => {
+      assertUuid('--vm', flags.vm)
+      assertUuid('--disk', flags.disk)
+      if (flags.at !== undefined) parseTimestamp(flags.at)
+      formatOfPath(flags.to)
+      const remote = createRemote(url)
+      await remote.open()
+      try {
+        const r = await restoreDiskToFile(remote, { vmUuid: flags.vm, vdiUuid: flags.disk, ...(flags.at === undefined ? {} : { at: flags.at }) }, flags.to)
+        io.stdout(`restored disk ${flags.disk} of VM ${flags.vm} at ${r.timestamp} (chain of ${r.chain.length}: ${r.chain.join(' → ')})\n`)
+        io.stdout(`  ${flags.to}: ${formatBytes(r.writtenBytes)} (virtual size ${formatBytes(r.virtualSizeBytes)}) in ${formatDurationMs(r.durationMs)}\n`)
+      } finally {
+        await remote.close()
+      }
     })
 }

@@ -1,18 +1,45 @@
-/** `backup-proxy verify`: checks every backup chain on a remote. */
+/**
+ * `backup-proxy verify <url> [--vm <uuid>] [--full] [--json]`: checks every backup chain on a remote
+ * (src/backup/verify.ts) and lists each problem with its path. Exit 0 when none, 1 otherwise.
+ */
 import type { Command } from 'commander'
-import { NotAvailableError } from '../../common/errors.js'
+import { BackupProxyError } from '../../common/errors.js'
+import { formatBytes } from '../../common/units.js'
+import { verifyRemote } from '../../backup/verify.js'
+import { assertUuid } from '../../backup/layout.js'
+import { createRemote } from '../../remotes/index.js'
 import type { CliIo } from '../context.js'
 
+interface VerifyFlags {
+  vm?: string
+  full?: boolean
+  json?: boolean
+}
 
-export function registerVerify(program: Command, _io: CliIo): void {
+export function registerVerify(program: Command, io: CliIo): void {
   program
     .command('verify')
     .description('check backup chains on a remote: structure, parents, metadata, orphans')
     .argument('<url>', 'remote URL (file://, nfs://, smb://, s3://)')
     .option('--vm <uuid>', 'only this VM')
-    .option('--full', 'also read and checksum every block')
+    .option('--full', 'also read every block of every chain')
     .option('--json', 'machine-readable output')
-    .action(() => {
-      throw new NotAvailableError('`backup-proxy verify`')
+    .action(async (url: string, flags: VerifyFlags) => {
+      if (flags.vm !== undefined) assertUuid('--vm', flags.vm)
+      const remote = createRemote(url)
+      await remote.open()
+      try {
+        const report = await verifyRemote(remote, { ...(flags.vm === undefined ? {} : { vmUuid: flags.vm }), full: flags.full === true })
+        if (flags.json === true) io.stdout(`${JSON.stringify(report, null, 2)}\n`)
+        else {
+          io.stdout(`${remote.displayUrl}: ${report.vms} VM(s), ${report.backups} backup(s), ${report.vhds} VHD(s) checked${flags.full === true ? `, ${formatBytes(report.readBytes)} read` : ''}\n`)
+          for (const w of report.warnings) io.stdout(`  warning: ${w}\n`)
+          for (const p of report.problems) io.stdout(`  ${p.kind.toUpperCase()} ${p.path}: ${p.message}\n`)
+          io.stdout(report.problems.length === 0 ? 'no problem found\n' : `${report.problems.length} problem(s)\n`)
+        }
+        if (report.problems.length > 0) throw new BackupProxyError('E_BACKUP', `verify found ${report.problems.length} problem(s) on ${remote.displayUrl}`)
+      } finally {
+        await remote.close()
+      }
     })
 }
