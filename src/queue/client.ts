@@ -55,7 +55,8 @@ export interface EnqueueOptions {
 
 export interface EnqueueClientOptions {
   redis: RedisConfig
-  sealKey: SealKey
+  /** required to enqueue (secrets are sealed); not needed to follow, cancel or inspect jobs */
+  sealKey?: SealKey
   attempts?: number
   backoffMs?: number
   logger?: Logger
@@ -90,7 +91,7 @@ export class EnqueueClient {
   readonly prefix: string
   readonly #redis: Redis
   readonly #redisConfig: RedisConfig
-  readonly #sealKey: SealKey
+  readonly #sealKey: SealKey | undefined
   readonly #queues = new Map<string, Queue>()
   readonly #events = new Map<string, Promise<QueueEvents>>()
   readonly #defaults: { attempts: number; backoffMs: number }
@@ -106,11 +107,14 @@ export class EnqueueClient {
     this.#logger = options.logger ?? silentLogger
   }
 
-  /** A client configured like a proxy: redis, seal key, attempts and backoff from `config`. */
-  static async fromConfig(config: Config, logger?: Logger): Promise<EnqueueClient> {
+  /**
+   * A client configured like a proxy: redis, seal key, attempts and backoff from `config`. With
+   * `sealKey: false` no key is loaded (follow, cancel, status only).
+   */
+  static async fromConfig(config: Config, logger?: Logger, options: { sealKey?: boolean } = {}): Promise<EnqueueClient> {
     return new EnqueueClient({
       redis: config.redis,
-      sealKey: await loadSealKey(config),
+      ...(options.sealKey === false ? {} : { sealKey: await loadSealKey(config) }),
       attempts: config.workers.attempts,
       backoffMs: config.workers.backoffMs,
       ...(logger === undefined ? {} : { logger }),
@@ -159,6 +163,7 @@ export class EnqueueClient {
     const task = parseTask(input)
     const name = queueName(target)
     validateOptions(options)
+    if (this.#sealKey === undefined) throw new BackupProxyError('E_CONFIG_INVALID', 'this EnqueueClient has no seal key: it cannot enqueue (set security.sealKeyFile)')
     const sealed = sealFields(task as unknown as Record<string, unknown>, SECRET_PATHS[task.kind], this.#sealKey)
     const dedupKey = dedupKeyOf(task)
     const jobId = jobIdFor(task)

@@ -1,16 +1,53 @@
-/** `backup-proxy status`: shows queues and live proxies. */
+/** `backup-proxy status`: waiting/active/failed counts per queue and the live proxies with their load. */
 import type { Command } from 'commander'
-import { NotAvailableError } from '../../common/errors.js'
+import { EnqueueClient } from '../../queue/client.js'
+import { proxyStatus, type ProxyStatus } from '../../queue/status.js'
 import type { CliIo } from '../context.js'
+import { commandConfig } from '../context.js'
 
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')
+}
 
-export function registerStatus(program: Command, _io: CliIo): void {
+export function formatStatus(status: ProxyStatus, now = Date.now()): string {
+  const queues = table([
+    ['QUEUE', 'WAITING', 'ACTIVE', 'DELAYED', 'FAILED', 'COMPLETED'],
+    ...status.queues.map((q) => [q.name, String(q.counts.waiting + q.counts.prioritized), String(q.counts.active), String(q.counts.delayed), String(q.counts.failed), String(q.counts.completed)]),
+  ])
+  const proxies =
+    status.proxies.length === 0
+      ? 'no live proxy'
+      : table([
+          ['PROXY', 'INSTANCE', 'STATE', 'JOBS', 'CONCURRENCY', 'THREADS BUSY', 'QUEUES', 'SEEN'],
+          ...status.proxies.map((p) => [
+            p.proxyId,
+            p.instance,
+            p.state,
+            String(p.activeJobs),
+            String(p.concurrency),
+            `${p.busyThreads}/${p.threads}`,
+            p.queues.join(','),
+            `${Math.max(0, Math.round((now - p.at) / 1000))}s ago`,
+          ]),
+        ])
+  return `${status.queues.length === 0 ? 'no queue yet' : queues}\n\n${proxies}\n`
+}
+
+export function registerStatus(program: Command, io: CliIo): void {
   program
     .command('status')
     .description('show waiting/active/failed counts per queue and the live proxies with their load')
     .option('--json', 'machine-readable output')
     .option('--redis-url <url>', 'Redis URL (env REDIS_URL)')
-    .action(() => {
-      throw new NotAvailableError('`backup-proxy status`')
+    .action(async (flags: { json?: boolean; redisUrl?: string }, cmd: Command) => {
+      const config = await commandConfig(cmd, { redis: { url: flags.redisUrl } })
+      const client = await EnqueueClient.fromConfig(config, undefined, { sealKey: false })
+      try {
+        const status = await proxyStatus(client)
+        io.stdout(flags.json === true ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status))
+      } finally {
+        await client.close()
+      }
     })
 }
