@@ -11,7 +11,7 @@
  */
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -67,8 +67,10 @@ async function reserveSubnet(netns: string): Promise<{ index: number; release: (
     try {
       await mkdir(dir)
     } catch {
+      // a reservation is stale when its netns is gone and it is not brand new (its owner may not have created it yet)
       const owner = await readFile(join(dir, 'netns'), 'utf8').catch(() => '')
-      if (owner === '' || (await netnsExists(owner))) continue
+      const ageMs = Date.now() - (await stat(dir).then((s) => s.mtimeMs).catch(() => Date.now()))
+      if (owner === '' || ageMs < 120_000 || (await netnsExists(owner))) continue
       await rm(dir, { recursive: true, force: true })
       try {
         await mkdir(dir)
@@ -182,7 +184,7 @@ export async function startNFSDetailed(options: NFSServiceOptions = {}): Promise
       ])
       const d = daemon
       await waitFor(
-        `NFS-Ganesha in netns ${netns} (${d.output()})`,
+        `NFS-Ganesha in netns ${netns}`,
         async () => {
           if (d.child.exitCode !== null) throw new Error(`the daemons exited (${d.child.exitCode}): ${d.output()}`)
           // rpcinfo alone is not enough: Ganesha registers before its export is ready
@@ -193,7 +195,10 @@ export async function startNFSDetailed(options: NFSServiceOptions = {}): Promise
         },
         60_000,
         250,
-      )
+      ).catch(async (error: unknown) => {
+        const log = await readFile(join(dir, 'ganesha.log'), 'utf8').catch(() => '(no ganesha.log)')
+        throw new Error(`${(error as Error).message}\ndaemon output: ${d.output() || '(none)'}\nganesha.log (tail): ${log.slice(-3000)}`, { cause: error })
+      })
     }
     await start()
     return {

@@ -34,6 +34,8 @@ const RMTREE_CONCURRENCY = 16
 export interface NfsTuning {
   connectTimeoutMs: number
   callTimeoutMs: number
+  /** WRITE/READ size cap (the server's wtmax/rtmax lower it); default 1 MiB */
+  maxBlockBytes: number
 }
 
 interface Session {
@@ -66,6 +68,7 @@ export class NfsRemote extends Remote {
   private readonly auth: AuthSys
   private readonly window: number
   private readonly endpoint: Endpoint
+  private readonly maxBlockBytes: number
   private session: Session | undefined
   private opening: Promise<Session> | undefined
   /** bumped by close(): a connect() that started before does not install its session */
@@ -84,6 +87,7 @@ export class NfsRemote extends Remote {
     this.displayUrl = redactRemoteUrl(url)
     this.auth = { uid, gid, machineName: defaultMachineName() }
     this.window = window
+    this.maxBlockBytes = tuning.maxBlockBytes ?? MAX_BLOCK_BYTES
     this.endpoint = { host: url.host, label: this.displayUrl, connectTimeoutMs: tuning.connectTimeoutMs ?? 10_000, callTimeoutMs: tuning.callTimeoutMs ?? 60_000 }
   }
 
@@ -136,7 +140,7 @@ export class NfsRemote extends Remote {
         }
       }
       const info = await client.fsinfo(root)
-      const blockBytes = Math.max(4096, Math.min(MAX_BLOCK_BYTES, info.wtmax, info.rtmax))
+      const blockBytes = Math.max(4096, Math.min(this.maxBlockBytes, info.wtmax, info.rtmax))
       const session: Session = { client, root, blockBytes, dirs: new Map([['', root]]) }
       if (generation !== this.generation) throw new RemoteError('ECONNRESET', `${this.displayUrl}: the remote was closed while connecting`)
       this.session = session

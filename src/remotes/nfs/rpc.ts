@@ -246,8 +246,13 @@ export class RpcConnection {
   private peek4(): number {
     const first = this.chunks[0]!
     if (first.length >= 4) return first.readUInt32BE(0)
-    const b = Buffer.concat(this.chunks, this.chunkBytes).subarray(0, 4)
-    return b.readUInt32BE(0)
+    const head = Buffer.alloc(4)
+    let filled = 0
+    for (const c of this.chunks) {
+      filled += c.copy(head, filled, 0, Math.min(c.length, 4 - filled))
+      if (filled === 4) break
+    }
+    return head.readUInt32BE(0)
   }
 
   /** Removes `n` bytes from the front of the received chunks; zero-copy when they sit in one chunk. */
