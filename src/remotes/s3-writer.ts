@@ -51,9 +51,10 @@ export class S3WriteStream extends Writable {
   #published = false
 
   constructor(options: S3WriterOptions) {
-    super({ highWaterMark: options.partSizeBytes, ...(options.signal === undefined ? {} : { signal: options.signal }) })
+    // small buffers in front of the Upload: it holds (concurrency + 1) parts itself, memory is bounded by that
+    super({ highWaterMark: 1024 * 1024, ...(options.signal === undefined ? {} : { signal: options.signal }) })
     this.#o = options
-    this.#body = new PassThrough({ highWaterMark: options.partSizeBytes })
+    this.#body = new PassThrough({ highWaterMark: 1024 * 1024 })
     const upload = new Upload({
       client: options.client,
       params: { Bucket: options.bucket, Key: options.key, Body: this.#body },

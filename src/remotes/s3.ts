@@ -221,8 +221,15 @@ export class S3Remote extends Remote {
       let out: Readable = body
       // some servers (s3rver: `bytes=0-0`) send more than the range asked for: keep what was asked
       const served = /^bytes (\d+)-(\d+)\//.exec(res.ContentRange ?? '')
+      if (range !== undefined && served === null && start > 0) {
+        body.destroy()
+        throw new RemoteError('EIO', `read "${rel}" on ${this.displayUrl}: asked for bytes from ${start}, the server sent the whole object: it does not support ranged reads`)
+      }
       if (end !== undefined && (served === null ? length > end - start + 1 : Number(served[1]) !== start || Number(served[2]) > end)) {
-        if (served !== null && Number(served[1]) !== start) throw new RemoteError('EIO', `read "${rel}" on ${this.displayUrl}: asked for bytes ${start}-${end}, the server sent ${res.ContentRange}`)
+        if (served !== null && Number(served[1]) !== start) {
+          body.destroy()
+          throw new RemoteError('EIO', `read "${rel}" on ${this.displayUrl}: asked for bytes ${start}-${end}, the server sent ${res.ContentRange}`)
+        }
         length = end - start + 1
         out = Readable.from(truncate(length)(body))
       }
