@@ -77,7 +77,8 @@ export class SmbClient {
   signingAlgorithm: SigningAlgorithm = 'aes-cmac'
   maxReadBytes = 65536
   maxWriteBytes = 65536
-  private treeId = 0
+  /** the share's tree id (requests outside the methods below, e.g. tests, need it) */
+  treeId = 0
 
   private constructor(
     readonly conn: SmbConnection,

@@ -23,6 +23,9 @@ import { connectionError, statusError } from './errors.js'
 import { NtStatus } from './status.js'
 import { Command, COMMAND_NAMES, decodeHeader, encodeHeader, Flags, HEADER_SIZE, type Header } from './wire.js'
 
+/** statuses after which the session (or tree) is gone: the connection is dropped and remade */
+const SESSION_GONE = new Set<number>([NtStatus.USER_SESSION_DELETED, NtStatus.NETWORK_SESSION_EXPIRED, NtStatus.NETWORK_NAME_DELETED])
+
 const READ_BUFFER_BYTES = 256 * 1024
 /** frames with at least this much left to receive are read into directly */
 const DIRECT_READ_MIN_BYTES = 64 * 1024
@@ -77,7 +80,19 @@ export interface ConnectionOptions {
   signal?: AbortSignal
 }
 
+/** Counters for tests and diagnostics. */
+export interface ConnectionStats {
+  requests: number
+  /** interim STATUS_PENDING responses received (each later followed by its final response) */
+  interimResponses: number
+  /** most requests that were outstanding at once */
+  maxInFlight: number
+  /** credits currently available */
+  credits: number
+}
+
 export class SmbConnection {
+  readonly stats: ConnectionStats = { requests: 0, interimResponses: 0, maxInFlight: 0, credits: 1 }
   sessionId = 0n
   signer: Signer | undefined
   signRequests = false
@@ -100,6 +115,8 @@ export class SmbConnection {
     private readonly options: ConnectionOptions,
   ) {
     socket.setNoDelay(true)
+    // a server that vanished without a FIN/RST (power loss, partition) is noticed in about a minute
+    socket.setKeepAlive(true, 30_000)
     socket.on('error', (e) => this.fail(connectionError('ECONNRESET', `SMB connection to ${this.server} failed: ${e.message}`, this.server, e)))
     socket.on('close', () => this.fail(connectionError('ECONNRESET', `SMB connection to ${this.server} was closed`, this.server)))
   }
@@ -205,6 +222,8 @@ export class SmbConnection {
         this.fail(connectionError('ETIMEDOUT', `SMB ${COMMAND_NAMES[req.command] ?? req.command} request to ${this.server} got no answer in ${this.options.requestTimeoutMs} ms; the connection was dropped`, this.server))
       }, this.options.requestTimeoutMs)
       this.pending.set(messageId, p)
+      this.stats.requests++
+      this.stats.maxInFlight = Math.max(this.stats.maxInFlight, this.pending.size)
       if (req.signal !== undefined) {
         const signal = req.signal
         const onAbort = () => {
@@ -246,6 +265,7 @@ export class SmbConnection {
   private async takeCredits(charge: number): Promise<void> {
     if (this.creditWaiters.length === 0 && this.credits >= charge) {
       this.credits -= charge
+      this.stats.credits = this.credits
       return
     }
     await new Promise<void>((resolve, reject) => this.creditWaiters.push({ charge, resolve, reject }))
@@ -253,6 +273,7 @@ export class SmbConnection {
 
   private grant(n: number): void {
     this.credits += n
+    this.stats.credits = this.credits
     while (this.creditWaiters.length > 0) {
       const w = this.creditWaiters[0]
       if (w === undefined || this.credits < w.charge) break
@@ -326,7 +347,10 @@ export class SmbConnection {
     const p = this.pending.get(header.messageId)
     this.grant(header.credits)
     if (p === undefined) return // oplock break or a response nobody waits for
-    if (header.status === NtStatus.PENDING && (header.flags & Flags.ASYNC_COMMAND) !== 0) return // interim: wait for the final one
+    if (header.status === NtStatus.PENDING && (header.flags & Flags.ASYNC_COMMAND) !== 0) {
+      this.stats.interimResponses++
+      return // interim: wait for the final one with the same MessageId
+    }
     this.pending.delete(header.messageId)
     clearTimeout(p.timer)
     p.cleanup()
@@ -334,6 +358,13 @@ export class SmbConnection {
       this.verify(raw)
     } else if (this.signRequests && this.signer !== undefined && header.command !== Command.SESSION_SETUP && header.status !== NtStatus.PENDING) {
       throw connectionError('EACCES', `SMB server ${this.server} sent an unsigned response while signing is required`, this.server)
+    }
+    if (SESSION_GONE.has(header.status)) {
+      // the session or tree is gone server-side: this connection is useless, let the owner make a new one
+      const error = statusError(header.status, header.command, p.what, this.server)
+      if (!p.abandoned) p.reject(error)
+      this.fail(error)
+      return
     }
     if (p.abandoned) return
     const response = { header, body: raw.subarray(HEADER_SIZE), raw }

@@ -119,10 +119,14 @@ export interface Authenticate {
   sessionKey: Buffer
 }
 
+/** NTOWFv2 ([MS-NLMP] 3.3.2): HMAC-MD5(MD4(UTF-16LE(password)), UTF-16LE(UPPER(user) + domain)). */
+export function ntowfv2(creds: Credentials): Buffer {
+  return hmacMd5(md4(Buffer.from(creds.password, 'utf16le')), Buffer.from(creds.username.toUpperCase() + creds.domain, 'utf16le'))
+}
+
 /** Builds the AUTHENTICATE message (NTLMv2) for a CHALLENGE; `negotiate` is the message we sent first. */
 export function authenticateMessage(creds: Credentials, negotiate: Buffer, challenge: Challenge, workstation = 'BACKUP-PROXY'): Authenticate {
-  const ntHash = md4(Buffer.from(creds.password, 'utf16le'))
-  const ntowfv2 = hmacMd5(ntHash, Buffer.from(creds.username.toUpperCase() + creds.domain, 'utf16le'))
+  const responseKey = ntowfv2(creds)
   const clientChallenge = randomBytes(8)
 
   const pairs = parseAvPairs(challenge.targetInfo)
@@ -137,10 +141,10 @@ export function authenticateMessage(creds: Credentials, negotiate: Buffer, chall
     newPairs.push({ id: AV_FLAGS, value: f })
   }
   const temp = Buffer.concat([Buffer.from([1, 1, 0, 0, 0, 0, 0, 0]), timestamp, clientChallenge, Buffer.alloc(4), encodeAvPairs(newPairs), Buffer.alloc(4)])
-  const ntProof = hmacMd5(ntowfv2, challenge.serverChallenge, temp)
+  const ntProof = hmacMd5(responseKey, challenge.serverChallenge, temp)
   const ntResponse = Buffer.concat([ntProof, temp])
-  const lmResponse = withMic ? Buffer.alloc(24) : Buffer.concat([hmacMd5(ntowfv2, challenge.serverChallenge, clientChallenge), clientChallenge])
-  const sessionKey = hmacMd5(ntowfv2, ntProof)
+  const lmResponse = withMic ? Buffer.alloc(24) : Buffer.concat([hmacMd5(responseKey, challenge.serverChallenge, clientChallenge), clientChallenge])
+  const sessionKey = hmacMd5(responseKey, ntProof)
 
   const domain = Buffer.from(creds.domain, 'utf16le')
   const user = Buffer.from(creds.username, 'utf16le')
