@@ -387,14 +387,28 @@ export class XapiClient {
   /**
    * Logs out and stops the event loop. `xen-api` has no way to end its pending `event.from` long-poll
    * (up to 60 s, which would keep the process alive): injecting an event on the pool makes XAPI answer
-   * it now, after which the loop waits for a reconnection that never comes, with no I/O pending.
+   * it now; once that answer is in (`eventFetchingSuccess`), disconnecting leaves the loop waiting for a
+   * reconnection that never comes, with no I/O pending.
    */
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
     if (this.xapi.status === 'connected') {
+      const answered = new Promise<void>((resolve) => {
+        const timer = setTimeout(done, 2000)
+        function done(): void {
+          clearTimeout(timer)
+          resolve()
+        }
+        this.xapi.once('eventFetchingSuccess', done)
+        this.xapi.once('eventFetchingError', done)
+      })
       // best effort: if XAPI is unreachable the long-poll fails by itself and there is nothing to end
-      await this.xapi.call('event.inject', 'pool', this.xapi.pool.$ref).catch(() => undefined)
+      const injected = await this.xapi.call('event.inject', 'pool', this.xapi.pool.$ref).then(
+        () => true,
+        () => false,
+      )
+      if (injected) await answered
     }
     await this.xapi.disconnect()
   }
