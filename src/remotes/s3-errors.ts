@@ -2,7 +2,7 @@
  * S3 failures mapped to the remote contract's POSIX codes: NoSuchKey/NotFound/404 → ENOENT,
  * NoSuchBucket → ENOENT with a message naming the bucket, AccessDenied/InvalidAccessKeyId/
  * SignatureDoesNotMatch/403 → EACCES, throttling and 5xx (after the SDK's retries) → EIO, network
- * errors → ECONNRESET / ETIMEDOUT. The S3 error name and HTTP status go in `fields.detail`.
+ * errors → ECONNRESET / ETIMEDOUT, an untrusted TLS certificate → EACCES naming `allowUnauthorized`. The S3 error name and HTTP status go in `fields.detail`.
  */
 import { RemoteError, type PosixCode } from '../common/errors.js'
 import { toRemoteError } from './remote-errors.js'
@@ -33,6 +33,14 @@ export function toS3RemoteError(error: unknown, op: string, path: string, where:
     if (status === 404) code = 'ENOENT'
     else if (status === 403 || status === 401) code = 'EACCES'
     else if (status >= 500 || status === 429 || status === 503) code = 'EIO'
+  }
+  if (code === undefined && typeof sysCode === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(sysCode)) {
+    const cause = new Error(error instanceof Error ? error.message : String(error))
+    cause.name = sysCode
+    return new RemoteError('EACCES', `${op} "${path}" on ${where} failed: the server's TLS certificate is not trusted (${sysCode}); install its CA, or set allowUnauthorized=true on this remote if you accept the risk`, {
+      cause,
+      fields: { op, path, detail: sysCode },
+    })
   }
   if (code === undefined && typeof sysCode === 'string') return toRemoteError(error, op, path, where)
   code ??= 'E_REMOTE'
