@@ -61,6 +61,8 @@ export function toXapiError(error: unknown, what: string, method?: string): Erro
   if (error instanceof Error && (error.name === 'Cancel' || error.name === 'AbortError')) {
     return new CancelledError(`${what} was cancelled`, { cause: error })
   }
+  const tls = tlsFailure(error, what)
+  if (tls !== undefined) return tls
   const code = errorCode(error) ?? errorCode((error as { cause?: unknown } | undefined)?.cause)
   if (code === 'ERR_ASSERTION' && error instanceof Error && error.stack?.includes('_sessionCall') === true) {
     // xen-api clears its session id while it logs in again after SESSION_INVALID, and a call made in
@@ -77,6 +79,18 @@ export function toXapiError(error: unknown, what: string, method?: string): Erro
   }
   const message = error instanceof Error ? error.message : String(error)
   return new XapiError(`${what} failed: ${message}`, { cause: error, fields: method === undefined ? {} : { method } })
+}
+
+const TLS_CODE = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|ERR_SSL/
+
+/** A TLS verification failure: not transient, the operator must fix the certificate or allow it. */
+export function tlsFailure(error: unknown, what: string): XapiError | undefined {
+  const code = errorCode(error) ?? errorCode((error as { cause?: unknown } | undefined)?.cause)
+  if (code === undefined || !TLS_CODE.test(code)) return undefined
+  return new XapiError(`${what} failed: the TLS certificate of XAPI was rejected (${code}); install a trusted certificate on the pool or set allowUnauthorized`, {
+    cause: error,
+    fields: { networkCode: code },
+  })
 }
 
 /** Whether an error (already mapped) is a network failure worth retrying. */

@@ -13,7 +13,7 @@ import { request as httpRequest, type IncomingMessage, type ClientRequest } from
 import { request as httpsRequest } from 'node:https'
 import { Readable } from 'node:stream'
 import { CancelledError, TimeoutError, XapiError, errorCode } from '../common/errors.js'
-import { xapiFailure } from './errors.js'
+import { tlsFailure, xapiFailure } from './errors.js'
 
 export interface VdiExportDescriptor {
   /** XAPI base URL, without credentials (`https://host[:port]`) */
@@ -218,7 +218,7 @@ export async function openVdiExport(options: OpenVdiExportOptions): Promise<VdiE
     try {
       ;({ req, res } = await get(url, options.allowUnauthorized === true, signal, timeoutMs))
     } catch (error) {
-      throw mapStreamError(error, what, 0, signal)
+      throw tlsFailure(error, `opening the ${what}`) ?? mapStreamError(error, what, 0, signal)
     }
     const status = res.statusCode ?? 0
     const location = res.headers.location

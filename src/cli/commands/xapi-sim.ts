@@ -3,6 +3,7 @@
  * URL, credentials and VMs. Faults can be set at start with `--fault '<json>'` (repeatable) or later
  * through the admin API (`POST /sim/faults`).
  */
+import { readFile } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { UsageError } from '../../common/errors.js'
 import { parseSimFault, type SimFault } from '../../xapi/sim/faults.js'
@@ -20,6 +21,8 @@ interface XapiSimFlags {
   user: string
   password: string
   fault?: string[]
+  tlsCert?: string
+  tlsKey?: string
 }
 
 function parseListen(value: string): { host: string; port: number } {
@@ -56,9 +59,14 @@ export function registerXapiSim(program: Command, io: CliIo): void {
     .option('--listen <host:port>', 'listen address', '127.0.0.1:8080')
     .option('--user <name>', 'accepted user', 'root')
     .option('--password <pw>', 'accepted password', 'password')
+    .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (needs --tls-key)')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--fault <json>', 'export fault to inject, e.g. {"kind":"reset","afterBytes":1048576} (repeatable)', collect)
     .action(async (flags: XapiSimFlags) => {
       const parsed = parseFlags(flags)
+      if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together')
+      const tls =
+        flags.tlsCert === undefined || flags.tlsKey === undefined ? undefined : { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) }
       const sim = await startXapiSimulator({
         vms: flags.vms,
         diskSizeBytes: flags.diskSize,
@@ -69,6 +77,7 @@ export function registerXapiSim(program: Command, io: CliIo): void {
         port: parsed.port,
         user: flags.user,
         password: flags.password,
+        ...(tls === undefined ? {} : { tls }),
       })
       for (const f of parsed.faults) sim.setFault(f)
       io.stdout(`XAPI simulator listening on ${sim.url}\n`)
