@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto'
 import { posix } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
-import { ConfigInvalidError, RemoteError, type PosixCode } from '../../common/errors.js'
+import { ConfigInvalidError, RemoteError, toError, type PosixCode } from '../../common/errors.js'
 import { Remote, temporaryName, type ListEntry, type ListOptions, type ReadStreamOptions, type RemoteStat, type WriteFileOptions, type WriteStreamOptions } from '../remote.js'
 import { checkRange, toRemoteError } from '../remote-errors.js'
 import type { NfsRemoteUrl, RemoteOptions } from '../url-types.js'
@@ -23,7 +23,7 @@ import { redactRemoteUrl } from '../url.js'
 import { defaultMachineName, getPort, mountExport, NFS_PROGRAM, type Endpoint } from './mount.js'
 import { Nfs3Client, Nfs3StatusError, UNSTABLE, type Attributes } from './nfs3.js'
 import { RpcConnection, type AuthSys } from './rpc.js'
-import { NFS3ERR_EXIST, NFS3ERR_NOENT, NFS3ERR_STALE, nfs3Error } from './status.js'
+import { NFS3ERR_EXIST, NFS3ERR_NOENT, NFS3ERR_NOTSUPP, NFS3ERR_STALE, nfs3Error } from './status.js'
 import { NfsReadStream, NfsWriteStream } from './streams.js'
 
 const MiB = 1024 * 1024
@@ -283,7 +283,21 @@ export class NfsRemote extends Remote {
         },
         publish: async () => {
           if (options.exclusive === true) {
-            await s.client.link(fh, dir, name) // NFS3ERR_EXIST when the final name exists: never replaced
+            try {
+              await s.client.link(fh, dir, name) // NFS3ERR_EXIST when the final name exists: never replaced
+            } catch (error) {
+              if (!(error instanceof Nfs3StatusError && error.status === NFS3ERR_NOTSUPP)) throw error
+              // no hard links on this server: check then rename (a concurrent writer could slip in between)
+              const missing = await s.client.lookup(dir, name).then(
+                () => undefined,
+                (e: unknown) => e,
+              )
+              if (missing === undefined) throw new Nfs3StatusError(NFS3ERR_EXIST, 'LINK')
+              if (!(missing instanceof Nfs3StatusError && missing.status === NFS3ERR_NOENT)) throw toError(missing)
+              await s.client.rename(dir, tmpName, dir, name)
+              this.countBytes('write', stream.bytesAccepted)
+              return
+            }
             await s.client.remove(dir, tmpName)
           } else {
             await s.client.rename(dir, tmpName, dir, name)

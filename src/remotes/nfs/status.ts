@@ -62,6 +62,7 @@ export const NFS3ERR_NOENT = 2
 export const NFS3ERR_EXIST = 17
 export const NFS3ERR_NOTEMPTY = 66
 export const NFS3ERR_STALE = 70
+export const NFS3ERR_NOTSUPP = 10004
 
 /** The RemoteError for a failed NFS3 call. */
 export function nfs3Error(status: number, op: string, path: string, where: string): RemoteError {
