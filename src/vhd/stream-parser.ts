@@ -103,7 +103,8 @@ class StreamParser implements VhdStream {
     if (item.offset < this.reader.position) {
       throw corrupt(item.kind === 'block' ? 'bat' : 'locator', item.kind === 'block' ? `entry[${item.index}]` : `parentLocators[${item.index}]`, item.offset, `region at byte ${item.offset} comes before the current stream position ${this.reader.position}`)
     }
-    await this.reader.skip(item.offset - this.reader.position, 'stream', 'padding')
+    // a region past the end shows up while skipping to it: name the region, not the padding
+    await this.reader.skip(item.offset - this.reader.position, item.kind === 'block' ? 'block' : 'locator', item.kind === 'block' ? `block[${item.index}]` : `parentLocators[${item.index}].data`)
     if (item.kind === 'bat') {
       await this.reader.skip(item.sizeBytes, 'bat', 'entries')
       return undefined

@@ -1,6 +1,9 @@
 /**
- * Backpressure-aware helpers over a node Writable (a remote's atomic write stream): `write` resolves at
- * once while the stream's buffer has room and waits for 'drain' otherwise; `finish` ends the stream and
+ * Backpressure-aware helpers over a node Writable (a remote's atomic write stream). After a write() that
+ * returned false, nothing more is written until 'drain'; but `write` resolves right after handing its
+ * chunk over, and the wait happens at the start of the NEXT write, so the caller prepares (parses,
+ * compresses) its next chunk while the stream flushes the previous one. At most the stream's
+ * highWaterMark plus one chunk is buffered. `finish` ends the stream and
  * resolves once it is published ('finish'); `destroy` discards it (the remote removes its temporary).
  * The first error the stream emits is kept and rethrown by every later call.
  */
@@ -23,10 +26,24 @@ export class WritableSink {
     if (this.stream.destroyed) throw new Error('the write stream was destroyed')
   }
 
+  #pendingDrain: Promise<void> | undefined
+
   async write(chunk: Uint8Array): Promise<void> {
+    await this.#waitDrain()
     this.#check()
     this.bytesWritten += chunk.length
-    if (!this.stream.write(chunk)) await this.#drain()
+    if (!this.stream.write(chunk)) {
+      const drained = this.#drain()
+      drained.catch(() => undefined) // awaited (and its error rethrown) by the next write or finish
+      this.#pendingDrain = drained
+    }
+  }
+
+  async #waitDrain(): Promise<void> {
+    const pending = this.#pendingDrain
+    if (pending === undefined) return
+    this.#pendingDrain = undefined
+    await pending
   }
 
   async #drain(): Promise<void> {
@@ -40,6 +57,7 @@ export class WritableSink {
   }
 
   async finish(): Promise<void> {
+    await this.#waitDrain()
     this.#check()
     const done = once(this.stream, 'finish')
     this.stream.end()
