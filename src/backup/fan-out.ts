@@ -4,8 +4,9 @@
  * The source is read once. Each block is handed to every live target; a target may have at most
  * `maxPendingPerTarget` blocks in flight, and the source is not read further until every live target
  * is below that window — so the slowest target paces the stream and memory stays bounded by
- * (targets × window × block size), never by disk size. Blocks are shared, not copied: the source must
- * not reuse a block's buffer while it is in flight (a window of 1 makes that trivially true).
+ * (targets × window × block size), never by disk size. Each target receives its blocks one at a time,
+ * in order (the next write starts when the previous resolved); the window only lets the source read
+ * ahead. Blocks are shared, not copied: the source must not reuse a block's buffer while it is in flight.
  *
  * A target that fails (begin, a write or end) is dropped: it is aborted (its temporary removed by the
  * sink), reported through `onTargetFailed`, and the others continue. `fanOut` rejects only when every
@@ -94,7 +95,13 @@ export async function fanOut<B>(source: AsyncIterable<B>, targets: readonly FanO
       if (signal?.aborted === true) throw new CancelledError('the export was cancelled', { cause: signal.reason })
       blocks++
       for (const lane of live()) {
-        const p: Promise<void> = lane.target.write(block).catch((e: unknown) => drop(lane, e)).finally(() => {
+        // writes to one target are sequential (a sink takes one block at a time); the window lets the
+        // source read ahead while the targets write
+        const previous = lane.pending.at(-1) ?? Promise.resolve()
+        const p: Promise<void> = previous
+          .then(() => (lane.error === undefined ? lane.target.write(block) : undefined))
+          .catch((e: unknown) => drop(lane, e))
+          .finally(() => {
           const i = lane.pending.indexOf(p)
           if (i !== -1) void lane.pending.splice(i, 1)
         })
