@@ -60,10 +60,12 @@ export function redisOptions(config: RedisConfig): ProxyRedisOptions {
   }
 }
 
-export function createRedis(config: RedisConfig, connectionName?: string): Redis {
-  const options: ProxyRedisOptions = { ...redisOptions(config), lazyConnect: true }
-  if (connectionName !== undefined) options.connectionName = connectionName
-  return new Redis(options)
+/** Our own connection (not BullMQ's); `autoPipelining` sends commands of one tick in one round trip. */
+export function createRedis(config: RedisConfig, connectionName?: string, options: { autoPipelining?: boolean } = {}): Redis {
+  const o: ProxyRedisOptions & { enableAutoPipelining?: boolean } = { ...redisOptions(config), lazyConnect: true }
+  if (connectionName !== undefined) o.connectionName = connectionName
+  if (options.autoPipelining === true) o.enableAutoPipelining = true
+  return new Redis(o)
 }
 
 /** Redis URL safe to print (no password). */

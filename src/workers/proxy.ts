@@ -73,7 +73,7 @@ export class ProxyRuntime {
     this.instance = `${options.config.proxy.id}@${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`
     this.queues = [proxyQueue(options.config.proxy.id), ...options.config.proxy.pools.map((p) => poolQueue(p))]
     this.#logger = options.logger.child({ proxy: options.config.proxy.id })
-    this.#redis = createRedis(options.config.redis, `backup-proxy:${this.instance}`)
+    this.#redis = createRedis(options.config.redis, `backup-proxy:${this.instance}`, { autoPipelining: true })
   }
 
   get state(): 'new' | 'running' | 'draining' | 'stopped' {

@@ -71,27 +71,43 @@ export interface RunJobDeps {
   active: Map<string, ActiveJob>
 }
 
-/** Writes task-log events in order: job log line + `task-log` event on the queue's stream. */
+/** Job log lines kept per job (BullMQ's keepLogs of the client's jobs). */
+const KEEP_LOG_LINES = 5000
+
+/**
+ * Writes task-log events in order: each is a job log line and a `task-log` event on the queue's stream.
+ * Events emitted in the same tick go to Redis in ONE pipeline (RPUSH + LTRIM of the job log, one XADD
+ * per event), so a no-op job costs two round trips for its task log (root start, root end), not four.
+ */
 class TaskLogWriter {
+  #pending: string[] = []
   #chain: Promise<void> = Promise.resolve()
-  #failed: unknown
+  #warned = false
 
   constructor(
-    private readonly job: Job,
     private readonly redis: Redis,
+    private readonly logsKey: string,
     private readonly eventsKey: string,
+    private readonly jobId: string,
     private readonly logger: Logger,
   ) {}
 
-  write(event: TaskLogEvent): void {
-    const line = JSON.stringify(event)
+  write(line: string): void {
+    this.#pending.push(line)
+    if (this.#pending.length > 1) return
     this.#chain = this.#chain.then(async () => {
+      await Promise.resolve()
+      const lines = this.#pending
+      this.#pending = []
+      const p = this.redis.pipeline().rpush(this.logsKey, ...lines).ltrim(this.logsKey, -KEEP_LOG_LINES, -1)
+      for (const line of lines) p.xadd(this.eventsKey, 'MAXLEN', '~', '10000', '*', 'event', 'task-log', 'jobId', this.jobId, 'data', line)
       try {
-        await this.job.log(line)
-        await this.redis.xadd(this.eventsKey, 'MAXLEN', '~', '10000', '*', 'event', 'task-log', 'jobId', this.job.id ?? '', 'data', line)
+        const results = (await p.exec()) ?? []
+        const failed = results.find(([error]) => error !== null)
+        if (failed !== undefined) throw failed[0] as Error
       } catch (error) {
-        if (this.#failed === undefined) this.logger.warn({ err: error, jobId: this.job.id }, 'could not record a task-log event in Redis')
-        this.#failed = error
+        if (!this.#warned) this.logger.warn({ err: error, jobId: this.jobId }, 'could not record task-log events in Redis')
+        this.#warned = true
       }
     })
   }
@@ -132,11 +148,12 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
     controller.abort(cause === 'timeout' ? new TimeoutError(message) : new JobAbort(cause, message))
   }
   deps.active.set(jobId, { job, queue, kind, abort })
-  const writer = new TaskLogWriter(job, redis, `${config.redis.prefix}:${queue}:events`, logger)
+  const base = `${config.redis.prefix}:${queue}`
+  const writer = new TaskLogWriter(redis, `${base}:${jobId}:logs`, `${base}:events`, jobId, logger)
   const events: TaskLogEvent[] = []
   const emit = (event: TaskLogEvent) => {
     events.push(event)
-    writer.write(event)
+    writer.write(JSON.stringify(event))
   }
   const root = new LogTask(emit, newTaskId())
   const data = job.data as Partial<QueuedJobData> | undefined
@@ -145,10 +162,15 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   let status: TaskStatus
   let result: JsonValue | undefined
   let failure: unknown
+  // a cancel requested between the client's state check and its control message: checked without
+  // delaying the start (same pipeline as the root start event)
+  redis.get(queueKeys.cancelFlag(config.redis.prefix, queue, jobId)).then(
+    (flag) => {
+      if (flag !== null) abort('cancel', flag)
+    },
+    (error: unknown) => logger.warn({ err: error }, 'could not check for a pending cancel'),
+  )
   try {
-    const flag = await redis.get(queueKeys.cancelFlag(config.redis.prefix, queue, jobId))
-    if (flag !== null) abort('cancel', flag)
-    controller.signal.throwIfAborted()
     if (!isTaskKind(kind)) throw new BackupProxyError('E_TASK_INVALID', `kind: unknown task kind "${kind}"`, { fields: { field: 'kind' } })
     if (data?.v !== 1 || typeof data.task !== 'object') throw new BackupProxyError('E_TASK_INVALID', 'job data is not a backup-proxy task (enqueue it with the EnqueueClient)', { fields: { field: '(task)' } })
     const task = parseTask(unsealFields(data.task, SECRET_PATHS[kind], deps.sealKey))
@@ -211,7 +233,8 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
     logger.info({ status }, 'job finished')
     return summary
   }
-  await job.log(JSON.stringify({ summary }))
+  writer.write(JSON.stringify({ summary }))
+  await writer.flush()
   const err = failure === undefined ? new BackupProxyError('E_BACKUP', error!.message) : toError(failure)
   const message = `[${errorCode(err) ?? 'E_INTERNAL'}] ${err.message}`
   const retry = failure !== undefined && status === 'failure' && isRetryable(failure)

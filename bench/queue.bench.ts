@@ -1,0 +1,179 @@
+/**
+ * Queue and thread-pool overhead.
+ *
+ * 1. No-op jobs, enqueue-to-start latency (p50/p99) and jobs/s: plain BullMQ (Queue.add + Worker with a
+ *    no-op processor) against backup-proxy (EnqueueClient: validate + seal + dedup key; ProxyRuntime:
+ *    unseal + validate + task-log root start/end in the job log and event stream + summary) on the same
+ *    private Redis, same concurrency, same number of jobs, in the same run. Jobs are added with 8 in flight;
+ *    three interleaved rounds per side, the best round of each is reported (the machine is shared).
+ * 2. Thread-pool dispatch overhead per task: StreamPool.run('standin.noop') (one MessageChannel per task,
+ *    started/metrics/done messages) against raw Piscina running a trivial function, and a plain in-process
+ *    async call, sequentially and 4 in flight.
+ */
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Queue, Worker } from 'bullmq'
+import { Piscina } from 'piscina'
+import { compileConfig } from '../src/config/index.js'
+import { silentLogger } from '../src/common/log.js'
+import { EnqueueClient } from '../src/queue/client.js'
+import { redisOptions } from '../src/queue/redis.js'
+import { SealKey } from '../src/queue/seal.js'
+import type { TaskInputOf } from '../src/queue/tasks.js'
+import { StreamPool } from '../src/workers/pool.js'
+import { ProcessorRegistry } from '../src/workers/processors.js'
+import { ProxyRuntime } from '../src/workers/proxy.js'
+import { startRedis } from '../test/services/redis.js'
+import { measure, type BenchContext, type BenchRow } from './lib.js'
+
+const CONCURRENCY = 4
+const IN_FLIGHT = 8
+const ROUNDS = 3
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
+}
+
+async function addAll(n: number, add: (i: number) => Promise<void>): Promise<void> {
+  let next = 0
+  await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
+    while (next < n) await add(next++)
+  }))
+}
+
+function waiter(n: number): { done: () => void; all: Promise<void> } {
+  let left = n
+  let resolve!: () => void
+  const all = new Promise<void>((r) => (resolve = r))
+  return { done: () => void (--left === 0 && resolve()), all }
+}
+
+async function plainBullmq(redisUrl: string, n: number, name: string): Promise<{ latencies: number[]; m: Awaited<ReturnType<typeof measure>> }> {
+  const connection = redisOptions(compileConfig({ redis: { url: redisUrl } }).redis)
+  const queue = new Queue(name, { connection })
+  const latencies: number[] = []
+  const w = waiter(n)
+  const worker = new Worker(name, async (job) => {
+    latencies.push(Date.now() - (job.data as { t: number }).t)
+    return Promise.resolve({ ok: true })
+  }, { connection, concurrency: CONCURRENCY })
+  worker.on('completed', w.done)
+  await worker.waitUntilReady()
+  const m = await measure(async () => {
+    await addAll(n, async (i) => void (await queue.add('noop', { t: Date.now(), i }, { attempts: 3, removeOnComplete: { count: 1000 } })))
+    await w.all
+  })
+  await worker.close()
+  await queue.obliterate({ force: true })
+  await queue.close()
+  return { latencies, m }
+}
+
+async function ours(redisUrl: string, n: number, proxyId: string): Promise<{ latencies: number[]; m: Awaited<ReturnType<typeof measure>> }> {
+  const sealKey = SealKey.generate()
+  const config = compileConfig({ redis: { url: redisUrl }, proxy: { id: proxyId }, workers: { concurrency: CONCURRENCY, threads: 1 }, log: { level: 'silent' } })
+  const latencies: number[] = []
+  const w = waiter(n)
+  const processors = new ProcessorRegistry().register('remote.test', (ctx) => {
+    latencies.push(Date.now() - ctx.job.enqueuedAt)
+    return Promise.resolve({ status: 'success' })
+  })
+  const runtime = new ProxyRuntime({ config, processors, sealKey, logger: silentLogger, onJobEnd: w.done })
+  await runtime.start()
+  const client = new EnqueueClient({ redis: config.redis, sealKey })
+  const task: TaskInputOf<'remote.test'> = { kind: 'remote.test', remote: { url: 'smb://user:pw@WORKGROUP\\\\host\\share' } }
+  const m = await measure(async () => {
+    await addAll(n, async () => void (await client.enqueue({ proxy: proxyId }, task)))
+    await w.all
+  })
+  await runtime.shutdown()
+  await client.queue(runtime.queues[0]!).obliterate({ force: true })
+  await client.close()
+  return { latencies, m }
+}
+
+async function dispatch(tmpDir: string, n: number): Promise<BenchRow[]> {
+  const rows: BenchRow[] = []
+  const trivial = join(tmpDir, 'trivial.mjs')
+  await writeFile(trivial, 'export default (x) => x\n')
+  const raw = new Piscina({ filename: trivial, minThreads: 2, maxThreads: 2, atomics: 'disabled' })
+  const pool = new StreamPool({ threads: 2 })
+  const local = async (x: { value: number }) => Promise.resolve(x)
+  // warm up both pools (thread start, module load)
+  await Promise.all([raw.run({ value: 0 }), raw.run({ value: 0 }), pool.run('standin.noop', { value: 0 }), pool.run('standin.noop', { value: 0 })])
+  const cases: [string, (i: number) => Promise<unknown>, string | undefined][] = [
+    ['in-process async call', (i) => local({ value: i }), undefined],
+    ['raw Piscina run', (i) => raw.run({ value: i }), undefined],
+    ['StreamPool.run (port, cancel, metrics)', (i) => pool.run('standin.noop', { value: i }), 'raw Piscina run'],
+  ]
+  for (const inFlight of [1, 4]) {
+    for (const [name, fn, baseline] of cases) {
+      let next = 0
+      const m = await measure(async () => {
+        await Promise.all(Array.from({ length: inFlight }, async () => {
+          while (next < n) await fn(next++)
+        }))
+      })
+      rows.push({
+        group: `thread dispatch (${inFlight} in flight)`,
+        name,
+        bytes: 0,
+        seconds: m.seconds,
+        cpuSeconds: m.cpuSeconds,
+        ...(baseline === undefined ? {} : { baseline }),
+        extra: { tasks: n, usPerTask: (m.seconds / n) * 1e6, cpuUsPerTask: (m.cpuSeconds / n) * 1e6 },
+      })
+    }
+  }
+  await Promise.all([raw.close(), pool.close()])
+  return rows
+}
+
+export default async function queueBench(ctx: BenchContext): Promise<BenchRow[]> {
+  const n = Math.max(50, Math.round(500 * ctx.scale))
+  const redis = await startRedis()
+  const rows: BenchRow[] = []
+  try {
+    // warm-up of both paths (connections, scripts, JIT)
+    await plainBullmq(redis.url, 50, 'warm-plain')
+    await ours(redis.url, 50, 'warm')
+    // interleaved rounds, best round of each side: the machine is shared, a single run is noisy
+    const rounds: { plain: Awaited<ReturnType<typeof ours>>[]; ours: Awaited<ReturnType<typeof ours>>[] } = { plain: [], ours: [] }
+    for (let round = 0; round < ROUNDS; round++) {
+      rounds.plain.push(await plainBullmq(redis.url, n, `bench-plain-${round}`))
+      rounds.ours.push(await ours(redis.url, n, `bench-${round}`))
+    }
+    const best = (rs: Awaited<ReturnType<typeof ours>>[]) => rs.reduce((a, b) => (b.m.seconds < a.m.seconds ? b : a))
+    const results: [string, Awaited<ReturnType<typeof ours>>][] = [
+      ['plain BullMQ', best(rounds.plain)],
+      ['backup-proxy', best(rounds.ours)],
+    ]
+    const base = results[0]![1]
+    for (const [name, r] of results) {
+      const sorted = [...r.latencies].sort((a, b) => a - b)
+      const jobsPerS = n / r.m.seconds
+      ctx.log(`${name}: ${n} no-op jobs, p50 ${percentile(sorted, 50)} ms, p99 ${percentile(sorted, 99)} ms, ${jobsPerS.toFixed(0)} jobs/s`)
+      rows.push({
+        group: `no-op jobs (concurrency ${CONCURRENCY}, ${IN_FLIGHT} adds in flight)`,
+        name,
+        bytes: 0,
+        seconds: r.m.seconds,
+        cpuSeconds: r.m.cpuSeconds,
+        peakRssMiB: r.m.peakRssMiB,
+        ...(name === 'plain BullMQ' ? {} : { baseline: 'plain BullMQ' }),
+        extra: {
+          jobs: n,
+          p50Ms: percentile(sorted, 50),
+          p99Ms: percentile(sorted, 99),
+          jobsPerS,
+          cpuMsPerJob: (r.m.cpuSeconds / n) * 1000,
+          ...(name === 'plain BullMQ' ? {} : { throughputVsBaseline: jobsPerS / (n / base.m.seconds) }),
+        },
+      })
+    }
+  } finally {
+    await redis.destroy()
+  }
+  rows.push(...(await dispatch(ctx.tmpDir, Math.max(200, Math.round(2000 * ctx.scale)))))
+  return rows
+}
