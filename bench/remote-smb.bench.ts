@@ -86,7 +86,7 @@ export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
       const written = await stat(join(shareDir, 'ours.bin'))
       if (written.size !== sizeBytes) throw new Error(`wrote ${written.size} bytes, expected ${sizeBytes}`)
       if (signing) {
-        await rm(join(shareDir, 'smbclient.bin'), { force: true })
+        await clean() // keep tmpfs use at source + one copy
         const signed = await runCommand(`smbclient --client-protection=sign ${auth} -c 'put ${source} smbclient.bin'`)
         rows.push({ group, name: 'smbclient put (signed)', bytes: sizeBytes, ...signed })
         rows.push({ group, name: 'backup-proxy SmbRemote (signed)', bytes: sizeBytes, ...m, baseline: 'smbclient put (signed)' })

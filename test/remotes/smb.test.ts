@@ -9,7 +9,8 @@ import { join } from 'node:path'
 import { finished } from 'node:stream/promises'
 import { afterAll, describe, expect, inject, it } from 'vitest'
 import type { RemoteError } from '../../src/common/errors.js'
-import { createRemote } from '../../src/remotes/index.js'
+import { runCli } from '../../src/cli/program.js'
+import { createRemote, formatRemoteUrl } from '../../src/remotes/index.js'
 import type { Remote } from '../../src/remotes/remote.js'
 import { parseRemoteUrl } from '../../src/remotes/url.js'
 import type { SmbRemoteUrl } from '../../src/remotes/url-types.js'
@@ -144,6 +145,30 @@ describe('smb remote specifics', () => {
     expect(await readdir(join(s.shareDir, 'vm'))).toEqual([])
     await r.writeFile('vm/disk.vhd', block)
     expect((await r.stat('vm/disk.vhd')).size).toBe(block.length)
+  })
+
+  it('`backup-proxy remote test` and `remote ls` work on the SMB URL, without printing the password', async () => {
+    const parsed = parseRemoteUrl(smbUrl) as SmbRemoteUrl
+    let out = ''
+    let err = ''
+    const io = { stdout: (t: string) => (out += t), stderr: (t: string) => (err += t), isTTY: false }
+    expect(await runCli(['remote', 'test', smbUrl, '--size', '3MiB', '--json'], io)).toBe(0)
+    const result = JSON.parse(out) as { sizeBytes: number; readMiBps: number; remote: string }
+    expect(result.sizeBytes).toBe(3 * MiB)
+    expect(result.readMiBps).toBeGreaterThan(0)
+    const r = remote(smbUrl)
+    const d = `cli-${randomBytes(3).toString('hex')}`
+    await r.writeFile(`${d}/vm1/a.json`, '{}')
+    out = ''
+    expect(await runCli(['remote', 'ls', smbUrl, d, '-r'], io)).toBe(0)
+    expect(out).toBe('vm1/a.json\n')
+    out = ''
+    err = ''
+    expect(await runCli(['remote', 'ls', formatRemoteUrl({ ...parsed, password: 'wrong-pass-42' }), d], io)).toBe(1)
+    expect(err).toMatch(/EACCES|authentication/)
+    expect(out + err).not.toContain('wrong-pass-42')
+    expect(out + err).not.toContain(parsed.password)
+    await r.rmtree(d)
   })
 
   it('refuses bad options up front', () => {
