@@ -206,6 +206,44 @@ describe('XapiClient against the simulator', () => {
     }
   })
 
+  it('serves a 1 TiB sparse disk without materializing it', async () => {
+    const big = await startXapiSimulator({ vms: 1, diskSizeBytes: 1024 ** 4, disksPerVm: 1, fillRatio: 0.01, seed: 8 })
+    const c = await XapiClient.connect({ url: big.url, user: big.user, password: big.password })
+    try {
+      const vdi = c.listVdis()[0]!
+      expect(vdi.virtual_size).toBe(1024 ** 4)
+      const controller = new AbortController()
+      const e = await c.openExport(vdi.$ref, { format: 'vhd', signal: controller.signal })
+      // footer + header + BAT of 524288 entries, then present blocks (bitmap + 2 MiB each), then footer
+      const head: Buffer[] = []
+      let got = 0
+      for await (const chunk of e.stream as AsyncIterable<Buffer>) {
+        head.push(chunk)
+        got += chunk.length
+        if (got >= 4 * MiB) break
+      }
+      const buf = Buffer.concat(head)
+      const entries = buf.readUInt32BE(512 + 28)
+      expect(entries).toBe(524288)
+      let present = 0
+      for (let i = 0; i < entries; i++) if (buf.readUInt32BE(1536 + i * 4) !== 0xffffffff) present++
+      expect(present).toBeGreaterThan(0)
+      expect(present).toBeLessThan(entries / 50)
+      expect(e.sizeBytes).toBe(1536 + entries * 4 + present * (2 * MiB + 512) + 512)
+      await c.cancelTask(e.taskRef)
+      const raw = await c.openExport(vdi.$ref, { format: 'raw', signal: controller.signal })
+      expect(raw.sizeBytes).toBe(1024 ** 4)
+      // aborting a stream nobody reads: it errors with CancelledError, which its consumer must handle
+      const failed = new Promise((resolve) => raw.stream.once('error', resolve))
+      controller.abort()
+      expect(await failed).toMatchObject({ code: 'E_CANCELLED' })
+      await c.cancelTask(raw.taskRef)
+    } finally {
+      await c.close()
+      await big.close()
+    }
+  })
+
   it('is deterministic from the seed', async () => {
     const a = await startXapiSimulator({ vms: 1, diskSizeBytes: 8 * MiB, disksPerVm: 1, fillRatio: 0.7, seed: 5 })
     const b = await startXapiSimulator({ vms: 1, diskSizeBytes: 8 * MiB, disksPerVm: 1, fillRatio: 0.7, seed: 5 })
