@@ -206,8 +206,11 @@ export class EncryptedRemote extends Remote {
 
   async list(path: string, options: ListOptions = {}): Promise<ListEntry[]> {
     const rel = this.resolvePath(path)
-    const entries = await this.#inner.list(this.#inPath(path), options)
-    return rel === '' ? entries.filter((e) => e.path !== ENCRYPTION_FILE && e.path !== METADATA_FILE) : entries
+    const inPath = this.#inPath(path)
+    return this.track('list', async () => {
+      const entries = await this.#inner.list(inPath, options)
+      return rel === '' ? entries.filter((e) => e.path !== ENCRYPTION_FILE && e.path !== METADATA_FILE) : entries
+    })
   }
 
   async stat(path: string): Promise<RemoteStat> {
@@ -219,19 +222,24 @@ export class EncryptedRemote extends Remote {
   }
 
   async rename(from: string, to: string): Promise<void> {
-    await this.#inner.rename(this.#inPath(from), this.#inPath(to))
+    const a = this.#inPath(from)
+    const b = this.#inPath(to)
+    await this.track('rename', () => this.#inner.rename(a, b))
   }
 
   async unlink(path: string): Promise<void> {
-    await this.#inner.unlink(this.#inPath(path))
+    const p = this.#inPath(path)
+    await this.track('unlink', () => this.#inner.unlink(p))
   }
 
   async rmtree(path: string): Promise<void> {
     if (this.resolvePath(path) === '') throw new RemoteError('EACCES', `rmtree refused on ${this.displayUrl}: it would delete the whole remote`)
-    await this.#inner.rmtree(this.#inPath(path))
+    const p = this.#inPath(path)
+    await this.track('rmtree', () => this.#inner.rmtree(p))
   }
 
   async mkdir(path: string): Promise<void> {
-    await this.#inner.mkdir(this.#inPath(path))
+    const p = this.#inPath(path)
+    await this.track('mkdir', () => this.#inner.mkdir(p))
   }
 }
