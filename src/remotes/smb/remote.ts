@@ -130,15 +130,23 @@ export class SmbRemote extends Remote {
     return this.#connecting
   }
 
+  /**
+   * Deletes the temporaries of writers whose connection died. Best effort by design: a failure must not
+   * block the new connection (the name stays queued for the next one, and removeTemporaries() also finds
+   * it); each failure is reported as a failed `removeOrphan` op event, so metrics see it.
+   */
   async #removeOrphans(client: SmbClient): Promise<void> {
     for (const path of [...this.#orphans]) {
+      const start = performance.now()
       try {
         await this.#deleteAt(client, path, OPEN_DELETE)
         this.#orphans.delete(path)
+        this.emit('op', { op: 'removeOrphan', durationMs: performance.now() - start, ok: true })
       } catch (error) {
-        if (ntStatusOf(error) === undefined) throw error // connection trouble: keep it for the next one
-        if ((error as RemoteError).code === 'ENOENT') this.#orphans.delete(path)
-        else throw error
+        const code = error instanceof RemoteError ? error.code : 'E_REMOTE'
+        if (code === 'ENOENT') this.#orphans.delete(path)
+        else this.emit('op', { op: 'removeOrphan', durationMs: performance.now() - start, ok: false, code })
+        if (client.closed) return
       }
     }
   }
