@@ -53,6 +53,12 @@ function task(jobId: string, vm: string, remotes: Record<string, { url: string; 
   }
 }
 
+/** `s3+http://…/bucket/dir?region=…` + `sub` → `…/bucket/dir/sub?region=…` */
+function withSubdir(url: string, sub: string): string {
+  const [base, query] = url.split('?')
+  return `${base!.replace(/\/$/, '')}/${sub}${query === undefined ? '' : `?${query}`}`
+}
+
 const vmResult = (s: JobSummary) => s.tasks?.[0]?.result as { timestamp: string; full: boolean; succeeded: string[]; failed: string[] }
 
 beforeAll(async () => {
@@ -80,7 +86,7 @@ describe('backup.run through the queue', () => {
       dirs: { url: `file://${dir.path}/l2`, options: { useVhdDirectory: true } },
     }
     const s3 = inject('s3Url')
-    if (s3 !== null) remotes.s3 = { url: `${s3}/${sub}` }
+    if (s3 !== null) remotes.s3 = { url: withSubdir(s3, sub) }
     const rawAt = new Map<string, string>()
     for (let i = 0; i < 4; i++) {
       if (i > 0) sim.writeBlocks(vm.uuid, { blocks: 3 })
