@@ -93,6 +93,7 @@ export class EnqueueClient {
   readonly #redisConfig: RedisConfig
   readonly #sealKey: SealKey | undefined
   readonly #queues = new Map<string, Queue>()
+  readonly #remembered = new Set<string>()
   readonly #events = new Map<string, Promise<QueueEvents>>()
   readonly #defaults: { attempts: number; backoffMs: number }
   readonly #logger: Logger
@@ -164,7 +165,7 @@ export class EnqueueClient {
     const name = queueName(target)
     validateOptions(options)
     if (this.#sealKey === undefined) throw new BackupProxyError('E_CONFIG_INVALID', 'this EnqueueClient has no seal key: it cannot enqueue (set security.sealKeyFile)')
-    const sealed = sealFields(task as unknown as Record<string, unknown>, SECRET_PATHS[task.kind], this.#sealKey)
+    const sealed = sealFields(task as unknown as Record<string, unknown>, SECRET_PATHS[task.kind], this.#sealKey, { inPlace: true })
     const dedupKey = dedupKeyOf(task)
     const jobId = jobIdFor(task)
     const data: QueuedJobData = { v: 1, task: sealed, enqueuedAt: Date.now(), ...(dedupKey === undefined ? {} : { dedupKey }) }
@@ -180,7 +181,10 @@ export class EnqueueClient {
       ...(options.delayMs === undefined || options.delayMs === 0 ? {} : { delay: options.delayMs }),
       ...(dedupKey === undefined ? {} : { deduplication: { id: dedupKey } }),
     }
-    await rememberQueue(await this.redis(), this.prefix, name)
+    if (!this.#remembered.has(name)) {
+      await rememberQueue(await this.redis(), this.prefix, name)
+      this.#remembered.add(name)
+    }
     const job = await this.queue(name).add(task.kind, data, opts)
     if (job.id !== jobId) {
       throw new BackupProxyError(

@@ -114,17 +114,20 @@ function mapAtPath(root: Walkable, path: string, fn: (value: unknown, concretePa
   visit(root, 0, [])
 }
 
-/** Returns a deep copy of `task` with the values at `paths` sealed. */
-export function sealFields<T extends object>(task: T, paths: readonly string[], key: SealKey): T {
-  const copy = structuredClone(task) as unknown as Walkable
-  for (const path of paths) mapAtPath(copy, path, (value, at) => key.seal(value as JsonValue, at))
-  return copy as unknown as T
+/**
+ * Returns `task` with the values at `paths` sealed: a deep copy, or `task` itself changed in place with
+ * `inPlace` (the client seals the fresh object parseTask returned; copying it again costs per job).
+ */
+export function sealFields<T extends object>(task: T, paths: readonly string[], key: SealKey, options: { inPlace?: boolean } = {}): T {
+  const target = (options.inPlace === true ? task : structuredClone(task)) as unknown as Walkable
+  for (const path of paths) mapAtPath(target, path, (value, at) => key.seal(value as JsonValue, at))
+  return target as unknown as T
 }
 
-/** Returns a deep copy of `sealed` with the values at `paths` opened; a value that is not sealed is refused. */
-export function unsealFields(sealed: unknown, paths: readonly string[], key: SealKey): unknown {
+/** Returns `sealed` with the values at `paths` opened (deep copy unless `inPlace`); a value that is not sealed is refused. */
+export function unsealFields(sealed: unknown, paths: readonly string[], key: SealKey, options: { inPlace?: boolean } = {}): unknown {
   if (typeof sealed !== 'object' || sealed === null) return sealed
-  const copy = structuredClone(sealed) as Walkable
-  for (const path of paths) mapAtPath(copy, path, (value, at) => key.unseal(typeof value === 'string' ? value : '', at))
-  return copy
+  const target = (options.inPlace === true ? sealed : structuredClone(sealed)) as Walkable
+  for (const path of paths) mapAtPath(target, path, (value, at) => key.unseal(typeof value === 'string' ? value : '', at))
+  return target
 }
