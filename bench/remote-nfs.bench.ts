@@ -105,6 +105,7 @@ export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
     for (let i = 0; i < rounds; i++) {
       await removeQuietly('nfs-cp.bin')
       base.push(await withServerCpu(() => runCommand(`nfs-cp ${source} '${libnfsUrl('nfs-cp.bin')}'`)))
+      await removeQuietly('nfs-cp.bin') // tmpfs space: at most source + one written file + one read copy at a time
       await removeQuietly('ours.bin')
       ours.push(
         await withServerCpu(() =>

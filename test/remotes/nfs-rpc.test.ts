@@ -9,6 +9,7 @@ import { createServer, type Server, type Socket } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { RemoteError } from '../../src/common/errors.js'
 import { RpcConnection } from '../../src/remotes/nfs/rpc.js'
+import { XdrEncoder } from '@jsonjoy.com/json-pack/lib/xdr/XdrEncoder.js'
 
 type Reply = (xid: number, proc: number, call: Buffer) => Buffer[]
 
@@ -96,6 +97,22 @@ describe('ONC-RPC connection', () => {
     expect(first.subarray(-12).toString('hex')).toBe(`00000005${Buffer.from('abcde').toString('hex')}000000`)
     expect(first.readUInt32BE(24)).toBe(1) // AUTH_SYS credentials
     expect(seen[1]!.readUInt32BE(seen[1]!.length - 4)).toBe(0xfeedface)
+    rpc.close()
+  })
+
+  it('keeps frames intact when the encoder buffer has to grow (json-pack absolute-offset bug)', async () => {
+    // XdrEncoder.writeStr remembers where its length word goes; if the Writer grows while the string is
+    // written, that offset is stale. 2000 calls of ~300 bytes overflow the 256 KiB Writer several times.
+    reply = (xid, _proc, call) => {
+      const ok = call.readUInt32BE(call.length - 204) === 200 && call.subarray(-200).every((c) => c === 0x78)
+      return [frames(accepted(xid, 0, ok ? 1 : 0), 1000)]
+    }
+    const rpc = await open()
+    const name = 'x'.repeat(200)
+    const results = await Promise.all(
+      Array.from({ length: 2000 }, async () => (await rpc.call(100003, 3, 3, 'lookup', (w) => new XdrEncoder(w).writeStr(name))).u32()),
+    )
+    expect(results.filter((ok) => ok !== 1)).toHaveLength(0)
     rpc.close()
   })
 

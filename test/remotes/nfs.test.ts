@@ -85,6 +85,27 @@ describe('nfs remote specifics', { timeout: 60_000 }, () => {
     }
   })
 
+  it('keeps data intact with small WRITE/READ sizes (many blocks, COMMITs while writing, ranges across blocks)', async () => {
+    const remote = new NfsRemote(parsed, { nfsWindow: 3 }, { maxBlockBytes: 64 * 1024 })
+    const dir = `small-${randomBytes(4).toString('hex')}`
+    try {
+      const data = randomBytes(5 * 1024 * 1024 + 333)
+      const out = await remote.createWriteStream(`${dir}/f.bin`)
+      for (let at = 0; at < data.length; at += 100_000) {
+        if (!out.write(data.subarray(at, at + 100_000))) await new Promise((r) => out.once('drain', r))
+      }
+      out.end()
+      await finished(out)
+      expect((await remote.readFile(`${dir}/f.bin`)).equals(data)).toBe(true)
+      const chunks: Buffer[] = []
+      for await (const c of await remote.createReadStream(`${dir}/f.bin`, { start: 65_530, end: 3 * 65_536 + 7 })) chunks.push(c as Buffer)
+      expect(Buffer.concat(chunks).equals(data.subarray(65_530, 3 * 65_536 + 8))).toBe(true)
+    } finally {
+      await remote.rmtree(dir)
+      await remote.close()
+    }
+  })
+
   it('unlink of a directory is EISDIR; rmtree of the root is refused', async () => {
     const remote = new NfsRemote(parsed)
     await remote.open()

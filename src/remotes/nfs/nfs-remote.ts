@@ -41,7 +41,10 @@ export interface NfsTuning {
 interface Session {
   client: Nfs3Client
   root: Uint8Array
-  blockBytes: number
+  /** WRITE size: min(maxBlockBytes, the server's wtmax) */
+  wsize: number
+  /** READ size: min(maxBlockBytes, the server's rtmax) */
+  rsize: number
   /** directory handles by remote-relative path ('' = root) */
   dirs: Map<string, Uint8Array>
 }
@@ -135,13 +138,15 @@ export class NfsRemote extends Remote {
           if (found.attributes !== undefined && !found.attributes.isDirectory) throw new RemoteError('ENOTDIR', `open ${this.displayUrl}: "${at}" inside export "${mounted.exportPath}" is not a directory`)
           root = found.handle
         } catch (error) {
-          if (error instanceof Nfs3StatusError) throw nfs3Error(error.status, 'open', at, this.displayUrl)
+          if (error instanceof Nfs3StatusError) throw nfs3Error(error.status, 'open', at, this.displayUrl, error.proc)
           throw error
         }
       }
       const info = await client.fsinfo(root)
-      const blockBytes = Math.max(4096, Math.min(this.maxBlockBytes, info.wtmax, info.rtmax))
-      const session: Session = { client, root, blockBytes, dirs: new Map([['', root]]) }
+      // a server announcing 0 (invalid) gets our cap; anything else is honoured even if small
+      const wsize = Math.min(this.maxBlockBytes, info.wtmax > 0 ? info.wtmax : this.maxBlockBytes)
+      const rsize = Math.min(this.maxBlockBytes, info.rtmax > 0 ? info.rtmax : this.maxBlockBytes)
+      const session: Session = { client, root, wsize, rsize, dirs: new Map([['', root]]) }
       if (generation !== this.generation) throw new RemoteError('ECONNRESET', `${this.displayUrl}: the remote was closed while connecting`)
       this.session = session
       await this.removeOrphans(session)
@@ -198,7 +203,7 @@ export class NfsRemote extends Remote {
   }
 
   private mapError(error: unknown, op: string, path: string): Error {
-    if (error instanceof Nfs3StatusError) return nfs3Error(error.status, op, path, this.displayUrl)
+    if (error instanceof Nfs3StatusError) return nfs3Error(error.status, op, path, this.displayUrl, error.proc)
     // transport errors (connection lost, timeout) do not know the path: say which operation they broke
     if (error instanceof RemoteError && error.fields.path === undefined) {
       return new RemoteError(error.code as PosixCode | 'E_REMOTE', `${op} "${path}" failed: ${error.message}`, { cause: error, fields: { ...error.fields, op, path } })
@@ -274,8 +279,8 @@ export class NfsRemote extends Remote {
       const stream = new NfsWriteStream({
         label: `"${rel}" on ${this.displayUrl}`,
         window: this.window,
-        blockBytes: s.blockBytes,
-        commitEveryBytes: 2 * this.window * s.blockBytes,
+        blockBytes: s.wsize,
+        commitEveryBytes: 2 * this.window * s.wsize,
         signal: options.signal,
         io: {
           write: (offset, data, count) => s.client.write(fh, offset, data, count, UNSTABLE),
@@ -330,7 +335,7 @@ export class NfsRemote extends Remote {
         read: (offset, count) => s.client.read(handle, offset, count),
         start,
         end: Math.max(start, stop),
-        blockBytes: s.blockBytes,
+        blockBytes: s.rsize,
         window: Math.min(this.window, 4),
         mapError: (e) => this.mapError(e, 'read', rel),
         label: `"${rel}" on ${this.displayUrl}`,

@@ -6,7 +6,9 @@
  * Message headers and bodies are encoded with `@jsonjoy.com/json-pack` (its RpcMessageEncoder and the
  * program encoders write into one growable Writer per connection). Record marking is done here rather
  * than with its FullNfsv3Encoder, whose header offset is wrong once the Writer grows mid-frame (see the
- * notes): the header is patched into the flushed frame, whose start does not move. Bulk payloads
+ * notes): the header is patched into the flushed frame, whose start does not move, and room for a whole
+ * call is reserved before encoding so the Writer never grows mid-frame (json-pack's XdrEncoder.writeStr
+ * has the same absolute-offset bug as its record marker). Bulk payloads
  * (WRITE data) are not copied into the Writer: the caller encodes the arguments with an empty trailing
  * opaque and passes the data as `payload`, which is sent right after the header with its XDR padding.
  *
@@ -26,6 +28,8 @@ const LAST_FRAGMENT = 0x80000000
 /** refuse records larger than this (a READ reply is at most rtmax + headers) */
 const MAX_RECORD_BYTES = 64 * 1024 * 1024
 const PADDING = new Uint8Array(4)
+/** room reserved in the Writer before encoding a call (arguments without bulk payload are far smaller) */
+const MAX_CALL_HEADER_BYTES = 16 * 1024
 
 const ACCEPT_STAT: Record<number, string> = {
   1: 'PROG_UNAVAIL (the server does not run this program)',
@@ -162,10 +166,16 @@ export class RpcConnection {
     if (this.failure !== undefined) throw this.failure
     const xid = (this.nextXid = (this.nextXid + 1) >>> 0)
     const w = this.writer
+    // json-pack's encoders remember absolute Writer offsets while encoding (XdrEncoder.writeStr's length
+    // word, FullNfsv3Encoder's record mark); if the Writer grows mid-frame those offsets point into the
+    // old buffer and the frame goes out corrupted (seen as NFS3ERR_INVAL / BADHANDLE on ~1 CREATE in
+    // 4000). Calls without payload are a few hundred bytes: make room for any of them before encoding.
+    w.ensureCapacity(MAX_CALL_HEADER_BYTES)
     w.u32(0) // record mark, patched below
     this.rpcEncoder.writeCall(xid, prog, vers, proc, this.cred, this.verf)
     writeArgs(w)
     const frame = w.flush()
+    if (frame.length > MAX_CALL_HEADER_BYTES) throw new RemoteError('EINVAL', `${what}: call of ${frame.length} bytes exceeds ${MAX_CALL_HEADER_BYTES} (bulk data must go as payload)`, { fields: { detail: 'call too large' } })
     let payloadBytes = 0
     for (const p of payload ?? []) payloadBytes += p.length
     const pad = (4 - (payloadBytes % 4)) % 4

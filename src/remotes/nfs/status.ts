@@ -65,10 +65,11 @@ export const NFS3ERR_STALE = 70
 export const NFS3ERR_NOTSUPP = 10004
 
 /** The RemoteError for a failed NFS3 call. */
-export function nfs3Error(status: number, op: string, path: string, where: string): RemoteError {
+export function nfs3Error(status: number, op: string, path: string, where: string, proc?: string): RemoteError {
   const info = NFS3_STATUS[status] ?? { name: `NFS3 status ${status}`, code: 'EIO' as const }
-  return new RemoteError(info.code, `${op} "${path}" on ${where} failed: ${info.name}${info.hint === undefined ? '' : ` (${info.hint})`}`, {
-    fields: { op, path, detail: info.name, nfsStatus: status },
+  const by = proc === undefined ? '' : ` (NFS ${proc})`
+  return new RemoteError(info.code, `${op} "${path}" on ${where} failed: ${info.name}${by}${info.hint === undefined ? '' : `; ${info.hint}`}`, {
+    fields: { op, path, detail: info.name, nfsStatus: status, ...(proc === undefined ? {} : { nfsProc: proc }) },
   })
 }
 
