@@ -23,8 +23,9 @@ describe('backup-proxy xapi-sim', () => {
     try {
       const url = await new Promise<string>((resolve, reject) => {
         const check = (): void => {
+          // the banner ends with the admin API line: wait for all of it (stdout may arrive in pieces)
           const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)
-          if (m?.[1] !== undefined) resolve(m[1])
+          if (m?.[1] !== undefined && out.includes('admin API:')) resolve(m[1])
         }
         child.stdout.on('data', check)
         child.once('exit', () => reject(new Error(`xapi-sim exited: ${out}`)))
