@@ -24,6 +24,8 @@ export interface FixtureSpec {
   uuid?: string
   /** content kind: random bytes, a compressible pattern, or zeros */
   content?: 'random' | 'pattern' | 'zeros'
+  /** do not build the raw image (huge sparse disks) */
+  noRaw?: boolean
 }
 
 export interface Fixture {
@@ -82,14 +84,14 @@ export function makeFixture(spec: FixtureSpec): Fixture {
   footerBuf.copy(vhd, 0)
   encodeHeader(header).copy(vhd, FOOTER_SIZE)
   for (let i = 0; i < bat.length; i++) vhd.writeUInt32BE(bat[i] ?? BLOCK_UNUSED, FOOTER_SIZE + HEADER_SIZE + i * 4)
-  const raw = Buffer.alloc(spec.sizeBytes)
+  const raw = Buffer.alloc(spec.noRaw === true ? 0 : spec.sizeBytes)
   const bitmap = fullBitmap(DEFAULT_BLOCK_SIZE)
   for (const index of blocks) {
     const at = (bat[index] ?? 0) * SECTOR_SIZE
     bitmap.copy(vhd, at)
     const data = blockData(seed, index, DEFAULT_BLOCK_SIZE, spec.content)
     data.copy(vhd, at + bmSize)
-    data.copy(raw, index * DEFAULT_BLOCK_SIZE, 0, Math.min(DEFAULT_BLOCK_SIZE, spec.sizeBytes - index * DEFAULT_BLOCK_SIZE))
+    if (spec.noRaw !== true) data.copy(raw, index * DEFAULT_BLOCK_SIZE, 0, Math.min(DEFAULT_BLOCK_SIZE, spec.sizeBytes - index * DEFAULT_BLOCK_SIZE))
   }
   footerBuf.copy(vhd, offset)
   return { vhd, raw, footer, header, blocks: ordered }
