@@ -32,6 +32,27 @@ describe('Redis', () => {
     }
   })
 
+  it('a running proxy rides out a Redis restart and keeps taking jobs', async () => {
+    const server = await startRedis({ aof: true })
+    try {
+      const config = testConfig(server.url, { proxy: { id: uid('p') } })
+      const proxy = await startProxy(config)
+      const c = client(config)
+      try {
+        expect((await (await c.enqueue({ proxy: config.proxy.id }, backupTask({ settings: { standInDir: tmp() } }))).result()).status).toBe('success')
+        await server.stop()
+        await server.restart()
+        const handle = await c.enqueue({ proxy: config.proxy.id }, backupTask({ settings: { standInDir: tmp() } }))
+        expect((await handle.result()).status).toBe('success')
+      } finally {
+        await proxy.shutdown()
+        await c.close()
+      }
+    } finally {
+      await server.destroy()
+    }
+  })
+
   it('refuses to start a proxy on a Redis whose eviction policy is not noeviction', async () => {
     const server = await startRedis({ maxmemoryPolicy: 'allkeys-lru' })
     try {

@@ -3,7 +3,7 @@
  * SIGTERM drains (exit 0, nothing locked). Runs the CLI from sources under tsx with stand-in processors.
  */
 import { existsSync } from 'node:fs'
-import { readdir } from 'node:fs/promises'
+import { readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, inject, it } from 'vitest'
@@ -25,8 +25,8 @@ afterAll(async () => {
 
 const root = new URL('../../', import.meta.url).pathname
 
-function startServe(proxyId: string, pool: string, env: Record<string, string> = {}): Daemon {
-  const d = startDaemon(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--proxy', proxyId, '--pool', pool, '--redis-url', redisUrl, '--listen', '127.0.0.1:0', '--threads', '1'], {
+function startServe(proxyId: string, pool: string, env: Record<string, string> = {}, args: string[] = ['--threads', '1']): Daemon {
+  const d = startDaemon(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args, 'serve', '--proxy', proxyId, '--pool', pool, '--redis-url', redisUrl, '--listen', '127.0.0.1:0'], {
     cwd: root,
     env: {
       ...process.env,
@@ -129,5 +129,28 @@ describe('serve processes', () => {
     } finally {
       await c.close()
     }
+  })
+
+  it('SIGHUP reloads the configuration and applies threads/concurrency live; /readyz and /metrics answer', async () => {
+    const id = uid('ph')
+    const file = join(tmp(), `${id}.yaml`)
+    await writeFile(file, 'workers:\n  threads: 1\n  concurrency: 1\n')
+    const d = startServe(id, uid('pool'), {}, ['--config', file])
+    await waitServing(id, d)
+    const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(d.output())?.[1]
+    expect(url).toBeDefined()
+    const ready = await fetch(`${url}/readyz`)
+    expect(ready.status).toBe(200)
+    const metrics = await (await fetch(`${url}/metrics`)).text()
+    expect(metrics).toContain('backup_proxy_threads')
+    await writeFile(file, 'workers:\n  threads: 3\n  concurrency: 4\n')
+    d.child.kill('SIGHUP')
+    await waitFor('rescaled heartbeat', async () => {
+      const p = (await listProxies(redis, 'bull')).find((x) => x.proxyId === id)
+      return p?.threads === 3 && p.concurrency === 4
+    }, 20_000)
+    const code = exited(d)
+    d.child.kill('SIGINT')
+    expect(await code).toBe(0)
   })
 })
