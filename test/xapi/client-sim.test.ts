@@ -53,6 +53,10 @@ describe('XapiClient against the simulator', () => {
       const disks = client.vmDisks(t.uuid)
       expect(disks.map((d) => d.vdi.uuid)).toEqual(t.vdis.map((v) => v.uuid))
       expect(disks[0]?.vdi.virtual_size).toBe(32 * MiB)
+      // physical_size = present 2 MiB blocks: about half of the 16 blocks (fill ratio 0.5)
+      expect(disks[0]?.vdi.physical_size).toBeGreaterThan(0)
+      expect(disks[0]?.vdi.physical_size).toBeLessThan(32 * MiB)
+      expect((disks[0]?.vdi.physical_size ?? 1) % (2 * MiB)).toBe(0)
     }
     expect(client.listVdis()).toHaveLength(4)
     expect(client.listVbds()).toHaveLength(4)

@@ -5,6 +5,7 @@
  * deterministic from the seed, and each VDI's bytes live in a `DiskContent`.
  */
 import { DiskContent, mix, prng } from './disk-content.js'
+import { VHD_BLOCK_BYTES } from './vhd-encoder.js'
 import { NULL_REF, ObjectStore, XapiFailure, text, type XapiRecord, type XapiValue } from './store.js'
 
 export interface PoolOptions {
@@ -147,7 +148,7 @@ export class SimPool {
       const lineage = index * 64 + d + 1
       this.disks.set(vdiRef, DiskContent.initial(this.options.seed, lineage, this.options.diskSizeBytes, this.options.fillRatio))
       this.vdiTimes.set(vdiRef, Date.now())
-      s.add('VDI', vdiRef, this.vdiRecord(`sim-vm-${index} disk ${d}`, false, NULL_REF))
+      s.add('VDI', vdiRef, { ...this.vdiRecord(`sim-vm-${index} disk ${d}`, false, NULL_REF), physical_size: this.allocatedBytes(vdiRef) })
       this.attach(vmRef, vdiRef, d, true)
     }
     const vifRef = this.newRef()
@@ -222,6 +223,11 @@ export class SimPool {
     return vbdRef
   }
 
+  /** Bytes of the VDI's present blocks (what XAPI reports as `physical_size` on a thin SR). */
+  allocatedBytes(vdiRef: string): number {
+    return (this.disks.get(vdiRef)?.generations.size ?? 0) * VHD_BLOCK_BYTES
+  }
+
   /** VDI refs of a VM's disks, in VBD order. */
   vmDisks(vmRef: string): string[] {
     const vm = this.store.get('VM', vmRef)
@@ -268,7 +274,7 @@ export class SimPool {
       if (content === undefined) throw new XapiFailure('INTERNAL_ERROR', [`no content for ${vdiRef}`])
       this.disks.set(snapVdiRef, content.copy())
       this.vdiTimes.set(snapVdiRef, this.vdiTimes.get(vdiRef) ?? now.getTime())
-      s.add('VDI', snapVdiRef, { ...this.vdiRecord(text(vdi.name_label), true, vdiRef), snapshot_time: xapiDateTime(now) })
+      s.add('VDI', snapVdiRef, { ...this.vdiRecord(text(vdi.name_label), true, vdiRef), snapshot_time: xapiDateTime(now), physical_size: this.allocatedBytes(snapVdiRef) })
       s.update('VDI', vdiRef, (r) => (r.snapshots as string[]).push(snapVdiRef))
       this.attach(snapRef, snapVdiRef, position, false)
     })
@@ -329,6 +335,7 @@ export class SimPool {
       const count = amount.blocks ?? Math.round((amount.ratio ?? 0) * disk.blockCount)
       const blocks = disk.write(count, mix(this.options.seed, disk.lineage, ++this.writeCount, 0x3417e), () => ++this.generation)
       this.vdiTimes.set(vdiRef, Date.now())
+      this.store.update('VDI', vdiRef, (r) => (r.physical_size = this.allocatedBytes(vdiRef)))
       return { vdiUuid: text(this.store.get('VDI', vdiRef).uuid), vdiRef, blocks }
     })
   }
