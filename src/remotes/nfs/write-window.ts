@@ -207,7 +207,9 @@ export class WriteWindow {
     if (!this.kept.delete(block)) return
     this.keptBytes -= block.length
     block.state = 'filling'
-    if (this.pool.length < this.options.window * 2) this.pool.push(block.buf)
+    // keep as many buffers as can be in use at once, so a steady write allocates (and page-faults) nothing
+    const { window, blockBytes, commitEveryBytes } = this.options
+    if (this.pool.length < window + Math.ceil(commitEveryBytes / blockBytes) + 1) this.pool.push(block.buf)
   }
 
   private async waitFor(ready: () => boolean): Promise<void> {
