@@ -53,10 +53,11 @@ function task(jobId: string, vm: string, remotes: Record<string, { url: string; 
   }
 }
 
-/** `s3+http://…/bucket/dir?region=…` + `sub` → `…/bucket/dir/sub?region=…` */
+/** `s3+http://…/bucket/dir?opts#region` + `sub` → `…/bucket/dir/sub?opts#region` */
 function withSubdir(url: string, sub: string): string {
-  const [base, query] = url.split('?')
-  return `${base!.replace(/\/$/, '')}/${sub}${query === undefined ? '' : `?${query}`}`
+  const i = url.search(/[?#]/)
+  const [base, rest] = i === -1 ? [url, ''] : [url.slice(0, i), url.slice(i)]
+  return `${base.replace(/\/$/, '')}/${sub}${rest}`
 }
 
 const vmResult = (s: JobSummary) => s.tasks?.[0]?.result as { timestamp: string; full: boolean; succeeded: string[]; failed: string[] }
@@ -95,7 +96,7 @@ describe('backup.run through the queue', () => {
       expect(s.status, JSON.stringify(s.tasks, null, 1)).toBe('success')
       const r = vmResult(s)
       expect(r.full).toBe(i === 0)
-      expect(r.succeeded).toEqual(Object.keys(remotes).sort())
+      expect(r.succeeded, JSON.stringify(s.tasks?.[0]?.tasks?.map((t) => [t.data, t.warnings, t.result]))).toEqual(Object.keys(remotes).sort())
       const raw = join(dir.path, `raw-${r.timestamp}`)
       await saveRaw(sim, vdi.uuid, raw)
       rawAt.set(r.timestamp, raw)
