@@ -7,7 +7,8 @@
  *   S3:     the AWS SDK's own `Upload` with its defaults and `rclone copyto` (Debian's rclone 1.60) vs
  *           our S3Remote writer, all to one private Swift + s3api on tmpfs.
  * CPU is the client's only (this process / the command), counted the same way on both sides; Swift's
- * CPU (the same 2 cores) is in neither. Default 1 GiB (× BENCH_SCALE; BENCH_SCALE=4 gives 4 GiB).
+ * CPU (the same 2 cores) is in neither. Local cases run 3 interleaved rounds and keep the fastest of each
+ * (S3 cases run once: they take minutes). Default 1 GiB (× BENCH_SCALE; BENCH_SCALE=4 gives 4 GiB).
  */
 import { randomBytes } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
@@ -85,30 +86,35 @@ export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
     const group = `local write ${gib} GiB`
     const root = join(ctx.tmpDir, 'local')
     await mkdir(root)
-    const cp = await runCommand(`cp ${source} ${join(root, 'cp.bin')}`)
-    rows.push({ group, name: 'cp', bytes: sizeBytes, ...cp })
-    await rm(join(root, 'cp.bin'))
-    const dd = await runCommand(`dd if=${source} of=${join(root, 'dd.bin')} bs=1M status=none`)
-    rows.push({ group, name: 'dd bs=1M', bytes: sizeBytes, ...dd, baseline: 'cp' })
-    await rm(join(root, 'dd.bin'))
     const remote = createRemote(`file://${root}`)
     await remote.open()
-    const m = await measure(async () => {
-      await feedReusingBuffers(source, await remote.createWriteStream('ours.bin', { expectedSizeBytes: sizeBytes }))
-    })
-    if ((await stat(join(root, 'ours.bin'))).size !== sizeBytes) throw new Error('local: wrong size written')
-    rows.push({ group, name: 'LocalRemote fed like dd (fsync+rename)', bytes: sizeBytes, ...m, baseline: 'dd bs=1M', extra: { vsCp: cp.seconds / m.seconds } })
-    await rm(join(root, 'ours.bin'))
-    const plain = await measure(async () => {
-      await pipeline(createReadStream(source, { highWaterMark: MiB }), createWriteStream(join(root, 'plain.bin')))
-    })
-    rows.push({ group, name: 'fs.createWriteStream piped', bytes: sizeBytes, ...plain, baseline: 'cp' })
-    await rm(join(root, 'plain.bin'))
-    const piped = await measure(async () => {
-      await pipeline(createReadStream(source, { highWaterMark: MiB }), await remote.createWriteStream('ours.bin', { expectedSizeBytes: sizeBytes }))
-    })
-    rows.push({ group, name: 'LocalRemote piped (fsync+rename)', bytes: sizeBytes, ...piped, baseline: 'fs.createWriteStream piped' })
-    await rm(join(root, 'ours.bin'))
+    // interleaved rounds, fastest of each case kept: on a shared 2-core VM one run of a case says little
+    type Timing = { seconds: number; cpuSeconds: number; peakRssMiB: number }
+    const cases: [string, string | undefined, () => Promise<Timing>][] = [
+      ['cp', undefined, () => runCommand(`cp ${source} ${join(root, 'out.bin')}`)],
+      ['dd bs=1M', 'cp', () => runCommand(`dd if=${source} of=${join(root, 'out.bin')} bs=1M status=none`)],
+      ['LocalRemote fed like dd (fsync+rename)', 'dd bs=1M', async () => measure(async () => feedReusingBuffers(source, await remote.createWriteStream('out.bin', { expectedSizeBytes: sizeBytes })))],
+      ['fs.createWriteStream piped', 'cp', () => measure(() => pipeline(createReadStream(source, { highWaterMark: MiB }), createWriteStream(join(root, 'out.bin'))))],
+      [
+        'LocalRemote piped (fsync+rename)',
+        'fs.createWriteStream piped',
+        async () => measure(async () => pipeline(createReadStream(source, { highWaterMark: MiB }), await remote.createWriteStream('out.bin', { expectedSizeBytes: sizeBytes }))),
+      ],
+    ]
+    const best = new Map<string, Timing>()
+    for (let round = 0; round < 3; round++) {
+      for (const [name, , run] of cases) {
+        const t = await run()
+        if ((await stat(join(root, 'out.bin'))).size !== sizeBytes) throw new Error(`local: ${name} wrote a wrong size`)
+        await rm(join(root, 'out.bin'))
+        const prev = best.get(name)
+        if (prev === undefined || t.seconds < prev.seconds) best.set(name, t)
+      }
+    }
+    for (const [name, baseline] of cases) {
+      const t = best.get(name) as Timing
+      rows.push({ group, name, bytes: sizeBytes, ...t, ...(baseline === undefined ? {} : { baseline }), extra: { runs: 3 } })
+    }
     const enc = createEncryptedRemote(remote, { key: randomBytes(32).toString('hex'), root: 'enc' })
     await enc.open()
     const e = await measure(async () => {
