@@ -88,6 +88,16 @@ describe('smb remote specifics', () => {
     await expectCode(remote({ ...parsed, path: `missing-${randomBytes(3).toString('hex')}` }).open(), 'ENOENT')
   })
 
+  it('an exclusive write refused at publish leaves no temporary behind', async () => {
+    const r = remote(smbUrl)
+    const d = `excl-${randomBytes(3).toString('hex')}`
+    await r.writeFile(`${d}/x`, 'first')
+    await expectCode(r.writeFile(`${d}/x`, randomBytes(3 * MiB), { exclusive: true }), 'EEXIST')
+    expect(await r.list(d, { includeHidden: true })).toEqual([{ path: 'x', isDirectory: false }])
+    expect((await r.readFile(`${d}/x`)).toString()).toBe('first')
+    await r.rmtree(d)
+  })
+
   it('maps NT statuses to POSIX codes (EISDIR, ENOTDIR, ENOTEMPTY)', async () => {
     const r = remote(smbUrl)
     const d = `codes-${randomBytes(3).toString('hex')}`

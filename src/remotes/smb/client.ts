@@ -260,39 +260,48 @@ export class SmbClient {
 
   /** CREATE: opens or creates a file or directory (path in SMB form, `\`-separated, '' = share root). */
   async create(path: string, p: CreateParams): Promise<OpenResult> {
-    const name = utf16(path)
-    const body = Buffer.alloc(56 + Math.max(name.length, 1))
-    body.writeUInt16LE(57, 0)
-    body.writeUInt32LE(2, 4) // impersonation
-    body.writeUInt32LE(p.access >>> 0, 24)
-    body.writeUInt32LE(p.attributes ?? 0, 28)
-    body.writeUInt32LE(p.share ?? ShareAccess.ALL, 32)
-    body.writeUInt32LE(p.disposition, 36)
-    body.writeUInt32LE(p.options, 40)
-    body.writeUInt16LE(HEADER_SIZE + 56, 44)
-    body.writeUInt16LE(name.length, 46)
-    name.copy(body, 56)
-    const res = await this.conn.request({ command: Command.CREATE, body, treeId: this.treeId, what: `of "${path}"` })
-    const b = res.body
-    return {
-      fileId: Buffer.from(b.subarray(64, 80)),
-      mtimeMs: fileTimeToMs(b, 24),
-      sizeBytes: Number(b.readBigUInt64LE(48)),
-      isDirectory: (b.readUInt32LE(56) & FileAttributes.DIRECTORY) !== 0,
-    }
+    const res = await this.conn.request({ command: Command.CREATE, body: createBody(path, p), treeId: this.treeId, what: `of "${path}"` })
+    return openResult(res)
+  }
+
+  /** CREATE + CLOSE in one compound (one round trip): what a stat or a mkdir needs. */
+  async createClose(path: string, p: CreateParams): Promise<OpenResult> {
+    const what = `of "${path}"`
+    const [created] = await this.conn.compound([
+      { command: Command.CREATE, body: createBody(path, p), treeId: this.treeId, what },
+      { command: Command.CLOSE, body: closeBody(RELATED_FILE_ID), treeId: this.treeId, what },
+    ])
+    if (created === undefined) throw new Error('internal: compound without CREATE response')
+    return openResult(created)
+  }
+
+  /** CREATE + SET_INFO + CLOSE in one compound: delete (disposition) or rename by path in one round trip. */
+  async createSetInfoClose(path: string, p: CreateParams, infoClass: number, data: Buffer, what = `of "${path}"`): Promise<void> {
+    await this.conn.compound([
+      { command: Command.CREATE, body: createBody(path, p), treeId: this.treeId, what },
+      { command: Command.SET_INFO, body: setInfoBody(RELATED_FILE_ID, infoClass, data), treeId: this.treeId, what },
+      { command: Command.CLOSE, body: closeBody(RELATED_FILE_ID), treeId: this.treeId, what },
+    ])
+  }
+
+  /**
+   * SET_INFO + CLOSE of an open file in one compound (the writer's publish: rename, then close). Returns
+   * whether the CLOSE went through (it runs even when the SET_INFO failed) and the SET_INFO error if any.
+   */
+  async setInfoClose(fileId: FileId, infoClass: number, data: Buffer, what = ''): Promise<{ closed: boolean; error: unknown }> {
+    const [set, close] = await this.conn.compoundSettled([
+      { command: Command.SET_INFO, body: setInfoBody(fileId, infoClass, data), treeId: this.treeId, what },
+      { command: Command.CLOSE, body: closeBody(fileId), treeId: this.treeId, what },
+    ])
+    return { closed: close?.status === 'fulfilled', error: set?.status === 'rejected' ? set.reason : undefined }
   }
 
   async close(fileId: FileId, what = ''): Promise<void> {
-    const body = Buffer.alloc(24)
-    body.writeUInt16LE(24, 0)
-    fileId.copy(body, 8)
-    await this.conn.request({ command: Command.CLOSE, body, treeId: this.treeId, what })
+    await this.conn.request({ command: Command.CLOSE, body: closeBody(fileId), treeId: this.treeId, what })
   }
 
   async flush(fileId: FileId, what = ''): Promise<void> {
-    const body = Buffer.alloc(24)
-    body.writeUInt16LE(24, 0)
-    fileId.copy(body, 8)
+    const body = closeBody(fileId) // FLUSH has CLOSE's layout: StructureSize 24, FileId at 8
     await this.conn.request({ command: Command.FLUSH, body, treeId: this.treeId, what })
   }
 
@@ -393,15 +402,7 @@ export class SmbClient {
   }
 
   async setInfo(fileId: FileId, infoClass: number, data: Buffer, what = ''): Promise<void> {
-    const body = Buffer.alloc(32 + data.length)
-    body.writeUInt16LE(33, 0)
-    body.writeUInt8(InfoType.FILE, 2)
-    body.writeUInt8(infoClass, 3)
-    body.writeUInt32LE(data.length, 4)
-    body.writeUInt16LE(HEADER_SIZE + 32, 8)
-    fileId.copy(body, 16)
-    data.copy(body, 32)
-    await this.conn.request({ command: Command.SET_INFO, body, treeId: this.treeId, what })
+    await this.conn.request({ command: Command.SET_INFO, body: setInfoBody(fileId, infoClass, data), treeId: this.treeId, what })
   }
 
   /** Releases the tree and the session, then the connection (best effort: errors end the socket anyway). */
@@ -418,6 +419,55 @@ export class SmbClient {
       this.conn.close()
     }
   }
+}
+
+/** The FileId that related compound requests use for "the file the previous request opened". */
+export const RELATED_FILE_ID: FileId = Buffer.alloc(16, 0xff)
+
+function createBody(path: string, p: CreateParams): Buffer {
+  const name = utf16(path)
+  const body = Buffer.alloc(56 + Math.max(name.length, 1))
+  body.writeUInt16LE(57, 0)
+  body.writeUInt32LE(2, 4) // impersonation
+  body.writeUInt32LE(p.access >>> 0, 24)
+  body.writeUInt32LE(p.attributes ?? 0, 28)
+  body.writeUInt32LE(p.share ?? ShareAccess.ALL, 32)
+  body.writeUInt32LE(p.disposition, 36)
+  body.writeUInt32LE(p.options, 40)
+  body.writeUInt16LE(HEADER_SIZE + 56, 44)
+  body.writeUInt16LE(name.length, 46)
+  name.copy(body, 56)
+  return body
+}
+
+function openResult(res: Response): OpenResult {
+  const b = res.body
+  return {
+    fileId: Buffer.from(b.subarray(64, 80)),
+    mtimeMs: fileTimeToMs(b, 24),
+    sizeBytes: Number(b.readBigUInt64LE(48)),
+    isDirectory: (b.readUInt32LE(56) & FileAttributes.DIRECTORY) !== 0,
+  }
+}
+
+/** CLOSE body; FLUSH's is laid out the same (StructureSize 24, reserved, FileId at 8). */
+function closeBody(fileId: FileId): Buffer {
+  const body = Buffer.alloc(24)
+  body.writeUInt16LE(24, 0)
+  fileId.copy(body, 8)
+  return body
+}
+
+function setInfoBody(fileId: FileId, infoClass: number, data: Buffer): Buffer {
+  const body = Buffer.alloc(32 + data.length)
+  body.writeUInt16LE(33, 0)
+  body.writeUInt8(InfoType.FILE, 2)
+  body.writeUInt8(infoClass, 3)
+  body.writeUInt32LE(data.length, 4)
+  body.writeUInt16LE(HEADER_SIZE + 32, 8)
+  fileId.copy(body, 16)
+  data.copy(body, 32)
+  return body
 }
 
 /** The signing algorithm in a 3.1.1 NEGOTIATE response's contexts (AES-CMAC when absent). */

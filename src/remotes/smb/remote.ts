@@ -8,10 +8,11 @@
  * were on it. Temporaries that a writer could not delete because its connection died are remembered
  * and deleted right after the next connection is made.
  *
- * Operations map to SMB as: stat = CREATE (attributes come back in the response) + CLOSE; unlink /
- * rmdir = CREATE(DELETE) + SET_INFO FileDispositionInformation + CLOSE; rename = CREATE(DELETE) +
- * SET_INFO FileRenameInformation + CLOSE; list = CREATE(directory) + QUERY_DIRECTORY... + CLOSE;
- * mkdir = CREATE(OPEN_IF, directory) per missing level.
+ * Operations map to SMB as (each "+" chain sent as one compound, one round trip): stat = CREATE
+ * (attributes come back in the response) + CLOSE; unlink / rmdir = CREATE(DELETE) + SET_INFO
+ * FileDispositionInformation + CLOSE; rename = CREATE(DELETE) + SET_INFO FileRenameInformation + CLOSE;
+ * mkdir = CREATE(OPEN_IF, directory) + CLOSE per missing level; list = CREATE(directory), then
+ * QUERY_DIRECTORY until NO_MORE_FILES, then CLOSE.
  */
 import { randomBytes } from 'node:crypto'
 import { posix } from 'node:path'
@@ -181,13 +182,13 @@ export class SmbRemote extends Remote {
   }
 
   async #deleteAt(client: SmbClient, path: string, params: CreateParams): Promise<void> {
-    await this.#withOpen(client, path, params, (f) => client.setInfo(f.fileId, FileInfoClass.DISPOSITION, DELETE_PENDING, path))
+    await client.createSetInfoClose(path, params, FileInfoClass.DISPOSITION, DELETE_PENDING)
   }
 
   async open(): Promise<void> {
     await this.track('open', async () => {
       const client = await this.#get()
-      const root = await this.#withOpen(client, this.#smb(''), OPEN_ATTRIBUTES, async (f) => Promise.resolve(f)).catch((e: unknown) => this.#describe<OpenResult>('open', '/', e))
+      const root = await client.createClose(this.#smb(''), OPEN_ATTRIBUTES).catch((e: unknown) => this.#describe<OpenResult>('open', '/', e))
       if (!root.isDirectory) throw new RemoteError('ENOTDIR', `${this.displayUrl}: the remote root is not a directory`)
     })
   }
@@ -203,7 +204,7 @@ export class SmbRemote extends Remote {
     return this.track('stat', async () => {
       const client = await this.#get()
       try {
-        const f = await this.#withOpen(client, this.#smb(rel), OPEN_ATTRIBUTES, async (file) => Promise.resolve(file))
+        const f = await client.createClose(this.#smb(rel), OPEN_ATTRIBUTES)
         return { size: f.isDirectory ? 0 : f.sizeBytes, isDirectory: f.isDirectory, mtimeMs: f.mtimeMs }
       } catch (error) {
         return this.#describe('stat', rel, error)
@@ -222,12 +223,12 @@ export class SmbRemote extends Remote {
   async #mkdirp(client: SmbClient, rel: string): Promise<void> {
     if (rel === '') return
     try {
-      await this.#withOpen(client, this.#smb(rel), MKDIR, async () => Promise.resolve())
+      await client.createClose(this.#smb(rel), MKDIR)
     } catch (error) {
       if (ntStatusOf(error) !== NtStatus.OBJECT_PATH_NOT_FOUND) throw error
       const parent = posix.dirname(rel)
       await this.#mkdirp(client, parent === '.' ? '' : parent)
-      await this.#withOpen(client, this.#smb(rel), MKDIR, async () => Promise.resolve())
+      await client.createClose(this.#smb(rel), MKDIR)
     }
   }
 
@@ -307,8 +308,7 @@ export class SmbRemote extends Remote {
     const dst = this.resolvePath(to)
     await this.track('rename', async () => {
       const client = await this.#get()
-      const attempt = () =>
-        this.#withOpen(client, this.#smb(src), OPEN_DELETE, (f) => client.setInfo(f.fileId, FileInfoClass.RENAME, renameInfo(this.#smb(dst), true), `${src} -> ${dst}`))
+      const attempt = () => client.createSetInfoClose(this.#smb(src), OPEN_DELETE, FileInfoClass.RENAME, renameInfo(this.#smb(dst), true), `${src} -> ${dst}`)
       try {
         await attempt()
       } catch (error) {

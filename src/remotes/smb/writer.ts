@@ -6,9 +6,9 @@
  * (backpressure) only when every pool buffer is in flight.
  *
  * end(): the last partial buffer is written, all WRITEs are awaited, then FLUSH (the server's fsync),
- * then SET_INFO FileRenameInformation on the same handle publishes the file under its final name
- * (ReplaceIfExists = !exclusive, so an exclusive write fails with EEXIST and replaces nothing), then
- * CLOSE; 'finish' fires after that, so the final name is complete when it is visible.
+ * then one compound request does SET_INFO FileRenameInformation on the same handle (publishes the file
+ * under its final name; ReplaceIfExists = !exclusive, so an exclusive write fails with EEXIST and
+ * replaces nothing) and CLOSE; 'finish' fires after that, so the final name is complete when visible.
  *
  * destroy(err), an aborted signal or a failed WRITE: in-flight WRITEs are awaited, then the temporary is
  * marked delete-pending and closed. When the connection itself died, the server closed the handle and
@@ -16,8 +16,8 @@
  */
 import { Writable } from 'node:stream'
 import { RemoteError } from '../../common/errors.js'
-import type { SmbClient } from './client.js'
-import { FileInfoClass, type FileId } from './wire.js'
+import type { CreateParams, SmbClient } from './client.js'
+import { Access, CreateOptions, Disposition, FileInfoClass, type FileId } from './wire.js'
 
 export interface SmbWriterOptions {
   client: SmbClient
@@ -48,6 +48,8 @@ export function renameInfo(target: string, replace: boolean): Buffer {
 }
 
 export const DELETE_PENDING = Buffer.from([1])
+
+const DELETE_BY_NAME: CreateParams = { access: Access.DELETE | Access.SYNCHRONIZE, disposition: Disposition.OPEN, options: CreateOptions.NON_DIRECTORY_FILE }
 
 export class SmbWriteStream extends Writable {
   readonly #o: SmbWriterOptions
@@ -134,18 +136,20 @@ export class SmbWriteStream extends Writable {
       this.#dispatch()
       await this.#drain()
       const { client, fileId } = this.#o
+      // FLUSH alone first: a chained rename would run even if the FLUSH failed (servers only cascade
+      // CREATE failures), and nothing unflushed may be published
       await client.flush(fileId, this.#o.displayPath)
-      try {
-        await client.setInfo(fileId, FileInfoClass.RENAME, renameInfo(this.#o.finalPath, !this.#o.exclusive), this.#o.displayPath)
-      } catch (error) {
+      // then one round trip: rename onto the final name, CLOSE
+      const { closed, error } = await client.setInfoClose(fileId, FileInfoClass.RENAME, renameInfo(this.#o.finalPath, !this.#o.exclusive), this.#o.displayPath)
+      if (closed) this.#handleOpen = false
+      if (error !== undefined) {
         if (error instanceof RemoteError && error.code === 'EEXIST') {
           throw new RemoteError('EEXIST', `exclusive write of "${this.#o.displayPath}" refused: the file already exists`, { cause: error, fields: error.fields })
         }
-        throw error
+        throw error instanceof Error ? error : new RemoteError('EIO', `publishing "${this.#o.displayPath}" failed`, { cause: error })
       }
       this.#published = true
-      this.#handleOpen = false
-      await client.close(fileId, this.#o.displayPath)
+      if (!closed) throw new RemoteError('EIO', `"${this.#o.displayPath}" was published but its handle did not close; the connection is probably failing`)
     }
     run().then(() => callback(), (e: unknown) => callback(e as Error))
   }
@@ -154,9 +158,13 @@ export class SmbWriteStream extends Writable {
     const run = async () => {
       // let in-flight WRITEs settle so the delete is the last operation on the handle
       await Promise.allSettled(this.#inFlight)
-      if (!this.#handleOpen) return
-      this.#handleOpen = false
       const { client, fileId } = this.#o
+      if (!this.#handleOpen) {
+        // closed by a failed publish (the rename was refused): remove the temporary by name
+        if (!this.#published && !client.closed) await client.createSetInfoClose(this.#o.tmpPath, DELETE_BY_NAME, FileInfoClass.DISPOSITION, DELETE_PENDING, this.#o.displayPath)
+        return
+      }
+      this.#handleOpen = false
       if (client.closed) {
         if (!this.#published) this.#o.onOrphan(this.#o.tmpPath)
         return
