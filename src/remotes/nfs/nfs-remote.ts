@@ -21,15 +21,15 @@ import { checkRange, toRemoteError } from '../remote-errors.js'
 import type { NfsRemoteUrl, RemoteOptions } from '../url-types.js'
 import { redactRemoteUrl } from '../url.js'
 import { defaultMachineName, getPort, mountExport, NFS_PROGRAM, type Endpoint } from './mount.js'
-import { Nfs3Client, Nfs3StatusError, UNSTABLE, type Attributes } from './nfs3.js'
+import { Nfs3Client, Nfs3StatusError, UNSTABLE } from './nfs3.js'
 import { RpcConnection, type AuthSys } from './rpc.js'
 import { NFS3ERR_EXIST, NFS3ERR_NOENT, NFS3ERR_NOTSUPP, NFS3ERR_STALE, nfs3Error } from './status.js'
+import { dirHandle, emptyDir, forgetDirs, lookupPath, parentOf, type Session } from './session.js'
 import { NfsReadStream, NfsWriteStream } from './streams.js'
 
 const MiB = 1024 * 1024
 const DEFAULT_WINDOW = 8
 const MAX_BLOCK_BYTES = MiB
-const RMTREE_CONCURRENCY = 16
 
 export interface NfsTuning {
   connectTimeoutMs: number
@@ -38,16 +38,6 @@ export interface NfsTuning {
   maxBlockBytes: number
 }
 
-interface Session {
-  client: Nfs3Client
-  root: Uint8Array
-  /** WRITE size: min(maxBlockBytes, the server's wtmax) */
-  wsize: number
-  /** READ size: min(maxBlockBytes, the server's rtmax) */
-  rsize: number
-  /** directory handles by remote-relative path ('' = root) */
-  dirs: Map<string, Uint8Array>
-}
 
 function checkOptions(options: RemoteOptions): { uid: number; gid: number; window: number } {
   const issues: { path: string; message: string }[] = []
@@ -160,7 +150,7 @@ export class NfsRemote extends Remote {
   private async removeOrphans(session: Session): Promise<void> {
     for (const path of [...this.orphans]) {
       try {
-        const { dir, name } = await this.parent(session, path, false)
+        const { dir, name } = await parentOf(session, path, false)
         await session.client.remove(dir, name)
       } catch (error) {
         if (!(error instanceof Nfs3StatusError && (error.status === NFS3ERR_NOENT || error.status === NFS3ERR_STALE))) continue // keep it for the next session
@@ -211,57 +201,6 @@ export class NfsRemote extends Remote {
     return toRemoteError(error, op, path, this.displayUrl)
   }
 
-  // ---------------------------------------------------------------- path walking
-
-  /** Handle of directory `rel`, with LOOKUP (or MKDIR when `create`) of each missing component. */
-  private async dirHandle(s: Session, rel: string, create: boolean): Promise<Uint8Array> {
-    const cached = s.dirs.get(rel)
-    if (cached !== undefined) return cached
-    const parts = rel.split('/')
-    let i = parts.length
-    while (i > 0 && !s.dirs.has(parts.slice(0, i).join('/'))) i--
-    let handle = s.dirs.get(parts.slice(0, i).join('/')) ?? s.root
-    for (; i < parts.length; i++) {
-      const name = parts[i]!
-      const here = parts.slice(0, i + 1).join('/')
-      let found: { handle: Uint8Array; attributes: Attributes | undefined } | undefined
-      try {
-        found = await s.client.lookup(handle, name)
-      } catch (error) {
-        if (!(create && error instanceof Nfs3StatusError && error.status === NFS3ERR_NOENT)) throw error
-      }
-      if (found === undefined) {
-        try {
-          found = { handle: await s.client.mkdir(handle, name), attributes: undefined }
-        } catch (error) {
-          if (!(error instanceof Nfs3StatusError && error.status === NFS3ERR_EXIST)) throw error
-          found = await s.client.lookup(handle, name) // created concurrently
-        }
-      }
-      if (found.attributes !== undefined && !found.attributes.isDirectory) throw new Nfs3StatusError(20, 'LOOKUP') // NOTDIR
-      handle = found.handle
-      s.dirs.set(here, handle)
-    }
-    return handle
-  }
-
-  private async parent(s: Session, rel: string, create: boolean): Promise<{ dir: Uint8Array; name: string; dirPath: string }> {
-    const dirPath = posix.dirname(rel)
-    const dp = dirPath === '.' ? '' : dirPath
-    return { dir: await this.dirHandle(s, dp, create), name: posix.basename(rel), dirPath: dp }
-  }
-
-  private async lookupPath(s: Session, rel: string): Promise<{ handle: Uint8Array; attributes: Attributes }> {
-    if (rel === '') return { handle: s.root, attributes: await s.client.getattr(s.root) }
-    const { dir, name } = await this.parent(s, rel, false)
-    const found = await s.client.lookup(dir, name)
-    return { handle: found.handle, attributes: found.attributes ?? (await s.client.getattr(found.handle)) }
-  }
-
-  private forgetDirs(s: Session, rel: string): void {
-    for (const key of [...s.dirs.keys()]) if (key === rel || key.startsWith(`${rel}/`)) s.dirs.delete(key)
-  }
-
   // ---------------------------------------------------------------- contract
 
   async createWriteStream(path: string, options: WriteStreamOptions = {}): Promise<Writable> {
@@ -271,7 +210,7 @@ export class NfsRemote extends Remote {
       options.signal?.throwIfAborted()
       const tmpRel = temporaryName(rel, randomBytes(6).toString('hex'))
       const { s, dir, fh } = await this.withSession('write', rel, async (s) => {
-        const { dir } = await this.parent(s, rel, true)
+        const { dir } = await parentOf(s, rel, true)
         return { s, dir, fh: await s.client.create(dir, posix.basename(tmpRel), 0o644) }
       })
       const name = posix.basename(rel)
@@ -328,7 +267,7 @@ export class NfsRemote extends Remote {
     const rel = this.resolvePath(path)
     const { start, end } = checkRange(options, rel)
     return this.track('createReadStream', async () => {
-      const { s, handle, attributes } = await this.withSession('read', rel, async (s) => ({ s, ...(await this.lookupPath(s, rel)) }), true)
+      const { s, handle, attributes } = await this.withSession('read', rel, async (s) => ({ s, ...(await lookupPath(s, rel)) }), true)
       if (attributes.isDirectory) throw new RemoteError('EISDIR', `read "${rel}" on ${this.displayUrl}: it is a directory`)
       const stop = Math.min(attributes.size, end === undefined ? attributes.size : end + 1)
       const stream = new NfsReadStream({
@@ -371,7 +310,7 @@ export class NfsRemote extends Remote {
       this.withSession('list', rel, async (s) => {
         const out: ListEntry[] = []
         const walk = async (dirRel: string, prefix: string): Promise<void> => {
-          const handle = dirRel === rel ? await this.dirHandle(s, rel, false) : await this.dirHandle(s, dirRel, false)
+          const handle = await dirHandle(s, dirRel, false)
           for (const e of await s.client.readdirplus(handle)) {
             if (options.includeHidden !== true && e.name.startsWith('.')) continue
             const p = prefix === '' ? e.name : `${prefix}/${e.name}`
@@ -392,7 +331,7 @@ export class NfsRemote extends Remote {
     const rel = this.resolvePath(path)
     return this.track('stat', async () =>
       this.withSession('stat', rel, async (s) => {
-        const { attributes: a } = await this.lookupPath(s, rel)
+        const { attributes: a } = await lookupPath(s, rel)
         return { size: a.isDirectory ? 0 : a.size, isDirectory: a.isDirectory, mtimeMs: a.mtimeMs }
       }, true),
     )
@@ -403,11 +342,11 @@ export class NfsRemote extends Remote {
     const b = this.resolvePath(to)
     await this.track('rename', async () =>
       this.withSession('rename', `${a} -> ${b}`, async (s) => {
-        const src = await this.parent(s, a, false)
+        const src = await parentOf(s, a, false)
         await s.client.lookup(src.dir, src.name) // ENOENT before creating the target's parents
-        const dst = await this.parent(s, b, true)
+        const dst = await parentOf(s, b, true)
         await s.client.rename(src.dir, src.name, dst.dir, dst.name)
-        this.forgetDirs(s, a)
+        forgetDirs(s, a)
       }),
     )
   }
@@ -417,7 +356,7 @@ export class NfsRemote extends Remote {
     if (rel === '') throw new RemoteError('EISDIR', `unlink refused on ${this.displayUrl}: it is the remote root`)
     await this.track('unlink', async () =>
       this.withSession('unlink', rel, async (s) => {
-        const { dir, name } = await this.parent(s, rel, false)
+        const { dir, name } = await parentOf(s, rel, false)
         const found = await s.client.lookup(dir, name)
         if (found.attributes?.isDirectory === true) throw new RemoteError('EISDIR', `unlink "${rel}" on ${this.displayUrl}: it is a directory (use rmtree)`)
         await s.client.remove(dir, name)
@@ -434,7 +373,7 @@ export class NfsRemote extends Remote {
         let handle: Uint8Array
         let isDirectory: boolean
         try {
-          target = await this.parent(s, rel, false)
+          target = await parentOf(s, rel, false)
           const found = await s.client.lookup(target.dir, target.name)
           handle = found.handle
           isDirectory = found.attributes?.isDirectory ?? (await s.client.getattr(handle)).isDirectory
@@ -442,36 +381,18 @@ export class NfsRemote extends Remote {
           if (error instanceof Nfs3StatusError && error.status === NFS3ERR_NOENT) return
           throw error
         }
-        if (isDirectory) await this.emptyDir(s, handle)
+        if (isDirectory) await emptyDir(s, handle)
         await (isDirectory ? s.client.rmdir(target.dir, target.name) : s.client.remove(target.dir, target.name))
-        this.forgetDirs(s, rel)
+        forgetDirs(s, rel)
       }, true),
     )
-  }
-
-  /** Removes everything inside a directory (files with REMOVE, through NFS so Ganesha frees them). */
-  private async emptyDir(s: Session, handle: Uint8Array): Promise<void> {
-    const entries = await s.client.readdirplus(handle)
-    for (let i = 0; i < entries.length; i += RMTREE_CONCURRENCY) {
-      await Promise.all(
-        entries.slice(i, i + RMTREE_CONCURRENCY).map(async (e) => {
-          const isDirectory = e.attributes?.isDirectory ?? false
-          if (isDirectory) {
-            await this.emptyDir(s, e.handle ?? (await s.client.lookup(handle, e.name)).handle)
-            await s.client.rmdir(handle, e.name)
-          } else {
-            await s.client.remove(handle, e.name)
-          }
-        }),
-      )
-    }
   }
 
   async mkdir(path: string): Promise<void> {
     const rel = this.resolvePath(path)
     await this.track('mkdir', async () =>
       this.withSession('mkdir', rel, async (s) => {
-        if (rel !== '') await this.dirHandle(s, rel, true)
+        if (rel !== '') await dirHandle(s, rel, true)
       }, true),
     )
   }
