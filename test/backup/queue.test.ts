@@ -88,6 +88,18 @@ describe('backup.run through the queue', () => {
     }
     const s3 = inject('s3Url')
     if (s3 !== null) remotes.s3 = { url: withSubdir(s3, sub) }
+    const nfs = inject('nfsUrl')
+    const smb = inject('smbUrl')
+    for (const base of [nfs, smb]) {
+      if (base === null) continue
+      const r = createRemote(base)
+      await r.open()
+      await r.mkdir(sub)
+      await r.close()
+    }
+    if (nfs !== null) remotes.nfs = { url: `${nfs.replace(/\/$/, '')}/${sub}` }
+    // XO's smb URL: the sub-directory follows the NUL
+    if (smb !== null) remotes.smb = { url: `${smb}${smb.endsWith('\0') ? '' : '\\'}${sub}` }
     const rawAt = new Map<string, string>()
     for (let i = 0; i < 4; i++) {
       if (i > 0) sim.writeBlocks(vm.uuid, { blocks: 3 })
