@@ -18,6 +18,7 @@ import { createVhdFileSink } from '../vhd/file-sink.js'
 import type { VhdSink } from '../vhd/sink.js'
 import { openVhdStream, type VhdBlock } from '../vhd/stream-parser.js'
 import { openVdiExport, type VdiExportDescriptor } from '../xapi/export.js'
+import { chunksOf } from './chunks.js'
 import { fanOut, type FanOutTarget } from './fan-out.js'
 import type { DiskExportInput, DiskExportResult, DiskExporter, DiskMetrics, DiskTarget } from './ports.js'
 import { createDirectorySink, readVhdFooter } from './vhd-ops.js'
@@ -68,7 +69,7 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
       signal,
       ...(input.maxExportRateBytesPerSecond > 0 ? { maxRateBytesPerSecond: input.maxExportRateBytesPerSecond } : {}),
     })
-    const vhd = await openVhdStream(exp.stream, { signal })
+    const vhd = await openVhdStream(chunksOf(exp.stream), { signal })
     const differencing = vhd.footer.diskType === DISK_TYPES.DIFFERENCING
     if (input.baseVdiUuid !== undefined && !differencing) throw new BackupProxyError('E_BACKUP', `XAPI sent a full disk where a delta against ${input.baseVdiUuid} was asked`)
     const footer = { ...vhd.footer, uuid: input.vdiUuid }
