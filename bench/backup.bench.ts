@@ -92,6 +92,9 @@ export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
     }
 
     ctx.log(`disk ${diskSizeBytes / GiB} GiB virtual, 50% allocated`)
+    // warm-up (JIT, lazily loaded modules, page cache of the simulator's patterns): not recorded
+    await exportTo({ vdiUuid: vdi.uuid, targets: [target(0, 'warmup.vhd')], maxExportRateBytesPerSecond: 0 })
+    await clean()
     rows.push(await curl('curl full (ceiling)'))
     const f1 = await exportTo({ vdiUuid: vdi.uuid, targets: [target(0, 'full.vhd')], maxExportRateBytesPerSecond: 0 })
     rows.push({ group: 'backup', name: 'full → 1 local', ...f1, baseline: 'curl full (ceiling)' })
