@@ -4,6 +4,7 @@
  * the context's signal is the cooperative cancel.
  */
 import type { JsonValue } from '../common/errors.js'
+import { attachRemoteMetrics } from '../metrics/remote-metrics.js'
 import type { ThreadTask } from '../workers/thread-task.js'
 import { runDiskExport } from './disk-export.js'
 import type { DiskExportInput, DiskExportResult } from './ports.js'
@@ -14,7 +15,8 @@ const task: ThreadTask<DiskExportInput, DiskExportResult> = (input, ctx) =>
     onProgress: (p) => ctx.progress(p as unknown as JsonValue),
     metrics: {
       bytesRead: (n) => ctx.counter('backup_proxy_bytes_read_total', {}, n),
-      bytesWritten: (remote, n) => ctx.counter('backup_proxy_bytes_written_total', { remote }, n),
+      // op and bytes events of each remote become deltas labelled by the task's remote id
+      attachRemote: (remote, remoteId) => attachRemoteMetrics(remote, { inc: (m, l, v) => ctx.counter(m, l ?? {}, v), observe: ctx.observe }, remoteId),
       exportDuration: (s) => ctx.observe('backup_proxy_disk_export_duration_seconds', {}, s),
     },
   })

@@ -5,6 +5,7 @@
  * XAPI client's and the worker pool's own types.
  */
 import type { JsonValue, SerializedError } from '../common/errors.js'
+import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 
 /** A XAPI record as plain JSON. */
@@ -85,10 +86,18 @@ export interface DiskProgress {
   totalBytes?: number
 }
 
+/**
+ * Reports a remote's `op` and `bytes` events (bytes written, operations, their durations and, on the
+ * main thread, `remote_up`) as metrics labelled by `remoteId` (the id from the task, never a URL).
+ * Attach before `open()` so that a failed open counts; returns the function that detaches.
+ */
+export type RemoteMetricsHook = (remote: Pick<Remote, 'on' | 'off'>, remoteId: string) => () => void
+
 /** Metric hooks of a disk export (the thread task turns them into metric deltas). */
 export interface DiskMetrics {
   bytesRead(bytes: number): void
-  bytesWritten(remoteId: string, bytes: number): void
+  /** each remote opened for the disk (its bytes written are counted from its events) */
+  attachRemote: RemoteMetricsHook
   exportDuration(seconds: number): void
 }
 

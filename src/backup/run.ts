@@ -14,7 +14,7 @@ import type { BackupRunTask, JobSettings, TaskRemote, TaskXapi } from '../queue/
 import { createRemote, optionsFromUrl, parseRemoteUrl } from '../remotes/index.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import { mapSettled } from './concurrency.js'
-import type { BackupXapi, DiskExporter } from './ports.js'
+import type { BackupXapi, DiskExporter, RemoteMetricsHook } from './ports.js'
 import { attachTaskLog, createTaskLog, type Task, type TaskLogEvent, type TaskSummary } from './task-log.js'
 import { backupVm, type RunTarget, type VmBackupResult, type VmSettings } from './vm-backup.js'
 import { XapiClient } from '../xapi/client.js'
@@ -44,6 +44,12 @@ export interface BackupRunEnv {
   parentTaskId?: string
   /** default: XapiClient.connect */
   connectXapi?: (x: TaskXapi, signal: AbortSignal) => Promise<XapiConnection>
+  /**
+   * Metrics of the remotes this run opens on the main thread (metadata, retention): attached before
+   * `open()`, so `remote_up` tells whether each target could be opened. The disks' remotes, opened in
+   * the stream threads, report through the exporter's own metrics.
+   */
+  remoteMetrics?: RemoteMetricsHook
 }
 
 export interface EffectiveSettings extends VmSettings {
@@ -121,6 +127,7 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
   const signal = controller.signal
   const connections: XapiConnection[] = []
   const targets: RunTarget[] = []
+  const detachMetrics: (() => void)[] = []
   try {
     const vmUuids = vmUuidsOf(task)
     // XAPIs
@@ -137,6 +144,7 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
     for (const [id, r] of Object.entries(task.remotes)) {
       const options = remoteOptionsOf(r)
       const remote = createRemote(r.url, options)
+      if (env.remoteMetrics !== undefined) detachMetrics.push(env.remoteMetrics(remote, id))
       try {
         await remote.open()
         targets.push({ id, url: r.url, options, remote })
@@ -187,6 +195,7 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
     clearTimeout(timer)
     env.signal.removeEventListener('abort', onAbort)
     await Promise.all(targets.map((t) => t.remote.close().catch(() => undefined)))
+    for (const detach of detachMetrics) detach()
     await Promise.all(connections.map((c) => c.close().catch(() => undefined)))
   }
   return root.summary()

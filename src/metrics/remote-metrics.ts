@@ -24,20 +24,26 @@ const DOWN_CODES: ReadonlySet<string> = new Set(['ECONNRESET', 'ETIMEDOUT', 'ECO
 export type RemoteEventSource = Pick<Remote, 'on' | 'off'>
 
 /**
+ * Where remote metrics go: the main thread's ProxyMetrics, or a thread-side recorder of deltas (a
+ * ThreadMetricsRecorder, or any object with its `inc` and `observe`, such as a pool task's context).
+ */
+export type RemoteMetricsTarget = ProxyMetrics | Pick<ThreadMetricsRecorder, 'inc' | 'observe'>
+
+/**
  * Subscribes to the remote's events; returns a function that unsubscribes. Throws a RangeError when
  * `remoteId` is not a valid label value (a URL, a path, too long).
  */
-export function attachRemoteMetrics(remote: RemoteEventSource, target: ProxyMetrics | ThreadMetricsRecorder, remoteId: string): () => void {
+export function attachRemoteMetrics(remote: RemoteEventSource, target: RemoteMetricsTarget, remoteId: string): () => void {
   const problem = validateLabelValue('remote', remoteId)
   if (problem !== undefined) throw new RangeError(`attachRemoteMetrics: ${problem}; pass the remote's id from the task or its kind, never its URL`)
   const main = target instanceof ProxyMetrics ? target : undefined
   const inc = (metric: string, labels: Record<string, string>, value: number): void => {
     if (main !== undefined) main.record({ metric, kind: 'counter', labels, value })
-    else (target as ThreadMetricsRecorder).inc(metric, labels, value)
+    else (target as Pick<ThreadMetricsRecorder, 'inc'>).inc(metric, labels, value)
   }
   const observe = (metric: string, labels: Record<string, string>, value: number): void => {
     if (main !== undefined) main.record({ metric, kind: 'histogram', labels, value })
-    else (target as ThreadMetricsRecorder).observe(metric, labels, value)
+    else (target as Pick<ThreadMetricsRecorder, 'observe'>).observe(metric, labels, value)
   }
 
   const onBytes = (event: RemoteBytesEvent): void => {

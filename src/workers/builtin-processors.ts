@@ -6,17 +6,21 @@
  */
 import { ProcessorRegistry } from './processors.js'
 import { registerStandIns } from './stand-ins/processors.js'
-import { backupRunProcessor, backupVerifyProcessor } from '../backup/processors.js'
+import { createBackupRunProcessor, createBackupVerifyProcessor } from '../backup/processors.js'
+import type { ProxyMetrics } from '../metrics/index.js'
 
 export interface BuiltinOptions {
   standIns?: boolean
+  /** the proxy's metrics registry: the engine's main-thread remotes report into it */
+  metrics?: ProxyMetrics
 }
 
 export function builtinProcessors(options: BuiltinOptions = {}): ProcessorRegistry {
   const registry = new ProcessorRegistry()
   // ENGINE HOOK: the real processors (src/backup)
-  registry.register('backup.run', backupRunProcessor)
-  registry.register('backup.verify', backupVerifyProcessor)
+  const engine = options.metrics === undefined ? {} : { metrics: options.metrics }
+  registry.register('backup.run', createBackupRunProcessor(engine))
+  registry.register('backup.verify', createBackupVerifyProcessor(engine))
   if (options.standIns ?? process.env.BACKUP_PROXY_STAND_INS === '1') registerStandIns(registry)
   return registry
 }

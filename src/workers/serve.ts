@@ -34,7 +34,7 @@ export async function serve(options: ServeOptions): Promise<number> {
   const hooks = metricsHooks(metrics, logger)
   const runtime = new ProxyRuntime({
     config,
-    processors: options.processors ?? builtinProcessors(),
+    processors: options.processors ?? builtinProcessors({ metrics }),
     sealKey,
     logger,
     onMetrics: hooks.onMetrics,

@@ -1,8 +1,10 @@
 /**
  * End to end through the queue: `serve` (real ProxyRuntime, BullMQ worker, StreamPool threads, the
  * backup engine) on a private Redis, a backup.run job enqueued with the real client against the XAPI
- * simulator and two local remotes. Afterwards /metrics shows, per remote, bytes written equal to the
- * bytes of the disk images on that remote, the job counted with its duration, and the queue's counts.
+ * simulator and two local remotes. Afterwards /metrics shows, per remote, bytes written equal to all
+ * the bytes written on that remote (disk images from the threads, metadata from the main thread),
+ * remote_up 1 and the remote operations of both threads, the job counted with its duration, and the
+ * queue's counts.
  */
 import { randomBytes } from 'node:crypto'
 import { mkdir, readdir, stat } from 'node:fs/promises'
@@ -21,12 +23,24 @@ import { startRedis, type RedisService } from '../services/redis.js'
 
 const PROXY = 'metrics-e2e'
 
-async function diskImageBytes(root: string): Promise<number> {
-  let bytes = 0
+/**
+ * Bytes of every file under a remote's root, and of its disk images. One run writes each VM's
+ * cache.json.gz twice (after publishing and after retention, same content when nothing is deleted),
+ * so the bytes it wrote are the bytes on the remote plus the cache's once more.
+ */
+async function remoteBytes(root: string): Promise<{ written: number; images: number }> {
+  let all = 0
+  let images = 0
+  let cache = 0
   for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
-    if (entry.isFile() && !entry.name.startsWith('.') && join(entry.parentPath, entry.name).includes('/vdis/')) bytes += (await stat(join(entry.parentPath, entry.name))).size
+    if (!entry.isFile()) continue
+    const path = join(entry.parentPath, entry.name)
+    const size = (await stat(path)).size
+    all += size
+    if (path.includes('/vdis/')) images += size
+    if (entry.name === 'cache.json.gz') cache += size
   }
-  return bytes
+  return { written: all + cache, images }
 }
 
 function sampleOf(text: string, series: string): number {
@@ -84,7 +98,7 @@ describe('metrics of a backup through the queue (serve)', () => {
     await dir?.remove()
   })
 
-  it('counts the job and the bytes written per remote, equal to the bytes on each remote', async () => {
+  it('counts the job and the bytes written per remote, equal to all the bytes written on each remote', async () => {
     expect(runtime).toBeDefined()
     const vm = sim.listVms()[0]!
     const handle = await client.enqueue(
@@ -102,9 +116,13 @@ describe('metrics of a backup through the queue (serve)', () => {
 
     const text = await (await fetch(`${observability.http.url}/metrics`)).text()
     for (const remote of ['a', 'b']) {
-      const onRemote = await diskImageBytes(join(dir.path, remote))
-      expect(onRemote).toBeGreaterThan(0)
-      expect(sampleOf(text, `backup_proxy_bytes_written_total{remote="${remote}"}`)).toBe(onRemote)
+      const onRemote = await remoteBytes(join(dir.path, remote))
+      expect(onRemote.images).toBeGreaterThan(0)
+      expect(onRemote.written).toBeGreaterThan(onRemote.images) // metadata counts too
+      expect(sampleOf(text, `backup_proxy_bytes_written_total{remote="${remote}"}`)).toBe(onRemote.written)
+      expect(sampleOf(text, `backup_proxy_remote_up{remote="${remote}"}`)).toBe(1)
+      // opened once on the main thread (metadata, retention) and once per disk in the stream threads
+      expect(sampleOf(text, `backup_proxy_remote_operations_total{remote="${remote}",op="open",status="ok"}`)).toBe(1 + 2)
     }
     expect(sampleOf(text, 'backup_proxy_jobs_total{kind="backup.run",status="success"}')).toBe(1)
     expect(sampleOf(text, 'backup_proxy_job_duration_seconds_count{kind="backup.run"}')).toBe(1)
@@ -114,5 +132,6 @@ describe('metrics of a backup through the queue (serve)', () => {
     expect(sampleOf(text, 'backup_proxy_threads')).toBe(2)
     expect(text).not.toMatch(/^backup_proxy_metric_deltas_rejected_total\{/m)
     expect(text).not.toContain(sim.password)
+    expect(text).not.toContain(dir.path) // remotes are labelled by their task id, never their URL
   })
 })
