@@ -74,13 +74,18 @@ export interface RunJobDeps {
 /** Job log lines kept per job (BullMQ's keepLogs of the client's jobs). */
 const KEEP_LOG_LINES = 5000
 
+/** Events are held at most this long before they are written (live listeners see them this late). */
+const TASK_LOG_FLUSH_MS = 50
+
 /**
  * Writes task-log events in order: each is a job log line and a `task-log` event on the queue's stream.
- * Events emitted in the same tick go to Redis in ONE pipeline (RPUSH + LTRIM of the job log, one XADD
- * per event), so a no-op job costs two round trips for its task log (root start, root end), not four.
+ * Events are batched for up to TASK_LOG_FLUSH_MS and written in ONE pipeline (RPUSH + LTRIM of the job
+ * log, one XADD per event); `flush()` writes what is pending now. A short job thus costs one round trip
+ * for its whole task log.
  */
 class TaskLogWriter {
   #pending: string[] = []
+  #timer: NodeJS.Timeout | undefined
   #chain: Promise<void> = Promise.resolve()
   #warned = false
 
@@ -94,11 +99,16 @@ class TaskLogWriter {
 
   write(line: string): void {
     this.#pending.push(line)
-    if (this.#pending.length > 1) return
+    this.#timer ??= setTimeout(() => void this.#drain(), TASK_LOG_FLUSH_MS)
+  }
+
+  #drain(): Promise<void> {
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    const lines = this.#pending
+    this.#pending = []
+    if (lines.length === 0) return this.#chain
     this.#chain = this.#chain.then(async () => {
-      await Promise.resolve()
-      const lines = this.#pending
-      this.#pending = []
       const p = this.redis.pipeline().rpush(this.logsKey, ...lines).ltrim(this.logsKey, -KEEP_LOG_LINES, -1)
       for (const line of lines) p.xadd(this.eventsKey, 'MAXLEN', '~', '10000', '*', 'event', 'task-log', 'jobId', this.jobId, 'data', line)
       try {
@@ -110,10 +120,12 @@ class TaskLogWriter {
         this.#warned = true
       }
     })
+    return this.#chain
   }
 
+  /** Writes pending events now and waits until everything written so far is in Redis. */
   async flush(): Promise<void> {
-    await this.#chain
+    await this.#drain()
   }
 }
 

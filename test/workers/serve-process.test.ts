@@ -25,8 +25,10 @@ afterAll(async () => {
 
 const root = new URL('../../', import.meta.url).pathname
 
-function startServe(proxyId: string, pool: string, env: Record<string, string> = {}, args: string[] = ['--threads', '1']): Daemon {
-  const d = startDaemon(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args, 'serve', '--proxy', proxyId, '--pool', pool, '--redis-url', redisUrl, '--listen', '127.0.0.1:0'], {
+/** `globalArgs` go before `serve` (--config); without them the proxy runs with --threads 1. */
+function startServe(proxyId: string, pool: string, env: Record<string, string> = {}, globalArgs?: string[]): Daemon {
+  const serveArgs = ['serve', '--proxy', proxyId, '--pool', pool, '--redis-url', redisUrl, '--listen', '127.0.0.1:0', ...(globalArgs === undefined ? ['--threads', '1'] : [])]
+  const d = startDaemon(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...(globalArgs ?? []), ...serveArgs], {
     cwd: root,
     env: {
       ...process.env,
@@ -45,7 +47,8 @@ function startServe(proxyId: string, pool: string, env: Record<string, string> =
 
 async function waitServing(proxyId: string, d: Daemon): Promise<string> {
   let instance = ''
-  await waitFor(`proxy ${proxyId} heartbeat\n${d.output()}`, async () => {
+  await waitFor(`proxy ${proxyId} heartbeat`, async () => {
+    if (d.child.exitCode !== null) throw new Error(`serve exited with ${d.child.exitCode}:\n${d.output()}`)
     const p = (await listProxies(redis, 'bull')).find((x) => x.proxyId === proxyId)
     instance = p?.instance ?? ''
     return p !== undefined
@@ -55,7 +58,8 @@ async function waitServing(proxyId: string, d: Daemon): Promise<string> {
 
 const exited = (d: Daemon) => new Promise<number | null>((resolve) => (d.child.exitCode !== null ? resolve(d.child.exitCode) : d.child.once('exit', (code) => resolve(code))))
 
-describe('serve processes', () => {
+// real processes started from sources under tsx on a shared 2-core machine: generous timeouts
+describe('serve processes', { timeout: 240_000 }, () => {
   it('a proxy killed with SIGKILL mid-job: its lock expires and another proxy of the pool cleans up and finishes the job', async () => {
     const pool = uid('pool')
     const config = testConfig(redisUrl)
@@ -137,8 +141,9 @@ describe('serve processes', () => {
     await writeFile(file, 'workers:\n  threads: 1\n  concurrency: 1\n')
     const d = startServe(id, uid('pool'), {}, ['--config', file])
     await waitServing(id, d)
-    const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(d.output())?.[1]
-    expect(url).toBeDefined()
+    // the heartbeat comes before the HTTP server: wait for its log line
+    let url: string | undefined
+    await waitFor('HTTP endpoints log line', () => (url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(d.output())?.[1]) !== undefined, 60_000)
     const ready = await fetch(`${url}/readyz`)
     expect(ready.status).toBe(200)
     const metrics = await (await fetch(`${url}/metrics`)).text()

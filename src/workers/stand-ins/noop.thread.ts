@@ -13,6 +13,6 @@ export default async function noop(input: NoopInput, ctx: ThreadTaskContext): Pr
   if (input.failWithCode !== undefined) {
     throw new BackupProxyError('E_BACKUP', `stand-in failure requested (${input.failWithCode})`, { fields: { requested: input.failWithCode } })
   }
-  ctx.counter('backup_proxy_standin_noop_total', {}, 1)
+  ctx.counter('backup_proxy_bytes_read_total', {}, 0)
   return { value: input.value, threadId: ctx.threadId }
 }

@@ -31,7 +31,7 @@ export default async function stream(input: StreamInput, ctx: ThreadTaskContext)
   const out = createWriteStream(temp)
   const chunk = Buffer.alloc(input.chunkBytes, 0x5a)
   let written = 0
-  ctx.gauge('backup_proxy_standin_streams', {}, 1)
+  const t0 = performance.now()
   try {
     while (written < input.sizeBytes) {
       ctx.throwIfCancelled()
@@ -58,6 +58,6 @@ export default async function stream(input: StreamInput, ctx: ThreadTaskContext)
     await rm(temp, { force: true })
     throw error
   } finally {
-    ctx.gauge('backup_proxy_standin_streams', {}, -1)
+    ctx.observe('backup_proxy_disk_export_duration_seconds', {}, (performance.now() - t0) / 1000)
   }
 }
