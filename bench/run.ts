@@ -36,9 +36,14 @@ for (const file of files) {
   }
 }
 
+/** Speed of `r` relative to its baseline: MiB/s ratio, or inverse time ratio for rows without bytes. */
+function ratioTo(r: BenchRow, base: BenchRow): number {
+  return r.bytes > 0 && base.bytes > 0 ? mibps(r) / mibps(base) : base.seconds / r.seconds
+}
+
 function format(r: BenchRow, all: BenchRow[]): string {
   const base = r.baseline === undefined ? undefined : all.find((b) => b.group === r.group && b.name === r.baseline)
-  const ratio = base === undefined ? '' : ` ${(mibps(r) / mibps(base)).toFixed(2)}x ${base.name}`
+  const ratio = base === undefined ? '' : ` ${ratioTo(r, base).toFixed(2)}x ${base.name}`
   const extra = r.extra === undefined ? '' : ' ' + Object.entries(r.extra).map(([k, v]) => `${k}=${typeof v === 'number' ? v.toFixed(2) : v}`).join(' ')
   return `${r.group} / ${r.name}: ${r.bytes > 0 ? `${mibps(r).toFixed(0)} MiB/s, ${cpuPerGiB(r).toFixed(2)} CPU s/GiB` : `${r.seconds.toFixed(2)} s`}${r.peakRssMiB === undefined ? '' : `, peak RSS ${r.peakRssMiB.toFixed(0)} MiB`}${ratio}${extra}`
 }
@@ -48,7 +53,7 @@ function table(all: BenchRow[]): string {
   for (const r of all) {
     const base = r.baseline === undefined ? undefined : all.find((b) => b.group === r.group && b.name === r.baseline)
     lines.push(
-      `| ${r.group} | ${r.name} | ${r.bytes > 0 ? mibps(r).toFixed(0) : '-'} | ${base === undefined ? '' : `${(mibps(r) / mibps(base)).toFixed(2)}x ${base.name}`} | ${r.bytes > 0 ? cpuPerGiB(r).toFixed(2) : '-'} | ${r.peakRssMiB?.toFixed(0) ?? ''} | ${r.extra === undefined ? '' : Object.entries(r.extra).map(([k, v]) => `${k}=${typeof v === 'number' ? v.toFixed(2) : v}`).join(' ')} |`,
+      `| ${r.group} | ${r.name} | ${r.bytes > 0 ? mibps(r).toFixed(0) : '-'} | ${base === undefined ? '' : `${ratioTo(r, base).toFixed(2)}x ${base.name}`} | ${r.bytes > 0 ? cpuPerGiB(r).toFixed(2) : '-'} | ${r.peakRssMiB?.toFixed(0) ?? ''} | ${r.extra === undefined ? '' : Object.entries(r.extra).map(([k, v]) => `${k}=${typeof v === 'number' ? v.toFixed(2) : v}`).join(' ')} |`,
     )
   }
   return lines.join('\n')
