@@ -43,13 +43,13 @@ const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
 
 export const proxySchema = z
   .object({
-    id: z.string().regex(ID_RE, 'letters, digits, ".", "_" and "-", 1-63 characters').default('default').describe('Identifier of this proxy; it serves queue {proxy:<id>}.'),
+    id: z.string().regex(ID_RE, 'letters, digits, ".", "_" and "-", 1-63 characters').default('default').describe('Identifier of this proxy; it serves queue {proxy.<id>} (BullMQ forbids ":" in queue names; the braces are the Redis Cluster hash tag).'),
     pools: z
       .union([z.array(z.string().regex(ID_RE)), z.string()])
       .transform((v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter((s) => s !== '') : v))
       .pipe(z.array(z.string().regex(ID_RE, 'letters, digits, ".", "_" and "-", 1-63 characters')))
       .default([])
-      .describe('Pools this proxy also serves (queue {pool:<name>}); comma-separated in env and flags.'),
+      .describe('Pools this proxy also serves (queue {pool.<name>}); comma-separated in env and flags.'),
   })
   .prefault({})
 
