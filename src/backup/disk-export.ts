@@ -12,7 +12,9 @@
 import { posix } from 'node:path'
 import { BackupProxyError, serializeError, toError } from '../common/errors.js'
 import { createRemote } from '../remotes/index.js'
+import { LocalRemote } from '../remotes/local.js'
 import type { Remote } from '../remotes/remote.js'
+import { VhdBlockPool } from '../vhd/block-pool.js'
 import { DISK_TYPES } from '../vhd/constants.js'
 import { createVhdFileSink } from '../vhd/file-sink.js'
 import type { VhdSink } from '../vhd/sink.js'
@@ -25,7 +27,14 @@ import { createDirectorySink, readVhdFooter } from './vhd-ops.js'
 
 const PROGRESS_INTERVAL_MS = 250
 
-async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: DiskMetrics | undefined): Promise<{ remote: Remote; sink: VhdSink }> {
+interface OpenedTarget {
+  remote: Remote
+  sink: VhdSink
+  /** the sink reports when it is done with each block's buffer (a VhdFile on the local remote) */
+  releasesBlocks: boolean
+}
+
+async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: DiskMetrics | undefined, pool: VhdBlockPool): Promise<OpenedTarget> {
   const remote = createRemote(t.url, t.options)
   metrics?.attachRemote(remote, t.id) // the remote is dropped after the disk: no need to detach
   await remote.open()
@@ -38,10 +47,13 @@ async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: DiskMetri
       }
       parent = { relativePath: posix.relative(posix.dirname(t.path), t.parent.path), uuid: parentFooter.uuid, timestamp: parentFooter.timestamp }
     }
+    // the local writer is done with a chunk when its write callback fires (other remotes may still hold
+    // it: S3 parts, NFS write windows), so only there may a block buffer go back to the pool
+    const releasesBlocks = !t.directory && remote instanceof LocalRemote
     const sink = t.directory
       ? await createDirectorySink(remote, t.path, { compression: t.compression, signal, ...(parent === undefined ? {} : { parent }) })
-      : createVhdFileSink(remote, t.path, { exclusive: true, signal, ...(parent === undefined ? {} : { parent }) })
-    return { remote, sink }
+      : createVhdFileSink(remote, t.path, { exclusive: true, signal, ...(parent === undefined ? {} : { parent }), ...(releasesBlocks ? { onBlockWritten: (b) => pool.done(b.buffer) } : {}) })
+    return { remote, sink, releasesBlocks }
   } catch (error) {
     await remote.close().catch(() => undefined)
     throw error
@@ -50,11 +62,12 @@ async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: DiskMetri
 
 export const runDiskExport: DiskExporter = async (input: DiskExportInput, { signal, onProgress, metrics }): Promise<DiskExportResult> => {
   const t0 = performance.now()
-  const opened = new Map<string, { remote: Remote; sink: VhdSink }>()
+  const opened = new Map<string, OpenedTarget>()
+  const pool = new VhdBlockPool()
   const openFailures: { id: string; error: Error }[] = []
   await Promise.all(input.targets.map(async (t) => {
     try {
-      opened.set(t.id, await openTarget(t, signal, metrics))
+      opened.set(t.id, await openTarget(t, signal, metrics, pool))
     } catch (error) {
       openFailures.push({ id: t.id, error: toError(error) })
     }
@@ -69,7 +82,9 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
       signal,
       ...(input.maxExportRateBytesPerSecond > 0 ? { maxRateBytesPerSecond: input.maxExportRateBytesPerSecond } : {}),
     })
-    const vhd = await openVhdStream(chunksOf(exp.stream), { signal })
+    // reuse block buffers only when every writer reports when it is done with one
+    const pooled = [...opened.values()].every((o) => o.releasesBlocks)
+    const vhd = await openVhdStream(chunksOf(exp.stream), { signal, ...(pooled ? { blockPool: pool } : {}) })
     const differencing = vhd.footer.diskType === DISK_TYPES.DIFFERENCING
     if (input.baseVdiUuid !== undefined && !differencing) throw new BackupProxyError('E_BACKUP', `XAPI sent a full disk where a delta against ${input.baseVdiUuid} was asked`)
     const footer = { ...vhd.footer, uuid: input.vdiUuid }
@@ -96,6 +111,7 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
     async function* blocks(): AsyncGenerator<VhdBlock> {
       for await (const block of vhd.blocks()) {
         report(false)
+        if (pooled) pool.share(block.buffer, targets.length)
         yield block
       }
     }

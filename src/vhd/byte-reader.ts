@@ -42,11 +42,12 @@ export class ByteReader {
 
   /**
    * Reads exactly `length` bytes. The result is a view of the source chunk when it fits (zero copy) or
-   * a new buffer otherwise; `into` (when given, at least `length` long) forces the bytes into it.
+   * a new buffer otherwise; `into` (when given, at least `length` long) forces the bytes into it, and an
+   * `into` function supplies the buffer to copy into only when a copy is needed (a pooled buffer).
    */
-  async read(length: number, structure: VhdStructure, field: string, into?: Buffer): Promise<Buffer> {
+  async read(length: number, structure: VhdStructure, field: string, into?: Buffer | ((length: number) => Buffer)): Promise<Buffer> {
     const start = this.position
-    if (into === undefined) {
+    if (into === undefined || typeof into === 'function') {
       if (!(await this.#fill()) && length > 0) throw this.#truncated(structure, field, start, length, 0)
       if (this.#available >= length) {
         const view = this.#chunk.subarray(this.#chunkPos, this.#chunkPos + length)
@@ -55,7 +56,7 @@ export class ByteReader {
         return view
       }
     }
-    const target = into ?? Buffer.allocUnsafeSlow(length)
+    const target = into === undefined ? Buffer.allocUnsafeSlow(length) : typeof into === 'function' ? into(length) : into
     let done = 0
     while (done < length) {
       if (!(await this.#fill())) throw this.#truncated(structure, field, start, length, done)

@@ -26,6 +26,12 @@ export interface VhdFileSinkOptions {
   /** refuse to replace an existing file (EEXIST) */
   exclusive?: boolean
   signal?: AbortSignal
+  /**
+   * Called with each block once the remote's write stream has written its buffer (its write callback,
+   * without error). Only meaningful for a remote whose writer holds no reference to a chunk after that
+   * (the local remote); the caller may then reuse the block's buffer.
+   */
+  onBlockWritten?: (block: VhdBlock) => void
 }
 
 /** Footer and header of the output, from the source's, with the layout and parent fields rewritten. */
@@ -109,7 +115,8 @@ class VhdFileSink implements VhdSink {
     if (block.index !== expected) throw new RangeError(`block ${block.index} written where block ${expected ?? '(none: all written)'} was announced`)
     if (block.buffer.length !== this.#fullBlockSize) throw new RangeError(`block ${block.index} is ${block.buffer.length} bytes, expected ${this.#fullBlockSize}`)
     this.#next++
-    await out.write(block.buffer)
+    const onWritten = this.options.onBlockWritten
+    await out.write(block.buffer, onWritten === undefined ? undefined : () => onWritten(block))
   }
 
   async end(): Promise<VhdSinkResult> {

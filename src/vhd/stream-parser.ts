@@ -8,7 +8,8 @@
  *   for await (const block of vhd.blocks()) … // { index, bitmap, data, buffer }
  *
  * Memory is bounded by one block (bitmap + data) plus one source chunk: each block is copied at most
- * once (into its own buffer, or not at all when a source chunk holds it whole). Everything is validated
+ * once (into its own buffer — from `blockPool` when given — or not at all when a source chunk holds it
+ * whole). Everything is validated
  * as it goes: cookies and checksums, BAT entries inside the disk and not overlapping, every region in
  * increasing offset order (the only order a stream can be read in), a truncated stream, and the
  * trailing footer byte-equal to the head one. `blocks()` finishes only once the trailing footer has
@@ -16,6 +17,7 @@
  */
 import { CancelledError } from '../common/errors.js'
 import { planLayout, decodeBat, type LayoutItem } from './bat.js'
+import type { VhdBlockPool } from './block-pool.js'
 import { ByteReader, type ByteSource } from './byte-reader.js'
 import { DISK_TYPES, FOOTER_SIZE, HEADER_SIZE, bitmapSizeBytes } from './constants.js'
 import { corrupt, unsupported } from './corrupt.js'
@@ -41,6 +43,11 @@ export interface ParentLocatorData {
 
 export interface OpenVhdStreamOptions {
   signal?: AbortSignal
+  /**
+   * Block buffers are taken from this pool when a block must be gathered from several source chunks;
+   * the caller returns them (VhdBlockPool.share/done) once every writer is done with a block.
+   */
+  blockPool?: VhdBlockPool
 }
 
 export interface VhdStream {
@@ -80,6 +87,7 @@ class StreamParser implements VhdStream {
     readonly reader: ByteReader,
     readonly signal: AbortSignal | undefined,
     readonly dispose: () => void,
+    readonly blockPool: VhdBlockPool | undefined,
   ) {
     this.#items = items
     this.blockOrder = items.filter((i) => i.kind === 'block').map((i) => i.index)
@@ -114,7 +122,8 @@ class StreamParser implements VhdStream {
       this.parentLocators.push({ index: item.index, platformCode: this.header.parentLocators[item.index]?.platformCode ?? 0, data })
       return undefined
     }
-    const buffer = await this.reader.read(this.#fullBlockSize, 'block', `block[${item.index}]`)
+    const pool = this.blockPool
+    const buffer = await this.reader.read(this.#fullBlockSize, 'block', `block[${item.index}]`, pool === undefined ? undefined : (n) => pool.acquire(n))
     return {
       index: item.index,
       bitmap: buffer.subarray(0, this.#bitmapSize),
@@ -157,7 +166,7 @@ class StreamParser implements VhdStream {
  * returns a VhdStream positioned before the first block.
  */
 export async function openVhdStream(source: ByteSource, options: OpenVhdStreamOptions = {}): Promise<VhdStream> {
-  const { signal } = options
+  const { signal, blockPool } = options
   signal?.throwIfAborted()
   const reader = new ByteReader(source)
   const onAbort = (): void => {
@@ -187,7 +196,7 @@ export async function openVhdStream(source: ByteSource, options: OpenVhdStreamOp
     await reader.skip(header.tableOffset - reader.position, 'stream', 'padding')
     const bat = decodeBat(await reader.read(header.maxTableEntries * 4, 'bat', 'entries'), header.maxTableEntries, header.tableOffset)
     const items = planLayout(footer, header, bat).filter((i) => i.kind !== 'bat' && !(i.kind === 'locator' && i.offset < header.tableOffset))
-    const parser = new StreamParser(footer, footerBuffer, header, bat, items, reader, signal, dispose)
+    const parser = new StreamParser(footer, footerBuffer, header, bat, items, reader, signal, dispose, blockPool)
     parser.parentLocators.push(...pre)
     await parser.readLeadingItems()
     return parser

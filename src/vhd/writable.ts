@@ -28,11 +28,18 @@ export class WritableSink {
 
   #pendingDrain: Promise<void> | undefined
 
-  async write(chunk: Uint8Array): Promise<void> {
+  /**
+   * `onWritten` is called once the stream's write callback reported the chunk written without error (a
+   * stream whose writer keeps no reference to a chunk past that point may then have its buffer reused).
+   */
+  async write(chunk: Uint8Array, onWritten?: () => void): Promise<void> {
     await this.#waitDrain()
     this.#check()
     this.bytesWritten += chunk.length
-    if (!this.stream.write(chunk)) {
+    const accepted = onWritten === undefined ? this.stream.write(chunk) : this.stream.write(chunk, (error) => {
+      if (error === undefined || error === null) onWritten()
+    })
+    if (!accepted) {
       const drained = this.#drain()
       drained.catch(() => undefined) // awaited (and its error rethrown) by the next write or finish
       this.#pendingDrain = drained
@@ -47,12 +54,23 @@ export class WritableSink {
   }
 
   async #drain(): Promise<void> {
-    const ac = new AbortController()
-    try {
-      await Promise.race([once(this.stream, 'drain', { signal: ac.signal }), once(this.stream, 'close', { signal: ac.signal })])
-    } finally {
-      ac.abort()
-    }
+    // plain listeners rather than events.once() with an AbortController: that costs two AbortErrors
+    // (with stack traces) per drain, i.e. per block written
+    const stream = this.stream
+    await new Promise<void>((resolve, reject) => {
+      const settle = (error?: unknown): void => {
+        stream.off('drain', onDrain)
+        stream.off('close', onDrain)
+        stream.off('error', onError)
+        if (error === undefined) resolve()
+        else reject(toError(error))
+      }
+      const onDrain = (): void => settle()
+      const onError = (error: unknown): void => settle(error)
+      stream.on('drain', onDrain)
+      stream.on('close', onDrain)
+      stream.on('error', onError)
+    })
     this.#check()
   }
 
