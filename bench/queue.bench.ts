@@ -4,8 +4,12 @@
  * 1. No-op jobs, enqueue-to-start latency (p50/p99) and jobs/s: plain BullMQ (Queue.add + Worker with a
  *    no-op processor) against backup-proxy (EnqueueClient: validate + seal + dedup key; ProxyRuntime:
  *    unseal + validate + task-log root start/end in the job log and event stream + summary) on the same
- *    private Redis, same concurrency, same number of jobs, in the same run. Jobs are added with 8 in flight;
- *    three interleaved rounds per side, the best round of each is reported (the machine is shared).
+ *    private Redis, same concurrency, same number of jobs, in the same run. Like with like: plain BullMQ
+ *    adds its jobs with the SAME job options the EnqueueClient sets (own job id, attempts + exponential
+ *    backoff, removeOnComplete/removeOnFail, keepLogs: `JOB_OPTIONS` below mirrors client.ts), so the
+ *    difference is what backup-proxy adds on top of BullMQ. Jobs are added with 8 in flight; three
+ *    interleaved rounds per side, the best round of each is reported (the machine is shared). Both sides
+ *    run the client and the worker in this process: CPU ms/job counts both.
  * 2. Thread-pool dispatch overhead per task: StreamPool.run('standin.noop') (one MessageChannel per task,
  *    started/metrics/done messages) against raw Piscina running a trivial function, and a plain in-process
  *    async call, sequentially and 4 in flight.
@@ -30,6 +34,15 @@ const CONCURRENCY = 4
 const IN_FLIGHT = 8
 const ROUNDS = 3
 
+/** The options EnqueueClient.enqueue sets on a no-dedup task with the default attempts/backoff. */
+const JOB_OPTIONS = {
+  attempts: 3,
+  backoff: { type: 'exponential', delay: 10_000 },
+  removeOnComplete: { age: 7 * 86400, count: 1000 },
+  removeOnFail: { age: 30 * 86400, count: 5000 },
+  keepLogs: 5000,
+} as const
+
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
 }
@@ -49,18 +62,28 @@ function waiter(n: number): { done: () => void; all: Promise<void> } {
 }
 
 async function plainBullmq(redisUrl: string, n: number, name: string): Promise<{ latencies: number[]; m: Awaited<ReturnType<typeof measure>> }> {
-  const connection = redisOptions(compileConfig({ redis: { url: redisUrl } }).redis)
-  const queue = new Queue(name, { connection })
+  const config = compileConfig({ redis: { url: redisUrl } })
+  const connection = redisOptions(config.redis)
+  const prefix = config.redis.prefix
+  const queue = new Queue(name, { connection, prefix })
   const latencies: number[] = []
   const w = waiter(n)
   const worker = new Worker(name, async (job) => {
     latencies.push(Date.now() - (job.data as { t: number }).t)
     return Promise.resolve({ ok: true })
-  }, { connection, concurrency: CONCURRENCY })
+  }, {
+    // the Worker options ProxyRuntime sets
+    connection,
+    prefix,
+    concurrency: CONCURRENCY,
+    lockDuration: config.workers.lockDurationMs,
+    stalledInterval: config.workers.stalledIntervalMs,
+    maxStalledCount: config.workers.maxStalledCount,
+  })
   worker.on('completed', w.done)
   await worker.waitUntilReady()
   const m = await measure(async () => {
-    await addAll(n, async (i) => void (await queue.add('noop', { t: Date.now(), i }, { attempts: 3, removeOnComplete: { count: 1000 } })))
+    await addAll(n, async (i) => void (await queue.add('noop', { t: Date.now(), i }, { ...JOB_OPTIONS, jobId: `noop.${name}.${i}` })))
     await w.all
   })
   await worker.close()

@@ -10,7 +10,7 @@
  * and `cancel()`.
  *
  * Cancel: a waiting/delayed job is removed (its handle resolves as interrupted/E_CANCELLED); a running one
- * gets a flag key (checked when a worker picks it up) and a message on the queue's control channel that
+ * gets a flag key (read with the job's first task-log write, so a job picked up meanwhile sees it) and a message on the queue's control channel that
  * the proxy running it turns into an AbortSignal; the job then ends as interrupted with E_CANCELLED.
  */
 import { EventEmitter } from 'node:events'
@@ -300,7 +300,8 @@ export class JobHandle {
       const onProgress = (args: { data: unknown }) => this.#local.emit('progress', args.data)
       const onTaskLog = (args: { data?: unknown }) => {
         if (typeof args.data !== 'string') return
-        for (const event of parseTaskLogLines([args.data])) this.#local.emit('task-log', event)
+        // one stream entry carries the events of one flush, one JSON line each
+        for (const event of parseTaskLogLines(args.data.split('\n'))) this.#local.emit('task-log', event)
       }
       qe.on(`progress:${this.id}`, onProgress)
       qe.on(`task-log:${this.id}`, onTaskLog)

@@ -8,7 +8,7 @@
  * custom events on the queue's event stream (live, through QueueEvents). `LogTask` is the small helper
  * processors use to emit a well-formed tree; `consolidate()` rebuilds the tree from events.
  */
-import { randomBytes } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import { z } from 'zod'
 import type { JsonValue, SerializedError } from '../common/errors.js'
 
@@ -55,7 +55,10 @@ export interface JobSummary extends TaskSummary {
 }
 
 export function newTaskId(): string {
-  return `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`
+  // randomUUID draws from a cached entropy pool (randomBytes costs a fill per call); its first 10 hex
+  // digits are all random (the version nibble comes later)
+  const u = randomUUID()
+  return `${Date.now().toString(36)}${u.slice(0, 8)}${u.slice(9, 11)}`
 }
 
 /** Emits a well-formed subtree: one start, any infos/warnings, exactly one end. */

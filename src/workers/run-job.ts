@@ -11,7 +11,7 @@
  * `wait` (not counted as a failed attempt) so another proxy, or this one restarted, runs it again.
  *
  * Task-log events are written in order by one writer: each is appended to the job log (durable) and
- * published as a `task-log` event on the queue's event stream (live, for QueueEvents listeners).
+ * published on the queue's event stream (live, for QueueEvents listeners), one stream entry per flush.
  */
 import { UnrecoverableError, WaitingError, type Job } from 'bullmq'
 import type { Redis } from 'ioredis'
@@ -78,23 +78,28 @@ const KEEP_LOG_LINES = 5000
 const TASK_LOG_FLUSH_MS = 50
 
 /**
- * Writes task-log events in order: each is a job log line and a `task-log` event on the queue's stream.
- * Events are batched for up to TASK_LOG_FLUSH_MS and written in ONE pipeline (RPUSH + LTRIM of the job
- * log, one XADD per event); `flush()` writes what is pending now. A short job thus costs one round trip
- * for its whole task log.
+ * Writes task-log events in order: each is a job log line, and each flush is ONE `task-log` entry on the
+ * queue's event stream carrying its lines joined by "\n" (JSON never contains a raw newline; the client
+ * splits them). Events are batched for up to TASK_LOG_FLUSH_MS; `flush()` writes what is pending now.
+ *
+ * Commands go to the runtime's auto-pipelined connection: RPUSH + LTRIM + XADD of one flush, and those of
+ * every other job flushing in the same tick, leave in one socket write. The first flush also reads the
+ * job's cancel flag (a cancel requested between the client's state check and its control message), so
+ * that check costs no round trip of its own; it happens at most TASK_LOG_FLUSH_MS after the start.
  */
 class TaskLogWriter {
   #pending: string[] = []
   #timer: NodeJS.Timeout | undefined
   #chain: Promise<void> = Promise.resolve()
   #warned = false
+  #cancelChecked = false
 
   constructor(
     private readonly redis: Redis,
-    private readonly logsKey: string,
-    private readonly eventsKey: string,
+    private readonly keys: { logs: string; events: string; cancelFlag: string },
     private readonly jobId: string,
     private readonly logger: Logger,
+    private readonly onCancelFlag: (reason: string) => void,
   ) {}
 
   write(line: string): void {
@@ -108,17 +113,24 @@ class TaskLogWriter {
     const lines = this.#pending
     this.#pending = []
     if (lines.length === 0) return this.#chain
+    const checkCancel = !this.#cancelChecked
+    this.#cancelChecked = true
     this.#chain = this.#chain.then(async () => {
-      const p = this.redis.pipeline().rpush(this.logsKey, ...lines).ltrim(this.logsKey, -KEEP_LOG_LINES, -1)
-      for (const line of lines) p.xadd(this.eventsKey, 'MAXLEN', '~', '10000', '*', 'event', 'task-log', 'jobId', this.jobId, 'data', line)
-      try {
-        const results = (await p.exec()) ?? []
-        const failed = results.find(([error]) => error !== null)
-        if (failed !== undefined) throw failed[0] as Error
-      } catch (error) {
-        if (!this.#warned) this.logger.warn({ err: error, jobId: this.jobId }, 'could not record task-log events in Redis')
+      const { redis, keys } = this
+      const writes = [
+        redis.rpush(keys.logs, ...lines),
+        redis.ltrim(keys.logs, -KEEP_LOG_LINES, -1),
+        redis.xadd(keys.events, 'MAXLEN', '~', '10000', '*', 'event', 'task-log', 'jobId', this.jobId, 'data', lines.join('\n')),
+      ]
+      const flag = checkCancel ? redis.get(keys.cancelFlag) : undefined
+      const results = await Promise.allSettled([...writes, flag ?? Promise.resolve(null)])
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+      if (failed !== undefined) {
+        if (!this.#warned) this.logger.warn({ err: failed.reason as unknown, jobId: this.jobId }, 'could not record task-log events (or check for a pending cancel) in Redis')
         this.#warned = true
       }
+      const last = results[results.length - 1]
+      if (checkCancel && last?.status === 'fulfilled' && typeof last.value === 'string') this.onCancelFlag(last.value)
     })
     return this.#chain
   }
@@ -161,7 +173,8 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   }
   deps.active.set(jobId, { job, queue, kind, abort })
   const base = `${config.redis.prefix}:${queue}`
-  const writer = new TaskLogWriter(redis, `${base}:${jobId}:logs`, `${base}:events`, jobId, logger)
+  const keys = { logs: `${base}:${jobId}:logs`, events: `${base}:events`, cancelFlag: queueKeys.cancelFlag(config.redis.prefix, queue, jobId) }
+  const writer = new TaskLogWriter(redis, keys, jobId, logger, (reason) => abort('cancel', reason))
   const events: TaskLogEvent[] = []
   const emit = (event: TaskLogEvent) => {
     events.push(event)
@@ -174,14 +187,6 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   let status: TaskStatus
   let result: JsonValue | undefined
   let failure: unknown
-  // a cancel requested between the client's state check and its control message: checked without
-  // delaying the start (same pipeline as the root start event)
-  redis.get(queueKeys.cancelFlag(config.redis.prefix, queue, jobId)).then(
-    (flag) => {
-      if (flag !== null) abort('cancel', flag)
-    },
-    (error: unknown) => logger.warn({ err: error }, 'could not check for a pending cancel'),
-  )
   try {
     if (!isTaskKind(kind)) throw new BackupProxyError('E_TASK_INVALID', `kind: unknown task kind "${kind}"`, { fields: { field: 'kind' } })
     if (data?.v !== 1 || typeof data.task !== 'object') throw new BackupProxyError('E_TASK_INVALID', 'job data is not a backup-proxy task (enqueue it with the EnqueueClient)', { fields: { field: '(task)' } })
