@@ -97,21 +97,38 @@ export async function loadSealKey(config: Pick<Config, 'security'>): Promise<Sea
 
 type Walkable = Record<string, unknown>
 
-/** Applies `fn` to every value found at `path` (dot-separated, `*` = any key) inside `root`, in place. */
-function mapAtPath(root: Walkable, path: string, fn: (value: unknown, concretePath: string) => unknown): void {
-  const segments = path.split('.')
-  const visit = (node: unknown, i: number, trail: string[]): void => {
-    if (typeof node !== 'object' || node === null || Array.isArray(node)) return
-    const obj = node as Walkable
-    const seg = segments[i]!
-    const keys = seg === '*' ? Object.keys(obj) : [seg]
-    for (const key of keys) {
-      if (!Object.hasOwn(obj, key) || obj[key] === undefined) continue
-      if (i === segments.length - 1) obj[key] = fn(obj[key], [...trail, key].join('.'))
-      else visit(obj[key], i + 1, [...trail, key])
-    }
+/** Split forms of the SECRET_PATHS strings (a handful, split once instead of on every job). */
+const splitPaths = new Map<string, readonly string[]>()
+
+function segmentsOf(path: string): readonly string[] {
+  let segments = splitPaths.get(path)
+  if (segments === undefined) {
+    segments = path.split('.')
+    if (splitPaths.size < 1000) splitPaths.set(path, segments)
   }
-  visit(root, 0, [])
+  return segments
+}
+
+type AtPath = (value: unknown, concretePath: string) => unknown
+
+function visitAtPath(node: unknown, segments: readonly string[], i: number, trail: string, fn: AtPath): void {
+  if (typeof node !== 'object' || node === null || Array.isArray(node)) return
+  const obj = node as Walkable
+  const seg = segments[i]!
+  const last = i === segments.length - 1
+  const apply = (key: string) => {
+    if (!Object.hasOwn(obj, key) || obj[key] === undefined) return
+    const at = trail === '' ? key : `${trail}.${key}`
+    if (last) obj[key] = fn(obj[key], at)
+    else visitAtPath(obj[key], segments, i + 1, at, fn)
+  }
+  if (seg === '*') for (const key of Object.keys(obj)) apply(key)
+  else apply(seg)
+}
+
+/** Applies `fn` to every value found at `path` (dot-separated, `*` = any key) inside `root`, in place. */
+function mapAtPath(root: Walkable, path: string, fn: AtPath): void {
+  visitAtPath(root, segmentsOf(path), 0, '', fn)
 }
 
 /**
