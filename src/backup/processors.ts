@@ -1,15 +1,22 @@
 /**
  * Queue processors of the backup engine (registered in src/workers/builtin-processors.ts):
- * `backup.run` (run.ts through the stream pool) and `backup.verify` (verify.ts on one backup).
+ * `backup.run` (run.ts through the stream pool), `backup.verify` (verify.ts on one backup),
+ * `backup.restore` (restore-task.ts: disks imported into an SR), `remote.test` (the remote's probe)
+ * and `remote.list` (the backups on a remote, or the entries of one directory).
  * Their task-log subtrees hang under the job runner's root task. Given the proxy's metrics, the remotes
  * they open on the main thread report operations, bytes and `remote_up` (labelled by the task's id).
  */
-import type { JsonValue } from '../common/errors.js'
+import { TaskInvalidError, type JsonValue } from '../common/errors.js'
 import type { TaskResult } from '../queue/task-log.js'
 import { createRemote } from '../remotes/index.js'
+import type { Remote } from '../remotes/remote.js'
+import type { TaskRemote } from '../queue/tasks.js'
 import { attachRemoteMetrics, type ProxyMetrics } from '../metrics/index.js'
 import type { JobContext } from '../workers/processors.js'
+import { listBackedUpVms, listBackups, type CatalogEntry } from './catalog.js'
+import { resolveVhdPath, sourceVdiUuid } from './layout.js'
 import { poolExporter } from './pool-exporter.js'
+import { checkRestoreTask, restoreToSr } from './restore-task.js'
 import type { RemoteMetricsHook } from './ports.js'
 import { remoteOptionsOf, runBackup } from './run.js'
 import { verifyRemote } from './verify.js'
@@ -29,6 +36,91 @@ export function createBackupRunProcessor(options: BackupProcessorOptions = {}): 
 export function createBackupVerifyProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'backup.verify'>) => Promise<TaskResult> {
   const { metrics } = options
   return (ctx) => verifyJob(ctx, metrics)
+}
+
+/** The `remote.test` processor: the remote's write/read/stat probe (Remote.test), its figures as result. */
+export function createRemoteTestProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'remote.test'>) => Promise<TaskResult> {
+  return (ctx) =>
+    withRemote(ctx.task.remote, ctx.task.remoteId, options.metrics, async (remote) => {
+      const result = await remote.test({ signal: ctx.signal })
+      return { status: 'success', result: { ...result } }
+    })
+}
+
+/**
+ * The `remote.list` processor. With `path`: the entries of that directory (relative to the remote root).
+ * Otherwise the backups (oldest first) of `vmUuid`, or of every VM on the remote, keyed by VM uuid.
+ */
+export function createRemoteListProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'remote.list'>) => Promise<TaskResult> {
+  return async (ctx) => {
+    const { path, vmUuid } = ctx.task
+    if (path !== undefined && vmUuid !== undefined) {
+      throw new TaskInvalidError('remote.list: give either vmUuid (list its backups) or path (list a directory), not both', { fields: { field: 'path' } })
+    }
+    return await withRemote(ctx.task.remote, ctx.task.remoteId, options.metrics, async (remote) => {
+      if (path !== undefined) {
+        const entries = await remote.list(path)
+        return { status: 'success', result: { path, entries: entries.map((e) => ({ path: e.path, isDirectory: e.isDirectory })) } }
+      }
+      const vms = vmUuid === undefined ? await listBackedUpVms(remote) : [vmUuid]
+      const backups: Record<string, JsonValue> = {}
+      for (const vm of vms) {
+        ctx.signal.throwIfAborted()
+        backups[vm] = (await listBackups(remote, vm)).map((b) => backupSummary(vm, b))
+      }
+      return { status: 'success', result: { backups } }
+    })
+  }
+}
+
+/** JSON summary of one backup for `remote.list` (XO's listVmBackups fields). */
+function backupSummary(vmUuid: string, b: CatalogEntry): JsonValue {
+  const m = b.metadata
+  const name = m.vm.name_label
+  return {
+    id: b.metadataPath,
+    metadataPath: b.metadataPath,
+    timestamp: b.timestamp,
+    timestampMs: m.timestamp,
+    mode: m.mode,
+    jobId: m.jobId,
+    scheduleId: m.scheduleId,
+    sizeBytes: m.size,
+    vmName: typeof name === 'string' ? name : '',
+    disks: Object.entries(m.vhds).map(([ref, rel]) => ({
+      vdiUuid: sourceVdiUuid(m, ref) ?? null,
+      vhdPath: resolveVhdPath(vmUuid, rel),
+      differencing: m.isVhdDifferencing[ref] ?? false,
+    })),
+  }
+}
+
+/** Opens the task's remote (metrics attached first when given), runs `fn`, always closes it. */
+async function withRemote<T>(taskRemote: TaskRemote, remoteId: string | undefined, metrics: ProxyMetrics | undefined, fn: (remote: Remote) => Promise<T>): Promise<T> {
+  const remote = createRemote(taskRemote.url, remoteOptionsOf(taskRemote))
+  const detach = metrics === undefined ? undefined : attachRemoteMetrics(remote, metrics, remoteId ?? remote.kind)
+  try {
+    await remote.open()
+  } catch (error) {
+    detach?.()
+    throw error
+  }
+  try {
+    return await fn(remote)
+  } finally {
+    await remote.close().finally(detach)
+  }
+}
+
+/** The `backup.restore` processor: the backup's disks imported as new VDIs on the task's SR (restore-task.ts). */
+export function createBackupRestoreProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'backup.restore'>) => Promise<TaskResult> {
+  return async (ctx) => {
+    checkRestoreTask(ctx.task)
+    return await withRemote(ctx.task.remote, ctx.task.remoteId, options.metrics, async (remote) => {
+      const result = await restoreToSr(ctx.task, { remote, signal: ctx.signal, root: ctx.root, logger: ctx.logger, progress: ctx.progress })
+      return { status: 'success', result: result as unknown as JsonValue }
+    })
+  }
 }
 
 /** Without metrics (tools, tests). */
@@ -57,19 +149,9 @@ async function runBackupJob(ctx: JobContext<'backup.run'>, remoteMetrics: Remote
 }
 
 async function verifyJob(ctx: JobContext<'backup.verify'>, metrics: ProxyMetrics | undefined): Promise<TaskResult> {
-  const remote = createRemote(ctx.task.remote.url, remoteOptionsOf(ctx.task.remote))
-  const detach = metrics === undefined ? undefined : attachRemoteMetrics(remote, metrics, ctx.task.remoteId ?? remote.kind)
-  try {
-    await remote.open()
-  } catch (error) {
-    detach?.()
-    throw error
-  }
-  try {
+  return withRemote(ctx.task.remote, ctx.task.remoteId, metrics, async (remote) => {
     const report = await verifyRemote(remote, { metadataPath: ctx.task.metadataPath, full: true, signal: ctx.signal })
     for (const p of report.problems) ctx.root.warning(`${p.kind}: ${p.path}: ${p.message}`)
     return { status: report.problems.length === 0 ? 'success' : 'failure', result: report as unknown as JsonValue }
-  } finally {
-    await remote.close().finally(detach)
-  }
+  })
 }

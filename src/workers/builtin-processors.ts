@@ -6,7 +6,7 @@
  */
 import { ProcessorRegistry } from './processors.js'
 import { registerStandIns } from './stand-ins/processors.js'
-import { createBackupRunProcessor, createBackupVerifyProcessor } from '../backup/processors.js'
+import { createBackupRestoreProcessor, createBackupRunProcessor, createBackupVerifyProcessor, createRemoteListProcessor, createRemoteTestProcessor } from '../backup/processors.js'
 import type { ProxyMetrics } from '../metrics/index.js'
 
 export interface BuiltinOptions {
@@ -21,6 +21,9 @@ export function builtinProcessors(options: BuiltinOptions = {}): ProcessorRegist
   const engine = options.metrics === undefined ? {} : { metrics: options.metrics }
   registry.register('backup.run', createBackupRunProcessor(engine))
   registry.register('backup.verify', createBackupVerifyProcessor(engine))
+  registry.register('backup.restore', createBackupRestoreProcessor(engine))
+  registry.register('remote.test', createRemoteTestProcessor(engine))
+  registry.register('remote.list', createRemoteListProcessor(engine))
   if (options.standIns ?? process.env.BACKUP_PROXY_STAND_INS === '1') registerStandIns(registry)
   return registry
 }

@@ -8,7 +8,9 @@
  * - snapshot/checkpoint, tag and `other_config` (`xo:backup:*`), find a job's backup snapshots,
  *   destroy a snapshot with its VDIs;
  * - exports: `exportDescriptor()` returns plain data (session, refs, a fresh task) that a worker thread
- *   opens with `openVdiExport()`; `openExport()` does both on this thread; `cancelTask()` stops it.
+ *   opens with `openVdiExport()`; `openExport()` does both on this thread; `cancelTask()` stops it;
+ * - imports (restore): `createVdi()` on an SR, `importDescriptor()` (same plain data for a
+ *   `PUT /import_raw_vdi/`, see src/backup/restore-import.ts), `destroyVdi()`.
  *
  * Errors are `XapiError` (E_XAPI) with the XAPI code kept (see errors.ts). Transient network errors are
  * retried with exponential backoff for read-only calls and for connection refusals (the request never
@@ -31,6 +33,26 @@ export interface XapiConnectOptions {
   connectTimeoutMs?: number
   /** retries of transient network errors; default 5 tries, 250 ms doubling up to 8 s */
   retry?: { tries?: number; initialDelayMs?: number; maxDelayMs?: number }
+}
+
+/** Plain data of one `PUT /import_raw_vdi/?session_id&vdi&format[&task_id]`. */
+export interface VdiImportDescriptor {
+  /** XAPI base URL, without credentials */
+  url: string
+  sessionId: string
+  vdiRef: string
+  format: 'vhd' | 'raw'
+  /** XAPI task the import runs under (progress, cancel) */
+  taskRef: string
+  allowUnauthorized: boolean
+}
+
+export interface CreateVdiOptions {
+  srRef: XapiRef
+  nameLabel: string
+  nameDescription?: string
+  virtualSizeBytes: number
+  otherConfig?: Record<string, string>
 }
 
 export interface BackupSnapshotInfo {
@@ -382,6 +404,39 @@ export class XapiClient {
       await this.cancelTask(taskRef).catch(() => undefined)
       throw error
     }
+  }
+
+  /** `VDI.create`: an empty user VDI of `virtualSizeBytes` on the SR (XAPI may round the size up); its ref. */
+  async createVdi(options: CreateVdiOptions): Promise<XapiRef> {
+    if (!Number.isSafeInteger(options.virtualSizeBytes) || options.virtualSizeBytes <= 0) {
+      throw new XapiError(`createVdi: virtualSizeBytes must be a positive integer, got ${options.virtualSizeBytes}`)
+    }
+    const ref = await this.call('VDI.create', {
+      name_label: options.nameLabel,
+      name_description: options.nameDescription ?? '',
+      SR: options.srRef,
+      virtual_size: options.virtualSizeBytes,
+      type: 'user',
+      sharable: false,
+      read_only: false,
+      other_config: options.otherConfig ?? {},
+      xenstore_data: {},
+      sm_config: {},
+      tags: [],
+    })
+    if (typeof ref !== 'string') throw new XapiError(`VDI.create returned ${JSON.stringify(ref)} instead of a VDI ref`)
+    return ref
+  }
+
+  /** `VDI.destroy` (an imported VDI that must not stay after a failed restore). */
+  async destroyVdi(vdiRef: XapiRef): Promise<void> {
+    await this.call('VDI.destroy', vdiRef)
+  }
+
+  /** Plain data for an import into `vdiRef` (session, ref, a fresh task). */
+  async importDescriptor(vdiRef: XapiRef, format: 'vhd' | 'raw' = 'vhd'): Promise<VdiImportDescriptor> {
+    const taskRef = await this.createTask('[backup-proxy] import', `${format} import into VDI ${vdiRef}`)
+    return { url: this.url, sessionId: await this.currentSessionId(), vdiRef, format, taskRef, allowUnauthorized: this.allowUnauthorized }
   }
 
   /**

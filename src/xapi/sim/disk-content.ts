@@ -10,6 +10,10 @@
  * A snapshot copies the map (the content as of the snapshot); a write gives some blocks a new
  * generation, so a later snapshot differs from the earlier one in exactly those 2 MiB blocks. Half the
  * patterns are random (incompressible), half are mostly-zero (compressible), like real disks.
+ *
+ * An imported disk (`PUT /import_raw_vdi`) has real bytes: those blocks are kept in `stored` with the
+ * generation they were written at, and `blockParts()` serves them instead of a pattern for as long as
+ * that generation is current (a later simulated write gives the block a pattern again).
  */
 import { VHD_BLOCK_BYTES, SECTOR_BYTES } from './vhd-encoder.js'
 
@@ -81,13 +85,36 @@ export class PatternPool {
   }
 }
 
+/** Bytes of an imported block and the generation they belong to. */
+export interface StoredBlock {
+  generation: number
+  data: Buffer
+}
+
 /** The content of one VDI: virtual size, lineage (the disk it descends from) and block generations. */
 export class DiskContent {
   constructor(
     readonly lineage: number,
     readonly virtualSizeBytes: number,
     readonly generations: Map<number, number>,
+    /** imported blocks (never modified in place: a copy shares the buffers) */
+    readonly stored: Map<number, StoredBlock> = new Map(),
   ) {}
+
+  /** The bytes of present block `b` at generation `g`: imported bytes, or the pattern's two parts. */
+  blockParts(patterns: PatternPool, b: number, g: number): Buffer[] {
+    const s = this.stored.get(b)
+    if (s !== undefined && s.generation === g) return [s.data]
+    return patterns.blockParts(this.lineage, b, g)
+  }
+
+  /** Imports one block's bytes (VHD_BLOCK_BYTES) at a fresh generation. */
+  storeBlock(b: number, data: Buffer, generation: number): void {
+    if (b < 0 || b >= this.blockCount) throw new RangeError(`block ${b} is outside the ${this.blockCount}-block disk`)
+    if (data.length !== VHD_BLOCK_BYTES) throw new RangeError(`an imported block must be ${VHD_BLOCK_BYTES} bytes, got ${data.length}`)
+    this.generations.set(b, generation)
+    this.stored.set(b, { generation, data })
+  }
 
   get blockCount(): number {
     return Math.ceil(this.virtualSizeBytes / VHD_BLOCK_BYTES)
@@ -105,7 +132,7 @@ export class DiskContent {
 
   /** A frozen copy: what a snapshot's VDI holds. */
   copy(): DiskContent {
-    return new DiskContent(this.lineage, this.virtualSizeBytes, new Map(this.generations))
+    return new DiskContent(this.lineage, this.virtualSizeBytes, new Map(this.generations), new Map(this.stored))
   }
 
   /** Present block indexes, ascending. */

@@ -171,7 +171,7 @@ export async function handleExport(ctx: ExportContext, req: IncomingMessage, res
       for (let b = 0; b < count; b++) {
         const g = disk.generations.get(b)
         if (g === undefined) await sender.send(ZERO_BLOCK)
-        else for (const part of ctx.patterns.blockParts(disk.lineage, b, g)) await sender.send(part)
+        else for (const part of disk.blockParts(ctx.patterns, b, g)) await sender.send(part)
         if (taskRef !== undefined && (b & 255) === 255) ctx.tasks.progress(taskRef, b / count)
       }
     } else {
@@ -200,7 +200,7 @@ export async function handleExport(ctx: ExportContext, req: IncomingMessage, res
         const g = disk.generations.get(b)
         await sender.send(FULL_BITMAP)
         if (g === undefined) await sender.send(ZERO_BLOCK)
-        else for (const part of ctx.patterns.blockParts(disk.lineage, b, g)) await sender.send(part)
+        else for (const part of disk.blockParts(ctx.patterns, b, g)) await sender.send(part)
         if (taskRef !== undefined && (i & 255) === 255) ctx.tasks.progress(taskRef, i / blocks.length)
       }
       await sender.send(layout.footer)

@@ -4,6 +4,7 @@
  * - `POST /jsonrpc`: XAPI JSON-RPC (responses are `Content-Type: application/json`, errors are
  *   `{ code, message: <XAPI code>, data: [params] }` as XAPI sends them);
  * - `GET /export_raw_vdi/`: disk exports (see export.ts);
+ * - `PUT /import_raw_vdi/?format=vhd`: disk imports into a VDI (`VDI.create`d), see import.ts;
  * - admin API (HTTP basic auth with the simulator's credentials), mirrored by the handle's methods:
  *   `GET /sim/vms`, `POST /sim/vms/<uuid>/write` `{ blocks? , ratio? }`, `POST /sim/faults` `<fault>`,
  *   `DELETE /sim/faults`, `GET /sim/vdis/<uuid>/raw` (same bytes as `format=raw`).
@@ -17,6 +18,7 @@ import { Readable } from 'node:stream'
 import { UsageError } from '../../common/errors.js'
 import { PatternPool } from './disk-content.js'
 import { handleExport } from './export.js'
+import { handleImport } from './import.js'
 import { FaultSet, parseSimFault, type SimFault } from './faults.js'
 import { SimPool, type SimVmInfo } from './pool.js'
 import { SimRpc } from './rpc.js'
@@ -128,7 +130,7 @@ export async function startXapiSimulator(options: XapiSimulatorOptions): Promise
           for (;;) {
             if (b >= snapshot.blockCount) return void this.push(null)
             const g = snapshot.generations.get(b)
-            const parts = g === undefined ? [Buffer.alloc(VHD_BLOCK_BYTES)] : patterns.blockParts(snapshot.lineage, b, g)
+            const parts = g === undefined ? [Buffer.alloc(VHD_BLOCK_BYTES)] : snapshot.blockParts(patterns, b, g)
             b++
             let more = true
             for (const p of parts) more = this.push(p)
@@ -207,6 +209,7 @@ export async function startXapiSimulator(options: XapiSimulatorOptions): Promise
     let p: Promise<void>
     if (req.method === 'POST' && url.pathname === '/jsonrpc') p = handleRpc(req, res)
     else if (req.method === 'GET' && (url.pathname === '/export_raw_vdi' || url.pathname === '/export_raw_vdi/')) p = handleExport(exportCtx, req, res, url)
+    else if (req.method === 'PUT' && (url.pathname === '/import_raw_vdi' || url.pathname === '/import_raw_vdi/')) p = handleImport(exportCtx, req, res, url)
     else if (url.pathname.startsWith('/sim/')) p = handleAdmin(req, res, url)
     else {
       sendJson(res, 404, { error: `not found: ${req.method} ${url.pathname}` })

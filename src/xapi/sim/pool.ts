@@ -41,6 +41,7 @@ export class SimPool {
   private readonly nextRandom: () => number
   private generation = 1
   private writeCount = 0
+  private createdVdis = 0
 
   constructor(readonly options: PoolOptions) {
     this.nextRandom = prng(mix(options.seed, 0x0b1ec7))
@@ -325,6 +326,51 @@ export class SimPool {
     this.vdiTimes.delete(vdiRef)
   }
 
+  /** A generation no block has had yet (for writes and imports). */
+  nextGeneration(): number {
+    return ++this.generation
+  }
+
+  /**
+   * `VDI.create`: an empty (all zeros) VDI on the pool's SR. The size is rounded up to whole 2 MiB blocks,
+   * as XAPI's thin SRs do. Fields XAPI requires are checked with its error codes.
+   */
+  createVdi(record: unknown): string {
+    if (typeof record !== 'object' || record === null || Array.isArray(record)) throw new XapiFailure('FIELD_TYPE_ERROR', ['VDI record'])
+    const r = record as Record<string, unknown>
+    const sr = r.SR
+    if (typeof sr !== 'string' || !this.store.has('SR', sr)) throw new XapiFailure('HANDLE_INVALID', ['SR', String(sr)])
+    const size = Number(r.virtual_size)
+    if (!Number.isSafeInteger(size) || size <= 0) throw new XapiFailure('FIELD_TYPE_ERROR', ['virtual_size'])
+    const sizeBytes = Math.ceil(size / VHD_BLOCK_BYTES) * VHD_BLOCK_BYTES
+    const ref = this.newRef()
+    this.disks.set(ref, new DiskContent(0x4000_0000 + ++this.createdVdis, sizeBytes, new Map()))
+    this.vdiTimes.set(ref, Date.now())
+    const base = this.vdiRecord(typeof r.name_label === 'string' ? r.name_label : '', false, NULL_REF)
+    const map = (v: unknown): Record<string, XapiValue> => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (structuredClone(v) as Record<string, XapiValue>) : {})
+    this.store.add('VDI', ref, {
+      ...base,
+      name_description: typeof r.name_description === 'string' ? r.name_description : '',
+      SR: sr,
+      virtual_size: sizeBytes,
+      type: typeof r.type === 'string' ? r.type : 'user',
+      sharable: r.sharable === true,
+      read_only: r.read_only === true,
+      other_config: map(r.other_config),
+      sm_config: map(r.sm_config),
+      xenstore_data: map(r.xenstore_data),
+      tags: Array.isArray(r.tags) ? r.tags.map(String) : [],
+    })
+    this.store.update('SR', sr, (s) => (s.VDIs as string[]).push(ref))
+    return ref
+  }
+
+  /** Refreshes what the records say about a VDI whose content changed (an import). */
+  contentChanged(vdiRef: string): void {
+    this.vdiTimes.set(vdiRef, Date.now())
+    this.store.update('VDI', vdiRef, (r) => (r.physical_size = this.allocatedBytes(vdiRef)))
+  }
+
   /** Admin: changes `blocks` (or `ratio` of the blocks) of every disk of a VM. */
   writeBlocks(vmRef: string, amount: { blocks?: number; ratio?: number }): { vdiUuid: string; vdiRef: string; blocks: number[] }[] {
     const vm = this.store.get('VM', vmRef)
@@ -333,7 +379,7 @@ export class SimPool {
       const disk = this.disks.get(vdiRef)
       if (disk === undefined) throw new XapiFailure('INTERNAL_ERROR', [`no content for ${vdiRef}`])
       const count = amount.blocks ?? Math.round((amount.ratio ?? 0) * disk.blockCount)
-      const blocks = disk.write(count, mix(this.options.seed, disk.lineage, ++this.writeCount, 0x3417e), () => ++this.generation)
+      const blocks = disk.write(count, mix(this.options.seed, disk.lineage, ++this.writeCount, 0x3417e), () => this.nextGeneration())
       this.vdiTimes.set(vdiRef, Date.now())
       this.store.update('VDI', vdiRef, (r) => (r.physical_size = this.allocatedBytes(vdiRef)))
       return { vdiUuid: text(this.store.get('VDI', vdiRef).uuid), vdiRef, blocks }

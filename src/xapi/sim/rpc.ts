@@ -3,7 +3,7 @@
  * `system.listMethods`, the generic per-class accessors XAPI generates (`get_all_records`,
  * `get_record`, `get_by_uuid`, `get_<field>`, `set_<field>`, `add_to_<map>`, `remove_from_<map>`,
  * `add_<set>`, `remove_<set>`), `event.from`/`event.inject`, `task.*`, `VM.snapshot`/`checkpoint`/
- * `destroy`, `VDI.destroy`, and their `Async.` forms. Failures are `XapiFailure`s with XAPI's codes.
+ * `destroy`, `VDI.create`, `VDI.destroy`, and their `Async.` forms. Failures are `XapiFailure`s with XAPI's codes.
  */
 import { XapiFailure, type XapiRecord, type XapiValue } from './store.js'
 import type { SimPool } from './pool.js'
@@ -26,9 +26,10 @@ const SPECIFIC = [
   'VM.snapshot',
   'VM.checkpoint',
   'VM.destroy',
+  'VDI.create',
   'VDI.destroy',
 ]
-const ASYNC = new Set(['VM.snapshot', 'VM.checkpoint', 'VM.destroy', 'VDI.destroy'])
+const ASYNC = new Set(['VM.snapshot', 'VM.checkpoint', 'VM.destroy', 'VDI.create', 'VDI.destroy'])
 
 export interface Session {
   user: string
@@ -127,6 +128,8 @@ export class SimRpc {
       case 'VDI.destroy':
         this.pool.destroyVdi(str(0))
         return ''
+      case 'VDI.create':
+        return this.pool.createVdi(args[0])
     }
     if (dot < 0 || !(SIM_CLASSES as readonly string[]).includes(cls)) throw new XapiFailure('MESSAGE_METHOD_UNKNOWN', [method])
     switch (name) {

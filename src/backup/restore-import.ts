@@ -1,0 +1,103 @@
+/**
+ * The upload half of a restore: `PUT /import_raw_vdi/?session_id&vdi&format=vhd&task_id` of a disk
+ * stream into a VDI, with node:http (as src/xapi/export.ts does the GET: no extra dependency, a plain
+ * Writable with backpressure through `pipeline`). The body is sent with `Content-Length` when the caller
+ * knows it, chunked otherwise. XAPI answers once it has consumed the body; the XAPI task carries the
+ * real outcome, so the caller waits for it too (`XapiClient.waitTask`) — cancelling that task (or the
+ * signal) ends the upload.
+ *
+ * Errors: an HTTP error status becomes an XapiError with the XAPI code of the body
+ * (`["VDI_IO_ERROR", ...]`) or one derived from the status; an abort is a CancelledError.
+ */
+import { request as httpRequest, type IncomingMessage } from 'node:http'
+import { request as httpsRequest } from 'node:https'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { CancelledError, XapiError, errorCode } from '../common/errors.js'
+import type { VdiImportDescriptor } from '../xapi/client.js'
+import { xapiFailure } from '../xapi/errors.js'
+
+const ERROR_BODY_LIMIT = 64 * 1024
+
+export interface PutVdiImportOptions {
+  signal?: AbortSignal
+  /** sent as Content-Length when known */
+  sizeBytes?: number
+}
+
+function importUrl(d: VdiImportDescriptor): URL {
+  let url: URL
+  try {
+    url = new URL(d.url)
+  } catch {
+    throw new XapiError(`invalid XAPI URL "${d.url}": expected http(s)://host[:port]`)
+  }
+  url.username = ''
+  url.password = ''
+  url.pathname = '/import_raw_vdi/'
+  url.search = ''
+  url.searchParams.set('session_id', d.sessionId)
+  url.searchParams.set('vdi', d.vdiRef)
+  url.searchParams.set('format', d.format)
+  url.searchParams.set('task_id', d.taskRef)
+  return url
+}
+
+async function readBody(res: IncomingMessage): Promise<string> {
+  let text = ''
+  for await (const chunk of res as AsyncIterable<Buffer>) if (text.length < ERROR_BODY_LIMIT) text += chunk.toString('utf8')
+  return text.slice(0, ERROR_BODY_LIMIT)
+}
+
+function httpError(status: number, body: string, what: string): XapiError {
+  try {
+    const parsed = JSON.parse(body) as unknown
+    if (Array.isArray(parsed) && typeof parsed[0] === 'string' && /^[A-Z_0-9]+$/.test(parsed[0])) {
+      const [code, ...params] = parsed as unknown[]
+      return xapiFailure(code as string, params.map(String), { what, httpStatus: status })
+    }
+  } catch {
+    // not JSON: real XAPI answers errors with HTML or nothing; the status is what we report
+  }
+  const code = status === 401 || status === 403 ? 'SESSION_INVALID' : status === 404 ? 'HANDLE_INVALID' : status >= 500 ? 'INTERNAL_ERROR' : 'HTTP_ERROR'
+  return xapiFailure(code, [`HTTP ${status}`], { what, httpStatus: status })
+}
+
+/** Uploads `body` into the descriptor's VDI; resolves once XAPI answered 2xx. */
+export async function putVdiImport(d: VdiImportDescriptor, body: Readable, options: PutVdiImportOptions = {}): Promise<void> {
+  const { signal, sizeBytes } = options
+  const what = `import into VDI ${d.vdiRef}`
+  signal?.throwIfAborted()
+  const url = importUrl(d)
+  const headers: Record<string, string> = { 'Content-Type': 'application/octet-stream' }
+  if (sizeBytes !== undefined) headers['Content-Length'] = String(sizeBytes)
+  const base = { method: 'PUT', headers, ...(signal === undefined ? {} : { signal }) }
+  const req = url.protocol === 'https:' ? httpsRequest(url, { ...base, rejectUnauthorized: !d.allowUnauthorized, minVersion: 'TLSv1' as const }) : httpRequest(url, base)
+  const response = new Promise<IncomingMessage>((resolve, reject) => {
+    req.once('response', resolve)
+    req.once('error', reject)
+  })
+  try {
+    // XAPI may answer (an error) before reading the whole body: whichever settles first decides
+    const sent = pipeline(body, req)
+    // observed here, awaited below: whichever of the two fails first is reported, the other is not unhandled
+    sent.catch(() => undefined)
+    response.catch(() => undefined)
+    const first = await Promise.race([sent.then(() => undefined), response])
+    const res = first ?? (await response)
+    const status = res.statusCode ?? 0
+    if (status < 200 || status >= 300) {
+      body.destroy()
+      req.destroy()
+      throw httpError(status, await readBody(res).catch(() => ''), what)
+    }
+    await sent
+    res.resume()
+  } catch (error) {
+    body.destroy()
+    req.destroy()
+    if (signal?.aborted === true) throw new CancelledError(`${what} was cancelled`, { cause: signal.reason })
+    if (error instanceof XapiError) throw error
+    throw new XapiError(`${what} failed (${errorCode(error) ?? (error as Error).message}); the VDI is incomplete and is removed`, { cause: error, fields: { networkCode: errorCode(error) ?? '' } })
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * `PUT /import_raw_vdi/?session_id&vdi&format=vhd[&task_id]` of the simulator: the body is a dynamic VHD
+ * (what a restore sends), parsed and validated with the project's VHD parser (src/vhd), and its blocks
+ * become the VDI's content (`DiskContent.storeBlock`), so `export_raw_vdi?format=raw` returns them.
+ * Sectors a block's bitmap leaves unset are zeros; blocks absent from the VHD keep the VDI's content
+ * (zeros for a VDI just created), as XAPI does for a VHD import. The content changes only once the
+ * whole body was received and validated: a failed or cancelled import leaves the VDI as it was.
+ *
+ * The import runs under `task_id` when given: progress, success before the HTTP answer (so a client
+ * waiting for the task sees it settle), failure with the XAPI code, and `task.cancel` aborts it.
+ * Only `format=vhd` is simulated. Errors are HTTP statuses with the XAPI error as a JSON array body.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { sectorIsSet } from '../../vhd/bitmap.js'
+import { openVhdStream } from '../../vhd/stream-parser.js'
+import type { ExportContext } from './export.js'
+import { XapiFailure } from './store.js'
+import { SECTOR_BYTES, VHD_BLOCK_BYTES } from './vhd-encoder.js'
+
+function sendXapiError(res: ServerResponse, status: number, code: string, params: string[]): void {
+  if (res.headersSent || res.destroyed) return
+  const body = JSON.stringify([code, ...params])
+  // the client may still be sending: close the connection after this answer
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' })
+  res.end(body)
+}
+
+/** A block's bytes with the sectors its bitmap does not mark set to zero (copied: the source chunk is not kept). */
+function blockBytes(bitmap: Buffer, data: Buffer): Buffer | undefined {
+  const out = Buffer.from(data)
+  let any = false
+  for (let s = 0; s < VHD_BLOCK_BYTES / SECTOR_BYTES; s++) {
+    if (!sectorIsSet(bitmap, s)) out.fill(0, s * SECTOR_BYTES, (s + 1) * SECTOR_BYTES)
+    else any = true
+  }
+  return any ? out : undefined
+}
+
+/** Handles one import request; never throws (errors become HTTP errors and a failed task). */
+export async function handleImport(ctx: ExportContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  const q = url.searchParams
+  const taskRef = q.get('task_id') ?? undefined
+  const fail = (status: number, code: string, params: string[]): void => {
+    if (taskRef !== undefined) ctx.tasks.fail(taskRef, code, params)
+    sendXapiError(res, status, code, params)
+  }
+  try {
+    ctx.rpc.checkSession(q.get('session_id') ?? undefined)
+  } catch {
+    return fail(401, 'SESSION_INVALID', [q.get('session_id') ?? ''])
+  }
+  let vdiRef: string
+  try {
+    const format = q.get('format') ?? 'raw'
+    if (format !== 'vhd') throw new XapiFailure('FORMAT_NOT_SUPPORTED', [format, 'the simulator imports format=vhd only'])
+    const id = q.get('vdi') ?? ''
+    vdiRef = ctx.pool.store.has('VDI', id) ? id : ctx.pool.store.refByUuid('VDI', id)
+  } catch (error) {
+    const f = error instanceof XapiFailure ? error : new XapiFailure('INTERNAL_ERROR', [String(error)])
+    return fail(f.xapiCode === 'UUID_INVALID' ? 404 : 400, f.xapiCode, f.params)
+  }
+  const disk = ctx.pool.disks.get(vdiRef)
+  if (disk === undefined) return fail(404, 'HANDLE_INVALID', ['VDI', vdiRef])
+
+  const signals = [ctx.closing]
+  if (taskRef !== undefined) {
+    try {
+      signals.push(ctx.tasks.bind(taskRef))
+    } catch (error) {
+      const f = error as XapiFailure
+      return sendXapiError(res, 404, f.xapiCode, f.params)
+    }
+  }
+  const signal = AbortSignal.any(signals)
+  const staged = new Map<number, Buffer | undefined>()
+  try {
+    const vhd = await openVhdStream(req, { signal })
+    if (vhd.header.blockSizeBytes !== VHD_BLOCK_BYTES) throw new XapiFailure('VDI_IO_ERROR', [`the simulator imports 2 MiB blocks only, got ${vhd.header.blockSizeBytes}`])
+    if (vhd.footer.currentSizeBytes > disk.virtualSizeBytes) {
+      throw new XapiFailure('VDI_TOO_SMALL', [vdiRef, String(disk.virtualSizeBytes), String(vhd.footer.currentSizeBytes)])
+    }
+    const total = Math.max(1, vhd.blockOrder.length)
+    for await (const block of vhd.blocks()) {
+      staged.set(block.index, blockBytes(block.bitmap, block.data))
+      if (taskRef !== undefined && (staged.size & 15) === 0) ctx.tasks.progress(taskRef, staged.size / total)
+    }
+  } catch (error) {
+    req.resume()
+    const reason = signal.reason as unknown
+    if (signal.aborted && reason instanceof XapiFailure && reason.xapiCode === 'TASK_CANCELLED') return sendXapiError(res, 400, reason.xapiCode, reason.params)
+    const f = error instanceof XapiFailure ? error : new XapiFailure('VDI_IO_ERROR', [error instanceof Error ? error.message : String(error)])
+    return fail(f.xapiCode === 'VDI_TOO_SMALL' ? 400 : 500, f.xapiCode, f.params)
+  }
+  if (!ctx.pool.disks.has(vdiRef)) return fail(404, 'HANDLE_INVALID', ['VDI', vdiRef])
+  const generation = ctx.pool.nextGeneration()
+  for (const [b, data] of staged) {
+    if (data === undefined) {
+      disk.generations.delete(b)
+      disk.stored.delete(b)
+    } else disk.storeBlock(b, data, generation)
+  }
+  ctx.pool.contentChanged(vdiRef)
+  if (taskRef !== undefined) ctx.tasks.succeed(taskRef, '')
+  res.writeHead(200, { 'Content-Length': 0 })
+  res.end()
+}
