@@ -3,7 +3,8 @@
  * → a local remote and the XAPI simulator. A VM of the simulator is backed up (full, then a delta after
  * writes), each point is restored into the simulator's SR, and the raw export (`export_raw_vdi?format=raw`
  * through the real client) of every new VDI is compared byte for byte with the simulator's disk as it
- * was at that backup. Also: labels, `start: true` refused, an unknown SR failing with nothing left behind.
+ * was at that backup. Also: labels, `start: true` refused, an unknown SR, a failing import and a cancel
+ * mid-import (simulator faults on imports), each leaving no VDI behind.
  */
 import { createWriteStream } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'
@@ -22,6 +23,7 @@ import { builtinProcessors } from '../../src/workers/builtin-processors.js'
 import { ProxyRuntime } from '../../src/workers/proxy.js'
 import { XapiClient } from '../../src/xapi/client.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
+import { waitFor } from '../helpers/ports.js'
 import { makeTempDir } from '../helpers/tmp.js'
 import { saveRaw, startSim, MiB } from './helpers/fixture.js'
 import { proxyConfig } from './helpers/proxy-config.js'
@@ -141,5 +143,34 @@ describe('backup.restore through the queue (simulator SR, local remote)', () => 
     expect(noSr.status).toBe('failure')
     expect(noSr.error?.message).toMatch(/SR 00000000-0000-4000-8000-000000000000 is not in the pool/)
     expect(xapi.listVdis().length).toBe(before)
+  })
+
+  it('an import failing, and a restore cancelled mid-import: the job reports it and the VDIs it created are removed', async () => {
+    const vm = sim.listVms()[1]!
+    const remoteDir = join(dir.path, 'r3')
+    await mkdir(remoteDir)
+    const remoteUrl = `file://${remoteDir}`
+    const b = await run(backupTask(vm.uuid, remoteUrl))
+    expect(b.status).toBe('success')
+    const path = metadataPath(vm.uuid, (b.tasks?.[0]?.result as { timestamp: string }).timestamp)
+    const restoredVdis = () => xapi.listVdis().filter((v) => v.other_config['xo:backup-proxy:restore:backup'] === path)
+    try {
+      sim.setFault({ kind: 'http-error', status: 500, xapiCode: 'VDI_IO_ERROR', on: 'import', times: 1 })
+      const failed = await run(restoreTask(remoteUrl, path))
+      expect(failed.status).toBe('failure')
+      expect(failed.error?.code).toBe('E_XAPI')
+      expect(JSON.stringify(failed.error)).toContain('VDI_IO_ERROR')
+      await waitFor('failed restore VDIs removed', () => restoredVdis().length === 0, 10_000)
+
+      sim.setFault({ kind: 'stall', afterBytes: 4 * MiB, on: 'import' })
+      const h = await client.enqueue({ proxy: 'rs-main' }, restoreTask(remoteUrl, path))
+      await waitFor('the first VDI created', () => restoredVdis().length > 0, 30_000)
+      await h.cancel()
+      const s = await h.result().catch((e: unknown) => e as JobSummary)
+      expect(s.status).toBe('interrupted')
+      await waitFor('cancelled restore VDIs removed', () => restoredVdis().length === 0, 10_000)
+    } finally {
+      sim.clearFaults()
+    }
   })
 })

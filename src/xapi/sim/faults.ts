@@ -1,6 +1,8 @@
 /**
- * Fault injection for the simulator's exports. A fault applies to every matching export (optionally
- * only to one VDI, optionally only `times` times) until cleared:
+ * Fault injection for the simulator's exports (and, with `on: 'import'`, its VHD imports). A fault
+ * applies to every matching transfer (optionally only to one VDI, optionally only `times` times) until
+ * cleared; imports honour `http-error` (answered before reading the body) and `stall` (the body is no
+ * longer read after `afterBytes`, until the task is cancelled):
  * - `reset`: the TCP connection is reset after `afterBytes` bytes of the body;
  * - `stall`: the body stops after `afterBytes` bytes and the connection stays open;
  * - `slow`: the body is paced at `bytesPerSecond`;
@@ -10,7 +12,7 @@
  */
 import { z } from 'zod'
 
-const common = { vdiUuid: z.string().optional(), times: z.number().int().positive().optional() }
+const common = { vdiUuid: z.string().optional(), times: z.number().int().positive().optional(), on: z.enum(['export', 'import']).optional() }
 
 export const simFaultSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('reset'), afterBytes: z.number().int().nonnegative(), ...common }).strict(),
@@ -44,11 +46,11 @@ export class FaultSet {
     this.faults = []
   }
 
-  /** The faults that apply to this export (consuming one use of each). */
-  take(vdiUuid: string): ExportFault[] {
+  /** The faults that apply to this export (or import: `on` defaults to export), consuming one use of each. */
+  take(vdiUuid: string, on: 'export' | 'import' = 'export'): ExportFault[] {
     const out: ExportFault[] = []
     for (const f of this.faults) {
-      if (f.remaining > 0 && (f.fault.vdiUuid === undefined || f.fault.vdiUuid === vdiUuid)) {
+      if (f.remaining > 0 && (f.fault.on ?? 'export') === on && (f.fault.vdiUuid === undefined || f.fault.vdiUuid === vdiUuid)) {
         f.remaining--
         out.push(f.fault)
       }

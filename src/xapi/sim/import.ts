@@ -9,12 +9,13 @@
  * The import runs under `task_id` when given: progress, success before the HTTP answer (so a client
  * waiting for the task sees it settle), failure with the XAPI code, and `task.cancel` aborts it.
  * Only `format=vhd` is simulated. Errors are HTTP statuses with the XAPI error as a JSON array body.
+ * Faults with `on: 'import'` (faults.ts): `http-error` answers at once, `stall` stops reading the body.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { sectorIsSet } from '../../vhd/bitmap.js'
 import { openVhdStream } from '../../vhd/stream-parser.js'
 import type { ExportContext } from './export.js'
-import { XapiFailure } from './store.js'
+import { XapiFailure, text } from './store.js'
 import { SECTOR_BYTES, VHD_BLOCK_BYTES } from './vhd-encoder.js'
 
 function sendXapiError(res: ServerResponse, status: number, code: string, params: string[]): void {
@@ -34,6 +35,20 @@ function blockBytes(bitmap: Buffer, data: Buffer): Buffer | undefined {
     else any = true
   }
   return any ? out : undefined
+}
+
+/** The body up to `afterBytes`, then nothing until `signal` aborts (a `stall` fault). */
+async function* stalled(req: IncomingMessage, afterBytes: number, signal: AbortSignal): AsyncGenerator<Buffer> {
+  let seen = 0
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    if (seen + chunk.length > afterBytes) {
+      if (afterBytes > seen) yield chunk.subarray(0, afterBytes - seen)
+      await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })))
+      throw new Error('injected fault: stalled import aborted')
+    }
+    seen += chunk.length
+    yield chunk
+  }
 }
 
 /** Handles one import request; never throws (errors become HTTP errors and a failed task). */
@@ -61,6 +76,9 @@ export async function handleImport(ctx: ExportContext, req: IncomingMessage, res
   }
   const disk = ctx.pool.disks.get(vdiRef)
   if (disk === undefined) return fail(404, 'HANDLE_INVALID', ['VDI', vdiRef])
+  const faults = ctx.faults.take(text(ctx.pool.store.get('VDI', vdiRef).uuid), 'import')
+  const httpFault = faults.find((f) => f.kind === 'http-error')
+  if (httpFault !== undefined) return fail(httpFault.status ?? 500, httpFault.xapiCode ?? 'INTERNAL_ERROR', ['injected fault'])
 
   const signals = [ctx.closing]
   if (taskRef !== undefined) {
@@ -74,7 +92,8 @@ export async function handleImport(ctx: ExportContext, req: IncomingMessage, res
   const signal = AbortSignal.any(signals)
   const staged = new Map<number, Buffer | undefined>()
   try {
-    const vhd = await openVhdStream(req, { signal })
+    const stall = faults.find((f) => f.kind === 'stall')
+    const vhd = await openVhdStream(stall === undefined ? req : stalled(req, stall.afterBytes, signal), { signal })
     if (vhd.header.blockSizeBytes !== VHD_BLOCK_BYTES) throw new XapiFailure('VDI_IO_ERROR', [`the simulator imports 2 MiB blocks only, got ${vhd.header.blockSizeBytes}`])
     if (vhd.footer.currentSizeBytes > disk.virtualSizeBytes) {
       throw new XapiFailure('VDI_TOO_SMALL', [vdiRef, String(disk.virtualSizeBytes), String(vhd.footer.currentSizeBytes)])
