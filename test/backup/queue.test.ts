@@ -189,7 +189,8 @@ describe('backup.run through the queue', () => {
     const vdi = vm.vdis[0]!
     const target = join(dir.path, 'k1')
     await mkdir(target)
-    sim.setFault({ kind: 'slow', bytesPerSecond: 2 * MiB, vdiUuid: vdi.uuid, times: 1 })
+    // the first export stalls after 6 MiB (a few blocks), so the kill always lands mid-stream however fast the machine is
+    sim.setFault({ kind: 'stall', afterBytes: 6 * MiB, vdiUuid: vdi.uuid, times: 1 })
     const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'helpers/proxy-child.ts')], {
       env: { ...process.env, REDIS_URL: redisUrl, SEAL_KEY: sealText, PROXY_ID: 'bk-kill' },
       stdio: ['ignore', 'pipe', 'inherit'],
