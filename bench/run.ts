@@ -7,7 +7,9 @@
  *   npm run bench -- vhd remotes     # files whose name contains one of the words
  *   BENCH_SCALE=4 npm run bench      # 4x the default sizes
  */
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { spawn } from 'node:child_process'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
 import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -19,20 +21,49 @@ const scale = Number(process.env.BENCH_SCALE ?? '1')
 const files = (await readdir(here)).filter((f) => f.endsWith('.bench.ts') && (filters.length === 0 || filters.some((w) => f.includes(w)))).sort()
 const scratchRoot = existsSync('/dev/shm') ? '/dev/shm' : tmpdir()
 
-const rows: BenchRow[] = []
-for (const file of files) {
+/**
+ * Each bench file runs in its own Node process (this script re-invoked with BENCH_CHILD=<file>), so a
+ * file's peak RSS is its own high-water mark and not the largest of every file run before it.
+ */
+async function runFile(file: string): Promise<BenchRow[]> {
   const dir = await mkdtemp(join(scratchRoot, 'bp-bench-'))
-  console.log(`\n## ${file}`)
   try {
     const mod = (await import(join(here, file))) as { default: BenchFile }
-    const result = await mod.default({ scale, tmpDir: dir, log: (l) => console.log(`  ${l}`) })
+    return await mod.default({ scale, tmpDir: dir, log: (l) => console.log(`  ${l}`) })
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+const child = process.env.BENCH_CHILD
+if (child !== undefined) {
+  const result = await runFile(child)
+  await writeFile(process.env.BENCH_CHILD_OUT!, JSON.stringify(result))
+  process.exit(0)
+}
+
+const rows: BenchRow[] = []
+for (const file of files) {
+  console.log(`\n## ${file}`)
+  const outDir = await mkdtemp(join(tmpdir(), 'bp-bench-out-'))
+  const out = join(outDir, 'rows.json')
+  try {
+    const code = await new Promise<number | null>((resolve) => {
+      const p = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url)], {
+        stdio: 'inherit',
+        env: { ...process.env, BENCH_CHILD: file, BENCH_CHILD_OUT: out },
+      })
+      p.on('exit', resolve)
+    })
+    if (code !== 0) throw new Error(`${file} exited with code ${code}`)
+    const result = JSON.parse(await readFile(out, 'utf8')) as BenchRow[]
     rows.push(...result)
     for (const r of result) console.log(`  ${format(r, result)}`)
   } catch (error) {
     console.error(`  FAILED: ${(error as Error).stack ?? String(error)}`)
     process.exitCode = 1
   } finally {
-    await rm(dir, { recursive: true, force: true })
+    await rm(outDir, { recursive: true, force: true })
   }
 }
 
