@@ -12,6 +12,8 @@
  * runs use the same code.
  */
 import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { createWriteStream } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -84,4 +86,16 @@ export function mibps(row: Pick<BenchRow, 'bytes' | 'seconds'>): number {
 
 export function cpuPerGiB(row: Pick<BenchRow, 'bytes' | 'cpuSeconds'>): number {
   return row.cpuSeconds / (row.bytes / GiB)
+}
+
+/** Writes `sizeBytes` of incompressible data to `path` (an 8 MiB random pattern repeated), honouring backpressure. */
+export async function makeRandomFile(path: string, sizeBytes: number): Promise<void> {
+  const block = randomBytes(8 * MiB)
+  const out = createWriteStream(path)
+  for (let left = sizeBytes; left > 0; left -= block.length) {
+    const part = left >= block.length ? block : block.subarray(0, left)
+    if (!out.write(part)) await new Promise<void>((r) => out.once('drain', () => r()))
+  }
+  out.end()
+  await new Promise<void>((resolve, reject) => out.on('finish', resolve).on('error', reject))
 }

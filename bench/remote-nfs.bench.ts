@@ -9,7 +9,6 @@
  * CPU (Ganesha, from /proc) and the whole machine's busy CPU (/proc/stat) go in `extra` so a run where
  * something else ran can be spotted. Files are removed through NFS (Ganesha keeps fds until REMOVE).
  */
-import { randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { open, readFile, rm } from 'node:fs/promises'
 import type { Writable } from 'node:stream'
@@ -19,18 +18,8 @@ import { NfsRemote } from '../src/remotes/nfs/index.js'
 import { parseRemoteUrl } from '../src/remotes/url.js'
 import type { NfsRemoteUrl } from '../src/remotes/url-types.js'
 import { startNFSDetailed } from '../test/services/nfs.js'
-import { GiB, measure, MiB, runCommand, type BenchContext, type BenchRow } from './lib.js'
+import { GiB, measure, MiB, runCommand, type BenchContext, type BenchRow, makeRandomFile as makeSource } from './lib.js'
 
-async function makeSource(path: string, sizeBytes: number): Promise<void> {
-  const block = randomBytes(8 * MiB)
-  const out = createWriteStream(path)
-  for (let left = sizeBytes; left > 0; left -= block.length) {
-    const part = left >= block.length ? block : block.subarray(0, left)
-    if (!out.write(part)) await new Promise<void>((r) => out.once('drain', () => r()))
-  }
-  out.end()
-  await new Promise<void>((resolve, reject) => out.on('finish', resolve).on('error', reject))
-}
 
 /**
  * Reads `path` into one reused 4 MiB buffer and writes it to `out`, waiting for each write's callback

@@ -8,26 +8,14 @@
  * `smbclient get` to /dev/null). CPU is the client's only (this process / the smbclient command),
  * counted the same way on both sides; smbd's CPU is not included in either.
  */
-import { randomBytes } from 'node:crypto'
-import { createWriteStream } from 'node:fs'
 import { chmod, chown, mkdir, open, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { finished, pipeline } from 'node:stream/promises'
 import { createRemote } from '../src/remotes/index.js'
 import { startSambaServer } from '../test/services/smb.js'
-import { GiB, measure, MiB, runCommand, type BenchContext, type BenchRow } from './lib.js'
+import { GiB, measure, MiB, runCommand, type BenchContext, type BenchRow, makeRandomFile as makeSource } from './lib.js'
 
-async function makeSource(path: string, sizeBytes: number): Promise<void> {
-  const block = randomBytes(8 * MiB)
-  const out = createWriteStream(path)
-  for (let left = sizeBytes; left > 0; left -= block.length) {
-    const part = left >= block.length ? block : block.subarray(0, left)
-    if (!out.write(part)) await new Promise<void>((r) => out.once("drain", () => r()))
-  }
-  out.end()
-  await new Promise<void>((resolve, reject) => out.on('finish', resolve).on('error', reject))
-}
 
 /**
  * Feeds the file through one reused 4 MiB buffer, as smbclient does (fread into one buffer): the remote's

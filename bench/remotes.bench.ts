@@ -21,18 +21,8 @@ import { Upload } from '@aws-sdk/lib-storage'
 import { createRemote } from '../src/remotes/index.js'
 import { createEncryptedRemote } from '../src/remotes/encryption.js'
 import { startSwift } from '../test/services/s3.js'
-import { GiB, measure, MiB, runCommand, type BenchContext, type BenchRow } from './lib.js'
+import { GiB, measure, MiB, runCommand, type BenchContext, type BenchRow, makeRandomFile as makeSource } from './lib.js'
 
-async function makeSource(path: string, sizeBytes: number): Promise<void> {
-  const block = randomBytes(8 * MiB)
-  const out = createWriteStream(path)
-  for (let left = sizeBytes; left > 0; left -= block.length) {
-    const part = left >= block.length ? block : block.subarray(0, left)
-    if (!out.write(part)) await new Promise<void>((r) => out.once('drain', () => r()))
-  }
-  out.end()
-  await new Promise<void>((resolve, reject) => out.on('finish', resolve).on('error', reject))
-}
 
 /**
  * Feeds a file into a writer the way `dd bs=1M` does: a few reused 1 MiB buffers, each handed back when

@@ -13,20 +13,10 @@
 import type { MessagePort } from 'node:worker_threads'
 import type { JsonValue, SerializedError } from '../common/errors.js'
 
-export type MetricKind = 'counter' | 'histogram' | 'gauge'
-
-/** One metric change: counters add `value`, histograms observe it, gauges add it (may be negative). */
-export interface MetricDelta {
-  metric: string
-  kind: MetricKind
-  labels: Record<string, string>
-  value: number
-}
-
-export interface MetricsMessage {
-  type: 'metrics'
-  deltas: MetricDelta[]
-}
+// The metric delta message is defined once, by the metrics module that applies it.
+export type { MetricDelta, MetricsMessage } from '../metrics/deltas.js'
+export type { MetricKind } from '../metrics/catalogue.js'
+import type { MetricsMessage } from '../metrics/deltas.js'
 
 export interface ProgressMessage {
   type: 'progress'
