@@ -3,6 +3,11 @@
  * client exists: the main thread builds a `VdiExportDescriptor` (URL, session id, refs, task ref) with
  * `XapiClient.exportDescriptor()`, posts it to the thread, and the thread calls `openVdiExport()`.
  *
+ * Over http:, the GET is made by socket-export.ts (a minimal HTTP/1.1 reader that hands the body out as
+ * views of large socket-read slabs: half the CPU of node:http); https:, a redirect or a chunked body
+ * use node:http as below. `BACKUP_PROXY_EXPORT_NODE_HTTP=1` forces node:http (for benchmarks and as an
+ * escape hatch should a XAPI answer something the fast path misreads).
+ *
  * It is a plain HTTP(S) GET of `/export_raw_vdi/?session_id&vdi&format[&base][&task_id]` with node:http
  * (no extra dependency, and the response is a Readable without web-stream overhead). Redirects to
  * another host of the pool (302) are followed. The body is wrapped in an `ExportStream` that maps
@@ -12,8 +17,9 @@
 import { request as httpRequest, type IncomingMessage, type ClientRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { Readable } from 'node:stream'
-import { CancelledError, TimeoutError, XapiError, errorCode } from '../common/errors.js'
-import { tlsFailure, xapiFailure } from './errors.js'
+import { CancelledError, TimeoutError, XapiError } from '../common/errors.js'
+import { tlsFailure } from './errors.js'
+import { httpErrorFromBody, mapStreamError, openSocketExport } from './socket-export.js'
 
 export interface VdiExportDescriptor {
   /** XAPI base URL, without credentials (`https://host[:port]`) */
@@ -84,26 +90,14 @@ async function readErrorBody(res: IncomingMessage): Promise<string> {
   return text.slice(0, ERROR_BODY_LIMIT)
 }
 
-/** HTTP error → XapiError: the body's XAPI error (`["CODE", ...params]`) when present, else by status. */
 async function httpError(res: IncomingMessage, what: string): Promise<XapiError> {
-  const status = res.statusCode ?? 0
   let body = ''
   try {
     body = await readErrorBody(res)
   } catch {
     // the body is only a detail: the status is enough to report
   }
-  try {
-    const parsed = JSON.parse(body) as unknown
-    if (Array.isArray(parsed) && typeof parsed[0] === 'string' && /^[A-Z_0-9]+$/.test(parsed[0])) {
-      const [code, ...params] = parsed as unknown[]
-      return xapiFailure(code as string, params.map(String), { what, httpStatus: status })
-    }
-  } catch {
-    // not JSON: real XAPI answers errors with HTML or nothing
-  }
-  const code = status === 401 || status === 403 ? 'SESSION_INVALID' : status === 404 ? 'HANDLE_INVALID' : status >= 500 ? 'INTERNAL_ERROR' : 'HTTP_ERROR'
-  return xapiFailure(code, [`HTTP ${status}`], { what, httpStatus: status })
+  return httpErrorFromBody(res.statusCode ?? 0, body, what)
 }
 
 function get(url: URL, allowUnauthorized: boolean, signal: AbortSignal | undefined, timeoutMs: number): Promise<{ req: ClientRequest; res: IncomingMessage }> {
@@ -115,16 +109,6 @@ function get(url: URL, allowUnauthorized: boolean, signal: AbortSignal | undefin
     req.once('response', (res) => resolve({ req, res }))
     req.once('error', reject)
     req.end()
-  })
-}
-
-function mapStreamError(error: unknown, what: string, received: number, signal: AbortSignal | undefined): Error {
-  if (signal?.aborted === true) return new CancelledError(`${what} was cancelled after ${received} bytes`, { cause: signal.reason })
-  if (error instanceof XapiError || error instanceof TimeoutError || error instanceof CancelledError) return error
-  const code = errorCode(error)
-  return new XapiError(`${what} was interrupted after ${received} bytes (${code ?? (error as Error).message}); the export is retried from the start`, {
-    cause: error,
-    fields: { networkCode: code ?? '', transient: true, bytesReceived: received },
   })
 }
 
@@ -205,6 +189,13 @@ class ExportStream extends Readable {
   }
 }
 
+function redirected(url: URL, location: string): URL {
+  const next = new URL(location, url)
+  // keep our query (the redirect may drop task_id)
+  for (const [k, v] of url.searchParams) if (!next.searchParams.has(k)) next.searchParams.set(k, v)
+  return next
+}
+
 /** Opens an export; resolves once XAPI answered 200, with the body stream and its length. */
 export async function openVdiExport(options: OpenVdiExportOptions): Promise<VdiExport> {
   let url = validate(options)
@@ -212,6 +203,12 @@ export async function openVdiExport(options: OpenVdiExportOptions): Promise<VdiE
   const signal = options.signal
   const timeoutMs = options.inactivityTimeoutMs ?? 5 * 60_000
   if (signal?.aborted === true) throw new CancelledError(`${what} was cancelled before it started`, { cause: signal.reason })
+  if (url.protocol === 'http:' && process.env.BACKUP_PROXY_EXPORT_NODE_HTTP !== '1') {
+    // fast path (see socket-export.ts); a redirect or a chunked body is redone below with node:http
+    const fast = await openSocketExport(url, { what, signal, timeoutMs, maxRateBytesPerSecond: options.maxRateBytesPerSecond })
+    if (fast.kind === 'ok') return fast.sizeBytes === undefined ? { stream: fast.stream } : { stream: fast.stream, sizeBytes: fast.sizeBytes }
+    if (fast.location !== undefined) url = redirected(url, fast.location)
+  }
   for (let redirects = 0; ; redirects++) {
     let req: ClientRequest
     let res: IncomingMessage
@@ -224,10 +221,7 @@ export async function openVdiExport(options: OpenVdiExportOptions): Promise<VdiE
     const location = res.headers.location
     if ((status === 302 || status === 301 || status === 307) && location !== undefined && redirects < MAX_REDIRECTS) {
       res.resume()
-      const next = new URL(location, url)
-      // keep our query (the redirect may drop task_id)
-      for (const [k, v] of url.searchParams) if (!next.searchParams.has(k)) next.searchParams.set(k, v)
-      url = next
+      url = redirected(url, location)
       continue
     }
     if (status < 200 || status >= 300) throw await httpError(res, what)
