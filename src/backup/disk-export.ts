@@ -84,7 +84,9 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
     })
     // reuse block buffers only when every writer reports when it is done with one
     const pooled = [...opened.values()].every((o) => o.releasesBlocks)
-    const vhd = await openVhdStream(chunksOf(exp.stream), { signal, ...(pooled ? { blockPool: pool } : {}) })
+    // few queued chunks: an http export hands out reads of up to 4 MiB (views of socket slabs, see
+    // xapi/socket-export.ts), so the default 16 would pin up to 64 MiB of slabs per disk
+    const vhd = await openVhdStream(chunksOf(exp.stream, 4), { signal, ...(pooled ? { blockPool: pool } : {}) })
     const differencing = vhd.footer.diskType === DISK_TYPES.DIFFERENCING
     if (input.baseVdiUuid !== undefined && !differencing) throw new BackupProxyError('E_BACKUP', `XAPI sent a full disk where a delta against ${input.baseVdiUuid} was asked`)
     const footer = { ...vhd.footer, uuid: input.vdiUuid }
