@@ -137,7 +137,9 @@ export async function handleExport(ctx: ExportContext, req: IncomingMessage, res
   }
   const vdi = ctx.pool.store.get('VDI', vdiRef)
   const vdiUuid = text(vdi.uuid)
-  const faults = ctx.faults.take(vdiUuid)
+  // a fault set on a disk also hits exports of its snapshots (what a backup exports)
+  const snapshotOf = text(vdi.snapshot_of)
+  const faults = ctx.faults.take(ctx.pool.store.has('VDI', snapshotOf) ? [vdiUuid, text(ctx.pool.store.get('VDI', snapshotOf).uuid)] : vdiUuid)
   const httpFault = faults.find((f) => f.kind === 'http-error')
   if (httpFault !== undefined) {
     const code = httpFault.xapiCode ?? 'INTERNAL_ERROR'

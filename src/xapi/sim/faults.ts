@@ -47,10 +47,12 @@ export class FaultSet {
   }
 
   /** The faults that apply to this export (or import: `on` defaults to export), consuming one use of each. */
-  take(vdiUuid: string, on: 'export' | 'import' = 'export'): ExportFault[] {
+  /** Faults for a transfer of a VDI known by any of `vdiUuids` (a snapshot's VDI also answers to its disk's uuid). */
+  take(vdiUuids: string | readonly string[], on: 'export' | 'import' = 'export'): ExportFault[] {
+    const uuids = typeof vdiUuids === 'string' ? [vdiUuids] : vdiUuids
     const out: ExportFault[] = []
     for (const f of this.faults) {
-      if (f.remaining > 0 && (f.fault.on ?? 'export') === on && (f.fault.vdiUuid === undefined || f.fault.vdiUuid === vdiUuid)) {
+      if (f.remaining > 0 && (f.fault.on ?? 'export') === on && (f.fault.vdiUuid === undefined || uuids.includes(f.fault.vdiUuid))) {
         f.remaining--
         out.push(f.fault)
       }
