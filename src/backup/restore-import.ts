@@ -15,7 +15,7 @@ import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { CancelledError, XapiError, errorCode } from '../common/errors.js'
 import type { VdiImportDescriptor } from '../xapi/client.js'
-import { xapiFailure } from '../xapi/errors.js'
+import { httpErrorFromBody } from '../xapi/socket-export.js'
 
 const ERROR_BODY_LIMIT = 64 * 1024
 
@@ -49,20 +49,6 @@ async function readBody(res: IncomingMessage): Promise<string> {
   return text.slice(0, ERROR_BODY_LIMIT)
 }
 
-function httpError(status: number, body: string, what: string): XapiError {
-  try {
-    const parsed = JSON.parse(body) as unknown
-    if (Array.isArray(parsed) && typeof parsed[0] === 'string' && /^[A-Z_0-9]+$/.test(parsed[0])) {
-      const [code, ...params] = parsed as unknown[]
-      return xapiFailure(code as string, params.map(String), { what, httpStatus: status })
-    }
-  } catch {
-    // not JSON: real XAPI answers errors with HTML or nothing; the status is what we report
-  }
-  const code = status === 401 || status === 403 ? 'SESSION_INVALID' : status === 404 ? 'HANDLE_INVALID' : status >= 500 ? 'INTERNAL_ERROR' : 'HTTP_ERROR'
-  return xapiFailure(code, [`HTTP ${status}`], { what, httpStatus: status })
-}
-
 /** Uploads `body` into the descriptor's VDI; resolves once XAPI answered 2xx. */
 export async function putVdiImport(d: VdiImportDescriptor, body: Readable, options: PutVdiImportOptions = {}): Promise<void> {
   const { signal, sizeBytes } = options
@@ -89,7 +75,7 @@ export async function putVdiImport(d: VdiImportDescriptor, body: Readable, optio
     if (status < 200 || status >= 300) {
       body.destroy()
       req.destroy()
-      throw httpError(status, await readBody(res).catch(() => ''), what)
+      throw httpErrorFromBody(status, await readBody(res).catch(() => ''), what)
     }
     await sent
     res.resume()
