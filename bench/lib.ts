@@ -14,7 +14,9 @@
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, open, readFile, rm } from 'node:fs/promises'
+import type { Writable } from 'node:stream'
+import { finished } from 'node:stream/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -98,4 +100,28 @@ export async function makeRandomFile(path: string, sizeBytes: number): Promise<v
   }
   out.end()
   await new Promise<void>((resolve, reject) => out.on('finish', resolve).on('error', reject))
+}
+
+/**
+ * Feeds a file into a writer through one reused 4 MiB buffer, waiting for each write's callback (how
+ * nfs-cp and smbclient read their source): the source costs the same on both sides of a comparison, and
+ * the remote writer copying each chunk before calling back is what makes the reuse safe.
+ */
+export async function feedFileOneBuffer(path: string, out: Writable): Promise<void> {
+  const fh = await open(path, 'r')
+  const buffer = Buffer.allocUnsafe(4 * MiB)
+  try {
+    for (;;) {
+      const { bytesRead } = await fh.read(buffer, 0, buffer.length, null)
+      if (bytesRead === 0) break
+      await new Promise<void>((resolve, reject) => out.write(buffer.subarray(0, bytesRead), (e) => (e ? reject(e) : resolve())))
+    }
+    out.end()
+    await finished(out)
+  } catch (error) {
+    out.destroy(error as Error)
+    throw error
+  } finally {
+    await fh.close()
+  }
 }

@@ -10,40 +10,16 @@
  * something else ran can be spotted. Files are removed through NFS (Ganesha keeps fds until REMOVE).
  */
 import { createWriteStream } from 'node:fs'
-import { open, readFile, rm } from 'node:fs/promises'
-import type { Writable } from 'node:stream'
+import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { finished, pipeline } from 'node:stream/promises'
+import { pipeline } from 'node:stream/promises'
 import { NfsRemote } from '../src/remotes/nfs/index.js'
 import { parseRemoteUrl } from '../src/remotes/url.js'
 import type { NfsRemoteUrl } from '../src/remotes/url-types.js'
 import { startNFSDetailed } from '../test/services/nfs.js'
-import { GiB, measure, MiB, runCommand, type BenchContext, type BenchRow, makeRandomFile as makeSource } from './lib.js'
+import { GiB, measure, MiB, runCommand, type BenchContext, type BenchRow, makeRandomFile as makeSource, feedFileOneBuffer as copyFileTo } from './lib.js'
 
 
-/**
- * Reads `path` into one reused 4 MiB buffer and writes it to `out`, waiting for each write's callback
- * (how nfs-cp reads its source, and how a VHD writer recycles its block buffer): the source costs the
- * same on both sides and the remote's copy-on-write() is what makes the reuse safe.
- */
-async function copyFileTo(path: string, out: Writable): Promise<void> {
-  const fh = await open(path, 'r')
-  try {
-    const buf = Buffer.allocUnsafe(4 * MiB)
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null)
-      if (bytesRead === 0) break
-      await new Promise<void>((resolve, reject) => out.write(buf.subarray(0, bytesRead), (e) => (e ? reject(e) : resolve())))
-    }
-    out.end()
-    await finished(out)
-  } catch (error) {
-    out.destroy(error as Error)
-    throw error
-  } finally {
-    await fh.close()
-  }
-}
 
 /** Busy (non-idle) CPU seconds of the whole machine so far, from /proc/stat. */
 async function machineBusySeconds(): Promise<number> {

@@ -8,38 +8,15 @@
  * `smbclient get` to /dev/null). CPU is the client's only (this process / the smbclient command),
  * counted the same way on both sides; smbd's CPU is not included in either.
  */
-import { chmod, chown, mkdir, open, rm, stat } from 'node:fs/promises'
+import { chmod, chown, mkdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
-import { finished, pipeline } from 'node:stream/promises'
+import { pipeline } from 'node:stream/promises'
 import { createRemote } from '../src/remotes/index.js'
 import { startSambaServer } from '../test/services/smb.js'
-import { GiB, measure, MiB, runCommand, type BenchContext, type BenchRow, makeRandomFile as makeSource } from './lib.js'
+import { GiB, measure, MiB, runCommand, type BenchContext, type BenchRow, makeRandomFile as makeSource, feedFileOneBuffer as upload } from './lib.js'
 
 
-/**
- * Feeds the file through one reused 4 MiB buffer, as smbclient does (fread into one buffer): the remote's
- * writer copies each chunk before calling back, so reuse after the callback is safe, and the figures
- * compare the SMB clients, not fs.createReadStream's per-chunk allocations.
- */
-async function upload(path: string, out: Writable): Promise<void> {
-  const fh = await open(path, 'r')
-  const buffer = Buffer.allocUnsafe(4 * MiB)
-  try {
-    for (;;) {
-      const { bytesRead } = await fh.read(buffer, 0, buffer.length, null)
-      if (bytesRead === 0) break
-      await new Promise<void>((resolve, reject) => out.write(buffer.subarray(0, bytesRead), (e) => (e ? reject(e) : resolve())))
-    }
-    out.end()
-    await finished(out)
-  } catch (error) {
-    out.destroy(error as Error)
-    throw error
-  } finally {
-    await fh.close()
-  }
-}
 
 export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
   const sizeBytes = Math.round(GiB * ctx.scale)
