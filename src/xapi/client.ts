@@ -63,6 +63,8 @@ export interface BackupSnapshotInfo {
   datetime: string
 }
 
+/** How long a settled task's outcome stays readable by `waitTask()`. */
+const TASK_OUTCOME_TTL_MS = 10 * 60_000
 const WATCHED_TYPES = ['pool', 'host', 'SR', 'VDI', 'VBD', 'VIF', 'VM', 'network', 'task']
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
@@ -91,6 +93,12 @@ function plain<T>(record: XenApiRecord): T {
 
 export class XapiClient {
   private closed = false
+  /**
+   * Outcome of every task this client created, watched from the moment it exists. xen-api destroys a task it
+   * created as soon as it settles, after which `Xapi#watchTask()` would wait forever for a task that will never
+   * appear again; `waitTask()` answers from here instead. Entries go `TASK_OUTCOME_TTL_MS` after the task settled, or when the client closes.
+   */
+  private readonly taskOutcomes = new Map<XapiRef, Promise<unknown>>()
 
   private constructor(
     private readonly xapi: Xapi,
@@ -350,7 +358,13 @@ export class XapiClient {
   /** Creates a task (destroyed by xen-api once settled); returns its ref. */
   async createTask(nameLabel: string, nameDescription = ''): Promise<XapiRef> {
     await this.ensureConnected()
-    return this.withRetry('creating an XAPI task', false, () => this.xapi.createTask(nameLabel, nameDescription))
+    const ref = await this.withRetry('creating an XAPI task', false, () => this.xapi.createTask(nameLabel, nameDescription))
+    const outcome = this.xapi.watchTask(ref)
+    outcome.catch(() => undefined) // read by waitTask(), or by nobody (an export's task ends with its stream)
+    this.taskOutcomes.set(ref, outcome)
+    const forget = (): void => void setTimeout(() => this.taskOutcomes.delete(ref), TASK_OUTCOME_TTL_MS).unref()
+    outcome.then(forget, forget)
+    return ref
   }
 
   /** Cancels a task; for an export task, XAPI stops the stream. A task already settled is ignored. */
@@ -361,7 +375,7 @@ export class XapiClient {
   /** Resolves when the task succeeds, rejects with its XAPI error (or CancelledError). */
   async waitTask(taskRef: XapiRef): Promise<unknown> {
     try {
-      return await this.xapi.watchTask(taskRef)
+      return await (this.taskOutcomes.get(taskRef) ?? this.xapi.watchTask(taskRef))
     } catch (error) {
       throw toXapiError(error, `XAPI task ${taskRef}`)
     }

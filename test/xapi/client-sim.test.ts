@@ -188,6 +188,32 @@ describe('XapiClient against the simulator', () => {
     await task // the export task succeeded
   })
 
+  it('reports the outcome of a task that already settled and was destroyed', async () => {
+    const vdi = client.vmDisks(client.listVms()[1]!.$ref)[0]!.vdi
+    const e = await client.openExport(vdi.$ref, { format: 'raw' })
+    await sha256(e.stream)
+    // xen-api destroys the tasks it creates once they settle: wait until XAPI no longer knows this one ...
+    for (let i = 0; ; i++) {
+      const gone = await client.call('task.get_status', e.taskRef).then(
+        () => false,
+        (err: unknown) => err instanceof XapiError && err.xapiCode === 'HANDLE_INVALID',
+      )
+      if (gone) break
+      if (i > 500) throw new Error('the export task was never destroyed')
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    // ... and until the client has seen every event up to here (a later change is visible only after the task's 'del')
+    const vm = client.listVms()[1]!
+    await client.setOtherConfig('VM', vm.$ref, { 'test:marker': e.taskRef })
+    await client.waitObject('VM', vm.$ref, { predicate: (r) => r.other_config['test:marker'] === e.taskRef })
+    expect(() => client.get('task', e.taskRef)).toThrow(XapiError)
+    const outcome = await Promise.race([
+      client.waitTask(e.taskRef).then(() => 'succeeded'),
+      new Promise((resolve) => setTimeout(resolve, 5000, 'still waiting')),
+    ])
+    expect(outcome).toBe('succeeded')
+  })
+
   it('stops an export when its task is cancelled, or when the signal aborts', async () => {
     const vdi = client.vmDisks(client.listVms()[0]!.$ref)[0]!.vdi
     sim.setFault({ kind: 'slow', bytesPerSecond: 256 * 1024, vdiUuid: vdi.uuid })
