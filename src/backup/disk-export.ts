@@ -15,6 +15,7 @@ import { createRemote } from '../remotes/index.js'
 import { LocalRemote } from '../remotes/local.js'
 import type { Remote } from '../remotes/remote.js'
 import { VhdBlockPool } from '../vhd/block-pool.js'
+import { VhdChunkPlan } from '../vhd/chunk-plan.js'
 import { DISK_TYPES } from '../vhd/constants.js'
 import { createVhdFileSink } from '../vhd/file-sink.js'
 import type { VhdSink } from '../vhd/sink.js'
@@ -77,16 +78,18 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
       throw new BackupProxyError('E_BACKUP', `no target could be opened: ${openFailures.map((f) => `${f.id}: ${f.error.message}`).join('; ')}`)
     }
     const descriptor = input.descriptor as unknown as VdiExportDescriptor
+    // the socket reads each block straight into a pooled block buffer (chunk-plan.ts): one copy, by the
+    // kernel; a buffer goes back to the pool once every writer reported it written, else to the GC
+    const plan = new VhdChunkPlan(pool)
     const exp = await openVdiExport({
       ...descriptor,
       signal,
+      chunkBuffer: (offset) => plan.bufferFor(offset),
       ...(input.maxExportRateBytesPerSecond > 0 ? { maxRateBytesPerSecond: input.maxExportRateBytesPerSecond } : {}),
     })
-    // reuse block buffers only when every writer reports when it is done with one
-    const pooled = [...opened.values()].every((o) => o.releasesBlocks)
-    // few queued chunks: an http export hands out reads of up to 4 MiB (views of socket slabs, see
-    // xapi/socket-export.ts), so the default 16 would pin up to 64 MiB of slabs per disk
-    const vhd = await openVhdStream(chunksOf(exp.stream, 4), { signal, ...(pooled ? { blockPool: pool } : {}) })
+    // few queued chunks: an http export hands out blocks (or reads of up to 4 MiB over node:http), so
+    // the default 16 would pin up to 64 MiB per disk
+    const vhd = await openVhdStream(chunksOf(exp.stream, 4), { signal, blockPool: pool, chunkPlan: plan })
     const differencing = vhd.footer.diskType === DISK_TYPES.DIFFERENCING
     if (input.baseVdiUuid !== undefined && !differencing) throw new BackupProxyError('E_BACKUP', `XAPI sent a full disk where a delta against ${input.baseVdiUuid} was asked`)
     const footer = { ...vhd.footer, uuid: input.vdiUuid }
@@ -113,7 +116,7 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
     async function* blocks(): AsyncGenerator<VhdBlock> {
       for await (const block of vhd.blocks()) {
         report(false)
-        if (pooled) pool.share(block.buffer, targets.length)
+        pool.share(block.buffer, targets.length)
         yield block
       }
     }

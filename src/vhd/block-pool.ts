@@ -19,8 +19,12 @@ export interface VhdBlockPoolOptions {
 export class VhdBlockPool {
   readonly #free: Buffer[] = []
   readonly #maxFree: number
-  /** buffers handed out and not yet back → writers still to report (weak: an unreported buffer is GC'd) */
-  readonly #out = new WeakMap<Buffer, number>()
+  /**
+   * buffers handed out and not yet back, by their memory (a view of the whole buffer — what a parser
+   * hands out when a source chunk is the block — is the same buffer) → the buffer and the writers still
+   * to report (weak: an unreported buffer is GC'd)
+   */
+  readonly #out = new WeakMap<ArrayBufferLike, { buffer: Buffer; writers: number }>()
   #allocated = 0
 
   constructor(options: VhdBlockPoolOptions = {}) {
@@ -42,7 +46,7 @@ export class VhdBlockPool {
       buffer = Buffer.allocUnsafeSlow(length)
       this.#allocated++
     }
-    this.#out.set(buffer, 0)
+    this.#out.set(buffer.buffer, { buffer, writers: 0 })
     return buffer
   }
 
@@ -53,25 +57,26 @@ export class VhdBlockPool {
   share(buffer: Buffer, writers: number): void {
     const owned = this.#owned(buffer)
     if (owned === undefined) return
-    if (writers <= 0) this.#release(owned)
-    else this.#out.set(owned, writers)
+    if (writers <= 0) this.#release(owned.buffer)
+    else owned.writers = writers
   }
 
   /** One writer is done with `buffer`: it no longer reads it and holds no reference to it. */
   done(buffer: Buffer): void {
     const owned = this.#owned(buffer)
     if (owned === undefined) return
-    const left = (this.#out.get(owned) ?? 0) - 1
-    if (left <= 0) this.#release(owned)
-    else this.#out.set(owned, left)
+    owned.writers--
+    if (owned.writers <= 0) this.#release(owned.buffer)
   }
 
-  #owned(buffer: Buffer): Buffer | undefined {
-    return this.#out.has(buffer) ? buffer : undefined
+  /** the pool's record of `buffer` when it is one of its buffers (or a view of the whole of one) */
+  #owned(buffer: Buffer): { buffer: Buffer; writers: number } | undefined {
+    const owned = this.#out.get(buffer.buffer)
+    return owned !== undefined && buffer.byteOffset === owned.buffer.byteOffset && buffer.length === owned.buffer.length ? owned : undefined
   }
 
   #release(buffer: Buffer): void {
-    this.#out.delete(buffer)
+    this.#out.delete(buffer.buffer)
     if (this.#free.length < this.#maxFree) this.#free.push(buffer)
   }
 }

@@ -9,7 +9,7 @@
  *
  * Memory is bounded by one block (bitmap + data) plus one source chunk: each block is copied at most
  * once (into its own buffer — from `blockPool` when given — or not at all when a source chunk holds it
- * whole). Everything is validated
+ * whole, which `chunkPlan` arranges with a transport that reads into planned buffers). Everything is validated
  * as it goes: cookies and checksums, BAT entries inside the disk and not overlapping, every region in
  * increasing offset order (the only order a stream can be read in), a truncated stream, and the
  * trailing footer byte-equal to the head one. `blocks()` finishes only once the trailing footer has
@@ -19,6 +19,7 @@ import { CancelledError } from '../common/errors.js'
 import { planLayout, decodeBat, type LayoutItem } from './bat.js'
 import type { VhdBlockPool } from './block-pool.js'
 import { ByteReader, type ByteSource } from './byte-reader.js'
+import type { VhdChunkPlan } from './chunk-plan.js'
 import { DISK_TYPES, FOOTER_SIZE, HEADER_SIZE, bitmapSizeBytes } from './constants.js'
 import { corrupt, unsupported } from './corrupt.js'
 import { decodeFooter, type VhdFooter } from './footer.js'
@@ -48,6 +49,11 @@ export interface OpenVhdStreamOptions {
    * the caller returns them (VhdBlockPool.share/done) once every writer is done with a block.
    */
   blockPool?: VhdBlockPool
+  /**
+   * The source's chunk plan (see chunk-plan.ts): told the blocks' offsets once the BAT is read, so a
+   * transport that reads into planned buffers yields each block as one chunk (used without a copy).
+   */
+  chunkPlan?: VhdChunkPlan
 }
 
 export interface VhdStream {
@@ -166,7 +172,7 @@ class StreamParser implements VhdStream {
  * returns a VhdStream positioned before the first block.
  */
 export async function openVhdStream(source: ByteSource, options: OpenVhdStreamOptions = {}): Promise<VhdStream> {
-  const { signal, blockPool } = options
+  const { signal, blockPool, chunkPlan } = options
   signal?.throwIfAborted()
   const reader = new ByteReader(source)
   const onAbort = (): void => {
@@ -196,6 +202,7 @@ export async function openVhdStream(source: ByteSource, options: OpenVhdStreamOp
     await reader.skip(header.tableOffset - reader.position, 'stream', 'padding')
     const bat = decodeBat(await reader.read(header.maxTableEntries * 4, 'bat', 'entries'), header.maxTableEntries, header.tableOffset)
     const items = planLayout(footer, header, bat).filter((i) => i.kind !== 'bat' && !(i.kind === 'locator' && i.offset < header.tableOffset))
+    chunkPlan?.setLayout(items.filter((i) => i.kind === 'block').map((i) => i.offset), bitmapSizeBytes(header.blockSizeBytes) + header.blockSizeBytes)
     const parser = new StreamParser(footer, footerBuffer, header, bat, items, reader, signal, dispose, blockPool)
     parser.parentLocators.push(...pre)
     await parser.readLeadingItems()

@@ -40,6 +40,13 @@ export interface OpenVdiExportOptions extends VdiExportDescriptor {
   signal?: AbortSignal
   /** no byte for this long fails the export; default 5 minutes like xen-api */
   inactivityTimeoutMs?: number
+  /**
+   * Where the body goes (plain-http fast path only; ignored by node:http): called with a body offset,
+   * returns the buffer the bytes from there are read into; the stream then yields that buffer whole
+   * once filled (shorter only at the end of the body). The caller owns it and must not hand the same
+   * memory out again before the stream's consumer is done with it.
+   */
+  chunkBuffer?: (position: number) => Buffer
 }
 
 export interface VdiExport {
@@ -205,7 +212,7 @@ export async function openVdiExport(options: OpenVdiExportOptions): Promise<VdiE
   if (signal?.aborted === true) throw new CancelledError(`${what} was cancelled before it started`, { cause: signal.reason })
   if (url.protocol === 'http:' && process.env.BACKUP_PROXY_EXPORT_NODE_HTTP !== '1') {
     // fast path (see socket-export.ts); a redirect or a chunked body is redone below with node:http
-    const fast = await openSocketExport(url, { what, signal, timeoutMs, maxRateBytesPerSecond: options.maxRateBytesPerSecond })
+    const fast = await openSocketExport(url, { what, signal, timeoutMs, maxRateBytesPerSecond: options.maxRateBytesPerSecond, chunkBuffer: options.chunkBuffer })
     if (fast.kind === 'ok') return fast.sizeBytes === undefined ? { stream: fast.stream } : { stream: fast.stream, sizeBytes: fast.sizeBytes }
     if (fast.location !== undefined) url = redirected(url, fast.location)
   }

@@ -9,6 +9,11 @@
  * is pushed downstream as a view of its slab — no copy, no per-read allocation, few large chunks. A
  * slab is never reused, so the views stay valid for as long as the consumer holds them.
  *
+ * Chunk mode (`chunkBuffer`): the consumer says where the body goes — for each body offset it returns the
+ * buffer to read into (a VHD block's own pooled buffer when a block starts there), the socket fills it
+ * across as many reads as it takes, and it is pushed whole once full. So a parser that lays out its
+ * chunk buffers on its blocks gets each block as one chunk, copied once, by the kernel.
+ *
  * Scope (everything else goes back to node:http in export.ts): `http:` only, a response framed by
  * Content-Length or by the connection closing (what XAPI and the simulator send for export_raw_vdi).
  * A redirect or a chunked success is reported as `fallback` (the socket is closed and export.ts redoes
@@ -95,11 +100,20 @@ export interface SocketExportOptions {
   signal: AbortSignal | undefined
   timeoutMs: number
   maxRateBytesPerSecond: number | undefined
+  /** chunk mode (see OpenVdiExportOptions.chunkBuffer): the buffer body bytes from `position` on are read into */
+  chunkBuffer: ((position: number) => Buffer) | undefined
 }
 
-/** Body of the export: views of the socket's slabs, pushed as they are read. */
+/**
+ * Body of the export: views of the socket's slabs, pushed as they are read; or, in chunk mode, the
+ * caller's buffers, each pushed whole once the socket filled it (or the body ended).
+ */
 class SocketExportStream extends Readable {
+  /** body bytes pushed */
   private received = 0
+  /** chunk mode: the buffer being filled and how many bytes it holds */
+  private chunk: Buffer | undefined
+  private chunkFill = 0
   private throttled = false
   private full = false
   private ended = false
@@ -115,6 +129,7 @@ class SocketExportStream extends Readable {
     private readonly expectedBytes: number | undefined,
     private readonly rate: number | undefined,
     private readonly signal: AbortSignal | undefined,
+    private readonly chunkBuffer: ((position: number) => Buffer) | undefined,
   ) {
     // large buffer: XAPI sends 2 MiB blocks, consumers parse per block
     super({ highWaterMark: 4 * 1024 * 1024 })
@@ -149,9 +164,41 @@ class SocketExportStream extends Readable {
     return !this.full && !this.throttled
   }
 
+  /** chunk mode: where the socket reads the next body bytes, else undefined (the socket's slab) */
+  readBuffer(): Buffer | undefined {
+    const allocate = this.chunkBuffer
+    if (allocate === undefined || this.destroyed || this.ended) return undefined
+    if (this.chunk === undefined) {
+      const chunk = allocate(this.received)
+      if (chunk.length === 0) return undefined // nothing to read into: the slab takes the read
+      this.chunk = chunk
+      this.chunkFill = 0
+    }
+    return this.chunk.subarray(this.chunkFill)
+  }
+
+  /** chunk mode: `n` bytes were read into readBuffer(); returns false to stop reading the socket */
+  onChunkBytes(n: number): boolean {
+    const chunk = this.chunk
+    if (chunk === undefined || this.destroyed) return false
+    this.chunkFill += n
+    const complete = this.expectedBytes !== undefined && this.received + this.chunkFill >= this.expectedBytes
+    if (this.chunkFill < chunk.length && !complete) return true
+    this.chunk = undefined
+    return this.onBytes(chunk.subarray(0, this.chunkFill))
+  }
+
   /** the socket ended (or the expected length was reached) */
   finish(): void {
     if (this.destroyed || this.ended) return
+    const partial = this.chunk
+    if (partial !== undefined) {
+      // the socket ended inside a chunk: push what it holds (onBytes finishes itself when that completes
+      // the expected length)
+      this.chunk = undefined
+      if (this.chunkFill > 0) this.onBytes(partial.subarray(0, this.chunkFill))
+      if (this.destroyed || this.ended) return
+    }
     this.ended = true
     if (this.expectedBytes !== undefined && this.received !== this.expectedBytes) {
       this.destroy(mapStreamError(Object.assign(new Error(`truncated: ${this.received} of ${this.expectedBytes} bytes`), { code: 'ECONNRESET' }), this.what, this.received, this.signal))
@@ -239,12 +286,15 @@ export function openSocketExport(url: URL, o: SocketExportOptions): Promise<Sock
       const length = headers.get('content-length')
       const sizeBytes = length === undefined ? undefined : Number(length)
       const known = sizeBytes !== undefined && Number.isSafeInteger(sizeBytes) && sizeBytes >= 0 ? sizeBytes : undefined
-      const stream = new SocketExportStream(socket, o.what, known, o.maxRateBytesPerSecond, o.signal)
+      const stream = new SocketExportStream(socket, o.what, known, o.maxRateBytesPerSecond, o.signal, o.chunkBuffer)
       body = stream
       settle(() => resolve(known === undefined ? { kind: 'ok', stream } : { kind: 'ok', stream, sizeBytes: known }))
       return stream.onBytes(rest)
     }
+    /** the socket's next read goes into the body's chunk (chunk mode), not the slab */
+    let intoChunk = false
     const onRead = (n: number, buf: Uint8Array): boolean => {
+      if (intoChunk && body !== undefined) return body.onChunkBytes(n)
       const view = Buffer.from(buf.buffer, buf.byteOffset, n)
       slabPos += n
       if (body !== undefined) return body.onBytes(view)
@@ -279,6 +329,9 @@ export function openSocketExport(url: URL, o: SocketExportOptions): Promise<Sock
       port: url.port === '' ? 80 : Number(url.port),
       onread: {
         buffer: () => {
+          const chunk = body?.readBuffer()
+          intoChunk = chunk !== undefined
+          if (chunk !== undefined) return chunk
           if (SLAB_BYTES - slabPos < MIN_READ_BYTES) {
             slab = Buffer.allocUnsafeSlow(SLAB_BYTES)
             slabPos = 0
