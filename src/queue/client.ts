@@ -23,7 +23,7 @@ import { queueKeys, queueName, type QueueTarget } from './names.js'
 import { createRedis, redisOptions, type RedisConfig } from './redis.js'
 import { rememberQueue, publishScale, type ScaleRequest } from './registry.js'
 import { loadSealKey, sealFields, type SealKey } from './seal.js'
-import { newTaskId, parseTaskLogLines, type JobSummary, type TaskLogEvent } from './task-log.js'
+import { eventsInSummary, newTaskId, parseTaskLogLines, type JobSummary, type TaskLogEvent } from './task-log.js'
 import { parseTask, SECRET_PATHS, type Task, type TaskInput } from './tasks.js'
 
 /** Progress a processor reports (all optional but `percent`). */
@@ -268,7 +268,10 @@ function emitterOf(qe: QueueEvents): EventEmitter {
   return qe
 }
 
-/** Follows one job. Listeners receive events from the moment they are attached; taskLog() gives the past. */
+/**
+ * Follows one job. Listeners receive events from the moment they are attached (those of a short attempt
+ * arrive with its completion); taskLog() gives the past.
+ */
 export class JobHandle {
   #subscribed: Promise<void> | undefined
   readonly #local = new EventEmitter()
@@ -303,11 +306,17 @@ export class JobHandle {
         // one stream entry carries the events of one flush, one JSON line each
         for (const event of parseTaskLogLines(args.data.split('\n'))) this.#local.emit('task-log', event)
       }
+      // a short attempt's events come with its completion (its summary carries them, none were written)
+      const onCompleted = (args: { returnvalue?: unknown }) => {
+        for (const event of eventsInSummary(args.returnvalue)) this.#local.emit('task-log', event)
+      }
       qe.on(`progress:${this.id}`, onProgress)
       qe.on(`task-log:${this.id}`, onTaskLog)
+      qe.on(`completed:${this.id}`, onCompleted)
       this.#unsubscribe = () => {
         qe.off(`progress:${this.id}`, onProgress)
         qe.off(`task-log:${this.id}`, onTaskLog)
+        qe.off(`completed:${this.id}`, onCompleted)
       }
     })()
     // a failure to subscribe surfaces in ready() and result(); nothing to do here
@@ -330,10 +339,14 @@ export class JobHandle {
     return job === undefined ? 'not-found' : job.getState()
   }
 
-  /** Task-log events recorded so far (from the job log). */
+  /**
+   * Task-log events recorded so far: the job log, then those a completed job's summary carries (a short
+   * last attempt writes none to the log: `taskLogInSummary`).
+   */
   async taskLog(): Promise<TaskLogEvent[]> {
-    const { logs } = await this.client.queue(this.queue).getJobLogs(this.id, 0, -1)
-    return parseTaskLogLines(logs)
+    const queue = this.client.queue(this.queue)
+    const [{ logs }, job] = await Promise.all([queue.getJobLogs(this.id, 0, -1), Job.fromId<unknown, unknown>(queue, this.id)])
+    return [...parseTaskLogLines(logs), ...eventsInSummary(job?.returnvalue)]
   }
 
   async #finalSummary(job: Job | undefined, state: string): Promise<JobSummary | undefined> {

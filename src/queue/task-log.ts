@@ -52,6 +52,12 @@ export interface JobSummary extends TaskSummary {
   ranBy?: string
   /** the error of a failed or interrupted run, with its code (E_CANCELLED, E_TASK_INVALID, ...) */
   error?: SerializedError
+  /**
+   * Set when this attempt's events were not written to the job log and event stream because this tree
+   * determines them exactly (`eventsOfTree`): a short attempt, done before its first flush.
+   * `JobHandle.taskLog()` and `onTaskLog` listeners get them from here.
+   */
+  taskLogInSummary?: true
 }
 
 export function newTaskId(): string {
@@ -136,6 +142,66 @@ export function consolidate(events: readonly TaskLogEvent[]): TaskSummary[] {
     }
   }
   return roots
+}
+
+/**
+ * The events `consolidate` built `tree` from, when the tree alone determines them: each task's start
+ * (before its children's) and end (after them). Undefined when the tree holds infos or warnings (their
+ * timestamps are not in the tree). Key order matches what LogTask and the job runner emit, so the JSON
+ * of these events can be compared with the lines that would have been written.
+ */
+export function eventsOfTree(tree: TaskSummary | ParsedTaskSummary, parentId?: string): TaskLogEvent[] | undefined {
+  const out: TaskLogEvent[] = []
+  return collectEvents(tree, parentId, out) ? out : undefined
+}
+
+function collectEvents(t: TaskSummary | ParsedTaskSummary, parentId: string | undefined, out: TaskLogEvent[]): boolean {
+  if (t.infos !== undefined || t.warnings !== undefined) return false
+  out.push({ event: 'start', taskId: t.id, ...(parentId === undefined ? {} : { parentId }), timestamp: t.start, message: t.message, ...(t.data === undefined ? {} : { data: t.data }) })
+  for (const child of t.tasks ?? []) if (!collectEvents(child, t.id, out)) return false
+  if (t.status === 'pending') return true
+  if (t.end === undefined) return false
+  out.push({ event: 'end', taskId: t.id, timestamp: t.end, status: t.status, ...(t.result === undefined ? {} : { result: t.result }) })
+  return true
+}
+
+/** A TaskSummary as parsed (zod types optional fields `T | undefined`; eventsOfTree treats both alike). */
+interface ParsedTaskSummary {
+  id: string
+  message: string
+  data?: JsonValue | undefined
+  start: number
+  end?: number | undefined
+  status: TaskStatus | 'pending'
+  result?: JsonValue | undefined
+  infos?: unknown[] | undefined
+  warnings?: unknown[] | undefined
+  tasks?: ParsedTaskSummary[] | undefined
+}
+
+const taskSummarySchema: z.ZodType<ParsedTaskSummary> = z.lazy(() =>
+  z.object({
+    id: z.string(),
+    message: z.string(),
+    data: jsonValue.optional(),
+    start: z.number(),
+    end: z.number().optional(),
+    status: z.enum([...TASK_STATUSES, 'pending']),
+    result: jsonValue.optional(),
+    infos: z.array(z.unknown()).optional(),
+    warnings: z.array(z.unknown()).optional(),
+    tasks: z.array(taskSummarySchema).optional(),
+  }),
+)
+
+/**
+ * The events a job's return value carries instead of its job log (`taskLogInSummary`): none when it
+ * is not such a summary.
+ */
+export function eventsInSummary(value: unknown): TaskLogEvent[] {
+  if (typeof value !== 'object' || value === null || (value as { taskLogInSummary?: unknown }).taskLogInSummary !== true) return []
+  const r = taskSummarySchema.safeParse(value)
+  return r.success ? (eventsOfTree(r.data) ?? []) : []
 }
 
 /** Parses job log lines (JSON TaskLogEvents); other lines are skipped. */

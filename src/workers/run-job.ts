@@ -12,6 +12,10 @@
  *
  * Task-log events are written in order by one writer: each is appended to the job log (durable) and
  * published on the queue's event stream (live, for QueueEvents listeners), one stream entry per flush.
+ * An attempt that succeeds before its first flush (TASK_LOG_FLUSH_MS) and whose summary tree determines
+ * its events exactly (`eventsOfTree`) writes none: the summary, stored by BullMQ with the completion
+ * itself, carries them (`taskLogInSummary`), and the client rebuilds them from it. Failures, retries,
+ * interruptions and longer attempts are written as they happen.
  */
 import { UnrecoverableError, WaitingError, type Job } from 'bullmq'
 import type { Redis } from 'ioredis'
@@ -21,7 +25,7 @@ import type { Config } from '../config/index.js'
 import type { JobProgress, QueuedJobData } from '../queue/client.js'
 import { queueKeys } from '../queue/names.js'
 import { unsealFields, type SealKey } from '../queue/seal.js'
-import { consolidate, LogTask, newTaskId, type JobSummary, type TaskLogEvent, type TaskStatus } from '../queue/task-log.js'
+import { consolidate, eventsOfTree, LogTask, newTaskId, type JobSummary, type TaskLogEvent, type TaskStatus } from '../queue/task-log.js'
 import { isTaskKind, parseTask, SECRET_PATHS, type Task, type TaskKind } from '../queue/tasks.js'
 import type { StreamPool } from './pool.js'
 import type { JobContext, ProcessorRegistry } from './processors.js'
@@ -107,12 +111,27 @@ class TaskLogWriter {
     this.#timer ??= setTimeout(() => void this.#drain(), TASK_LOG_FLUSH_MS)
   }
 
+  /**
+   * When nothing was written yet and the pending lines are exactly `lines`, drops them and returns true
+   * (the caller records them elsewhere); otherwise changes nothing and returns false.
+   */
+  dropIfExactly(lines: readonly string[]): boolean {
+    const pending = this.#pending
+    if (this.#cancelChecked || pending.length !== lines.length) return false
+    for (let i = 0; i < lines.length; i++) if (pending[i] !== lines[i]) return false
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#pending = []
+    return true
+  }
+
   #drain(): Promise<void> {
     clearTimeout(this.#timer)
     this.#timer = undefined
     const lines = this.#pending
     this.#pending = []
     if (lines.length === 0) return this.#chain
+    // the first drain: from now on, lines are in Redis (dropIfExactly refuses)
     const checkCancel = !this.#cancelChecked
     this.#cancelChecked = true
     this.#chain = this.#chain.then(async () => {
@@ -240,13 +259,16 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   }
 
   root.end(status, result)
-  await writer.flush()
   const [tree] = consolidate(events)
   let error: SerializedError | undefined
   if (failure !== undefined) error = serializeError(failure)
   else if (status === 'failure') error = serializeError(new BackupProxyError('E_BACKUP', `${kind} ended in failure: see its task log`))
   const summary: JobSummary = { ...tree!, jobId, kind, ranBy: instance, ...(error === undefined ? {} : { error }) }
   if (status === 'success' || status === 'skipped') {
+    // a short attempt: its events are in the summary BullMQ stores with the completion (no write of ours)
+    const inTree = events.length === 0 ? undefined : eventsOfTree(tree!)
+    if (inTree !== undefined && inTree.length === events.length && writer.dropIfExactly(inTree.map((e) => JSON.stringify(e)))) summary.taskLogInSummary = true
+    else await writer.flush()
     logger.info({ status }, 'job finished')
     return summary
   }

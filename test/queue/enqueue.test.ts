@@ -12,6 +12,7 @@ import type { TaskInput } from '../../src/queue/tasks.js'
 import type { TaskLogEvent } from '../../src/queue/task-log.js'
 import { waitFor } from '../helpers/ports.js'
 import { useTempDir } from '../helpers/tmp.js'
+import { ProcessorRegistry } from '../../src/workers/processors.js'
 import { backupTask, client, startProxy, testConfig, uid, VM1, VM2 } from '../workers/fixtures.js'
 
 const redisUrl = inject('redisUrl')
@@ -45,6 +46,43 @@ describe('enqueue client and proxy runtime (real Redis, stand-in processors)', (
       const logged = await handle.taskLog()
       expect(logged.map((e) => e.event)).toEqual(['start', 'start', 'end', 'start', 'end', 'end'])
       await waitFor('live task-log events', () => live.some((e) => e.event === 'end' && e.taskId === summary.id))
+    } finally {
+      await proxy.shutdown()
+      await c.close()
+    }
+  })
+
+  it('a short attempt carries its events in its summary (no job log write); one with infos is written', async () => {
+    const config = testConfig(redisUrl, { proxy: { id: uid('p') } })
+    const c = client(config)
+    const processors = new ProcessorRegistry().register('remote.test', (ctx) => {
+      if (ctx.task.remoteId === 'chatty') ctx.root.info('hello', { n: 1 })
+      return Promise.resolve({ status: 'success', result: { ok: true } })
+    })
+    const proxy = await startProxy(config, processors)
+    try {
+      for (const remoteId of ['quiet', 'chatty']) {
+        const handle = await c.enqueue({ proxy: config.proxy.id }, { kind: 'remote.test', remoteId, remote: { url: 'smb://u:pw@WG\\\\h\\s' } })
+        const live: TaskLogEvent[] = []
+        handle.onTaskLog((e) => live.push(e))
+        await handle.ready()
+        const summary = await handle.result()
+        expect(summary.status).toBe('success')
+        const logged = await handle.taskLog()
+        const lines = (await c.queue(handle.queue).getJobLogs(handle.id)).logs
+        if (remoteId === 'quiet') {
+          expect(logged.map((e) => `${e.event}:${e.taskId}`)).toEqual([`start:${summary.id}`, `end:${summary.id}`])
+          expect(logged[1]).toMatchObject({ status: 'success', result: { ok: true }, timestamp: summary.end })
+          // either carried by the summary (nothing written) or written (the attempt outlived the first flush)
+          expect(lines.length).toBe(summary.taskLogInSummary === true ? 0 : 2)
+        } else {
+          expect(summary.taskLogInSummary).toBeUndefined()
+          expect(logged.map((e) => e.event)).toEqual(['start', 'info', 'end'])
+          expect(lines.length).toBe(3)
+        }
+        await waitFor('live events', () => live.length === logged.length)
+        expect(live).toEqual(logged)
+      }
     } finally {
       await proxy.shutdown()
       await c.close()

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { BackupProxyError, TaskInvalidError } from '../../src/common/errors.js'
 import { SealKey, sealFields, unsealFields } from '../../src/queue/seal.js'
 import { MAX_TASK_BYTES, parseTask, SECRET_PATHS } from '../../src/queue/tasks.js'
-import { consolidate, LogTask, type TaskLogEvent } from '../../src/queue/task-log.js'
+import { consolidate, eventsInSummary, eventsOfTree, LogTask, type TaskLogEvent } from '../../src/queue/task-log.js'
 import { backupTask } from '../workers/fixtures.js'
 
 function invalid(input: unknown): TaskInvalidError {
@@ -103,5 +103,25 @@ describe('task log', () => {
     const [tree] = consolidate(events)
     expect(tree?.status).toBe('failure')
     expect(tree?.tasks?.[0]).toMatchObject({ message: 'VM', status: 'failure', warnings: [{ message: 'slow' }], result: { message: 'boom' } })
+  })
+
+  it('rebuilds the exact events of a tree without infos or warnings, and only of a summary that says so', () => {
+    const events: TaskLogEvent[] = []
+    const root = new LogTask((e) => events.push(e), 'root')
+    events.push({ event: 'start', taskId: 'root', timestamp: 1, message: 'remote.test', data: { type: 'remote.test' } })
+    const a = root.child('A', { n: 1 })
+    a.child('A1').end('success', { bytes: 3 })
+    a.end('success')
+    root.child('B').end('skipped')
+    root.end('success', { ok: true })
+    const [tree] = consolidate(events)
+    expect(JSON.stringify(eventsOfTree(tree!))).toBe(JSON.stringify(events))
+    // through JSON (as BullMQ stores the return value), marked as carrying its events
+    expect(eventsInSummary(JSON.parse(JSON.stringify({ ...tree, taskLogInSummary: true })))).toEqual(events)
+    expect(eventsInSummary(JSON.parse(JSON.stringify(tree)))).toEqual([])
+    expect(eventsInSummary({ taskLogInSummary: true, id: 'x', tasks: 'not a list' })).toEqual([])
+    // infos carry no timestamp in the tree: not rebuildable
+    root.info('late')
+    expect(eventsOfTree(consolidate(events)[0]!)).toBeUndefined()
   })
 })
