@@ -8,13 +8,43 @@
  * (`xapis.main.credentials`) is the additional authenticated data, so a sealed value cannot be moved to
  * another field. The plaintext is the JSON of the value, so objects and strings seal the same way.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import { createCipheriv, createDecipheriv, randomBytes, randomFillSync } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { BackupProxyError, ConfigInvalidError, TaskInvalidError, type JsonValue } from '../common/errors.js'
 import type { Config } from '../config/index.js'
 
 const PREFIX = 'bpseal1.'
 const IV_BYTES = 12
+
+/**
+ * IVs are cut from a block of CSPRNG output drawn 4 KiB at a time: a randomBytes(12) call per value
+ * cost more than the AES-GCM work itself. Each IV is still fresh random bytes, used once (copied out,
+ * the block is overwritten only after all of it was handed out).
+ */
+const IV_BLOCK = Buffer.alloc(IV_BYTES * 341)
+let ivOffset = IV_BLOCK.length
+
+function freshIv(): Buffer {
+  if (ivOffset + IV_BYTES > IV_BLOCK.length) {
+    randomFillSync(IV_BLOCK)
+    ivOffset = 0
+  }
+  const iv = Buffer.from(IV_BLOCK.subarray(ivOffset, ivOffset + IV_BYTES))
+  ivOffset += IV_BYTES
+  return iv
+}
+
+/** AAD bytes per field path (a handful of distinct paths, encoded once). */
+const aadBytes = new Map<string, Buffer>()
+
+function aadOf(path: string): Buffer {
+  let b = aadBytes.get(path)
+  if (b === undefined) {
+    b = Buffer.from(path)
+    if (aadBytes.size < 1000) aadBytes.set(path, b)
+  }
+  return b
+}
 
 export class SealKey {
   readonly #key: Buffer
@@ -44,9 +74,9 @@ export class SealKey {
   }
 
   seal(value: JsonValue, aad: string): string {
-    const iv = randomBytes(IV_BYTES)
+    const iv = freshIv()
     const cipher = createCipheriv('aes-256-gcm', this.#key, iv)
-    cipher.setAAD(Buffer.from(aad))
+    cipher.setAAD(aadOf(aad))
     const data = Buffer.concat([cipher.update(JSON.stringify(value), 'utf8'), cipher.final()])
     return `${PREFIX}${iv.toString('base64url')}.${cipher.getAuthTag().toString('base64url')}.${data.toString('base64url')}`
   }
@@ -57,7 +87,7 @@ export class SealKey {
     const [iv, tag, data] = parts.map((p) => Buffer.from(p, 'base64url')) as [Buffer, Buffer, Buffer]
     try {
       const decipher = createDecipheriv('aes-256-gcm', this.#key, iv)
-      decipher.setAAD(Buffer.from(aad))
+      decipher.setAAD(aadOf(aad))
       decipher.setAuthTag(tag)
       const clear = Buffer.concat([decipher.update(data), decipher.final()]).toString('utf8')
       return JSON.parse(clear) as JsonValue
@@ -109,26 +139,28 @@ function segmentsOf(path: string): readonly string[] {
   return segments
 }
 
-type AtPath = (value: unknown, concretePath: string) => unknown
+type AtPath = (key: SealKey, value: unknown, concretePath: string) => unknown
 
-function visitAtPath(node: unknown, segments: readonly string[], i: number, trail: string, fn: AtPath): void {
+const sealAt: AtPath = (key, value, at) => key.seal(value as JsonValue, at)
+const unsealAt: AtPath = (key, value, at) => key.unseal(typeof value === 'string' ? value : '', at)
+
+function visitAtPath(node: unknown, segments: readonly string[], i: number, trail: string, fn: AtPath, sealKey: SealKey): void {
   if (typeof node !== 'object' || node === null || Array.isArray(node)) return
-  const obj = node as Walkable
   const seg = segments[i]!
-  const last = i === segments.length - 1
-  const apply = (key: string) => {
-    if (!Object.hasOwn(obj, key) || obj[key] === undefined) return
-    const at = trail === '' ? key : `${trail}.${key}`
-    if (last) obj[key] = fn(obj[key], at)
-    else visitAtPath(obj[key], segments, i + 1, at, fn)
-  }
-  if (seg === '*') for (const key of Object.keys(obj)) apply(key)
-  else apply(seg)
+  if (seg !== '*') return visitKey(node as Walkable, seg, segments, i, trail, fn, sealKey)
+  for (const key of Object.keys(node)) visitKey(node as Walkable, key, segments, i, trail, fn, sealKey)
+}
+
+function visitKey(obj: Walkable, key: string, segments: readonly string[], i: number, trail: string, fn: AtPath, sealKey: SealKey): void {
+  if (!Object.hasOwn(obj, key) || obj[key] === undefined) return
+  const at = trail === '' ? key : `${trail}.${key}`
+  if (i === segments.length - 1) obj[key] = fn(sealKey, obj[key], at)
+  else visitAtPath(obj[key], segments, i + 1, at, fn, sealKey)
 }
 
 /** Applies `fn` to every value found at `path` (dot-separated, `*` = any key) inside `root`, in place. */
-function mapAtPath(root: Walkable, path: string, fn: AtPath): void {
-  visitAtPath(root, segmentsOf(path), 0, '', fn)
+function mapAtPath(root: Walkable, path: string, fn: AtPath, sealKey: SealKey): void {
+  visitAtPath(root, segmentsOf(path), 0, '', fn, sealKey)
 }
 
 /**
@@ -137,7 +169,7 @@ function mapAtPath(root: Walkable, path: string, fn: AtPath): void {
  */
 export function sealFields<T extends object>(task: T, paths: readonly string[], key: SealKey, options: { inPlace?: boolean } = {}): T {
   const target = (options.inPlace === true ? task : structuredClone(task)) as unknown as Walkable
-  for (const path of paths) mapAtPath(target, path, (value, at) => key.seal(value as JsonValue, at))
+  for (const path of paths) mapAtPath(target, path, sealAt, key)
   return target as unknown as T
 }
 
@@ -145,6 +177,6 @@ export function sealFields<T extends object>(task: T, paths: readonly string[], 
 export function unsealFields(sealed: unknown, paths: readonly string[], key: SealKey, options: { inPlace?: boolean } = {}): unknown {
   if (typeof sealed !== 'object' || sealed === null) return sealed
   const target = (options.inPlace === true ? sealed : structuredClone(sealed)) as Walkable
-  for (const path of paths) mapAtPath(target, path, (value, at) => key.unseal(typeof value === 'string' ? value : '', at))
+  for (const path of paths) mapAtPath(target, path, unsealAt, key)
   return target
 }
