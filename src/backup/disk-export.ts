@@ -31,8 +31,6 @@ const PROGRESS_INTERVAL_MS = 250
 interface OpenedTarget {
   remote: Remote
   sink: VhdSink
-  /** the sink reports when it is done with each block's buffer (a VhdFile on the local remote) */
-  releasesBlocks: boolean
 }
 
 async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: DiskMetrics | undefined, pool: VhdBlockPool): Promise<OpenedTarget> {
@@ -48,13 +46,14 @@ async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: DiskMetri
       }
       parent = { relativePath: posix.relative(posix.dirname(t.path), t.parent.path), uuid: parentFooter.uuid, timestamp: parentFooter.timestamp }
     }
-    // the local writer is done with a chunk when its write callback fires (other remotes may still hold
-    // it: S3 parts, NFS write windows), so only there may a block buffer go back to the pool
-    const releasesBlocks = !t.directory && remote instanceof LocalRemote
+    // a block buffer goes back to the pool once every writer is done with it: a VhdDirectory once the
+    // block's file is written (any remote); a VhdFile only on the local remote, whose writer is done with
+    // a chunk when its write callback fires (others may still hold it: S3 parts, NFS/SMB write windows)
+    const release = (b: VhdBlock): void => pool.done(b.buffer)
     const sink = t.directory
-      ? await createDirectorySink(remote, t.path, { compression: t.compression, signal, ...(parent === undefined ? {} : { parent }) })
-      : createVhdFileSink(remote, t.path, { exclusive: true, signal, ...(parent === undefined ? {} : { parent }), ...(releasesBlocks ? { onBlockWritten: (b) => pool.done(b.buffer) } : {}) })
-    return { remote, sink, releasesBlocks }
+      ? await createDirectorySink(remote, t.path, { compression: t.compression, signal, onBlockWritten: release, ...(parent === undefined ? {} : { parent }) })
+      : createVhdFileSink(remote, t.path, { exclusive: true, signal, ...(parent === undefined ? {} : { parent }), ...(remote instanceof LocalRemote ? { onBlockWritten: release } : {}) })
+    return { remote, sink }
   } catch (error) {
     await remote.close().catch(() => undefined)
     throw error

@@ -9,6 +9,7 @@ import type { VhdFooter } from '../vhd/footer.js'
 import { mergeVhd } from '../vhd/merge.js'
 import { isAlias, openVhd, resolveAlias } from '../vhd/open.js'
 import type { VhdParentRef, VhdSink } from '../vhd/sink.js'
+import type { VhdBlock } from '../vhd/stream-parser.js'
 
 export async function readVhdFooter(remote: Remote, path: string): Promise<VhdFooter> {
   return (await openVhd(remote, path)).footer
@@ -19,6 +20,8 @@ export interface DirectorySinkOptions {
   compression: 'none' | 'brotli' | 'zstd'
   parent?: VhdParentRef
   signal?: AbortSignal
+  /** each block once its file is written (see VhdDirectorySinkOptions.onBlockWritten) */
+  onBlockWritten?: (block: VhdBlock) => void
 }
 
 export function createDirectorySink(remote: Remote, path: string, options: DirectorySinkOptions): Promise<VhdSink> {
@@ -27,6 +30,7 @@ export function createDirectorySink(remote: Remote, path: string, options: Direc
       compression: options.compression === 'none' ? 'none' : 'brotli',
       ...(options.parent === undefined ? {} : { parent: options.parent }),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
+      ...(options.onBlockWritten === undefined ? {} : { onBlockWritten: options.onBlockWritten }),
     }),
   )
 }

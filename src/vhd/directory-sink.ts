@@ -33,6 +33,12 @@ export interface VhdDirectorySinkOptions {
   /** block files in flight (default 4) */
   concurrency?: number
   signal?: AbortSignal
+  /**
+   * Called with each block once its file is written (the remote's write resolved, on any remote: the
+   * sink and the remote hold no reference to the block's buffer after that); the caller may then reuse
+   * the buffer. Not called for a block whose write failed.
+   */
+  onBlockWritten?: (block: VhdBlock) => void
 }
 
 export function blockPath(dataPath: string, index: number): string {
@@ -112,6 +118,7 @@ class VhdDirectorySink implements VhdSink {
     const write = writeChunkFile(this.remote, blockPath(this.dataPath, block.index), block.buffer, this.#compression, this.options.signal).then(
       (n) => {
         this.#bytes += n
+        this.options.onBlockWritten?.(block)
       },
       (error: unknown) => {
         this.#error ??= toError(error)
