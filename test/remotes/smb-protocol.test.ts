@@ -96,8 +96,11 @@ describe('SMB protocol against smbd', () => {
       const before = client.conn.stats.maxInFlight
       await Promise.all(Array.from({ length: 16 }, (_, i) => client.write(f.fileId, i * client.maxWriteBytes, data.subarray(i * client.maxWriteBytes, (i + 1) * client.maxWriteBytes))))
       expect(client.conn.stats.maxInFlight).toBeGreaterThan(Math.max(before, 4))
+      const copiedBefore = client.conn.stats.copiedBytes
       const parts = await Promise.all(Array.from({ length: 16 }, (_, i) => client.read(f.fileId, i * client.maxReadBytes, client.maxReadBytes)))
       expect(Buffer.concat(parts).equals(data)).toBe(true)
+      // READ data lands in its frame straight from the socket: only headers go through the shared buffer
+      expect(client.conn.stats.copiedBytes - copiedBefore).toBeLessThan(16 * 1024)
       expect(client.conn.stats.credits).toBeGreaterThan(16)
       await client.setInfo(f.fileId, 13, Buffer.from([1]))
       await client.close(f.fileId)

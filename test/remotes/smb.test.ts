@@ -65,6 +65,27 @@ describe('smb remote specifics', () => {
     expect(() => createRemote(smbUrl, { protocolVersion: '1.0' })).toThrow(/unsupported SMB protocol version "1.0"/)
   })
 
+  it('a producer that reuses its buffer once called back gets exactly what it wrote (chunks sent without a copy or gathered)', async () => {
+    const r = remote(smbUrl)
+    await r.open()
+    // around the 1 MiB WRITE size: small, top-up, exact, several WRITEs plus a tail
+    const sizes = [100 * 1024, 2.5 * MiB, MiB, 3 * MiB + 5, 10, 4 * MiB, 7]
+    const expected = randomBytes(sizes.reduce((a, b) => a + b, 0))
+    const shared = Buffer.alloc(4 * MiB + 1)
+    const out = await r.createWriteStream('reuse/one-buffer.bin')
+    let pos = 0
+    for (const n of sizes) {
+      expected.copy(shared, 0, pos, pos + n)
+      await new Promise<void>((resolve, reject) => out.write(shared.subarray(0, n), (e) => (e ? reject(e) : resolve())))
+      shared.fill(0xee) // the producer reuses its buffer as soon as it is called back
+      pos += n
+    }
+    out.end()
+    await finished(out)
+    expect((await r.readFile('reuse/one-buffer.bin')).equals(expected)).toBe(true)
+    await r.rmtree('reuse')
+  })
+
   it('wrong password: EACCES naming the user and never the password', async () => {
     const parsed = parseRemoteUrl(smbUrl) as SmbRemoteUrl
     const wrongPassword = `wrong-${randomBytes(4).toString('hex')}`

@@ -328,8 +328,11 @@ export class SmbClient {
     return res.raw.subarray(dataOffset, dataOffset + dataLength)
   }
 
-  /** WRITE: the data is sent as is (not copied); resolves with the count written. */
-  async write(fileId: FileId, offset: number, data: Uint8Array, what = '', signal?: AbortSignal): Promise<number> {
+  /**
+   * WRITE: the data is sent as is (not copied); resolves with the count written. `onSent` is called once
+   * the data is in the kernel's socket buffer (or the socket failed): the caller may reuse it from then on.
+   */
+  async write(fileId: FileId, offset: number, data: Uint8Array, what = '', options: { signal?: AbortSignal; onSent?: () => void } = {}): Promise<number> {
     const body = Buffer.alloc(48)
     body.writeUInt16LE(49, 0)
     body.writeUInt16LE(HEADER_SIZE + 48, 2)
@@ -343,7 +346,8 @@ export class SmbClient {
       treeId: this.treeId,
       creditCharge: Math.ceil(data.length / 65536),
       what,
-      ...(signal === undefined ? {} : { signal }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      ...(options.onSent === undefined ? {} : { onFlushed: options.onSent }),
     })
     const count = res.body.readUInt32LE(4)
     if (count !== data.length) throw new RemoteError('EIO', `SMB WRITE ${what} on ${this.server}: short write (${count} of ${data.length} bytes)`, { fields: { server: this.server } })

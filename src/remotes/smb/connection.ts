@@ -11,8 +11,10 @@
  * - Signing: once the session has a Signer, requests are signed when `signRequests` is set (server or
  *   client requires it) and every signed response is verified; an unsigned final response while
  *   signing is required, or a bad signature, kills the connection (it may be tampered with).
- * - Large payloads (WRITE data) are written after the header with cork/uncork (one writev, no copy)
- *   and READ payloads are returned as views of the received frame.
+ * - Large payloads (WRITE data) are written after the header with cork/uncork (one writev, no copy;
+ *   `onFlushed` tells when the kernel has them, so the caller may reuse the memory). Socket reads
+ *   stop at the end of the next SMB2 header, so a large frame's data is read by the kernel straight
+ *   into that frame (no copy in JS), and READ payloads are returned as views of it.
  * - When the socket dies every pending request fails with ECONNRESET; the owner (client.ts) drops
  *   this connection and makes a new one for later operations.
  */
@@ -26,9 +28,10 @@ import { Command, COMMAND_NAMES, decodeHeader, encodeHeader, Flags, HEADER_SIZE,
 /** statuses after which the session (or tree) is gone: the connection is dropped and remade */
 const SESSION_GONE = new Set<number>([NtStatus.USER_SESSION_DELETED, NtStatus.NETWORK_SESSION_EXPIRED, NtStatus.NETWORK_NAME_DELETED])
 
-const READ_BUFFER_BYTES = 256 * 1024
-/** frames with at least this much left to receive are read into directly */
+/** frames at least this large (READ responses) are received straight into their own memory */
 const DIRECT_READ_MIN_BYTES = 64 * 1024
+/** smaller frames, and every transport length + SMB2 header, are read into one reused buffer */
+const READ_BUFFER_BYTES = DIRECT_READ_MIN_BYTES + 4 + HEADER_SIZE
 
 export interface Response {
   header: Header
@@ -56,6 +59,8 @@ export interface RequestOptions {
   forceSign?: boolean
   /** receives the message as sent (header + body, no transport header), for the preauth hash */
   onSent?: (message: Buffer) => void
+  /** called once the whole request is in the kernel's socket buffer, or the socket failed (payload reusable) */
+  onFlushed?: () => void
 }
 
 interface Pending {
@@ -89,10 +94,12 @@ export interface ConnectionStats {
   maxInFlight: number
   /** credits currently available */
   credits: number
+  /** received bytes copied in JS from the shared read buffer into their frames (the rest the kernel wrote in place) */
+  copiedBytes: number
 }
 
 export class SmbConnection {
-  readonly stats: ConnectionStats = { requests: 0, interimResponses: 0, maxInFlight: 0, credits: 1 }
+  readonly stats: ConnectionStats = { requests: 0, interimResponses: 0, maxInFlight: 0, credits: 1, copiedBytes: 0 }
   sessionId = 0n
   signer: Signer | undefined
   signRequests = false
@@ -131,10 +138,9 @@ export class SmbConnection {
 
   static async open(options: ConnectionOptions): Promise<SmbConnection> {
     const server = `${options.host}:${options.port}`
-    // Socket reads land either in one reusable buffer (headers, small responses; no allocation per
-    // read, which was most of the GC time of large READs) or, while a large frame is being received,
-    // directly in that frame's remaining space (the kernel copies the data once, no copy in JS).
-    // `target.conn` is set right after connect, before any byte can arrive.
+    // Socket reads land either in one reusable buffer (transport lengths, SMB2 headers, small frames;
+    // no allocation per read) or, while a large frame is being received, directly in that frame's
+    // remaining space (see readTarget). `target.conn` is set right after connect, before any byte can arrive.
     const target: { conn?: SmbConnection } = {}
     const readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES)
     const socket = await new Promise<Socket>((resolve, reject) => {
@@ -142,7 +148,7 @@ export class SmbConnection {
         host: options.host,
         port: options.port,
         onread: {
-          buffer: () => target.conn?.readTarget() ?? readBuffer,
+          buffer: () => target.conn?.readTarget(readBuffer) ?? readBuffer,
           callback: (n: number, buf: Uint8Array) => {
             target.conn?.onRead(n, buf, readBuffer)
             return true
@@ -218,9 +224,14 @@ export class SmbConnection {
     }
     const response = this.register(messageId, req)
     req.onSent?.(head.subarray(4))
+    const flushed = req.onFlushed
     this.socket.cork()
-    this.socket.write(head)
-    if (req.payload !== undefined && req.payload.length > 0) this.socket.write(req.payload)
+    if (req.payload !== undefined && req.payload.length > 0) {
+      this.socket.write(head)
+      this.socket.write(req.payload, flushed === undefined ? undefined : () => flushed())
+    } else {
+      this.socket.write(head, flushed === undefined ? undefined : () => flushed())
+    }
     this.socket.uncork()
     return response
   }
@@ -347,11 +358,17 @@ export class SmbConnection {
     }
   }
 
-  /** Where the next socket read should land: the rest of a large frame being received, else the shared buffer. */
-  private readTarget(): Uint8Array | undefined {
+  /**
+   * Where the next socket read should land: the rest of a large frame being received; else the shared
+   * buffer, but only up to the end of the next frame's transport length and SMB2 header. So once a
+   * large frame's length is known, the data after its header lands in the frame itself (one copy, by
+   * the kernel), and small frames cost one read each.
+   */
+  private readTarget(shared: Buffer): Uint8Array {
     const f = this.frame
-    if (f !== undefined && f.length - this.frameFilled >= DIRECT_READ_MIN_BYTES) return f.subarray(this.frameFilled)
-    return undefined
+    if (f !== undefined && f.length >= DIRECT_READ_MIN_BYTES) return f.subarray(this.frameFilled)
+    const upToNextHeader = (f === undefined ? 4 - this.lengthFilled : f.length - this.frameFilled + 4) + HEADER_SIZE
+    return shared.subarray(0, Math.min(upToNextHeader, shared.length))
   }
 
   private onRead(n: number, buf: Uint8Array, shared: Buffer): void {
@@ -395,6 +412,7 @@ export class SmbConnection {
       }
       const take = Math.min(this.frame.length - this.frameFilled, view.length - pos)
       view.copy(this.frame, this.frameFilled, pos, pos + take)
+      this.stats.copiedBytes += take
       this.frameFilled += take
       pos += take
       if (this.frameFilled === this.frame.length) {

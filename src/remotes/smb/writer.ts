@@ -1,9 +1,11 @@
 /**
  * The SMB remote's atomic writer. The temporary (`.<name>.<random>.tmp` beside the final name) is
- * opened by the remote before the stream is returned; this Writable copies incoming data into a small
- * pool of `ioSize` buffers and keeps up to `window` WRITE requests in flight, so throughput is not
- * bound by round trips. The producer gets its callback as soon as its chunk is copied, and waits
- * (backpressure) only when every pool buffer is in flight.
+ * opened by the remote before the stream is returned; this Writable keeps up to `window` WRITE
+ * requests in flight, so throughput is not bound by round trips. Whole `ioSize` slices of a chunk are
+ * sent straight from the producer's memory (no copy) and the producer is called back once the kernel
+ * has them; smaller pieces (small chunks, heads and tails around whole slices) are gathered in a pool
+ * of at most `window + 1` buffers. The producer waits (backpressure) while `window` WRITEs are in
+ * flight, or while the socket has not taken its data.
  *
  * end(): the last partial buffer is written, all WRITEs are awaited, then FLUSH (the server's fsync),
  * then one compound request does SET_INFO FileRenameInformation on the same handle (publishes the file
@@ -55,7 +57,6 @@ export class SmbWriteStream extends Writable {
   readonly #o: SmbWriterOptions
   readonly #free: Buffer[] = []
   readonly #inFlight = new Set<Promise<void>>()
-  #allocated = 0
   #current: Buffer | undefined
   #filled = 0
   #offset = 0
@@ -69,51 +70,85 @@ export class SmbWriteStream extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.#copy(chunk).then(() => callback(), (e: unknown) => callback(e as Error))
+    this.#accept(chunk).then(() => callback(), (e: unknown) => callback(e as Error))
   }
 
-  async #copy(chunk: Buffer): Promise<void> {
+  /**
+   * Sends `chunk`: whole `ioSize` slices go out as WRITEs straight from the chunk (no copy) and the
+   * producer is called back once they are in the kernel's socket buffer (it may then reuse the chunk);
+   * what does not fill a whole WRITE (a small chunk, a head topping up a partly filled buffer, a tail)
+   * is copied into a pool buffer, sent once that buffer is full or at end().
+   */
+  async #accept(chunk: Buffer): Promise<void> {
+    const io = this.#o.ioSizeBytes
     let pos = 0
-    while (pos < chunk.length) {
+    if (this.#current !== undefined) {
+      pos = Math.min(chunk.length, io - this.#filled)
+      await this.#copy(chunk, 0, pos)
+    }
+    const sent: Promise<void>[] = []
+    while (chunk.length - pos >= io) {
+      await this.#slot()
+      sent.push(this.#send(chunk.subarray(pos, pos + io), undefined))
+      pos += io
+    }
+    if (pos < chunk.length) await this.#copy(chunk, pos, chunk.length)
+    await Promise.all(sent)
+    if (this.#failure !== undefined) throw this.#failure
+  }
+
+  /** Copies chunk[from, to) into pool buffers, sending each one that fills up. */
+  async #copy(chunk: Buffer, from: number, to: number): Promise<void> {
+    let pos = from
+    while (pos < to) {
       if (this.#failure !== undefined) throw this.#failure
       if (this.#current === undefined) {
-        this.#current = await this.#takeBuffer()
+        this.#current = this.#free.pop() ?? Buffer.allocUnsafe(this.#o.ioSizeBytes)
         this.#filled = 0
       }
-      const n = chunk.copy(this.#current, this.#filled, pos)
+      const n = chunk.copy(this.#current, this.#filled, pos, to)
       pos += n
       this.#filled += n
-      if (this.#filled === this.#current.length) this.#dispatch()
+      if (this.#filled === this.#current.length) {
+        await this.#slot()
+        this.#dispatch()
+      }
     }
   }
 
-  async #takeBuffer(): Promise<Buffer> {
-    for (;;) {
-      const free = this.#free.pop()
-      if (free !== undefined) return free
-      if (this.#allocated < this.#o.window + 1) {
-        this.#allocated++
-        return Buffer.allocUnsafe(this.#o.ioSizeBytes)
-      }
-      // every buffer is in flight: wait for one WRITE to complete (backpressure)
+  /** Waits until fewer than `window` WRITEs are in flight (backpressure). */
+  async #slot(): Promise<void> {
+    while (this.#inFlight.size >= this.#o.window) {
       await Promise.race(this.#inFlight)
       if (this.#failure !== undefined) throw this.#failure
     }
+    if (this.#failure !== undefined) throw this.#failure
   }
 
-  /** Sends the current buffer as one WRITE. */
+  /** Sends the current pool buffer (if it holds anything) as one WRITE. */
   #dispatch(): void {
     const buffer = this.#current
     if (buffer === undefined || this.#filled === 0) return
     const data = buffer.subarray(0, this.#filled)
-    const offset = this.#offset
-    this.#offset += data.length
     this.#current = undefined
     this.#filled = 0
-    const p: Promise<void> = this.#o.client.write(this.#o.fileId, offset, data, this.#o.displayPath).then(
+    void this.#send(data, buffer)
+  }
+
+  /**
+   * One WRITE of `data` at the next offset. Resolves once the data was handed to the kernel (or the
+   * WRITE failed, which fails the stream); the WRITE's completion is tracked in #inFlight. A pool
+   * buffer goes back to the free list when its WRITE completes.
+   */
+  #send(data: Buffer, pooled: Buffer | undefined): Promise<void> {
+    const offset = this.#offset
+    this.#offset += data.length
+    let onSent: () => void = () => undefined
+    const sent = new Promise<void>((resolve) => (onSent = resolve))
+    const p: Promise<void> = this.#o.client.write(this.#o.fileId, offset, data, this.#o.displayPath, { onSent }).then(
       () => {
         this.#inFlight.delete(p)
-        this.#free.push(buffer)
+        if (pooled !== undefined) this.#free.push(pooled)
         this.#o.onBytes(data.length)
       },
       (e: unknown) => {
@@ -124,6 +159,7 @@ export class SmbWriteStream extends Writable {
       },
     )
     this.#inFlight.add(p)
+    return Promise.race([sent, p])
   }
 
   async #drain(): Promise<void> {
