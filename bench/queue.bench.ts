@@ -177,8 +177,9 @@ async function dispatch(tmpDir: string, n: number): Promise<BenchRow[]> {
   const raw = new Piscina({ filename: trivial, minThreads: 2, maxThreads: 2, atomics: 'disabled' })
   const pool = new StreamPool({ threads: 2 })
   const local = async (x: { value: number }) => Promise.resolve(x)
-  // warm up both pools (thread start, module load)
-  await Promise.all([raw.run({ value: 0 }), raw.run({ value: 0 }), pool.run('standin.noop', { value: 0 }), pool.run('standin.noop', { value: 0 })])
+  // warm up both pools (thread start, module load, JIT on both sides of the port): steady state, as in a
+  // proxy that has been running
+  for (let i = 0; i < 200; i++) await Promise.all([raw.run({ value: i }), raw.run({ value: i }), pool.run('standin.noop', { value: i }), pool.run('standin.noop', { value: i })])
   const cases: [string, (i: number) => Promise<unknown>, string | undefined][] = [
     ['in-process async call', (i) => local({ value: i }), undefined],
     ['raw Piscina run', (i) => raw.run({ value: i }), undefined],

@@ -6,9 +6,11 @@
  *   thread → main: `started`, `progress`, `metrics` (metric deltas the main thread adds to its registry)
  *   main → thread: `cancel` (cooperative: the task stops its stream, cleans up, and rejects with E_CANCELLED)
  *
- * The task's outcome is the last message on the port (`done`: output, or a serialized error rebuilt with
- * deserializeError on the main side), so it is ordered after every progress and metrics message; the
- * Piscina promise only reports a thread that died.
+ * The task's outcome (output, or a serialized error rebuilt with deserializeError on the main side) and
+ * its last metric deltas are the Piscina task's result (`ThreadResult`): no message of their own. Every
+ * message the task posted on its port is already queued on the main side when that result arrives
+ * (a post enqueues on the receiving port synchronously), so the main thread drains the port
+ * (receiveMessageOnPort) before it settles: progress and metrics are still handled before the outcome.
  */
 import type { MessagePort } from 'node:worker_threads'
 import type { JsonValue, SerializedError } from '../common/errors.js'
@@ -16,7 +18,7 @@ import type { JsonValue, SerializedError } from '../common/errors.js'
 // The metric delta message is defined once, by the metrics module that applies it.
 export type { MetricDelta, MetricsMessage } from '../metrics/deltas.js'
 export type { MetricKind } from '../metrics/catalogue.js'
-import type { MetricsMessage } from '../metrics/deltas.js'
+import type { MetricDelta, MetricsMessage } from '../metrics/deltas.js'
 
 export interface ProgressMessage {
   type: 'progress'
@@ -28,13 +30,7 @@ export interface StartedMessage {
   threadId: number
 }
 
-/** Last message of a task: its outcome (after every progress and metrics message). */
-export interface DoneMessage {
-  type: 'done'
-  outcome: ThreadOutcome
-}
-
-export type ThreadToMainMessage = MetricsMessage | ProgressMessage | StartedMessage | DoneMessage
+export type ThreadToMainMessage = MetricsMessage | ProgressMessage | StartedMessage
 
 export interface CancelMessage {
   type: 'cancel'
@@ -53,10 +49,22 @@ export interface ThreadTaskEnvelope {
 
 export type ThreadOutcome = { ok: true; output: unknown } | { ok: false; error: SerializedError }
 
+/** What the thread entry returns to Piscina: the outcome and the metric deltas not yet sent. */
+export interface ThreadResult {
+  outcome: ThreadOutcome
+  deltas: MetricDelta[]
+}
+
 export function isThreadToMainMessage(value: unknown): value is ThreadToMainMessage {
   if (typeof value !== 'object' || value === null) return false
   const type = (value as { type?: unknown }).type
-  return type === 'metrics' || type === 'progress' || type === 'started' || type === 'done'
+  return type === 'metrics' || type === 'progress' || type === 'started'
+}
+
+export function isThreadResult(value: unknown): value is ThreadResult {
+  if (typeof value !== 'object' || value === null) return false
+  const { outcome, deltas } = value as { outcome?: unknown; deltas?: unknown }
+  return typeof outcome === 'object' && outcome !== null && typeof (outcome as { ok?: unknown }).ok === 'boolean' && Array.isArray(deltas)
 }
 
 export function isMainToThreadMessage(value: unknown): value is MainToThreadMessage {

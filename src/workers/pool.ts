@@ -4,18 +4,19 @@
  * `pool.run(taskName, input, { signal, onProgress, onMetrics })` dispatches to the thread task registry
  * (thread-tasks.ts) through thread-entry. Each task gets its own MessageChannel: progress and metric deltas
  * come back on it, and an abort of `signal` is sent over it as a cooperative `cancel` — Piscina's own abort
- * is never used because it terminates the thread without letting the stream clean up.
+ * is never used because it terminates the thread without letting the stream clean up. The outcome and the
+ * last metric deltas come back as Piscina's result, after the port's pending messages are handled.
  *
  * Threads are warm (minThreads = maxThreads) and run one stream each. `resize(n)` swaps in a new Piscina
  * of the new size for new tasks and closes the old one once its running tasks finish, so a live proxy can
  * change its thread count without dropping streams. The entry runs compiled (dist/*.js) or from sources
  * under tsx (src/*.ts: threads get `--import tsx`).
  */
-import { MessageChannel } from 'node:worker_threads'
+import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads'
 import { Piscina } from 'piscina'
 import { BackupProxyError, CancelledError, deserializeError, type JsonValue } from '../common/errors.js'
 import { silentLogger, type Logger } from '../common/log.js'
-import { isThreadToMainMessage, type MetricDelta, type ThreadOutcome, type ThreadTaskEnvelope } from './messages.js'
+import { isThreadResult, isThreadToMainMessage, type MetricDelta, type ThreadTaskEnvelope } from './messages.js'
 import type { ThreadTaskInput, ThreadTaskName, ThreadTaskOutput } from './thread-tasks.js'
 
 export interface StreamPoolOptions {
@@ -113,7 +114,7 @@ export class StreamPool {
       }
       this.#cancels.add(cancel)
       options.signal?.addEventListener('abort', onAbort, { once: true })
-      port1.on('message', (message: unknown) => {
+      const onMessage = (message: unknown) => {
         if (!isThreadToMainMessage(message)) return
         switch (message.type) {
           case 'started':
@@ -127,24 +128,31 @@ export class StreamPool {
             options.onProgress?.(message.progress)
             break
           case 'metrics':
-            options.onMetrics?.(message.deltas)
-            this.#onMetrics?.(message.deltas)
+            this.#metrics(message.deltas, options)
             break
-          case 'done': {
-            const outcome: ThreadOutcome = message.outcome
-            finish(() => (outcome.ok ? resolve(outcome.output as ThreadTaskOutput<N>) : reject(deserializeError(outcome.error))))
-            break
-          }
         }
-      })
+      }
+      port1.on('message', onMessage)
       piscina.run(envelope, { transferList: [port2] }).then(
-        () => {
-          // normally `done` already settled it (same port, ordered); give it a moment, then fail loudly
-          setTimeout(() => finish(() => reject(new BackupProxyError('E_INTERNAL', `thread task ${taskName} ended without reporting its outcome`))), 5000).unref()
+        (result: unknown) => {
+          if (settled) return
+          // every message the task posted is queued on port1 by now: handle them before the outcome
+          for (let m = receiveMessageOnPort(port1); m !== undefined; m = receiveMessageOnPort(port1)) onMessage(m.message)
+          if (!isThreadResult(result)) {
+            return finish(() => reject(new BackupProxyError('E_INTERNAL', `thread task ${taskName} returned no outcome`)))
+          }
+          if (result.deltas.length > 0) this.#metrics(result.deltas, options)
+          const { outcome } = result
+          finish(() => (outcome.ok ? resolve(outcome.output as ThreadTaskOutput<N>) : reject(deserializeError(outcome.error))))
         },
         (error: unknown) => finish(() => reject(new BackupProxyError('E_INTERNAL', `thread running ${taskName} failed: ${(error as Error).message}`, { cause: error }))),
       )
     })
+  }
+
+  #metrics(deltas: MetricDelta[], options: PoolRunOptions): void {
+    options.onMetrics?.(deltas)
+    this.#onMetrics?.(deltas)
   }
 
   /** Changes the thread count for new tasks; running tasks finish in their threads. */

@@ -2,12 +2,13 @@
  * Entry of every Piscina thread: receives a `ThreadTaskEnvelope`, looks the named task up in the registry
  * (thread-tasks.ts), and runs it with a `ThreadTaskContext` wired to the task's own MessagePort:
  * a `cancel` message aborts `ctx.signal` (cooperative cancel: the task cleans up and throws), progress
- * and batched metric deltas go back to the main thread. The outcome (output or serialized error) is the
- * last message on the port, so it always arrives after every progress and metric message of the task.
+ * and batched metric deltas go back to the main thread. The outcome (output or serialized error) and the
+ * last metric deltas are the returned `ThreadResult`; the main thread handles every message posted
+ * before it first (messages.ts).
  */
 import { threadId } from 'node:worker_threads'
 import { BackupProxyError, CancelledError, serializeError } from '../common/errors.js'
-import { isMainToThreadMessage, type ThreadTaskEnvelope, type ThreadOutcome } from './messages.js'
+import { isMainToThreadMessage, type ThreadResult, type ThreadTaskEnvelope, type ThreadOutcome } from './messages.js'
 import { MetricBatch, METRICS_FLUSH_MS, type ThreadTask, type ThreadTaskContext } from './thread-task.js'
 import { threadTasks } from './thread-tasks.js'
 
@@ -18,7 +19,7 @@ function load(name: string): ThreadTask<unknown, unknown> {
   return threadTasks[name as keyof typeof threadTasks] as unknown as ThreadTask<unknown, unknown>
 }
 
-export default async function runThreadTask(envelope: ThreadTaskEnvelope): Promise<void> {
+export default async function runThreadTask(envelope: ThreadTaskEnvelope): Promise<ThreadResult> {
   const { port } = envelope
   const controller = new AbortController()
   port.on('message', (message: unknown) => {
@@ -51,8 +52,7 @@ export default async function runThreadTask(envelope: ThreadTaskEnvelope): Promi
     outcome = { ok: false, error: serializeError(error) }
   } finally {
     clearInterval(timer)
-    flush()
   }
-  port.postMessage({ type: 'done', outcome })
   port.close()
+  return { outcome, deltas: batch.take() }
 }
