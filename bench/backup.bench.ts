@@ -5,10 +5,13 @@
  * fan-out + VhdFile writer) to local remotes on tmpfs:
  *   full → 1 remote and → 3 remotes, delta (10% of the blocks changed) → 1 remote,
  * each against the ceiling measured in the same run: `curl <export url> > file` of the same export.
- * CPU is this process's (the simulator runs in a child process and is not counted on either side);
- * peak RSS is this process's high-water mark.
+ *
+ * Like for like: both sides count only the receiving side. curl's CPU is its own user+sys (GNU time);
+ * ours is this process's (process.cpuUsage: every thread, the disk export included — it runs here
+ * rather than in a pool thread, same code). Neither counts the simulator, which runs in a child
+ * process on the same 2 cores and whose CPU per GiB is reported beside each row (`simCpuSPerGiB`).
+ * Both write to the same tmpfs. Peak RSS is this process's high-water mark.
  */
-import { spawn } from 'node:child_process'
 import { mkdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runDiskExport } from '../src/backup/disk-export.js'
@@ -16,33 +19,7 @@ import type { DiskExportInput, DiskTarget } from '../src/backup/ports.js'
 import type { JsonValue } from '../src/common/errors.js'
 import { XapiClient } from '../src/xapi/client.js'
 import type { VdiExportDescriptor } from '../src/xapi/export.js'
-import { GiB, measure, runCommand, type BenchContext, type BenchRow } from './lib.js'
-
-const USER = 'root'
-const PASSWORD = 'bench-password'
-
-async function startSimProcess(diskSizeBytes: number): Promise<{ url: string; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, ['bin/backup-proxy.js', 'xapi-sim', '--vms', '1', '--disk-size', String(diskSizeBytes), '--fill-ratio', '0.5', '--seed', '7', '--listen', '127.0.0.1:0', '--user', USER, '--password', PASSWORD], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-  let out = ''
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /listening on (\S+)/.exec(out)
-      if (m !== null) resolve(m[1]!)
-    })
-    child.once('exit', (code) => reject(new Error(`xapi-sim exited (${code}): ${out}`)))
-  })
-  return {
-    url,
-    stop: async () => {
-      if (child.exitCode !== null) return
-      child.kill('SIGTERM')
-      await new Promise((r) => child.once('exit', r))
-    },
-  }
-}
+import { GiB, measure, procCpuSeconds, runCommand, startSimProcess, type BenchContext, type BenchRow } from './lib.js'
 
 function exportUrl(d: VdiExportDescriptor): string {
   const u = new URL('/export_raw_vdi/', d.url)
@@ -55,8 +32,14 @@ function exportUrl(d: VdiExportDescriptor): string {
 
 export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
   const diskSizeBytes = Math.max(64 * 1024 * 1024, Math.round((GiB * ctx.scale) / (2 * 1024 * 1024)) * 2 * 1024 * 1024)
-  const sim = await startSimProcess(diskSizeBytes)
-  const client = await XapiClient.connect({ url: sim.url, user: USER, password: PASSWORD })
+  const sim = await startSimProcess({ vms: 1, diskSizeBytes, fillRatio: 0.5 })
+  const client = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+  /** the simulator's CPU per GiB while `fn` ran */
+  const simCpu = async <T extends { bytes: number }>(fn: () => Promise<T>): Promise<T & { extra: { simCpuSPerGiB: number } }> => {
+    const c0 = await procCpuSeconds(sim.pid)
+    const r = await fn()
+    return { ...r, extra: { simCpuSPerGiB: ((await procCpuSeconds(sim.pid)) - c0) / (r.bytes / GiB) } }
+  }
   const rows: BenchRow[] = []
   try {
     const vm = client.listVms()[0]!
@@ -79,10 +62,12 @@ export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
     const curl = async (name: string, baseRef?: string): Promise<BenchRow> => {
       const d = await client.exportDescriptor(vdi.$ref, { format: 'vhd', ...(baseRef === undefined ? {} : { baseRef }) })
       const file = join(ctx.tmpDir, 'curl.vhd')
-      const m = await runCommand(`curl -sS --fail -o '${file}' '${exportUrl(d)}'`)
-      const bytes = (await stat(file)).size
+      const m = await simCpu(async () => {
+        const r = await runCommand(`curl -sS --fail -o '${file}' '${exportUrl(d)}'`)
+        return { ...r, bytes: (await stat(file)).size }
+      })
       await rm(file)
-      return { group: 'backup', name, bytes, seconds: m.seconds, cpuSeconds: m.cpuSeconds, peakRssMiB: m.peakRssMiB }
+      return { group: 'backup', name, bytes: m.bytes, seconds: m.seconds, cpuSeconds: m.cpuSeconds, peakRssMiB: m.peakRssMiB, extra: m.extra }
     }
     const clean = async () => {
       for (const r of remotes) {
@@ -91,15 +76,15 @@ export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
       }
     }
 
-    ctx.log(`disk ${diskSizeBytes / GiB} GiB virtual, 50% allocated`)
+    ctx.log(`disk ${diskSizeBytes / GiB} GiB virtual, 50% allocated; CPU = the receiving process only (curl / this process), the simulator's is simCpuSPerGiB`)
     // warm-up (JIT, lazily loaded modules, page cache of the simulator's patterns): not recorded
     await exportTo({ vdiUuid: vdi.uuid, targets: [target(0, 'warmup.vhd')], maxExportRateBytesPerSecond: 0 })
     await clean()
     rows.push(await curl('curl full (ceiling)'))
-    const f1 = await exportTo({ vdiUuid: vdi.uuid, targets: [target(0, 'full.vhd')], maxExportRateBytesPerSecond: 0 })
+    const f1 = await simCpu(() => exportTo({ vdiUuid: vdi.uuid, targets: [target(0, 'full.vhd')], maxExportRateBytesPerSecond: 0 }))
     rows.push({ group: 'backup', name: 'full → 1 local', ...f1, baseline: 'curl full (ceiling)' })
     await clean()
-    const f3 = await exportTo({ vdiUuid: vdi.uuid, targets: [0, 1, 2].map((i) => target(i, 'full.vhd')), maxExportRateBytesPerSecond: 0 })
+    const f3 = await simCpu(() => exportTo({ vdiUuid: vdi.uuid, targets: [0, 1, 2].map((i) => target(i, 'full.vhd')), maxExportRateBytesPerSecond: 0 }))
     rows.push({ group: 'backup', name: 'full → 3 local', ...f3, baseline: 'full → 1 local' })
     await clean()
 
@@ -109,11 +94,11 @@ export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
     const baseVdi = client.vmDisks(snap.$ref)[0]!.vdi
     const baseDescriptor = await client.exportDescriptor(baseVdi.$ref, { format: 'vhd' })
     await runDiskExport({ descriptor: baseDescriptor as unknown as JsonValue, vdiUuid: baseVdi.uuid, targets: [target(0, 'base.vhd')], maxExportRateBytesPerSecond: 0 }, { signal: new AbortController().signal })
-    const auth = `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`
+    const auth = `Basic ${Buffer.from(`${sim.user}:${sim.password}`).toString('base64')}`
     const res = await fetch(`${sim.url}/sim/vms/${vm.uuid}/write`, { method: 'POST', headers: { authorization: auth, 'content-type': 'application/json' }, body: JSON.stringify({ ratio: 0.1 }) })
     if (!res.ok) throw new Error(`simulator write failed: ${res.status} ${await res.text()}`)
     rows.push(await curl('curl delta (ceiling)', baseVdi.$ref))
-    const d1 = await exportTo({ vdiUuid: vdi.uuid, baseVdiUuid: baseVdi.uuid, targets: [target(0, 'delta.vhd', { path: 'base.vhd', uuid: baseVdi.uuid })], maxExportRateBytesPerSecond: 0 }, baseVdi.$ref)
+    const d1 = await simCpu(() => exportTo({ vdiUuid: vdi.uuid, baseVdiUuid: baseVdi.uuid, targets: [target(0, 'delta.vhd', { path: 'base.vhd', uuid: baseVdi.uuid })], maxExportRateBytesPerSecond: 0 }, baseVdi.$ref))
     rows.push({ group: 'backup', name: 'delta → 1 local', ...d1, baseline: 'curl delta (ceiling)' })
     await clean()
   } finally {

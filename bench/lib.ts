@@ -82,6 +82,55 @@ export async function runCommand(command: string, options: { env?: NodeJS.Proces
   }
 }
 
+/** CPU seconds (user + sys) a process has used so far, from /proc/<pid>/stat (Linux). */
+export async function procCpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // utime and stime are fields 14 and 15 (1-based) of the whole line, 12 and 13 after "pid (comm) "
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+
+export interface SimProcess {
+  url: string
+  pid: number
+  user: string
+  password: string
+  stop(): Promise<void>
+}
+
+/**
+ * Starts `backup-proxy xapi-sim` in its own process (its CPU and memory are not the measured process's;
+ * `procCpuSeconds(sim.pid)` reports its CPU).
+ */
+export async function startSimProcess(o: { vms: number; disksPerVm?: number; diskSizeBytes: number; fillRatio: number; seed?: number }): Promise<SimProcess> {
+  const user = 'root'
+  const password = 'bench-password'
+  const args = ['bin/backup-proxy.js', 'xapi-sim', '--vms', String(o.vms), '--disks-per-vm', String(o.disksPerVm ?? 1), '--disk-size', String(o.diskSizeBytes)]
+  args.push('--fill-ratio', String(o.fillRatio), '--seed', String(o.seed ?? 7), '--listen', '127.0.0.1:0', '--user', user, '--password', password)
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  let out = ''
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString()
+      const m = /listening on (\S+)/.exec(out)
+      if (m?.[1] !== undefined) resolve(m[1])
+    })
+    child.once('exit', (code) => reject(new Error(`xapi-sim exited (${code}): ${out}`)))
+  })
+  return {
+    url,
+    pid: child.pid as number,
+    user,
+    password,
+    stop: async () => {
+      if (child.exitCode !== null) return
+      child.kill('SIGTERM')
+      await exited
+    },
+  }
+}
+
 export function mibps(row: Pick<BenchRow, 'bytes' | 'seconds'>): number {
   return row.bytes / MiB / row.seconds
 }

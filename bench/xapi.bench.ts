@@ -8,19 +8,11 @@
  * - openVdiExport throttled with maxRateBytesPerSecond (achieved rate vs target).
  */
 import { spawn } from 'node:child_process'
-import { readFile } from 'node:fs/promises'
 import { openVdiExport } from '../src/xapi/export.js'
-import { GiB, MiB, measure, runCommand, type BenchContext, type BenchRow } from './lib.js'
+import { GiB, MiB, measure, procCpuSeconds, runCommand, type BenchContext, type BenchRow } from './lib.js'
 
 const USER = 'root'
 const PASSWORD = 'bench'
-
-async function procCpuSeconds(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  // utime and stime are fields 14 and 15 (1-based) of the whole line, 12 and 13 after "pid (comm) "
-  return (Number(fields[11]) + Number(fields[12])) / 100
-}
 
 async function startSim(diskSizeBytes: number): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
   const child = spawn(

@@ -27,6 +27,17 @@ import type { DiskExportInput, DiskExportResult, DiskExporter, DiskMetrics, Disk
 import { createDirectorySink, readVhdFooter } from './vhd-ops.js'
 
 const PROGRESS_INTERVAL_MS = 250
+/**
+ * Block buffers of every disk exported by this thread (one pool per thread: a pool per export would leave
+ * its free buffers to a garbage collector that an idle pool thread never runs, doubling the memory a
+ * thread holds between two disks). At most 8 free buffers (16 MiB of 2 MiB blocks) stay between disks.
+ */
+const blockPool = new VhdBlockPool({ maxFree: 8 })
+/**
+ * Blocks read ahead of the parser: plenty to keep the socket busy while the writers write (the fan-out
+ * window adds 2 per target) and small enough that a disk holds ~8 blocks (16 MiB) at a time.
+ */
+const READ_AHEAD_CHUNKS = 2
 
 interface OpenedTarget {
   remote: Remote
@@ -63,7 +74,7 @@ async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: DiskMetri
 export const runDiskExport: DiskExporter = async (input: DiskExportInput, { signal, onProgress, metrics }): Promise<DiskExportResult> => {
   const t0 = performance.now()
   const opened = new Map<string, OpenedTarget>()
-  const pool = new VhdBlockPool()
+  const pool = blockPool
   const openFailures: { id: string; error: Error }[] = []
   await Promise.all(input.targets.map(async (t) => {
     try {
@@ -86,9 +97,7 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
       chunkBuffer: (offset) => plan.bufferFor(offset),
       ...(input.maxExportRateBytesPerSecond > 0 ? { maxRateBytesPerSecond: input.maxExportRateBytesPerSecond } : {}),
     })
-    // few queued chunks: an http export hands out blocks (or reads of up to 4 MiB over node:http), so
-    // the default 16 would pin up to 64 MiB per disk
-    const vhd = await openVhdStream(chunksOf(exp.stream, 4), { signal, blockPool: pool, chunkPlan: plan })
+    const vhd = await openVhdStream(chunksOf(exp.stream, READ_AHEAD_CHUNKS), { signal, blockPool: pool, chunkPlan: plan })
     const differencing = vhd.footer.diskType === DISK_TYPES.DIFFERENCING
     if (input.baseVdiUuid !== undefined && !differencing) throw new BackupProxyError('E_BACKUP', `XAPI sent a full disk where a delta against ${input.baseVdiUuid} was asked`)
     const footer = { ...vhd.footer, uuid: input.vdiUuid }

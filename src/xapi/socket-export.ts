@@ -131,8 +131,9 @@ class SocketExportStream extends Readable {
     private readonly signal: AbortSignal | undefined,
     private readonly chunkBuffer: ((position: number) => Buffer) | undefined,
   ) {
-    // large buffer: XAPI sends 2 MiB blocks, consumers parse per block
-    super({ highWaterMark: 4 * 1024 * 1024 })
+    // large buffer: XAPI sends 2 MiB blocks, consumers parse per block; in chunk mode the consumer's
+    // buffers are the read-ahead (the socket stops after each until the consumer asks for more)
+    super({ highWaterMark: chunkBuffer === undefined ? 4 * 1024 * 1024 : 0 })
     signal?.addEventListener('abort', this.onAbort, { once: true })
   }
 
