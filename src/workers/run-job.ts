@@ -102,7 +102,7 @@ class TaskLogWriter {
     private readonly redis: Redis,
     private readonly keys: { logs: string; events: string; cancelFlag: string },
     private readonly jobId: string,
-    private readonly logger: Logger,
+    private readonly logger: () => Logger,
     private readonly onCancelFlag: (reason: string) => void,
   ) {}
 
@@ -145,7 +145,7 @@ class TaskLogWriter {
       const results = await Promise.allSettled([...writes, flag ?? Promise.resolve(null)])
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
       if (failed !== undefined) {
-        if (!this.#warned) this.logger.warn({ err: failed.reason as unknown, jobId: this.jobId }, 'could not record task-log events (or check for a pending cancel) in Redis')
+        if (!this.#warned) this.logger().warn({ err: failed.reason as unknown, jobId: this.jobId }, 'could not record task-log events (or check for a pending cancel) in Redis')
         this.#warned = true
       }
       const last = results[results.length - 1]
@@ -182,13 +182,26 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   const queue = job.queueName
   const jobId = job.id ?? ''
   const kind = job.name
-  const logger = deps.logger.child({ queue, jobId, kind, attempt: job.attemptsStarted })
-  const controller = new AbortController()
+  // per-job objects made on first use: a short job that logs nothing at its level and whose processor
+  // never looks at its signal builds neither a child logger nor an AbortController
+  let jobLogger: Logger | undefined
+  const logger = () => (jobLogger ??= deps.logger.child({ queue, jobId, kind, attempt: job.attemptsStarted }))
+  const infoEnabled = deps.logger.isLevelEnabled('info')
+  let controller: AbortController | undefined
   let abortCause: AbortCause | undefined
+  let abortReason: Error | undefined
+  const signal = (): AbortSignal => {
+    if (controller === undefined) {
+      controller = new AbortController()
+      if (abortReason !== undefined) controller.abort(abortReason)
+    }
+    return controller.signal
+  }
   const abort = (cause: AbortCause, message: string) => {
-    if (controller.signal.aborted) return
+    if (abortReason !== undefined) return
     abortCause = cause
-    controller.abort(cause === 'timeout' ? new TimeoutError(message) : new JobAbort(cause, message))
+    abortReason = cause === 'timeout' ? new TimeoutError(message) : new JobAbort(cause, message)
+    controller?.abort(abortReason)
   }
   deps.active.set(jobId, { job, queue, kind, abort })
   const base = `${config.redis.prefix}:${queue}`
@@ -220,25 +233,29 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
     const ctx: JobContext<TaskKind> = {
       task,
       job: { id: jobId, queue, attempt: job.attemptsStarted, isRetry: job.attemptsStarted > 1 || job.stalledCounter > 0, enqueuedAt: data.enqueuedAt ?? job.timestamp },
-      signal: controller.signal,
+      get signal() {
+        return signal()
+      },
       root,
       log: emit,
       progress: (p: JobProgress) => {
-        job.updateProgress(p as unknown as Record<string, JsonValue>).catch((error: unknown) => logger.debug({ err: error }, 'progress update failed'))
+        job.updateProgress(p as unknown as Record<string, JsonValue>).catch((error: unknown) => logger().debug({ err: error }, 'progress update failed'))
       },
-      logger,
+      get logger() {
+        return logger()
+      },
       config,
       pool: deps.pool(),
       instance,
     }
-    logger.info('job started')
+    if (infoEnabled) logger().info('job started')
     const outcome = await processor(ctx)
     status = outcome.status
     result = outcome.result
     // a processor that returned while cancelled still ends interrupted
-    if (controller.signal.aborted && status === 'success' && abortCause !== 'shutdown') status = 'interrupted'
+    if (abortReason !== undefined && status === 'success' && abortCause !== 'shutdown') status = 'interrupted'
   } catch (error) {
-    failure = controller.signal.aborted && errorCode(error) !== 'E_TASK_INVALID' ? (controller.signal.reason as Error) : error
+    failure = abortReason !== undefined && errorCode(error) !== 'E_TASK_INVALID' ? abortReason : error
     status = statusOf(failure)
     result = serializeError(failure) as unknown as JsonValue
   } finally {
@@ -249,11 +266,11 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   // shutdown or lost lock: give the job back, it has not failed
   if (abortCause === 'shutdown' || abortCause === 'lock-lost') {
     root.info(abortCause === 'shutdown' ? 'interrupted by proxy shutdown; the job goes back to the queue' : 'lost the job lock; another proxy runs it')
-    root.end('interrupted', serializeError(failure ?? controller.signal.reason) as unknown as JsonValue)
+    root.end('interrupted', serializeError(failure ?? abortReason) as unknown as JsonValue)
     await writer.flush()
     if (abortCause === 'shutdown' && token !== undefined) {
       await job.moveToWait(token)
-      logger.warn('job interrupted by shutdown and put back in the queue')
+      logger().warn('job interrupted by shutdown and put back in the queue')
     }
     throw new WaitingError()
   }
@@ -269,7 +286,7 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
     const inTree = events.length === 0 ? undefined : eventsOfTree(tree!)
     if (inTree !== undefined && inTree.length === events.length && writer.dropIfExactly(inTree.map((e) => JSON.stringify(e)))) summary.taskLogInSummary = true
     else await writer.flush()
-    logger.info({ status }, 'job finished')
+    if (infoEnabled) logger().info({ status }, 'job finished')
     return summary
   }
   writer.write(JSON.stringify({ summary }))
@@ -277,7 +294,7 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   const err = failure === undefined ? new BackupProxyError('E_BACKUP', error!.message) : toError(failure)
   const message = `[${errorCode(err) ?? 'E_INTERNAL'}] ${err.message}`
   const retry = failure !== undefined && status === 'failure' && isRetryable(failure)
-  logger.warn({ status, err, retry }, 'job failed')
+  logger().warn({ status, err, retry }, 'job failed')
   if (!retry) throw new UnrecoverableError(message)
   throw new Error(message)
 }
