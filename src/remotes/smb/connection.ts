@@ -15,6 +15,7 @@
  *   `onFlushed` tells when the kernel has them, so the caller may reuse the memory). Socket reads
  *   stop at the end of the next SMB2 header, so a large frame's data is read by the kernel straight
  *   into that frame (no copy in JS), and READ payloads are returned as views of it.
+ * - Backpressure: once socket.write() has reported a full buffer, new requests wait for 'drain'.
  * - When the socket dies every pending request fails with ECONNRESET; the owner (client.ts) drops
  *   this connection and makes a new one for later operations.
  */
@@ -116,6 +117,8 @@ export class SmbConnection {
   private lengthFilled = 0
   private frame: Buffer | undefined
   private frameFilled = 0
+  /** resolves on the socket's next 'drain' (or close), while requests wait for it */
+  private drained: Promise<void> | undefined
 
   private constructor(
     private readonly socket: Socket,
@@ -192,6 +195,7 @@ export class SmbConnection {
     const charge = Math.max(1, req.creditCharge ?? 1)
     if (charge > 1 && !this.multiCredit) throw new Error(`internal: request charging ${charge} credits on a connection without LARGE_MTU`)
     await this.takeCredits(charge)
+    await this.writable()
     const closedWhileWaiting = this.closedError as Error | undefined
     if (closedWhileWaiting !== undefined) throw closedWhileWaiting
     const messageId = this.nextMessageId
@@ -271,6 +275,7 @@ export class SmbConnection {
   async compoundSettled(reqs: readonly RequestOptions[]): Promise<PromiseSettledResult<Response>[]> {
     if (this.closedError !== undefined) throw this.closedError
     await this.takeCredits(reqs.length)
+    await this.writable()
     const closedWhileWaiting = this.closedError as Error | undefined
     if (closedWhileWaiting !== undefined) throw closedWhileWaiting
     const outstanding = this.credits + this.pending.size
@@ -335,6 +340,26 @@ export class SmbConnection {
   /** Closes the socket gracefully; pending requests fail. */
   close(): void {
     this.fail(connectionError('ECONNRESET', `SMB connection to ${this.server} was closed by the client`, this.server))
+  }
+
+  /**
+   * Backpressure: while the socket holds more than its high-water mark in user space (write() returned
+   * false), new requests wait for 'drain', in arrival order (message ids are taken after this wait).
+   */
+  private async writable(): Promise<void> {
+    while (this.socket.writableNeedDrain && this.closedError === undefined) {
+      this.drained ??= new Promise<void>((resolve) => {
+        const done = () => {
+          this.socket.off('drain', done)
+          this.socket.off('close', done)
+          this.drained = undefined
+          resolve()
+        }
+        this.socket.on('drain', done)
+        this.socket.on('close', done)
+      })
+      await this.drained
+    }
   }
 
   private async takeCredits(charge: number): Promise<void> {
