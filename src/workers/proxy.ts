@@ -6,6 +6,10 @@
  * - Locks: BullMQ renews job locks on a main-thread timer (lockDurationMs / 2); streams run in threads,
  *   so a long disk export never starves lock renewal. A proxy killed with SIGKILL stops renewing: after
  *   lockDurationMs the stalled checker of any live worker puts the job back in wait (maxStalledCount).
+ *   A renewal that finds the lock gone or owned by another worker (this proxy was cut off from Redis
+ *   longer than lockDurationMs, or stalled that long) aborts the job (`lock-lost`): its streams stop and
+ *   clean up instead of writing on while another proxy runs the job again; the attempt is not recorded
+ *   as finished (the lock is no longer ours to release).
  * - Cancel: the queue's control channel carries `{type:'cancel', jobId}`; the instance running the job
  *   aborts its signal. A flag key covers a job picked up between the client's check and the message.
  * - Scale: `scale({threads, concurrency})` (SIGHUP reload or a message on the `{bp}:scale` channel)
@@ -142,6 +146,7 @@ export class ProxyRuntime {
         },
       )
       worker.on('error', (error) => this.#logger.error({ err: error, queue: name }, 'queue worker error (BullMQ reconnects and retries)'))
+      worker.on('lockRenewalFailed', (jobIds: string[]) => this.#lockLost(name, jobIds))
       worker.on('failed', (job, error) => {
         if (job !== undefined) this.#logger.debug({ queue: name, jobId: job.id, err: error }, 'job attempt failed')
       })
@@ -185,6 +190,16 @@ export class ProxyRuntime {
       }
     })
     await sub.subscribe(...channels)
+  }
+
+  /** Jobs whose lock renewal failed: someone else may run them now, stop ours. */
+  #lockLost(queue: string, jobIds: readonly string[]): void {
+    for (const jobId of jobIds) {
+      const active = this.#active.get(jobId)
+      if (active === undefined || active.queue !== queue) continue
+      this.#logger.warn({ queue, jobId }, 'lost the job lock (renewal refused): stopping the job, another proxy may run it')
+      active.abort('lock-lost', 'the job lock was lost (this proxy could not renew it in time); the job is left to the proxy that holds it now')
+    }
   }
 
   #onScaleMessage(message: unknown): void {

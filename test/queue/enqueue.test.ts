@@ -219,6 +219,32 @@ describe('enqueue client and proxy runtime (real Redis, stand-in processors)', (
     }
   })
 
+  it('a job whose lock is lost while it streams stops its stream and is left to the lock holder (not failed)', async () => {
+    const config = testConfig(redisUrl, { proxy: { id: uid('p') }, workers: { lockDurationMs: 2000, stalledIntervalMs: 60_000 } })
+    const c = client(config)
+    const proxy = await startProxy(config)
+    try {
+      const task = backupTask({ settings: { standInDir: tmp(), standInDiskBytes: 256 << 20, standInChunkDelayMs: 20 } })
+      const handle = await c.enqueue({ proxy: config.proxy.id }, task)
+      await waitFor('streaming', () => (proxy.poolStats()?.busy ?? 0) === 1)
+      // another worker holds the lock now (as after this proxy was cut off past lockDurationMs)
+      await redis.set(queueKeys.lock('bull', handle.queue, handle.id), 'another-worker-token', 'PX', 60_000)
+      await waitFor('the stream to stop', () => (proxy.poolStats()?.busy ?? 1) === 0 && proxy.activeJobs === 0)
+      const log = await handle.taskLog()
+      expect(log.some((e) => e.event === 'info' && e.message.includes('lost the job lock'))).toBe(true)
+      expect(log.at(-1)).toMatchObject({ event: 'end', status: 'interrupted', result: { code: 'E_CANCELLED', fields: { abortCause: 'lock-lost' } } })
+      // the stream cleaned up its temporary; the job was neither failed nor completed by this proxy
+      expect(await readdir(join(tmp(), task.job.id))).toEqual([])
+      const job = await c.queue(handle.queue).getJob(handle.id)
+      expect(job?.attemptsMade).toBe(0)
+      expect(await handle.state()).toBe('active')
+      expect(await redis.get(queueKeys.lock('bull', handle.queue, handle.id))).toBe('another-worker-token')
+    } finally {
+      await proxy.shutdown()
+      await c.close()
+    }
+  })
+
   it('cancels a waiting job by removing it; its handle resolves as interrupted', async () => {
     const config = testConfig(redisUrl, { proxy: { id: uid('p') } })
     const c = client(config)
