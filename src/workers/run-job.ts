@@ -8,7 +8,10 @@
  *
  * Interruptions: an operator cancel or the job's timeout ends the job as `interrupted` with
  * E_CANCELLED / E_TIMEOUT, no retry. A proxy shutdown past its grace period instead puts the job back in
- * `wait` (not counted as a failed attempt) so another proxy, or this one restarted, runs it again.
+ * `wait` (not counted as a failed attempt) so another proxy, or this one restarted, runs it again; so
+ * does a lost lock (the job is left to the worker that holds it). An abort that arrives once the
+ * processor's work is done (it returns success or skipped: e.g. the cancel came after the last VM
+ * finished) does not change that outcome: the log notes it.
  *
  * Task-log events are written in order by one writer: each is appended to the job log (durable) and
  * published on the queue's event stream (live, for QueueEvents listeners), one stream entry per flush.
@@ -219,6 +222,7 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   let status: TaskStatus
   let result: JsonValue | undefined
   let failure: unknown
+  let finished = false
   try {
     if (!isTaskKind(kind)) throw new BackupProxyError('E_TASK_INVALID', `kind: unknown task kind "${kind}"`, { fields: { field: 'kind' } })
     if (data?.v !== 1 || typeof data.task !== 'object') throw new BackupProxyError('E_TASK_INVALID', 'job data is not a backup-proxy task (enqueue it with the EnqueueClient)', { fields: { field: '(task)' } })
@@ -252,8 +256,9 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
     const outcome = await processor(ctx)
     status = outcome.status
     result = outcome.result
-    // a processor that returned while cancelled still ends interrupted
-    if (abortReason !== undefined && status === 'success' && abortCause !== 'shutdown') status = 'interrupted'
+    // the processor says its work is done: a cancel, timeout or shutdown that came after that (e.g. after
+    // the last VM finished) does not undo it
+    finished = status === 'success' || status === 'skipped'
   } catch (error) {
     failure = abortReason !== undefined && errorCode(error) !== 'E_TASK_INVALID' ? abortReason : error
     status = statusOf(failure)
@@ -263,8 +268,9 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
     deps.active.delete(jobId)
   }
 
-  // shutdown or lost lock: give the job back, it has not failed
-  if (abortCause === 'shutdown' || abortCause === 'lock-lost') {
+  // shutdown before the work was done, or lost lock (the job is no longer ours to finish): give it back,
+  // it has not failed
+  if ((abortCause === 'shutdown' && !finished) || abortCause === 'lock-lost') {
     root.info(abortCause === 'shutdown' ? 'interrupted by proxy shutdown; the job goes back to the queue' : 'lost the job lock; another proxy runs it')
     root.end('interrupted', serializeError(failure ?? abortReason) as unknown as JsonValue)
     await writer.flush()
@@ -275,10 +281,12 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
     throw new WaitingError()
   }
 
+  if (finished && abortReason !== undefined) root.info(`${abortReason.message}: requested after the work was done, the run's outcome stands`, { abortCause: abortCause ?? null })
   root.end(status, result)
   const [tree] = consolidate(events)
   let error: SerializedError | undefined
   if (failure !== undefined) error = serializeError(failure)
+  else if (status === 'interrupted' && abortReason !== undefined) error = serializeError(abortReason)
   else if (status === 'failure') error = serializeError(new BackupProxyError('E_BACKUP', `${kind} ended in failure: see its task log`))
   const summary: JobSummary = { ...tree!, jobId, kind, ranBy: instance, ...(error === undefined ? {} : { error }) }
   if (status === 'success' || status === 'skipped') {

@@ -245,6 +245,38 @@ describe('enqueue client and proxy runtime (real Redis, stand-in processors)', (
     }
   })
 
+  it('a cancel that arrives once the work is done does not undo it; one before ends the run interrupted', async () => {
+    const config = testConfig(redisUrl, { proxy: { id: uid('p') } })
+    const c = client(config)
+    const running = new Set<string>()
+    // the processor has done its work (say, the last VM finished) and waits for the cancel before it returns
+    const processors = new ProcessorRegistry().register('remote.test', async (ctx) => {
+      running.add(ctx.job.id)
+      await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }))
+      return ctx.task.remoteId === 'done' ? { status: 'success', result: { ok: true } } : { status: 'interrupted' }
+    })
+    const proxy = await startProxy(config, processors)
+    try {
+      for (const remoteId of ['done', 'not-done']) {
+        const handle = await c.enqueue({ proxy: config.proxy.id }, { kind: 'remote.test', remoteId, remote: { url: 'file:///tmp/bp-test-remote' } })
+        await waitFor('the processor to run', () => running.has(handle.id))
+        expect(await handle.cancel('too late?')).toBe('signalled')
+        const summary = await handle.result()
+        if (remoteId === 'done') {
+          expect(summary).toMatchObject({ status: 'success', result: { ok: true } })
+          expect(summary.error).toBeUndefined()
+          expect(summary.infos?.map((i) => i.message)).toEqual(['too late?: requested after the work was done, the run\'s outcome stands'])
+        } else {
+          expect(summary.status).toBe('interrupted')
+          expect(summary.error?.code).toBe('E_CANCELLED')
+        }
+      }
+    } finally {
+      await proxy.shutdown()
+      await c.close()
+    }
+  })
+
   it('cancels a waiting job by removing it; its handle resolves as interrupted', async () => {
     const config = testConfig(redisUrl, { proxy: { id: uid('p') } })
     const c = client(config)
