@@ -193,7 +193,7 @@ export class EnqueueClient {
         { fields: { queue: name, existingJobId: job.id ?? null, dedupKey: dedupKey ?? null } },
       )
     }
-    this.#logger.debug({ queue: name, jobId, kind: task.kind }, 'task enqueued')
+    if (this.#logger.isLevelEnabled('debug')) this.#logger.debug({ queue: name, jobId, kind: task.kind }, 'task enqueued')
     return new JobHandle(this, name, jobId)
   }
 
@@ -247,6 +247,7 @@ export class EnqueueClient {
 }
 
 function validateOptions(options: EnqueueOptions): void {
+  if (options.priority === undefined && options.delayMs === undefined && options.attempts === undefined && options.backoffMs === undefined) return
   const check = (name: string, v: number | undefined, min: number, max: number) => {
     if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) {
       throw new BackupProxyError('E_USAGE', `${name} must be a whole number from ${min} to ${max}, got ${v}`, { fields: { field: name } })
