@@ -4,7 +4,8 @@
  * simulator in its own process, exported as VHD and written by the disk export (parse + validate +
  * fan-out + VhdFile writer) to local remotes on tmpfs:
  *   full → 1 remote and → 3 remotes, delta (10% of the blocks changed) → 1 remote,
- * each against the ceiling measured in the same run: `curl <export url> > file` of the same export.
+ * each against the ceiling measured in the same run: `curl <export url> > file` of the same export
+ * (and, for 3 remotes, `curl | tee` to 3 files: what 3 copies cost this machine without us).
  *
  * Like for like: both sides count only the receiving side. curl's CPU is its own user+sys (GNU time);
  * ours is this process's (process.cpuUsage: every thread, the disk export included — it runs here
@@ -59,14 +60,16 @@ export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
       })
       return { ...m, bytes }
     }
-    const curl = async (name: string, baseRef?: string): Promise<BenchRow> => {
+    /** curl of the same export to one file, or through `tee` to `copies` files (CPU: curl + tee) */
+    const curl = async (name: string, baseRef?: string, copies = 1): Promise<BenchRow> => {
       const d = await client.exportDescriptor(vdi.$ref, { format: 'vhd', ...(baseRef === undefined ? {} : { baseRef }) })
-      const file = join(ctx.tmpDir, 'curl.vhd')
+      const files = Array.from({ length: copies }, (_, i) => join(ctx.tmpDir, `curl${i}.vhd`))
       const m = await simCpu(async () => {
-        const r = await runCommand(`curl -sS --fail -o '${file}' '${exportUrl(d)}'`)
-        return { ...r, bytes: (await stat(file)).size }
+        const [first, ...rest] = files.map((f) => `'${f}'`)
+        const r = await runCommand(rest.length === 0 ? `curl -sS --fail -o ${first} '${exportUrl(d)}'` : `curl -sS --fail '${exportUrl(d)}' | tee ${rest.join(' ')} > ${first}`)
+        return { ...r, bytes: (await stat(files[0]!)).size }
       })
-      await rm(file)
+      for (const f of files) await rm(f)
       return { group: 'backup', name, bytes: m.bytes, seconds: m.seconds, cpuSeconds: m.cpuSeconds, peakRssMiB: m.peakRssMiB, extra: m.extra }
     }
     const clean = async () => {
@@ -87,6 +90,11 @@ export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
     const f3 = await simCpu(() => exportTo({ vdiUuid: vdi.uuid, targets: [0, 1, 2].map((i) => target(i, 'full.vhd')), maxExportRateBytesPerSecond: 0 }))
     rows.push({ group: 'backup', name: 'full → 3 local', ...f3, baseline: 'full → 1 local' })
     await clean()
+    // what writing 3 copies costs this machine (tmpfs page allocation, 3 × the kernel copy) without us:
+    // the 3-remote row against this one tells what is ours
+    const tee = await curl('curl | tee, 3 files', undefined, 3)
+    rows.push({ ...tee, baseline: 'curl full (ceiling)' })
+    rows.push({ group: 'backup', name: 'full → 3 local vs curl | tee', ...f3, baseline: 'curl | tee, 3 files' })
 
     // delta: snapshot (the base), write its full as the parent, change 10% of the blocks, export the delta
     const snapRef = await client.callAsync('VM.snapshot', vm.$ref, 'bench base')
