@@ -29,9 +29,9 @@ import type { JobProgress, QueuedJobData } from '../queue/client.js'
 import { queueKeys } from '../queue/names.js'
 import { unsealFields, type SealKey } from '../queue/seal.js'
 import { consolidate, eventsOfTree, LogTask, newTaskId, type JobSummary, type TaskLogEvent, type TaskStatus } from '../queue/task-log.js'
-import { isTaskKind, parseTask, SECRET_PATHS, type Task, type TaskKind } from '../queue/tasks.js'
+import { isTaskKind, parseTask, SECRET_PATHS, type Task, type TaskKind, type TaskOf } from '../queue/tasks.js'
 import type { StreamPool } from './pool.js'
-import type { JobContext, ProcessorRegistry } from './processors.js'
+import type { JobContext, JobInfo, ProcessorRegistry } from './processors.js'
 
 /** Codes never worth a retry: the same input would fail the same way. */
 const NON_RETRYABLE_CODES = new Set(['E_TASK_INVALID', 'E_CANCELLED', 'E_CONFIG_INVALID', 'E_REMOTE_URL', 'E_ENCRYPTION', 'E_VHD_UNSUPPORTED', 'E_DUPLICATE_JOB', 'E_NOT_AVAILABLE', 'EACCES'])
@@ -115,13 +115,12 @@ class TaskLogWriter {
   }
 
   /**
-   * When nothing was written yet and the pending lines are exactly `lines`, drops them and returns true
-   * (the caller records them elsewhere); otherwise changes nothing and returns false.
+   * When nothing was written yet and the pending lines are exactly the events of `eventsJson` (a JSON
+   * array), drops them and returns true (the caller records them elsewhere); otherwise changes nothing
+   * and returns false.
    */
-  dropIfExactly(lines: readonly string[]): boolean {
-    const pending = this.#pending
-    if (this.#cancelChecked || pending.length !== lines.length) return false
-    for (let i = 0; i < lines.length; i++) if (pending[i] !== lines[i]) return false
+  dropIfExactly(eventsJson: string): boolean {
+    if (this.#cancelChecked || eventsJson !== `[${this.#pending.join(',')}]`) return false
     clearTimeout(this.#timer)
     this.#timer = undefined
     this.#pending = []
@@ -179,33 +178,80 @@ function rootData(task: unknown, kind: string, job: Job, instance: string): Json
   }
 }
 
+/**
+ * What a job attempt makes on first use: a short job that logs nothing at its level and whose processor
+ * never looks at its signal builds neither a child logger nor an AbortController.
+ */
+class JobState {
+  #controller: AbortController | undefined
+  #logger: Logger | undefined
+  cause: AbortCause | undefined
+  reason: Error | undefined
+
+  constructor(
+    private readonly parentLogger: Logger,
+    private readonly job: Job,
+  ) {}
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController()
+      if (this.reason !== undefined) this.#controller.abort(this.reason)
+    }
+    return this.#controller.signal
+  }
+
+  get logger(): Logger {
+    const { job } = this
+    return (this.#logger ??= this.parentLogger.child({ queue: job.queueName, jobId: job.id, kind: job.name, attempt: job.attemptsStarted }))
+  }
+
+  /** The first abort wins. */
+  abort(cause: AbortCause, message: string): void {
+    if (this.reason !== undefined) return
+    this.cause = cause
+    this.reason = cause === 'timeout' ? new TimeoutError(message) : new JobAbort(cause, message)
+    this.#controller?.abort(this.reason)
+  }
+}
+
+/** The JobContext a processor gets (a class: its lazy members live on the prototype, not per object). */
+class RunContext implements JobContext<TaskKind> {
+  readonly #state: JobState
+
+  constructor(
+    readonly task: TaskOf<TaskKind>,
+    readonly job: JobInfo,
+    readonly root: LogTask,
+    readonly log: (event: TaskLogEvent) => void,
+    readonly progress: (progress: JobProgress) => void,
+    readonly config: Config,
+    readonly pool: StreamPool,
+    readonly instance: string,
+    state: JobState,
+  ) {
+    this.#state = state
+  }
+
+  get signal(): AbortSignal {
+    return this.#state.signal
+  }
+
+  get logger(): Logger {
+    return this.#state.logger
+  }
+}
+
 /** The BullMQ processor: one attempt of one job. */
 export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummary>, token: string | undefined): Promise<JobSummary> {
   const { config, redis, instance } = deps
   const queue = job.queueName
   const jobId = job.id ?? ''
   const kind = job.name
-  // per-job objects made on first use: a short job that logs nothing at its level and whose processor
-  // never looks at its signal builds neither a child logger nor an AbortController
-  let jobLogger: Logger | undefined
-  const logger = () => (jobLogger ??= deps.logger.child({ queue, jobId, kind, attempt: job.attemptsStarted }))
+  const state = new JobState(deps.logger, job)
+  const logger = () => state.logger
   const infoEnabled = deps.logger.isLevelEnabled('info')
-  let controller: AbortController | undefined
-  let abortCause: AbortCause | undefined
-  let abortReason: Error | undefined
-  const signal = (): AbortSignal => {
-    if (controller === undefined) {
-      controller = new AbortController()
-      if (abortReason !== undefined) controller.abort(abortReason)
-    }
-    return controller.signal
-  }
-  const abort = (cause: AbortCause, message: string) => {
-    if (abortReason !== undefined) return
-    abortCause = cause
-    abortReason = cause === 'timeout' ? new TimeoutError(message) : new JobAbort(cause, message)
-    controller?.abort(abortReason)
-  }
+  const abort = (cause: AbortCause, message: string) => state.abort(cause, message)
   deps.active.set(jobId, { job, queue, kind, abort })
   const base = `${config.redis.prefix}:${queue}`
   const keys = { logs: `${base}:${jobId}:logs`, events: `${base}:events`, cancelFlag: queueKeys.cancelFlag(config.redis.prefix, queue, jobId) }
@@ -234,24 +280,19 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
     }
     const timeoutMs = task.kind === 'backup.run' ? (task.job.settings['']?.timeout ?? config.backup.timeoutMs) : 0
     if (timeoutMs > 0) timer = setTimeout(() => abort('timeout', `the run exceeded its timeout of ${timeoutMs} ms`), timeoutMs)
-    const ctx: JobContext<TaskKind> = {
+    const ctx = new RunContext(
       task,
-      job: { id: jobId, queue, attempt: job.attemptsStarted, isRetry: job.attemptsStarted > 1 || job.stalledCounter > 0, enqueuedAt: data.enqueuedAt ?? job.timestamp },
-      get signal() {
-        return signal()
-      },
+      { id: jobId, queue, attempt: job.attemptsStarted, isRetry: job.attemptsStarted > 1 || job.stalledCounter > 0, enqueuedAt: data.enqueuedAt ?? job.timestamp },
       root,
-      log: emit,
-      progress: (p: JobProgress) => {
+      emit,
+      (p: JobProgress) => {
         job.updateProgress(p as unknown as Record<string, JsonValue>).catch((error: unknown) => logger().debug({ err: error }, 'progress update failed'))
       },
-      get logger() {
-        return logger()
-      },
       config,
-      pool: deps.pool(),
+      deps.pool(),
       instance,
-    }
+      state,
+    )
     if (infoEnabled) logger().info('job started')
     const outcome = await processor(ctx)
     status = outcome.status
@@ -260,7 +301,7 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
     // the last VM finished) does not undo it
     finished = status === 'success' || status === 'skipped'
   } catch (error) {
-    failure = abortReason !== undefined && errorCode(error) !== 'E_TASK_INVALID' ? abortReason : error
+    failure = state.reason !== undefined && errorCode(error) !== 'E_TASK_INVALID' ? state.reason : error
     status = statusOf(failure)
     result = serializeError(failure) as unknown as JsonValue
   } finally {
@@ -270,6 +311,8 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
 
   // shutdown before the work was done, or lost lock (the job is no longer ours to finish): give it back,
   // it has not failed
+  const abortCause = state.cause
+  const abortReason = state.reason
   if ((abortCause === 'shutdown' && !finished) || abortCause === 'lock-lost') {
     root.info(abortCause === 'shutdown' ? 'interrupted by proxy shutdown; the job goes back to the queue' : 'lost the job lock; another proxy runs it')
     root.end('interrupted', serializeError(failure ?? abortReason) as unknown as JsonValue)
@@ -288,11 +331,16 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   if (failure !== undefined) error = serializeError(failure)
   else if (status === 'interrupted' && abortReason !== undefined) error = serializeError(abortReason)
   else if (status === 'failure') error = serializeError(new BackupProxyError('E_BACKUP', `${kind} ended in failure: see its task log`))
-  const summary: JobSummary = { ...tree!, jobId, kind, ranBy: instance, ...(error === undefined ? {} : { error }) }
+  // consolidate's fresh root object becomes the summary (no copy)
+  const summary = tree as JobSummary
+  summary.jobId = jobId
+  summary.kind = kind
+  summary.ranBy = instance
+  if (error !== undefined) summary.error = error
   if (status === 'success' || status === 'skipped') {
     // a short attempt: its events are in the summary BullMQ stores with the completion (no write of ours)
-    const inTree = events.length === 0 ? undefined : eventsOfTree(tree!)
-    if (inTree !== undefined && inTree.length === events.length && writer.dropIfExactly(inTree.map((e) => JSON.stringify(e)))) summary.taskLogInSummary = true
+    const inTree = eventsOfTree(summary)
+    if (inTree !== undefined && writer.dropIfExactly(JSON.stringify(inTree))) summary.taskLogInSummary = true
     else await writer.flush()
     if (infoEnabled) logger().info({ status }, 'job finished')
     return summary
