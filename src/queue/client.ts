@@ -275,7 +275,8 @@ function emitterOf(qe: QueueEvents): EventEmitter {
  */
 export class JobHandle {
   #subscribed: Promise<void> | undefined
-  readonly #local = new EventEmitter()
+  // made when a listener is first attached: most handles (enqueue's return value) are never listened to
+  #emitter: EventEmitter | undefined
   #unsubscribe: (() => void) | undefined
 
   constructor(
@@ -287,29 +288,33 @@ export class JobHandle {
   /** Calls `listener` with each progress report; returns a function that stops it. */
   onProgress(listener: (progress: JobProgress) => void): () => void {
     this.#subscribe()
-    this.#local.on('progress', listener)
-    return () => void this.#local.off('progress', listener)
+    this.#local().on('progress', listener)
+    return () => void this.#local().off('progress', listener)
   }
 
   /** Calls `listener` with each task-log event as it happens; returns a function that stops it. */
   onTaskLog(listener: (event: TaskLogEvent) => void): () => void {
     this.#subscribe()
-    this.#local.on('task-log', listener)
-    return () => void this.#local.off('task-log', listener)
+    this.#local().on('task-log', listener)
+    return () => void this.#local().off('task-log', listener)
+  }
+
+  #local(): EventEmitter {
+    return (this.#emitter ??= new EventEmitter())
   }
 
   #subscribe(): void {
     this.#subscribed ??= (async () => {
       const qe = emitterOf(await this.client.events(this.queue))
-      const onProgress = (args: { data: unknown }) => this.#local.emit('progress', args.data)
+      const onProgress = (args: { data: unknown }) => this.#local().emit('progress', args.data)
       const onTaskLog = (args: { data?: unknown }) => {
         if (typeof args.data !== 'string') return
         // one stream entry carries the events of one flush, one JSON line each
-        for (const event of parseTaskLogLines(args.data.split('\n'))) this.#local.emit('task-log', event)
+        for (const event of parseTaskLogLines(args.data.split('\n'))) this.#local().emit('task-log', event)
       }
       // a short attempt's events come with its completion (its summary carries them, none were written)
       const onCompleted = (args: { returnvalue?: unknown }) => {
-        for (const event of eventsInSummary(args.returnvalue)) this.#local.emit('task-log', event)
+        for (const event of eventsInSummary(args.returnvalue)) this.#local().emit('task-log', event)
       }
       qe.on(`progress:${this.id}`, onProgress)
       qe.on(`task-log:${this.id}`, onTaskLog)
