@@ -81,6 +81,26 @@ describe('VhdDirectory sink, readers and chains', () => {
     })
   }
 
+  it('reports each block to onBlockWritten only once its file is written (its buffer may then be reused)', async () => {
+    const fx = makeFixture({ sizeBytes: 16 * MiB, blocks: [0, 1, 4, 7], content: 'random' })
+    const base = 'vm/vdis/job/release'
+    const reported: number[] = []
+    for (const compression of ['none', 'brotli'] as const) {
+      const sink = createVhdDirectorySink(remote, `${base}/${compression}.alias.vhd`, {
+        compression,
+        onBlockWritten: (block) => {
+          reported.push(block.index)
+          block.buffer.fill(0xee) // what reuse does: must not reach the stored block
+        },
+      })
+      const { failures } = await pumpVhd(await openVhdStream(chunked(fx.vhd)), [sink])
+      expect(failures.size).toBe(0)
+      const chain = await openChain(remote, `${base}/${compression}.alias.vhd`)
+      expect((await streamToBuffer(chain.rawStream())).equals(fx.raw)).toBe(true)
+    }
+    expect(reported.sort((a, b) => a - b)).toEqual([0, 0, 1, 1, 4, 4, 7, 7])
+  })
+
   it('builds a 3-level chain (file, directory, brotli directory): chain read, flattened VHD, vhdiinfo, checkChain', async () => {
     const size = 12 * MiB
     const base = makeFixture({ sizeBytes: size, seed: 'base', blocks: [0, 1, 2, 3, 4, 5] })
