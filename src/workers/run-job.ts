@@ -85,9 +85,34 @@ const KEEP_LOG_LINES = 5000
 const TASK_LOG_FLUSH_MS = 50
 
 /**
+ * Writers whose events wait for their first flush, and the one timer that flushes them: held from
+ * TASK_LOG_FLUSH_MS / 2 to TASK_LOG_FLUSH_MS. A timer per job (created, then cleared by almost every
+ * short job) cost more than the rest of a short job's bookkeeping.
+ */
+const waitingWriters = new Set<TaskLogWriter>()
+let flushTicker: NodeJS.Timeout | undefined
+
+function scheduleFlush(writer: TaskLogWriter): void {
+  waitingWriters.add(writer)
+  flushTicker ??= setInterval(flushDue, TASK_LOG_FLUSH_MS / 2)
+}
+
+function flushDue(): void {
+  const due = performance.now() - TASK_LOG_FLUSH_MS / 2
+  for (const writer of waitingWriters) {
+    if (writer.waitingSince <= due) void writer.flush()
+  }
+  if (waitingWriters.size === 0) {
+    clearInterval(flushTicker)
+    flushTicker = undefined
+  }
+}
+
+/**
  * Writes task-log events in order: each is a job log line, and each flush is ONE `task-log` entry on the
  * queue's event stream carrying its lines joined by "\n" (JSON never contains a raw newline; the client
- * splits them). Events are batched for up to TASK_LOG_FLUSH_MS; `flush()` writes what is pending now.
+ * splits them). Events are batched for up to TASK_LOG_FLUSH_MS (the shared flush ticker); `flush()` writes
+ * what is pending now.
  *
  * Commands go to the runtime's auto-pipelined connection: RPUSH + LTRIM + XADD of one flush, and those of
  * every other job flushing in the same tick, leave in one socket write. The first flush also reads the
@@ -96,7 +121,8 @@ const TASK_LOG_FLUSH_MS = 50
  */
 class TaskLogWriter {
   #pending: string[] = []
-  #timer: NodeJS.Timeout | undefined
+  /** performance.now() of the oldest pending line, while it waits for the flush ticker */
+  waitingSince = 0
   #chain: Promise<void> = Promise.resolve()
   #warned = false
   #cancelChecked = false
@@ -110,8 +136,10 @@ class TaskLogWriter {
   ) {}
 
   write(line: string): void {
-    this.#pending.push(line)
-    this.#timer ??= setTimeout(() => void this.#drain(), TASK_LOG_FLUSH_MS)
+    if (this.#pending.push(line) === 1) {
+      this.waitingSince = performance.now()
+      scheduleFlush(this)
+    }
   }
 
   /**
@@ -121,15 +149,13 @@ class TaskLogWriter {
    */
   dropIfExactly(eventsJson: string): boolean {
     if (this.#cancelChecked || eventsJson !== `[${this.#pending.join(',')}]`) return false
-    clearTimeout(this.#timer)
-    this.#timer = undefined
+    waitingWriters.delete(this)
     this.#pending = []
     return true
   }
 
   #drain(): Promise<void> {
-    clearTimeout(this.#timer)
-    this.#timer = undefined
+    waitingWriters.delete(this)
     const lines = this.#pending
     this.#pending = []
     if (lines.length === 0) return this.#chain
