@@ -7,6 +7,15 @@
  * (config security.sealKey / sealKeyFile); a fresh 96-bit IV per value; the field's path
  * (`xapis.main.credentials`) is the additional authenticated data, so a sealed value cannot be moved to
  * another field. The plaintext is the JSON of the value, so objects and strings seal the same way.
+ *
+ * Both sides remember their last results for a while (SEAL_MEMO_SIZE values, SEAL_MEMO_TTL_MS): an
+ * orchestrator enqueues job after job with the same credentials and remote URLs, and a proxy opens the
+ * same sealed values again and again. The AES-GCM work and its native objects (created and collected
+ * per value) were the largest per-job cost of a short job. So within that window the same secret in the
+ * same field seals to the same string (a sealed value still reveals nothing but that it equals another
+ * one, which the clear remote and XAPI ids in the task already tell), and a proxy opens a sealed value
+ * it opened before without decrypting it again (only successfully opened values are remembered, under
+ * their field path: a moved value is still refused).
  */
 import { createCipheriv, createDecipheriv, randomBytes, randomFillSync } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
@@ -34,6 +43,33 @@ function freshIv(): Buffer {
   return iv
 }
 
+/** Values remembered per direction, and for how long (see the header). */
+const SEAL_MEMO_SIZE = 256
+const SEAL_MEMO_TTL_MS = 10 * 60_000
+
+/** A small map whose entries expire; the oldest goes when it is full. */
+class Memo {
+  readonly #entries = new Map<string, { value: string; at: number }>()
+
+  get(key: string, now: number): string | undefined {
+    const e = this.#entries.get(key)
+    if (e === undefined) return undefined
+    if (now - e.at > SEAL_MEMO_TTL_MS) {
+      this.#entries.delete(key)
+      return undefined
+    }
+    return e.value
+  }
+
+  set(key: string, value: string, now: number): void {
+    if (this.#entries.size >= SEAL_MEMO_SIZE) {
+      const oldest = this.#entries.keys().next()
+      if (oldest.done !== true) this.#entries.delete(oldest.value)
+    }
+    this.#entries.set(key, { value, at: now })
+  }
+}
+
 /** AAD bytes per field path (a handful of distinct paths, encoded once). */
 const aadBytes = new Map<string, Buffer>()
 
@@ -48,6 +84,9 @@ function aadOf(path: string): Buffer {
 
 export class SealKey {
   readonly #key: Buffer
+  /** `<aad>\n<clear JSON>` → sealed, and `<aad>\n<sealed>` → clear JSON */
+  readonly #sealed = new Memo()
+  readonly #opened = new Memo()
 
   constructor(key: Buffer) {
     if (key.length !== 32) throw new ConfigInvalidError([{ path: 'security.sealKey', message: `must be 32 bytes (base64 or hex), got ${key.length} bytes` }])
@@ -74,14 +113,31 @@ export class SealKey {
   }
 
   seal(value: JsonValue, aad: string): string {
+    const clear = JSON.stringify(value)
+    const memoKey = `${aad}\n${clear}`
+    const now = Date.now()
+    const known = this.#sealed.get(memoKey, now)
+    if (known !== undefined) return known
     const iv = freshIv()
     const cipher = createCipheriv('aes-256-gcm', this.#key, iv)
     cipher.setAAD(aadOf(aad))
-    const data = Buffer.concat([cipher.update(JSON.stringify(value), 'utf8'), cipher.final()])
-    return `${PREFIX}${iv.toString('base64url')}.${cipher.getAuthTag().toString('base64url')}.${data.toString('base64url')}`
+    const data = Buffer.concat([cipher.update(clear, 'utf8'), cipher.final()])
+    const sealed = `${PREFIX}${iv.toString('base64url')}.${cipher.getAuthTag().toString('base64url')}.${data.toString('base64url')}`
+    this.#sealed.set(memoKey, sealed, now)
+    return sealed
   }
 
   unseal(sealed: string, aad: string): JsonValue {
+    const memoKey = `${aad}\n${sealed}`
+    const now = Date.now()
+    const known = this.#opened.get(memoKey, now)
+    if (known !== undefined) return JSON.parse(known) as JsonValue
+    const { clear, value } = this.#open(sealed, aad)
+    this.#opened.set(memoKey, clear, now)
+    return value
+  }
+
+  #open(sealed: string, aad: string): { clear: string; value: JsonValue } {
     const parts = sealed.startsWith(PREFIX) ? sealed.slice(PREFIX.length).split('.') : []
     if (parts.length !== 3) throw new TaskInvalidError(`${aad}: is not a sealed value (bpseal1.*); tasks must be enqueued through the EnqueueClient`, { fields: { field: aad } })
     const [iv, tag, data] = parts.map((p) => Buffer.from(p, 'base64url')) as [Buffer, Buffer, Buffer]
@@ -90,7 +146,7 @@ export class SealKey {
       decipher.setAAD(aadOf(aad))
       decipher.setAuthTag(tag)
       const clear = Buffer.concat([decipher.update(data), decipher.final()]).toString('utf8')
-      return JSON.parse(clear) as JsonValue
+      return { clear, value: JSON.parse(clear) as JsonValue }
     } catch (error) {
       throw new BackupProxyError('E_ENCRYPTION', `${aad}: cannot open the sealed value: the orchestrator and this proxy must share the same security.sealKey`, {
         cause: error,

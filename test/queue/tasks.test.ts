@@ -86,6 +86,20 @@ describe('sealing', () => {
     expect(() => unsealFields(task, SECRET_PATHS['backup.run'], key)).toThrow(/not a sealed value/)
   })
 
+  it('remembers recent values: the same secret in the same field seals alike, an opened value opens without decrypting', () => {
+    const a = key.seal({ username: 'root', password: 'pw' }, 'xapis.x1.credentials')
+    expect(key.seal({ username: 'root', password: 'pw' }, 'xapis.x1.credentials')).toBe(a)
+    expect(key.seal({ username: 'root', password: 'pw' }, 'xapis.x2.credentials')).not.toBe(a)
+    expect(key.seal({ username: 'root', password: 'pw2' }, 'xapis.x1.credentials')).not.toBe(a)
+    const opened = key.unseal(a, 'xapis.x1.credentials') as { password: string }
+    opened.password = 'changed by a caller'
+    expect(key.unseal(a, 'xapis.x1.credentials')).toEqual({ username: 'root', password: 'pw' })
+    // remembered under its field: moved elsewhere, it is still refused
+    expect(() => key.unseal(a, 'xapis.x2.credentials')).toThrow(/same security.sealKey/)
+    // another key never opens it
+    expect(() => SealKey.generate().unseal(a, 'xapis.x1.credentials')).toThrow(/same security.sealKey/)
+  })
+
   it('refuses keys of the wrong size', () => {
     expect(() => SealKey.fromString('abcd')).toThrow(/32 random bytes/)
   })
