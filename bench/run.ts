@@ -14,6 +14,7 @@ import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { cpuPerGiB, mibps, type BenchFile, type BenchRow } from './lib.js'
+import { applyGcTuning } from '../src/common/gc-tuning.js'
 
 const here = new URL('.', import.meta.url).pathname
 const filters = process.argv.slice(2)
@@ -37,6 +38,7 @@ async function runFile(file: string): Promise<BenchRow[]> {
 
 const child = process.env.BENCH_CHILD
 if (child !== undefined) {
+  applyGcTuning() // the process settings of the product (src/cli/main.ts)
   const result = await runFile(child)
   await writeFile(process.env.BENCH_CHILD_OUT!, JSON.stringify(result))
   process.exit(0)
