@@ -76,15 +76,25 @@ export class SmbWriteStream extends Writable {
   /**
    * Sends `chunk`: whole `ioSize` slices go out as WRITEs straight from the chunk (no copy) and the
    * producer is called back once they are in the kernel's socket buffer (it may then reuse the chunk);
-   * what does not fill a whole WRITE (a small chunk, a head topping up a partly filled buffer, a tail)
-   * is copied into a pool buffer, sent once that buffer is full or at end().
+   * what does not fill a whole WRITE (a small chunk, a tail, a head topping up a pool buffer that is at
+   * least half full) is copied into a pool buffer, sent once that buffer is full or at end(). A pool
+   * buffer less than half full when a large chunk comes is sent as a short WRITE first, so a stream of
+   * large chunks after a small head (a VHD: footer, header and BAT, then 2 MiB + 512 B blocks) is not
+   * copied slice after slice.
    */
   async #accept(chunk: Buffer): Promise<void> {
     const io = this.#o.ioSizeBytes
     let pos = 0
     if (this.#current !== undefined) {
-      pos = Math.min(chunk.length, io - this.#filled)
-      await this.#copy(chunk, 0, pos)
+      if (chunk.length >= io && this.#filled < io / 2) {
+        // a small head (e.g. a VHD's header before its blocks) goes out as a short WRITE rather than
+        // shifting every later slice of large chunks by copying
+        await this.#slot()
+        this.#dispatch()
+      } else {
+        pos = Math.min(chunk.length, io - this.#filled)
+        await this.#copy(chunk, 0, pos)
+      }
     }
     const sent: Promise<void>[] = []
     while (chunk.length - pos >= io) {
