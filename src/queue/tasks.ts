@@ -181,16 +181,46 @@ function formatPath(path: readonly PropertyKey[]): string {
 }
 
 /**
+ * Recently validated tasks read from JSON (a proxy's job data), by their JSON text: the JSON of the
+ * parsed task (defaults applied). The same task text comes back job after job (an orchestrator's
+ * schedules), and JSON.parse of a known result costs a fraction of the schema's work. Only tasks that
+ * passed are remembered, only small ones, for a while: a hit is exactly what the schema returned for
+ * that text. Only for input parsed from JSON: another object (a caller's, with a Date or a function in
+ * it) could differ from its JSON text in ways the schema refuses.
+ */
+const VALID_MEMO_SIZE = 128
+const VALID_MEMO_MAX_CHARS = 16 * 1024
+const VALID_MEMO_TTL_MS = 10 * 60_000
+const validated = new Map<string, { output: string; at: number }>()
+
+function rememberValid(text: string, task: Task, now: number): void {
+  if (text.length > VALID_MEMO_MAX_CHARS) return
+  if (validated.size >= VALID_MEMO_SIZE) {
+    const oldest = validated.keys().next()
+    if (oldest.done !== true) validated.delete(oldest.value)
+  }
+  validated.set(text, { output: JSON.stringify(task), at: now })
+}
+
+/**
  * Validates a task in clear and applies defaults. Throws TaskInvalidError whose message names every bad
  * field (`fields.issues` lists them, `fields.field` is the first), never echoing secret values.
+ * `fromJson`: the input was parsed from JSON (job data), so recent results may be reused.
  */
-export function parseTask(input: unknown): Task {
-  let size: number
+export function parseTask(input: unknown, options: { fromJson?: boolean } = {}): Task {
+  let text: string
   try {
-    size = Buffer.byteLength(JSON.stringify(input) ?? '')
+    text = JSON.stringify(input) ?? ''
   } catch (error) {
     throw new TaskInvalidError('task is not JSON-serializable (cycle or BigInt?)', { cause: error, fields: { field: '(task)' } })
   }
+  const now = Date.now()
+  const known = options.fromJson === true ? validated.get(text) : undefined
+  if (known !== undefined) {
+    if (now - known.at <= VALID_MEMO_TTL_MS) return JSON.parse(known.output) as Task
+    validated.delete(text)
+  }
+  const size = Buffer.byteLength(text)
   if (size > MAX_TASK_BYTES) {
     throw new TaskInvalidError(`task is ${size} bytes, more than the ${MAX_TASK_BYTES} allowed: a task describes work, it must not carry data`, {
       fields: { field: '(task)', sizeBytes: size },
@@ -204,7 +234,10 @@ export function parseTask(input: unknown): Task {
     throw new TaskInvalidError(`kind: unknown task kind ${JSON.stringify(kind) ?? 'undefined'}; expected one of ${TASK_KINDS.join(', ')}`, { fields: { field: 'kind' } })
   }
   const result = taskSchema.safeParse(input)
-  if (result.success) return result.data
+  if (result.success) {
+    if (options.fromJson === true) rememberValid(text, result.data, now)
+    return result.data
+  }
   const issues = result.error.issues.map((issue) => {
     const keys = issue.code === 'unrecognized_keys' ? issue.keys : []
     const base = formatPath(issue.path)

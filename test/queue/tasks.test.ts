@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { BackupProxyError, TaskInvalidError } from '../../src/common/errors.js'
 import { SealKey, sealFields, unsealFields } from '../../src/queue/seal.js'
-import { MAX_TASK_BYTES, parseTask, SECRET_PATHS } from '../../src/queue/tasks.js'
+import { MAX_TASK_BYTES, parseTask, SECRET_PATHS, type BackupRunTask } from '../../src/queue/tasks.js'
 import { consolidate, eventsInSummary, eventsOfTree, LogTask, type TaskLogEvent } from '../../src/queue/task-log.js'
 import { backupTask } from '../workers/fixtures.js'
 
@@ -55,6 +55,25 @@ describe('task schemas', () => {
   it('refuses traversal in metadata paths of verify/restore', () => {
     const error = invalid({ kind: 'backup.verify', remote: { url: 'file:///b' }, metadataPath: 'xo-vm-backups/../../x.json' })
     expect(error.fields.field).toBe('metadataPath')
+  })
+
+  it('reuses a recent result for the same task read from JSON, never for an invalid one', () => {
+    const text = JSON.stringify(backupTask({ jobId: 'memo-job' }))
+    const first = parseTask(JSON.parse(text), { fromJson: true })
+    const second = parseTask(JSON.parse(text), { fromJson: true })
+    expect(second).toEqual(first)
+    expect(second).toEqual(parseTask(JSON.parse(text)))
+    // a fresh object each time: a processor changing its task changes no other job's
+    expect(second).not.toBe(first)
+    ;(second as BackupRunTask).job.name = 'changed'
+    expect((parseTask(JSON.parse(text), { fromJson: true }) as BackupRunTask).job.name).toBe('test job')
+    // invalid stays invalid, however often it comes
+    const bad = JSON.stringify({ ...(JSON.parse(text) as object), schedule: { id: '../x' } })
+    for (let i = 0; i < 2; i++) expect(() => parseTask(JSON.parse(bad), { fromJson: true })).toThrow(TaskInvalidError)
+    // a caller's object is always checked by the schema: a Date is not its JSON text
+    const file = { kind: 'remote.test', remote: { url: 'file:///b', options: { uid: 0 } } }
+    parseTask(JSON.parse(JSON.stringify(file)), { fromJson: true })
+    expect(() => parseTask({ ...file, remoteId: () => 'x' })).toThrow(TaskInvalidError)
   })
 })
 
