@@ -181,20 +181,34 @@ function formatPath(path: readonly PropertyKey[]): string {
 }
 
 /**
- * Recently validated tasks read from JSON (a proxy's job data), by their JSON text: the JSON of the
- * parsed task (defaults applied). The same task text comes back job after job (an orchestrator's
- * schedules), and JSON.parse of a known result costs a fraction of the schema's work. Only tasks that
- * passed are remembered, only small ones, for a while: a hit is exactly what the schema returned for
- * that text. Only for input parsed from JSON: another object (a caller's, with a Date or a function in
- * it) could differ from its JSON text in ways the schema refuses.
+ * Recently validated tasks, by their JSON text: the JSON of the parsed task (defaults applied). The same
+ * task text comes back job after job (an orchestrator's schedules, a proxy opening them), and JSON.parse
+ * of a known result costs a fraction of the schema's work. Only tasks that passed are remembered, only
+ * small ones, for a while, and only for plain JSON input (`isPlainJson`: a Date, a function, NaN or a
+ * class instance is not what its JSON text says): a hit is exactly what the schema returned for it.
  */
 const VALID_MEMO_SIZE = 128
 const VALID_MEMO_MAX_CHARS = 16 * 1024
 const VALID_MEMO_TTL_MS = 10 * 60_000
 const validated = new Map<string, { output: string; at: number }>()
 
-function rememberValid(text: string, task: Task, now: number): void {
-  if (text.length > VALID_MEMO_MAX_CHARS) return
+/** True when `v` is something JSON.parse could have returned, so its JSON text stands for it exactly. */
+function isPlainJson(v: unknown, depth = 0): boolean {
+  if (v === null || typeof v === 'string' || typeof v === 'boolean') return true
+  if (typeof v === 'number') return Number.isFinite(v)
+  if (typeof v !== 'object' || depth > 64) return false
+  if (Array.isArray(v)) {
+    for (const item of v as unknown[]) if (!isPlainJson(item, depth + 1)) return false
+    return true
+  }
+  const proto: unknown = Object.getPrototypeOf(v)
+  if (proto !== Object.prototype && proto !== null) return false
+  for (const key of Object.keys(v)) if (!isPlainJson((v as Record<string, unknown>)[key], depth + 1)) return false
+  return true
+}
+
+function rememberValid(text: string, input: unknown, task: Task, now: number): void {
+  if (text.length > VALID_MEMO_MAX_CHARS || !isPlainJson(input)) return
   if (validated.size >= VALID_MEMO_SIZE) {
     const oldest = validated.keys().next()
     if (oldest.done !== true) validated.delete(oldest.value)
@@ -205,9 +219,8 @@ function rememberValid(text: string, task: Task, now: number): void {
 /**
  * Validates a task in clear and applies defaults. Throws TaskInvalidError whose message names every bad
  * field (`fields.issues` lists them, `fields.field` is the first), never echoing secret values.
- * `fromJson`: the input was parsed from JSON (job data), so recent results may be reused.
  */
-export function parseTask(input: unknown, options: { fromJson?: boolean } = {}): Task {
+export function parseTask(input: unknown): Task {
   let text: string
   try {
     text = JSON.stringify(input) ?? ''
@@ -215,10 +228,13 @@ export function parseTask(input: unknown, options: { fromJson?: boolean } = {}):
     throw new TaskInvalidError('task is not JSON-serializable (cycle or BigInt?)', { cause: error, fields: { field: '(task)' } })
   }
   const now = Date.now()
-  const known = options.fromJson === true ? validated.get(text) : undefined
+  const known = validated.get(text)
   if (known !== undefined) {
-    if (now - known.at <= VALID_MEMO_TTL_MS) return JSON.parse(known.output) as Task
-    validated.delete(text)
+    if (now - known.at <= VALID_MEMO_TTL_MS) {
+      if (isPlainJson(input)) return JSON.parse(known.output) as Task
+    } else {
+      validated.delete(text)
+    }
   }
   const size = Buffer.byteLength(text)
   if (size > MAX_TASK_BYTES) {
@@ -235,7 +251,7 @@ export function parseTask(input: unknown, options: { fromJson?: boolean } = {}):
   }
   const result = taskSchema.safeParse(input)
   if (result.success) {
-    if (options.fromJson === true) rememberValid(text, result.data, now)
+    rememberValid(text, input, result.data, now)
     return result.data
   }
   const issues = result.error.issues.map((issue) => {

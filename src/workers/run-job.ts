@@ -298,8 +298,7 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   try {
     if (!isTaskKind(kind)) throw new BackupProxyError('E_TASK_INVALID', `kind: unknown task kind "${kind}"`, { fields: { field: 'kind' } })
     if (data?.v !== 1 || typeof data.task !== 'object') throw new BackupProxyError('E_TASK_INVALID', 'job data is not a backup-proxy task (enqueue it with the EnqueueClient)', { fields: { field: '(task)' } })
-    // job data comes from JSON (BullMQ), the unsealed values too
-    const task = parseTask(unsealFields(data.task, SECRET_PATHS[kind], deps.sealKey), { fromJson: true })
+    const task = parseTask(unsealFields(data.task, SECRET_PATHS[kind], deps.sealKey))
     if (task.kind !== kind) throw new BackupProxyError('E_TASK_INVALID', `kind: job name "${kind}" does not match the task kind "${task.kind}"`, { fields: { field: 'kind' } })
     const processor = deps.processors.get(kind)
     if (processor === undefined) {

@@ -57,23 +57,25 @@ describe('task schemas', () => {
     expect(error.fields.field).toBe('metadataPath')
   })
 
-  it('reuses a recent result for the same task read from JSON, never for an invalid one', () => {
+  it('reuses a recent result for the same plain JSON task, never for an invalid one', () => {
     const text = JSON.stringify(backupTask({ jobId: 'memo-job' }))
-    const first = parseTask(JSON.parse(text), { fromJson: true })
-    const second = parseTask(JSON.parse(text), { fromJson: true })
+    const first = parseTask(JSON.parse(text))
+    const second = parseTask(JSON.parse(text))
     expect(second).toEqual(first)
     expect(second).toEqual(parseTask(JSON.parse(text)))
     // a fresh object each time: a processor changing its task changes no other job's
     expect(second).not.toBe(first)
     ;(second as BackupRunTask).job.name = 'changed'
-    expect((parseTask(JSON.parse(text), { fromJson: true }) as BackupRunTask).job.name).toBe('test job')
+    expect((parseTask(JSON.parse(text)) as BackupRunTask).job.name).toBe('test job')
     // invalid stays invalid, however often it comes
     const bad = JSON.stringify({ ...(JSON.parse(text) as object), schedule: { id: '../x' } })
-    for (let i = 0; i < 2; i++) expect(() => parseTask(JSON.parse(bad), { fromJson: true })).toThrow(TaskInvalidError)
-    // a caller's object is always checked by the schema: a Date is not its JSON text
+    for (let i = 0; i < 2; i++) expect(() => parseTask(JSON.parse(bad))).toThrow(TaskInvalidError)
+    // an object that is not plain JSON is always checked by the schema, even when its JSON text was valid
     const file = { kind: 'remote.test', remote: { url: 'file:///b', options: { uid: 0 } } }
-    parseTask(JSON.parse(JSON.stringify(file)), { fromJson: true })
+    expect(parseTask(file)).toEqual(file)
     expect(() => parseTask({ ...file, remoteId: () => 'x' })).toThrow(TaskInvalidError)
+    expect(() => parseTask({ ...file, remote: { ...file.remote, options: { uid: Number.NaN } } })).toThrow(TaskInvalidError)
+    expect(() => parseTask({ ...file, remote: { ...file.remote, options: { uid: 0, nfsWindow: undefined, gid: Number.POSITIVE_INFINITY } } })).toThrow(TaskInvalidError)
   })
 })
 
