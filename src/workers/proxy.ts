@@ -9,7 +9,8 @@
  *   A renewal that finds the lock gone or owned by another worker (this proxy was cut off from Redis
  *   longer than lockDurationMs, or stalled that long) aborts the job (`lock-lost`): its streams stop and
  *   clean up instead of writing on while another proxy runs the job again; the attempt is not recorded
- *   as finished (the lock is no longer ours to release).
+ *   as finished (the lock is no longer ours to release). So does a job whose lock was not renewed for
+ *   lockDurationMs (Redis unreachable): its lock has expired by then, another proxy may have it.
  * - Cancel: the queue's control channel carries `{type:'cancel', jobId}`; the instance running the job
  *   aborts its signal. A flag key covers a job picked up between the client's check and the message.
  * - Scale: `scale({threads, concurrency})` (SIGHUP reload or a message on the `{bp}:scale` channel)
@@ -66,6 +67,7 @@ export class ProxyRuntime {
   readonly #workers: Worker<QueuedJobData, JobSummary>[] = []
   readonly #active = new Map<string, ActiveJob>()
   #heartbeat: NodeJS.Timeout | undefined
+  #lockWatch: NodeJS.Timeout | undefined
   #state: 'new' | 'running' | 'draining' | 'stopped' = 'new'
   #shutdown: Promise<void> | undefined
   #forced = false
@@ -147,6 +149,13 @@ export class ProxyRuntime {
       )
       worker.on('error', (error) => this.#logger.error({ err: error, queue: name }, 'queue worker error (BullMQ reconnects and retries)'))
       worker.on('lockRenewalFailed', (jobIds: string[]) => this.#lockLost(name, jobIds))
+      worker.on('locksRenewed', ({ jobIds }: { jobIds: string[] }) => {
+        const now = performance.now()
+        for (const jobId of jobIds) {
+          const active = this.#active.get(jobId)
+          if (active?.queue === name) active.lockedAt = now
+        }
+      })
       worker.on('failed', (job, error) => {
         if (job !== undefined) this.#logger.debug({ queue: name, jobId: job.id, err: error }, 'job attempt failed')
       })
@@ -160,6 +169,8 @@ export class ProxyRuntime {
     await this.#beat()
     this.#heartbeat = setInterval(() => void this.#beat(), this.#opts.heartbeatIntervalMs ?? HEARTBEAT_INTERVAL_MS)
     this.#heartbeat.unref()
+    this.#lockWatch = setInterval(() => this.#checkLocks(), Math.max(100, Math.floor(config.workers.lockDurationMs / 8)))
+    this.#lockWatch.unref()
     this.#logger.info({ instance: this.instance, queues: this.queues, threads: config.workers.threads, concurrency: config.workers.concurrency }, 'proxy serving')
   }
 
@@ -199,6 +210,16 @@ export class ProxyRuntime {
       if (active === undefined || active.queue !== queue) continue
       this.#logger.warn({ queue, jobId }, 'lost the job lock (renewal refused): stopping the job, another proxy may run it')
       active.abort('lock-lost', 'the job lock was lost (this proxy could not renew it in time); the job is left to the proxy that holds it now')
+    }
+  }
+
+  /** Jobs whose lock was not renewed for lockDurationMs: it has expired (it was set before we heard of it). */
+  #checkLocks(): void {
+    const expired = performance.now() - this.config.workers.lockDurationMs
+    for (const [jobId, active] of this.#active) {
+      if (active.lockedAt >= expired) continue
+      this.#logger.warn({ queue: active.queue, jobId }, 'job lock not renewed in time (Redis unreachable?): stopping the job, another proxy may run it')
+      active.abort('lock-lost', `the job lock expired: not renewed for ${this.config.workers.lockDurationMs} ms (Redis unreachable?); another proxy may run the job`)
     }
   }
 
@@ -296,6 +317,7 @@ export class ProxyRuntime {
     } finally {
       clearTimeout(grace)
       clearInterval(this.#heartbeat)
+      clearInterval(this.#lockWatch)
     }
     await this.#pool?.close()
     await this.#subscriber?.quit().catch(() => undefined)

@@ -65,6 +65,8 @@ export interface ActiveJob {
   queue: string
   kind: string
   abort: (cause: AbortCause, message: string) => void
+  /** performance.now() when the job's lock was last known held (pick-up, then each renewal) */
+  lockedAt: number
 }
 
 export interface RunJobDeps {
@@ -278,7 +280,7 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   const logger = () => state.logger
   const infoEnabled = deps.logger.isLevelEnabled('info')
   const abort = (cause: AbortCause, message: string) => state.abort(cause, message)
-  deps.active.set(jobId, { job, queue, kind, abort })
+  deps.active.set(jobId, { job, queue, kind, abort, lockedAt: performance.now() })
   const base = `${config.redis.prefix}:${queue}`
   const keys = { logs: `${base}:${jobId}:logs`, events: `${base}:events`, cancelFlag: queueKeys.cancelFlag(config.redis.prefix, queue, jobId) }
   const writer = new TaskLogWriter(redis, keys, jobId, logger, (reason) => abort('cancel', reason))

@@ -1,8 +1,11 @@
 /** Redis durability and safety: AOF restart keeps queued jobs; a non-noeviction policy is refused. */
+import { readdir } from 'node:fs/promises'
+import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { BackupProxyError } from '../../src/common/errors.js'
 import { redisOptions } from '../../src/queue/redis.js'
 import { startRedis } from '../services/redis.js'
+import { waitFor } from '../helpers/ports.js'
 import { useTempDir } from '../helpers/tmp.js'
 import { backupTask, client, startProxy, testConfig, uid } from '../workers/fixtures.js'
 
@@ -44,6 +47,33 @@ describe('Redis', () => {
         await server.restart()
         const handle = await c.enqueue({ proxy: config.proxy.id }, backupTask({ settings: { standInDir: tmp() } }))
         expect((await handle.result()).status).toBe('success')
+      } finally {
+        await proxy.shutdown()
+        await c.close()
+      }
+    } finally {
+      await server.destroy()
+    }
+  })
+
+  it('a job whose lock cannot be renewed (Redis gone) for lockDurationMs stops its stream', async () => {
+    const server = await startRedis({ aof: true })
+    try {
+      const config = testConfig(server.url, { proxy: { id: uid('p') }, workers: { lockDurationMs: 1500, stalledIntervalMs: 60_000 } })
+      const proxy = await startProxy(config)
+      const c = client(config)
+      try {
+        const task = backupTask({ settings: { standInDir: tmp(), standInDiskBytes: 256 << 20, standInChunkDelayMs: 20 } })
+        await c.enqueue({ proxy: config.proxy.id }, task)
+        await waitFor('streaming', () => (proxy.poolStats()?.busy ?? 0) === 1)
+        await server.stop()
+        // no renewal can succeed now: past lockDurationMs the lock has expired, the stream must stop
+        await waitFor('the stream to stop', () => (proxy.poolStats()?.busy ?? 1) === 0)
+        expect(await readdir(join(tmp(), task.job.id))).toEqual([])
+        await server.restart()
+        // the proxy works again (and its workers are past the outage before they are closed)
+        const after = await c.enqueue({ proxy: config.proxy.id }, backupTask({ settings: { standInDir: tmp() } }))
+        expect((await after.result()).status).toBe('success')
       } finally {
         await proxy.shutdown()
         await c.close()
