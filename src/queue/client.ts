@@ -20,7 +20,7 @@ import { BackupProxyError, CancelledError, deserializeError, serializeError, typ
 import { silentLogger, type Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
 import { queueKeys, queueName, type QueueTarget } from './names.js'
-import { createRedis, redisOptions, type RedisConfig } from './redis.js'
+import { createRedis, logConnectionErrors, redisOptions, type RedisConfig } from './redis.js'
 import { rememberQueue, publishScale, type ScaleRequest } from './registry.js'
 import { loadSealKey, sealFields, type SealKey } from './seal.js'
 import { eventsInSummary, newTaskId, parseTaskLogLines, type JobSummary, type TaskLogEvent } from './task-log.js'
@@ -106,6 +106,7 @@ export class EnqueueClient {
     this.#sealKey = options.sealKey
     this.#defaults = { attempts: options.attempts ?? 3, backoffMs: options.backoffMs ?? 10_000 }
     this.#logger = options.logger ?? silentLogger
+    logConnectionErrors(this.#redis, this.#logger, 'client')
   }
 
   /**
@@ -132,6 +133,7 @@ export class EnqueueClient {
     let q = this.#queues.get(name)
     if (q === undefined) {
       q = new Queue(name, { connection: redisOptions(this.#redisConfig), prefix: this.prefix })
+      q.on('error', (error) => this.#logger.warn({ err: error, queue: name }, 'queue connection error (BullMQ reconnects)'))
       this.#queues.set(name, q)
     }
     return q

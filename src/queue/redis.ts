@@ -7,6 +7,7 @@
 import type { ConnectionOptions as TlsOptions } from 'node:tls'
 import { Redis } from 'ioredis'
 import { BackupProxyError, ConfigInvalidError } from '../common/errors.js'
+import type { Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
 
 export type RedisConfig = Config['redis']
@@ -66,6 +67,22 @@ export function createRedis(config: RedisConfig, connectionName?: string, option
   if (connectionName !== undefined) o.connectionName = connectionName
   if (options.autoPipelining === true) o.enableAutoPipelining = true
   return new Redis(o)
+}
+
+/**
+ * Logs a connection's errors, once per outage: ioredis reconnects by itself, but an `error` event nobody
+ * listens to is printed raw on stderr (and would be every reconnect attempt).
+ */
+export function logConnectionErrors(client: Pick<Redis, 'on'>, logger: Logger, connection: string): void {
+  let down = false
+  client.on('ready', () => {
+    if (down) logger.info({ connection }, 'Redis connection back')
+    down = false
+  })
+  client.on('error', (error: Error) => {
+    if (!down) logger.warn({ err: error, connection }, 'Redis connection error (reconnecting)')
+    down = true
+  })
 }
 
 /** Redis URL safe to print (no password). */

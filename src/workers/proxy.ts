@@ -29,7 +29,7 @@ import type { Config } from '../config/index.js'
 import { VERSION } from '../version.js'
 import type { QueuedJobData } from '../queue/client.js'
 import { poolQueue, proxyQueue, queueKeys, registryKeys } from '../queue/names.js'
-import { checkRedis, createRedis, redisOptions } from '../queue/redis.js'
+import { checkRedis, createRedis, logConnectionErrors, redisOptions } from '../queue/redis.js'
 import { HEARTBEAT_INTERVAL_MS, removeHeartbeat, scaleRequestSchema, writeHeartbeat, type ProxyHeartbeat } from '../queue/registry.js'
 import type { SealKey } from '../queue/seal.js'
 import type { JobSummary } from '../queue/task-log.js'
@@ -80,6 +80,7 @@ export class ProxyRuntime {
     this.queues = [proxyQueue(options.config.proxy.id), ...options.config.proxy.pools.map((p) => poolQueue(p))]
     this.#logger = options.logger.child({ proxy: options.config.proxy.id })
     this.#redis = createRedis(options.config.redis, `backup-proxy:${this.instance}`, { autoPipelining: true })
+    logConnectionErrors(this.#redis, this.#logger, 'proxy')
   }
 
   get state(): 'new' | 'running' | 'draining' | 'stopped' {
