@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   E_ENCRYPTION: 'encryption failed',
   E_BACKUP: 'backup failed',
   E_DUPLICATE_JOB: 'job is already queued or running',
+  E_SHUTDOWN_STUCK: 'a forced stop did not finish',
   E_INTERNAL: 'internal error',
 } as const
 

@@ -1,11 +1,16 @@
 /**
  * `backup-proxy serve` as a function: starts a ProxyRuntime with the registered processors, its metrics
  * and HTTP endpoints (/metrics /healthz /readyz), and handles process signals:
- *   SIGTERM / SIGINT  graceful drain (workers.shutdownGraceMs), then exit 0; a second signal forces
+ *   SIGTERM / SIGINT  graceful drain (workers.shutdownGraceMs), then exit 0; a second signal forces: running
+ *                     jobs are cancelled now, and if the proxy has still not stopped FORCED_STOP_MS later (a
+ *                     processor that ignores its signal, or a BullMQ connection that does not close after a
+ *                     Redis outage) serve fails with E_SHUTDOWN_STUCK and the process exits 1 even though
+ *                     handles are left open; jobs still locked return to the queue once their locks expire
  *   SIGHUP            reload the configuration (file < env < flags) and apply threads/concurrency live
  * Resolves with the exit code once the proxy has stopped and everything is closed.
  */
 import { Queue } from 'bullmq'
+import { BackupProxyError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
 import { loadConfig, type Config, type LoadConfigOptions } from '../config/index.js'
 import { createMetrics, metricsHooks, startObservability, type Observability } from '../metrics/index.js'
@@ -26,6 +31,11 @@ export interface ServeOptions {
   /** called once serving (tests, demo) */
   onReady?: (runtime: ProxyRuntime, observability: Observability) => void
 }
+
+/** How long a forced stop (second signal) may take before serve gives up on a clean close. */
+const FORCED_STOP_MS = 5000
+/** After giving up, how long open handles get before the process is ended (only when serve owns the signals). */
+const EXIT_AFTER_STUCK_MS = 1000
 
 export async function serve(options: ServeOptions): Promise<number> {
   const { config, logger } = options
@@ -60,10 +70,12 @@ export async function serve(options: ServeOptions): Promise<number> {
   logger.info({ url: observability.http.url }, 'HTTP endpoints listening')
 
   let signals = 0
+  let forcedAt: number | undefined
   const onStop = (signal: NodeJS.Signals) => {
     signals++
     logger.info({ signal }, signals === 1 ? 'stopping gracefully (send again to force)' : 'forcing stop')
-    void runtime.shutdown({ force: signals > 1 })
+    if (signals > 1) forcedAt ??= Date.now()
+    runtime.shutdown({ force: signals > 1 }).catch((error: unknown) => logger.error({ err: error }, 'proxy shutdown failed'))
   }
   const onHup = () => {
     if (options.reload === undefined) return
@@ -79,11 +91,19 @@ export async function serve(options: ServeOptions): Promise<number> {
     process.on('SIGHUP', onHup)
   }
   options.onReady?.(runtime, observability)
+  let stuck: BackupProxyError | undefined
   try {
     await new Promise<void>((resolve) => {
       const poll = setInterval(() => {
         if (runtime.state === 'stopped') {
           clearInterval(poll)
+          resolve()
+        } else if (forcedAt !== undefined && Date.now() - forcedAt > FORCED_STOP_MS) {
+          clearInterval(poll)
+          stuck = new BackupProxyError(
+            'E_SHUTDOWN_STUCK',
+            `forced stop did not finish within ${FORCED_STOP_MS} ms (a job ignored its cancellation or a Redis connection did not close): exiting anyway; jobs still locked go back to the queue when their locks expire`,
+          )
           resolve()
         }
       }, 100)
@@ -94,8 +114,15 @@ export async function serve(options: ServeOptions): Promise<number> {
       process.off('SIGINT', onStop)
       process.off('SIGHUP', onHup)
     }
-    await observability.close()
-    await Promise.all(queues.map((q) => q.close()))
+    const closing = Promise.all([observability.close(), ...queues.map((q) => q.close())])
+    if (stuck === undefined) await closing
+    else {
+      closing.catch((error: unknown) => logger.warn({ err: error }, 'closing after a stuck stop failed'))
+      await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, EXIT_AFTER_STUCK_MS).unref())])
+      // what is still open would keep the process alive: when serve owns the signals it owns the exit too
+      if (handle) setTimeout(() => process.exit(1), EXIT_AFTER_STUCK_MS).unref()
+    }
   }
+  if (stuck !== undefined) throw stuck
   return 0
 }

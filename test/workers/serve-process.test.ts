@@ -135,6 +135,28 @@ describe('serve processes', { timeout: 240_000 }, () => {
     }
   })
 
+  it('a second signal forces: a job that ignores its cancellation cannot keep the process alive (exit 1, E_SHUTDOWN_STUCK)', async () => {
+    const pool = uid('pool')
+    const config = testConfig(redisUrl)
+    const c = client(config)
+    try {
+      const id = uid('pf')
+      const d = startServe(id, pool, { BACKUP_PROXY_WORKERS_SHUTDOWN_GRACE_MS: '1h' })
+      await waitServing(id, d)
+      const handle = await c.enqueue({ proxy: id }, backupTask({ settings: { standInFail: 'ignore-abort' } }))
+      await waitFor('job active', async () => (await handle.state()) === 'active', 30_000)
+      const code = exited(d)
+      d.child.kill('SIGTERM')
+      await waitFor('graceful stop logged', () => d.output().includes('stopping gracefully'), 10_000)
+      d.child.kill('SIGTERM')
+      expect(await code).toBe(1)
+      expect(d.output()).toContain('E_SHUTDOWN_STUCK')
+      await c.cancel(handle.queue, handle.id).catch(() => undefined)
+    } finally {
+      await c.close()
+    }
+  })
+
   it('SIGHUP reloads the configuration and applies threads/concurrency live; /readyz and /metrics answer', async () => {
     const id = uid('ph')
     const file = join(tmp(), `${id}.yaml`)

@@ -7,7 +7,8 @@
  * `standInChunkDelayMs` is set, through a temporary that a cancel removes. On a retry (crash recovery) it
  * first removes the temporaries a previous attempt left, as the engine removes its snapshot and temps.
  * `standInFail: 'transient-once'` throws a retryable error on the first attempt; `'auth'` throws an XAPI
- * authentication error (not retried). `remote.test` answers with the remote's scheme; `noop` kinds return.
+ * authentication error (not retried); `'ignore-abort'` never returns, whatever its signal says (a stuck
+ * engine, for the forced-stop path of `serve`). `remote.test` answers with the remote's scheme; `noop` kinds return.
  */
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -41,6 +42,10 @@ export async function standInBackupRun(ctx: JobContext<'backup.run'>): Promise<T
   }
   if (settings.standInFail === 'transient-once' && ctx.job.attempt === 1) throw new BackupProxyError('E_BACKUP', 'stand-in transient failure (first attempt only)')
   if (settings.standInFail === 'auth') throw new XapiError('stand-in: XAPI refused the credentials', { fields: { xapiCode: 'SESSION_AUTHENTICATION_FAILED' } })
+  if (settings.standInFail === 'ignore-abort') {
+    ctx.root.info('stand-in: running until the process ends, ignoring cancellation')
+    await new Promise<never>(() => undefined)
+  }
   const sizeBytes = num(settings.standInDiskBytes, 1 << 20)
   const chunkDelayMs = num(settings.standInChunkDelayMs, 0)
   const vms = vmList(ctx.task)
