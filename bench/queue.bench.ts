@@ -13,6 +13,9 @@
  *      queue registered, WARM_JOBS jobs already through the same queue and worker (and the stream
  *      thread booted: a proxy is long-lived, its start-up is not a per-job cost);
  *    - both stop the clock at the same point: when the processor of the last job returns.
+ *    backup-proxy runs twice: with the same task every time (an orchestrator re-sending the same
+ *    credentials and remote: the seal and validation memos of src/queue hit), and with every task
+ *    distinct (its own remote URL and password: no memo ever hits, the worst case).
  *    Jobs are added with IN_FLIGHT adds in flight; interleaved rounds, the best round of each side is
  *    reported (the machine is shared). Both sides run the client and the worker in this process: CPU
  *    ms/job counts both (every thread of the process). The backup-proxy side runs from sources under
@@ -147,7 +150,7 @@ async function plainBullmq(redisUrl: string, n: number, name: string): Promise<R
   return r
 }
 
-async function ours(redisUrl: string, n: number, proxyId: string): Promise<RoundResult> {
+async function ours(redisUrl: string, n: number, proxyId: string, distinct = false): Promise<RoundResult> {
   const sealKey = SealKey.generate()
   const config = compileConfig({ redis: { url: redisUrl }, proxy: { id: proxyId }, workers: { concurrency: CONCURRENCY, threads: 1 }, log: { level: 'silent' } })
   const latencies: number[] = []
@@ -163,7 +166,12 @@ async function ours(redisUrl: string, n: number, proxyId: string): Promise<Round
   await runtime.pool.run('standin.noop', { value: 0 })
   const client = new EnqueueClient({ redis: config.redis, sealKey })
   const task: TaskInputOf<'remote.test'> = { kind: 'remote.test', remote: { url: 'smb://user:pw@WORKGROUP\\\\host\\share' } }
-  const r = await timed(n, w, latencies, async () => void (await client.enqueue({ proxy: proxyId }, task)))
+  let seq = 0
+  const taskFor = (): TaskInputOf<'remote.test'> => {
+    const i = seq++
+    return distinct ? { kind: 'remote.test', remote: { url: `smb://user:pw${i}@WORKGROUP\\\\host\\share${i}` } } : task
+  }
+  const r = await timed(n, w, latencies, async () => void (await client.enqueue({ proxy: proxyId }, taskFor())))
   await runtime.shutdown()
   await client.queue(runtime.queues[0]!).obliterate({ force: true })
   await client.close()
@@ -217,15 +225,17 @@ export default async function queueBench(ctx: BenchContext): Promise<BenchRow[]>
     await plainBullmq(redis.url, 100, 'warm-plain')
     await ours(redis.url, 100, 'warm')
     // interleaved rounds, best round of each side: the machine is shared, a single run is noisy
-    const rounds: { plain: RoundResult[]; ours: RoundResult[] } = { plain: [], ours: [] }
+    const rounds: { plain: RoundResult[]; ours: RoundResult[]; distinct: RoundResult[] } = { plain: [], ours: [], distinct: [] }
     for (let round = 0; round < ROUNDS; round++) {
       rounds.plain.push(await plainBullmq(redis.url, n, `bench-plain-${round}`))
       rounds.ours.push(await ours(redis.url, n, `bench-${round}`))
+      rounds.distinct.push(await ours(redis.url, n, `bench-distinct-${round}`, true))
     }
     const best = (rs: RoundResult[]) => rs.reduce((a, b) => (b.m.seconds < a.m.seconds ? b : a))
     const results: [string, RoundResult][] = [
       ['plain BullMQ', best(rounds.plain)],
       ['backup-proxy', best(rounds.ours)],
+      ['backup-proxy, every task distinct', best(rounds.distinct)],
     ]
     const base = results[0]![1]
     for (const [name, r] of results) {
