@@ -21,6 +21,7 @@ import { silentLogger } from '../../common/log.js'
 import { formatBytes, formatDurationMs } from '../../common/units.js'
 import { compileConfig } from '../../config/index.js'
 import { EnqueueClient } from '../../queue/client.js'
+import { proxyQueue } from '../../queue/names.js'
 import { SealKey } from '../../queue/seal.js'
 import type { JobSummary } from '../../queue/task-log.js'
 import { createRemote } from '../../remotes/index.js'
@@ -110,7 +111,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     })
     proxy = new ProxyRuntime({ config, processors: builtinProcessors({ standIns: false }), sealKey, logger: silentLogger })
     await proxy.start()
-    say(`  proxy        "${proxyId}" in this process (queue {proxy:${proxyId}}, ${config.workers.threads} stream threads)`)
+    say(`  proxy        "${proxyId}" in this process (queue ${proxyQueue(proxyId)}, ${config.workers.threads} stream threads)`)
     say(`  remote       ${remoteUrl}`)
     client = new EnqueueClient({ redis: config.redis, sealKey, attempts: 1 })
 
