@@ -7,10 +7,11 @@
  *   state) is encrypted whole (encryption-format.ts): no ranged read or write, so an encrypted remote
  *   holds VhdDirectory backups only (`forcesVhdDirectory`), as XO requires.
  *
- * open() on an empty remote (nothing but hidden entries and those two files) writes both files, as XO
- * does — even when an old metadata.json does not match the key: an empty remote takes the new key. On a
- * remote with data, a key that does not decrypt metadata.json is `E_ENCRYPTION` and nothing is
- * written; a remote holding plain data without encryption.json is refused.
+ * open() on an empty remote (nothing but hidden entries and those two files) without metadata.json
+ * writes both files, as XO does. A key that does not decrypt metadata.json is `E_ENCRYPTION` and nothing
+ * is written — unlike XO, even when the remote looks empty (XO then re-keys it): a listing that misses
+ * entries must never let a wrong key overwrite metadata.json; to change the key of an empty remote,
+ * delete its two files. A remote holding plain data without encryption.json is refused.
  *
  * Remotes an earlier backup-proxy encrypted (`"format": "backup-proxy-chunked-1"`) are read (ranged
  * reads included) but never written: Xen Orchestra cannot read that format (encryption-chunked.ts).
@@ -124,10 +125,13 @@ export class EncryptedRemote extends Remote {
         if (typeof meta !== 'object' || meta === null) throw encryptionError(`${METADATA_FILE} is not a JSON object`)
       } catch (error) {
         const code = errorCode(error)
-        if (code !== 'E_ENCRYPTION' && code !== 'ENOENT' && !(error instanceof SyntaxError)) throw error
-        // as XO: an empty remote takes the key it is given
-        if (await this.#isEmpty()) return this.#initialize()
-        if (code === 'ENOENT') throw encryptionError(`${this.displayUrl}: ${ENCRYPTION_FILE} exists but ${METADATA_FILE} does not; the remote directory must be empty to be encrypted`, error)
+        if (code === 'ENOENT') {
+          if (await this.#isEmpty()) return this.#initialize()
+          throw encryptionError(`${this.displayUrl}: ${ENCRYPTION_FILE} exists but ${METADATA_FILE} does not; the remote directory must be empty to be encrypted`, error)
+        }
+        if (code !== 'E_ENCRYPTION' && !(error instanceof SyntaxError)) throw error
+        // unlike XO, never re-keyed here even if the remote looks empty: a listing that misses entries
+        // must not let a wrong key overwrite metadata.json
         throw encryptionError(`${this.displayUrl}: the encryption key does not match this remote (${METADATA_FILE} failed authentication); use the key the remote was created with`, error)
       }
       this.#mode = mode

@@ -369,16 +369,11 @@ export function describeRemoteConformance(name: string, makeRemote: () => Promis
         expect(raw.length).toBe(data.length + 28)
         expect(raw.includes(data.subarray(0, 64))).toBe(false)
         // the format is XO's: ChaCha20-Poly1305 over the whole file, nonce first, tag last, no AAD
-        const decipher = createDecipheriv('chacha20-poly1305', Buffer.from(key), raw.subarray(0, 12), { authTagLength: 16 })
-        decipher.setAuthTag(raw.subarray(raw.length - 16))
+        const decipher = createDecipheriv('chacha20-poly1305', Buffer.from(key), raw.subarray(0, 12), { authTagLength: 16 }).setAuthTag(raw.subarray(raw.length - 16))
         expect(Buffer.concat([decipher.update(raw.subarray(12, raw.length - 16)), decipher.final()]).equals(data)).toBe(true)
         await expectCode(enc.createReadStream('xo-vm-backups/vm/data/x.vhd/blocks/0/0', { start: 10 }), 'E_ENCRYPTED_RANGE')
         expect(enc.forcesVhdDirectory).toBe(true)
-        await enc.writeFile('xo-vm-backups/vm/empty', '')
-        expect((await enc.readFile('xo-vm-backups/vm/empty')).length).toBe(0)
-        expect((await enc.stat('xo-vm-backups/vm/empty')).size).toBe(0)
-        await enc.unlink('xo-vm-backups/vm/empty')
-        expect((await enc.list('')).map((e) => e.path)).toEqual(['xo-vm-backups'])
+        expect((await enc.list('', { recursive: true })).map((e) => e.path)).toEqual(['xo-vm-backups/vm/data/x.vhd/blocks/0/0']) // root files hidden
         await enc.close()
 
         // a wrong key on a remote with data: E_ENCRYPTION, and nothing written

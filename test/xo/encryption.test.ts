@@ -232,6 +232,16 @@ describe('encrypted local remote, Xen Orchestra as the oracle', () => {
     await expect(xoHandler({ url: `file://${root}`, encryptionKey: wrongKey })).rejects.toThrow()
   })
 
+  it('a wrong key on an empty encrypted remote is refused too, its metadata.json kept (XO would re-key it)', async () => {
+    const root = join(dir.path, 'empty')
+    await mkdir(root)
+    await (await opened(`file://${root}`)).close()
+    const before = await readFile(join(root, 'metadata.json'))
+    await expectCode(opened(`file://${root}`, 'another-key-0123456789abcdef0000'), 'E_ENCRYPTION')
+    expect((await readFile(join(root, 'metadata.json'))).equals(before)).toBe(true)
+    await (await opened(`file://${root}`)).close()
+  })
+
   it('we read an encrypted remote XO created and wrote', async () => {
     const root = join(dir.path, 'theirs')
     await mkdir(root)
