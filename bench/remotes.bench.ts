@@ -3,7 +3,7 @@
  * (random data on tmpfs):
  *   local:  our LocalRemote writer (temp + fsync + rename) fed like `dd bs=1M` (reused 1 MiB buffers)
  *           vs `dd bs=1M`; fed by fs.createReadStream vs a plain fs.createWriteStream fed the same way;
- *           `cp` for reference; and through client-side encryption (AES-256-GCM) for its cost;
+ *           `cp` for reference; and through client-side encryption (XO's format, ChaCha20-Poly1305) for its cost;
  *   S3:     the AWS SDK's own `Upload` with its defaults and `rclone copyto` (Debian's rclone 1.60) vs
  *           our S3Remote writer, all to one private Swift + s3api on tmpfs.
  * CPU is the client's only (this process / the command), counted the same way on both sides; Swift's
@@ -105,12 +105,12 @@ export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
       const t = best.get(name) as Timing
       rows.push({ group, name, bytes: sizeBytes, ...t, ...(baseline === undefined ? {} : { baseline }), extra: { runs: 3 } })
     }
-    const enc = createEncryptedRemote(remote, { key: randomBytes(32).toString('hex'), root: 'enc' })
+    const enc = createEncryptedRemote(remote, { key: randomBytes(16).toString('hex'), root: 'enc' })
     await enc.open()
     const e = await measure(async () => {
       await pipeline(createReadStream(source, { highWaterMark: MiB }), await enc.createWriteStream('ours.bin', { expectedSizeBytes: sizeBytes }))
     })
-    rows.push({ group, name: 'LocalRemote piped + AES-256-GCM', bytes: sizeBytes, ...e, baseline: 'LocalRemote piped (fsync+rename)' })
+    rows.push({ group, name: 'LocalRemote piped + ChaCha20-Poly1305 (XO format)', bytes: sizeBytes, ...e, baseline: 'LocalRemote piped (fsync+rename)' })
     await enc.close()
     await rm(root, { recursive: true, force: true })
   }

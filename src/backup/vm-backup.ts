@@ -17,7 +17,7 @@
  */
 import { BackupProxyError, CancelledError, serializeError, toError, type JsonValue } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
-import { isTemporaryName, type Remote } from '../remotes/remote.js'
+import { isTemporaryName, useVhdDirectory, type Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import {
   TAG_CHAIN_LENGTH, TAG_DATETIME, TAG_EXPORTED, TAG_JOB, TAG_SCHEDULE, TAG_VM, chooseBase, type BackupSnapshot,
@@ -228,7 +228,7 @@ async function exportAndPublish(
 
   const exportDisk = async (disk: XapiDisk): Promise<void> => {
     const baseDisk = baseDisks.find((d) => d.sourceVdiUuid === disk.sourceVdiUuid)
-    const directoryOf = (t: RunTarget) => t.options.useVhdDirectory === true
+    const directoryOf = (t: RunTarget) => useVhdDirectory(t.remote, t.options)
     // a delta needs the parent on every live target
     const live = ctx.targets.filter((t) => !failedTargets.has(t.id))
     if (live.length === 0) throw new BackupProxyError('E_BACKUP', 'every target failed')
@@ -349,7 +349,7 @@ async function buildMetadata(
   size: number, target: RunTarget,
 ): Promise<BackupMetadata> {
   const vifs = await ctx.xapi.listVifs(snapshot.ref)
-  const directory = target.options.useVhdDirectory === true
+  const directory = useVhdDirectory(target.remote, target.options)
   const ownVhds = Object.fromEntries(Object.entries(vhdSource).map(([ref, vdi]) => [ref, vhdRelativePath(ctx.jobId, vdi, run.timestamp, directory)]))
   return {
     version: METADATA_VERSION,

@@ -27,6 +27,7 @@ export const ERROR_CODES = {
   E_NOT_AVAILABLE: 'feature is not available yet',
   E_REDIS: 'Redis is unusable',
   E_ENCRYPTION: 'encryption failed',
+  E_ENCRYPTED_RANGE: 'ranged access refused on an encrypted remote',
   E_BACKUP: 'backup failed',
   E_DUPLICATE_JOB: 'job is already queued or running',
   E_SHUTDOWN_STUCK: 'a forced stop did not finish',

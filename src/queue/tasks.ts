@@ -16,6 +16,7 @@ import { z } from 'zod'
 import { TaskInvalidError, type JsonValue } from '../common/errors.js'
 import { parseRemoteUrl } from '../remotes/url.js'
 import { ID_RE, ID_RULE } from './names.js'
+import { checkKeyForm } from '../remotes/encryption-format.js'
 
 /** Serialized task larger than this is refused: a task describes work, it never carries data. */
 export const MAX_TASK_BYTES = 256 * 1024
@@ -47,7 +48,17 @@ const remoteUrl = () =>
 
 export const remoteOptionsSchema = z
   .object({
-    encryptionKey: z.string().min(1).optional(),
+    encryptionKey: z
+      .string()
+      .min(1)
+      .superRefine((key, ctx) => {
+        try {
+          checkKeyForm(key)
+        } catch (error) {
+          ctx.addIssue({ code: 'custom', message: (error as Error).message }) // never the key itself
+        }
+      })
+      .optional(),
     useVhdDirectory: z.boolean().optional(),
     uploadPartSizeBytes: z.number().int().positive().optional(),
     uploadConcurrency: z.number().int().min(1).max(64).optional(),

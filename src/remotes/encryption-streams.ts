@@ -1,127 +1,129 @@
 /**
- * Streams of the encrypted remote. EncryptingWriter buffers one chunk of plain data (it holds the
- * latest full chunk back until more data comes, so it knows which chunk is the last), seals each
- * chunk and writes it to the inner remote's atomic writer, waiting for 'drain'. Its 'finish' fires once
- * the inner writer has published. DecryptingTransform turns a sealed byte range back into plain bytes
- * of [start, end].
+ * Streams of Xen Orchestra's whole-file encryption (see encryption-format.ts).
+ *
+ * SealingWriter writes the nonce, then each chunk through the cipher, then the tag, to the inner
+ * remote's atomic writer (waiting for 'drain'); its 'finish' fires once the inner writer has published,
+ * and a destroy() removes the inner temporary, so nothing partial is ever visible.
+ *
+ * OpeningTransform takes the nonce from the first 12 bytes, holds the last 16 bytes back (they may be
+ * the tag) and checks the tag at the end. Plain bytes flow before the tag is checked (the file can be
+ * GiBs): a failed check is an `E_ENCRYPTION` error at the end of the stream, so a consumer must treat
+ * the data as valid only once the stream ended without error — every writer of ours publishes only
+ * then. `readFile` checks the tag before returning anything.
  */
 import { Transform, Writable, type TransformCallback } from 'node:stream'
 import { once } from 'node:events'
 import { finished } from 'node:stream/promises'
-import { decryptChunk, encryptChunk, encryptionError, OVERHEAD_BYTES, type EncryptionAlgorithm } from './encryption-format.js'
+import {
+  NONCE_BYTES,
+  TAG_BYTES,
+  authenticationError,
+  createOpenDecipher,
+  createSealCipher,
+  encryptionError,
+  type EncryptionAlgorithm,
+} from './encryption-format.js'
 
 export interface CipherParams {
   algorithm: EncryptionAlgorithm
   key: Buffer
-  header: Buffer
-  chunkBytes: number
 }
 
-export class EncryptingWriter extends Writable {
-  readonly #p: CipherParams
+export class SealingWriter extends Writable {
   readonly #inner: Writable
+  readonly #cipher: ReturnType<typeof createSealCipher>['cipher']
   readonly #onBytes: (n: number) => void
-  readonly #pending: Buffer
-  #fill = 0
-  #index = 0
 
   constructor(params: CipherParams, inner: Writable, onBytes: (n: number) => void, signal?: AbortSignal) {
-    super({ highWaterMark: params.chunkBytes, ...(signal === undefined ? {} : { signal }) })
-    this.#p = params
+    super({ highWaterMark: 1024 * 1024, ...(signal === undefined ? {} : { signal }) })
     this.#inner = inner
     this.#onBytes = onBytes
-    this.#pending = Buffer.allocUnsafe(params.chunkBytes)
+    const { nonce, cipher } = createSealCipher(params.algorithm, params.key)
+    this.#cipher = cipher
     // an inner failure (remote down) fails this stream too
     inner.on('error', (e) => this.destroy(e))
-    inner.write(params.header)
+    inner.write(nonce)
   }
 
-  async #seal(last: boolean): Promise<void> {
-    const sealed = encryptChunk(this.#p.algorithm, this.#p.key, this.#p.header, this.#index++, last, this.#pending.subarray(0, this.#fill))
-    this.#fill = 0
-    if (!this.#inner.write(sealed)) await once(this.#inner, 'drain')
+  async #push(data: Buffer): Promise<void> {
+    if (data.length > 0 && !this.#inner.write(data)) await once(this.#inner, 'drain')
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    const run = async () => {
-      let off = 0
-      while (off < chunk.length) {
-        if (this.#fill === this.#p.chunkBytes) await this.#seal(false)
-        const n = chunk.copy(this.#pending, this.#fill, off)
-        this.#fill += n
-        off += n
-      }
-      this.#onBytes(chunk.length)
-    }
-    run().then(() => callback(), (e: unknown) => callback(e as Error))
+    this.#push(this.#cipher.update(chunk)).then(
+      () => {
+        this.#onBytes(chunk.length)
+        callback()
+      },
+      (e: unknown) => callback(e as Error),
+    )
   }
 
   override _final(callback: (error?: Error | null) => void): void {
     const run = async () => {
-      await this.#seal(true)
+      await this.#push(this.#cipher.final())
+      await this.#push(this.#cipher.getAuthTag())
       this.#inner.end()
       await finished(this.#inner)
     }
     run().then(() => callback(), (e: unknown) => callback(e as Error))
   }
 
+  /** 'close' waits for the inner writer's: its temporary is gone by then */
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (!this.#inner.writableFinished) {
-      this.#inner.destroy(error ?? new Error('encrypted write destroyed'))
-    }
-    callback(error)
+    const inner = this.#inner
+    if (inner.writableFinished || inner.closed) return callback(error)
+    inner.once('close', () => callback(error))
+    inner.destroy(error ?? new Error('encrypted write destroyed'))
   }
 }
 
-/**
- * Decrypts sealed chunks [first, ...] of a file with `totalChunks` chunks, and keeps plain bytes
- * [skip, skip + length) of the decrypted run.
- */
-export class DecryptingTransform extends Transform {
+export class OpeningTransform extends Transform {
   readonly #p: CipherParams
   readonly #path: string
-  readonly #totalChunks: number
-  readonly #sealedBytes: number
-  #index: number
-  #skip: number
-  #left: number
-  #buf: Buffer[] = []
-  #bufBytes = 0
+  #decipher: ReturnType<typeof createOpenDecipher> | undefined
+  /** bytes not decrypted yet: the nonce while it is incomplete, then the last <= 16 bytes seen */
+  #held: Buffer = Buffer.alloc(0)
+  #plainBytes = 0
 
-  constructor(params: CipherParams, path: string, firstChunk: number, totalChunks: number, skip: number, length: number) {
-    super({ readableHighWaterMark: params.chunkBytes })
+  constructor(params: CipherParams, path: string) {
+    super()
     this.#p = params
     this.#path = path
-    this.#index = firstChunk
-    this.#totalChunks = totalChunks
-    this.#sealedBytes = params.chunkBytes + OVERHEAD_BYTES
-    this.#skip = skip
-    this.#left = length
   }
 
-  #emit(sealed: Buffer): void {
-    const last = this.#index === this.#totalChunks - 1
-    let plain = decryptChunk(this.#p.algorithm, this.#p.key, this.#p.header, this.#index++, last, sealed, this.#path)
-    if (this.#skip > 0) {
-      const s = Math.min(this.#skip, plain.length)
-      plain = plain.subarray(s)
-      this.#skip -= s
-    }
-    if (plain.length > this.#left) plain = plain.subarray(0, this.#left)
-    this.#left -= plain.length
+  get plainBytes(): number {
+    return this.#plainBytes
+  }
+
+  #emit(data: Buffer): void {
+    if (data.length === 0 || this.#decipher === undefined) return
+    const plain = this.#decipher.update(data)
+    this.#plainBytes += plain.length
     if (plain.length > 0) this.push(plain)
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     try {
-      this.#buf.push(chunk)
-      this.#bufBytes += chunk.length
-      while (this.#bufBytes >= this.#sealedBytes) {
-        const all = this.#buf.length === 1 ? (this.#buf[0] as Buffer) : Buffer.concat(this.#buf, this.#bufBytes)
-        this.#emit(all.subarray(0, this.#sealedBytes))
-        const rest = all.subarray(this.#sealedBytes)
-        this.#buf = rest.length > 0 ? [rest] : []
-        this.#bufBytes = rest.length
+      let data = chunk
+      if (this.#decipher === undefined) {
+        data = Buffer.concat([this.#held, chunk])
+        if (data.length < NONCE_BYTES) {
+          this.#held = data
+          return callback()
+        }
+        this.#decipher = createOpenDecipher(this.#p.algorithm, this.#p.key, data.subarray(0, NONCE_BYTES))
+        this.#held = Buffer.alloc(0)
+        data = data.subarray(NONCE_BYTES)
+      }
+      if (data.length >= TAG_BYTES) {
+        this.#emit(this.#held)
+        this.#emit(data.subarray(0, data.length - TAG_BYTES))
+        this.#held = Buffer.from(data.subarray(data.length - TAG_BYTES))
+      } else {
+        const all = Buffer.concat([this.#held, data])
+        this.#emit(all.subarray(0, Math.max(0, all.length - TAG_BYTES)))
+        this.#held = all.subarray(Math.max(0, all.length - TAG_BYTES))
       }
       callback()
     } catch (error) {
@@ -130,12 +132,15 @@ export class DecryptingTransform extends Transform {
   }
 
   override _flush(callback: TransformCallback): void {
+    if (this.#decipher === undefined || this.#held.length < TAG_BYTES) {
+      return callback(encryptionError(`"${this.#path}" is truncated: it is not a complete encrypted file`))
+    }
     try {
-      if (this.#bufBytes > 0) this.#emit(Buffer.concat(this.#buf, this.#bufBytes))
-      if (this.#left > 0) throw encryptionError(`"${this.#path}" ended ${this.#left} bytes early: the encrypted file is truncated`)
+      this.#decipher.setAuthTag(this.#held)
+      this.#decipher.final()
       callback()
     } catch (error) {
-      callback(error as Error)
+      callback(authenticationError(this.#path, error))
     }
   }
 }

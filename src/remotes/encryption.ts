@@ -1,53 +1,56 @@
 /**
- * Client-side encryption for any remote (Xen Orchestra's model): the remote has one key; its root holds
- * `encryption.json` (plain: algorithm, file format, chunk size) and `metadata.json` (encrypted with the
- * key) whose authentication proves the key is right before anything else is read or written. A wrong
- * key is an `E_ENCRYPTION` error at open(), never garbage data. Files are sealed per chunk (see
- * encryption-format.ts) so ranged reads decrypt only the chunks they touch.
+ * Client-side encryption of a remote, as Xen Orchestra's @xen-orchestra/fs does it, so XO opens the
+ * remotes we encrypt and we open XO's:
+ * - the root holds `encryption.json`, plain: `{"algorithm":"chacha20-poly1305"}` (never the key);
+ * - and `metadata.json`, encrypted: `{"random":"<uuid>"}`; decrypting it at open() proves the key;
+ * - every other file (metadata, cache.json.gz, VhdDirectory blocks, headers, BATs, aliases, merge
+ *   state) is encrypted whole (encryption-format.ts): no ranged read or write, so an encrypted remote
+ *   holds VhdDirectory backups only (`forcesVhdDirectory`), as XO requires.
+ *
+ * open() on an empty remote (nothing but hidden entries and those two files) without metadata.json
+ * writes both files, as XO does. A key that does not decrypt metadata.json is `E_ENCRYPTION` and nothing
+ * is written — unlike XO, even when the remote looks empty (XO then re-keys it): a listing that misses
+ * entries must never let a wrong key overwrite metadata.json; to change the key of an empty remote,
+ * delete its two files. A remote holding plain data without encryption.json is refused.
+ *
+ * Remotes an earlier backup-proxy encrypted (`"format": "backup-proxy-chunked-1"`) are read (ranged
+ * reads included) but never written: Xen Orchestra cannot read that format (encryption-chunked.ts).
  *
  * EncryptedRemote wraps another Remote; `root` optionally places it in a sub-directory of the inner one.
- * Encryption is enabled on an empty remote only: a remote holding plain backups is refused, as XO does.
  */
 import { randomUUID } from 'node:crypto'
 import type { Readable, Writable } from 'node:stream'
-import { finished } from 'node:stream/promises'
-import { RemoteError, errorCode } from '../common/errors.js'
+import { BackupProxyError, RemoteError, errorCode } from '../common/errors.js'
 import {
-  ALGORITHMS,
-  DEFAULT_CHUNK_BYTES,
+  CHUNKED_FORMAT,
+  ChunkedDecryptingTransform,
+  CHUNK_OVERHEAD_BYTES,
   HEADER_BYTES,
-  OVERHEAD_BYTES,
+  checkChunkedHeader,
   chunkCount,
-  encryptionError,
-  makeHeader,
-  parseEncryptionKey,
-  parseHeader,
-  plainSize,
-  type EncryptionAlgorithm,
-} from './encryption-format.js'
-import { DecryptingTransform, EncryptingWriter, type CipherParams } from './encryption-streams.js'
+  chunkedHeader,
+  chunkedKeyBytes,
+  chunkedPlainSize,
+  type ChunkedParams,
+} from './encryption-chunked.js'
+import { DEFAULT_ALGORITHM, checkKeyForm, encryptionError, isAlgorithm, openBuffer, plainSize, sealBuffer, sealedSize, xoKeyBytes, type EncryptionAlgorithm } from './encryption-format.js'
+import { OpeningTransform, SealingWriter, type CipherParams } from './encryption-streams.js'
 import { Remote, type ListEntry, type ListOptions, type ReadStreamOptions, type RemoteStat, type WriteFileOptions, type WriteStreamOptions } from './remote.js'
 import { checkRange } from './remote-errors.js'
 
 export const ENCRYPTION_FILE = 'encryption.json'
 export const METADATA_FILE = 'metadata.json'
-const FORMAT = 'backup-proxy-chunked-1'
 
 export interface EncryptionOptions {
-  /** 32 characters (XO) or 64 hex digits */
+  /** 32 bytes: Xen Orchestra's encryptionKey, 32 ASCII characters (64 hex digits: old remotes only) */
   key: string
-  /** for a new remote; an existing one keeps what its encryption.json says. Default aes-256-gcm */
+  /** for a new remote; an existing one keeps what its encryption.json says. Default chacha20-poly1305 (XO's) */
   algorithm?: EncryptionAlgorithm
-  chunkSizeBytes?: number
   /** sub-directory of the inner remote the encrypted remote lives in; default its root */
   root?: string
 }
 
-interface EncryptionJson {
-  algorithm: EncryptionAlgorithm
-  format: string
-  chunkSizeBytes: number
-}
+type Mode = { format: 'xo'; params: CipherParams } | { format: 'chunked'; params: ChunkedParams }
 
 export function createEncryptedRemote(inner: Remote, options: EncryptionOptions): EncryptedRemote {
   return new EncryptedRemote(inner, options)
@@ -57,23 +60,32 @@ export class EncryptedRemote extends Remote {
   readonly kind: Remote['kind']
   readonly displayUrl: string
   readonly #inner: Remote
-  readonly #key: Buffer
+  readonly #key: string
   readonly #root: string
-  readonly #wanted: { algorithm: EncryptionAlgorithm; chunkBytes: number }
-  #params: CipherParams | undefined
+  readonly #algorithm: EncryptionAlgorithm
+  #mode: Mode | undefined
 
   constructor(inner: Remote, options: EncryptionOptions) {
     super()
     this.#inner = inner
     this.kind = inner.kind
-    this.#key = parseEncryptionKey(options.key)
+    checkKeyForm(options.key)
+    this.#key = options.key
     this.#root = inner.resolvePath(options.root ?? '')
     this.displayUrl = `${inner.displayUrl}${this.#root === '' ? '' : ` [${this.#root}]`} (encrypted)`
-    const algorithm = options.algorithm ?? 'aes-256-gcm'
-    if (!ALGORITHMS.includes(algorithm)) throw encryptionError(`unknown encryption algorithm "${String(algorithm)}": use ${ALGORITHMS.join(' or ')}`)
-    const chunkBytes = options.chunkSizeBytes ?? DEFAULT_CHUNK_BYTES
-    if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 4096 || chunkBytes > 64 * 1024 * 1024) throw encryptionError(`chunkSizeBytes must be an integer from 4096 to 64 MiB, got ${chunkBytes}`)
-    this.#wanted = { algorithm, chunkBytes }
+    const algorithm = options.algorithm ?? DEFAULT_ALGORITHM
+    if (!isAlgorithm(algorithm)) throw encryptionError(`unknown encryption algorithm "${String(algorithm)}": use chacha20-poly1305 or aes-256-gcm`)
+    this.#algorithm = algorithm
+  }
+
+  /** Whole-file encryption forbids ranged reads: every backup on this remote is a VhdDirectory (as XO). */
+  override get forcesVhdDirectory(): boolean {
+    return true
+  }
+
+  /** `xo` (Xen Orchestra's format) or `chunked` (an earlier backup-proxy's, read only); after open(). */
+  get format(): Mode['format'] {
+    return this.#m.format
   }
 
   #inPath(path: string): string {
@@ -81,127 +93,179 @@ export class EncryptedRemote extends Remote {
     return this.#root === '' ? rel : rel === '' ? this.#root : `${this.#root}/${rel}`
   }
 
-  get #p(): CipherParams {
-    if (this.#params === undefined) throw encryptionError(`${this.displayUrl} is not open: call open() first`)
-    return this.#params
+  get #m(): Mode {
+    if (this.#mode === undefined) throw encryptionError(`${this.displayUrl} is not open: call open() first`)
+    return this.#mode
+  }
+
+  #xo(path: string, op: string): CipherParams {
+    const m = this.#m
+    if (m.format === 'chunked') {
+      throw encryptionError(
+        `${op} "${path}" refused on ${this.displayUrl}: this remote uses the encryption format of an earlier backup-proxy, which Xen Orchestra cannot read; it is read only — restore from it and back up to a new encrypted remote`,
+      )
+    }
+    return m.params
   }
 
   async open(): Promise<void> {
-    if (this.#params !== undefined) return
+    if (this.#mode !== undefined) return
     await this.track('open', async () => {
       await this.#inner.open()
-      const encPath = this.#inPath(ENCRYPTION_FILE)
-      let conf: EncryptionJson
-      try {
-        conf = JSON.parse((await this.#inner.readFile(encPath)).toString('utf8')) as EncryptionJson
-      } catch (error) {
-        if (errorCode(error) !== 'ENOENT') throw error
-        conf = await this.#initialize()
-      }
-      if (conf.format !== FORMAT || !ALGORITHMS.includes(conf.algorithm) || !Number.isSafeInteger(conf.chunkSizeBytes)) {
-        throw encryptionError(`${this.displayUrl}: ${ENCRYPTION_FILE} describes an unsupported encryption (${JSON.stringify(conf)}); it was not written by this version of backup-proxy`)
-      }
-      const params: CipherParams = { algorithm: conf.algorithm, key: this.#key, header: makeHeader(conf.algorithm, conf.chunkSizeBytes), chunkBytes: conf.chunkSizeBytes }
-      this.#params = params
-      try {
-        const meta = JSON.parse((await this.readFile(METADATA_FILE)).toString('utf8')) as { random?: unknown }
-        if (typeof meta.random !== 'string') throw encryptionError(`${this.displayUrl}: ${METADATA_FILE} decrypted but has no "random" field`)
-      } catch (error) {
-        this.#params = undefined
-        if (errorCode(error) === 'E_ENCRYPTION') {
-          throw encryptionError(`${this.displayUrl}: the encryption key does not match this remote (${METADATA_FILE} failed authentication); use the key the remote was created with`, error)
+      const conf = await this.#readConf()
+      if (conf === undefined || conf.algorithm === 'none') {
+        if (!(await this.#isEmpty())) {
+          throw encryptionError(`${this.displayUrl} already holds unencrypted data (no ${ENCRYPTION_FILE} with an algorithm): enable encryption on an empty remote`)
         }
-        throw error
+        return this.#initialize()
       }
+      const mode = this.#modeOf(conf)
+      try {
+        const meta = JSON.parse((await this.#readWith(mode, METADATA_FILE)).toString('utf8')) as unknown
+        if (typeof meta !== 'object' || meta === null) throw encryptionError(`${METADATA_FILE} is not a JSON object`)
+      } catch (error) {
+        const code = errorCode(error)
+        if (code === 'ENOENT') {
+          if (await this.#isEmpty()) return this.#initialize()
+          throw encryptionError(`${this.displayUrl}: ${ENCRYPTION_FILE} exists but ${METADATA_FILE} does not; the remote directory must be empty to be encrypted`, error)
+        }
+        if (code !== 'E_ENCRYPTION' && !(error instanceof SyntaxError)) throw error
+        // unlike XO, never re-keyed here even if the remote looks empty: a listing that misses entries
+        // must not let a wrong key overwrite metadata.json
+        throw encryptionError(`${this.displayUrl}: the encryption key does not match this remote (${METADATA_FILE} failed authentication); use the key the remote was created with`, error)
+      }
+      this.#mode = mode
     })
   }
 
-  async #initialize(): Promise<EncryptionJson> {
-    const existing = await this.#inner.list(this.#root, { includeHidden: false }).catch((e: unknown) => {
+  async #readConf(): Promise<Record<string, unknown> | undefined> {
+    let text: string
+    try {
+      text = (await this.#inner.readFile(this.#inPath(ENCRYPTION_FILE))).toString('utf8')
+    } catch (error) {
+      if (errorCode(error) === 'ENOENT') return undefined
+      throw error
+    }
+    try {
+      const conf = JSON.parse(text) as unknown
+      if (typeof conf === 'object' && conf !== null && !Array.isArray(conf)) return conf as Record<string, unknown>
+    } catch {
+      // reported below
+    }
+    throw encryptionError(`${this.displayUrl}: ${ENCRYPTION_FILE} is not a JSON object; it was not written by Xen Orchestra or backup-proxy`)
+  }
+
+  #modeOf(conf: Record<string, unknown>): Mode {
+    const { algorithm, format, chunkSizeBytes } = conf
+    if (!isAlgorithm(algorithm)) throw encryptionError(`${this.displayUrl}: ${ENCRYPTION_FILE} names an unsupported algorithm (${JSON.stringify(algorithm)}); use chacha20-poly1305 or aes-256-gcm remotes`)
+    if (format === undefined) return { format: 'xo', params: { algorithm, key: xoKeyBytes(this.#key) } }
+    if (format === CHUNKED_FORMAT && typeof chunkSizeBytes === 'number' && Number.isSafeInteger(chunkSizeBytes) && chunkSizeBytes > 0) {
+      return { format: 'chunked', params: { algorithm, key: chunkedKeyBytes(this.#key), header: chunkedHeader(algorithm, chunkSizeBytes), chunkBytes: chunkSizeBytes } }
+    }
+    throw encryptionError(`${this.displayUrl}: ${ENCRYPTION_FILE} describes an unsupported encryption format (${JSON.stringify(format)}); upgrade backup-proxy`)
+  }
+
+  /** True when the root holds nothing but hidden entries and the two encryption files (XO's rule). */
+  async #isEmpty(): Promise<boolean> {
+    const entries = await this.#inner.list(this.#root, { includeHidden: false }).catch((e: unknown) => {
       if (errorCode(e) === 'ENOENT') return []
       throw e
     })
-    if (existing.length > 0) {
-      throw encryptionError(`${this.displayUrl} already holds unencrypted data (${existing.length} entries, no ${ENCRYPTION_FILE}): enable encryption on an empty remote`)
-    }
-    const conf: EncryptionJson = { algorithm: this.#wanted.algorithm, format: FORMAT, chunkSizeBytes: this.#wanted.chunkBytes }
-    this.#params = { algorithm: conf.algorithm, key: this.#key, header: makeHeader(conf.algorithm, conf.chunkSizeBytes), chunkBytes: conf.chunkSizeBytes }
-    await this.writeFile(METADATA_FILE, JSON.stringify({ random: randomUUID() }))
+    return entries.every((e) => e.path === ENCRYPTION_FILE || e.path === METADATA_FILE)
+  }
+
+  async #initialize(): Promise<void> {
+    const mode: Mode = { format: 'xo', params: { algorithm: this.#algorithm, key: xoKeyBytes(this.#key) } }
+    await this.#inner.writeFile(this.#inPath(METADATA_FILE), sealBuffer(mode.params.algorithm, mode.params.key, Buffer.from(`{"random":"${randomUUID()}"}`)))
     // written last: a remote with encryption.json always has its metadata.json
-    await this.#inner.writeFile(this.#inPath(ENCRYPTION_FILE), JSON.stringify(conf))
-    return conf
+    await this.#inner.writeFile(this.#inPath(ENCRYPTION_FILE), JSON.stringify({ algorithm: mode.params.algorithm }))
+    this.#mode = mode
   }
 
   async close(): Promise<void> {
-    this.#params = undefined
+    this.#mode = undefined
     await this.#inner.close()
   }
 
   async createWriteStream(path: string, options: WriteStreamOptions = {}): Promise<Writable> {
-    const p = this.#p
+    const p = this.#xo(path, 'write')
     const inPath = this.#inPath(path)
     return this.track('createWriteStream', async () => {
       const expected = options.expectedSizeBytes
-      const sealed = expected === undefined ? undefined : HEADER_BYTES + expected + chunkCount(expected, p.chunkBytes) * OVERHEAD_BYTES
-      const inner = await this.#inner.createWriteStream(inPath, {
-        ...options,
-        ...(sealed === undefined ? {} : { expectedSizeBytes: sealed }),
-      })
-      return new EncryptingWriter(p, inner, (n) => this.countBytes('write', n), options.signal)
-    })
-  }
-
-  async createReadStream(path: string, options: ReadStreamOptions = {}): Promise<Readable> {
-    const p = this.#p
-    const inPath = this.#inPath(path)
-    const { start, end } = checkRange(options, path)
-    return this.track('createReadStream', async () => {
-      const s = await this.#inner.stat(inPath)
-      if (s.isDirectory) throw new RemoteError('EISDIR', `read "${path}" on ${this.displayUrl}: it is a directory`)
-      const head = await this.#readRaw(inPath, 0, HEADER_BYTES - 1)
-      const { chunkBytes } = parseHeader(head, path)
-      if (!head.equals(p.header)) throw encryptionError(`"${path}" was encrypted with other settings than ${ENCRYPTION_FILE} says`)
-      const size = plainSize(s.size, chunkBytes, path)
-      const last = Math.min(end ?? size - 1, size - 1)
-      const total = chunkCount(size, chunkBytes)
-      const sealedChunk = chunkBytes + OVERHEAD_BYTES
-      const first = size === 0 ? 0 : Math.min(Math.floor(start / chunkBytes), total - 1)
-      const lastChunk = last < start ? first : Math.floor(last / chunkBytes)
-      const length = Math.max(0, last - start + 1)
-      const raw = await this.#inner.createReadStream(inPath, {
-        start: HEADER_BYTES + first * sealedChunk,
-        end: Math.min(s.size - 1, HEADER_BYTES + (lastChunk + 1) * sealedChunk - 1),
-        ...(options.signal === undefined ? {} : { signal: options.signal }),
-      })
-      const out = new DecryptingTransform(p, path, first, total, start - first * chunkBytes, length)
-      raw.on('error', (e) => out.destroy(e))
-      out.on('close', () => raw.destroy())
-      out.on('end', () => this.countBytes('read', length))
-      return raw.pipe(out)
-    })
-  }
-
-  async #readRaw(path: string, start: number, end: number): Promise<Buffer> {
-    const chunks: Buffer[] = []
-    for await (const c of (await this.#inner.createReadStream(path, { start, end })) as AsyncIterable<Buffer>) chunks.push(c)
-    return Buffer.concat(chunks)
-  }
-
-  async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
-    return this.track('readFile', async () => {
-      const chunks: Buffer[] = []
-      for await (const c of (await this.createReadStream(path, options)) as AsyncIterable<Buffer>) chunks.push(c)
-      return Buffer.concat(chunks)
+      const inner = await this.#inner.createWriteStream(inPath, { ...options, ...(expected === undefined ? {} : { expectedSizeBytes: sealedSize(expected) }) })
+      return new SealingWriter(p, inner, (n) => this.countBytes('write', n), options.signal)
     })
   }
 
   async writeFile(path: string, data: Uint8Array | string, options: WriteFileOptions = {}): Promise<void> {
-    const buf = typeof data === 'string' ? Buffer.from(data) : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-    const out = await this.createWriteStream(path, { ...options, expectedSizeBytes: buf.length })
+    const p = this.#xo(path, 'write')
+    const inPath = this.#inPath(path)
     await this.track('writeFile', async () => {
-      out.end(buf)
-      await finished(out)
+      const plain = typeof data === 'string' ? Buffer.from(data) : data
+      await this.#inner.writeFile(inPath, sealBuffer(p.algorithm, p.key, plain), options)
+      this.countBytes('write', plain.length)
     })
+  }
+
+  async createReadStream(path: string, options: ReadStreamOptions = {}): Promise<Readable> {
+    const m = this.#m
+    const inPath = this.#inPath(path)
+    const { start, end } = checkRange(options, path)
+    if (m.format === 'chunked') return this.track('createReadStream', () => this.#readChunked(m.params, path, inPath, start, end, options.signal))
+    if (start !== 0 || end !== undefined) {
+      throw new BackupProxyError('E_ENCRYPTED_RANGE', `ranged read of "${path}" refused on ${this.displayUrl}: encrypted files are read whole (as Xen Orchestra); backups on an encrypted remote must be VhdDirectory`, {
+        fields: { path },
+      })
+    }
+    return this.track('createReadStream', async () => {
+      const raw = await this.#inner.createReadStream(inPath, options.signal === undefined ? {} : { signal: options.signal })
+      const out = new OpeningTransform(m.params, path)
+      raw.on('error', (e) => out.destroy(e))
+      out.on('close', () => raw.destroy())
+      out.on('end', () => this.countBytes('read', out.plainBytes))
+      return raw.pipe(out)
+    })
+  }
+
+  async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
+    return this.track('readFile', () => this.#readWith(this.#m, path, options.signal))
+  }
+
+  async #readWith(mode: Mode, path: string, signal?: AbortSignal): Promise<Buffer> {
+    const inPath = this.#inPath(path)
+    if (mode.format === 'xo') {
+      const plain = openBuffer(mode.params.algorithm, mode.params.key, await this.#inner.readFile(inPath, signal === undefined ? {} : { signal }), path)
+      this.countBytes('read', plain.length)
+      return plain
+    }
+    const chunks: Buffer[] = []
+    for await (const c of (await this.#readChunked(mode.params, path, inPath, 0, undefined, signal)) as AsyncIterable<Buffer>) chunks.push(c)
+    return Buffer.concat(chunks)
+  }
+
+  async #readChunked(p: ChunkedParams, path: string, inPath: string, start: number, end: number | undefined, signal?: AbortSignal): Promise<Readable> {
+    const s = await this.#inner.stat(inPath)
+    if (s.isDirectory) throw new RemoteError('EISDIR', `read "${path}" on ${this.displayUrl}: it is a directory`)
+    const headChunks: Buffer[] = []
+    for await (const c of (await this.#inner.createReadStream(inPath, { start: 0, end: HEADER_BYTES - 1 })) as AsyncIterable<Buffer>) headChunks.push(c)
+    checkChunkedHeader(Buffer.concat(headChunks), p, path)
+    const size = chunkedPlainSize(s.size, p.chunkBytes, path)
+    const last = Math.min(end ?? size - 1, size - 1)
+    const total = chunkCount(size, p.chunkBytes)
+    const sealedChunk = p.chunkBytes + CHUNK_OVERHEAD_BYTES
+    const first = size === 0 ? 0 : Math.min(Math.floor(start / p.chunkBytes), total - 1)
+    const lastChunk = last < start ? first : Math.floor(last / p.chunkBytes)
+    const length = Math.max(0, last - start + 1)
+    const raw = await this.#inner.createReadStream(inPath, {
+      start: HEADER_BYTES + first * sealedChunk,
+      end: Math.min(s.size - 1, HEADER_BYTES + (lastChunk + 1) * sealedChunk - 1),
+      ...(signal === undefined ? {} : { signal }),
+    })
+    const out = new ChunkedDecryptingTransform(p, path, first, total, start - first * p.chunkBytes, length)
+    raw.on('error', (e) => out.destroy(e))
+    out.on('close', () => raw.destroy())
+    out.on('end', () => this.countBytes('read', length))
+    return raw.pipe(out)
   }
 
   async list(path: string, options: ListOptions = {}): Promise<ListEntry[]> {
@@ -214,10 +278,12 @@ export class EncryptedRemote extends Remote {
   }
 
   async stat(path: string): Promise<RemoteStat> {
+    const m = this.#m
     const inPath = this.#inPath(path)
     return this.track('stat', async () => {
       const s = await this.#inner.stat(inPath)
-      return s.isDirectory ? s : { ...s, size: plainSize(s.size, this.#p.chunkBytes, path) }
+      if (s.isDirectory) return s
+      return { ...s, size: m.format === 'xo' ? plainSize(s.size, path) : chunkedPlainSize(s.size, m.params.chunkBytes, path) }
     })
   }
 

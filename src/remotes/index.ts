@@ -1,7 +1,9 @@
 /**
  * Entry point of the remotes: `createRemote(url, options)` picks the implementation from the URL's
  * scheme. XO's URL query options (`useVhdDirectory`, `allowUnauthorized`, `encryptionKey`) are merged
- * under the explicit options; with an encryption key the remote comes wrapped in EncryptedRemote.
+ * under the explicit options; with an encryption key the remote comes wrapped in EncryptedRemote
+ * (Xen Orchestra's format; it forces VhdDirectory backups, and `useVhdDirectory: false` is refused with
+ * a key, as xo-server refuses it).
  * The returned remote is not opened yet: call `open()`.
  */
 import { RemoteUrlError } from '../common/errors.js'
@@ -64,5 +66,10 @@ export function createRemote(url: string | RemoteUrl, options: RemoteOptions = {
       remote = createSmbRemote(parsed, merged)
       break
   }
-  return merged.encryptionKey === undefined ? remote : createEncryptedRemote(remote, { key: merged.encryptionKey })
+  if (merged.encryptionKey === undefined) return remote
+  if (merged.useVhdDirectory === false) {
+    // as xo-server: whole-file encryption allows no ranged read, which a VhdFile needs
+    throw new RemoteUrlError(`remote ${redactRemoteUrl(parsed)}: encryption must be used with VHD directory (data blocks); drop useVhdDirectory=false or the encryption key`)
+  }
+  return createEncryptedRemote(remote, { key: merged.encryptionKey })
 }

@@ -114,6 +114,14 @@ export abstract class Remote extends EventEmitter<RemoteEvents> {
   /** the remote's URL with its password replaced by `***` (safe for logs and errors) */
   abstract readonly displayUrl: string
 
+  /**
+   * True when this remote can hold only VhdDirectory backups, whatever the job's useVhdDirectory says
+   * (Xen Orchestra's handler.useVhdDirectory() answering true): an encrypted remote reads files whole.
+   */
+  get forcesVhdDirectory(): boolean {
+    return false
+  }
+
   /** Connects / mounts / checks the root exists. Idempotent. */
   abstract open(): Promise<void>
   /** Releases connections; pending operations fail. Idempotent. */
@@ -277,4 +285,9 @@ export abstract class Remote extends EventEmitter<RemoteEvents> {
       throw error
     }
   }
+}
+
+/** Whether backups to `remote` are VhdDirectory: asked for in its options, or forced by the remote (as XO). */
+export function useVhdDirectory(remote: Remote, options: { useVhdDirectory?: boolean }): boolean {
+  return options.useVhdDirectory === true || remote.forcesVhdDirectory
 }

@@ -34,7 +34,7 @@ import type { StreamPool } from './pool.js'
 import type { JobContext, JobInfo, ProcessorRegistry } from './processors.js'
 
 /** Codes never worth a retry: the same input would fail the same way. */
-const NON_RETRYABLE_CODES = new Set(['E_TASK_INVALID', 'E_CANCELLED', 'E_CONFIG_INVALID', 'E_REMOTE_URL', 'E_ENCRYPTION', 'E_VHD_UNSUPPORTED', 'E_DUPLICATE_JOB', 'E_NOT_AVAILABLE', 'EACCES'])
+const NON_RETRYABLE_CODES = new Set(['E_TASK_INVALID', 'E_CANCELLED', 'E_CONFIG_INVALID', 'E_REMOTE_URL', 'E_ENCRYPTION', 'E_ENCRYPTED_RANGE', 'E_VHD_UNSUPPORTED', 'E_DUPLICATE_JOB', 'E_NOT_AVAILABLE', 'EACCES'])
 const AUTH_XAPI_CODES = new Set(['SESSION_AUTHENTICATION_FAILED', 'PERMISSION_DENIED', 'RBAC_PERMISSION_DENIED'])
 
 export function isRetryable(error: unknown): boolean {

@@ -33,6 +33,7 @@ describe('task schemas', () => {
     ['VM id not a UUID', (t: Record<string, unknown>) => ((t.job as Record<string, unknown>).vms = { uuid: ['not-a-uuid'] }), 'job.vms'],
     ['bad remote URL', (t: Record<string, unknown>) => (t.remotes = { r1: { url: 'ftp://x/y' } }), 'remotes.r1.url'],
     ['unknown field', (t: Record<string, unknown>) => (t.extra = 1), 'extra'],
+    ['encryption key of the wrong size', (t: Record<string, unknown>) => (t.remotes = { r1: { url: 'file:///x', options: { encryptionKey: 's3cr3t-Pa55' } } }), 'remotes.r1.options.encryptionKey'],
     ['recordToXapi naming an unknown XAPI', (t: Record<string, unknown>) => (t.recordToXapi = { '33333333-3333-4333-8333-333333333333': 'nope' }), 'recordToXapi'],
   ])('refuses %s with E_TASK_INVALID naming the field', (_name, mutate, field) => {
     const task = structuredClone(backupTask()) as unknown as Record<string, unknown>

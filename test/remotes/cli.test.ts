@@ -61,3 +61,63 @@ describe('backup-proxy remote', () => {
     await remote.close()
   })
 })
+
+describe('encryption key on the command line: a file or the environment, never argv', () => {
+  const key = 'cli-encryption-key-0123456789abc'
+  const setup = async (name: string) => {
+    const root = join(tmp(), name)
+    await mkdir(root)
+    const remote = createRemote(`file://${root}`, { encryptionKey: key })
+    await remote.open()
+    await remote.writeFile('xo-vm-backups/a.json', '{}')
+    await remote.close()
+    const keyFile = join(tmp(), `${name}.key`)
+    await writeFile(keyFile, `${key}\n`, { mode: 0o600 })
+    return { url: `file://${root}`, keyFile }
+  }
+
+  it('reads the key from --encryption-key-file or BACKUP_PROXY_ENCRYPTION_KEY (remote ls, remote test, verify)', async () => {
+    const { url, keyFile } = await setup('enc-ok')
+    const l = io()
+    expect(await runCli(['remote', 'ls', url, '-r', '--encryption-key-file', keyFile], l)).toBe(0)
+    expect(l.out()).toBe('xo-vm-backups/a.json\n')
+    const t = io()
+    expect(await runCli(['remote', 'test', url, '--size', '1MiB', '--encryption-key-file', keyFile], t)).toBe(0)
+    expect(t.out()).toContain('(encrypted): OK')
+    const v = io()
+    expect(await runCli(['verify', url, '--encryption-key-file', keyFile], v)).toBe(0)
+    expect(v.out()).toContain('no problem found')
+    process.env.BACKUP_PROXY_ENCRYPTION_KEY = key
+    try {
+      const e = io()
+      expect(await runCli(['remote', 'ls', url, '-r'], e)).toBe(0)
+      expect(e.out()).toBe('xo-vm-backups/a.json\n')
+    } finally {
+      delete process.env.BACKUP_PROXY_ENCRYPTION_KEY
+    }
+  })
+
+  it('refuses a key on argv (flag or URL) with exit 2, and a wrong key with E_ENCRYPTION, never printing a key', async () => {
+    const { url } = await setup('enc-refused')
+    for (const cmd of [['remote', 'ls', url], ['verify', url], ['restore', url, '--vm', '00000000-0000-4000-8000-000000000000', '--disk', '00000000-0000-4000-8000-000000000001', '--to', join(tmp(), 'x.raw')]]) {
+      const o = io()
+      expect(await runCli([...cmd, '--encryption-key', key], o)).toBe(2)
+      expect(o.err()).toContain('E_USAGE')
+      expect(o.err()).toContain('--encryption-key-file')
+      expect(o.err()).not.toContain(key)
+    }
+    const inUrl = io()
+    expect(await runCli(['remote', 'ls', `${url}?encryptionKey=${encodeURIComponent(JSON.stringify(key))}`], inUrl)).toBe(2)
+    expect(inUrl.err()).toContain('E_USAGE')
+    expect(inUrl.err()).not.toContain(key)
+    const wrongKey = 'wrong-encryption-key-0123456789a'
+    const wrongFile = join(tmp(), 'wrong.key')
+    await writeFile(wrongFile, wrongKey)
+    const w = io()
+    expect(await runCli(['remote', 'ls', url, '--encryption-key-file', wrongFile], w)).toBe(1)
+    expect(w.err()).toContain('E_ENCRYPTION')
+    expect(w.err()).not.toContain(wrongKey)
+    const missing = io()
+    expect(await runCli(['remote', 'ls', url, '--encryption-key-file', join(tmp(), 'nope.key')], missing)).toBe(2)
+  })
+})

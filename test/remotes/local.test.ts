@@ -14,6 +14,17 @@ describeRemoteConformance('local', async () => {
   return createRemote(`file://${tmp()}`)
 })
 
+// the same contract through client-side encryption (XO's whole-file format): only ranged reads differ
+describeRemoteConformance(
+  'local, encrypted',
+  async () => {
+    const root = join(tmp(), 'encrypted')
+    await mkdir(root, { recursive: true })
+    return createRemote(`file://${root}`, { encryptionKey: 'conformance-key-0123456789abcdef' })
+  },
+  { wholeFileReads: true, skipEncryption: true },
+)
+
 describe('local remote specifics', () => {
   it('refuses a missing root instead of creating it', async () => {
     const remote = new LocalRemote({ type: 'file', path: join(tmp(), 'not-mounted') })

@@ -2,7 +2,8 @@
 import { describe, expect, it } from 'vitest'
 import { RemoteUrlError } from '../../src/common/errors.js'
 import { formatRemoteUrl, parseRemoteUrl, redactRemoteUrl } from '../../src/remotes/url.js'
-import { optionsFromUrl } from '../../src/remotes/index.js'
+import { createRemote, optionsFromUrl } from '../../src/remotes/index.js'
+import { useVhdDirectory } from '../../src/remotes/remote.js'
 
 describe('parseRemoteUrl / formatRemoteUrl', () => {
   const cases: [string, unknown][] = [
@@ -50,6 +51,20 @@ describe('parseRemoteUrl / formatRemoteUrl', () => {
     expect(optionsFromUrl(p)).toEqual({ encryptionKey: '12345678901234567890123456789012', useVhdDirectory: true })
     expect(parseRemoteUrl(formatRemoteUrl(p))).toEqual(p)
     expect(redactRemoteUrl(p)).not.toContain('1234567890')
+  })
+
+  it('an encrypted remote is always VhdDirectory: useVhdDirectory=false with a key is refused, as xo-server does', () => {
+    const refused = 'file:///b?encryptionKey=%2212345678901234567890123456789012%22&useVhdDirectory=false'
+    expect(() => createRemote(refused)).toThrow(RemoteUrlError)
+    expect(() => createRemote(refused)).toThrow(/encryption must be used with VHD directory/)
+    expect(() => createRemote(refused)).not.toThrow(/1234567890/)
+    const encrypted = createRemote('file:///b', { encryptionKey: '12345678901234567890123456789012' })
+    expect(encrypted.forcesVhdDirectory).toBe(true)
+    expect(useVhdDirectory(encrypted, {})).toBe(true)
+    const plain = createRemote('file:///b')
+    expect(plain.forcesVhdDirectory).toBe(false)
+    expect(useVhdDirectory(plain, {})).toBe(false)
+    expect(useVhdDirectory(plain, { useVhdDirectory: true })).toBe(true)
   })
 
   const bad: [string, RegExp][] = [

@@ -3,7 +3,8 @@
  * task-log lines on stderr, the final summary (JSON) on stdout; exit 0 on success, 1 when the run failed
  * or was interrupted, 2 for an invalid task. The task comes from `--task <file>` (XO backup.run shape) or
  * from flags (`--xapi https://user:password@host --vm <uuid> --remote <url>`); credentials are sealed
- * before they reach Redis (config security.sealKey/sealKeyFile).
+ * before they reach Redis (config security.sealKey/sealKeyFile). The key of encrypted `--remote` targets comes
+ * from --encryption-key-file or BACKUP_PROXY_ENCRYPTION_KEY (never argv) and is sealed with the task.
  */
 import { readFile } from 'node:fs/promises'
 import type { Command } from 'commander'
@@ -14,8 +15,9 @@ import type { QueueTarget } from '../../queue/names.js'
 import type { TaskInput } from '../../queue/tasks.js'
 import type { CliIo } from '../context.js'
 import { collect, commandConfig, commandLogger, durationArg, intArg } from '../context.js'
+import { cliEncryptionKey, encryptionKeyOptions, refuseKeyInArgv, type EncryptionKeyFlags } from '../encryption-key.js'
 
-interface BackupFlags {
+interface BackupFlags extends EncryptionKeyFlags {
   proxy?: string
   pool?: string
   task?: string
@@ -39,6 +41,8 @@ export function targetOf(flags: { proxy?: string; pool?: string }): QueueTarget 
 
 async function taskFromFlags(flags: BackupFlags): Promise<TaskInput> {
   if (flags.task !== undefined) {
+    refuseKeyInArgv(flags, [])
+    if (flags.encryptionKeyFile !== undefined) throw new UsageError('--encryption-key-file goes with --remote; with --task, put the key in the task\'s remotes.<id>.options.encryptionKey')
     let text: string
     try {
       text = await readFile(flags.task, 'utf8')
@@ -64,17 +68,20 @@ async function taskFromFlags(flags: BackupFlags): Promise<TaskInput> {
   xapi.username = ''
   xapi.password = ''
   const jobId = flags.jobId ?? 'cli'
+  // the key of encrypted --remote targets (sealed with the task before it reaches Redis)
+  const encryptionKey = await cliEncryptionKey(flags, flags.remote ?? [])
+  const options = encryptionKey === undefined ? {} : { options: { encryptionKey } }
   return {
     kind: 'backup.run',
     job: { id: jobId, name: `backup-proxy CLI (${jobId})`, mode: flags.mode as 'delta' | 'full', vms: { uuid: flags.vm ?? [] }, settings: { '': {} } },
     schedule: { id: flags.schedule ?? 'cli' },
-    remotes: Object.fromEntries((flags.remote ?? []).map((url, i) => [`remote${i}`, { url }])),
+    remotes: Object.fromEntries((flags.remote ?? []).map((url, i) => [`remote${i}`, { url, ...options }])),
     xapis: { xapi0: { url: xapi.toString().replace(/\/$/, ''), credentials, allowUnauthorized: flags.allowUnauthorized === true } },
   }
 }
 
 export function registerBackup(program: Command, io: CliIo): void {
-  program
+  const cmd = program
     .command('backup')
     .description('enqueue a backup run for a proxy or a pool and follow its progress')
     .option('--proxy <id>', 'proxy that runs it')
@@ -91,41 +98,41 @@ export function registerBackup(program: Command, io: CliIo): void {
     .option('--delay <duration>', 'start no earlier than this from now (30s, 5m)', durationArg('--delay'))
     .option('--no-wait', 'return once enqueued')
     .option('--redis-url <url>', 'Redis URL (env REDIS_URL)')
-    .action(async (flags: BackupFlags, cmd: Command) => {
-      const target = targetOf(flags)
-      const config = await commandConfig(cmd, { redis: { url: flags.redisUrl } })
-      const task = await taskFromFlags(flags)
-      const client = await EnqueueClient.fromConfig(config, commandLogger(config))
-      try {
-        const handle = await client.enqueue(target, task, {
-          ...(flags.priority === undefined ? {} : { priority: flags.priority }),
-          ...(flags.delay === undefined ? {} : { delayMs: flags.delay }),
-        })
-        if (!flags.wait) {
-          io.stdout(`${JSON.stringify({ queue: handle.queue, jobId: handle.id })}\n`)
-          return
-        }
-        io.stderr(`enqueued ${handle.id} in ${handle.queue}\n`)
-        let last = -1
-        handle.onProgress((p) => {
-          if (p.percent !== last) {
-            last = p.percent
-            io.stderr(`progress ${p.percent}%\n`)
-          }
-        })
-        handle.onTaskLog((e) => {
-          if (e.event === 'start') io.stderr(`start ${e.message}${e.data === undefined ? '' : ` ${JSON.stringify(e.data)}`}\n`)
-          else if (e.event === 'end') io.stderr(`end ${e.status}\n`)
-          else io.stderr(`${e.event} ${e.message}\n`)
-        })
-        await handle.ready()
-        const summary = await handle.result()
-        io.stdout(`${JSON.stringify(summary, null, 2)}\n`)
-        if (summary.status !== 'success') {
-          throw new BackupProxyError('E_BACKUP', `job ${handle.id} ended ${summary.status}${summary.error === undefined ? '' : `: [${summary.error.code ?? ''}] ${summary.error.message}`}`)
-        }
-      } finally {
-        await client.close()
+  encryptionKeyOptions(cmd).action(async (flags: BackupFlags, cmd: Command) => {
+    const target = targetOf(flags)
+    const config = await commandConfig(cmd, { redis: { url: flags.redisUrl } })
+    const task = await taskFromFlags(flags)
+    const client = await EnqueueClient.fromConfig(config, commandLogger(config))
+    try {
+      const handle = await client.enqueue(target, task, {
+        ...(flags.priority === undefined ? {} : { priority: flags.priority }),
+        ...(flags.delay === undefined ? {} : { delayMs: flags.delay }),
+      })
+      if (!flags.wait) {
+        io.stdout(`${JSON.stringify({ queue: handle.queue, jobId: handle.id })}\n`)
+        return
       }
-    })
+      io.stderr(`enqueued ${handle.id} in ${handle.queue}\n`)
+      let last = -1
+      handle.onProgress((p) => {
+        if (p.percent !== last) {
+          last = p.percent
+          io.stderr(`progress ${p.percent}%\n`)
+        }
+      })
+      handle.onTaskLog((e) => {
+        if (e.event === 'start') io.stderr(`start ${e.message}${e.data === undefined ? '' : ` ${JSON.stringify(e.data)}`}\n`)
+        else if (e.event === 'end') io.stderr(`end ${e.status}\n`)
+        else io.stderr(`${e.event} ${e.message}\n`)
+      })
+      await handle.ready()
+      const summary = await handle.result()
+      io.stdout(`${JSON.stringify(summary, null, 2)}\n`)
+      if (summary.status !== 'success') {
+        throw new BackupProxyError('E_BACKUP', `job ${handle.id} ended ${summary.status}${summary.error === undefined ? '' : `: [${summary.error.code ?? ''}] ${summary.error.message}`}`)
+      }
+    } finally {
+      await client.close()
+    }
+  })
 }

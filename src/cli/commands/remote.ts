@@ -2,25 +2,25 @@
  * `backup-proxy remote test|ls`: probe a remote (write, read back, delete a probe file; report latency
  * and speed) or list a directory of it. The URL is in Xen Orchestra's format; its password never
  * reaches the output (the remote's displayUrl has it as `***`). An invalid URL exits 2, a remote that
- * fails exits 1.
+ * fails exits 1. An encrypted remote's key comes from --encryption-key-file or the environment
+ * (see ../encryption-key.ts), never from argv.
  */
 import type { Command } from 'commander'
 import { createRemote } from '../../remotes/index.js'
 import type { Remote } from '../../remotes/remote.js'
 import type { CliIo } from '../context.js'
 import { sizeArg } from '../context.js'
+import { cliEncryptionKey, encryptionKeyOptions, type EncryptionKeyFlags } from '../encryption-key.js'
 
-interface TestOptions {
+interface TestOptions extends EncryptionKeyFlags {
   json?: boolean
   size: number
-  encryptionKey?: string
 }
 
-interface LsOptions {
+interface LsOptions extends EncryptionKeyFlags {
   json?: boolean
   recursive?: boolean
   all?: boolean
-  encryptionKey?: string
 }
 
 async function withRemote<T>(url: string, encryptionKey: string | undefined, fn: (remote: Remote) => Promise<T>): Promise<T> {
@@ -35,31 +35,30 @@ async function withRemote<T>(url: string, encryptionKey: string | undefined, fn:
 
 export function registerRemote(program: Command, io: CliIo): void {
   const remote = program.command('remote').description('work with a backup remote (file://, nfs://, smb://, s3://)')
-  remote
+  const test = remote
     .command('test')
     .description('write, read back and delete a probe file; report latency and speed')
     .argument('<url>', 'remote URL (Xen Orchestra format, e.g. s3://AK:SK@host/bucket/dir)')
     .option('--json', 'machine-readable output')
     .option('--size <size>', 'probe file size (e.g. 64MiB)', sizeArg('--size'), 16 * 1024 * 1024)
-    .option('--encryption-key <key>', 'the remote is encrypted with this key (env BACKUP_PROXY_ENCRYPTION_KEY)')
-    .action(async (url: string, options: TestOptions) => {
-      const key = options.encryptionKey ?? process.env.BACKUP_PROXY_ENCRYPTION_KEY
-      await withRemote(url, key, async (r) => {
-        const result = await r.test({ sizeBytes: options.size })
-        if (options.json === true) {
-          io.stdout(`${JSON.stringify({ remote: r.displayUrl, ...result })}\n`)
-        } else {
-          io.stdout(
-            `${r.displayUrl}: OK\n` +
-              `  probe     ${(result.sizeBytes / 1024 / 1024).toFixed(1)} MiB\n` +
-              `  write     ${result.writeMiBps.toFixed(1)} MiB/s (${result.writeDurationMs.toFixed(0)} ms)\n` +
-              `  read      ${result.readMiBps.toFixed(1)} MiB/s (${result.readDurationMs.toFixed(0)} ms)\n` +
-              `  latency   ${result.latencyMs.toFixed(1)} ms (stat)\n`,
-          )
-        }
-      })
+  encryptionKeyOptions(test).action(async (url: string, options: TestOptions) => {
+    const key = await cliEncryptionKey(options, [url])
+    await withRemote(url, key, async (r) => {
+      const result = await r.test({ sizeBytes: options.size })
+      if (options.json === true) {
+        io.stdout(`${JSON.stringify({ remote: r.displayUrl, ...result })}\n`)
+      } else {
+        io.stdout(
+          `${r.displayUrl}: OK\n` +
+            `  probe     ${(result.sizeBytes / 1024 / 1024).toFixed(1)} MiB\n` +
+            `  write     ${result.writeMiBps.toFixed(1)} MiB/s (${result.writeDurationMs.toFixed(0)} ms)\n` +
+            `  read      ${result.readMiBps.toFixed(1)} MiB/s (${result.readDurationMs.toFixed(0)} ms)\n` +
+            `  latency   ${result.latencyMs.toFixed(1)} ms (stat)\n`,
+        )
+      }
     })
-  remote
+  })
+  const ls = remote
     .command('ls')
     .description('list a directory of the remote')
     .argument('<url>', 'remote URL')
@@ -67,13 +66,12 @@ export function registerRemote(program: Command, io: CliIo): void {
     .option('-r, --recursive', 'list recursively')
     .option('-a, --all', 'include hidden entries (temporaries)')
     .option('--json', 'machine-readable output')
-    .option('--encryption-key <key>', 'the remote is encrypted with this key (env BACKUP_PROXY_ENCRYPTION_KEY)')
-    .action(async (url: string, path: string, options: LsOptions) => {
-      const key = options.encryptionKey ?? process.env.BACKUP_PROXY_ENCRYPTION_KEY
-      await withRemote(url, key, async (r) => {
-        const entries = await r.list(path, { recursive: options.recursive === true, includeHidden: options.all === true })
-        if (options.json === true) io.stdout(`${JSON.stringify(entries)}\n`)
-        else io.stdout(entries.map((e) => `${e.path}${e.isDirectory ? '/' : ''}\n`).join(''))
-      })
+  encryptionKeyOptions(ls).action(async (url: string, path: string, options: LsOptions) => {
+    const key = await cliEncryptionKey(options, [url])
+    await withRemote(url, key, async (r) => {
+      const entries = await r.list(path, { recursive: options.recursive === true, includeHidden: options.all === true })
+      if (options.json === true) io.stdout(`${JSON.stringify(entries)}\n`)
+      else io.stdout(entries.map((e) => `${e.path}${e.isDirectory ? '/' : ''}\n`).join(''))
     })
+  })
 }
