@@ -80,6 +80,11 @@ export async function verifyRemote(remote: Remote, options: VerifyOptions = {}):
     let done = 0
     for (const b of backups) {
       report.backups++
+      if (b.metadata.xva !== undefined) {
+        // a full (XVA) backup XO wrote: its file must be there (its content is XO's to check)
+        const xva = resolveVhdPath(vmUuid, b.metadata.xva)
+        if (!(await remote.exists(xva))) problem('missing', xva, `named by ${b.metadataPath} (xva) but absent`)
+      }
       for (const [ref, rel] of Object.entries(b.metadata.vhds)) {
         options.signal?.throwIfAborted()
         const path = resolveVhdPath(vmUuid, rel)

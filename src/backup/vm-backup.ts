@@ -20,15 +20,16 @@ import type { Logger } from '../common/log.js'
 import { isTemporaryName, type Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import {
-  TAG_CHAIN_LENGTH, TAG_DATETIME, TAG_EXPORTED, TAG_JOB, TAG_SCHEDULE, TAG_VM, chooseBase, type BackupSnapshot,
+  TAG_CHAIN_LENGTH, TAG_DATETIME, TAG_EXPORTED, TAG_JOB, chooseBase, type BackupSnapshot,
 } from './base-choice.js'
 import { listBackups, updateCache, writeMetadata, type CatalogEntry } from './catalog.js'
 import { mapSettled } from './concurrency.js'
 import {
-  METADATA_VERSION, aliasDataPath, formatTimestamp, parseTimestamp, resolveVhdPath, sourceVdiUuid, timestampOfName, vdiDir, vhdRelativePath, vmDir, type BackupMetadata,
+  aliasDataPath, formatTimestamp, isTimestamp, parseTimestamp, resolveVhdPath, sourceVdiUuid, timestampOfName, vdiDir, vmDir,
 } from './layout.js'
-import type { BackupXapi, DiskExporter, DiskTarget, Rec, XapiDisk, XapiObject } from './ports.js'
+import type { BackupXapi, DiskExporter, DiskTarget, XapiDisk, XapiObject } from './ports.js'
 import { applyRetention } from './apply-retention.js'
+import { buildMetadata, setOnVmAndVdis, tagSnapshot, usesVhdDirectory, type RunIds } from './xo-records.js'
 import type { Task } from './task-log.js'
 
 export interface RunTarget {
@@ -75,11 +76,6 @@ export interface VmBackupResult {
   failed: string[]
 }
 
-interface RunIds {
-  timestamp: string
-  timestampMs: number
-}
-
 function tagOf(obj: XapiObject, key: string): string | undefined {
   const oc = obj.record.other_config
   if (typeof oc !== 'object' || oc === null) return undefined
@@ -87,8 +83,14 @@ function tagOf(obj: XapiObject, key: string): string | undefined {
   return typeof v === 'string' ? v : undefined
 }
 
+/** XO's `xo:backup:datetime` (`20261125T22:30:00Z`, XAPI's format; our older releases wrote `20261125T223000Z`) → `20261125T223000Z`. */
+function snapshotDatetime(obj: XapiObject): string | undefined {
+  const datetime = tagOf(obj, TAG_DATETIME)?.replace(/:/g, '')
+  return datetime !== undefined && isTimestamp(datetime) ? datetime : undefined
+}
+
 function toSnapshot(obj: XapiObject): BackupSnapshot | undefined {
-  const datetime = tagOf(obj, TAG_DATETIME)
+  const datetime = snapshotDatetime(obj)
   if (datetime === undefined) return undefined
   return { uuid: obj.uuid, ref: obj.ref, datetime, deltaChainLength: Number(tagOf(obj, TAG_CHAIN_LENGTH) ?? 0) || 0 }
 }
@@ -173,16 +175,15 @@ export async function backupVm(vmUuid: string, ctx: VmBackupContext, settings: V
       checkpoint: settings.checkpointSnapshot,
       signal,
     })
-    const tags: [string, string][] = [
-      [TAG_JOB, jobId], [TAG_SCHEDULE, ctx.scheduleId], [TAG_VM, vmUuid], [TAG_DATETIME, timestamp], [TAG_CHAIN_LENGTH, String(choice.deltaChainLength)],
-    ]
-    for (const [k, v] of tags) await xapi.setOtherConfig('VM', s.ref, k, v)
+    await tagSnapshot(xapi, s.ref, { jobId, scheduleId: ctx.scheduleId, vmUuid, timestampMs })
     return s
   }, (s) => s.uuid)
 
   try {
     const result = await exportAndPublish(vmUuid, vm, snapshot, choice.base, holdings, ctx, run, settings, task)
-    await xapi.setOtherConfig('VM', snapshot.ref, TAG_EXPORTED, 'true')
+    // as XO: the chain length, then the exported mark, on the snapshot and its VDIs
+    await setOnVmAndVdis(xapi, snapshot.ref, { [TAG_CHAIN_LENGTH]: String(choice.deltaChainLength) })
+    await setOnVmAndVdis(xapi, snapshot.ref, { [TAG_EXPORTED]: 'true' })
     await pruneSnapshots(xapi, jobSnapshots, snapshot, settings.snapshotRetention, task)
     return { ...result, durationMs: performance.now() - t0 }
   } catch (error) {
@@ -221,6 +222,7 @@ async function exportAndPublish(
 
   const vhdSource: Record<string, string> = {} // snapshot VDI ref → source VDI uuid
   const isVhdDifferencing: Record<string, boolean> = {}
+  const baseVdiOf: Record<string, string> = {} // snapshot VDI ref → uuid of the base VDI of its delta
   let sizeBytes = 0
   let readBytes = 0
   const readByDisk = new Map<string, number>()
@@ -228,7 +230,7 @@ async function exportAndPublish(
 
   const exportDisk = async (disk: XapiDisk): Promise<void> => {
     const baseDisk = baseDisks.find((d) => d.sourceVdiUuid === disk.sourceVdiUuid)
-    const directoryOf = (t: RunTarget) => t.options.useVhdDirectory === true
+    const directoryOf = usesVhdDirectory
     // a delta needs the parent on every live target
     const live = ctx.targets.filter((t) => !failedTargets.has(t.id))
     if (live.length === 0) throw new BackupProxyError('E_BACKUP', 'every target failed')
@@ -279,6 +281,7 @@ async function exportAndPublish(
     if (r.succeeded.length === 0) throw new BackupProxyError('E_BACKUP', `disk ${disk.sourceVdiUuid} could not be written to any target`)
     vhdSource[disk.vdi.ref] = disk.sourceVdiUuid
     isVhdDifferencing[disk.vdi.ref] = r.differencing
+    if (delta) baseVdiOf[disk.vdi.ref] = baseDisk.vdi.uuid
     sizeBytes += r.sizeBytes
     readBytes += r.readBytes
     task.info(`disk ${disk.sourceVdiUuid} exported`, { sizeBytes: r.sizeBytes, differencing: r.differencing, durationMs: Math.round(r.durationMs) })
@@ -304,7 +307,7 @@ async function exportAndPublish(
       return
     }
     try {
-      const metadata = await buildMetadata(ctx, run, vmRecord, snapshot, disks, vhdSource, isVhdDifferencing, sizeBytes, t)
+      const metadata = await buildMetadata(ctx, run, { vm: vmRecord, snapshot, disks, vhdSource, isVhdDifferencing, baseVdiOf, size: sizeBytes }, t)
       await writeMetadata(t.remote, vmUuid, timestamp, metadata, signal)
       transferTasks.get(t.id)?.end('success', { size: sizeBytes })
       await updateCache(t.remote, vmUuid)
@@ -340,40 +343,12 @@ async function removeWritten(targets: readonly RunTarget[], written: Map<string,
   }
 }
 
-function asRecordMap(items: readonly XapiObject[]): Record<string, Rec> {
-  return Object.fromEntries(items.map((i) => [i.ref, i.record]))
-}
-
-async function buildMetadata(
-  ctx: VmBackupContext, run: RunIds, vm: Rec, snapshot: XapiObject, disks: readonly XapiDisk[], vhdSource: Record<string, string>, isVhdDifferencing: Record<string, boolean>,
-  size: number, target: RunTarget,
-): Promise<BackupMetadata> {
-  const vifs = await ctx.xapi.listVifs(snapshot.ref)
-  const directory = target.options.useVhdDirectory === true
-  const ownVhds = Object.fromEntries(Object.entries(vhdSource).map(([ref, vdi]) => [ref, vhdRelativePath(ctx.jobId, vdi, run.timestamp, directory)]))
-  return {
-    version: METADATA_VERSION,
-    mode: 'delta',
-    jobId: ctx.jobId,
-    scheduleId: ctx.scheduleId,
-    timestamp: run.timestampMs,
-    vm,
-    vmSnapshot: { ...snapshot.record, uuid: snapshot.uuid },
-    vbds: asRecordMap(disks.map((d) => d.vbd)),
-    vdis: Object.fromEntries(disks.map((d) => [d.vdi.ref, { ...d.vdi.record, uuid: d.vdi.uuid, $snapshot_of$uuid: d.sourceVdiUuid }])),
-    vifs: asRecordMap(vifs),
-    vhds: ownVhds,
-    isVhdDifferencing,
-    size,
-  }
-}
-
 /** Keeps the newest max(1, retention) backup snapshots of this job (the newest is the next base). */
 async function pruneSnapshots(xapi: BackupXapi, older: readonly XapiObject[], created: XapiObject, retention: number, task: Task): Promise<void> {
   const keepOlder = Math.max(1, retention) - 1
   const sorted = older
     .filter((s) => s.ref !== created.ref)
-    .sort((a, b) => String(tagOf(b, TAG_DATETIME) ?? '').localeCompare(String(tagOf(a, TAG_DATETIME) ?? '')))
+    .sort((a, b) => (snapshotDatetime(b) ?? '').localeCompare(snapshotDatetime(a) ?? ''))
   for (const s of sorted.slice(keepOlder)) {
     try {
       await xapi.destroySnapshot(s.ref)

@@ -25,7 +25,7 @@ describe('layout', () => {
     expect(() => resolveVhdPath(VM, '../../etc/passwd')).toThrow(/outside/)
   })
   it('refuses metadata it could not restore, naming the field', () => {
-    expect(() => parseMetadata('m.json', '{"version":"1.0.0"}')).toThrow(/field "version"/)
+    expect(() => parseMetadata('m.json', '{"version":"3.0.0"}')).toThrow(/field "version"/)
     expect(() => parseMetadata('m.json', 'nope')).toThrow(/not JSON/)
     const ok = { version: '2.0.0', mode: 'delta', jobId: 'j', scheduleId: 's', timestamp: 1, vm: {}, vmSnapshot: {}, vbds: {}, vdis: {}, vhds: { r: 'vdis/j/v/x.vhd' } }
     expect(parseMetadata('m.json', JSON.stringify(ok)).vhds).toEqual({ r: 'vdis/j/v/x.vhd' })

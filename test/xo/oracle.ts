@@ -103,3 +103,39 @@ export async function xoAdapter(remote: Record<string, unknown>): Promise<{ adap
   const handler = await xoHandler(remote)
   return { adapter: new xo.RemoteAdapter(handler, { vhdDirectoryCompression: 'brotli' }), xo, close: () => handler.forget() }
 }
+
+/** An object of XO's XAPI client (a XAPI record plus `$` accessors of linked objects). */
+export type XoXapiObject = Record<string, unknown> & { $ref: string; uuid: string }
+
+export interface XoXapi {
+  connect(): Promise<void>
+  disconnect(): Promise<void>
+  barrier(): Promise<void>
+  objectsFetched: Promise<void>
+  getObject(idOrRef: string): XoXapiObject
+  getRecordByUuid(type: string, uuid: string): Promise<XoXapiObject>
+  objects: { indexes: { type: Record<string, Record<string, XoXapiObject>> } }
+}
+
+/** XO's own XAPI client (@xen-orchestra/xapi) connected to a XAPI (the simulator in the tests). */
+export async function xoXapi(sim: { url: string; user: string; password: string }): Promise<XoXapi> {
+  const { Xapi } = (await import('@xen-orchestra/xapi')) as { Xapi: new (opts: Record<string, unknown>) => XoXapi }
+  const xapi = new Xapi({ url: sim.url, auth: { user: sim.user, password: sim.password }, allowUnauthorized: true })
+  await xapi.connect()
+  await xapi.objectsFetched
+  return xapi
+}
+
+/** What XO's exportIncrementalVm returns (the disks are XO disk sources, to close). */
+export interface XoDeltaExport {
+  vbds: Record<string, unknown>
+  vdis: Record<string, unknown>
+  vifs: Record<string, unknown>
+  vtpms: unknown[]
+  disks: Record<string, XoDisk & { isDifferencing(): boolean }>
+}
+
+export async function xoExportIncrementalVm(snapshot: XoXapiObject, baseVdis: Record<string, XoXapiObject>): Promise<XoDeltaExport> {
+  const m = (await import('@xen-orchestra/backups/_incrementalVm.mjs')) as { exportIncrementalVm: (vm: unknown, base: unknown, opts: unknown) => Promise<XoDeltaExport> }
+  return m.exportIncrementalVm(snapshot, baseVdis, { preferNbd: false })
+}

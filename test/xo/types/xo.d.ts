@@ -5,3 +5,12 @@ declare module '@xen-orchestra/backups/RemoteAdapter.mjs' {
 declare module '@xen-orchestra/backups/formatVmBackups.mjs' {
   export const formatVmBackups: unknown
 }
+declare module '@xen-orchestra/backups/_incrementalVm.mjs' {
+  export const exportIncrementalVm: unknown
+}
+declare module '@xen-orchestra/xapi' {
+  export const Xapi: unknown
+}
+declare module '@xen-orchestra/backups/Backup.mjs' {
+  export const createRunner: unknown
+}
