@@ -57,7 +57,8 @@ export interface DiskTarget {
   path: string
   /** write a VhdDirectory (alias + data dir) rather than a VhdFile */
   directory: boolean
-  compression: 'none' | 'brotli' | 'zstd'
+  /** VhdDirectory block compression (ignored for a VhdFile) */
+  compression: 'none' | 'brotli'
   /** for a delta: the parent on this target */
   parent?: { path: string; uuid: string }
 }

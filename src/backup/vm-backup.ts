@@ -25,7 +25,7 @@ import {
 import { listBackups, updateCache, writeMetadata, type CatalogEntry } from './catalog.js'
 import { mapSettled } from './concurrency.js'
 import {
-  aliasDataPath, formatTimestamp, isTimestamp, parseTimestamp, resolveVhdPath, sourceVdiUuid, timestampOfName, vdiDir, vmDir,
+  aliasDataPath, formatTimestamp, isAliasPath, isTimestamp, parseTimestamp, resolveVhdPath, sourceVdiUuid, timestampOfName, vdiDir, vmDir,
 } from './layout.js'
 import type { BackupXapi, DiskExporter, DiskTarget, XapiDisk, XapiObject } from './ports.js'
 import { applyRetention } from './apply-retention.js'
@@ -46,7 +46,10 @@ export interface VmSettings {
   snapshotRetention: number
   fullInterval: number
   maxExportRateBytesPerSecond: number
-  compression: 'none' | 'brotli' | 'zstd'
+  /** XO's job compression (XVA of full-mode backups): kept for XO's meaning, VHD backups do not use it */
+  compression: '' | 'native' | 'zstd'
+  /** block compression of the VhdDirectory targets (XO's vhdDirectoryCompression) */
+  vhdDirectoryCompression: 'brotli' | 'none'
   checkpointSnapshot: boolean
 }
 
@@ -239,7 +242,10 @@ async function exportAndPublish(
       for (const t of live) {
         const b = baseBackupByTarget.get(t.id)
         const ref = b === undefined ? undefined : Object.keys(b.metadata.vhds).find((r) => sourceVdiUuid(b.metadata, r) === disk.sourceVdiUuid)
-        if (b !== undefined && ref !== undefined) parents.set(t.id, { path: resolveVhdPath(vmUuid, b.metadata.vhds[ref]!), uuid: baseDisk.vdi.uuid })
+        const path = ref === undefined ? undefined : resolveVhdPath(vmUuid, b!.metadata.vhds[ref]!)
+        // as XO's isMergeableParent: a chain stays all VhdFile or all VhdDirectory (else a full)
+        if (path !== undefined && isAliasPath(path) === directoryOf(t)) parents.set(t.id, { path, uuid: baseDisk.vdi.uuid })
+        else if (path !== undefined) task.info(`full backup of disk ${disk.sourceVdiUuid} on ${t.id}: its chain is ${isAliasPath(path) ? 'VhdDirectory' : 'VhdFile'}, this target now writes ${directoryOf(t) ? 'VhdDirectory' : 'VhdFile'}`)
       }
     }
     const delta = baseDisk !== undefined && parents.size === live.length
@@ -249,7 +255,7 @@ async function exportAndPublish(
       options: t.options,
       path: `${vdiDir(vmUuid, jobId, disk.sourceVdiUuid)}/${timestamp}${directoryOf(t) ? '.alias.vhd' : '.vhd'}`,
       directory: directoryOf(t),
-      compression: settings.compression,
+      compression: settings.vhdDirectoryCompression,
       ...(delta ? { parent: parents.get(t.id)! } : {}),
     }))
     const descriptor = await xapi.exportDescriptor(disk.vdi.ref, delta ? { baseRef: baseDisk.vdi.ref } : {})

@@ -16,6 +16,7 @@ import { z } from 'zod'
 import { TaskInvalidError, type JsonValue } from '../common/errors.js'
 import { parseRemoteUrl } from '../remotes/url.js'
 import { ID_RE, ID_RULE } from './names.js'
+import { xvaCompression } from '../config/schema.js'
 
 /** Serialized task larger than this is refused: a task describes work, it never carries data. */
 export const MAX_TASK_BYTES = 256 * 1024
@@ -85,7 +86,7 @@ export const jobSettingsSchema = z
     maxExportRate: z.number().min(0).optional(),
     timeout: z.number().int().min(0).optional(),
     nRetriesVmBackupFailures: z.number().int().min(0).max(100).optional(),
-    compression: z.enum(['', 'none', 'brotli', 'zstd']).optional(),
+    compression: xvaCompression().optional(),
     checkpointSnapshot: z.boolean().optional(),
   })
   .catchall(jsonValue)

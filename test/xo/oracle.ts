@@ -139,3 +139,31 @@ export async function xoExportIncrementalVm(snapshot: XoXapiObject, baseVdis: Re
   const m = (await import('@xen-orchestra/backups/_incrementalVm.mjs')) as { exportIncrementalVm: (vm: unknown, base: unknown, opts: unknown) => Promise<XoDeltaExport> }
   return m.exportIncrementalVm(snapshot, baseVdis, { preferNbd: false })
 }
+
+/**
+ * The registry's xo-remote-parser (0.5.0) returns {} for S3 URLs, and @xen-orchestra/fs parses
+ * `remote.url` itself: its `parse` is wrapped so S3 URLs give the object XO's current parser makes
+ * (type 's3', protocol https for s3:// and http for s3+http://, host, path = the URL's path, decoded
+ * username/password, region from the #fragment, JSON-valued query options). Other URLs are unchanged.
+ */
+export function patchRemoteParserForS3(): void {
+  const parser = require('xo-remote-parser') as { parse: (url: string) => Record<string, unknown>; __s3?: true }
+  if (parser.__s3 === true) return
+  const original = parser.parse
+  parser.parse = (url: string) => {
+    if (!/^s3(\+http)?:\/\//.test(url)) return original(url)
+    const u = new URL(url.replace(/^s3(\+http)?:/, 'http:'))
+    const options = Object.fromEntries([...u.searchParams].map(([k, v]) => [k, JSON.parse(v) as unknown]))
+    return {
+      ...options,
+      protocol: url.startsWith('s3://') ? 'https' : 'http',
+      type: 's3',
+      region: u.hash.length < 2 ? undefined : u.hash.slice(1),
+      host: u.host,
+      path: u.pathname,
+      username: decodeURIComponent(u.username),
+      password: decodeURIComponent(u.password),
+    }
+  }
+  parser.__s3 = true
+}
