@@ -174,7 +174,8 @@ export async function backupVm(vmUuid: string, ctx: VmBackupContext, settings: V
 
   const snapTask = task.child('snapshot')
   const snapshot = await snapTask.run(async () => {
-    const s = await xapi.snapshot(vm.ref, `${typeof vm.record.name_label === 'string' ? vm.record.name_label : vmUuid} - ${ctx.jobName || jobId} - (${timestamp})`, {
+    // XO's default snapshotNameLabelTpl: '[XO Backup {job.name}] {vm.name_label}'
+    const s = await xapi.snapshot(vm.ref, `[XO Backup ${ctx.jobName || jobId}] ${typeof vm.record.name_label === 'string' ? vm.record.name_label : vmUuid}`, {
       checkpoint: settings.checkpointSnapshot,
       signal,
     })
