@@ -91,9 +91,15 @@ export function timestampOfName(name: string): string | undefined {
 /** A XAPI record as stored in metadata: plain JSON. */
 export type XapiRecord = Record<string, unknown>
 
-/** XO's metadata JSON of one delta backup (version 2.0.0). */
+/**
+ * XO's metadata JSON of one backup, version 2.0.0 as XO's current writers write it (we write the delta
+ * form, in XO's field order: includeNonNbdQcow2Fix, isVhdDifferencing, jobId, mode, scheduleId,
+ * timestamp, vbds, vdis, version, vifs, vhds, vm, vmSnapshot, vtpms, tags, size). Read: any 1.x / 2.x
+ * version; the fields older writers left out get their neutral value. A `full` backup written by XO is
+ * an XVA (`xva`), listed and verified but not restorable by this proxy.
+ */
 export interface BackupMetadata {
-  version: typeof METADATA_VERSION
+  version: string
   mode: 'delta' | 'full'
   jobId: string
   scheduleId: string
@@ -111,7 +117,17 @@ export interface BackupMetadata {
   isVhdDifferencing: Record<string, boolean>
   /** bytes transferred for this backup */
   size: number
+  /** XO: the disks were exported by code that has its non-NBD qcow2 fix (we always write true) */
+  includeNonNbdQcow2Fix?: boolean
+  /** contents of the VM's VTPMs */
+  vtpms?: unknown[]
+  /** long-term retention buckets (`<duration>=<bucket>`); [] when none */
+  tags?: string[]
+  /** a full (XVA) backup: the XVA's path relative to the VM directory */
+  xva?: string
 }
+
+const VERSION_RE = /^[12]\.\d+\.\d+$/
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
@@ -132,14 +148,18 @@ export function parseMetadata(path: string, text: string): BackupMetadata {
     throw new BackupProxyError('E_BACKUP', `backup metadata ${path}: field "${field}" ${what}`, { fields: { path, field } })
   }
   if (!isRecord(data)) return fail('(root)', 'is not an object')
-  if (data.version !== METADATA_VERSION) fail('version', `is ${JSON.stringify(data.version)}, only ${METADATA_VERSION} is supported`)
+  if (typeof data.version !== 'string' || !VERSION_RE.test(data.version)) fail('version', `is ${JSON.stringify(data.version)}, versions 1.x and 2.x (current ${METADATA_VERSION}) are supported`)
   if (data.mode !== 'delta' && data.mode !== 'full') fail('mode', 'must be "delta" or "full"')
   for (const f of ['jobId', 'scheduleId'] as const) if (typeof data[f] !== 'string') fail(f, 'must be a string')
   if (typeof data.timestamp !== 'number') fail('timestamp', 'must be a number')
-  for (const f of ['vm', 'vmSnapshot', 'vbds', 'vdis', 'vhds'] as const) if (!isRecord(data[f])) fail(f, 'must be an object')
-  for (const [k, v] of Object.entries(data.vhds as Record<string, unknown>)) if (typeof v !== 'string') fail(`vhds.${k}`, 'must be a path')
+  const xva = data.mode === 'full' && typeof data.xva === 'string'
+  for (const f of ['vm', 'vmSnapshot', ...(xva ? [] : (['vbds', 'vdis', 'vhds'] as const))]) if (!isRecord(data[f])) fail(f, 'must be an object')
+  for (const [k, v] of Object.entries((data.vhds ?? {}) as Record<string, unknown>)) if (typeof v !== 'string') fail(`vhds.${k}`, 'must be a path')
   return {
     ...(data as unknown as BackupMetadata),
+    vbds: isRecord(data.vbds) ? (data.vbds as Record<string, XapiRecord>) : {},
+    vdis: isRecord(data.vdis) ? (data.vdis as Record<string, XapiRecord>) : {},
+    vhds: isRecord(data.vhds) ? (data.vhds as Record<string, string>) : {},
     vifs: isRecord(data.vifs) ? (data.vifs as Record<string, XapiRecord>) : {},
     isVhdDifferencing: isRecord(data.isVhdDifferencing) ? (data.isVhdDifferencing as Record<string, boolean>) : {},
     size: typeof data.size === 'number' ? data.size : 0,

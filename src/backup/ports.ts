@@ -32,6 +32,12 @@ export interface BackupXapi {
   /** takes a snapshot (checkpoint when asked) and returns it */
   snapshot(vmRef: string, nameLabel: string, options: { checkpoint: boolean; signal?: AbortSignal }): Promise<XapiObject>
   setOtherConfig(cls: 'VM' | 'VDI', ref: string, key: string, value: string | null): Promise<void>
+  /** sets (null: removes) several other_config entries at once; later reads (getRecord, listDisks) see them */
+  setOtherConfigEntries(cls: 'VM' | 'VDI', ref: string, entries: Record<string, string | null>): Promise<void>
+  /** a fresh record read from XAPI (not a cache) */
+  getRecord(cls: 'VM' | 'VDI' | 'network' | 'PIF' | 'SR', ref: string): Promise<XapiObject>
+  /** contents of the VM's (or snapshot's) VTPMs (`VTPM.get_contents`), in `VTPMs` order; [] without */
+  vtpmContents(vmRef: string): Promise<string[]>
   /** disks (VBD type Disk with a VDI) of a VM or snapshot */
   listDisks(vmRef: string): Promise<XapiDisk[]>
   listVifs(vmRef: string): Promise<XapiObject[]>
@@ -51,7 +57,8 @@ export interface DiskTarget {
   path: string
   /** write a VhdDirectory (alias + data dir) rather than a VhdFile */
   directory: boolean
-  compression: 'none' | 'brotli' | 'zstd'
+  /** VhdDirectory block compression (ignored for a VhdFile) */
+  compression: 'none' | 'brotli'
   /** for a delta: the parent on this target */
   parent?: { path: string; uuid: string }
 }

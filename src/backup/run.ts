@@ -67,6 +67,7 @@ function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefin
     fullInterval: defaults.fullInterval,
     maxExportRateBytesPerSecond: defaults.maxExportRate,
     compression: defaults.compression,
+    vhdDirectoryCompression: defaults.vhdDirectoryCompression,
     checkpointSnapshot: defaults.checkpointSnapshot,
     timeoutMs: defaults.timeoutMs,
     nRetriesVmBackupFailures: defaults.nRetriesVmBackupFailures,
@@ -79,7 +80,7 @@ function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefin
     if (s.snapshotRetention !== undefined) out.snapshotRetention = s.snapshotRetention
     if (s.fullInterval !== undefined) out.fullInterval = s.fullInterval
     if (s.maxExportRate !== undefined) out.maxExportRateBytesPerSecond = s.maxExportRate
-    if (s.compression !== undefined) out.compression = s.compression === '' ? 'none' : s.compression
+    if (s.compression !== undefined) out.compression = s.compression
     if (s.checkpointSnapshot !== undefined) out.checkpointSnapshot = s.checkpointSnapshot
     if (s.timeout !== undefined) out.timeoutMs = s.timeout
     if (s.nRetriesVmBackupFailures !== undefined) out.nRetriesVmBackupFailures = s.nRetriesVmBackupFailures

@@ -5,8 +5,11 @@
  *    src/vhd checkChain); with `full`, every block of the chain is read back (raw stream);
  *  - no orphan: a VHD (or VhdDirectory data) under `vdis/` that no backup references, directly or as
  *    an ancestor of a referenced one;
- *  - leftovers: temporaries and unfinished merge states (reported, they are cleaned by the next run).
- * Problems carry the path and a message; nothing is modified.
+ *  - leftovers: temporaries and unfinished merge states (reported, they are cleaned by the next run);
+ *  - the VM's cache.json.gz: present but not what Xen Orchestra's listing needs (our old format without
+ *    `_filename`/`id`, unreadable, or listing other backups than the metadata files; see catalog.ts).
+ * Problems carry the path and a message; nothing is modified, except with `repair`: then a bad cache
+ * is rewritten from the metadata files (the problem is still reported, with `repaired: true`).
  */
 import { posix } from 'node:path'
 import { Writable } from 'node:stream'
@@ -14,15 +17,17 @@ import { pipeline } from 'node:stream/promises'
 import { errorCode, toError } from '../common/errors.js'
 import { isTemporaryName, type Remote } from '../remotes/remote.js'
 import { checkChain, openChain } from '../vhd/chain.js'
-import { listBackedUpVms, listBackups } from './catalog.js'
-import { resolveVhdPath, timestampOfName, vmDir } from './layout.js'
+import { checkCache, listBackedUpVms, listBackups, updateCache } from './catalog.js'
+import { cachePath, resolveVhdPath, timestampOfName, vmDir } from './layout.js'
 
-export type ProblemKind = 'metadata' | 'missing' | 'chain' | 'data' | 'orphan' | 'leftover'
+export type ProblemKind = 'metadata' | 'missing' | 'chain' | 'data' | 'orphan' | 'leftover' | 'cache'
 
 export interface VerifyProblem {
   kind: ProblemKind
   path: string
   message: string
+  /** set when `repair` fixed it */
+  repaired?: boolean
 }
 
 export interface VerifyReport {
@@ -41,6 +46,8 @@ export interface VerifyOptions {
   metadataPath?: string
   /** read every block of every chain */
   full?: boolean
+  /** rewrite a bad cache.json.gz (the only thing verify repairs) */
+  repair?: boolean
   signal?: AbortSignal
   onProgress?: (done: number, total: number) => void
 }
@@ -73,6 +80,11 @@ export async function verifyRemote(remote: Remote, options: VerifyOptions = {}):
     let done = 0
     for (const b of backups) {
       report.backups++
+      if (b.metadata.xva !== undefined) {
+        // a full (XVA) backup XO wrote: its file must be there (its content is XO's to check)
+        const xva = resolveVhdPath(vmUuid, b.metadata.xva)
+        if (!(await remote.exists(xva))) problem('missing', xva, `named by ${b.metadataPath} (xva) but absent`)
+      }
       for (const [ref, rel] of Object.entries(b.metadata.vhds)) {
         options.signal?.throwIfAborted()
         const path = resolveVhdPath(vmUuid, rel)
@@ -97,6 +109,15 @@ export async function verifyRemote(remote: Remote, options: VerifyOptions = {}):
       options.onProgress?.(++done, backups.length)
     }
     if (options.metadataPath !== undefined) continue
+    const cacheProblem = await checkCache(remote, vmUuid, backups)
+    if (cacheProblem !== undefined) {
+      const p: VerifyProblem = { kind: 'cache', path: cachePath(vmUuid), message: `${cacheProblem}: run verify --repair (or the next backup of this VM) to rewrite it` }
+      if (options.repair === true) {
+        await updateCache(remote, vmUuid)
+        p.repaired = true
+      }
+      report.problems.push(p)
+    }
     // orphans and leftovers below vdis/
     let entries: { path: string; isDirectory: boolean }[] = []
     try {

@@ -16,8 +16,8 @@ export async function readVhdFooter(remote: Remote, path: string): Promise<VhdFo
 }
 
 export interface DirectorySinkOptions {
-  /** zstd is not implemented by the VHD engine: it is written as brotli (XO reads both) */
-  compression: 'none' | 'brotli' | 'zstd'
+  /** as XO's VhdDirectory writer: brotli or none (chunk-filters.json records it) */
+  compression: 'none' | 'brotli'
   parent?: VhdParentRef
   signal?: AbortSignal
   /** each block once its file is written (see VhdDirectorySinkOptions.onBlockWritten) */
@@ -27,7 +27,7 @@ export interface DirectorySinkOptions {
 export function createDirectorySink(remote: Remote, path: string, options: DirectorySinkOptions): Promise<VhdSink> {
   return Promise.resolve(
     createVhdDirectorySink(remote, path, {
-      compression: options.compression === 'none' ? 'none' : 'brotli',
+      compression: options.compression,
       ...(options.parent === undefined ? {} : { parent: options.parent }),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
       ...(options.onBlockWritten === undefined ? {} : { onBlockWritten: options.onBlockWritten }),

@@ -17,18 +17,19 @@
  */
 import { BackupProxyError, CancelledError, serializeError, toError, type JsonValue } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
-import { isTemporaryName, useVhdDirectory, type Remote } from '../remotes/remote.js'
+import { isTemporaryName, type Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import {
-  TAG_CHAIN_LENGTH, TAG_DATETIME, TAG_EXPORTED, TAG_JOB, TAG_SCHEDULE, TAG_VM, chooseBase, type BackupSnapshot,
+  TAG_CHAIN_LENGTH, TAG_DATETIME, TAG_EXPORTED, TAG_JOB, chooseBase, type BackupSnapshot,
 } from './base-choice.js'
 import { listBackups, updateCache, writeMetadata, type CatalogEntry } from './catalog.js'
 import { mapSettled } from './concurrency.js'
 import {
-  METADATA_VERSION, aliasDataPath, formatTimestamp, parseTimestamp, resolveVhdPath, sourceVdiUuid, timestampOfName, vdiDir, vhdRelativePath, vmDir, type BackupMetadata,
+  aliasDataPath, formatTimestamp, isAliasPath, isTimestamp, parseTimestamp, resolveVhdPath, sourceVdiUuid, timestampOfName, vdiDir, vmDir,
 } from './layout.js'
-import type { BackupXapi, DiskExporter, DiskTarget, Rec, XapiDisk, XapiObject } from './ports.js'
+import type { BackupXapi, DiskExporter, DiskTarget, XapiDisk, XapiObject } from './ports.js'
 import { applyRetention } from './apply-retention.js'
+import { buildMetadata, setOnVmAndVdis, tagSnapshot, usesVhdDirectory, type RunIds } from './xo-records.js'
 import type { Task } from './task-log.js'
 
 export interface RunTarget {
@@ -45,7 +46,10 @@ export interface VmSettings {
   snapshotRetention: number
   fullInterval: number
   maxExportRateBytesPerSecond: number
-  compression: 'none' | 'brotli' | 'zstd'
+  /** XO's job compression (XVA of full-mode backups): kept for XO's meaning, VHD backups do not use it */
+  compression: '' | 'native' | 'zstd'
+  /** block compression of the VhdDirectory targets (XO's vhdDirectoryCompression) */
+  vhdDirectoryCompression: 'brotli' | 'none'
   checkpointSnapshot: boolean
 }
 
@@ -75,11 +79,6 @@ export interface VmBackupResult {
   failed: string[]
 }
 
-interface RunIds {
-  timestamp: string
-  timestampMs: number
-}
-
 function tagOf(obj: XapiObject, key: string): string | undefined {
   const oc = obj.record.other_config
   if (typeof oc !== 'object' || oc === null) return undefined
@@ -87,8 +86,14 @@ function tagOf(obj: XapiObject, key: string): string | undefined {
   return typeof v === 'string' ? v : undefined
 }
 
+/** XO's `xo:backup:datetime` (`20261125T22:30:00Z`, XAPI's format; our older releases wrote `20261125T223000Z`) → `20261125T223000Z`. */
+function snapshotDatetime(obj: XapiObject): string | undefined {
+  const datetime = tagOf(obj, TAG_DATETIME)?.replace(/:/g, '')
+  return datetime !== undefined && isTimestamp(datetime) ? datetime : undefined
+}
+
 function toSnapshot(obj: XapiObject): BackupSnapshot | undefined {
-  const datetime = tagOf(obj, TAG_DATETIME)
+  const datetime = snapshotDatetime(obj)
   if (datetime === undefined) return undefined
   return { uuid: obj.uuid, ref: obj.ref, datetime, deltaChainLength: Number(tagOf(obj, TAG_CHAIN_LENGTH) ?? 0) || 0 }
 }
@@ -169,20 +174,20 @@ export async function backupVm(vmUuid: string, ctx: VmBackupContext, settings: V
 
   const snapTask = task.child('snapshot')
   const snapshot = await snapTask.run(async () => {
-    const s = await xapi.snapshot(vm.ref, `${typeof vm.record.name_label === 'string' ? vm.record.name_label : vmUuid} - ${ctx.jobName || jobId} - (${timestamp})`, {
+    // XO's default snapshotNameLabelTpl: '[XO Backup {job.name}] {vm.name_label}'
+    const s = await xapi.snapshot(vm.ref, `[XO Backup ${ctx.jobName || jobId}] ${typeof vm.record.name_label === 'string' ? vm.record.name_label : vmUuid}`, {
       checkpoint: settings.checkpointSnapshot,
       signal,
     })
-    const tags: [string, string][] = [
-      [TAG_JOB, jobId], [TAG_SCHEDULE, ctx.scheduleId], [TAG_VM, vmUuid], [TAG_DATETIME, timestamp], [TAG_CHAIN_LENGTH, String(choice.deltaChainLength)],
-    ]
-    for (const [k, v] of tags) await xapi.setOtherConfig('VM', s.ref, k, v)
+    await tagSnapshot(xapi, s.ref, { jobId, scheduleId: ctx.scheduleId, vmUuid, timestampMs })
     return s
   }, (s) => s.uuid)
 
   try {
     const result = await exportAndPublish(vmUuid, vm, snapshot, choice.base, holdings, ctx, run, settings, task)
-    await xapi.setOtherConfig('VM', snapshot.ref, TAG_EXPORTED, 'true')
+    // as XO: the chain length, then the exported mark, on the snapshot and its VDIs
+    await setOnVmAndVdis(xapi, snapshot.ref, { [TAG_CHAIN_LENGTH]: String(choice.deltaChainLength) })
+    await setOnVmAndVdis(xapi, snapshot.ref, { [TAG_EXPORTED]: 'true' })
     await pruneSnapshots(xapi, jobSnapshots, snapshot, settings.snapshotRetention, task)
     return { ...result, durationMs: performance.now() - t0 }
   } catch (error) {
@@ -221,6 +226,7 @@ async function exportAndPublish(
 
   const vhdSource: Record<string, string> = {} // snapshot VDI ref → source VDI uuid
   const isVhdDifferencing: Record<string, boolean> = {}
+  const baseVdiOf: Record<string, string> = {} // snapshot VDI ref → uuid of the base VDI of its delta
   let sizeBytes = 0
   let readBytes = 0
   const readByDisk = new Map<string, number>()
@@ -228,7 +234,7 @@ async function exportAndPublish(
 
   const exportDisk = async (disk: XapiDisk): Promise<void> => {
     const baseDisk = baseDisks.find((d) => d.sourceVdiUuid === disk.sourceVdiUuid)
-    const directoryOf = (t: RunTarget) => useVhdDirectory(t.remote, t.options)
+    const directoryOf = usesVhdDirectory
     // a delta needs the parent on every live target
     const live = ctx.targets.filter((t) => !failedTargets.has(t.id))
     if (live.length === 0) throw new BackupProxyError('E_BACKUP', 'every target failed')
@@ -237,7 +243,10 @@ async function exportAndPublish(
       for (const t of live) {
         const b = baseBackupByTarget.get(t.id)
         const ref = b === undefined ? undefined : Object.keys(b.metadata.vhds).find((r) => sourceVdiUuid(b.metadata, r) === disk.sourceVdiUuid)
-        if (b !== undefined && ref !== undefined) parents.set(t.id, { path: resolveVhdPath(vmUuid, b.metadata.vhds[ref]!), uuid: baseDisk.vdi.uuid })
+        const path = ref === undefined ? undefined : resolveVhdPath(vmUuid, b!.metadata.vhds[ref]!)
+        // as XO's isMergeableParent: a chain stays all VhdFile or all VhdDirectory (else a full)
+        if (path !== undefined && isAliasPath(path) === directoryOf(t)) parents.set(t.id, { path, uuid: baseDisk.vdi.uuid })
+        else if (path !== undefined) task.info(`full backup of disk ${disk.sourceVdiUuid} on ${t.id}: its chain is ${isAliasPath(path) ? 'VhdDirectory' : 'VhdFile'}, this target now writes ${directoryOf(t) ? 'VhdDirectory' : 'VhdFile'}`)
       }
     }
     const delta = baseDisk !== undefined && parents.size === live.length
@@ -247,7 +256,7 @@ async function exportAndPublish(
       options: t.options,
       path: `${vdiDir(vmUuid, jobId, disk.sourceVdiUuid)}/${timestamp}${directoryOf(t) ? '.alias.vhd' : '.vhd'}`,
       directory: directoryOf(t),
-      compression: settings.compression,
+      compression: settings.vhdDirectoryCompression,
       ...(delta ? { parent: parents.get(t.id)! } : {}),
     }))
     const descriptor = await xapi.exportDescriptor(disk.vdi.ref, delta ? { baseRef: baseDisk.vdi.ref } : {})
@@ -279,6 +288,7 @@ async function exportAndPublish(
     if (r.succeeded.length === 0) throw new BackupProxyError('E_BACKUP', `disk ${disk.sourceVdiUuid} could not be written to any target`)
     vhdSource[disk.vdi.ref] = disk.sourceVdiUuid
     isVhdDifferencing[disk.vdi.ref] = r.differencing
+    if (delta) baseVdiOf[disk.vdi.ref] = baseDisk.vdi.uuid
     sizeBytes += r.sizeBytes
     readBytes += r.readBytes
     task.info(`disk ${disk.sourceVdiUuid} exported`, { sizeBytes: r.sizeBytes, differencing: r.differencing, durationMs: Math.round(r.durationMs) })
@@ -304,7 +314,7 @@ async function exportAndPublish(
       return
     }
     try {
-      const metadata = await buildMetadata(ctx, run, vmRecord, snapshot, disks, vhdSource, isVhdDifferencing, sizeBytes, t)
+      const metadata = await buildMetadata(ctx, run, { vm: vmRecord, snapshot, disks, vhdSource, isVhdDifferencing, baseVdiOf, size: sizeBytes }, t)
       await writeMetadata(t.remote, vmUuid, timestamp, metadata, signal)
       transferTasks.get(t.id)?.end('success', { size: sizeBytes })
       await updateCache(t.remote, vmUuid)
@@ -340,40 +350,12 @@ async function removeWritten(targets: readonly RunTarget[], written: Map<string,
   }
 }
 
-function asRecordMap(items: readonly XapiObject[]): Record<string, Rec> {
-  return Object.fromEntries(items.map((i) => [i.ref, i.record]))
-}
-
-async function buildMetadata(
-  ctx: VmBackupContext, run: RunIds, vm: Rec, snapshot: XapiObject, disks: readonly XapiDisk[], vhdSource: Record<string, string>, isVhdDifferencing: Record<string, boolean>,
-  size: number, target: RunTarget,
-): Promise<BackupMetadata> {
-  const vifs = await ctx.xapi.listVifs(snapshot.ref)
-  const directory = useVhdDirectory(target.remote, target.options)
-  const ownVhds = Object.fromEntries(Object.entries(vhdSource).map(([ref, vdi]) => [ref, vhdRelativePath(ctx.jobId, vdi, run.timestamp, directory)]))
-  return {
-    version: METADATA_VERSION,
-    mode: 'delta',
-    jobId: ctx.jobId,
-    scheduleId: ctx.scheduleId,
-    timestamp: run.timestampMs,
-    vm,
-    vmSnapshot: { ...snapshot.record, uuid: snapshot.uuid },
-    vbds: asRecordMap(disks.map((d) => d.vbd)),
-    vdis: Object.fromEntries(disks.map((d) => [d.vdi.ref, { ...d.vdi.record, uuid: d.vdi.uuid, $snapshot_of$uuid: d.sourceVdiUuid }])),
-    vifs: asRecordMap(vifs),
-    vhds: ownVhds,
-    isVhdDifferencing,
-    size,
-  }
-}
-
 /** Keeps the newest max(1, retention) backup snapshots of this job (the newest is the next base). */
 async function pruneSnapshots(xapi: BackupXapi, older: readonly XapiObject[], created: XapiObject, retention: number, task: Task): Promise<void> {
   const keepOlder = Math.max(1, retention) - 1
   const sorted = older
     .filter((s) => s.ref !== created.ref)
-    .sort((a, b) => String(tagOf(b, TAG_DATETIME) ?? '').localeCompare(String(tagOf(a, TAG_DATETIME) ?? '')))
+    .sort((a, b) => (snapshotDatetime(b) ?? '').localeCompare(snapshotDatetime(a) ?? ''))
   for (const s of sorted.slice(keepOlder)) {
     try {
       await xapi.destroySnapshot(s.ref)

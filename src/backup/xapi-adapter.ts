@@ -26,6 +26,19 @@ export function backupXapi(client: XapiClient): BackupXapi {
     async setOtherConfig(cls, ref, key, value) {
       await client.setOtherConfig(cls, ref, { [key]: value })
     },
+    async setOtherConfigEntries(cls, ref, entries) {
+      await client.setOtherConfig(cls, ref, entries)
+    },
+    async getRecord(cls, ref) {
+      const record = (await client.call(`${cls}.get_record`, ref)) as { uuid: string } & Rec
+      return { ref, uuid: record.uuid, record }
+    },
+    async vtpmContents(vmRef) {
+      const refs = (await client.call('VM.get_VTPMs', vmRef)) as string[]
+      const out: string[] = []
+      for (const ref of refs) out.push(String(await client.call('VTPM.get_contents', ref)))
+      return out
+    },
     listDisks(vmRef) {
       const disks: XapiDisk[] = client.vmDisks(vmRef).map(({ vbd, vdi }) => {
         let sourceVdiUuid = vdi.uuid

@@ -36,6 +36,17 @@ export function size(): UnitSchema {
   })
 }
 
+/**
+ * XO's job `compression`: the compression of the XVA of a full-mode backup ('native' = XAPI's gzip,
+ * 'zstd', '' = none). It is not a VhdDirectory codec (that is `vhdDirectoryCompression`); any other
+ * value is refused with a message saying so, never replaced by another codec.
+ */
+export function xvaCompression(): z.ZodEnum<{ '': ''; native: 'native'; zstd: 'zstd' }> {
+  return z.enum(['', 'native', 'zstd'], {
+    message: "must be '', 'native' or 'zstd' (XO's XVA compression of full-mode backups); the VhdDirectory block compression is backup.vhdDirectoryCompression ('brotli' or 'none')",
+  })
+}
+
 const intFromEnv = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
 const bool = () => z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])]).transform((v) => v === true || v === 'true' || v === '1' || v === 'yes')
 
@@ -108,7 +119,11 @@ export const backupSchema = z
     maxExportRate: size().default(0).describe('Export rate limit per disk in bytes/s (0 = unlimited); accepts sizes (100MiB).'),
     timeoutMs: duration().default(0).describe('Timeout of a whole run (0 = none).'),
     nRetriesVmBackupFailures: intFromEnv(0, 100).default(0).describe('Retries of a failed VM within a run.'),
-    compression: z.enum(['none', 'brotli', 'zstd']).default('none').describe('Block compression in VhdDirectory backups.'),
+    compression: xvaCompression().default('').describe("XO's job compression: the XVA compression of full-mode backups ('native', 'zstd', '' = none). This proxy writes VHD backups, where XO ignores it too."),
+    vhdDirectoryCompression: z
+      .enum(['brotli', 'none'], { message: 'must be "brotli" (XO\'s default) or "none"' })
+      .default('brotli')
+      .describe("Block compression of VhdDirectory backups (XO's vhdDirectoryCompression): brotli, as XO's proxies, or none."),
     checkpointSnapshot: bool().default(false).describe('Use VM.checkpoint (with memory) instead of VM.snapshot.'),
   })
   .prefault({})

@@ -17,6 +17,7 @@ import { TaskInvalidError, type JsonValue } from '../common/errors.js'
 import { parseRemoteUrl } from '../remotes/url.js'
 import { ID_RE, ID_RULE } from './names.js'
 import { checkKeyForm } from '../remotes/encryption-format.js'
+import { xvaCompression } from '../config/schema.js'
 
 /** Serialized task larger than this is refused: a task describes work, it never carries data. */
 export const MAX_TASK_BYTES = 256 * 1024
@@ -96,7 +97,7 @@ export const jobSettingsSchema = z
     maxExportRate: z.number().min(0).optional(),
     timeout: z.number().int().min(0).optional(),
     nRetriesVmBackupFailures: z.number().int().min(0).max(100).optional(),
-    compression: z.enum(['', 'none', 'brotli', 'zstd']).optional(),
+    compression: xvaCompression().optional(),
     checkpointSnapshot: z.boolean().optional(),
   })
   .catchall(jsonValue)

@@ -89,6 +89,11 @@ const SINGLE_PUT_MAX_BYTES = 64 * 1024 * 1024
 
 export class S3Remote extends Remote {
   readonly kind = 's3' as const
+
+  /** Xen Orchestra's S3 handler always answers useVhdDirectory() true: backups on S3 are VhdDirectory. */
+  override get forcesVhdDirectory(): boolean {
+    return true
+  }
   readonly displayUrl: string
   readonly bucket: string
   /** key prefix, '' or ending without '/' */

@@ -25,11 +25,18 @@ describe('layout', () => {
     expect(() => resolveVhdPath(VM, '../../etc/passwd')).toThrow(/outside/)
   })
   it('refuses metadata it could not restore, naming the field', () => {
-    expect(() => parseMetadata('m.json', '{"version":"1.0.0"}')).toThrow(/field "version"/)
+    expect(() => parseMetadata('m.json', '{"version":"3.0.0"}')).toThrow(/field "version"/)
     expect(() => parseMetadata('m.json', 'nope')).toThrow(/not JSON/)
     const ok = { version: '2.0.0', mode: 'delta', jobId: 'j', scheduleId: 's', timestamp: 1, vm: {}, vmSnapshot: {}, vbds: {}, vdis: {}, vhds: { r: 'vdis/j/v/x.vhd' } }
     expect(parseMetadata('m.json', JSON.stringify(ok)).vhds).toEqual({ r: 'vdis/j/v/x.vhd' })
     expect(() => parseMetadata('m.json', JSON.stringify({ ...ok, vhds: { r: 3 } }))).toThrow(/vhds\.r/)
+  })
+  it('reads older metadata versions and XO\'s XVA fulls, with neutral values for what they lack', () => {
+    const old = { version: '1.0.0', mode: 'delta', jobId: 'j', scheduleId: 's', timestamp: 1, vm: {}, vmSnapshot: {}, vbds: {}, vdis: {}, vhds: { r: 'vdis/j/v/x.vhd' } }
+    expect(parseMetadata('m.json', JSON.stringify(old))).toMatchObject({ version: '1.0.0', vifs: {}, isVhdDifferencing: {}, size: 0 })
+    const xva = { version: '2.0.0', mode: 'full', jobId: 'j', scheduleId: 's', timestamp: 1, vm: {}, vmSnapshot: {}, xva: './20261125T223005Z.xva', size: 5 }
+    expect(parseMetadata('m.json', JSON.stringify(xva))).toMatchObject({ xva: './20261125T223005Z.xva', vhds: {}, vdis: {}, vbds: {} })
+    expect(() => parseMetadata('m.json', JSON.stringify({ ...xva, xva: undefined }))).toThrow(/field "vbds"/)
   })
 })
 

@@ -7,6 +7,7 @@
 import { DiskContent, mix, prng } from './disk-content.js'
 import { VHD_BLOCK_BYTES } from './vhd-encoder.js'
 import { NULL_REF, ObjectStore, XapiFailure, text, type XapiRecord, type XapiValue } from './store.js'
+import { networkFields, pifRecord, srFields, vbdFields, vdiFields, vifFields, vmFields } from './record-fields.js'
 
 export interface PoolOptions {
   vms: number
@@ -72,6 +73,7 @@ export class SimPool {
       tags: [],
     })
     s.add('SR', this.srRef, {
+      ...srFields(),
       uuid: this.newUuid(),
       name_label: 'Local storage',
       name_description: '',
@@ -88,6 +90,7 @@ export class SimPool {
       tags: [],
     })
     s.add('network', this.networkRef, {
+      ...networkFields(),
       uuid: this.newUuid(),
       name_label: 'Pool-wide network associated with eth0',
       bridge: 'xenbr0',
@@ -98,6 +101,10 @@ export class SimPool {
       tags: [],
     })
     for (let v = 0; v < options.vms; v++) this.createVm(v)
+    // after the VMs, so their uuids do not depend on it
+    const pifRef = this.newRef()
+    s.add('PIF', pifRef, pifRecord(this.newUuid(), this.hostRef, this.networkRef))
+    for (const [cls, ref] of [['host', this.hostRef], ['network', this.networkRef]] as const) s.update(cls, ref, (r) => (r.PIFs as string[]).push(pifRef))
   }
 
   newUuid(): string {
@@ -116,6 +123,7 @@ export class SimPool {
     const vmRef = this.newRef()
     const vbds: string[] = []
     s.add('VM', vmRef, {
+      ...vmFields(),
       uuid: this.newUuid(),
       name_label: `sim-vm-${index}`,
       name_description: 'VM of the XAPI simulator',
@@ -154,6 +162,7 @@ export class SimPool {
     }
     const vifRef = this.newRef()
     s.add('VIF', vifRef, {
+      ...vifFields(),
       uuid: this.newUuid(),
       VM: vmRef,
       network: this.networkRef,
@@ -168,8 +177,10 @@ export class SimPool {
   }
 
   private vdiRecord(nameLabel: string, isSnapshot: boolean, snapshotOf: string): XapiRecord {
+    const uuid = this.newUuid()
     return {
-      uuid: this.newUuid(),
+      ...vdiFields(uuid),
+      uuid,
       name_label: nameLabel,
       name_description: '',
       SR: this.srRef,
@@ -200,6 +211,7 @@ export class SimPool {
     const s = this.store
     const vbdRef = this.newRef()
     s.add('VBD', vbdRef, {
+      ...vbdFields(),
       uuid: this.newUuid(),
       VM: vmRef,
       VDI: vdiRef,

@@ -3,13 +3,13 @@
  * `system.listMethods`, the generic per-class accessors XAPI generates (`get_all_records`,
  * `get_record`, `get_by_uuid`, `get_<field>`, `set_<field>`, `add_to_<map>`, `remove_from_<map>`,
  * `add_<set>`, `remove_<set>`), `event.from`/`event.inject`, `task.*`, `VM.snapshot`/`checkpoint`/
- * `destroy`, `VDI.create`, `VDI.destroy`, and their `Async.` forms. Failures are `XapiFailure`s with XAPI's codes.
+ * `destroy`, `VM.update_allowed_operations`, `VDI.create`, `VDI.destroy`, and their `Async.` forms. Failures are `XapiFailure`s with XAPI's codes.
  */
 import { XapiFailure, type XapiRecord, type XapiValue } from './store.js'
 import type { SimPool } from './pool.js'
 import type { SimTasks } from './tasks.js'
 
-export const SIM_CLASSES = ['pool', 'host', 'SR', 'VDI', 'VBD', 'VIF', 'VM', 'network', 'task'] as const
+export const SIM_CLASSES = ['pool', 'host', 'SR', 'VDI', 'VBD', 'VIF', 'VM', 'network', 'PIF', 'task'] as const
 
 /** Fields a client may set (XAPI rejects setters of read-only fields as unknown methods). */
 const SETTABLE = new Set(['name_label', 'name_description', 'other_config', 'tags', 'blocked_operations', 'sm_config', 'xenstore_data', 'is_a_template'])
@@ -28,6 +28,7 @@ const SPECIFIC = [
   'VM.destroy',
   'VDI.create',
   'VDI.destroy',
+  'VM.update_allowed_operations',
 ]
 const ASYNC = new Set(['VM.snapshot', 'VM.checkpoint', 'VM.destroy', 'VDI.create', 'VDI.destroy'])
 
@@ -127,6 +128,10 @@ export class SimRpc {
         return ''
       case 'VDI.destroy':
         this.pool.destroyVdi(str(0))
+        return ''
+      case 'VM.update_allowed_operations':
+        // XAPI recomputes allowed_operations; the simulator's never change (XO calls it after each backup)
+        s.get('VM', str(0))
         return ''
       case 'VDI.create':
         return this.pool.createVdi(args[0])
