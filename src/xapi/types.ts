@@ -83,7 +83,20 @@ export interface XapiTask extends Base {
   error_info: string[]
 }
 
+export interface XapiNetwork extends Base {
+  name_label: string
+  PIFs: XapiRef[]
+}
+
+export interface XapiPif extends Base {
+  network: XapiRef
+  /** -1 when untagged */
+  VLAN: number
+}
+
 export interface XapiTypes {
+  network: XapiNetwork
+  PIF: XapiPif
   VM: XapiVm
   VDI: XapiVdi
   VBD: XapiVbd
