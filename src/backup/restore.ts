@@ -104,3 +104,13 @@ export async function restoreDiskToFile(remote: Remote, sel: RestoreSelection, t
   }
   return { timestamp: src.backup.timestamp, vhdPath: src.vhdPath, chain: src.chain, virtualSizeBytes: src.virtualSizeBytes, writtenBytes: written, durationMs: performance.now() - t0 }
 }
+
+/** The backup of a VM at `at` (`YYYYMMDDTHHmmssZ`), or its newest; the error lists what exists. */
+export async function findVmBackup(remote: Remote, vmUuid: string, at?: string): Promise<CatalogEntry> {
+  const backups = await listBackups(remote, vmUuid)
+  if (backups.length === 0) throw new BackupProxyError('E_BACKUP', `no backup of VM ${vmUuid} on ${remote.displayUrl}`)
+  if (at === undefined) return backups[backups.length - 1]!
+  const found = backups.find((b) => b.timestamp === at)
+  if (found === undefined) throw new BackupProxyError('E_BACKUP', `no backup of VM ${vmUuid} at ${at}; available: ${backups.map((b) => b.timestamp).join(', ')}`)
+  return found
+}

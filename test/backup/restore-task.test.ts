@@ -8,7 +8,7 @@
  * that SR, each disk's raw export (`export_raw_vdi?format=raw` through the real client) byte for byte
  * against the source disk as it was at that point, the VIFs on the networks of the source with its MACs.
  * Also: an SR that fills up (coded error, nothing left), an import failing, a cancel mid-import, and
- * `start: true` (the restored VM runs).
+ * `start: true` (the restored VM runs), and the CLI's whole-VM form (`restore --vm --at --sr --xapi`).
  */
 import { createWriteStream } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'
@@ -23,6 +23,7 @@ import { EnqueueClient } from '../../src/queue/client.js'
 import { SealKey } from '../../src/queue/seal.js'
 import type { JobSummary } from '../../src/queue/task-log.js'
 import type { TaskInputOf } from '../../src/queue/tasks.js'
+import { runCli } from '../../src/cli/program.js'
 import { builtinProcessors } from '../../src/workers/builtin-processors.js'
 import { ProxyRuntime } from '../../src/workers/proxy.js'
 import { XapiClient } from '../../src/xapi/client.js'
@@ -67,6 +68,8 @@ async function exportRaw(vdiUuid: string, path: string): Promise<Buffer> {
 /** VDIs on an SR, and VMs that are neither the source nor snapshots. */
 const vdisOn = (srUuid: string) => xapi.listVdis().filter((v) => v.SR === xapi.get('SR', srUuid).$ref).length
 const restoredVms = () => xapi.listVms().filter((v) => v.uuid !== sim.listVms()[0]!.uuid)
+/** The restored VM once this client's cache has the restore's last change (start unblocked: XO's final step). */
+const restoredVm = (uuid: string) => xapi.waitObject('VM', uuid, { timeoutMs: 10_000, predicate: (vm) => vm.blocked_operations.start === undefined })
 
 beforeAll(async () => {
   sim = await startSim({ vms: 1, disksPerVm: 2, seed: 4343, diskSizeBytes: DISK_BYTES, srs: 3, networks: 2 })
@@ -126,7 +129,7 @@ describe('backup.restore: whole VM through the queue (simulator, VhdFile and enc
         const s = await run(restoreTask(remoteId, point.path, sr.uuid))
         expect(s.status, JSON.stringify(s, null, 1)).toBe('success')
         const result = s.result as unknown as RestoreToSrResult
-        const vm = await xapi.waitObject('VM', result.restoredVmUuid, { timeoutMs: 10_000 })
+        const vm = await restoredVm(result.restoredVmUuid)
         expect(vm.uuid).not.toBe(source.uuid)
         expect(vm.name_label).toBe(`${source.name_label} (${result.timestamp})`)
         expect(vm.name_description).toMatch(new RegExp(`^Restored on \\d{8}T\\d{6}Z from ${remoteId} - ${source.name_description}$`))
@@ -201,8 +204,29 @@ describe('backup.restore: whole VM through the queue (simulator, VhdFile and enc
     expect(s.status, JSON.stringify(s.error)).toBe('success')
     const result = s.result as unknown as RestoreToSrResult
     expect(result.started).toBe(true)
-    const vm = await xapi.waitObject('VM', result.restoredVmUuid, { timeoutMs: 10_000 })
-    expect(vm.power_state).toBe('Running')
+    const vm = await xapi.waitObject('VM', result.restoredVmUuid, { timeoutMs: 10_000, predicate: (v) => v.power_state === 'Running' })
     expect(vm.name_label).toBe('started copy')
+  }, 60_000)
+
+  it('the CLI restores a VM at a point onto an SR (in process), and refuses mixing the disk and VM forms', async () => {
+    const vm = sim.listVms()[0]!
+    const ts = points[1]!.path.split('/').pop()!.replace('.json', '')
+    const sr = srs()[2]!
+    let out = ''
+    const io = { stdout: (t: string) => void (out += t), stderr: (t: string) => void (out += t), isTTY: false }
+    const xapiUrl = sim.url.replace('://', `://${sim.user}:${sim.password}@`)
+    const code = await runCli(['restore', remotes.file!.url, '--vm', vm.uuid, '--at', ts, '--sr', sr.uuid, '--xapi', xapiUrl], io)
+    expect(code, out).toBe(0)
+    const m = new RegExp(`restored VM ${vm.uuid} at ${ts} as VM (\\S+) on SR ${sr.uuid}`).exec(out)
+    expect(m, out).not.toBeNull()
+    const disks = xapi.vmDisks((await restoredVm(m![1]!)).$ref)
+    const exported = await exportRaw(disks[1]!.vdi.uuid, join(dir.path, 'cli-restored.raw'))
+    expect(exported.equals(await readFile(points[1]!.raws[1]!))).toBe(true)
+    expect(out).not.toContain(sim.password)
+
+    let usage = ''
+    const uio = { stdout: (t: string) => void (usage += t), stderr: (t: string) => void (usage += t), isTTY: false }
+    expect(await runCli(['restore', remotes.file!.url, '--vm', vm.uuid, '--sr', sr.uuid, '--to', '/tmp/x.raw'], uio)).toBe(2)
+    expect(usage).toMatch(/either --disk <vdiUuid> --to <file>.*or --sr <uuid> --xapi <url>/)
   }, 60_000)
 })
