@@ -15,7 +15,6 @@
  */
 import { BackupProxyError, CancelledError, XapiError, serializeError, type JsonValue } from '../common/errors.js'
 import type { JobProgress } from '../queue/client.js'
-import type { LogTask } from '../queue/task-log.js'
 import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import { openChain, type VhdChain } from '../vhd/chain.js'
@@ -24,6 +23,14 @@ import type { XapiClient } from '../xapi/client.js'
 import type { DiskImporter } from './disk-import.js'
 import { parseMetadata, timestampOfName, type BackupMetadata } from './layout.js'
 import { RESTORED_TAG, matchNetwork, planVmRestore, restoredDescription, type PoolNetwork, type VmPlan } from './restore-vm-plan.js'
+
+/** The task-log node a restore reports under (the queue's LogTask and the run's Task both fit). */
+export interface RestoreLog {
+  child(message: string, data?: JsonValue): RestoreLog
+  info(message: string, data?: JsonValue): void
+  warning(message: string, data?: JsonValue): void
+  end(status: 'success' | 'failure' | 'interrupted', result?: JsonValue): void
+}
 
 export interface ImportVmBackupOptions {
   /** the backup's remote, open (metadata and chain headers are read on this thread) */
@@ -45,7 +52,7 @@ export interface ImportVmBackupOptions {
   importer: DiskImporter
   signal: AbortSignal
   /** task-log parent: one child per disk */
-  log?: LogTask
+  log?: RestoreLog
   onProgress?: (p: JobProgress) => void
 }
 
@@ -134,7 +141,7 @@ class Created {
   vmRef: string | undefined
   readonly vdis: string[] = []
 
-  async remove(xapi: XapiClient, log: LogTask | undefined): Promise<void> {
+  async remove(xapi: XapiClient, log: RestoreLog | undefined): Promise<void> {
     const warn = (what: string) => (e: unknown) => log?.warning(`could not remove the incomplete ${what}: remove it by hand`, { error: serializeError(e).message })
     if (this.vmRef !== undefined) {
       const ref = this.vmRef

@@ -133,6 +133,7 @@ async function runBackupJob(ctx: JobContext<'backup.run'>, remoteMetrics: Remote
     ...(remoteMetrics === undefined ? {} : { remoteMetrics }),
     defaults: ctx.config.backup,
     exporter: poolExporter(ctx.pool),
+    importer: poolImporter(ctx.pool),
     signal: ctx.signal,
     emit: ctx.log,
     parentTaskId: ctx.root.id,

@@ -94,8 +94,13 @@ export interface XapiPif extends Base {
   VLAN: number
 }
 
+export interface XapiGuestMetrics extends Base {
+  PV_drivers_detected: boolean
+}
+
 export interface XapiTypes {
   network: XapiNetwork
+  VM_guest_metrics: XapiGuestMetrics
   PIF: XapiPif
   VM: XapiVm
   VDI: XapiVdi

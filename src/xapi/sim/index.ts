@@ -25,12 +25,12 @@ import { SimPool, type SimVmInfo } from './pool.js'
 import { SimRpc } from './rpc.js'
 import { XapiFailure, type XapiValue } from './store.js'
 import { SimTasks } from './tasks.js'
-import type { GuestBoot } from './vm-ops.js'
+import type { GuestBoot, GuestScript } from './vm-ops.js'
 import { VHD_BLOCK_BYTES } from './vhd-encoder.js'
 
 export type { SimFault } from './faults.js'
 export type { SimVmInfo } from './pool.js'
-export type { GuestBoot } from './vm-ops.js'
+export type { GuestBoot, GuestScript } from './vm-ops.js'
 
 export interface XapiSimulatorOptions {
   vms: number
@@ -71,6 +71,8 @@ export interface XapiSimulator {
   setSrCapacity: (srUuid: string, capacityBytes: number) => void
   /** how guests of VMs started from now on report their tools: at once (`normal`), `never`, or on `reportGuestTools` (`manual`) */
   setGuestBoot: (mode: GuestBoot) => void
+  /** what guests answer to XO's health-check script (default success) */
+  setGuestScript: (answer: GuestScript) => void
   /** the guest of a running VM reports its tools now (a late boot) */
   reportGuestTools: (vmUuid: string) => void
   /** stops listening, ends pending long-polls and exports, closes connections */
@@ -144,6 +146,9 @@ export async function startXapiSimulator(options: XapiSimulatorOptions): Promise
     },
     setGuestBoot: (mode: GuestBoot) => {
       rpc.vmOps.guestBoot = mode
+    },
+    setGuestScript: (answer: GuestScript) => {
+      rpc.vmOps.guestScript = answer
     },
     reportGuestTools: (vmUuid: string) => rpc.vmOps.reportGuestTools(vmRefByUuid(vmUuid)),
     rawDiskContent: (vdiUuid: string): Readable => {

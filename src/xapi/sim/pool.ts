@@ -7,6 +7,7 @@
 import { DiskContent, mix, prng } from './disk-content.js'
 import { VHD_BLOCK_BYTES } from './vhd-encoder.js'
 import { NULL_REF, ObjectStore, XapiFailure, text, type XapiRecord, type XapiValue } from './store.js'
+import { vmExtraFields } from './vm-ops.js'
 
 export interface PoolOptions {
   vms: number
@@ -116,6 +117,7 @@ export class SimPool {
     const vmRef = this.newRef()
     const vbds: string[] = []
     s.add('VM', vmRef, {
+      ...vmExtraFields(1024 ** 3),
       uuid: this.newUuid(),
       name_label: `sim-vm-${index}`,
       name_description: 'VM of the XAPI simulator',

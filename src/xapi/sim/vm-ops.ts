@@ -8,12 +8,16 @@
  * Guest boot behaviour is a flag (never timing): `normal` reports guest metrics (`PV_drivers_detected`)
  * on the event-loop turn after `VM.start` returns, `never` never does (a VM without tools), `manual` waits
  * for `reportGuestTools` (a VM that boots late, released by the test). A running VM's VDIs are attached
- * (`currently_attached`), so they cannot be destroyed until it is shut down, as in XAPI.
+ * (`currently_attached`), so they cannot be destroyed until it is shut down, as in XAPI. A guest asked to
+ * run XO's health-check script (xenstore `vm-data/xo-backup-health-check` = `planned`) answers with
+ * `guestScript` when it reports its tools.
  */
 import type { SimPool } from './pool.js'
 import { NULL_REF, XapiFailure, text, type XapiRecord, type XapiValue } from './store.js'
 
 export type GuestBoot = 'normal' | 'never' | 'manual'
+/** what the guest's XO health-check script answers when asked (`vm-data/xo-backup-health-check` = planned) */
+export type GuestScript = 'success' | 'failure' | 'none'
 
 type Fields = Record<string, unknown>
 
@@ -33,8 +37,34 @@ function num(v: unknown, field: string): number {
   return n
 }
 
+/**
+ * Fields of a VM record beyond those the pool's own VMs were first given, with XAPI's defaults. Every VM
+ * record of the simulator has the same fields (as in XAPI): `xen-api` builds its record class from the
+ * first record of a type and drops fields the others add.
+ */
+export function vmExtraFields(memoryBytes: number): Record<string, XapiValue> {
+  return {
+    guest_metrics: NULL_REF,
+    memory_static_min: memoryBytes,
+    memory_dynamic_min: memoryBytes,
+    VCPUs_params: {},
+    HVM_boot_params: {},
+    PV_kernel: '',
+    PV_ramdisk: '',
+    PV_args: '',
+    PV_bootloader_args: '',
+    PV_legacy_args: '',
+    xenstore_data: {},
+    actions_after_crash: 'restart',
+    actions_after_reboot: 'restart',
+    actions_after_shutdown: 'destroy',
+    domain_type: 'hvm',
+  }
+}
+
 export class SimVmOps {
   guestBoot: GuestBoot = 'normal'
+  guestScript: GuestScript = 'success'
 
   constructor(private readonly pool: SimPool) {
     // the pool's first network is the management one: untagged PIF on eth0
@@ -264,6 +294,12 @@ export class SimVmOps {
       other_config: {},
     })
     this.store.update('VM', vmRef, (r) => (r.guest_metrics = ref))
+    const xs = this.store.get('VM', vmRef).xenstore_data as Record<string, XapiValue>
+    if (xs['vm-data/xo-backup-health-check'] === 'planned' && this.guestScript !== 'none') {
+      const answer: Record<string, XapiValue> = { 'vm-data/xo-backup-health-check': this.guestScript }
+      if (this.guestScript === 'failure') answer['vm-data/xo-backup-health-check-error'] = 'the xapi-sim guest script failed'
+      this.store.update('VM', vmRef, (r) => (r.xenstore_data = { ...xs, ...answer }))
+    }
   }
 
   /** `VM.clean_shutdown` / `VM.hard_shutdown`: halted, disks detached, guest metrics gone. */
