@@ -3,6 +3,7 @@
  * in it, open its chain (child → parents) and stream the disk either as raw bytes (absent blocks are
  * zeros) or as one flattened dynamic VHD. Written to a local file atomically (temporary name, renamed
  * when complete), so a failed or cancelled restore never leaves a partial image under the asked name.
+ * `findVmBackup` picks the backup of a VM at a timestamp (or the newest) for a whole-VM restore.
  */
 import { createWriteStream } from 'node:fs'
 import { rename, rm } from 'node:fs/promises'
