@@ -1,7 +1,7 @@
 /**
  * Queue processors of the backup engine (registered in src/workers/builtin-processors.ts):
  * `backup.run` (run.ts through the stream pool), `backup.verify` (verify.ts on one backup),
- * `backup.restore` (restore-task.ts: disks imported into an SR), `remote.test` (the remote's probe)
+ * `backup.restore` (restore-task.ts: a whole VM restored onto an SR, disks through the stream pool), `remote.test` (the remote's probe)
  * and `remote.list` (the backups on a remote, or the entries of one directory).
  * Their task-log subtrees hang under the job runner's root task. Given the proxy's metrics, the remotes
  * they open on the main thread report operations, bytes and `remote_up` (labelled by the task's id).
@@ -16,7 +16,8 @@ import type { JobContext } from '../workers/processors.js'
 import { listBackedUpVms, listBackups, type CatalogEntry } from './catalog.js'
 import { resolveVhdPath, sourceVdiUuid } from './layout.js'
 import { poolExporter } from './pool-exporter.js'
-import { checkRestoreTask, restoreToSr } from './restore-task.js'
+import { poolImporter } from './pool-importer.js'
+import { restoreToSr } from './restore-task.js'
 import type { RemoteMetricsHook } from './ports.js'
 import { remoteOptionsOf, runBackup } from './run.js'
 import { verifyRemote } from './verify.js'
@@ -112,12 +113,11 @@ async function withRemote<T>(taskRemote: TaskRemote, remoteId: string | undefine
   }
 }
 
-/** The `backup.restore` processor: the backup's disks imported as new VDIs on the task's SR (restore-task.ts). */
+/** The `backup.restore` processor: the backup restored as a new VM on the task's SR (restore-task.ts). */
 export function createBackupRestoreProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'backup.restore'>) => Promise<TaskResult> {
   return async (ctx) => {
-    checkRestoreTask(ctx.task)
     return await withRemote(ctx.task.remote, ctx.task.remoteId, options.metrics, async (remote) => {
-      const result = await restoreToSr(ctx.task, { remote, signal: ctx.signal, root: ctx.root, logger: ctx.logger, progress: ctx.progress })
+      const result = await restoreToSr(ctx.task, { remote, signal: ctx.signal, root: ctx.root, logger: ctx.logger, progress: ctx.progress, importer: poolImporter(ctx.pool) })
       return { status: 'success', result: result as unknown as JsonValue }
     })
   }
@@ -133,6 +133,7 @@ async function runBackupJob(ctx: JobContext<'backup.run'>, remoteMetrics: Remote
     ...(remoteMetrics === undefined ? {} : { remoteMetrics }),
     defaults: ctx.config.backup,
     exporter: poolExporter(ctx.pool),
+    importer: poolImporter(ctx.pool),
     signal: ctx.signal,
     emit: ctx.log,
     parentTaskId: ctx.root.id,

@@ -3,6 +3,7 @@
  * in it, open its chain (child → parents) and stream the disk either as raw bytes (absent blocks are
  * zeros) or as one flattened dynamic VHD. Written to a local file atomically (temporary name, renamed
  * when complete), so a failed or cancelled restore never leaves a partial image under the asked name.
+ * `findVmBackup` picks the backup of a VM at a timestamp (or the newest) for a whole-VM restore.
  */
 import { createWriteStream } from 'node:fs'
 import { rename, rm } from 'node:fs/promises'
@@ -103,4 +104,14 @@ export async function restoreDiskToFile(remote: Remote, sel: RestoreSelection, t
     throw error
   }
   return { timestamp: src.backup.timestamp, vhdPath: src.vhdPath, chain: src.chain, virtualSizeBytes: src.virtualSizeBytes, writtenBytes: written, durationMs: performance.now() - t0 }
+}
+
+/** The backup of a VM at `at` (`YYYYMMDDTHHmmssZ`), or its newest; the error lists what exists. */
+export async function findVmBackup(remote: Remote, vmUuid: string, at?: string): Promise<CatalogEntry> {
+  const backups = await listBackups(remote, vmUuid)
+  if (backups.length === 0) throw new BackupProxyError('E_BACKUP', `no backup of VM ${vmUuid} on ${remote.displayUrl}`)
+  if (at === undefined) return backups[backups.length - 1]!
+  const found = backups.find((b) => b.timestamp === at)
+  if (found === undefined) throw new BackupProxyError('E_BACKUP', `no backup of VM ${vmUuid} at ${at}; available: ${backups.map((b) => b.timestamp).join(', ')}`)
+  return found
 }

@@ -19,6 +19,8 @@ import { attachTaskLog, createTaskLog, type Task, type TaskLogEvent, type TaskSu
 import { backupVm, type RunTarget, type VmBackupResult, type VmSettings } from './vm-backup.js'
 import { XapiClient } from '../xapi/client.js'
 import { backupXapi } from './xapi-adapter.js'
+import { inlineImporter, type DiskImporter } from './disk-import.js'
+import { healthCheckAfterBackup, healthCheckSettingsOf } from './health-check.js'
 
 export interface RunProgress {
   vmsTotal: number
@@ -29,6 +31,8 @@ export interface RunProgress {
 
 export interface XapiConnection {
   xapi: BackupXapi
+  /** the client behind `xapi`, when there is one (health checks restore through it) */
+  client?: XapiClient
   close(): Promise<void>
 }
 
@@ -50,6 +54,8 @@ export interface BackupRunEnv {
    * the stream threads, report through the exporter's own metrics.
    */
   remoteMetrics?: RemoteMetricsHook
+  /** disk imports of health checks (default: on this thread; a proxy passes the stream pool's) */
+  importer?: DiskImporter
 }
 
 export interface EffectiveSettings extends VmSettings {
@@ -105,7 +111,7 @@ export function vmUuidsOf(task: BackupRunTask): string[] {
 
 async function defaultConnect(x: TaskXapi, signal: AbortSignal): Promise<XapiConnection> {
   const client = await XapiClient.connect({ url: x.url, user: x.credentials.username, password: x.credentials.password, allowUnauthorized: x.allowUnauthorized, signal })
-  return { xapi: backupXapi(client), close: () => client.close() }
+  return { xapi: backupXapi(client), client, close: () => client.close() }
 }
 
 function vmResultJson(r: VmBackupResult): JsonValue {
@@ -168,10 +174,24 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
       const settings = effectiveSettings(env.defaults, task, vmUuid)
       const vmTask = root.child('backup VM', { type: 'VM', id: vmUuid })
       try {
-        const xapi = await findXapi(connections, vmUuid)
+        const conn = await findXapi(connections, vmUuid)
+        const xapi = conn.xapi
         const result = await withRetries(settings.nRetriesVmBackupFailures, vmTask, signal, () =>
           backupVm(vmUuid, { jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id, mode: task.job.mode, targets, xapi, exporter: env.exporter, signal, log, onBytes }, settings, vmTask),
         )
+        const s = task.job.settings
+        const vmTags = (await xapi.getVm(vmUuid)).record.tags
+        await healthCheckAfterBackup({
+          settings: healthCheckSettingsOf([s[''], s[task.schedule.id], s[vmUuid]]),
+          xapi: conn.client,
+          vmUuid,
+          vmTags: Array.isArray(vmTags) ? vmTags.map(String) : [],
+          timestamp: result.timestamp,
+          targets: targets.filter((t) => result.succeeded.includes(t.id)),
+          importer: env.importer ?? inlineImporter,
+          signal,
+          log: vmTask,
+        })
         vmTask.end('success', vmResultJson(result))
         return result
       } catch (error) {
@@ -208,12 +228,12 @@ export function remoteOptionsOf(r: TaskRemote): RemoteOptions {
   return Object.fromEntries(Object.entries(merged).filter(([, v]) => v !== undefined))
 }
 
-async function findXapi(connections: readonly XapiConnection[], vmUuid: string): Promise<BackupXapi> {
+async function findXapi(connections: readonly XapiConnection[], vmUuid: string): Promise<XapiConnection> {
   let lastError: unknown
   for (const c of connections) {
     try {
       await c.xapi.getVm(vmUuid)
-      return c.xapi
+      return c
     } catch (error) {
       lastError = error
     }

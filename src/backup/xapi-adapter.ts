@@ -11,6 +11,17 @@ function obj(record: { $ref: string; uuid: string }): XapiObject {
   return { ref: $ref, uuid: record.uuid, record: rest }
 }
 
+/** A VIF with XO's `$network$uuid`, `$network$name_label`, `$network$VLAN` (how a restore finds its network). */
+function withNetwork<T extends { network: string }>(client: XapiClient, vif: T): T {
+  try {
+    const network = client.get('network', vif.network)
+    const pif = network.PIFs[0] === undefined ? undefined : client.get('PIF', network.PIFs[0])
+    return { ...vif, $network$uuid: network.uuid, $network$name_label: network.name_label, ...(pif === undefined ? {} : { $network$VLAN: pif.VLAN }) }
+  } catch {
+    return vif // the network is gone: a restore falls back to name/VLAN, then the pool default
+  }
+}
+
 export function backupXapi(client: XapiClient): BackupXapi {
   return {
     getVm(vmUuid) {
@@ -56,7 +67,7 @@ export function backupXapi(client: XapiClient): BackupXapi {
     },
     listVifs(vmRef) {
       const vm = client.get('VM', vmRef)
-      return Promise.resolve(vm.VIFs.map((ref) => obj(client.get('VIF', ref))))
+      return Promise.resolve(vm.VIFs.map((ref) => obj(withNetwork(client, client.get('VIF', ref)))))
     },
     async destroySnapshot(ref) {
       await client.destroySnapshot(ref)

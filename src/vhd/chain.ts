@@ -25,6 +25,8 @@ import type { VhdBlock } from './stream-parser.js'
 import { NULL_UUID } from './uuid.js'
 
 const MAX_CHAIN_LENGTH = 1000
+/** Blocks a flattened stream reads ahead of its consumer (restore: overlaps remote reads and brotli with the upload). */
+const READ_AHEAD_BLOCKS = 4
 
 export class VhdChain {
   /** child first, root (dynamic) last */
@@ -131,7 +133,10 @@ export class VhdChain {
     return { footer, header }
   }
 
-  /** One dynamic VHD with every block of the chain (for restore): footer, header, BAT, blocks, footer. */
+  /**
+   * One dynamic VHD with every block of the chain (for restore): footer, header, BAT, blocks, footer.
+   * Blocks are read ahead (READ_AHEAD_BLOCKS in flight), so at most that many blocks are held.
+   */
   vhdStream(options: { signal?: AbortSignal } = {}): Readable {
     const { footer, header } = this.flattenedHead()
     const present = this.blockIndexes()
@@ -146,9 +151,21 @@ export class VhdChain {
       yield footerBuf
       yield encodeHeader(header)
       yield encodeBat(bat)
+      // up to READ_AHEAD_BLOCKS reads in flight, yielded in order: remote latency and decompression
+      // (zlib runs on libuv's threads) overlap the consumer (each read returns a fresh buffer)
+      const pending: Promise<VhdBlock | undefined>[] = []
+      let next = 0
+      const fill = (): void => {
+        while (pending.length < READ_AHEAD_BLOCKS && next < present.length) {
+          const read = chain.readBlock(present[next++]!, options.signal)
+          read.catch(() => undefined) // awaited in order below; one failing early is not unhandled
+          pending.push(read)
+        }
+      }
       for (const index of present) {
         options.signal?.throwIfAborted()
-        const block = await chain.readBlock(index, options.signal)
+        fill()
+        const block = await pending.shift()!
         if (block === undefined) throw new Error(`block ${index} vanished while streaming the chain`)
         yield block.buffer
       }

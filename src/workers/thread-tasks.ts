@@ -11,6 +11,7 @@ import type { ThreadTask } from './thread-task.js'
 import standinNoop from './stand-ins/noop.thread.js'
 import standinStream from './stand-ins/stream.thread.js'
 import backupDisk from '../backup/disk.thread.js'
+import backupRestoreDisk from '../backup/restore-disk.thread.js'
 
 export const threadTasks = {
   /** stand-in: returns its input (dispatch overhead bench, pool tests) */
@@ -19,6 +20,8 @@ export const threadTasks = {
   'standin.stream': standinStream,
   /** one disk of a backup: XAPI export → VHD parse/validate → fan-out to the target remotes (src/backup) */
   'backup.disk': backupDisk,
+  /** one disk of a restore: remote chain → flattened VHD → XAPI import into a new VDI (src/backup) */
+  'backup.restoreDisk': backupRestoreDisk,
 } as const satisfies Record<string, ThreadTask<never, unknown>>
 
 export type ThreadTaskRegistry = typeof threadTasks

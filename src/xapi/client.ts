@@ -65,7 +65,7 @@ export interface BackupSnapshotInfo {
 
 /** How long a settled task's outcome stays readable by `waitTask()`. */
 const TASK_OUTCOME_TTL_MS = 10 * 60_000
-const WATCHED_TYPES = ['pool', 'host', 'SR', 'VDI', 'VBD', 'VIF', 'VM', 'network', 'task']
+const WATCHED_TYPES = ['pool', 'host', 'SR', 'VDI', 'VBD', 'VIF', 'VM', 'network', 'task', 'PIF', 'VM_guest_metrics']
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -83,7 +83,25 @@ export interface XapiTask extends Base {
   error_info: string[]
 }
 
+export interface XapiNetwork extends Base {
+  name_label: string
+  PIFs: XapiRef[]
+}
+
+export interface XapiPif extends Base {
+  network: XapiRef
+  /** -1 when untagged */
+  VLAN: number
+}
+
+export interface XapiGuestMetrics extends Base {
+  PV_drivers_detected: boolean
+}
+
 export interface XapiTypes {
+  network: XapiNetwork
+  VM_guest_metrics: XapiGuestMetrics
+  PIF: XapiPif
   VM: XapiVm
   VDI: XapiVdi
   VBD: XapiVbd

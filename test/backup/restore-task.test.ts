@@ -1,10 +1,14 @@
 /**
- * `backup.restore` through the real queue: EnqueueClient → BullMQ → ProxyRuntime (builtin processors)
- * → a local remote and the XAPI simulator. A VM of the simulator is backed up (full, then a delta after
- * writes), each point is restored into the simulator's SR, and the raw export (`export_raw_vdi?format=raw`
- * through the real client) of every new VDI is compared byte for byte with the simulator's disk as it
- * was at that backup. Also: labels, `start: true` refused, an unknown SR, a failing import and a cancel
- * mid-import (simulator faults on imports), each leaving no VDI behind.
+ * `backup.restore` (whole-VM restore) through the real queue: EnqueueClient → BullMQ → ProxyRuntime
+ * (builtin processors, disks through the stream pool's `backup.restoreDisk` thread task) → local remotes
+ * and the XAPI simulator (3 SRs, 2 networks). A VM with 2 disks and 2 VIFs (one per network) is backed
+ * up three times (full + 2 deltas, writes in between) to a VhdFile remote and to a VhdDirectory remote,
+ * brotli-compressed and encrypted; every point of each remote is restored as a new VM on another SR and
+ * checked: the VM record (XO's name, description, tag, fields of the source), the disks in VBD order on
+ * that SR, each disk's raw export (`export_raw_vdi?format=raw` through the real client) byte for byte
+ * against the source disk as it was at that point, the VIFs on the networks of the source with its MACs.
+ * Also: an SR that fills up (coded error, nothing left), an import failing, a cancel mid-import, and
+ * `start: true` (the restored VM runs), and the CLI's whole-VM form (`restore --vm --at --sr --xapi`).
  */
 import { createWriteStream } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'
@@ -19,6 +23,7 @@ import { EnqueueClient } from '../../src/queue/client.js'
 import { SealKey } from '../../src/queue/seal.js'
 import type { JobSummary } from '../../src/queue/task-log.js'
 import type { TaskInputOf } from '../../src/queue/tasks.js'
+import { runCli } from '../../src/cli/program.js'
 import { builtinProcessors } from '../../src/workers/builtin-processors.js'
 import { ProxyRuntime } from '../../src/workers/proxy.js'
 import { XapiClient } from '../../src/xapi/client.js'
@@ -31,29 +36,27 @@ import { proxyConfig } from './helpers/proxy-config.js'
 const sealText = SealKey.generate().export()
 const sealKey = SealKey.fromString(sealText)
 const redisUrl = inject('redisUrl')
+const DISK_BYTES = 16 * MiB
 let sim: XapiSimulator
 let xapi: XapiClient
 let dir: { path: string; remove: () => Promise<void> }
 let client: EnqueueClient
 let proxy: ProxyRuntime
-let srUuid: string
+let remotes: Record<string, { url: string; options?: Record<string, unknown> }>
+/** metadata path of each point, and the source disks' raw content at that point */
+const points: { path: string; raws: string[] }[] = []
 
 const xapiOf = () => ({ url: sim.url, credentials: { username: sim.user, password: sim.password } })
+const srs = () => xapi.listSrs().sort((a, b) => a.name_label.localeCompare(b.name_label))
 
-function backupTask(vm: string, remoteUrl: string): TaskInputOf<'backup.run'> {
-  return { kind: 'backup.run', job: { id: 'rjob', name: 'rjob', mode: 'delta', vms: { uuid: [vm] } }, schedule: { id: 's1' }, remotes: { r1: { url: remoteUrl } }, xapis: { sim: xapiOf() } }
-}
-
-function restoreTask(remoteUrl: string, path: string, extra: { name?: string; start?: boolean; srUuid?: string } = {}): TaskInputOf<'backup.restore'> {
-  const { srUuid: sr, ...rest } = extra
-  return { kind: 'backup.restore', remote: { url: remoteUrl }, metadataPath: path, xapi: xapiOf(), srUuid: sr ?? srUuid, ...rest }
+function restoreTask(remoteId: string, path: string, srUuid: string, extra: { name?: string; start?: boolean } = {}): TaskInputOf<'backup.restore'> {
+  return { kind: 'backup.restore', remoteId, remote: remotes[remoteId]!, metadataPath: path, xapi: xapiOf(), srUuid, ...extra }
 }
 
 async function run(task: TaskInputOf<'backup.run'> | TaskInputOf<'backup.restore'>): Promise<JobSummary> {
-  return (await client.enqueue({ proxy: 'rs-main' }, task)).result()
+  return (await client.enqueue({ proxy: 'rv-main' }, task)).result()
 }
 
-/** The raw export of a VDI through the real client (GET /export_raw_vdi?format=raw), saved to a file. */
 async function exportRaw(vdiUuid: string, path: string): Promise<Buffer> {
   const vdi = await xapi.waitObject('VDI', vdiUuid, { timeoutMs: 10_000 })
   const exp = await xapi.openExport(vdi.$ref, { format: 'raw' })
@@ -62,15 +65,51 @@ async function exportRaw(vdiUuid: string, path: string): Promise<Buffer> {
   return readFile(path)
 }
 
+/** VDIs on an SR, and VMs that are neither the source nor snapshots. */
+const vdisOn = (srUuid: string) => xapi.listVdis().filter((v) => v.SR === xapi.get('SR', srUuid).$ref).length
+const restoredVms = () => xapi.listVms().filter((v) => v.uuid !== sim.listVms()[0]!.uuid)
+/** The restored VM once this client's cache has the restore's last change (start unblocked: XO's final step). */
+const restoredVm = (uuid: string) => xapi.waitObject('VM', uuid, { timeoutMs: 10_000, predicate: (vm) => vm.blocked_operations.start === undefined })
+
 beforeAll(async () => {
-  sim = await startSim({ vms: 2, disksPerVm: 2, seed: 4242, diskSizeBytes: 16 * MiB })
-  dir = await makeTempDir('bp-restore-task-')
+  sim = await startSim({ vms: 1, disksPerVm: 2, seed: 4343, diskSizeBytes: DISK_BYTES, srs: 3, networks: 2 })
+  dir = await makeTempDir('bp-restore-vm-')
   xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
-  srUuid = xapi.listSrs()[0]!.uuid
   client = new EnqueueClient({ redis: compileConfig(proxyConfig(redisUrl, sealText, 'x')).redis, sealKey, attempts: 1 })
-  proxy = new ProxyRuntime({ config: compileConfig(proxyConfig(redisUrl, sealText, 'rs-main')), processors: builtinProcessors({ standIns: false }), sealKey, logger: silentLogger })
+  proxy = new ProxyRuntime({ config: compileConfig(proxyConfig(redisUrl, sealText, 'rv-main')), processors: builtinProcessors({ standIns: false }), sealKey, logger: silentLogger })
   await proxy.start()
-})
+  for (const r of ['file', 'dir']) await mkdir(join(dir.path, r))
+  remotes = {
+    file: { url: `file://${dir.path}/file` },
+    dir: { url: `file://${dir.path}/dir`, options: { useVhdDirectory: true, encryptionKey: 'k'.repeat(32) } },
+  }
+  // the source VM: a second VIF on the second network, then full + 2 deltas
+  const vm = sim.listVms()[0]!
+  const second = (await xapi.call('network.get_all')) as string[]
+  const net2 = second.find((ref) => xapi.get('network', ref).name_label === 'Sim network 1')!
+  await xapi.call('VIF.create', { VM: vm.ref, network: net2, device: '1', MAC: '02:00:00:00:01:01', MTU: 1500, other_config: {} })
+  await xapi.call('VM.set_tags', vm.ref, ['prod', 'web'])
+  for (let i = 0; i < 3; i++) {
+    if (i > 0) sim.writeBlocks(vm.uuid, { blocks: 2 + i })
+    const s = await run({
+      kind: 'backup.run',
+      job: { id: 'rvjob', name: 'rvjob', mode: 'delta', vms: { uuid: [vm.uuid] }, settings: { '': { vhdDirectoryCompression: 'brotli' } } },
+      schedule: { id: 's1' },
+      remotes,
+      xapis: { sim: xapiOf() },
+    })
+    expect(s.status, JSON.stringify(s.tasks)).toBe('success')
+    const r = s.tasks?.[0]?.result as { timestamp: string; full: boolean }
+    expect(r.full).toBe(i === 0)
+    const raws: string[] = []
+    for (const vdi of vm.vdis) {
+      const raw = join(dir.path, `src-${i}-${vdi.uuid}.raw`)
+      await saveRaw(sim, vdi.uuid, raw)
+      raws.push(raw)
+    }
+    points.push({ path: metadataPath(vm.uuid, r.timestamp), raws })
+  }
+}, 120_000)
 afterAll(async () => {
   await client?.close()
   await proxy?.shutdown({ force: true })
@@ -79,98 +118,115 @@ afterAll(async () => {
   await dir?.remove()
 })
 
-describe('backup.restore through the queue (simulator SR, local remote)', () => {
-  it('restores a full and a delta point in time: each new VDI exports the disk as it was at that backup', async () => {
-    const vm = sim.listVms()[0]!
-    const remoteDir = join(dir.path, 'r1')
-    await mkdir(remoteDir)
-    const remoteUrl = `file://${remoteDir}`
-    const points: { path: string; raws: string[] }[] = []
-    for (let i = 0; i < 2; i++) {
-      if (i > 0) sim.writeBlocks(vm.uuid, { blocks: 3 })
-      const s = await run(backupTask(vm.uuid, remoteUrl))
-      expect(s.status, JSON.stringify(s.tasks)).toBe('success')
-      const r = s.tasks?.[0]?.result as { timestamp: string; full: boolean }
-      expect(r.full).toBe(i === 0)
-      const raws: string[] = []
-      for (const vdi of vm.vdis) {
-        const raw = join(dir.path, `src-${i}-${vdi.uuid}.raw`)
-        await saveRaw(sim, vdi.uuid, raw)
-        raws.push(raw)
+describe('backup.restore: whole VM through the queue (simulator, VhdFile and encrypted VhdDirectory remotes)', () => {
+  it('restores every point of both remotes as a VM on another SR: record, disks in order with the content of that point, VIFs', async () => {
+    const source = xapi.get('VM', sim.listVms()[0]!.uuid)
+    const sourceVifs = source.VIFs.map((ref) => xapi.get('VIF', ref)).sort((a, b) => a.device.localeCompare(b.device))
+    expect(sourceVifs.map((v) => xapi.get('network', v.network).uuid)).toHaveLength(2)
+    for (const remoteId of ['file', 'dir']) {
+      for (const [i, point] of points.entries()) {
+        const sr = srs()[1 + (i % 2)]!
+        const s = await run(restoreTask(remoteId, point.path, sr.uuid))
+        expect(s.status, JSON.stringify(s, null, 1)).toBe('success')
+        const result = s.result as unknown as RestoreToSrResult
+        const vm = await restoredVm(result.restoredVmUuid)
+        expect(vm.uuid).not.toBe(source.uuid)
+        expect(vm.name_label).toBe(`${source.name_label} (${result.timestamp})`)
+        expect(vm.name_description).toMatch(new RegExp(`^Restored on \\d{8}T\\d{6}Z from ${remoteId} - ${source.name_description}$`))
+        expect(vm.tags).toEqual(['prod', 'web', 'restored from backup'])
+        expect(vm.power_state).toBe('Halted')
+        expect(vm.blocked_operations).toEqual({})
+        for (const f of ['VCPUs_max', 'VCPUs_at_startup', 'memory_static_max', 'memory_dynamic_max', 'platform', 'HVM_boot_policy', 'PV_bootloader']) expect(vm[f], f).toEqual(source[f])
+        expect(Object.keys(vm.other_config).filter((k) => k.startsWith('xo:backup:'))).toEqual([])
+        // disks: in VBD order, on the chosen SR, each equal to the source disk at that point
+        const disks = xapi.vmDisks(vm.$ref)
+        expect(disks.map((d) => d.vbd.userdevice)).toEqual(['0', '1'])
+        expect(disks.map((d) => d.vbd.bootable)).toEqual([true, false])
+        expect(result.vdis.map((v) => v.uuid)).toEqual(disks.map((d) => d.vdi.uuid))
+        for (const [d, { vdi }] of disks.entries()) {
+          expect(vdi.SR).toBe(sr.$ref)
+          expect(vdi.name_label).toBe(`${source.name_label} disk ${d}`)
+          const exported = await exportRaw(vdi.uuid, join(dir.path, `restored-${remoteId}-${i}-${d}.raw`))
+          expect(exported.length).toBe(DISK_BYTES)
+          expect(exported.equals(await readFile(point.raws[d]!)), `${remoteId} point ${i} disk ${d}`).toBe(true)
+        }
+        // VIFs: same devices, same networks (by $network$uuid), same MACs
+        const vifs = vm.VIFs.map((ref) => xapi.get('VIF', ref)).sort((a, b) => a.device.localeCompare(b.device))
+        expect(vifs.map((v) => [v.device, v.network, v.MAC])).toEqual(sourceVifs.map((v) => [v.device, v.network, v.MAC]))
+        expect(s.tasks?.map((t) => t.status)).toEqual(['success', 'success'])
       }
-      points.push({ path: metadataPath(vm.uuid, r.timestamp), raws })
     }
-    // the disks changed after the first backup: the two points differ
-    expect((await readFile(points[0]!.raws[0]!)).equals(await readFile(points[1]!.raws[0]!))).toBe(false)
+  }, 180_000)
 
-    for (const [i, point] of points.entries()) {
-      const s = await run(restoreTask(remoteUrl, point.path, i === 1 ? { name: 'restored delta' } : {}))
-      expect(s.status, JSON.stringify(s, null, 1)).toBe('success')
-      const result = s.result as unknown as RestoreToSrResult
-      expect(result.vmUuid).toBe(vm.uuid)
-      expect(result.vdis.map((v) => v.sourceVdiUuid)).toEqual(vm.vdis.map((v) => v.uuid))
-      expect(result.vdis.map((v) => v.userdevice)).toEqual(['0', '1'])
-      for (const [d, restored] of result.vdis.entries()) {
-        expect(vm.vdis.map((v) => v.uuid)).not.toContain(restored.uuid)
-        const exported = await exportRaw(restored.uuid, join(dir.path, `restored-${i}-${d}.raw`))
-        expect(exported.length).toBe(16 * MiB)
-        expect(exported.equals(await readFile(point.raws[d]!)), `point ${i} disk ${d}`).toBe(true)
-        const record = await xapi.waitObject('VDI', restored.uuid, { timeoutMs: 10_000 })
-        expect(record.name_label).toBe(i === 1 ? 'restored delta' : `${vm.nameLabel} disk ${d} (${result.timestamp})`)
-        expect(record.SR).toBe(xapi.listSrs()[0]!.$ref)
-      }
-      // the log has one subtask per disk, each with the uploaded size
-      expect(s.tasks?.map((t) => t.status)).toEqual(['success', 'success'])
+  it('an SR that fills up: coded error naming the SR, and neither VM nor VDI left behind', async () => {
+    const sr = srs()[2]!
+    sim.setSrCapacity(sr.uuid, 12 * MiB)
+    try {
+      const vdisBefore = vdisOn(sr.uuid)
+      const vmsBefore = restoredVms().length
+      const s = await run(restoreTask('dir', points[2]!.path, sr.uuid))
+      expect(s.status).toBe('failure')
+      expect(s.error?.code).toBe('E_XAPI')
+      expect(s.error?.message).toMatch(new RegExp(`SR ${sr.uuid} \\(Sim SR 2\\) is full`))
+      expect(JSON.stringify(s.error)).toContain('SR_BACKEND_FAILURE_44')
+      await waitFor('the restore removed what it created', () => vdisOn(sr.uuid) === vdisBefore && restoredVms().length === vmsBefore, 10_000)
+    } finally {
+      sim.setSrCapacity(sr.uuid, 0)
     }
-  })
+  }, 60_000)
 
-  it('start: true is refused (disk restore only); an unknown SR fails and leaves no VDI behind', async () => {
-    const vm = sim.listVms()[1]!
-    const remoteDir = join(dir.path, 'r2')
-    await mkdir(remoteDir)
-    const remoteUrl = `file://${remoteDir}`
-    const b = await run(backupTask(vm.uuid, remoteUrl))
-    expect(b.status).toBe('success')
-    const path = metadataPath(vm.uuid, (b.tasks?.[0]?.result as { timestamp: string }).timestamp)
-
-    const started = await run(restoreTask(remoteUrl, path, { start: true }))
-    expect(started.status).toBe('failure')
-    expect(started.error?.code).toBe('E_TASK_INVALID')
-    expect(started.error?.message).toMatch(/start: true is not supported.*disks only/)
-
-    const before = xapi.listVdis().length
-    const noSr = await run(restoreTask(remoteUrl, path, { srUuid: '00000000-0000-4000-8000-000000000000' }))
-    expect(noSr.status).toBe('failure')
-    expect(noSr.error?.message).toMatch(/SR 00000000-0000-4000-8000-000000000000 is not in the pool/)
-    expect(xapi.listVdis().length).toBe(before)
-  })
-
-  it('an import failing, and a restore cancelled mid-import: the job reports it and the VDIs it created are removed', async () => {
-    const vm = sim.listVms()[1]!
-    const remoteDir = join(dir.path, 'r3')
-    await mkdir(remoteDir)
-    const remoteUrl = `file://${remoteDir}`
-    const b = await run(backupTask(vm.uuid, remoteUrl))
-    expect(b.status).toBe('success')
-    const path = metadataPath(vm.uuid, (b.tasks?.[0]?.result as { timestamp: string }).timestamp)
-    const restoredVdis = () => xapi.listVdis().filter((v) => v.other_config['xo:backup-proxy:restore:backup'] === path)
+  it('an import failing, and a restore cancelled mid-import: the VM and VDIs it created are removed', async () => {
+    const sr = srs()[1]!
+    const vdisBefore = vdisOn(sr.uuid)
+    const vmsBefore = restoredVms().length
     try {
       sim.setFault({ kind: 'http-error', status: 500, xapiCode: 'VDI_IO_ERROR', on: 'import', times: 1 })
-      const failed = await run(restoreTask(remoteUrl, path))
+      const failed = await run(restoreTask('file', points[1]!.path, sr.uuid))
       expect(failed.status).toBe('failure')
       expect(failed.error?.code).toBe('E_XAPI')
       expect(JSON.stringify(failed.error)).toContain('VDI_IO_ERROR')
-      await waitFor('failed restore VDIs removed', () => restoredVdis().length === 0, 10_000)
+      await waitFor('failed restore removed', () => vdisOn(sr.uuid) === vdisBefore && restoredVms().length === vmsBefore, 10_000)
 
       sim.setFault({ kind: 'stall', afterBytes: 4 * MiB, on: 'import' })
-      const h = await client.enqueue({ proxy: 'rs-main' }, restoreTask(remoteUrl, path))
-      await waitFor('the first VDI created', () => restoredVdis().length > 0, 30_000)
+      const h = await client.enqueue({ proxy: 'rv-main' }, restoreTask('file', points[1]!.path, sr.uuid))
+      await waitFor('the VM and a VDI created', () => vdisOn(sr.uuid) > vdisBefore && restoredVms().length > vmsBefore, 30_000)
       await h.cancel()
       const s = await h.result().catch((e: unknown) => e as JobSummary)
       expect(s.status).toBe('interrupted')
-      await waitFor('cancelled restore VDIs removed', () => restoredVdis().length === 0, 10_000)
+      await waitFor('cancelled restore removed', () => vdisOn(sr.uuid) === vdisBefore && restoredVms().length === vmsBefore, 10_000)
     } finally {
       sim.clearFaults()
     }
-  })
+  }, 60_000)
+
+  it('start: true starts the restored VM under the given name', async () => {
+    const s = await run(restoreTask('file', points[0]!.path, srs()[1]!.uuid, { start: true, name: 'started copy' }))
+    expect(s.status, JSON.stringify(s.error)).toBe('success')
+    const result = s.result as unknown as RestoreToSrResult
+    expect(result.started).toBe(true)
+    const vm = await xapi.waitObject('VM', result.restoredVmUuid, { timeoutMs: 10_000, predicate: (v) => v.power_state === 'Running' })
+    expect(vm.name_label).toBe('started copy')
+  }, 60_000)
+
+  it('the CLI restores a VM at a point onto an SR (in process), and refuses mixing the disk and VM forms', async () => {
+    const vm = sim.listVms()[0]!
+    const ts = points[1]!.path.split('/').pop()!.replace('.json', '')
+    const sr = srs()[2]!
+    let out = ''
+    const io = { stdout: (t: string) => void (out += t), stderr: (t: string) => void (out += t), isTTY: false }
+    const xapiUrl = sim.url.replace('://', `://${sim.user}:${sim.password}@`)
+    const code = await runCli(['restore', remotes.file!.url, '--vm', vm.uuid, '--at', ts, '--sr', sr.uuid, '--xapi', xapiUrl], io)
+    expect(code, out).toBe(0)
+    const m = new RegExp(`restored VM ${vm.uuid} at ${ts} as VM (\\S+) on SR ${sr.uuid}`).exec(out)
+    expect(m, out).not.toBeNull()
+    const disks = xapi.vmDisks((await restoredVm(m![1]!)).$ref)
+    const exported = await exportRaw(disks[1]!.vdi.uuid, join(dir.path, 'cli-restored.raw'))
+    expect(exported.equals(await readFile(points[1]!.raws[1]!))).toBe(true)
+    expect(out).not.toContain(sim.password)
+
+    let usage = ''
+    const uio = { stdout: (t: string) => void (usage += t), stderr: (t: string) => void (usage += t), isTTY: false }
+    expect(await runCli(['restore', remotes.file!.url, '--vm', vm.uuid, '--sr', sr.uuid, '--to', '/tmp/x.raw'], uio)).toBe(2)
+    expect(usage).toMatch(/either --disk <vdiUuid> --to <file>.*or --sr <uuid> --xapi <url>/)
+  }, 60_000)
 })

@@ -10,6 +10,7 @@
  * waiting for the task sees it settle), failure with the XAPI code, and `task.cancel` aborts it.
  * Only `format=vhd` is simulated. Errors are HTTP statuses with the XAPI error as a JSON array body.
  * Faults with `on: 'import'` (faults.ts): `http-error` answers at once, `stall` stops reading the body.
+ * An SR with a capacity (vm-ops.ts) fails the import with SR_BACKEND_FAILURE_44 once it would overflow.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { sectorIsSet } from '../../vhd/bitmap.js'
@@ -99,8 +100,14 @@ export async function handleImport(ctx: ExportContext, req: IncomingMessage, res
       throw new XapiFailure('VDI_TOO_SMALL', [vdiRef, String(disk.virtualSizeBytes), String(vhd.footer.currentSizeBytes)])
     }
     const total = Math.max(1, vhd.blockOrder.length)
+    let newBlocks = 0
     for await (const block of vhd.blocks()) {
-      staged.set(block.index, blockBytes(block.bitmap, block.data))
+      const bytes = blockBytes(block.bitmap, block.data)
+      if (bytes !== undefined && !disk.generations.has(block.index) && staged.get(block.index) === undefined) {
+        // an SR with a capacity fills up: XAPI's "insufficient space" before the block is written
+        ctx.rpc.vmOps.checkSpace(vdiRef, ++newBlocks * VHD_BLOCK_BYTES)
+      }
+      staged.set(block.index, bytes)
       if (taskRef !== undefined && (staged.size & 15) === 0) ctx.tasks.progress(taskRef, staged.size / total)
     }
   } catch (error) {

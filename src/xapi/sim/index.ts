@@ -7,7 +7,8 @@
  * - `PUT /import_raw_vdi/?format=vhd`: disk imports into a VDI (`VDI.create`d), see import.ts;
  * - admin API (HTTP basic auth with the simulator's credentials), mirrored by the handle's methods:
  *   `GET /sim/vms`, `POST /sim/vms/<uuid>/write` `{ blocks? , ratio? }`, `POST /sim/faults` `<fault>`,
- *   `DELETE /sim/faults`, `GET /sim/vdis/<uuid>/raw` (same bytes as `format=raw`).
+ *   `DELETE /sim/faults`, `GET /sim/vdis/<uuid>/raw` (same bytes as `format=raw`);
+ * - extra SRs and networks (`srs`, `networks` options), SR capacity, guest boot behaviour (vm-ops.ts).
  *
  * Everything is deterministic from `seed`; disks are sparse and generated on the fly (disk-content.ts).
  */
@@ -24,10 +25,12 @@ import { SimPool, type SimVmInfo } from './pool.js'
 import { SimRpc } from './rpc.js'
 import { XapiFailure, type XapiValue } from './store.js'
 import { SimTasks } from './tasks.js'
+import type { GuestBoot, GuestScript } from './vm-ops.js'
 import { VHD_BLOCK_BYTES } from './vhd-encoder.js'
 
 export type { SimFault } from './faults.js'
 export type { SimVmInfo } from './pool.js'
+export type { GuestBoot, GuestScript } from './vm-ops.js'
 
 export interface XapiSimulatorOptions {
   vms: number
@@ -46,6 +49,10 @@ export interface XapiSimulatorOptions {
   password?: string
   /** serve HTTPS with this key pair (PEM) */
   tls?: { key: string | Buffer; cert: string | Buffer }
+  /** SRs of the pool (default 1: "Local storage"); the others are "Sim SR <n>" */
+  srs?: number
+  /** networks of the pool (default 1); the others are "Sim network <n>" on VLAN <n> */
+  networks?: number
 }
 
 export interface XapiSimulator {
@@ -60,6 +67,14 @@ export interface XapiSimulator {
   clearFaults: () => void
   /** the current content of a VDI (same bytes as `export_raw_vdi?format=raw`) */
   rawDiskContent: (vdiUuid: string) => Readable
+  /** a capacity for an SR (0 = unlimited): imports fail with SR_BACKEND_FAILURE_44 once it is full */
+  setSrCapacity: (srUuid: string, capacityBytes: number) => void
+  /** how guests of VMs started from now on report their tools: at once (`normal`), `never`, or on `reportGuestTools` (`manual`) */
+  setGuestBoot: (mode: GuestBoot) => void
+  /** what guests answer to XO's health-check script (default success) */
+  setGuestScript: (answer: GuestScript) => void
+  /** the guest of a running VM reports its tools now (a late boot) */
+  reportGuestTools: (vmUuid: string) => void
   /** stops listening, ends pending long-polls and exports, closes connections */
   close: () => Promise<void>
 }
@@ -75,6 +90,10 @@ function validate(o: XapiSimulatorOptions): void {
   }
   if (!(o.fillRatio >= 0 && o.fillRatio <= 1)) bad(`fillRatio must be between 0 and 1, got ${o.fillRatio}`)
   if (!Number.isSafeInteger(o.seed)) bad(`seed must be a whole number, got ${o.seed}`)
+  for (const f of ['srs', 'networks'] as const) {
+    const n = o[f]
+    if (n !== undefined && (!Number.isSafeInteger(n) || n < 1 || n > 64)) bad(`${f} must be a whole number from 1 to 64, got ${n}`)
+  }
   if (o.port !== undefined && (!Number.isSafeInteger(o.port) || o.port < 0 || o.port > 65535)) bad(`port must be 0..65535, got ${o.port}`)
 }
 
@@ -104,6 +123,8 @@ export async function startXapiSimulator(options: XapiSimulatorOptions): Promise
   const pool = new SimPool({ ...options, hostAddress: host })
   const tasks = new SimTasks(pool)
   const rpc = new SimRpc(pool, tasks, { user, password })
+  for (let i = 1; i < (options.srs ?? 1); i++) rpc.vmOps.addSr(`Sim SR ${i}`)
+  for (let i = 1; i < (options.networks ?? 1); i++) rpc.vmOps.addNetwork(`Sim network ${i}`, `xenbr${i}`, i)
   const faults = new FaultSet()
   const patterns = new PatternPool(options.seed)
   const closing = new AbortController()
@@ -119,6 +140,17 @@ export async function startXapiSimulator(options: XapiSimulatorOptions): Promise
       else faults.add(f)
     },
     clearFaults: () => faults.clear(),
+    setSrCapacity: (srUuid: string, capacityBytes: number) => {
+      if (!Number.isSafeInteger(capacityBytes) || capacityBytes < 0) throw new UsageError(`xapi-sim: capacityBytes must be a whole number >= 0, got ${capacityBytes}`)
+      pool.store.update('SR', pool.store.refByUuid('SR', srUuid), (r) => (r.physical_size = capacityBytes))
+    },
+    setGuestBoot: (mode: GuestBoot) => {
+      rpc.vmOps.guestBoot = mode
+    },
+    setGuestScript: (answer: GuestScript) => {
+      rpc.vmOps.guestScript = answer
+    },
+    reportGuestTools: (vmUuid: string) => rpc.vmOps.reportGuestTools(vmRefByUuid(vmUuid)),
     rawDiskContent: (vdiUuid: string): Readable => {
       const disk = pool.disks.get(pool.store.refByUuid('VDI', vdiUuid))
       if (disk === undefined) throw new XapiFailure('UUID_INVALID', ['VDI', vdiUuid])

@@ -332,7 +332,8 @@ export class SimPool {
     }
     const parent = vdi.snapshot_of as string
     if (s.has('VDI', parent)) s.update('VDI', parent, (r) => (r.snapshots = (r.snapshots as string[]).filter((x) => x !== vdiRef)))
-    s.update('SR', this.srRef, (r) => (r.VDIs = (r.VDIs as string[]).filter((x) => x !== vdiRef)))
+    const srRef = vdi.SR as string
+    if (s.has('SR', srRef)) s.update('SR', srRef, (r) => (r.VDIs = (r.VDIs as string[]).filter((x) => x !== vdiRef)))
     s.remove('VDI', vdiRef)
     this.disks.delete(vdiRef)
     this.vdiTimes.delete(vdiRef)

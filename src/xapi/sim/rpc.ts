@@ -3,13 +3,16 @@
  * `system.listMethods`, the generic per-class accessors XAPI generates (`get_all_records`,
  * `get_record`, `get_by_uuid`, `get_<field>`, `set_<field>`, `add_to_<map>`, `remove_from_<map>`,
  * `add_<set>`, `remove_<set>`), `event.from`/`event.inject`, `task.*`, `VM.snapshot`/`checkpoint`/
- * `destroy`, `VM.update_allowed_operations`, `VDI.create`, `VDI.destroy`, and their `Async.` forms. Failures are `XapiFailure`s with XAPI's codes.
+ * `destroy`, `VM.update_allowed_operations`, `VDI.create`, `VDI.destroy`, and (vm-ops.ts) `VM.create`,
+ * `VM.start`, `VM.clean_shutdown`, `VM.hard_shutdown`, `VBD.create`, `VIF.create`, `VIF.destroy`, with their
+ * `Async.` forms. Failures are `XapiFailure`s with XAPI's codes.
  */
 import { XapiFailure, type XapiRecord, type XapiValue } from './store.js'
 import type { SimPool } from './pool.js'
 import type { SimTasks } from './tasks.js'
+import { SimVmOps } from './vm-ops.js'
 
-export const SIM_CLASSES = ['pool', 'host', 'SR', 'VDI', 'VBD', 'VIF', 'VM', 'network', 'PIF', 'task'] as const
+export const SIM_CLASSES = ['pool', 'host', 'SR', 'VDI', 'VBD', 'VIF', 'VM', 'network', 'task', 'PIF', 'VM_guest_metrics'] as const
 
 /** Fields a client may set (XAPI rejects setters of read-only fields as unknown methods). */
 const SETTABLE = new Set(['name_label', 'name_description', 'other_config', 'tags', 'blocked_operations', 'sm_config', 'xenstore_data', 'is_a_template'])
@@ -29,8 +32,15 @@ const SPECIFIC = [
   'VDI.create',
   'VDI.destroy',
   'VM.update_allowed_operations',
+  'VM.create',
+  'VM.start',
+  'VM.clean_shutdown',
+  'VM.hard_shutdown',
+  'VBD.create',
+  'VIF.create',
+  'VIF.destroy',
 ]
-const ASYNC = new Set(['VM.snapshot', 'VM.checkpoint', 'VM.destroy', 'VDI.create', 'VDI.destroy'])
+const ASYNC = new Set(['VM.snapshot', 'VM.checkpoint', 'VM.destroy', 'VDI.create', 'VDI.destroy', 'VM.create', 'VM.start', 'VM.clean_shutdown', 'VM.hard_shutdown', 'VBD.create', 'VIF.create', 'VIF.destroy'])
 
 export interface Session {
   user: string
@@ -39,12 +49,15 @@ export interface Session {
 
 export class SimRpc {
   readonly sessions = new Map<string, Session>()
+  readonly vmOps: SimVmOps
 
   constructor(
     private readonly pool: SimPool,
     private readonly tasks: SimTasks,
     private readonly credentials: { user: string; password: string },
-  ) {}
+  ) {
+    this.vmOps = new SimVmOps(pool)
+  }
 
   /** Throws SESSION_INVALID unless `id` is a live session. */
   checkSession(id: unknown): void {
@@ -123,8 +136,28 @@ export class SimRpc {
         return this.pool.snapshot(str(0), str(1), Array.isArray(args[2]) ? args[2].map(String) : [])
       case 'VM.checkpoint':
         return this.pool.snapshot(str(0), str(1), [], true)
-      case 'VM.destroy':
+      case 'VM.destroy': {
+        const vm = s.get('VM', str(0))
+        if (vm.power_state === 'Running') throw new XapiFailure('VM_BAD_POWER_STATE', [str(0), 'halted', 'running'])
+        this.vmOps.dropGuestMetrics(vm)
         this.pool.destroyVm(str(0))
+        return ''
+      }
+      case 'VM.create':
+        return this.vmOps.createVm(args[0])
+      case 'VM.start':
+        this.vmOps.start(str(0))
+        return ''
+      case 'VM.clean_shutdown':
+      case 'VM.hard_shutdown':
+        this.vmOps.shutdown(str(0))
+        return ''
+      case 'VBD.create':
+        return this.vmOps.createVbd(args[0])
+      case 'VIF.create':
+        return this.vmOps.createVif(args[0])
+      case 'VIF.destroy':
+        this.vmOps.destroyVif(str(0))
         return ''
       case 'VDI.destroy':
         this.pool.destroyVdi(str(0))

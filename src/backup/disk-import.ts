@@ -1,0 +1,74 @@
+/**
+ * One disk of a restore, as run inside a pool thread (`backup.restoreDisk`, restore-disk.thread.ts) or
+ * inline: the disk's chain is opened on the remote (VhdFile or VhdDirectory, compressed or encrypted, any
+ * length) and streamed as one flattened dynamic VHD (`VhdChain.vhdStream`) into the VDI of an import
+ * descriptor (`PUT /import_raw_vdi/?format=vhd`, restore-import.ts). The main thread created the VDI and
+ * the XAPI task of the descriptor and waits for that task: this side only moves the bytes.
+ *
+ * Input and output are plain data (structured clone); the remote URL holds credentials and is never
+ * logged. Cancel (the signal) ends the upload; the caller cancels the XAPI task and removes the VDI.
+ */
+import { BackupProxyError, type JsonValue } from '../common/errors.js'
+import { createRemote } from '../remotes/index.js'
+import type { RemoteOptions } from '../remotes/url-types.js'
+import { openChain } from '../vhd/chain.js'
+import type { VdiImportDescriptor } from '../xapi/client.js'
+import { putVdiImport } from './restore-import.js'
+
+export interface DiskImportInput {
+  remote: { url: string; options: RemoteOptions }
+  /** remote-root path of the disk's VHD in the backup (child of its chain) */
+  vhdPath: string
+  descriptor: VdiImportDescriptor
+  /** exact bytes of the flattened VHD (Content-Length) */
+  sizeBytes: number
+}
+
+export interface DiskImportResult {
+  sentBytes: number
+  chainLength: number
+  durationMs: number
+}
+
+export interface DiskImportProgress {
+  sentBytes: number
+  totalBytes: number
+}
+
+export type DiskImporter = (input: DiskImportInput, options: { signal: AbortSignal; onProgress?: (p: DiskImportProgress) => void }) => Promise<DiskImportResult>
+
+const PROGRESS_EVERY_BYTES = 16 * 1024 * 1024
+
+export async function runDiskImport(input: DiskImportInput, options: { signal: AbortSignal; onProgress?: (p: DiskImportProgress) => void }): Promise<DiskImportResult> {
+  const t0 = performance.now()
+  const { signal, onProgress } = options
+  const remote = createRemote(input.remote.url, input.remote.options)
+  await remote.open()
+  try {
+    const chain = await openChain(remote, input.vhdPath, { signal })
+    const stream = chain.vhdStream({ signal })
+    let sent = 0
+    let reported = 0
+    stream.on('data', (c: Buffer) => {
+      sent += c.length
+      if (sent - reported >= PROGRESS_EVERY_BYTES) {
+        reported = sent
+        onProgress?.({ sentBytes: sent, totalBytes: input.sizeBytes })
+      }
+    })
+    await putVdiImport(input.descriptor, stream, { signal, sizeBytes: input.sizeBytes })
+    if (sent !== input.sizeBytes) throw new BackupProxyError('E_BACKUP', `restore of ${input.vhdPath}: sent ${sent} bytes, expected ${input.sizeBytes}`)
+    onProgress?.({ sentBytes: sent, totalBytes: input.sizeBytes })
+    return { sentBytes: sent, chainLength: chain.vhds.length, durationMs: performance.now() - t0 }
+  } finally {
+    await remote.close()
+  }
+}
+
+/** Runs on the calling thread (the CLI, tools). */
+export const inlineImporter: DiskImporter = runDiskImport
+
+/** Progress as JSON for a thread's MessagePort. */
+export function progressJson(p: DiskImportProgress): JsonValue {
+  return { sentBytes: p.sentBytes, totalBytes: p.totalBytes }
+}

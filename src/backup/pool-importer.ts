@@ -1,0 +1,11 @@
+/** The DiskImporter port over the stream pool: each restored disk runs as the `backup.restoreDisk` thread task. */
+import type { StreamPool } from '../workers/pool.js'
+import type { DiskImporter, DiskImportProgress } from './disk-import.js'
+
+export function poolImporter(pool: StreamPool): DiskImporter {
+  return (input, { signal, onProgress }) =>
+    pool.run('backup.restoreDisk', input, {
+      signal,
+      ...(onProgress === undefined ? {} : { onProgress: (p) => onProgress(p as unknown as DiskImportProgress) }),
+    })
+}

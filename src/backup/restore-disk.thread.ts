@@ -1,0 +1,11 @@
+/**
+ * Pool thread task `backup.restoreDisk`: one disk of a restore (disk-import.ts) inside a Piscina thread,
+ * so decompression, decryption and VHD assembly of a restore leave the main thread free. The context's
+ * signal is the cooperative cancel; progress goes through the task context.
+ */
+import type { ThreadTask } from '../workers/thread-task.js'
+import { progressJson, runDiskImport, type DiskImportInput, type DiskImportResult } from './disk-import.js'
+
+const task: ThreadTask<DiskImportInput, DiskImportResult> = (input, ctx) => runDiskImport(input, { signal: ctx.signal, onProgress: (p) => ctx.progress(progressJson(p)) })
+
+export default task

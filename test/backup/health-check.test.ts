@@ -1,0 +1,127 @@
+/**
+ * Health check after a backup (XO's healthCheckSr / healthCheckVmsWithTags / healthCheckTimeout),
+ * through the real queue and the stream pool, against the XAPI simulator (2 SRs): the new backup is
+ * restored on the health-check SR, started, and must report guest tools. The simulator's guest boot is a
+ * flag: `normal` reports tools right after start, `never` never does (the check then fails when its
+ * timeout — a short one, the only outcome possible — expires). Either way the restored VM and its disks
+ * are gone afterwards. Also: a VM without the wanted tag is not checked (an info), and XO's xenstore
+ * health-check script answer (failure with its message).
+ */
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { silentLogger } from '../../src/common/log.js'
+import { compileConfig } from '../../src/config/index.js'
+import { EnqueueClient } from '../../src/queue/client.js'
+import { SealKey } from '../../src/queue/seal.js'
+import type { JobSummary, TaskSummary } from '../../src/queue/task-log.js'
+import type { TaskInputOf } from '../../src/queue/tasks.js'
+import { builtinProcessors } from '../../src/workers/builtin-processors.js'
+import { ProxyRuntime } from '../../src/workers/proxy.js'
+import { XapiClient } from '../../src/xapi/client.js'
+import type { XapiSimulator } from '../../src/xapi/sim/index.js'
+import { makeTempDir } from '../helpers/tmp.js'
+import { startSim, MiB } from './helpers/fixture.js'
+import { proxyConfig } from './helpers/proxy-config.js'
+
+const sealText = SealKey.generate().export()
+const sealKey = SealKey.fromString(sealText)
+const redisUrl = inject('redisUrl')
+let sim: XapiSimulator
+let xapi: XapiClient
+let dir: { path: string; remove: () => Promise<void> }
+let client: EnqueueClient
+let proxy: ProxyRuntime
+let hcSr: string
+
+function backupTask(vmUuid: string, settings: Record<string, unknown>): TaskInputOf<'backup.run'> {
+  return {
+    kind: 'backup.run',
+    job: { id: `hc-${vmUuid.slice(0, 8)}`, name: 'hc', mode: 'delta', vms: { uuid: [vmUuid] }, settings: { '': { healthCheckSr: hcSr, ...settings } } },
+    schedule: { id: 's1' },
+    remotes: { r1: { url: `file://${dir.path}` } },
+    xapis: { sim: { url: sim.url, credentials: { username: sim.user, password: sim.password } } },
+  }
+}
+
+async function run(task: TaskInputOf<'backup.run'>): Promise<JobSummary> {
+  return (await client.enqueue({ proxy: 'hc-main' }, task)).result()
+}
+
+function find(tasks: TaskSummary[] | undefined, message: string): TaskSummary | undefined {
+  for (const t of tasks ?? []) {
+    if (t.message === message) return t
+    const inner = find(t.tasks, message)
+    if (inner !== undefined) return inner
+  }
+  return undefined
+}
+
+/** Nothing of a health check left (asked to the simulator, not the cache): no VM tagged by it, no VDI on its SR. */
+async function nothingLeft(): Promise<void> {
+  const vms = (await xapi.call('VM.get_all_records')) as Record<string, { is_a_snapshot: boolean; tags: string[] }>
+  expect(Object.values(vms).filter((v) => !v.is_a_snapshot && v.tags.includes('xo:no-bak=Health Check'))).toEqual([])
+  const srRef = (await xapi.call('SR.get_by_uuid', hcSr)) as string
+  expect(await xapi.call('SR.get_VDIs', srRef)).toEqual([])
+}
+
+beforeAll(async () => {
+  sim = await startSim({ vms: 3, disksPerVm: 1, seed: 99, diskSizeBytes: 8 * MiB, srs: 2 })
+  dir = await makeTempDir('bp-health-')
+  xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+  hcSr = xapi.listSrs().find((s) => s.name_label === 'Sim SR 1')!.uuid
+  const [a, , c] = sim.listVms()
+  await xapi.call('VM.set_tags', a!.ref, ['hc'])
+  await xapi.call('VM.set_tags', c!.ref, ['hc', 'xo-backup-health-check-xenstore'])
+  client = new EnqueueClient({ redis: compileConfig(proxyConfig(redisUrl, sealText, 'x')).redis, sealKey, attempts: 1 })
+  proxy = new ProxyRuntime({ config: compileConfig(proxyConfig(redisUrl, sealText, 'hc-main')), processors: builtinProcessors({ standIns: false }), sealKey, logger: silentLogger })
+  await proxy.start()
+})
+afterAll(async () => {
+  await client?.close()
+  await proxy?.shutdown({ force: true })
+  await xapi?.close()
+  await sim?.close()
+  await dir?.remove()
+})
+
+describe('health check after a backup (through the queue, simulator)', () => {
+  it('passes for a VM whose guest reports its tools, and the restored VM is destroyed', async () => {
+    sim.setGuestBoot('normal')
+    const s = await run(backupTask(sim.listVms()[0]!.uuid, { healthCheckVmsWithTags: ['hc'], healthCheckTimeout: '5m' }))
+    expect(s.status, JSON.stringify(s, null, 1)).toBe('success')
+    const hc = find(s.tasks, 'health check')
+    expect(hc?.status).toBe('success')
+    expect((hc?.result as { restoredVmUuid: string }).restoredVmUuid).toMatch(/^[0-9a-f-]{36}$/)
+    await nothingLeft()
+  }, 60_000)
+
+  it('fails with the reason for a VM that never reports tools, and the restored VM is destroyed', async () => {
+    sim.setGuestBoot('never')
+    try {
+      const s = await run(backupTask(sim.listVms()[0]!.uuid, { healthCheckVmsWithTags: ['hc'], healthCheckTimeout: '1500ms' }))
+      expect(s.status).toBe('failure')
+      const hc = find(s.tasks, 'health check')
+      expect(hc?.status).toBe('failure')
+      expect(JSON.stringify(hc?.result)).toMatch(/Xen tools/)
+      expect(JSON.stringify(hc?.result)).toContain('"reason":"timeout"')
+      await nothingLeft()
+    } finally {
+      sim.setGuestBoot('normal')
+    }
+  }, 60_000)
+
+  it('a VM without the wanted tag is not checked; a failing xenstore health-check script fails the check', async () => {
+    const skipped = await run(backupTask(sim.listVms()[1]!.uuid, { healthCheckVmsWithTags: ['hc'] }))
+    expect(skipped.status).toBe('success')
+    expect(find(skipped.tasks, 'health check')?.infos?.[0]?.message).toMatch(/doesn't match the health check's tags/)
+
+    sim.setGuestScript('failure')
+    try {
+      const s = await run(backupTask(sim.listVms()[2]!.uuid, { healthCheckVmsWithTags: ['hc'] }))
+      expect(s.status).toBe('failure')
+      expect(JSON.stringify(find(s.tasks, 'health check')?.result)).toMatch(/Backup health check script failed with message the xapi-sim guest script failed/)
+      await nothingLeft()
+    } finally {
+      sim.setGuestScript('success')
+    }
+  }, 60_000)
+})
