@@ -70,6 +70,7 @@ export function taskFromXo(params: XoRunParams): TranslatedRun {
     remotes,
     xapis,
     recordToXapi: params.recordToXapi ?? {},
+    ...(params.jobData === undefined ? {} : { jobData: params.jobData }),
   } as unknown as TaskInputOf<'backup.run'>
   return { task, warnings }
 }

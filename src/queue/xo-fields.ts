@@ -16,7 +16,7 @@ export const FORBIDDEN_KEYS = ['__proto__', 'constructor', 'prototype'] as const
 const jsonValue: z.ZodType<JsonValue> = z.lazy(() => z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(jsonValue), z.record(z.string(), jsonValue)]))
 
 /** XO's SimpleIdPattern: `{id: 'x'}` or `{id: {__or: ['x', 'y']}}`. */
-export const simpleIdPattern = () => z.object({ id: z.union([z.string().max(128), z.object({ __or: z.array(z.string().max(128)).max(10_000) }).strict()]) }).strict()
+const simpleIdPatternSchema = z.object({ id: z.union([z.string().max(128), z.object({ __or: z.array(z.string().max(128)).max(10_000) }).strict()]) }).strict()
 
 /** Settings XO sends that we do not use, with their types (values still checked). */
 export const xoOnlySettings = {
@@ -53,8 +53,8 @@ export const xoOnlyJobFields = {
   type: z.literal('backup', { error: 'only VM backup jobs ("backup") run on this proxy; metadata and mirror backups do not yet' }).optional(),
   compression: z.enum(['', 'native', 'zstd']).optional(),
   proxy: z.string().max(128).optional(),
-  remotes: simpleIdPattern().optional(),
-  srs: simpleIdPattern().optional(),
+  remotes: simpleIdPatternSchema.optional(),
+  srs: simpleIdPatternSchema.optional(),
   userId: z.string().max(128).optional(),
   runId: z.string().max(128).optional(),
   key: z.string().max(128).optional(),

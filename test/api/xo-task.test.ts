@@ -32,7 +32,9 @@ describe('XO backup job in the task schema', () => {
   it('accepts everything xo-server sends, keeps it, and knows every field', () => {
     const task = parsed(params())
     expect(task.job.vms).toEqual({ uuid: [VM] })
-    expect(task.job).toMatchObject({ type: 'backup', proxy: expect.any(String), userId: expect.any(String), remotes: { id: { __or: [expect.any(String)] } } })
+    const job = task.job as Record<string, unknown>
+    expect([job.type, typeof job.proxy, typeof job.userId]).toEqual(['backup', 'string', 'string'])
+    expect(job.remotes).toEqual({ id: { __or: ['b8a4f9c2-0f3e-4a43-9d6b-6f7e8a9b0c1d'] } })
     expect(task.job.settings['']).toMatchObject({ reportWhen: 'failure', offlineBackup: false, longTermRetention: {} })
     expect(task.schedule).toMatchObject({ cron: '0 2 * * *', enabled: true })
     expect(task.jobData).toMatchObject({ runJobId: '1764867000000' })
