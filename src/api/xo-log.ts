@@ -8,8 +8,8 @@
  *
  * One XO run is one root task (`properties.name: 'backup run'` plus XO's jobData, as XO's backup worker
  * starts it), whatever the number of queue attempts behind it: each attempt's root (a start without a
- * parent) is folded into that XO root — its children hang under it, its infos and warnings go to it,
- * and its end is dropped; the XO root ends once, with the job's final outcome. A task's `message` becomes
+ * parent) is folded into that XO root — an info says which proxy runs the attempt, its children hang
+ * under it, its infos and warnings go to it, and its end is dropped; the XO root ends once, with the job's final outcome. A task's `message` becomes
  * `properties.name` and its object `data` is spread into the properties (`{name:'backup VM', type:'VM',
  * id}` as XO's runners write them). `XoTaskTree` consolidates the same events into XO's task shape for
  * `task.getAll` / `task.get` / `event.from`.
@@ -56,7 +56,10 @@ export class XoLogTranslator {
     if (e.event === 'start') {
       if (e.parentId === undefined) {
         this.#attemptRoots.add(e.taskId)
-        return []
+        // which proxy runs it: an info on the XO root (the attempt's own root is folded into it)
+        const d = typeof e.data === 'object' && e.data !== null && !Array.isArray(e.data) ? e.data : {}
+        const data = { proxy: d.proxy ?? null, attempt: d.attempt ?? null, queueJobId: d.jobId ?? null }
+        return [{ type: 'info', id: this.rootId, timestamp: e.timestamp, message: `attempt ${JSON.stringify(data.attempt)} on proxy ${JSON.stringify(data.proxy)}`, data }]
       }
       const parentId = this.#attemptRoots.has(e.parentId) ? this.rootId : e.parentId
       return [{ type: 'start', id: e.taskId, parentId, timestamp: e.timestamp, properties: propertiesOf(e.message, e.data) }]
