@@ -22,8 +22,13 @@ import { ProxyRuntime } from '../../src/workers/proxy.js'
 import { serve } from '../../src/workers/serve.js'
 import { silentLogger } from '../../src/common/log.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
+import { readFile } from 'node:fs/promises'
+import { restoreDiskToFile } from '../../src/backup/restore.js'
+import { verifyRemote } from '../../src/backup/verify.js'
+import { createRemote } from '../../src/remotes/index.js'
+import { XapiClient } from '../../src/xapi/client.js'
 import { makeTempDir } from '../helpers/tmp.js'
-import { startSim, MiB } from '../backup/helpers/fixture.js'
+import { saveRaw, startSim, MiB } from '../backup/helpers/fixture.js'
 import { FIXTURE_REMOTE_ID, FIXTURE_SCHEDULE_ID, xoRunParams } from './fixture.js'
 import { apiConfig, apiFixture, capturedLogger, type ApiFixture, type CapturedLogger } from './helpers.js'
 import { XoJsonRpcError, XoProxyClient } from './xo-client.js'
@@ -191,6 +196,69 @@ describe('Xen Orchestra drives a backup job through the API', () => {
     expect(await list()).toEqual([])
     // deleting it again is not an error (XO: already removed)
     await client.call('backup.deleteVmBackups', { filenames: [backup!.id], remote })
+  })
+})
+
+describe('more of XO’s flows', () => {
+  it('resolves a smart-mode pattern (pool and tags) against XAPI when the run starts', async () => {
+    const target = sim.listVms()[1]!.uuid
+    const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+    let poolUuid: string
+    try {
+      await xapi.addTag('VM', xapi.get('VM', target).$ref, 'smart-sel')
+      poolUuid = xapi.poolUuid
+    } finally {
+      await xapi.close()
+    }
+    const remoteDir = join(dir.path, 'smart')
+    await mkdir(remoteDir, { recursive: true })
+    const p = params(randomUUID(), target, remoteDir) as { job: Record<string, unknown> }
+    p.job.vms = { $pool: { __or: [poolUuid] }, tags: { __or: [['smart-sel']] }, power_state: 'Running' }
+    const events = await drain(await stream(p), [])
+    const { root, byId } = consolidate(events)
+    expect(root.status).toBe('success')
+    const vmTasks = [...byId.values()].filter((t) => (t.properties as Record<string, unknown>).name === 'backup VM')
+    expect(vmTasks.map((t) => (t.properties as Record<string, unknown>).id)).toEqual([target])
+  })
+
+  it('deletes a backup in the middle of a chain: the next delta absorbs it and every kept point restores', async () => {
+    const vm = sim.listVms()[0]!
+    const vdi = vm.vdis[0]!
+    const remoteDir = join(dir.path, 'chain')
+    await mkdir(remoteDir, { recursive: true })
+    const job = randomUUID()
+    const raws: string[] = []
+    for (let i = 0; i < 3; i++) {
+      if (i > 0) sim.writeBlocks(vm.uuid, { blocks: 3 })
+      // the fixture's schedule keeps 2 backups: keep them all here
+      const p = params(job, vm.uuid, remoteDir) as { job: { settings: Record<string, Record<string, unknown>> } }
+      p.job.settings[FIXTURE_SCHEDULE_ID]!.exportRetention = 5
+      const events = await drain(await stream(p), [])
+      expect(events.at(-1)).toMatchObject({ type: 'end', status: 'success' })
+      raws.push(join(dir.path, `chain-${i}.raw`))
+      await saveRaw(sim, vdi.uuid, raws[i]!)
+    }
+    const xoRemote = { url: `file://${remoteDir}`, options: '' }
+    const list = async () => ((await client.call('backup.listVmBackups', { remotes: { r: xoRemote }, vmId: vm.uuid })) as Record<string, Record<string, { id: string; timestamp: number }[]>>).r![vm.uuid]!
+    const before = await list()
+    expect(before).toHaveLength(3)
+    await client.call('backup.deleteVmBackups', { filenames: [before[1]!.id], remote: xoRemote })
+    const after = await list()
+    expect(after.map((b) => b.id)).toEqual([before[0]!.id, before[2]!.id])
+    const remote = createRemote(`file://${remoteDir}`)
+    await remote.open()
+    try {
+      const report = await verifyRemote(remote, { full: true })
+      expect(report.problems).toEqual([])
+      for (const [i, b] of [[0, after[0]!], [2, after[1]!]] as const) {
+        const out = join(dir.path, `chain-restored-${i}.raw`)
+        const ts = /(\d{8}T\d{6}Z)\.json$/.exec(b.id)![1]!
+        await restoreDiskToFile(remote, { vmUuid: vm.uuid, vdiUuid: vdi.uuid, at: ts }, out)
+        expect((await readFile(out)).equals(await readFile(raws[i]!))).toBe(true)
+      }
+    } finally {
+      await remote.close()
+    }
   })
 })
 
