@@ -35,7 +35,7 @@ export async function apiFixture(): Promise<ApiFixture> {
   return { token, tokenHash: await hashToken(token), sealText, sealKey: SealKey.fromString(sealText) }
 }
 
-export function apiConfig(f: ApiFixture, redisUrl: string, stateDir: string, extra: { proxyId?: string; pool?: string; pools?: string[]; maxBodyBytes?: number } = {}): Config {
+export function apiConfig(f: ApiFixture, redisUrl: string, stateDir: string, extra: { proxyId?: string; pool?: string; pools?: string[]; maxBodyBytes?: number; keepAliveMs?: number } = {}): Config {
   return compileConfig({
     redis: { url: redisUrl },
     proxy: { id: extra.proxyId ?? `api-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`, pools: extra.pools ?? [] },
@@ -46,7 +46,7 @@ export function apiConfig(f: ApiFixture, redisUrl: string, stateDir: string, ext
       tokenHash: f.tokenHash,
       listen: '127.0.0.1:0',
       stateDir,
-      keepAliveMs: 0,
+      keepAliveMs: extra.keepAliveMs ?? 0,
       ...(extra.pool === undefined ? {} : { pool: extra.pool }),
       ...(extra.maxBodyBytes === undefined ? {} : { maxBodyBytes: extra.maxBodyBytes }),
     },

@@ -112,6 +112,27 @@ describe('introspection', () => {
   })
 })
 
+describe('remote methods', () => {
+  it('tests, pings and sizes a local remote, with XO’s result shapes', async () => {
+    const remote = { url: `file://${dir.path}`, options: '' }
+    const t = (await client.call('remote.test', { remote })) as { success: boolean; writeRate: number; readRate: number }
+    expect(t.success).toBe(true)
+    expect(t.writeRate).toBeGreaterThan(0)
+    expect(t.readRate).toBeGreaterThan(0)
+    expect(await client.call('remote.ping', { remote })).toEqual({ success: true })
+    const info = (await client.call('remote.getInfo', { remote })) as { size: number; used: number; available: number }
+    expect(info.size).toBeGreaterThan(0)
+    expect(info.available).toBeLessThanOrEqual(info.size)
+  })
+
+  it('answers a failed test as {success: false, error} without the password', async () => {
+    const t = (await client.call('remote.test', { remote: { url: 's3+http://AK:SECRETKEY@127.0.0.1:1/bucket/dir' } })) as { success: boolean; error: string }
+    expect(t.success).toBe(false)
+    expect(t.error.length).toBeGreaterThan(0)
+    expect(t.error).not.toContain('SECRETKEY')
+  })
+})
+
 describe('malformed requests', () => {
   const cookie = () => ({ Cookie: `authenticationToken=${f.token}` })
   const rpc = (method: unknown, params?: unknown, extra: Record<string, unknown> = {}) => JSON.stringify({ jsonrpc: '2.0', id: 7, method, ...(params === undefined ? {} : { params }), ...extra })

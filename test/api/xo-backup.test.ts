@@ -221,6 +221,15 @@ describe('more of XO’s flows', () => {
     expect(vmTasks.map((t) => (t.properties as Record<string, unknown>).id)).toEqual([target])
   })
 
+  it('answers backup.run without streamLogs once the run ended, with its result', async () => {
+    const remoteDir = join(dir.path, 'scalar')
+    await mkdir(remoteDir, { recursive: true })
+    const p = params(randomUUID(), sim.listVms()[1]!.uuid, remoteDir)
+    delete p.streamLogs
+    const result = (await client.call('backup.run', p)) as { vms: number; succeeded: number }
+    expect(result).toMatchObject({ vms: 1, succeeded: 1 })
+  })
+
   it('deletes a backup in the middle of a chain: the next delta absorbs it and every kept point restores', async () => {
     const vm = sim.listVms()[0]!
     const vdi = vm.vdis[0]!
@@ -268,7 +277,8 @@ describe('two proxies of one pool behind one API', () => {
     const proxies: ProxyRuntime[] = []
     const poolApiDir = join(dir.path, 'pool-state')
     const { startApi } = await import('../../src/api/index.js')
-    const poolApi = (await startApi({ config: apiConfig(f, redisUrl, poolApiDir, { pool }), logger: silentLogger, sealKey: f.sealKey }))!
+    // keep-alive spaces while the stalled runs are idle: XO's line parser must still read every event
+    const poolApi = (await startApi({ config: apiConfig(f, redisUrl, poolApiDir, { pool, keepAliveMs: 20 }), logger: silentLogger, sealKey: f.sealKey }))!
     try {
       for (const id of ['pa', 'pb']) {
         const c = compileConfig({ redis: { url: redisUrl }, proxy: { id: `${id}-${pool}`, pools: [pool] }, security: { sealKey: f.sealText }, log: { level: 'silent' }, workers: { threads: 1, concurrency: 1, attempts: 1 } })
