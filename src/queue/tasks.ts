@@ -109,7 +109,7 @@ const vmsSchema = z.union([
       .catchall(jsonValue)
       .refine((p) => !('uuid' in p), 'list VMs as {uuid: [...]} (or XO\'s {id: {__or: [...]}}), each a UUID'),
   ),
-])
+], { error: 'expected {uuid: uuid | [uuids] | {__or: [uuids]}}, XO\'s {id: ...} of UUIDs, or a smart-mode pattern ({tags, power_state, $pool, ...})' })
 
 export const backupRunSchema = z
   .object({
