@@ -2,7 +2,8 @@
  * VM backups on a remote in the shape xo-server expects from `backup.listVmBackups` (XO's
  * formatVmBackups of RemoteAdapter#listAllVmBackups: per VM uuid, oldest first, each backup with `id`
  * = its metadata path from the remote root with a leading `/`, `disks[].id` = the VHD path likewise),
- * and `backup.deleteVmBackup(s)` by those ids.
+ * `backup.deleteVmBackup(s)` by those ids, and `remote.getTotalBackupSize` (`{onDisk}`: the sum of the
+ * backups' sizes, as XO computes it from the same listing).
  *
  * Deleting a backup removes its metadata first (it stops being visible), rewrites the VM's
  * `cache.json.gz`, then for each of its disks: when the next backup of that disk chain is a
@@ -61,6 +62,16 @@ export async function listFormattedVmBackups(remote: Remote, remoteId: string, v
     if (backups.length > 0 || vmId !== undefined) out[vm] = backups.map((b) => formatVmBackup(vm, b, remoteId))
   }
   return out
+}
+
+/** XO's getTotalBackupSize: the sum of the VM backups' sizes (their metadata `size`), `{onDisk}`. */
+export async function totalBackupSize(remote: Remote): Promise<{ onDisk: number }> {
+  let onDisk = 0
+  for (const vm of await listBackedUpVms(remote)) {
+    if (vm.startsWith('.') || vm.endsWith('.lock')) continue
+    for (const b of await listBackups(remote, vm, () => undefined)) onDisk += b.metadata.size
+  }
+  return { onDisk }
 }
 
 export function parseBackupId(id: string): { vmUuid: string; timestamp: string; metadataPath: string } {

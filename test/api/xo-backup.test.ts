@@ -154,6 +154,7 @@ describe('Xen Orchestra drives a backup job through the API', () => {
     expect(b).toMatchObject({ type: 'xo-vm-backup', backupRepository: FIXTURE_REMOTE_ID, jobId: job, scheduleId: FIXTURE_SCHEDULE_ID, mode: 'delta', vm: { uuid: vm }, withMemory: false, dynamicVhds: 1, differencingVhds: 0 })
     expect(b.id).toMatch(new RegExp(`^/xo-vm-backups/${vm}/\\d{8}T\\d{6}Z\\.json$`))
     expect((b.disks as { id: string }[])[0]!.id).toMatch(new RegExp(`^/xo-vm-backups/${vm}/vdis/${job}/`))
+    expect(await client.call('remote.getTotalBackupSize', { remote: { url: `file://${remoteDir()}`, options: '' } })).toEqual({ onDisk: b.size })
     const one = (await client.call('backup.listVmBackups', { remotes: { [FIXTURE_REMOTE_ID]: { url: `file://${remoteDir()}` } }, vmId: vm })) as Record<string, Record<string, unknown[]>>
     expect(Object.keys(one[FIXTURE_REMOTE_ID]!)).toEqual([vm])
   })

@@ -5,12 +5,14 @@
  *   getInfo  space figures (size, used, available in bytes) where the remote can tell (local
  *            directories); `{}` elsewhere, as XO's own handlers answer for S3
  *   ping     {success: true} once the remote opens
+ *   getTotalBackupSize  {onDisk: bytes} of the VM backups on it
  */
 import { statfs } from 'node:fs/promises'
 import { z } from 'zod'
 import { redactString } from '../../common/redact.js'
 import { parseRemoteUrl } from '../../remotes/url.js'
 import { method, type MethodDefinition } from '../rpc.js'
+import { totalBackupSize } from '../xo-backups.js'
 import { withXoRemote, xoRemoteParam } from './deps.js'
 
 const MiB = 1024 * 1024
@@ -36,6 +38,7 @@ export function remoteMethods(): Record<string, MethodDefinition> {
         return { size, used: size - s.bfree * s.bsize, available }
       }),
     ),
+    'remote.getTotalBackupSize': method('size of the VM backups on a remote', remoteParams, async ({ remote }) => withXoRemote(remote, (r) => totalBackupSize(r))),
     'remote.ping': method('checks a remote opens', remoteParams, async ({ remote }) => withXoRemote(remote, () => Promise.resolve({ success: true }))),
   }
 }
