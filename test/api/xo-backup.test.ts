@@ -173,7 +173,13 @@ describe('Xen Orchestra drives a backup job through the API', () => {
   it('refuses a second run of a running job, lists it running, and task.cancel interrupts it', async () => {
     const vm = sim.listVms()[1]!
     sim.setFault({ kind: 'stall', afterBytes: MiB, vdiUuid: vm.vdis[0]!.uuid, times: 1 })
+    // event.from after the current token waits for the next change: the new run
+    const { token } = (await client.call('event.from', { token: '' })) as { token: string }
+    const next = client.call('event.from', { token, timeout: 60 }) as Promise<{ events: { operation: string; snapshot: { properties?: { jobId?: string } } }[]; token: string }>
     const it2 = await stream(params(job, vm.uuid, remoteDir()))
+    const changes = await next
+    expect(Number(changes.token)).toBeGreaterThan(Number(token))
+    expect(changes.events.some((e) => e.operation === 'add' && e.snapshot.properties?.jobId === job)).toBe(true)
     const seen: XoEvent[] = []
     await readUntil(it2, seen, (e) => e.type === 'start' && e.properties?.name === 'transfer')
     const again = await client.call('backup.run', params(job, vm.uuid, remoteDir()), { assertType: 'iterator' }).catch((e: unknown) => e)
