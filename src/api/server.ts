@@ -15,6 +15,7 @@
 import { createServer, type Server } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { ConfigInvalidError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
 import type { Authenticator } from './auth.js'
 import type { TlsMaterial } from './cert.js'
@@ -188,9 +189,13 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   server.headersTimeout = 60_000
   const { host, port } = parseListen(options.listen)
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
+    const onError = (error: Error) => {
+      const hint = (error as NodeJS.ErrnoException).code === 'EACCES' ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : ''
+      reject(new ConfigInvalidError([{ path: 'api.listen', message: `cannot listen on ${options.listen}: ${error.message}${hint}; choose another address or port` }], { cause: error }))
+    }
+    server.once('error', onError)
     server.listen(port, host, () => {
-      server.off('error', reject)
+      server.off('error', onError)
       resolve()
     })
   })

@@ -49,6 +49,12 @@ describe('certificate', () => {
     }
   })
 
+  it('names api.listen when its address cannot be used', async () => {
+    const config = apiConfig(f, redisUrl, dir.path)
+    const taken = { ...config, api: { ...config.api, listen: `127.0.0.1:${api.port}` } }
+    await expect(startApi({ config: taken, logger: log.logger, sealKey: f.sealKey })).rejects.toMatchObject({ code: 'E_CONFIG_INVALID', message: expect.stringContaining('api.listen') as unknown })
+  })
+
   it('is not served at all without a token hash', async () => {
     const config = apiConfig(f, redisUrl, dir.path)
     const disabled = await startApi({ config: { ...config, api: { ...config.api, tokenHash: undefined } }, logger: log.logger, sealKey: f.sealKey })
