@@ -42,6 +42,11 @@ export interface BackupXapi {
   listDisks(vmRef: string): Promise<XapiDisk[]>
   listVifs(vmRef: string): Promise<XapiObject[]>
   destroySnapshot(ref: string): Promise<void>
+  /**
+   * Every real VM of the pool (no snapshot, template or control domain) in XO's object shape, for
+   * smart-mode patterns (smart-mode.ts); optional: a port without it cannot run smart-mode jobs
+   */
+  listVmObjects?(): Promise<Rec[]>
   /** serializable descriptor a worker thread opens to stream the VDI as VHD (a delta against baseRef) */
   exportDescriptor(vdiRef: string, options: { baseRef?: string }): Promise<JsonValue>
 }

@@ -10,7 +10,7 @@ import { TaskInvalidError, type JsonValue } from '../common/errors.js'
 import type { TaskResult } from '../queue/task-log.js'
 import { createRemote } from '../remotes/index.js'
 import type { Remote } from '../remotes/remote.js'
-import type { TaskRemote } from '../queue/tasks.js'
+import { unknownTaskFields, type TaskRemote } from '../queue/tasks.js'
 import { attachRemoteMetrics, type ProxyMetrics } from '../metrics/index.js'
 import type { JobContext } from '../workers/processors.js'
 import { listBackedUpVms, listBackups, type CatalogEntry } from './catalog.js'
@@ -129,6 +129,9 @@ export const backupVerifyProcessor = createBackupVerifyProcessor()
 
 async function runBackupJob(ctx: JobContext<'backup.run'>, remoteMetrics: RemoteMetricsHook | undefined): Promise<TaskResult> {
   let lastPercent = -1
+  // XO adds job fields and settings between versions: kept, ignored, and said so in the task log
+  const unknown = unknownTaskFields(ctx.task)
+  if (unknown.length > 0) ctx.root.warning(`fields this proxy does not know are ignored: ${unknown.join(', ')}`, { fields: unknown })
   const summary = await runBackup(ctx.task, {
     ...(remoteMetrics === undefined ? {} : { remoteMetrics }),
     defaults: ctx.config.backup,

@@ -21,6 +21,7 @@ import { XapiClient } from '../xapi/client.js'
 import { backupXapi } from './xapi-adapter.js'
 import { inlineImporter, type DiskImporter } from './disk-import.js'
 import { healthCheckAfterBackup, healthCheckSettingsOf } from './health-check.js'
+import { selectVms } from './smart-mode.js'
 
 export interface RunProgress {
   vmsTotal: number
@@ -100,13 +101,30 @@ export function effectiveSettings(defaults: BackupSettings, task: BackupRunTask,
   return merge(defaults, [s[''], s[task.schedule.id], vmUuid === undefined ? undefined : s[vmUuid]])
 }
 
+/** True when the job's `vms` is an XO smart-mode pattern (resolved against XAPI at run time). */
+export function isSmartMode(task: BackupRunTask): boolean {
+  return (task.job.vms as { uuid?: unknown }).uuid === undefined
+}
+
 export function vmUuidsOf(task: BackupRunTask): string[] {
   const vms = task.job.vms as { uuid?: string | string[] | { __or: string[] }; type?: unknown }
-  if (vms.type !== undefined || vms.uuid === undefined) {
-    throw new TaskInvalidError('job.vms: smart-mode patterns are not supported by this proxy yet; list the VMs by uuid ({ uuid: [...] })', { fields: { field: 'job.vms' } })
+  if (vms.uuid === undefined) {
+    throw new TaskInvalidError('job.vms: a smart-mode pattern is resolved against XAPI when the run starts (resolveVmUuids)', { fields: { field: 'job.vms' } })
   }
   const u = vms.uuid
   return [...new Set(typeof u === 'string' ? [u] : Array.isArray(u) ? u : u.__or)]
+}
+
+/** The run's VMs: the listed uuids, or the smart-mode pattern resolved against the connected pools. */
+export async function resolveVmUuids(task: BackupRunTask, connections: readonly XapiConnection[]): Promise<string[]> {
+  if (!isSmartMode(task)) return vmUuidsOf(task)
+  const { type: _type, ...pattern } = task.job.vms as Record<string, JsonValue>
+  const vms: Record<string, unknown>[] = []
+  for (const c of connections) {
+    if (c.xapi.listVmObjects === undefined) throw new BackupProxyError('E_NOT_AVAILABLE', 'this XAPI connection cannot list VMs: smart-mode jobs need it')
+    vms.push(...(await c.xapi.listVmObjects()))
+  }
+  return selectVms(pattern, vms, task.job.id)
 }
 
 async function defaultConnect(x: TaskXapi, signal: AbortSignal): Promise<XapiConnection> {
@@ -136,7 +154,6 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
   const targets: RunTarget[] = []
   const detachMetrics: (() => void)[] = []
   try {
-    const vmUuids = vmUuidsOf(task)
     // XAPIs
     const connect = env.connectXapi ?? defaultConnect
     for (const [id, x] of Object.entries(task.xapis)) {
@@ -147,6 +164,8 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
       }
     }
     if (connections.length === 0) throw new BackupProxyError('E_XAPI', 'no XAPI of the task could be reached; check the pool address and credentials')
+    const vmUuids = await resolveVmUuids(task, connections)
+    if (isSmartMode(task)) root.info(`smart mode: ${vmUuids.length} VM(s) match the job's pattern`, { vms: vmUuids })
     // targets
     for (const [id, r] of Object.entries(task.remotes)) {
       const options = remoteOptionsOf(r)

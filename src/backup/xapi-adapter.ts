@@ -5,6 +5,7 @@
 import type { JsonValue } from '../common/errors.js'
 import type { XapiClient } from '../xapi/client.js'
 import type { BackupXapi, Rec, XapiDisk, XapiObject } from './ports.js'
+import { xoVmObject } from './smart-mode.js'
 
 function obj(record: { $ref: string; uuid: string }): XapiObject {
   const { $ref, ...rest } = record as { $ref: string; uuid: string } & Rec
@@ -24,6 +25,10 @@ function withNetwork<T extends { network: string }>(client: XapiClient, vif: T):
 
 export function backupXapi(client: XapiClient): BackupXapi {
   return {
+    listVmObjects() {
+      const poolUuid = client.poolUuid
+      return Promise.resolve(client.listVms().map((vm) => xoVmObject(vm as unknown as Rec, poolUuid)))
+    },
     getVm(vmUuid) {
       const vm = client.get('VM', vmUuid)
       return Promise.resolve(obj(vm))

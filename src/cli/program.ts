@@ -18,6 +18,7 @@ import { registerVerify } from './commands/verify.js'
 import { registerRestore } from './commands/restore.js'
 import { registerXapiSim } from './commands/xapi-sim.js'
 import { registerDemo } from './commands/demo.js'
+import { registerApi } from './commands/api.js'
 import { VERSION } from '../version.js'
 
 export const EXIT_OK = 0
@@ -40,7 +41,7 @@ export function buildProgram(io: CliIo = processIo): Command {
       await commandConfig(actionCommand)
     })
 
-  for (const register of [registerServe, registerBackup, registerCancel, registerStatus, registerRemote, registerVerify, registerRestore, registerXapiSim, registerDemo]) {
+  for (const register of [registerServe, registerBackup, registerCancel, registerStatus, registerRemote, registerVerify, registerRestore, registerXapiSim, registerDemo, registerApi]) {
     register(program, io)
   }
   // subcommands inherit output and exit handling

@@ -31,6 +31,9 @@ export const ERROR_CODES = {
   E_BACKUP: 'backup failed',
   E_DUPLICATE_JOB: 'job is already queued or running',
   E_SHUTDOWN_STUCK: 'a forced stop did not finish',
+  E_JOB_RUNNING: 'the backup job is already running',
+  E_API_REQUEST: 'API request is malformed',
+  E_API_CERT: 'API certificate cannot be made',
   E_INTERNAL: 'internal error',
 } as const
 

@@ -108,6 +108,24 @@ export const securitySchema = z
   })
   .prefault({})
 
+/**
+ * The xo-proxy JSON-RPC API (what Xen Orchestra's xo-server calls on its proxies). Disabled unless a
+ * token hash is configured (`backup-proxy api token` makes one): nothing is served without it.
+ */
+export const apiSchema = z
+  .object({
+    tokenHash: z.string().regex(/^scrypt\$/, 'a hash printed by `backup-proxy api token` (scrypt$...)').optional().describe('Hash of the API token (from `backup-proxy api token`); the API is served only when this or tokenHashFile is set. The token itself is never stored.'),
+    tokenHashFile: z.string().optional().describe('File holding the token hash (written by `backup-proxy api token --hash-file`).'),
+    listen: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:]+):\d{1,5}$/, 'host:port').default('0.0.0.0:443').describe('HTTPS address of the API (XO calls https://<address>/api/v1).'),
+    certFile: z.string().optional().describe('PEM certificate of the API; without it (and keyFile) a self-signed one is generated once in stateDir.'),
+    keyFile: z.string().optional().describe('PEM private key matching certFile.'),
+    stateDir: z.string().default('/var/lib/backup-proxy').describe('Directory of the API state (the generated self-signed certificate and key).'),
+    pool: z.string().regex(ID_RE, 'letters, digits, ".", "_" and "-", 1-63 characters').optional().describe('Pool queue that backup.run enqueues into (default: this proxy\'s own queue).'),
+    maxBodyBytes: size().default(4 * 1024 * 1024).describe('Largest request body accepted; larger ones get a JSON-RPC error.'),
+    keepAliveMs: duration().default(10_000).describe('While a streamed answer is idle, a space is sent this often so proxies between XO and us keep the connection (0 = never).'),
+  })
+  .prefault({})
+
 /** Backup settings, XO's names and defaults; per-job settings override them. */
 export const backupSchema = z
   .object({
@@ -137,6 +155,7 @@ export const configSchema = z
     log: logSchema,
     security: securitySchema,
     backup: backupSchema,
+    api: apiSchema,
   })
   .strict()
 

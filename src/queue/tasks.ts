@@ -18,6 +18,7 @@ import { parseRemoteUrl } from '../remotes/url.js'
 import { ID_RE, ID_RULE } from './names.js'
 import { checkKeyForm } from '../remotes/encryption-format.js'
 import { xvaCompression } from '../config/schema.js'
+import { withoutForbiddenKeys, xoOnlyJobFields, xoOnlySettings, xoScheduleFields } from './xo-fields.js'
 
 /** Serialized task larger than this is refused: a task describes work, it never carries data. */
 export const MAX_TASK_BYTES = 256 * 1024
@@ -86,7 +87,7 @@ export const xapiSchema = z
   .strict()
 export type TaskXapi = z.infer<typeof xapiSchema>
 
-/** Per-job settings, XO's names; unknown XO settings are kept (JSON) and ignored. */
+/** Per-job settings, XO's names (those we do not use are typed in xo-fields.ts); unknown ones are kept (JSON) and reported by unknownTaskFields. */
 export const jobSettingsSchema = z
   .object({
     concurrency: z.number().int().min(1).max(64).optional(),
@@ -99,29 +100,49 @@ export const jobSettingsSchema = z
     nRetriesVmBackupFailures: z.number().int().min(0).max(100).optional(),
     compression: xvaCompression().optional(),
     checkpointSnapshot: z.boolean().optional(),
+    ...xoOnlySettings,
   })
   .catchall(jsonValue)
 export type JobSettings = z.infer<typeof jobSettingsSchema>
 
+const uuidList = () => z.union([uuid(), z.array(uuid()).min(1).max(10_000), z.object({ __or: z.array(uuid()).min(1).max(10_000) }).strict()])
+
 const vmsSchema = z.union([
-  z.object({ uuid: z.union([uuid(), z.array(uuid()).min(1).max(10_000), z.object({ __or: z.array(uuid()).min(1).max(10_000) }).strict()]) }).strict(),
-  // XO "smart mode" pattern ({ type: 'VM', $pool: ..., tags: ... }): resolved by the engine against XAPI
-  z.object({ type: z.literal('VM') }).catchall(jsonValue),
-])
+  z.object({ uuid: uuidList() }).strict(),
+  // XO's own simple pattern, what xo-server sends a proxy: `{id: uuid}` or `{id: {__or: [uuids]}}`
+  z
+    .object({ id: uuidList() })
+    .strict()
+    .transform((v) => ({ uuid: v.id })),
+  // XO "smart mode" pattern ({ $pool, tags, power_state, __not, __or ... }): resolved against XAPI at run time
+  withoutForbiddenKeys(
+    z
+      .object({ type: z.literal('VM').optional() })
+      .catchall(jsonValue)
+      .refine((p) => !('uuid' in p), 'list VMs as {uuid: [...]} (or XO\'s {id: {__or: [...]}}), each a UUID'),
+  ),
+], { error: 'expected {uuid: uuid | [uuids] | {__or: [uuids]}}, XO\'s {id: ...} of UUIDs, or a smart-mode pattern ({tags, power_state, $pool, ...})' })
 
 export const backupRunSchema = z
   .object({
     kind: z.literal('backup.run'),
-    job: z
-      .object({
-        id: id(),
-        name: z.string().max(512).default(''),
-        mode: z.enum(['delta', 'full']),
-        vms: vmsSchema,
-        settings: z.record(z.union([z.literal(''), id()]), jobSettingsSchema).default({ '': {} }),
-      })
-      .strict(),
-    schedule: z.object({ id: id() }).strict(),
+    // XO's job as xo-server stores and sends it: the fields we do not use are typed (xo-fields.ts),
+    // unknown ones kept (reported by unknownTaskFields)
+    job: withoutForbiddenKeys(
+      z
+        .object({
+          id: id(),
+          name: z.string().max(512).default(''),
+          mode: z.enum(['delta', 'full']),
+          vms: vmsSchema,
+          settings: withoutForbiddenKeys(z.record(z.union([z.literal(''), id()]), withoutForbiddenKeys(jobSettingsSchema))).default({ '': {} }),
+          ...xoOnlyJobFields,
+        })
+        .catchall(jsonValue),
+    ),
+    schedule: withoutForbiddenKeys(z.object({ id: id(), ...xoScheduleFields }).catchall(jsonValue)),
+    /** XO's jobData (the job run's log entry: runJobId, userId, ...), kept for the task log */
+    jobData: z.record(z.string(), jsonValue).optional(),
     remotes: z.record(id(), remoteSchema).refine((r) => Object.keys(r).length > 0, 'at least one remote'),
     xapis: z.record(id(), xapiSchema).refine((x) => Object.keys(x).length > 0, 'at least one XAPI'),
     recordToXapi: z.record(uuid(), id()).default({}),
@@ -182,6 +203,24 @@ export const SECRET_PATHS: Record<TaskKind, readonly string[]> = {
   'remote.list': ['remote.url', 'remote.options.encryptionKey'],
   'backup.verify': ['remote.url', 'remote.options.encryptionKey'],
   'backup.restore': ['remote.url', 'remote.options.encryptionKey', 'xapi.credentials'],
+}
+
+const KNOWN_JOB_FIELDS = new Set(['id', 'name', 'mode', 'vms', 'settings', ...Object.keys(xoOnlyJobFields)])
+const KNOWN_SCHEDULE_FIELDS = new Set(['id', ...Object.keys(xoScheduleFields)])
+const KNOWN_SETTINGS = new Set(Object.keys(jobSettingsSchema.shape))
+
+/**
+ * Fields of a backup.run job, schedule or settings that neither we nor the XO versions we know use:
+ * kept in the task, reported (`job.foo`, `job.settings[''].bar`) so the run can log them as warnings.
+ */
+export function unknownTaskFields(task: BackupRunTask): string[] {
+  const out: string[] = []
+  for (const k of Object.keys(task.job)) if (!KNOWN_JOB_FIELDS.has(k)) out.push(`job.${k}`)
+  for (const k of Object.keys(task.schedule)) if (!KNOWN_SCHEDULE_FIELDS.has(k)) out.push(`schedule.${k}`)
+  for (const [key, settings] of Object.entries(task.job.settings)) {
+    for (const k of Object.keys(settings)) if (!KNOWN_SETTINGS.has(k)) out.push(`job.settings[${JSON.stringify(key)}].${k}`)
+  }
+  return out
 }
 
 export function isTaskKind(kind: unknown): kind is TaskKind {

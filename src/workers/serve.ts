@@ -7,6 +7,8 @@
  *                     Redis outage) serve fails with E_SHUTDOWN_STUCK and the process exits 1 even though
  *                     handles are left open; jobs still locked return to the queue once their locks expire
  *   SIGHUP            reload the configuration (file < env < flags) and apply threads/concurrency live
+ * When the `api` section has a token hash, the xo-proxy API (src/api) is started before any job is taken
+ * and closed after the workers stopped.
  * Resolves with the exit code once the proxy has stopped and everything is closed.
  */
 import { Queue } from 'bullmq'
@@ -16,6 +18,8 @@ import { loadConfig, type Config, type LoadConfigOptions } from '../config/index
 import { createMetrics, metricsHooks, startObservability, type Observability } from '../metrics/index.js'
 import { redisOptions } from '../queue/redis.js'
 import { loadSealKey } from '../queue/seal.js'
+import { startApi, type RunningApi } from '../api/index.js'
+import type { ThrottleOptions } from '../api/auth.js'
 import { builtinProcessors } from './builtin-processors.js'
 import type { ProcessorRegistry } from './processors.js'
 import { ProxyRuntime } from './proxy.js'
@@ -29,7 +33,9 @@ export interface ServeOptions {
   /** install SIGTERM/SIGINT/SIGHUP handlers (default true) */
   handleSignals?: boolean
   /** called once serving (tests, demo) */
-  onReady?: (runtime: ProxyRuntime, observability: Observability) => void
+  onReady?: (runtime: ProxyRuntime, observability: Observability, api: RunningApi | undefined) => void
+  /** API tuning for tests: bad-token slowdown, openssl binary */
+  api?: { throttle?: ThrottleOptions; openssl?: string }
 }
 
 /** How long a forced stop (second signal) may take before serve gives up on a clean close. */
@@ -50,7 +56,13 @@ export async function serve(options: ServeOptions): Promise<number> {
     onMetrics: hooks.onMetrics,
     onJobEnd: hooks.onJobEnd,
   })
-  await runtime.start()
+  const api = await startApi({ config, logger, sealKey, ...options.api })
+  try {
+    await runtime.start()
+  } catch (error) {
+    await api?.close()
+    throw error
+  }
   const queues = runtime.queues.map((name) => new Queue(name, { connection: redisOptions(config.redis), prefix: config.redis.prefix }))
   let observability: Observability
   try {
@@ -64,7 +76,7 @@ export async function serve(options: ServeOptions): Promise<number> {
     })
   } catch (error) {
     await runtime.shutdown({ force: true })
-    await Promise.all(queues.map((q) => q.close()))
+    await Promise.all([...queues.map((q) => q.close()), api?.close()])
     throw error
   }
   logger.info({ url: observability.http.url }, 'HTTP endpoints listening')
@@ -90,7 +102,7 @@ export async function serve(options: ServeOptions): Promise<number> {
     process.on('SIGINT', onStop)
     process.on('SIGHUP', onHup)
   }
-  options.onReady?.(runtime, observability)
+  options.onReady?.(runtime, observability, api)
   let stuck: BackupProxyError | undefined
   try {
     await new Promise<void>((resolve) => {
@@ -114,7 +126,7 @@ export async function serve(options: ServeOptions): Promise<number> {
       process.off('SIGINT', onStop)
       process.off('SIGHUP', onHup)
     }
-    const closing = Promise.all([observability.close(), ...queues.map((q) => q.close())])
+    const closing = Promise.all([observability.close(), ...queues.map((q) => q.close()), api?.close()])
     if (stuck === undefined) await closing
     else {
       closing.catch((error: unknown) => logger.warn({ err: error }, 'closing after a stuck stop failed'))

@@ -93,7 +93,7 @@ beforeAll(async () => {
     if (i > 0) sim.writeBlocks(vm.uuid, { blocks: 2 + i })
     const s = await run({
       kind: 'backup.run',
-      job: { id: 'rvjob', name: 'rvjob', mode: 'delta', vms: { uuid: [vm.uuid] }, settings: { '': { vhdDirectoryCompression: 'brotli' } } },
+      job: { id: 'rvjob', name: 'rvjob', mode: 'delta', vms: { uuid: [vm.uuid] }, settings: { '': {} } }, // VhdDirectory targets use backup.vhdDirectoryCompression: brotli by default, as XO's proxies
       schedule: { id: 's1' },
       remotes,
       xapis: { sim: xapiOf() },

@@ -1,0 +1,127 @@
+/**
+ * `backup.*` methods with XO's parameter names and result shapes:
+ *   run                 enqueue the job into this proxy's queue (or `api.pool`), follow it, and answer
+ *                       the XO task log as NDJSON (`streamLogs: true`, what xo-server asks) or, without
+ *                       streamLogs, the run's result once it ended. A job id that is already waiting or
+ *                       running (here or in the queue) → XO's "job is already running" (data.code
+ *                       E_JOB_RUNNING, data.jobId).
+ *   listRunningJobs     XO job ids waiting or running in the queue (NDJSON, as XO's array answer)
+ *   listVmBackups       { [remoteId]: { [vmUuid]: formatted backups } }; a remote that fails is logged and left out
+ *   deleteVmBackup(s)   by the ids listVmBackups gives
+ *   importVmBackup      not available yet (code 0, data.code E_NOT_AVAILABLE)
+ */
+import { randomBytes } from 'node:crypto'
+import { z } from 'zod'
+import { errorCode, type JsonValue } from '../../common/errors.js'
+import type { QueuedJobData } from '../../queue/client.js'
+import { queueName } from '../../queue/names.js'
+import { method, notImplemented, RpcError, RPC_CODES, type MethodDefinition } from '../rpc.js'
+import { rootProperties, taskFromXo } from '../xo-job.js'
+import { deleteVmBackups, listFormattedVmBackups } from '../xo-backups.js'
+import { withXoRemote, xoRemoteParam, type ApiDeps } from './deps.js'
+
+const objectParam = z.record(z.string(), z.unknown())
+
+/** An XO-style task id: sortable time in base 36, a random part. */
+export function newXoTaskId(): string {
+  return `${Date.now().toString(36).padStart(9, '0')}-${randomBytes(6).toString('hex')}`
+}
+
+function jobRunning(jobId: string): RpcError {
+  return new RpcError(RPC_CODES.SERVER_ERROR, 'job is already running', { code: 'E_JOB_RUNNING', jobId })
+}
+
+/** XO job ids with a backup.run waiting or running in the target queue. */
+async function queuedJobIds(deps: ApiDeps): Promise<string[]> {
+  const queue = deps.client.queue(queueName(deps.target))
+  const jobs = await queue.getJobs(['active', 'waiting', 'delayed', 'prioritized', 'waiting-children'], 0, 9999)
+  const ids = new Set<string>()
+  for (const job of jobs) {
+    const key = (job.data as Partial<QueuedJobData> | undefined)?.dedupKey
+    if (typeof key === 'string' && key.startsWith('backup.run:')) ids.add(key.split(':')[1]!)
+  }
+  return [...ids]
+}
+
+async function runningJobIds(deps: ApiDeps, starting: ReadonlySet<string>): Promise<string[]> {
+  return [...new Set([...starting, ...deps.runs.runningJobIds(), ...(await queuedJobIds(deps))])].sort()
+}
+
+const runParams = z
+  .object({
+    job: z.object({ id: z.string().min(1).max(128) }).catchall(z.unknown()),
+    remotes: objectParam,
+    schedule: z.object({ id: z.string().min(1).max(128) }).catchall(z.unknown()),
+    xapis: objectParam.optional(),
+    recordToXapi: objectParam.optional(),
+    jobData: objectParam.optional(),
+    streamLogs: z.boolean().optional(),
+  })
+  .strict()
+
+function runMethod(deps: ApiDeps, starting: Set<string>): MethodDefinition {
+  return method('run a backup job', runParams, async ({ streamLogs = false, ...params }, ctx) => {
+    const jobId = params.job.id
+    if (starting.has(jobId) || (await runningJobIds(deps, starting)).includes(jobId)) throw jobRunning(jobId)
+    starting.add(jobId)
+    let handle
+    try {
+      const { task, warnings } = taskFromXo(params)
+      for (const w of warnings) ctx.logger.warn({ jobId }, `backup.run: ${w}`)
+      handle = await deps.client.enqueue(deps.target, task)
+    } catch (error) {
+      if (errorCode(error) === 'E_DUPLICATE_JOB') throw jobRunning(jobId)
+      throw error
+    } finally {
+      starting.delete(jobId)
+    }
+    const rec = deps.runs.start(handle, newXoTaskId(), jobId, rootProperties(params))
+    ctx.logger.info({ jobId, task: rec.id, queue: handle.queue, queueJobId: handle.id }, 'backup.run: job enqueued for Xen Orchestra')
+    if (streamLogs) return deps.runs.stream(rec, ctx.signal)
+    const end = await rec.finished
+    if (end.status === 'failure') {
+      const reported = typeof end.result === 'object' && end.result !== null ? (end.result as { message?: JsonValue }).message : undefined
+      const message = typeof reported === 'string' ? reported : 'the backup run failed'
+      throw new RpcError(RPC_CODES.SERVER_ERROR, message, { code: 'E_BACKUP', taskId: rec.id })
+    }
+    return end.result
+  })
+}
+
+export function backupMethods(deps: ApiDeps): Record<string, MethodDefinition> {
+  const starting = new Set<string>()
+  return {
+    'backup.run': runMethod(deps, starting),
+    'backup.listRunningJobs': method('returns a list of running jobs', z.object({}).strict(), () => runningJobIds(deps, starting)),
+    'backup.listVmBackups': method(
+      'list VM backups',
+      z.object({ remotes: z.record(z.string(), xoRemoteParam), vmId: z.string().optional() }).strict(),
+      async ({ remotes, vmId }, ctx) => {
+        const out: Record<string, JsonValue> = {}
+        await Promise.all(
+          Object.entries(remotes).map(async ([remoteId, remote]) => {
+            try {
+              out[remoteId] = await withXoRemote(remote, (r) => listFormattedVmBackups(r, remoteId, vmId))
+            } catch (error) {
+              ctx.logger.warn({ err: error, remoteId }, 'backup.listVmBackups: listing a remote failed; it is left out')
+            }
+          }),
+        )
+        return out
+      },
+    ),
+    'backup.deleteVmBackup': method('delete VM backup', z.object({ filename: z.string().min(1).max(1024), remote: xoRemoteParam }).strict(), async ({ filename, remote }) => {
+      await withXoRemote(remote, (r) => deleteVmBackups(r, [filename]))
+    }),
+    'backup.deleteVmBackups': method(
+      'delete VM backups',
+      z.object({ filenames: z.array(z.string().min(1).max(1024)).max(10_000), remote: xoRemoteParam }).strict(),
+      async ({ filenames, remote }) => {
+        await withXoRemote(remote, (r) => deleteVmBackups(r, filenames))
+      },
+    ),
+    'backup.importVmBackup': method('create a new VM from a backup (not available yet)', z.object({}).catchall(z.unknown()), () => {
+      throw notImplemented('backup.importVmBackup is not available on this proxy yet: restore the VM with Xen Orchestra itself (without a proxy) for now')
+    }),
+  }
+}

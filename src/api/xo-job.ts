@@ -1,0 +1,89 @@
+/**
+ * XO's `backup.run` parameters → our `backup.run` task. What xo-server sends (backups-ng executor):
+ *   job        the backup job as stored in XO (id, name, mode, vms, settings, type, remotes, srs, proxy,
+ *              userId, compression, ...); its `vms` is `{id: uuid}` or `{id: {__or: [uuids]}}` (XO resolves
+ *              smart mode before calling a proxy) — any other pattern is passed on as a smart-mode pattern
+ *   remotes    { [remoteId]: XO remote (id, name, url with credentials, options, enabled, proxy, ...) }
+ *   schedule   XO schedule (id, jobId, cron, enabled, name, timezone)
+ *   xapis      { [serverId]: { url, credentials: {username, password}, allowUnauthorized, httpProxy? } }
+ *   recordToXapi { [vm or SR uuid]: serverId }
+ *   jobData    what XO's job runner logged at the start (runJobId, userId, ...): becomes the root task's
+ *              properties, as XO's backup worker does
+ * Only XO's remote URL and our own remote options are used: XO's mount `options` string has no meaning
+ * here and is dropped with a warning. The task schema then validates the result (E_TASK_INVALID naming
+ * the field; XO's extra job fields are kept there and warned about).
+ */
+import type { JsonValue } from '../common/errors.js'
+import type { TaskInputOf } from '../queue/tasks.js'
+
+export interface XoRunParams {
+  job: Record<string, unknown>
+  remotes: Record<string, unknown>
+  schedule: Record<string, unknown>
+  xapis?: Record<string, unknown> | undefined
+  recordToXapi?: Record<string, unknown> | undefined
+  jobData?: Record<string, unknown> | undefined
+}
+
+export interface TranslatedRun {
+  task: TaskInputOf<'backup.run'>
+  warnings: string[]
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/** XO's `{id: ...}` simple pattern → our `{uuid: ...}`; anything else is a smart-mode pattern. */
+export function vmsFromXo(vms: unknown): unknown {
+  if (isObject(vms) && Object.keys(vms).length === 1 && 'id' in vms) {
+    const id = vms.id
+    if (typeof id === 'string') return { uuid: id }
+    if (isObject(id) && Object.keys(id).length === 1 && Array.isArray(id.__or)) return { uuid: id.__or }
+  }
+  if (isObject(vms)) return { type: 'VM', ...vms }
+  return vms
+}
+
+function remoteFromXo(id: string, remote: unknown, warnings: string[]): unknown {
+  if (!isObject(remote)) return remote
+  const out: Record<string, unknown> = { url: remote.url }
+  if (typeof remote.options === 'string' && remote.options.trim() !== '') warnings.push(`remote ${id}: XO mount options "${remote.options}" are not used by this proxy`)
+  else if (isObject(remote.options)) out.options = remote.options
+  return out
+}
+
+function xapiFromXo(xapi: unknown): unknown {
+  if (!isObject(xapi)) return xapi
+  return { url: xapi.url, credentials: xapi.credentials, ...(xapi.allowUnauthorized === undefined ? {} : { allowUnauthorized: xapi.allowUnauthorized }) }
+}
+
+export function taskFromXo(params: XoRunParams): TranslatedRun {
+  const warnings: string[] = []
+  const { job } = params
+  const remotes = Object.fromEntries(Object.entries(params.remotes).map(([id, r]) => [id, remoteFromXo(id, r, warnings)]))
+  const xapis = Object.fromEntries(Object.entries(params.xapis ?? {}).map(([id, x]) => [id, xapiFromXo(x)]))
+  const task = {
+    kind: 'backup.run',
+    job: { ...job, vms: vmsFromXo(job.vms) },
+    schedule: params.schedule,
+    remotes,
+    xapis,
+    recordToXapi: params.recordToXapi ?? {},
+    ...(params.jobData === undefined ? {} : { jobData: params.jobData }),
+  } as unknown as TaskInputOf<'backup.run'>
+  return { task, warnings }
+}
+
+/** The XO root task's properties: `name: 'backup run'` and XO's jobData (as XO's backup worker starts it). */
+export function rootProperties(params: XoRunParams): Record<string, JsonValue> {
+  const job = params.job
+  const base: Record<string, JsonValue> = {
+    jobId: typeof job.id === 'string' ? job.id : null,
+    jobName: typeof job.name === 'string' ? job.name : '',
+    mode: typeof job.mode === 'string' ? job.mode : null,
+    scheduleId: typeof params.schedule.id === 'string' ? params.schedule.id : null,
+  }
+  const jobData = isObject(params.jobData) ? (JSON.parse(JSON.stringify(params.jobData)) as Record<string, JsonValue>) : {}
+  return { ...base, ...jobData, name: 'backup run' }
+}
