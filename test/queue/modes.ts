@@ -1,0 +1,67 @@
+/**
+ * Helpers of the Redis Cluster and Sentinel tests: a config in any mode, proxies whose stand-in
+ * `backup.run` counts its successful runs per job (a job completed twice would show as 2), and the
+ * final check that every job of a batch succeeded exactly once.
+ */
+import { expect } from 'vitest'
+import { compileConfig, type Config, type RawConfig } from '../../src/config/index.js'
+import type { JobHandle } from '../../src/queue/client.js'
+import type { ProxyRuntime } from '../../src/workers/proxy.js'
+import { backupTask, sealKeyText, standInRegistry, startProxy } from '../workers/fixtures.js'
+
+export function modeConfig(redis: NonNullable<RawConfig['redis']>, proxy: { id: string; pools?: string[] }, workers: Record<string, unknown> = {}): Config {
+  return compileConfig({
+    redis,
+    proxy,
+    security: { sealKey: sealKeyText },
+    http: { listen: '127.0.0.1:0' },
+    log: { level: 'silent' },
+    workers: { threads: 1, concurrency: 2, backoffMs: 100, lockDurationMs: 5000, stalledIntervalMs: 1000, attempts: 5, ...workers },
+  })
+}
+
+/** Runs per job id that returned success, across every proxy of a test. */
+export class RunCounter {
+  readonly successes = new Map<string, number>()
+  readonly starts = new Map<string, number>()
+
+  registry(): ReturnType<typeof standInRegistry> {
+    const registry = standInRegistry()
+    const base = registry.get('backup.run')!
+    registry.register('backup.run', async (ctx) => {
+      this.starts.set(ctx.job.id, (this.starts.get(ctx.job.id) ?? 0) + 1)
+      const result = await base(ctx as unknown as Parameters<typeof base>[0])
+      this.successes.set(ctx.job.id, (this.successes.get(ctx.job.id) ?? 0) + 1)
+      return result
+    })
+    return registry
+  }
+
+  async proxy(config: Config): Promise<ProxyRuntime> {
+    return startProxy(config, this.registry())
+  }
+
+  /** Jobs that started more than once (retried after a failover or a restart). */
+  retried(): string[] {
+    return [...this.starts].filter(([, n]) => n > 1).map(([id]) => id)
+  }
+
+  /** With BACKUP_PROXY_TEST_FIGURES=1, prints what happened (for RELIABILITY.md); tests assert, not this. */
+  report(what: string, extra: Record<string, unknown> = {}): void {
+    if (process.env.BACKUP_PROXY_TEST_FIGURES !== '1') return
+    const starts = [...this.starts.values()].reduce((a, b) => a + b, 0)
+    console.log(`[figures] ${what}: ${JSON.stringify({ jobs: this.successes.size, starts, retriedJobs: this.retried().length, ...extra })}`)
+  }
+}
+
+export function smallTask(dir: string, chunkDelayMs = 0): ReturnType<typeof backupTask> {
+  return backupTask({ settings: { standInDir: dir, standInDiskBytes: 512 << 10, standInChunkDelayMs: chunkDelayMs } })
+}
+
+/** Every handle's job succeeded, and its processor returned success exactly once. */
+export async function expectEachSucceededOnce(handles: readonly JobHandle[], counter: RunCounter): Promise<void> {
+  const summaries = await Promise.all(handles.map((h) => h.result()))
+  for (const [i, s] of summaries.entries()) expect(s.status, `${handles[i]!.id}: ${JSON.stringify(s.error)}`).toBe('success')
+  for (const h of handles) expect(counter.successes.get(h.id) ?? 0, `successful runs of ${h.id}`).toBe(1)
+  expect(counter.successes.size).toBe(handles.length)
+}
