@@ -401,9 +401,12 @@ export class JobHandle {
       const check = () => {
         if (settled) return
         void (async () => {
-          const job = await Job.fromId(this.client.queue(this.queue), this.id)
-          const state = job === undefined ? 'not-found' : await job.getState()
-          const summary = await this.#finalSummary(job, state)
+          // the state first: a final state means the job's hash is final too (one script writes both);
+          // read the other way round, a job completing in between looked completed without its result
+          const queue = this.client.queue(this.queue)
+          const state = await queue.getJobState(this.id)
+          const job = state === 'unknown' ? undefined : await Job.fromId(queue, this.id)
+          const summary = await this.#finalSummary(job, job === undefined ? 'not-found' : state)
           if (summary !== undefined && !settled) {
             cleanup()
             resolve(summary)

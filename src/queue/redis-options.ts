@@ -55,6 +55,7 @@ export interface ProxyRedisOptions {
   sentinelTLS?: TlsOptions
   sentinelRetryStrategy?: (times: number) => number
   failoverDetector?: boolean
+  reconnectOnError?: (error: Error) => 2 | false
   natMap?: NatMap
 }
 
@@ -145,8 +146,13 @@ export function redisOptions(config: RedisConfig): ProxyRedisOptions {
     ...(config.sentinelPassword === undefined ? {} : { sentinelPassword: config.sentinelPassword }),
     ...(sentinelTls ? { enableTLSForSentinelMode: true, sentinelTLS: tlsOptions(config, undefined) } : {}),
     sentinelRetryStrategy: reconnectDelayMs,
-    // subscribe to +switch-master: reconnect to the new master as soon as the sentinels elect it
-    failoverDetector: true,
+    // No failoverDetector: its +switch-master handler closes the connector even while a reconnect is
+    // asking the sentinels, which ends the connection for good ("Connection is closed", seen in the
+    // failover test). A dead master is left on its own; a demoted one answers READONLY, handled below.
+    failoverDetector: false,
+    // a master demoted to replica (manual failover, old master back): reconnect through the sentinels
+    // and resend the command
+    reconnectOnError: (error: Error) => (/READONLY/.test(error.message) ? 2 : false),
     ...(natMap === undefined ? {} : { natMap }),
   }
 }
