@@ -110,6 +110,41 @@ describe('Redis Cluster', () => {
     }
   })
 
+  it('ACL user: jobs run as that user on every node; a wrong password is refused (E_REDIS)', async () => {
+    const user = uid('acl')
+    const admins = cluster.ports.map((port) => new Redis({ port, host: '127.0.0.1' }))
+    try {
+      for (const a of admins) await a.call('ACL', 'SETUSER', user, 'on', '>acl-Pa55', '~*', '&*', '+@all')
+      const id = uid('p')
+      const acl = { ...clusterRedis(), username: user, password: 'acl-Pa55' }
+      const counter = new RunCounter()
+      const proxy = await counter.proxy(modeConfig(acl, { id }))
+      const c = new EnqueueClient({ redis: modeConfig(acl, { id: 'client' }).redis, sealKey })
+      try {
+        await expectEachSucceededOnce([await c.enqueue({ proxy: id }, smallTask(tmp()))], counter)
+        const names = (await admins[0]!.call('CLIENT', 'LIST')) as string
+        expect(names).toContain(`user=${user}`)
+      } finally {
+        await proxy.shutdown()
+        await c.close()
+      }
+      const wrong = modeConfig({ ...acl, password: 'wrong' }, { id: uid('p') })
+      const r = createRedis(wrong.redis)
+      r.on('error', () => undefined)
+      try {
+        const error = await checkRedis(r, wrong.redis).catch((e: unknown) => e)
+        expect((error as BackupProxyError).code).toBe('E_REDIS')
+      } finally {
+        r.disconnect()
+      }
+    } finally {
+      for (const a of admins) {
+        await a.call('ACL', 'DELUSER', user)
+        a.disconnect()
+      }
+    }
+  })
+
   it('a cluster node given in single mode: E_REDIS_MODE saying to set mode cluster (proxy, enqueue, check)', async () => {
     const config = modeConfig({ url: `redis://${cluster.nodes[0]}` }, { id: uid('p') })
     const error = await startProxy(config).catch((e: unknown) => e)

@@ -4,6 +4,7 @@
  * completes twice, proxies and the enqueue client follow the new master by themselves. A wrong master
  * name is refused with E_REDIS_SENTINEL.
  */
+import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BackupProxyError } from '../../src/common/errors.js'
 import { EnqueueClient } from '../../src/queue/client.js'
@@ -32,6 +33,41 @@ describe('Redis Sentinel', () => {
     expect((error as BackupProxyError).code).toBe('E_REDIS_SENTINEL')
     expect((error as BackupProxyError).message).toContain('"nosuchmaster"')
     expect((error as BackupProxyError).message).toContain(sentinel.name)
+  })
+
+  it('ACL users on the master and on the sentinels: jobs run; a wrong sentinel password is refused (E_REDIS)', async () => {
+    const user = uid('acl')
+    const admins = [...sentinel.dataPorts(), ...sentinel.sentinelPorts].map((port) => new Redis({ port, host: '127.0.0.1' }))
+    try {
+      for (const a of admins) await a.call('ACL', 'SETUSER', user, 'on', '>acl-Pa55', '~*', '&*', '+@all')
+      const acl = { ...sentinelRedis(), url: `redis://${user}:acl-Pa55@unused:6379`, sentinelUsername: user, sentinelPassword: 'acl-Pa55' }
+      const id = uid('p')
+      const counter = new RunCounter()
+      const proxy = await counter.proxy(modeConfig(acl, { id }))
+      const c = new EnqueueClient({ redis: modeConfig(acl, { id: 'client' }).redis, sealKey })
+      try {
+        await expectEachSucceededOnce([await c.enqueue({ proxy: id }, smallTask(tmp()))], counter)
+        // the connections authenticated as the ACL user (the default user would accept any password)
+        const master = new Redis({ port: await sentinel.masterPort(), host: '127.0.0.1' })
+        try {
+          expect((await master.call('CLIENT', 'LIST')) as string).toContain(`user=${user}`)
+          expect((await master.call('ACL', 'LOG')) as unknown[]).toEqual([])
+        } finally {
+          master.disconnect()
+        }
+      } finally {
+        await proxy.shutdown()
+        await c.close()
+      }
+      const error = await startProxy(modeConfig({ ...acl, sentinelPassword: 'wrong' }, { id: uid('p') })).catch((e: unknown) => e)
+      expect((error as BackupProxyError).code).toBe('E_REDIS')
+      expect((error as BackupProxyError).message).toMatch(/no sentinel answered/)
+    } finally {
+      for (const a of admins) {
+        await a.call('ACL', 'DELUSER', user)
+        a.disconnect()
+      }
+    }
   })
 
   it('the master killed while jobs wait and run: none lost, none completed twice, everyone follows the new master', async () => {

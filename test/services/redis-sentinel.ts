@@ -16,6 +16,9 @@ export interface RedisSentinelService {
   name: string
   /** host:port of each sentinel */
   sentinels: string[]
+  sentinelPorts: number[]
+  /** ports of the data nodes still running (master and replica) */
+  dataPorts: () => number[]
   /** port of the data node the sentinels name now */
   masterPort: () => Promise<number>
   killMaster: () => Promise<number>
@@ -98,6 +101,8 @@ export async function startRedisSentinel(options: { name?: string; maxmemoryPoli
   return {
     name,
     sentinels: sentinelPorts.map((p) => `127.0.0.1:${p}`),
+    sentinelPorts,
+    dataPorts: () => dataPorts.filter((p) => daemons.has(p)),
     masterPort,
     killMaster: async () => {
       const port = await masterPort()
