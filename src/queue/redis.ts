@@ -130,11 +130,21 @@ function infoField(info: string, name: string): string | undefined {
 
 /** INFO of one server, E_REDIS when it cannot be read. */
 async function infoOf(client: Redis, config: RedisConfig, where: string): Promise<string> {
+  // the reason of a failed connection (a TLS certificate refused...) comes as an `error` event; the
+  // command itself only says "Connection is closed"
+  let reason: Error | undefined
+  const onError = (error: Error) => {
+    reason = error
+  }
+  client.on('error', onError)
   try {
     if (client.status === 'wait') await client.connect()
     return (await client.info('memory')) + (await client.info('server')) + (await client.info('cluster')) + (await client.info('replication'))
   } catch (error) {
-    throw new BackupProxyError('E_REDIS', `cannot reach Redis at ${where}: ${(error as Error).message}; check redis.url, redis.mode, credentials and TLS`, { cause: error, fields: { mode: config.mode } })
+    const why = reason !== undefined && reason.message !== (error as Error).message ? `${(error as Error).message} (${reason.message})` : (error as Error).message
+    throw new BackupProxyError('E_REDIS', `cannot reach Redis at ${where}: ${why}; check redis.url, redis.mode, credentials and TLS`, { cause: error, fields: { mode: config.mode } })
+  } finally {
+    client.off('error', onError)
   }
 }
 
