@@ -64,13 +64,54 @@ export const proxySchema = z
   })
   .prefault({})
 
+/** A comma-separated list in env and flags, an array in a file. */
+const list = (item: z.ZodString) =>
+  z
+    .union([z.array(z.string()), z.string()])
+    .transform((v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter((s) => s !== '') : v))
+    .pipe(z.array(item))
+
+const HOST_PORT_RE = /^(\[[0-9a-fA-F:]+\]|[^\s:,=]+):\d{1,5}$/
+const hostPort = () => z.string().regex(HOST_PORT_RE, 'host:port')
+
+/** `natMap`: announced address -> reachable address; `a:1=b:2,c:3=d:4` in env, a mapping in a file. */
+const natMap = () =>
+  z
+    .union([z.record(z.string(), z.string()), z.string()])
+    .transform((v): Record<string, string> => {
+      if (typeof v !== 'string') return v
+      const entries = v.split(',').map((s) => s.trim()).filter((s) => s !== '').map((pair): [string, string] => {
+        const [from = '', to = ''] = pair.split('=').map((x) => x.trim())
+        return [from, to]
+      })
+      return Object.fromEntries(entries)
+    })
+    .pipe(z.record(hostPort(), hostPort()))
+
 export const redisSchema = z
   .object({
-    url: z.string().url().default('redis://127.0.0.1:6379').describe('Redis URL (redis:// or rediss:// for TLS); user and password may be given in it. Env: REDIS_URL.'),
-    username: z.string().optional().describe('Redis ACL user (overrides the URL).'),
+    url: z.string().url().default('redis://127.0.0.1:6379').describe('Redis URL (redis:// or rediss:// for TLS); user and password may be given in it. In cluster and sentinel modes only its scheme, user, password and database are used (and its host:port as the cluster seed when redis.nodes is empty). Env: REDIS_URL.'),
+    mode: z.enum(['single', 'cluster', 'sentinel']).default('single').describe('single: one Redis (or a proxy in front of one); cluster: Redis Cluster (seeds in redis.nodes); sentinel: the master that Sentinel names (redis.sentinels, redis.sentinelName).'),
+    nodes: list(hostPort()).default([]).describe('Cluster seed nodes, host:port (comma-separated in env and flags); any reachable master or replica will do, the rest is discovered.'),
+    natMap: natMap().optional().describe('Cluster or Sentinel: the address a node announces mapped to the one this host reaches it at (a:6379=b:7001, comma-separated in env; a mapping in a file). For NAT and containers.'),
+    sentinels: list(hostPort()).default([]).describe('Sentinel addresses, host:port (comma-separated in env and flags); mode sentinel.'),
+    sentinelName: z.string().min(1).optional().describe('Name of the master the sentinels monitor (`sentinel monitor <name> ...`); required in mode sentinel.'),
+    sentinelUsername: z.string().optional().describe('ACL user on the sentinels (their own, not the master\'s).'),
+    sentinelPassword: z.string().optional().describe('Password of the sentinels (requirepass / ACL). Never logged.'),
+    sentinelTls: bool().optional().describe('TLS to the sentinels; default: as for the data nodes.'),
+    username: z.string().optional().describe('Redis ACL user (overrides the URL); in cluster and sentinel modes, the user on every data node.'),
     password: z.string().optional().describe('Redis password (overrides the URL). Never logged.'),
-    tlsRejectUnauthorized: bool().default(true).describe('Check the Redis server certificate with rediss://.'),
-    prefix: z.string().default('bull').describe('Key prefix of the BullMQ queues.'),
+    tls: bool().optional().describe('TLS to the data nodes; default: on with rediss://, off with redis://.'),
+    tlsCaFile: z.string().optional().describe('PEM file of the CA that signed the Redis (and Sentinel) certificates, when it is not a system CA.'),
+    tlsRejectUnauthorized: bool().default(true).describe('Check the Redis server certificate with TLS.'),
+    prefix: z.string().default('bull').describe('Key prefix of the BullMQ queues. In cluster mode it must not hold a hash tag ({...}): every queue would land in one slot.'),
+  })
+  .superRefine((r, ctx) => {
+    if (r.mode === 'sentinel') {
+      if (r.sentinels.length === 0) ctx.addIssue({ code: 'custom', path: ['sentinels'], message: 'mode sentinel needs at least one sentinel (host:port)' })
+      if (r.sentinelName === undefined) ctx.addIssue({ code: 'custom', path: ['sentinelName'], message: 'mode sentinel needs the master name the sentinels monitor' })
+    }
+    if (r.mode === 'cluster' && /[{}]/.test(r.prefix)) ctx.addIssue({ code: 'custom', path: ['prefix'], message: 'in cluster mode the prefix must not contain { or }: the queue names carry the hash tags' })
   })
   .prefault({})
 

@@ -15,12 +15,11 @@
  */
 import { EventEmitter } from 'node:events'
 import { Job, Queue, QueueEvents, type JobsOptions } from 'bullmq'
-import type { Redis } from 'ioredis'
 import { BackupProxyError, CancelledError, deserializeError, serializeError, type JsonValue } from '../common/errors.js'
 import { silentLogger, type Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
 import { queueKeys, queueName, type QueueTarget } from './names.js'
-import { createRedis, logConnectionErrors, redisOptions, type RedisConfig } from './redis.js'
+import { BullConnection, connectRedis, createRedis, logConnectionErrors, redisModeError, type RedisClient, type RedisConfig } from './redis.js'
 import { rememberQueue, publishScale, type ScaleRequest } from './registry.js'
 import { loadSealKey, sealFields, type SealKey } from './seal.js'
 import { eventsInSummary, newTaskId, parseTaskLogLines, type JobSummary, type TaskLogEvent } from './task-log.js'
@@ -89,8 +88,9 @@ function jobIdFor(task: Task): string {
 
 export class EnqueueClient {
   readonly prefix: string
-  readonly #redis: Redis
+  readonly #redis: RedisClient
   readonly #redisConfig: RedisConfig
+  readonly #bull: BullConnection
   readonly #sealKey: SealKey | undefined
   readonly #queues = new Map<string, Queue>()
   readonly #remembered = new Set<string>()
@@ -103,6 +103,7 @@ export class EnqueueClient {
     this.#redisConfig = options.redis
     this.prefix = options.redis.prefix
     this.#redis = createRedis(options.redis, 'backup-proxy:client')
+    this.#bull = new BullConnection(options.redis, 'backup-proxy:client:bullmq')
     this.#sealKey = options.sealKey
     this.#defaults = { attempts: options.attempts ?? 3, backoffMs: options.backoffMs ?? 10_000 }
     this.#logger = options.logger ?? silentLogger
@@ -124,15 +125,15 @@ export class EnqueueClient {
   }
 
   /** Our own connection (registry, cancel flags); connected on first use. */
-  async redis(): Promise<Redis> {
-    if (this.#redis.status === 'wait') await this.#redis.connect()
+  async redis(): Promise<RedisClient> {
+    await connectRedis(this.#redis)
     return this.#redis
   }
 
   queue(name: string): Queue {
     let q = this.#queues.get(name)
     if (q === undefined) {
-      q = new Queue(name, { connection: redisOptions(this.#redisConfig), prefix: this.prefix })
+      q = new Queue(name, { connection: this.#bull.connection, prefix: this.prefix })
       q.on('error', (error) => this.#logger.warn({ err: error, queue: name }, 'queue connection error (BullMQ reconnects)'))
       this.#queues.set(name, q)
     }
@@ -146,7 +147,7 @@ export class EnqueueClient {
       p = (async () => {
         const redis = await this.redis()
         const last = await redis.xrevrange(`${this.prefix}:${name}:events`, '+', '-', 'COUNT', 1)
-        const qe = new QueueEvents(name, { connection: redisOptions(this.#redisConfig), prefix: this.prefix, lastEventId: last[0]?.[0] ?? '0-0' })
+        const qe = new QueueEvents(name, { connection: this.#bull.connection, prefix: this.prefix, lastEventId: last[0]?.[0] ?? '0-0' })
         qe.on('error', (error) => this.#logger.warn({ err: error, queue: name }, 'queue events connection error (will reconnect)'))
         await qe.waitUntilReady()
         return qe
@@ -183,11 +184,16 @@ export class EnqueueClient {
       ...(options.delayMs === undefined || options.delayMs === 0 ? {} : { delay: options.delayMs }),
       ...(dedupKey === undefined ? {} : { deduplication: { id: dedupKey } }),
     }
-    if (!this.#remembered.has(name)) {
-      await rememberQueue(await this.redis(), this.prefix, name)
-      this.#remembered.add(name)
+    let job: Job
+    try {
+      if (!this.#remembered.has(name)) {
+        await rememberQueue(await this.redis(), this.prefix, name)
+        this.#remembered.add(name)
+      }
+      job = await this.queue(name).add(task.kind, data, opts)
+    } catch (error) {
+      throw redisModeError(error, this.#redisConfig) ?? error
     }
-    const job = await this.queue(name).add(task.kind, data, opts)
     if (job.id !== jobId) {
       throw new BackupProxyError(
         'E_DUPLICATE_JOB',
@@ -244,6 +250,7 @@ export class EnqueueClient {
       ...[...this.#queues.values()].map((q) => q.close()),
       ...events.map((e) => (e.status === 'fulfilled' ? e.value.close() : Promise.resolve())),
     ])
+    await this.#bull.close()
     this.#redis.disconnect()
   }
 }
@@ -394,9 +401,12 @@ export class JobHandle {
       const check = () => {
         if (settled) return
         void (async () => {
-          const job = await Job.fromId(this.client.queue(this.queue), this.id)
-          const state = job === undefined ? 'not-found' : await job.getState()
-          const summary = await this.#finalSummary(job, state)
+          // the state first: a final state means the job's hash is final too (one script writes both);
+          // read the other way round, a job completing in between looked completed without its result
+          const queue = this.client.queue(this.queue)
+          const state = await queue.getJobState(this.id)
+          const job = state === 'unknown' ? undefined : await Job.fromId(queue, this.id)
+          const summary = await this.#finalSummary(job, job === undefined ? 'not-found' : state)
           if (summary !== undefined && !settled) {
             cleanup()
             resolve(summary)

@@ -1,79 +1,91 @@
 /**
- * Redis connections for the queue: ioredis options built from config `redis` (URL, ACL user, password,
- * TLS with rediss://), with the settings BullMQ needs for workers (`maxRetriesPerRequest: null`) and a
- * reconnect backoff (200 ms doubling up to 5 s, with jitter) so a Redis restart is ridden out instead of
- * crashing the proxy. `checkRedis()` refuses a server whose eviction policy could silently drop jobs.
+ * The one factory of Redis connections: everything that talks to Redis (proxy workers, the enqueue
+ * client and through it `status` and the XO API, the demo) gets its connections here, from config
+ * `redis`, in any mode (single, sentinel, cluster; options in redis-options.ts).
+ *
+ * - `createRedis()` makes our own connection (registry, cancel flags, task logs): an ioredis `Redis`,
+ *   or a `Cluster` in cluster mode (type `RedisClient`).
+ * - `BullConnection` gives BullMQ its `connection`: the options themselves in single and sentinel mode
+ *   (BullMQ opens and closes its connections), one shared ioredis `Cluster` in cluster mode (BullMQ can
+ *   only build a Cluster from an instance; it duplicates it for blocking reads and leaves the shared
+ *   one to us, closed by `close()` after the queues and workers).
+ * - `checkRedis()` refuses, with a coded error saying what to set, a server that does not match the
+ *   mode (a cluster node in single mode: E_REDIS_MODE; a plain server in cluster mode: E_REDIS_MODE;
+ *   an unknown master name: E_REDIS_SENTINEL), and any node whose eviction policy could silently drop
+ *   jobs (E_REDIS_EVICTION), on every node of a cluster.
+ * - `redisModeError()` turns a MOVED/ASK/CROSSSLOT reply met later into the same E_REDIS_MODE.
  */
-import type { ConnectionOptions as TlsOptions } from 'node:tls'
-import { Redis } from 'ioredis'
-import { BackupProxyError, ConfigInvalidError } from '../common/errors.js'
+import type { EventEmitter } from 'node:events'
+import { Cluster, Redis } from 'ioredis'
+import { BackupProxyError, toError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
-import type { Config } from '../config/index.js'
+import { checkSentinels } from './redis-sentinel.js'
+import { clusterOptions, parseHostPort, redisOptions, type ProxyRedisOptions, type RedisConfig } from './redis-options.js'
 
-export type RedisConfig = Config['redis']
+export { clusterOptions, reconnectDelayMs, redisOptions, type ProxyRedisOptions, type RedisConfig } from './redis-options.js'
 
-/** Reconnect delay after `times` failed attempts: 200 ms doubling, capped at 5 s, ±20% jitter. */
-export function reconnectDelayMs(times: number): number {
-  const base = Math.min(5000, 200 * 2 ** Math.min(times - 1, 5))
-  return Math.round(base * (0.8 + Math.random() * 0.4))
-}
-
-/** Connection options, accepted by ioredis and by BullMQ's `connection`. */
-export interface ProxyRedisOptions {
-  host: string
-  port: number
-  db: number
-  username?: string
-  password?: string
-  tls?: TlsOptions
-  maxRetriesPerRequest: null
-  enableReadyCheck: boolean
-  retryStrategy: (times: number) => number
-  connectionName?: string
-  lazyConnect?: boolean
-}
-
-/** ioredis options for BullMQ (queues, workers, events) and our own commands. */
-export function redisOptions(config: RedisConfig): ProxyRedisOptions {
-  let url: URL
-  try {
-    url = new URL(config.url)
-  } catch (error) {
-    throw new ConfigInvalidError([{ path: 'redis.url', message: 'not a URL (redis://host:6379 or rediss://host:6380)' }], { cause: error })
-  }
-  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
-    throw new ConfigInvalidError([{ path: 'redis.url', message: `scheme must be redis:// or rediss://, got ${url.protocol}//` }])
-  }
-  const db = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0
-  if (!Number.isInteger(db) || db < 0) throw new ConfigInvalidError([{ path: 'redis.url', message: `database must be a number, got "${url.pathname.slice(1)}"` }])
-  const username = config.username ?? (url.username === '' ? undefined : decodeURIComponent(url.username))
-  const password = config.password ?? (url.password === '' ? undefined : decodeURIComponent(url.password))
-  return {
-    host: url.hostname.replace(/^\[|\]$/g, ''),
-    port: url.port === '' ? 6379 : Number(url.port),
-    db,
-    ...(username === undefined ? {} : { username }),
-    ...(password === undefined ? {} : { password }),
-    ...(url.protocol === 'rediss:' ? { tls: { rejectUnauthorized: config.tlsRejectUnauthorized, servername: url.hostname } } : {}),
-    maxRetriesPerRequest: null,
-    enableReadyCheck: true,
-    retryStrategy: reconnectDelayMs,
-  }
-}
+/** A connection of any mode: one server (single, sentinel) or a cluster. */
+export type RedisClient = Redis | Cluster
 
 /** Our own connection (not BullMQ's); `autoPipelining` sends commands of one tick in one round trip. */
-export function createRedis(config: RedisConfig, connectionName?: string, options: { autoPipelining?: boolean } = {}): Redis {
+export function createRedis(config: RedisConfig, connectionName?: string, options: { autoPipelining?: boolean } = {}): RedisClient {
+  if (config.mode === 'cluster') {
+    const { seeds, options: o, nodeOptions } = clusterOptions(config)
+    return new Cluster(seeds, {
+      ...o,
+      lazyConnect: true,
+      redisOptions: { ...nodeOptions, ...(connectionName === undefined ? {} : { connectionName }) },
+      ...(options.autoPipelining === true ? { enableAutoPipelining: true } : {}),
+    })
+  }
   const o: ProxyRedisOptions & { enableAutoPipelining?: boolean } = { ...redisOptions(config), lazyConnect: true }
   if (connectionName !== undefined) o.connectionName = connectionName
   if (options.autoPipelining === true) o.enableAutoPipelining = true
   return new Redis(o)
 }
 
+/** BullMQ's `connection` for the queues and workers of one owner (a proxy, a client). */
+export class BullConnection {
+  #cluster: Cluster | undefined
+  #closed = false
+
+  constructor(
+    readonly config: RedisConfig,
+    readonly connectionName: string,
+  ) {}
+
+  /** Options (single, sentinel) or the owner's shared Cluster (cluster). */
+  get connection(): ProxyRedisOptions | Cluster {
+    if (this.config.mode !== 'cluster') return redisOptions(this.config)
+    if (this.#closed) throw new BackupProxyError('E_INTERNAL', 'this Redis connection is closed')
+    this.#cluster ??= createRedis(this.config, this.connectionName) as Cluster
+    return this.#cluster
+  }
+
+  /** Closes the shared Cluster; call it once every queue and worker using it is closed. */
+  async close(): Promise<void> {
+    this.#closed = true
+    const c = this.#cluster
+    this.#cluster = undefined
+    if (c !== undefined) await c.quit().catch(() => c.disconnect())
+  }
+}
+
+/** A second connection like `client` (for pub/sub), in any mode. */
+export function duplicateRedis(client: RedisClient): RedisClient {
+  return client instanceof Cluster ? client.duplicate() : client.duplicate()
+}
+
+/** Connects a lazy connection (no-op when it is already connecting or connected). */
+export async function connectRedis(client: RedisClient): Promise<void> {
+  if (client.status === 'wait') await client.connect()
+}
+
 /**
  * Logs a connection's errors, once per outage: ioredis reconnects by itself, but an `error` event nobody
  * listens to is printed raw on stderr (and would be every reconnect attempt).
  */
-export function logConnectionErrors(client: Pick<Redis, 'on'>, logger: Logger, connection: string): void {
+export function logConnectionErrors(client: Pick<EventEmitter, 'on'>, logger: Logger, connection: string): void {
   let down = false
   client.on('ready', () => {
     if (down) logger.info({ connection }, 'Redis connection back')
@@ -85,39 +97,128 @@ export function logConnectionErrors(client: Pick<Redis, 'on'>, logger: Logger, c
   })
 }
 
-/** Redis URL safe to print (no password). */
+/** Where Redis is, safe to print (no password). */
 export function describeRedis(config: RedisConfig): string {
+  let url: string
   try {
     const u = new URL(config.url)
     u.password = ''
-    return u.toString()
+    url = u.toString()
   } catch {
-    return '(invalid redis.url)'
+    url = '(invalid redis.url)'
+  }
+  if (config.mode === 'cluster') return `Redis Cluster (seeds ${config.nodes.length > 0 ? config.nodes.join(',') : url})`
+  if (config.mode === 'sentinel') return `master "${config.sentinelName ?? ''}" of sentinels ${config.sentinels.join(',')}`
+  return url
+}
+
+const MODE_HINT = 'set redis.mode: cluster and redis.nodes to the cluster\'s nodes (env BACKUP_PROXY_REDIS_MODE=cluster, BACKUP_PROXY_REDIS_NODES=host:port,...)'
+
+/** A MOVED/ASK/CROSSSLOT reply means the server is a cluster node reached in single mode. */
+export function redisModeError(error: unknown, config: RedisConfig): BackupProxyError | undefined {
+  const message = toError(error).message
+  if (!/^(MOVED|ASK) \d+ |CROSSSLOT|cluster support disabled/.test(message)) return undefined
+  if (config.mode === 'cluster' && !/cluster support disabled/.test(message)) return undefined
+  return config.mode === 'cluster'
+    ? new BackupProxyError('E_REDIS_MODE', `${describeRedis(config)}: the server is not a cluster node ("${message}"); set redis.mode: single (or sentinel) for it`, { cause: error, fields: { mode: config.mode } })
+    : new BackupProxyError('E_REDIS_MODE', `${describeRedis(config)} is a Redis Cluster node (it answered "${message}"); ${MODE_HINT}`, { cause: error, fields: { mode: config.mode } })
+}
+
+function infoField(info: string, name: string): string | undefined {
+  return new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim()
+}
+
+/** INFO of one server, E_REDIS when it cannot be read. */
+async function infoOf(client: Redis, config: RedisConfig, where: string): Promise<string> {
+  // the reason of a failed connection (a TLS certificate refused...) comes as an `error` event; the
+  // command itself only says "Connection is closed"
+  let reason: Error | undefined
+  const onError = (error: Error) => {
+    reason = error
+  }
+  client.on('error', onError)
+  try {
+    if (client.status === 'wait') await client.connect()
+    return (await client.info('memory')) + (await client.info('server')) + (await client.info('cluster')) + (await client.info('replication'))
+  } catch (error) {
+    const why = reason !== undefined && reason.message !== (error as Error).message ? `${(error as Error).message} (${reason.message})` : (error as Error).message
+    throw new BackupProxyError('E_REDIS', `cannot reach Redis at ${where}: ${why}; check redis.url, redis.mode, credentials and TLS`, { cause: error, fields: { mode: config.mode } })
+  } finally {
+    client.off('error', onError)
   }
 }
 
-/**
- * Checks Redis is usable for durable queues: reachable, and `maxmemory-policy` is `noeviction` (any other
- * policy lets Redis delete queued jobs and locks under memory pressure).
- */
-export async function checkRedis(client: Redis, config: RedisConfig): Promise<{ version: string; policy: string }> {
-  let info: string
-  try {
-    if (client.status === 'wait') await client.connect()
-    info = await client.info('memory')
-    info += await client.info('server')
-  } catch (error) {
-    throw new BackupProxyError('E_REDIS', `cannot reach Redis at ${describeRedis(config)}: ${(error as Error).message}; check redis.url, credentials and TLS`, { cause: error })
-  }
-  const field = (name: string) => new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim()
-  const policy = field('maxmemory_policy') ?? 'unknown'
-  const version = field('redis_version') ?? 'unknown'
+function checkPolicy(info: string, where: string): string {
+  const policy = infoField(info, 'maxmemory_policy') ?? 'unknown'
   if (policy !== 'noeviction') {
     throw new BackupProxyError(
-      'E_REDIS',
-      `Redis at ${describeRedis(config)} has maxmemory-policy "${policy}": it may evict queued jobs and locks. Set "maxmemory-policy noeviction" in redis.conf (or CONFIG SET maxmemory-policy noeviction) and restart the proxy`,
-      { fields: { policy } },
+      'E_REDIS_EVICTION',
+      `Redis at ${where} has maxmemory-policy "${policy}": it may evict queued jobs and locks. Set "maxmemory-policy noeviction" in redis.conf (or CONFIG SET maxmemory-policy noeviction) on every node and restart the proxy`,
+      { fields: { policy, node: where } },
     )
   }
-  return { version, policy }
+  return policy
 }
+
+/** One plain connection to a cluster seed, to tell "not a cluster" from "unreachable". */
+async function probeSeed(config: RedisConfig): Promise<string | undefined> {
+  const { seeds, nodeOptions } = clusterOptions(config)
+  for (const seed of seeds) {
+    const probe = new Redis({ ...nodeOptions, ...seed, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+    probe.on('error', () => undefined)
+    try {
+      await probe.connect()
+      return await probe.info('cluster')
+    } catch {
+      // next seed; none answering is reported by the cluster connection itself
+    } finally {
+      probe.disconnect()
+    }
+  }
+  return undefined
+}
+
+async function checkCluster(client: Cluster, config: RedisConfig): Promise<{ version: string; policy: string }> {
+  const seedInfo = await probeSeed(config)
+  if (seedInfo !== undefined && infoField(seedInfo, 'cluster_enabled') !== '1') {
+    throw new BackupProxyError('E_REDIS_MODE', `${describeRedis(config)}: the seed node is not in cluster mode (cluster_enabled:0); set redis.mode: single (or sentinel) for it, or give redis.nodes of the cluster`, { fields: { mode: config.mode } })
+  }
+  try {
+    if (client.status === 'wait') await client.connect()
+  } catch (error) {
+    throw redisModeError(error, config) ?? new BackupProxyError('E_REDIS', `cannot reach ${describeRedis(config)}: ${(error as Error).message}; check redis.nodes, redis.natMap, credentials and TLS`, { cause: error, fields: { mode: config.mode } })
+  }
+  let version = 'unknown'
+  for (const node of client.nodes('all')) {
+    const where = `${node.options.host ?? '?'}:${node.options.port ?? '?'}`
+    const info = await infoOf(node, config, `cluster node ${where}`)
+    checkPolicy(info, `cluster node ${where}`)
+    version = infoField(info, 'redis_version') ?? version
+  }
+  return { version, policy: 'noeviction' }
+}
+
+/**
+ * Checks Redis is usable for durable queues: reachable in the configured mode, and `maxmemory-policy` is
+ * `noeviction` on every node (any other policy lets Redis delete queued jobs and locks under memory
+ * pressure).
+ */
+export async function checkRedis(client: RedisClient, config: RedisConfig): Promise<{ version: string; policy: string }> {
+  if (client instanceof Cluster) return checkCluster(client, config)
+  if (config.mode === 'sentinel') await checkSentinels(config)
+  const where = describeRedis(config)
+  const info = await infoOf(client, config, where)
+  if (infoField(info, 'redis_mode') === 'sentinel') {
+    throw new BackupProxyError('E_REDIS_MODE', `${where} is a Sentinel, not a data node; set redis.mode: sentinel, redis.sentinels: ${(() => { try { const u = new URL(config.url); return `${u.hostname}:${u.port || '26379'}` } catch { return 'host:port' } })()} and redis.sentinelName`, { fields: { mode: config.mode } })
+  }
+  if (infoField(info, 'cluster_enabled') === '1') {
+    throw new BackupProxyError('E_REDIS_MODE', `${where} is a Redis Cluster node (cluster_enabled:1); ${MODE_HINT}`, { fields: { mode: config.mode } })
+  }
+  const policy = checkPolicy(info, where)
+  if (config.mode === 'sentinel' && infoField(info, 'role') !== 'master') {
+    throw new BackupProxyError('E_REDIS_SENTINEL', `${where}: the node the sentinels named is a ${infoField(info, 'role') ?? 'unknown'}, not a master (a failover in progress?); try again`, { fields: { mode: config.mode } })
+  }
+  return { version: infoField(info, 'redis_version') ?? 'unknown', policy }
+}
+
+export { parseHostPort }

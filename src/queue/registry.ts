@@ -6,9 +6,9 @@
  * reads the ones seen recently. Queue names are remembered in a set when a proxy serves them or a
  * client enqueues to them. All keys share the `{bp}` hash tag (one Redis Cluster slot).
  */
-import type { Redis } from 'ioredis'
 import { z } from 'zod'
 import { registryKeys } from './names.js'
+import type { RedisClient as Redis } from './redis.js'
 
 export const HEARTBEAT_INTERVAL_MS = 5000
 

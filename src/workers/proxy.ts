@@ -22,14 +22,13 @@
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { Worker, type Job } from 'bullmq'
-import type { Redis } from 'ioredis'
 import { BackupProxyError, toError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
 import { VERSION } from '../version.js'
 import type { QueuedJobData } from '../queue/client.js'
 import { poolQueue, proxyQueue, queueKeys, registryKeys } from '../queue/names.js'
-import { checkRedis, createRedis, logConnectionErrors, redisOptions } from '../queue/redis.js'
+import { BullConnection, checkRedis, createRedis, duplicateRedis, logConnectionErrors, type RedisClient } from '../queue/redis.js'
 import { HEARTBEAT_INTERVAL_MS, removeHeartbeat, scaleRequestSchema, writeHeartbeat, type ProxyHeartbeat } from '../queue/registry.js'
 import type { SealKey } from '../queue/seal.js'
 import type { JobSummary } from '../queue/task-log.js'
@@ -61,8 +60,9 @@ export class ProxyRuntime {
   #config: Config
   readonly #opts: ProxyRuntimeOptions
   readonly #logger: Logger
-  readonly #redis: Redis
-  #subscriber: Redis | undefined
+  readonly #redis: RedisClient
+  readonly #bull: BullConnection
+  #subscriber: RedisClient | undefined
   #pool: StreamPool | undefined
   readonly #workers: Worker<QueuedJobData, JobSummary>[] = []
   readonly #active = new Map<string, ActiveJob>()
@@ -80,6 +80,7 @@ export class ProxyRuntime {
     this.queues = [proxyQueue(options.config.proxy.id), ...options.config.proxy.pools.map((p) => poolQueue(p))]
     this.#logger = options.logger.child({ proxy: options.config.proxy.id })
     this.#redis = createRedis(options.config.redis, `backup-proxy:${this.instance}`, { autoPipelining: true })
+    this.#bull = new BullConnection(options.config.redis, `backup-proxy:${this.instance}:bullmq`)
     logConnectionErrors(this.#redis, this.#logger, 'proxy')
   }
 
@@ -102,7 +103,7 @@ export class ProxyRuntime {
   }
 
   /** For readiness and metrics: the BullMQ queues' Redis connection client of this runtime. */
-  get redis(): Redis {
+  get redis(): RedisClient {
     return this.#redis
   }
 
@@ -138,7 +139,7 @@ export class ProxyRuntime {
           }
         },
         {
-          connection: redisOptions(config.redis),
+          connection: this.#bull.connection,
           prefix: config.redis.prefix,
           concurrency: config.workers.concurrency,
           lockDuration: config.workers.lockDurationMs,
@@ -180,9 +181,9 @@ export class ProxyRuntime {
   }
 
   async #subscribe(): Promise<void> {
-    const sub = this.#redis.duplicate()
+    const sub = duplicateRedis(this.#redis)
     this.#subscriber = sub
-    sub.on('error', (error) => this.#logger.warn({ err: error }, 'control channel connection error (reconnecting)'))
+    sub.on('error', (error: Error) => this.#logger.warn({ err: error }, 'control channel connection error (reconnecting)'))
     const prefix = this.config.redis.prefix
     const channels = [...this.queues.map((q) => queueKeys.control(prefix, q)), registryKeys.scale(prefix)]
     sub.on('message', (channel: string, text: string) => {
@@ -301,6 +302,7 @@ export class ProxyRuntime {
     if (this.#state === 'new') {
       this.#state = 'stopped'
       this.#redis.disconnect()
+      await this.#bull.close()
       return
     }
     this.#state = 'draining'
@@ -323,6 +325,7 @@ export class ProxyRuntime {
     await this.#pool?.close()
     await this.#subscriber?.quit().catch(() => undefined)
     await removeHeartbeat(this.#redis, this.config.redis.prefix, this.instance).catch((error: unknown) => this.#logger.warn({ err: error }, 'heartbeat not removed'))
+    await this.#bull.close()
     await this.#redis.quit().catch(() => undefined)
     this.#state = 'stopped'
     this.#logger.info('proxy stopped')

@@ -20,8 +20,8 @@
  * itself, carries them (`taskLogInSummary`), and the client rebuilds them from it. Failures, retries,
  * interruptions and longer attempts are written as they happen.
  */
+import type { RedisClient as Redis } from '../queue/redis.js'
 import { UnrecoverableError, WaitingError, type Job } from 'bullmq'
-import type { Redis } from 'ioredis'
 import { BackupProxyError, CancelledError, TimeoutError, errorCode, serializeError, toError, type JsonValue, type SerializedError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'

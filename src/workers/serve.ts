@@ -16,7 +16,7 @@ import { BackupProxyError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
 import { loadConfig, type Config, type LoadConfigOptions } from '../config/index.js'
 import { createMetrics, metricsHooks, startObservability, type Observability } from '../metrics/index.js'
-import { redisOptions } from '../queue/redis.js'
+import { BullConnection } from '../queue/redis.js'
 import { loadSealKey } from '../queue/seal.js'
 import { startApi, type RunningApi } from '../api/index.js'
 import type { ThrottleOptions } from '../api/auth.js'
@@ -63,7 +63,12 @@ export async function serve(options: ServeOptions): Promise<number> {
     await api?.close()
     throw error
   }
-  const queues = runtime.queues.map((name) => new Queue(name, { connection: redisOptions(config.redis), prefix: config.redis.prefix }))
+  const bull = new BullConnection(config.redis, 'backup-proxy:metrics')
+  const queues = runtime.queues.map((name) => new Queue(name, { connection: bull.connection, prefix: config.redis.prefix }))
+  const closeQueues = async () => {
+    await Promise.all(queues.map((q) => q.close()))
+    await bull.close()
+  }
   let observability: Observability
   try {
     observability = await startObservability({
@@ -76,7 +81,7 @@ export async function serve(options: ServeOptions): Promise<number> {
     })
   } catch (error) {
     await runtime.shutdown({ force: true })
-    await Promise.all([...queues.map((q) => q.close()), api?.close()])
+    await Promise.all([closeQueues(), api?.close()])
     throw error
   }
   logger.info({ url: observability.http.url }, 'HTTP endpoints listening')
@@ -126,7 +131,7 @@ export async function serve(options: ServeOptions): Promise<number> {
       process.off('SIGINT', onStop)
       process.off('SIGHUP', onHup)
     }
-    const closing = Promise.all([observability.close(), ...queues.map((q) => q.close()), api?.close()])
+    const closing = Promise.all([observability.close(), closeQueues(), api?.close()])
     if (stuck === undefined) await closing
     else {
       closing.catch((error: unknown) => logger.warn({ err: error }, 'closing after a stuck stop failed'))

@@ -94,7 +94,7 @@ describe('Redis', () => {
       const config = testConfig(server.url, { proxy: { id: uid('p') } })
       const error = await startProxy(config).catch((e: unknown) => e)
       expect(error).toBeInstanceOf(BackupProxyError)
-      expect((error as BackupProxyError).code).toBe('E_REDIS')
+      expect((error as BackupProxyError).code).toBe('E_REDIS_EVICTION')
       expect((error as BackupProxyError).message).toMatch(/maxmemory-policy "allkeys-lru".*noeviction/)
     } finally {
       await server.destroy()

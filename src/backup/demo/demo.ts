@@ -22,6 +22,7 @@ import { formatBytes, formatDurationMs } from '../../common/units.js'
 import { compileConfig } from '../../config/index.js'
 import { EnqueueClient } from '../../queue/client.js'
 import { proxyQueue } from '../../queue/names.js'
+import { describeRedis, type RedisConfig } from '../../queue/redis.js'
 import { SealKey } from '../../queue/seal.js'
 import type { JobSummary } from '../../queue/task-log.js'
 import { createRemote } from '../../remotes/index.js'
@@ -39,6 +40,8 @@ export interface DemoOptions {
   /** local remote directory; default a new temp dir (kept) */
   dir?: string
   redisUrl: string
+  /** the whole `redis` configuration (mode, sentinels, cluster nodes, TLS...); its URL is redisUrl's */
+  redis?: RedisConfig
   threads?: number
   out: (text: string) => void
   isTTY: boolean
@@ -95,15 +98,16 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   let ok = false
   try {
     say('backup-proxy demo')
-    redis = await demoRedis(o.redisUrl, say)
-    say(`  Redis        ${redis.url}${redis.private ? ' (private, removed at the end)' : ''}`)
+    // cluster and sentinel modes: the configured Redis, never a private one
+    redis = o.redis !== undefined && o.redis.mode !== 'single' ? { url: o.redisUrl, private: false, stop: () => Promise.resolve() } : await demoRedis(o.redisUrl, say)
+    say(`  Redis        ${o.redis !== undefined && o.redis.mode !== 'single' ? describeRedis(o.redis) : redis.url}${redis.private ? ' (private, removed at the end)' : ''}`)
     sim = await startXapiSimulator({ vms: o.vms, disksPerVm: 1, diskSizeBytes: o.diskSizeBytes, fillRatio: FILL_RATIO, seed: 20261125 })
     const vms = sim.listVms()
     say(`  XAPI         simulator at ${sim.url}: ${vms.length} VM(s), one ${formatBytes(o.diskSizeBytes)} disk each (${FILL_RATIO * 100}% allocated)`)
     const sealKey = SealKey.generate()
     const proxyId = `demo-${randomBytes(3).toString('hex')}`
     const config = compileConfig({
-      redis: { url: redis.url },
+      redis: { ...o.redis, url: redis.url },
       proxy: { id: proxyId },
       security: { sealKey: sealKey.export() },
       log: { level: 'silent' },

@@ -6,7 +6,7 @@ import type { Command } from 'commander'
 import { BackupProxyError } from '../../common/errors.js'
 import { runDemo } from '../../backup/demo/demo.js'
 import type { CliIo } from '../context.js'
-import { intArg, sizeArg } from '../context.js'
+import { commandConfig, intArg, sizeArg } from '../context.js'
 
 interface DemoFlags {
   vms: number
@@ -23,10 +23,12 @@ export function registerDemo(program: Command, io: CliIo): void {
     .option('--disk-size <size>', 'virtual size of each disk', sizeArg('--disk-size'), 256 * 1024 ** 2)
     .option('--dir <path>', 'local remote directory (default: a new temp dir, kept)')
     .option('--redis-url <url>', 'Redis URL (env REDIS_URL); a private redis-server is started if none answers')
-    .action(async (flags: DemoFlags) => {
+    .action(async (flags: DemoFlags, cmd: Command) => {
       if (flags.diskSize % (2 * 1024 * 1024) !== 0 || flags.diskSize === 0) {
         throw new BackupProxyError('E_USAGE', `--disk-size must be a positive multiple of 2 MiB, got ${flags.diskSize} bytes`)
       }
+      // the redis section of the config file and env (mode, sentinels, cluster nodes, TLS) applies too
+      const config = await commandConfig(cmd, { redis: { url: flags.redisUrl } })
       const controller = new AbortController()
       const onSignal = () => controller.abort()
       process.once('SIGINT', onSignal)
@@ -35,7 +37,8 @@ export function registerDemo(program: Command, io: CliIo): void {
           vms: flags.vms,
           diskSizeBytes: flags.diskSize,
           ...(flags.dir === undefined ? {} : { dir: flags.dir }),
-          redisUrl: flags.redisUrl ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+          redisUrl: config.redis.url,
+          redis: config.redis,
           out: io.stdout,
           isTTY: io.isTTY,
           signal: controller.signal,

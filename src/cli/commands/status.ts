@@ -1,6 +1,7 @@
 /** `backup-proxy status`: waiting/active/failed counts per queue and the live proxies with their load. */
 import type { Command } from 'commander'
 import { EnqueueClient } from '../../queue/client.js'
+import { redisModeError } from '../../queue/redis.js'
 import { proxyStatus, type ProxyStatus } from '../../queue/status.js'
 import type { CliIo } from '../context.js'
 import { commandConfig } from '../context.js'
@@ -44,7 +45,9 @@ export function registerStatus(program: Command, io: CliIo): void {
       const config = await commandConfig(cmd, { redis: { url: flags.redisUrl } })
       const client = await EnqueueClient.fromConfig(config, undefined, { sealKey: false })
       try {
-        const status = await proxyStatus(client)
+        const status = await proxyStatus(client).catch((error: unknown) => {
+          throw redisModeError(error, config.redis) ?? error
+        })
         io.stdout(flags.json === true ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status))
       } finally {
         await client.close()
