@@ -87,3 +87,20 @@ export function rootProperties(params: XoRunParams): Record<string, JsonValue> {
   const jobData = isObject(params.jobData) ? (JSON.parse(JSON.stringify(params.jobData)) as Record<string, JsonValue>) : {}
   return { ...base, ...jobData, name: 'backup run' }
 }
+
+/** XO's `backup.importVmBackup` parameters → our `backup.restore` task (the whole VM onto `srUuid`). */
+export function restoreTaskFromXo(params: {
+  remote: Record<string, unknown>
+  metadataPath: string
+  srUuid: string
+  xapi: Record<string, unknown>
+}): TaskInputOf<'backup.restore'> {
+  const warnings: string[] = []
+  return {
+    kind: 'backup.restore',
+    remote: remoteFromXo('remote', params.remote, warnings),
+    metadataPath: params.metadataPath,
+    xapi: xapiFromXo(params.xapi),
+    srUuid: params.srUuid,
+  } as unknown as TaskInputOf<'backup.restore'>
+}

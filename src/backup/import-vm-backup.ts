@@ -224,15 +224,15 @@ async function importDisks(o: ImportVmBackupOptions, p: Prepared, vdiRefs: strin
       const descriptor = await o.xapi.importDescriptor(vdiRef, 'vhd')
       const onAbort = (): void => void o.xapi.cancelTask(descriptor.taskRef).catch(() => undefined)
       o.signal.addEventListener('abort', onAbort, { once: true })
+      const settled = o.xapi.waitTask(descriptor.taskRef)
+      settled.catch(() => undefined) // awaited after the upload
       try {
-        const settled = o.xapi.waitTask(descriptor.taskRef)
-        settled.catch(() => undefined) // awaited after the upload
         const onProgress = (n: number): void => o.onProgress?.({ percent: Math.floor((100 * (doneBytes + n)) / Math.max(1, totalBytes)), doneBytes: doneBytes + n, totalBytes })
         await o.importer({ remote: o.remoteSpec, vhdPath: d.vhdPath, descriptor, sizeBytes: p.sizes[i]! }, { signal: o.signal, onProgress: (pr) => onProgress(pr.sentBytes) })
         await settled
       } catch (error) {
         await o.xapi.cancelTask(descriptor.taskRef).catch(() => undefined)
-        throw srFull(error, sr)
+        throw srFull(await uploadCause(error, settled), sr)
       } finally {
         o.signal.removeEventListener('abort', onAbort)
       }
@@ -251,6 +251,21 @@ async function importDisks(o: ImportVmBackupOptions, p: Prepared, vdiRefs: strin
 }
 
 /** XAPI's "insufficient space" becomes an error that names the SR and says what to do. */
+/**
+ * When the upload broke (EPIPE, reset: XAPI may close the connection as soon as the import fails, before
+ * its HTTP answer is read), the XAPI task carries the real cause (e.g. the SR is full): prefer it. The
+ * task was cancelled just before, so `settled` has ended either way.
+ */
+async function uploadCause(error: unknown, settled: Promise<unknown>): Promise<unknown> {
+  const broke = error instanceof XapiError && typeof error.fields?.networkCode === 'string' && error.fields.networkCode !== ''
+  if (!broke) return error
+  const taskError = await settled.then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  return taskError instanceof XapiError && taskError.xapiCode !== undefined && !/CANCEL/.test(taskError.xapiCode) ? taskError : error
+}
+
 function srFull(error: unknown, sr: { uuid: string; name: string }): unknown {
   if (!(error instanceof XapiError) || error.xapiCode !== 'SR_BACKEND_FAILURE_44') return error
   return new XapiError(`SR ${sr.uuid} (${sr.name}) is full: free space on it or restore to another SR; the VM and disks created by this restore were removed`, {

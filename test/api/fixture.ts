@@ -10,6 +10,8 @@ export interface FixtureValues {
   xapiUrl: string
   xapiUser: string
   xapiPassword: string
+  /** SR of the schedule's health check (XO sends a real one); a made-up uuid when the test runs nothing */
+  healthCheckSr?: string
 }
 
 export const FIXTURE_REMOTE_ID = 'b8a4f9c2-0f3e-4a43-9d6b-6f7e8a9b0c1d'
@@ -22,6 +24,7 @@ export function xoRunParams(v: FixtureValues): Record<string, unknown> {
     .replaceAll('"@@XAPI_URL@@"', JSON.stringify(v.xapiUrl))
     .replaceAll('"@@XAPI_USER@@"', JSON.stringify(v.xapiUser))
     .replaceAll('"@@XAPI_PASSWORD@@"', JSON.stringify(v.xapiPassword))
+    .replaceAll('"@@HEALTH_CHECK_SR@@"', JSON.stringify(v.healthCheckSr ?? 'd1e2f3a4-b5c6-4d7e-8f9a-0b1c2d3e4f5a'))
   const { $comment: _c, ...params } = JSON.parse(filled) as Record<string, unknown>
   return params
 }

@@ -171,7 +171,7 @@ describe('malformed requests', () => {
     ['backup.run with a string job', () => rpc('backup.run', { job: 'x', remotes: {}, schedule: { id: 's' } }), 10],
     ['backup.listVmBackups with a bad remote URL', () => rpc('backup.deleteVmBackup', { filename: '/xo-vm-backups/x.json', remote: { url: 'ftp://nope' } }), 10],
     ['backup.deleteVmBackup with a path outside backups', () => rpc('backup.deleteVmBackup', { filename: '../../etc/passwd', remote: { url: `file://${dir.path}` } }), -32000],
-    ['backup.importVmBackup (not available yet)', () => rpc('backup.importVmBackup', { backupId: 'x' }), 0],
+    ['backup.importVmBackup without remote, SR and XAPI', () => rpc('backup.importVmBackup', { backupId: 'x' }), 10],
     ['event.from with a negative timeout', () => rpc('event.from', { token: '', timeout: -1 }), 10],
   ]
 
@@ -201,8 +201,8 @@ describe('malformed requests', () => {
 
   it('is still healthy after all of them, and an XO error code reaches the client', async () => {
     expect(await client.call('system.getServerVersion')).toBe(VERSION)
-    const error = await client.call('backup.importVmBackup', {}).catch((e: unknown) => e)
+    const error = await client.call('task.get', { taskId: 'nope' }).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(XoJsonRpcError)
-    expect((error as XoJsonRpcError).data).toMatchObject({ code: 'E_NOT_AVAILABLE' })
+    expect((error as XoJsonRpcError).data).toMatchObject({ id: 'nope' })
   })
 })

@@ -35,6 +35,7 @@ import { XoJsonRpcError, XoProxyClient } from './xo-client.js'
 
 const redisUrl = inject('redisUrl')
 let sim: XapiSimulator
+let simSrUuid: string
 let dir: { path: string; remove: () => Promise<void> }
 let f: ApiFixture
 let log: CapturedLogger
@@ -73,7 +74,8 @@ function consolidate(events: readonly XoEvent[]): { root: Record<string, unknown
 }
 
 function params(job: string, vm: string, remoteDir: string): Record<string, unknown> {
-  return xoRunParams({ job, vm, remoteUrl: `file://${remoteDir}`, xapiUrl: sim.url, xapiUser: sim.user, xapiPassword: sim.password })
+  // the fixture's schedule asks for a health check on an SR: the simulator's (the check restores, boots and destroys the VM)
+  return xoRunParams({ job, vm, remoteUrl: `file://${remoteDir}`, xapiUrl: sim.url, xapiUser: sim.user, xapiPassword: sim.password, healthCheckSr: simSrUuid })
 }
 
 async function stream(p: Record<string, unknown>): Promise<AsyncGenerator<unknown>> {
@@ -97,6 +99,12 @@ async function drain(it: AsyncGenerator<unknown>, seen: XoEvent[]): Promise<XoEv
 
 beforeAll(async () => {
   sim = await startSim({ vms: 6, disksPerVm: 1, diskSizeBytes: 8 * MiB, fillRatio: 0.5 })
+  const probe = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+  try {
+    simSrUuid = probe.get('SR', probe.get('VDI', sim.listVms()[0]!.vdis[0]!.uuid).SR as string).uuid as string
+  } finally {
+    await probe.close()
+  }
   dir = await makeTempDir('bp-api-xo-')
   f = await apiFixture()
   log = capturedLogger()
@@ -142,7 +150,7 @@ describe('Xen Orchestra drives a backup job through the API', () => {
     const tasks = [...byId.values()]
     const vmTask = tasks.find((t) => (t.properties as Record<string, unknown>).name === 'backup VM')
     expect(vmTask).toMatchObject({ properties: { type: 'VM', id: vm }, status: 'success' })
-    for (const name of ['snapshot', 'export', 'transfer']) expect(tasks.some((t) => (t.properties as Record<string, unknown>).name === name && t.status === 'success'), name).toBe(true)
+    for (const name of ['snapshot', 'export', 'transfer', 'health check']) expect(tasks.some((t) => (t.properties as Record<string, unknown>).name === name && t.status === 'success'), name).toBe(true)
   })
 
   it('lists the result with backup.listVmBackups in XO’s shape', async () => {
@@ -157,6 +165,27 @@ describe('Xen Orchestra drives a backup job through the API', () => {
     expect(await client.call('remote.getTotalBackupSize', { remote: { url: `file://${remoteDir()}`, options: '' } })).toEqual({ onDisk: b.size })
     const one = (await client.call('backup.listVmBackups', { remotes: { [FIXTURE_REMOTE_ID]: { url: `file://${remoteDir()}` } }, vmId: vm })) as Record<string, Record<string, unknown[]>>
     expect(Object.keys(one[FIXTURE_REMOTE_ID]!)).toEqual([vm])
+  })
+
+  it('restores the listed backup as a new VM with backup.importVmBackup (a backup.restore task through the queue)', async () => {
+    const vm = sim.listVms()[0]!.uuid
+    const remote = { url: `file://${remoteDir()}`, options: '' }
+    const listing = (await client.call('backup.listVmBackups', { remotes: { r: remote }, vmId: vm })) as Record<string, Record<string, { id: string }[]>>
+    const backupId = listing.r![vm]![0]!.id
+    const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+    try {
+      const srUuid = simSrUuid
+      const xapiParam = { url: sim.url, credentials: { username: sim.user, password: sim.password }, allowUnauthorized: false }
+      const result = (await client.call('backup.importVmBackup', { backupId, remote, srUuid, xapi: xapiParam })) as { size: number; id: string }
+      expect(result.id).toMatch(/^[0-9a-f-]{36}$/)
+      expect(result.id).not.toBe(vm)
+      expect(result.size).toBeGreaterThan(0)
+      const restored = xapi.get('VM', result.id)
+      expect(restored.name_label).toMatch(new RegExp(`^${xapi.get('VM', vm).name_label as string} \\(`))
+      expect(restored.tags).toContain('restored from backup')
+    } finally {
+      await xapi.close()
+    }
   })
 
   it('shows the run in task.getAll, task.get and event.from', async () => {

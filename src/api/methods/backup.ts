@@ -8,16 +8,19 @@
  *   listRunningJobs     XO job ids waiting or running in the queue (NDJSON, as XO's array answer)
  *   listVmBackups       { [remoteId]: { [vmUuid]: formatted backups } }; a remote that fails is logged and left out
  *   deleteVmBackup(s)   by the ids listVmBackups gives
- *   importVmBackup      not available yet (code 0, data.code E_NOT_AVAILABLE)
+ *   importVmBackup      restore a whole VM from a backup id (XO's params: backupId, remote, srUuid, settings,
+ *                       streamLogs, xapi): a `backup.restore` task in the same queue, followed like a run;
+ *                       answers XO's { size, id } (the new VM's uuid), or its task log as NDJSON
  */
 import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
 import { errorCode, type JsonValue } from '../../common/errors.js'
+import { parseTimestamp } from '../../backup/layout.js'
 import type { QueuedJobData } from '../../queue/client.js'
 import { queueName } from '../../queue/names.js'
-import { method, notImplemented, RpcError, RPC_CODES, type MethodDefinition } from '../rpc.js'
-import { rootProperties, taskFromXo } from '../xo-job.js'
-import { deleteVmBackups, listFormattedVmBackups } from '../xo-backups.js'
+import { method, RpcError, RPC_CODES, type MethodDefinition } from '../rpc.js'
+import { restoreTaskFromXo, rootProperties, taskFromXo } from '../xo-job.js'
+import { deleteVmBackups, listFormattedVmBackups, parseBackupId } from '../xo-backups.js'
 import { withXoRemote, xoRemoteParam, type ApiDeps } from './deps.js'
 
 const objectParam = z.record(z.string(), z.unknown())
@@ -88,6 +91,39 @@ function runMethod(deps: ApiDeps, starting: Set<string>): MethodDefinition {
   })
 }
 
+const importParams = z
+  .object({
+    backupId: z.string().min(1).max(1024),
+    remote: xoRemoteParam,
+    srUuid: z.string().min(1).max(64),
+    settings: objectParam.optional(),
+    streamLogs: z.boolean().optional(),
+    xapi: objectParam,
+  })
+  .strict()
+
+function importMethod(deps: ApiDeps): MethodDefinition {
+  return method('create a new VM from a backup', importParams, async ({ backupId, remote, srUuid, settings, streamLogs = false, xapi }, ctx) => {
+    const { metadataPath, timestamp } = parseBackupId(backupId)
+    // XO's restore settings (additionalVmTag, newMacAddresses, mapVdisSrs, useDifferentialRestore) are not applied yet
+    const ignored = Object.keys(settings ?? {})
+    if (ignored.length > 0) ctx.logger.warn({ settings: ignored }, 'backup.importVmBackup: these XO restore settings are not applied by this proxy')
+    const task = restoreTaskFromXo({ remote, metadataPath, srUuid, xapi })
+    const handle = await deps.client.enqueue(deps.target, task)
+    const rec = deps.runs.start(handle, newXoTaskId(), `restore:${backupId}`, { backupId, name: 'restore', srId: srUuid, time: parseTimestamp(timestamp) })
+    ctx.logger.info({ task: rec.id, queue: handle.queue, queueJobId: handle.id }, 'backup.importVmBackup: restore enqueued for Xen Orchestra')
+    if (streamLogs) return deps.runs.stream(rec, ctx.signal)
+    const end = await rec.finished
+    const result = typeof end.result === 'object' && end.result !== null && !Array.isArray(end.result) ? end.result : {}
+    if (end.status !== 'success') {
+      const message = typeof result.message === 'string' ? result.message : 'the restore failed'
+      throw new RpcError(RPC_CODES.SERVER_ERROR, message, { code: typeof result.code === 'string' ? result.code : 'E_BACKUP', taskId: rec.id })
+    }
+    // XO's ImportVmBackup answers the restored VM's uuid and the bytes transferred
+    return { size: result.sizeBytes ?? 0, id: result.restoredVmUuid ?? null }
+  })
+}
+
 export function backupMethods(deps: ApiDeps): Record<string, MethodDefinition> {
   const starting = new Set<string>()
   return {
@@ -120,8 +156,6 @@ export function backupMethods(deps: ApiDeps): Record<string, MethodDefinition> {
         await withXoRemote(remote, (r) => deleteVmBackups(r, filenames))
       },
     ),
-    'backup.importVmBackup': method('create a new VM from a backup (not available yet)', z.object({}).catchall(z.unknown()), () => {
-      throw notImplemented('backup.importVmBackup is not available on this proxy yet: restore the VM with Xen Orchestra itself (without a proxy) for now')
-    }),
+    'backup.importVmBackup': importMethod(deps),
   }
 }
