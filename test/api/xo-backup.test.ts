@@ -101,7 +101,7 @@ beforeAll(async () => {
   sim = await startSim({ vms: 6, disksPerVm: 1, diskSizeBytes: 8 * MiB, fillRatio: 0.5 })
   const probe = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
   try {
-    simSrUuid = probe.get('SR', probe.get('VDI', sim.listVms()[0]!.vdis[0]!.uuid).SR as string).uuid as string
+    simSrUuid = probe.get('SR', probe.get('VDI', sim.listVms()[0]!.vdis[0]!.uuid).SR).uuid
   } finally {
     await probe.close()
   }
@@ -181,7 +181,7 @@ describe('Xen Orchestra drives a backup job through the API', () => {
       expect(result.id).not.toBe(vm)
       expect(result.size).toBeGreaterThan(0)
       const restored = xapi.get('VM', result.id)
-      expect(restored.name_label).toMatch(new RegExp(`^${xapi.get('VM', vm).name_label as string} \\(`))
+      expect(restored.name_label).toMatch(new RegExp(`^${xapi.get('VM', vm).name_label} \\(`))
       expect(restored.tags).toContain('restored from backup')
     } finally {
       await xapi.close()
