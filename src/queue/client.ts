@@ -20,7 +20,7 @@ import { BackupProxyError, CancelledError, deserializeError, serializeError, typ
 import { silentLogger, type Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
 import { queueKeys, queueName, type QueueTarget } from './names.js'
-import { createRedis, logConnectionErrors, redisOptions, type RedisConfig } from './redis.js'
+import { createRedis, logConnectionErrors, readyRedis, redisOptions, type RedisConfig } from './redis.js'
 import { rememberQueue, publishScale, type ScaleRequest } from './registry.js'
 import { loadSealKey, sealFields, type SealKey } from './seal.js'
 import { eventsInSummary, newTaskId, parseTaskLogLines, type JobSummary, type TaskLogEvent } from './task-log.js'
@@ -123,10 +123,9 @@ export class EnqueueClient {
     })
   }
 
-  /** Our own connection (registry, cancel flags); connected on first use. */
+  /** Our own connection (registry, cancel flags), connected on first use; unreachable: E_REDIS naming the URL. */
   async redis(): Promise<Redis> {
-    if (this.#redis.status === 'wait') await this.#redis.connect()
-    return this.#redis
+    return readyRedis(this.#redis, this.#redisConfig)
   }
 
   queue(name: string): Queue {
