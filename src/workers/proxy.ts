@@ -21,7 +21,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
-import { Worker, type Job } from 'bullmq'
+import { WaitingError, Worker, type Job } from 'bullmq'
 import type { Redis } from 'ioredis'
 import { BackupProxyError, toError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
@@ -70,6 +70,7 @@ export class ProxyRuntime {
   #lockWatch: NodeJS.Timeout | undefined
   #state: 'new' | 'running' | 'draining' | 'stopped' = 'new'
   #shutdown: Promise<void> | undefined
+  #starting: Promise<void> | undefined
   #forced = false
   readonly #startedAt = Date.now()
 
@@ -106,12 +107,30 @@ export class ProxyRuntime {
     return this.#redis
   }
 
+  /**
+   * Checks Redis, starts the pool and the control channel, then (only then) the queue workers. A failed
+   * check leaves nothing running; a shutdown requested meanwhile is honoured before any job is taken.
+   */
   async start(): Promise<void> {
-    if (this.#state !== 'new') throw new BackupProxyError('E_INTERNAL', 'a ProxyRuntime starts once')
+    if (this.#state !== 'new' || this.#starting !== undefined) throw new BackupProxyError('E_INTERNAL', 'a ProxyRuntime starts once')
+    this.#starting = this.#start()
+    return this.#starting
+  }
+
+  async #start(): Promise<void> {
     const { config } = this
-    await checkRedis(this.#redis, config.redis)
-    this.#pool = new StreamPool({ threads: config.workers.threads, logger: this.#logger, ...(this.#opts.onMetrics === undefined ? {} : { onMetrics: this.#opts.onMetrics }) })
-    await this.#subscribe()
+    try {
+      await checkRedis(this.#redis, config.redis)
+      this.#pool = new StreamPool({ threads: config.workers.threads, logger: this.#logger, ...(this.#opts.onMetrics === undefined ? {} : { onMetrics: this.#opts.onMetrics }) })
+      await this.#subscribe()
+      if (this.#shutdown !== undefined) throw new BackupProxyError('E_CANCELLED', 'the proxy was asked to stop while starting: no job was taken')
+    } catch (error) {
+      await this.#pool?.close()
+      this.#subscriber?.disconnect()
+      this.#redis.disconnect()
+      this.#state = 'stopped'
+      throw error
+    }
     const deps = {
       config,
       processors: this.#opts.processors,
@@ -126,6 +145,11 @@ export class ProxyRuntime {
       const worker = new Worker<QueuedJobData, JobSummary>(
         name,
         async (job: Job<QueuedJobData, JobSummary>, token?: string) => {
+          if (this.#shutdown !== undefined) {
+            // fetched while the proxy began stopping: hand it back untouched
+            if (token !== undefined) await job.moveToWait(token)
+            throw new WaitingError()
+          }
           const t0 = performance.now()
           let status = 'success'
           try {
@@ -298,7 +322,9 @@ export class ProxyRuntime {
   }
 
   async #drain(graceMs: number): Promise<void> {
-    if (this.#state === 'new') {
+    // a start in progress ends first (it takes no job once a shutdown is asked, or fails and cleans up)
+    if (this.#starting !== undefined) await this.#starting.catch(() => undefined)
+    if (this.#state === 'new' || this.#state === 'stopped') {
       this.#state = 'stopped'
       this.#redis.disconnect()
       return
