@@ -30,6 +30,7 @@ export const ERROR_CODES = {
   E_BACKUP: 'backup failed',
   E_DUPLICATE_JOB: 'job is already queued or running',
   E_SHUTDOWN_STUCK: 'a forced stop did not finish',
+  E_STALLED: 'a job stalled more than maxStalledCount times',
   E_INTERNAL: 'internal error',
 } as const
 

@@ -23,6 +23,7 @@ import { queueKeys, queueName, type QueueTarget } from './names.js'
 import { createRedis, logConnectionErrors, readyRedis, redisOptions, type RedisConfig } from './redis.js'
 import { rememberQueue, publishScale, type ScaleRequest } from './registry.js'
 import { loadSealKey, sealFields, type SealKey } from './seal.js'
+import { isStalledFailure, stalledSummary } from './stalled.js'
 import { eventsInSummary, newTaskId, parseTaskLogLines, type JobSummary, type TaskLogEvent } from './task-log.js'
 import { parseTask, SECRET_PATHS, type Task, type TaskInput } from './tasks.js'
 
@@ -363,6 +364,7 @@ export class JobHandle {
       const { logs } = await this.client.queue(this.queue).getJobLogs(this.id, 0, -1)
       const summary = summaryFromLogLines(logs)
       if (summary !== undefined) return summary
+      if (isStalledFailure(job.failedReason)) return stalledSummary(job).summary
       const now = Date.now()
       const error = serializeError(new BackupProxyError('E_BACKUP', job.failedReason || 'the job failed'))
       return { jobId: this.id, kind: job.name, id: this.id, message: job.name, start: job.processedOn ?? now, end: job.finishedOn ?? now, status: 'failure', error }

@@ -32,6 +32,7 @@ import { poolQueue, proxyQueue, queueKeys, registryKeys } from '../queue/names.j
 import { checkRedis, createRedis, logConnectionErrors, redisOptions } from '../queue/redis.js'
 import { HEARTBEAT_INTERVAL_MS, removeHeartbeat, scaleRequestSchema, writeHeartbeat, type ProxyHeartbeat } from '../queue/registry.js'
 import type { SealKey } from '../queue/seal.js'
+import { isStalledFailure, recordStalledFailure } from '../queue/stalled.js'
 import type { JobSummary } from '../queue/task-log.js'
 import type { MetricDelta } from './messages.js'
 import { StreamPool } from './pool.js'
@@ -46,7 +47,7 @@ export interface ProxyRuntimeOptions {
   /** receives metric deltas from stream threads (the metrics registry) */
   onMetrics?: (deltas: MetricDelta[]) => void
   /** job lifecycle hook for metrics: called when an attempt ends */
-  onJobEnd?: (info: { kind: string; status: string; durationSeconds: number }) => void
+  onJobEnd?: (info: { kind: string; status: string; durationSeconds: number; errorCode?: string }) => void
   heartbeatIntervalMs?: number
 }
 
@@ -182,7 +183,9 @@ export class ProxyRuntime {
         }
       })
       worker.on('failed', (job, error) => {
-        if (job !== undefined) this.#logger.debug({ queue: name, jobId: job.id, err: error }, 'job attempt failed')
+        if (job === undefined) return
+        if (isStalledFailure(job.failedReason)) return this.#stalledOut(job)
+        this.#logger.debug({ queue: name, jobId: job.id, err: error }, 'job attempt failed')
       })
       this.#workers.push(worker)
     }
@@ -226,6 +229,16 @@ export class ProxyRuntime {
       }
     })
     await sub.subscribe(...channels)
+  }
+
+  /** A job BullMQ failed for stalling more than maxStalledCount times (our processor never ran): E_STALLED. */
+  #stalledOut(job: Job<QueuedJobData, JobSummary>): void {
+    const { maxStalledCount } = this.config.workers
+    this.#logger.error({ queue: job.queueName, jobId: job.id, stalledCount: job.stalledCounter, maxStalledCount }, 'job failed with E_STALLED: it stalled more than maxStalledCount times')
+    this.#opts.onJobEnd?.({ kind: job.name, status: 'failure', durationSeconds: 0, errorCode: 'E_STALLED' })
+    recordStalledFailure(this.#redis, this.config.redis.prefix, job, maxStalledCount, this.instance).catch((error: unknown) =>
+      this.#logger.warn({ err: error, jobId: job.id }, 'could not record the task log of a stalled job'),
+    )
   }
 
   /** Jobs whose lock renewal failed: someone else may run them now, stop ours. */
