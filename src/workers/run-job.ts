@@ -190,6 +190,13 @@ class TaskLogWriter {
   }
 }
 
+/** The coded error a processor put in its result (`result.error`) when it ended in failure without throwing. */
+function errorInResult(result: JsonValue | undefined): SerializedError | undefined {
+  const e = typeof result === 'object' && result !== null && !Array.isArray(result) ? result.error : undefined
+  if (typeof e !== 'object' || e === null || Array.isArray(e)) return undefined
+  return typeof e.code === 'string' && typeof e.message === 'string' ? (e as unknown as SerializedError) : undefined
+}
+
 function statusOf(error: unknown): TaskStatus {
   return errorCode(error) === 'E_CANCELLED' || errorCode(error) === 'E_TIMEOUT' ? 'interrupted' : 'failure'
 }
@@ -358,7 +365,7 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   let error: SerializedError | undefined
   if (failure !== undefined) error = serializeError(failure)
   else if (status === 'interrupted' && abortReason !== undefined) error = serializeError(abortReason)
-  else if (status === 'failure') error = serializeError(new BackupProxyError('E_BACKUP', `${kind} ended in failure: see its task log`))
+  else if (status === 'failure') error = errorInResult(result) ?? serializeError(new BackupProxyError('E_BACKUP', `${kind} ended in failure: see its task log`))
   // consolidate's fresh root object becomes the summary (no copy)
   const summary = tree as JobSummary
   summary.jobId = jobId

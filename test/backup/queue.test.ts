@@ -131,7 +131,7 @@ describe('backup.run through the queue', () => {
     }
   })
 
-  it('one target failing mid-stream: the others complete, the run succeeds with a warning; the next run repairs it', async (ctx) => {
+  it('one target failing mid-stream: the others complete, the run ends in failure naming the target; the next run repairs it', async (ctx) => {
     const vm = sim.listVms()[1]!
     const small = join(dir.path, 'small')
     await mkdir(small)
@@ -144,9 +144,16 @@ describe('backup.run through the queue', () => {
       await mkdir(join(dir.path, 'g1'))
       await mkdir(join(dir.path, 'g2'))
       const remotes = { g1: { url: `file://${dir.path}/g1` }, g2: { url: `file://${dir.path}/g2` }, small: { url: `file://${small}` } }
-      const s = await (await client.enqueue({ proxy: 'bk-main' }, task('fail', vm.uuid, remotes))).result()
-      expect(s.status).toBe('success')
+      const h = await client.enqueue({ proxy: 'bk-main' }, task('fail', vm.uuid, remotes))
+      const s = await h.result()
+      // XO's shape: the VM task holds the backup (on g1, g2), the export subtask of 'small' ended in failure,
+      // and the run ends in failure so that status, exit code and metrics show it
+      expect(s.status).toBe('failure')
+      expect(await h.state()).toBe('failed')
+      expect(s.error).toMatchObject({ code: 'E_BACKUP', message: expect.stringContaining(`VM ${vm.uuid} on small`) as unknown })
       expect(vmResult(s)).toMatchObject({ succeeded: ['g1', 'g2'], failed: ['small'] })
+      const exports = s.tasks?.[0]?.tasks?.filter((t) => t.message === 'export') ?? []
+      expect(exports.map((t) => [(t.data as { id: string }).id, t.status]).sort()).toEqual([['g1', 'success'], ['g2', 'success'], ['small', 'failure']])
       expect(JSON.stringify(s)).toMatch(/target small dropped.*ENOSPC|ENOSPC.*target small dropped|no space/i)
       // nothing visible on the failed target: no metadata, no VHD (temporaries were removed)
       const left = await readdir(small, { recursive: true })
