@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { mkdir, open, readdir, readFile, realpath, rename, rm, stat, unlink } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, realpath, rename, rm, rmdir, stat, unlink } from 'node:fs/promises'
 import { dirname, join, sep } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
@@ -175,6 +175,21 @@ export class LocalRemote extends Remote {
     if (rel === '') throw new RemoteError('EACCES', `rmtree refused on ${this.displayUrl}: it would delete the whole remote`)
     await this.track('rmtree', async () => {
       await rm(abs, { recursive: true, force: true }).catch(this.#err('rmtree', rel))
+    })
+  }
+
+  override async removeEmptyDir(path: string): Promise<boolean> {
+    const { rel, abs } = this.#abs(path)
+    if (rel === '') return false
+    return this.track('removeEmptyDir', async () => {
+      try {
+        await rmdir(abs)
+        return true
+      } catch (error) {
+        const code = (error as { code?: unknown }).code
+        if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOENT' || code === 'ENOTDIR') return false
+        throw toRemoteError(error, 'removeEmptyDir', rel, this.displayUrl)
+      }
     })
   }
 

@@ -154,7 +154,10 @@ export class ProxyRuntime {
           const t0 = performance.now()
           let status = 'success'
           try {
-            return await runJob(deps, job, token)
+            const summary = await runJob(deps, job, token)
+            // success, skipped, or interrupted (cancel, timeout): counted as such, never as a failure
+            status = summary.status === 'pending' ? 'interrupted' : summary.status
+            return summary
           } catch (error) {
             status = toError(error).name === 'WaitingError' ? 'requeued' : 'failure'
             throw error

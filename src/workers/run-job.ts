@@ -7,7 +7,8 @@
  * job log and throw (failed; retried only for transient errors).
  *
  * Interruptions: an operator cancel or the job's timeout ends the job as `interrupted` with
- * E_CANCELLED / E_TIMEOUT, no retry. A proxy shutdown past its grace period instead puts the job back in
+ * E_CANCELLED / E_TIMEOUT, no retry; the BullMQ job completes (its summary says interrupted): it is
+ * not a failure. A proxy shutdown past its grace period instead puts the job back in
  * `wait` (not counted as a failed attempt) so another proxy, or this one restarted, runs it again; so
  * does a lost lock (the job is left to the worker that holds it). An abort that arrives once the
  * processor's work is done (it returns success or skipped: e.g. the cancel came after the last VM
@@ -372,7 +373,10 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   summary.kind = kind
   summary.ranBy = instance
   if (error !== undefined) summary.error = error
-  if (status === 'success' || status === 'skipped') {
+  // an operator's cancel or the run's timeout (interrupted) is an outcome, not a failure: the job completes
+  // with its summary (status interrupted, E_CANCELLED / E_TIMEOUT), so the queue's failed count and the
+  // failing-jobs alert do not count it
+  if (status === 'success' || status === 'skipped' || status === 'interrupted') {
     // a short attempt: its events are in the summary BullMQ stores with the completion (no write of ours)
     const inTree = eventsOfTree(summary)
     if (inTree !== undefined && writer.dropIfExactly(JSON.stringify(inTree))) summary.taskLogInSummary = true

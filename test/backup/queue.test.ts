@@ -36,8 +36,17 @@ let client: EnqueueClient
 const proxies: ProxyRuntime[] = []
 const redisUrl = inject('redisUrl')
 
+/** Attempts ended on the in-process proxies, as the jobs metric counts them. */
+const jobEnds: { kind: string; status: string }[] = []
+
 async function startProxy(id: string): Promise<ProxyRuntime> {
-  const p = new ProxyRuntime({ config: compileConfig(proxyConfig(redisUrl, sealText, id)), processors: builtinProcessors({ standIns: false }), sealKey, logger: silentLogger })
+  const p = new ProxyRuntime({
+    config: compileConfig(proxyConfig(redisUrl, sealText, id)),
+    processors: builtinProcessors({ standIns: false }),
+    sealKey,
+    logger: silentLogger,
+    onJobEnd: ({ kind, status }) => jobEnds.push({ kind, status }),
+  })
   await p.start()
   proxies.push(p)
   return p
@@ -180,12 +189,22 @@ describe('backup.run through the queue', () => {
       h.onProgress((p) => (seen = p.doneBytes ?? 0))
       await h.ready()
       await waitFor('export bytes', () => seen > 0, 30_000)
+      const ended = jobEnds.length
       await h.cancel()
       const s = await h.result().catch((e: unknown) => e as JobSummary)
       expect(s.status).toBe('interrupted')
+      expect(s.error?.code).toBe('E_CANCELLED')
+      // an operator's cancel is not a failure: not a failed job in the queue, not status="failure" in the metric
+      expect(await h.state()).toBe('completed')
+      expect(jobEnds.slice(ended)).toEqual([{ kind: 'backup.run', status: 'interrupted' }])
       const files = await readdir(join(dir.path, 'c1'), { recursive: true })
       expect(files.filter((n) => n.endsWith('.json') || n.endsWith('.vhd'))).toEqual([])
       await waitFor('temporaries removed', async () => (await readdir(join(dir.path, 'c1'), { recursive: true })).every((n) => !n.endsWith('.tmp')), 10_000)
+      // no empty directory of the cancelled backup is left (vdis/<job>/<vdi>/ ... up to the VM's)
+      const dirs = (await readdir(join(dir.path, 'c1'), { recursive: true, withFileTypes: true })).filter((e) => e.isDirectory() && e.name !== 'xo-vm-backups')
+      const empty = []
+      for (const d of dirs) if ((await readdir(join(d.parentPath, d.name))).length === 0) empty.push(join(d.parentPath, d.name).slice(dir.path.length))
+      expect(empty).toEqual([])
     } finally {
       sim.clearFaults()
     }
