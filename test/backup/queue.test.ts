@@ -199,7 +199,7 @@ describe('backup.run through the queue', () => {
       expect(jobEnds.slice(ended)).toEqual([{ kind: 'backup.run', status: 'interrupted' }])
       const files = await readdir(join(dir.path, 'c1'), { recursive: true })
       expect(files.filter((n) => n.endsWith('.json') || n.endsWith('.vhd'))).toEqual([])
-      await waitFor('temporaries removed', async () => (await readdir(join(dir.path, 'c1'), { recursive: true })).every((n) => !n.endsWith('.tmp')), 10_000)
+      await waitFor('temporaries removed', async () => (await readdir(join(dir.path, 'c1'), { recursive: true })).every((n) => !n.endsWith('.tmp')), 60_000)
       // no empty directory of the cancelled backup is left (vdis/<job>/<vdi>/ ... up to the VM's)
       const dirs = (await readdir(join(dir.path, 'c1'), { recursive: true, withFileTypes: true })).filter((e) => e.isDirectory() && e.name !== 'xo-vm-backups')
       const empty = []

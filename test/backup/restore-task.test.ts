@@ -160,7 +160,7 @@ describe('backup.restore through the queue (simulator SR, local remote)', () => 
       expect(failed.status).toBe('failure')
       expect(failed.error?.code).toBe('E_XAPI')
       expect(JSON.stringify(failed.error)).toContain('VDI_IO_ERROR')
-      await waitFor('failed restore VDIs removed', () => restoredVdis().length === 0, 10_000)
+      await waitFor('failed restore VDIs removed', () => restoredVdis().length === 0, 60_000)
 
       sim.setFault({ kind: 'stall', afterBytes: 4 * MiB, on: 'import' })
       const h = await client.enqueue({ proxy: 'rs-main' }, restoreTask(remoteUrl, path))
@@ -168,7 +168,7 @@ describe('backup.restore through the queue (simulator SR, local remote)', () => 
       await h.cancel()
       const s = await h.result().catch((e: unknown) => e as JobSummary)
       expect(s.status).toBe('interrupted')
-      await waitFor('cancelled restore VDIs removed', () => restoredVdis().length === 0, 10_000)
+      await waitFor('cancelled restore VDIs removed', () => restoredVdis().length === 0, 60_000)
     } finally {
       sim.clearFaults()
     }
