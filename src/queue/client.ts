@@ -359,7 +359,7 @@ export class JobHandle {
 
   async #finalSummary(job: Job | undefined, state: string): Promise<JobSummary | undefined> {
     if (job === undefined) return interruptedSummary(this.id, 'unknown', 'the job was removed from the queue before it ran')
-    // the job may have completed between reading it and reading its state: read it again for its value
+    // completed between reading the job and its state: read it again for its value
     if (state === 'completed') return ((job.returnvalue as JobSummary | null) ?? ((await Job.fromId(this.client.queue(this.queue), this.id))?.returnvalue as JobSummary | null)) ?? undefined
     if (state === 'failed') {
       const { logs } = await this.client.queue(this.queue).getJobLogs(this.id, 0, -1)
