@@ -4,8 +4,10 @@
  * up `concurrency` at a time (vm-backup.ts) with `nRetriesVmBackupFailures` retries each, under the
  * run's `timeout` and the caller's cancel signal, and reports the XO task log as it goes.
  *
- * The returned summary is the root task; its status is the truth: `failure` as soon as one VM failed
- * (or every target could not be opened), `interrupted` on cancel or timeout, else `success`.
+ * The returned summary is the root task; its status is the truth: `failure` as soon as one VM failed,
+ * one target failed for a VM (the VM's backup is then on the other targets; the target's export subtask
+ * ended in failure and the root's `result.error` names each), or every target could not be opened;
+ * `interrupted` on cancel or timeout, else `success`.
  */
 import { BackupProxyError, CancelledError, TaskInvalidError, TimeoutError, serializeError, toError, type JsonValue } from '../common/errors.js'
 import { silentLogger, type Logger } from '../common/log.js'
@@ -223,11 +225,22 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
       }
     })
     const ok = results.filter((r): r is PromiseFulfilledResult<VmBackupResult> => r.status === 'fulfilled').map((r) => r.value)
-    root.end(undefined, {
+    // a target that failed for a VM (its export subtask ended in failure) fails the run, even though the
+    // VM's backup is on the other targets: the operator must hear of it (status, exit code, metrics)
+    const failedTargets = ok.flatMap((r) => r.failed.map((id) => `VM ${r.vmUuid} on ${id}`))
+    root.end(failedTargets.length > 0 ? 'failure' : undefined, {
       vms: vmUuids.length,
       succeeded: ok.length,
       sizeBytes: ok.reduce((a, r) => a + r.sizeBytes, 0),
       readBytes: ok.reduce((a, r) => a + r.readBytes, 0),
+      ...(failedTargets.length === 0
+        ? {}
+        : {
+            failedTargets,
+            error: serializeError(
+              new BackupProxyError('E_BACKUP', `${failedTargets.length} target backup(s) failed (${failedTargets.join(', ')}); the other targets hold the backup: see the failed export tasks for why, fix the target, and the next run repairs it`),
+            ) as unknown as JsonValue,
+          }),
     })
   } catch (error) {
     root.fail(signal.aborted ? toError(signal.reason) : error)

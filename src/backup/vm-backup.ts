@@ -296,14 +296,15 @@ async function exportAndPublish(
 
   const settled = await mapSettled(disks, settings.diskPerVmConcurrency, exportDisk)
   const diskError = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected')
-  if (diskError !== undefined) {
-    // every target is unusable for this backup: remove what was written, report
+  if (diskError !== undefined || signal.aborted) {
+    // every target is unusable for this backup (or it was cancelled): remove what was written, and the
+    // directories it created if nothing else is in them, report
     await removeWritten(ctx.targets, written, vmUuid, jobId, timestamp)
-    const error = toError(diskError.reason)
+    await removeEmptyDirs(ctx.targets, vmUuid, jobId, disks, task)
+    const error = signal.aborted ? toError(signal.reason) : toError(diskError?.reason)
     for (const t of ctx.targets) dropTarget(t.id, error)
     throw error
   }
-  throwIfAborted(signal)
 
   // publish on every target that got all disks
   const vmRecord = vm.record
@@ -311,6 +312,7 @@ async function exportAndPublish(
   await Promise.all(ctx.targets.map(async (t) => {
     if (failedTargets.has(t.id)) {
       await removeWritten([t], written, vmUuid, jobId, timestamp)
+      await removeEmptyDirs([t], vmUuid, jobId, disks, task)
       return
     }
     try {
@@ -347,6 +349,16 @@ async function removeWritten(targets: readonly RunTarget[], written: Map<string,
       }
     }
     written.delete(t.id)
+  }
+}
+
+/** Removes this backup's directories (`vdis/<job>/<vdi>`, `vdis/<job>`, `vdis`, the VM's) where they are left empty. */
+async function removeEmptyDirs(targets: readonly RunTarget[], vmUuid: string, jobId: string, disks: readonly XapiDisk[], task: Task): Promise<void> {
+  const remove = (t: RunTarget, path: string) =>
+    t.remote.removeEmptyDir(path).catch((error: unknown) => task.warning(`could not remove the empty directory ${path} on ${t.id}`, { error: serializeError(error).message }))
+  for (const t of targets) {
+    for (const disk of disks) await remove(t, vdiDir(vmUuid, jobId, disk.sourceVdiUuid))
+    for (const dir of [`${vmDir(vmUuid)}/vdis/${jobId}`, `${vmDir(vmUuid)}/vdis`, vmDir(vmUuid)]) await remove(t, dir)
   }
 }
 

@@ -37,6 +37,7 @@ export const ERROR_CODES = {
   E_JOB_RUNNING: 'the backup job is already running',
   E_API_REQUEST: 'API request is malformed',
   E_API_CERT: 'API certificate cannot be made',
+  E_STALLED: 'a job stalled more than maxStalledCount times',
   E_INTERNAL: 'internal error',
 } as const
 

@@ -19,9 +19,10 @@ import { BackupProxyError, CancelledError, deserializeError, serializeError, typ
 import { silentLogger, type Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
 import { queueKeys, queueName, type QueueTarget } from './names.js'
-import { BullConnection, connectRedis, createRedis, logConnectionErrors, redisModeError, type RedisClient, type RedisConfig } from './redis.js'
+import { BullConnection, connectRedis, createRedis, logConnectionErrors, readyRedis, redisModeError, redisOptions, type RedisClient, type RedisConfig } from './redis.js'
 import { rememberQueue, publishScale, type ScaleRequest } from './registry.js'
 import { loadSealKey, sealFields, type SealKey } from './seal.js'
+import { isStalledFailure, stalledSummary } from './stalled.js'
 import { eventsInSummary, newTaskId, parseTaskLogLines, type JobSummary, type TaskLogEvent } from './task-log.js'
 import { parseTask, SECRET_PATHS, type Task, type TaskInput } from './tasks.js'
 
@@ -124,10 +125,9 @@ export class EnqueueClient {
     })
   }
 
-  /** Our own connection (registry, cancel flags); connected on first use. */
+  /** Our own connection (registry, cancel flags), connected on first use; unreachable: E_REDIS naming the URL. */
   async redis(): Promise<RedisClient> {
-    await connectRedis(this.#redis)
-    return this.#redis
+    return readyRedis(this.#redis, this.#redisConfig)
   }
 
   queue(name: string): Queue {
@@ -366,11 +366,13 @@ export class JobHandle {
 
   async #finalSummary(job: Job | undefined, state: string): Promise<JobSummary | undefined> {
     if (job === undefined) return interruptedSummary(this.id, 'unknown', 'the job was removed from the queue before it ran')
-    if (state === 'completed') return job.returnvalue as JobSummary
+    // completed between reading the job and its state: read it again for its value
+    if (state === 'completed') return ((job.returnvalue as JobSummary | null) ?? ((await Job.fromId(this.client.queue(this.queue), this.id))?.returnvalue as JobSummary | null)) ?? undefined
     if (state === 'failed') {
       const { logs } = await this.client.queue(this.queue).getJobLogs(this.id, 0, -1)
       const summary = summaryFromLogLines(logs)
       if (summary !== undefined) return summary
+      if (isStalledFailure(job.failedReason)) return stalledSummary(job).summary
       const now = Date.now()
       const error = serializeError(new BackupProxyError('E_BACKUP', job.failedReason || 'the job failed'))
       return { jobId: this.id, kind: job.name, id: this.id, message: job.name, start: job.processedOn ?? now, end: job.finishedOn ?? now, status: 'failure', error }

@@ -148,6 +148,49 @@ async function infoOf(client: Redis, config: RedisConfig, where: string): Promis
   }
 }
 
+/** E_REDIS for a connection that could not be made: names the URL (no password) and what failed. */
+export function redisUnreachable(config: RedisConfig, error: unknown): BackupProxyError {
+  const reason = error instanceof Error ? error.message : String(error)
+  return new BackupProxyError('E_REDIS', `cannot reach Redis at ${describeRedis(config)}: ${reason}; check that it runs and check redis.url (REDIS_URL), credentials and TLS`, {
+    cause: error,
+  })
+}
+
+/**
+ * Our own connection, ready: connects a lazy one, waits for one being (re)connected. Fails with
+ * E_REDIS (redisUnreachable) on the first connection error instead of queueing commands until Redis is
+ * back, so a command-line call or a library caller hears of an outage at once.
+ */
+export async function readyRedis<C extends RedisClient>(client: C, config: RedisConfig): Promise<C> {
+  if (client.status === 'ready') return client
+  if (client.status === 'end' || client.status === 'close') throw new BackupProxyError('E_REDIS', `the connection to Redis at ${describeRedis(config)} is closed`)
+  let lastError: unknown
+  const onError = (error: unknown) => (lastError = error)
+  client.on('error', onError)
+  try {
+    if (client.status === 'wait') await client.connect()
+    else {
+      await new Promise<void>((resolve, reject) => {
+        const done = (error?: unknown) => {
+          client.off('ready', onReady)
+          client.off('error', onFail)
+          if (error === undefined) resolve()
+          else reject(error instanceof Error ? error : new Error(JSON.stringify(error)))
+        }
+        const onReady = () => done()
+        const onFail = (error: unknown) => done(error)
+        client.once('ready', onReady)
+        client.once('error', onFail)
+      })
+    }
+  } catch (error) {
+    throw redisUnreachable(config, lastError ?? error)
+  } finally {
+    client.off('error', onError)
+  }
+  return client
+}
+
 function checkPolicy(info: string, where: string): string {
   const policy = infoField(info, 'maxmemory_policy') ?? 'unknown'
   if (policy !== 'noeviction') {

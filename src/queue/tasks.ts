@@ -267,6 +267,21 @@ function rememberValid(text: string, input: unknown, task: Task, now: number): v
   validated.set(text, { output: JSON.stringify(task), at: now })
 }
 
+/** Keys that name JavaScript's object machinery: zod's records skip them, so they are refused up front. */
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype'])
+
+/** The path of the first forbidden own key in `v` (`remotes.__proto__`), or undefined. */
+function forbiddenKeyPath(v: unknown, path: string, depth = 0): string | undefined {
+  if (typeof v !== 'object' || v === null || depth > 64) return undefined
+  for (const key of Object.keys(v)) {
+    const here = Array.isArray(v) ? `${path}[${key}]` : key === '' ? `${path}['']` : path === '' ? key : `${path}.${key}`
+    if (!Array.isArray(v) && FORBIDDEN_KEYS.has(key)) return here
+    const found = forbiddenKeyPath((v as Record<string, unknown>)[key], here, depth + 1)
+    if (found !== undefined) return found
+  }
+  return undefined
+}
+
 /**
  * Validates a task in clear and applies defaults. Throws TaskInvalidError whose message names every bad
  * field (`fields.issues` lists them, `fields.field` is the first), never echoing secret values.
@@ -295,6 +310,10 @@ export function parseTask(input: unknown): Task {
   }
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new TaskInvalidError('task must be an object with a "kind"', { fields: { field: '(task)' } })
+  }
+  const forbidden = forbiddenKeyPath(input, '')
+  if (forbidden !== undefined) {
+    throw new TaskInvalidError(`${forbidden}: the keys __proto__, constructor and prototype are not allowed anywhere in a task (rename the entry)`, { fields: { field: forbidden } })
   }
   const kind = (input as { kind?: unknown }).kind
   if (!isTaskKind(kind)) {

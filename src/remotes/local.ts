@@ -1,12 +1,14 @@
 /**
  * Local remote: a directory of this host (`file:///path`), on node:fs. Writes go through
  * LocalWriteStream (temporary + fsync + rename). The root must exist: a missing mount point must fail
- * loudly instead of silently filling the system disk.
+ * loudly instead of silently filling the system disk. Reads (read streams, readFile, stat, list) never
+ * follow a symlink out of the root: the path is resolved (realpath) and must stay under the resolved root,
+ * or the read fails with EACCES; links inside the root work.
  */
 import { randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { mkdir, open, readdir, readFile, realpath, rename, rm, rmdir, stat, unlink } from 'node:fs/promises'
+import { dirname, join, sep } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import { RemoteError } from '../common/errors.js'
@@ -31,6 +33,19 @@ export class LocalRemote extends Remote {
   #abs(path: string): { rel: string; abs: string } {
     const rel = this.resolvePath(path)
     return { rel, abs: rel === '' ? this.root : join(this.root, rel) }
+  }
+
+  /**
+   * `abs` with every symlink resolved, refused (EACCES) when it leads out of the root. Reads then open
+   * the resolved path itself, not the link.
+   */
+  async #inside(op: string, rel: string, abs: string): Promise<string> {
+    const rootReal = await realpath(this.root).catch(this.#err(op, '/'))
+    const real = await realpath(abs).catch(this.#err(op, rel))
+    if (real !== rootReal && !real.startsWith(rootReal.endsWith(sep) ? rootReal : rootReal + sep)) {
+      throw new RemoteError('EACCES', `${op} "${rel}" on ${this.displayUrl}: the path is a symbolic link out of the remote root; refusing to follow it`)
+    }
+    return real
   }
 
   #err(op: string, path: string): (e: unknown) => never {
@@ -71,7 +86,8 @@ export class LocalRemote extends Remote {
     const { rel, abs } = this.#abs(path)
     const { start, end } = checkRange(options, rel)
     return this.track('createReadStream', async () => {
-      const fh = await open(abs, 'r').catch(this.#err('read', rel))
+      const real = await this.#inside('read', rel, abs)
+      const fh = await open(real, 'r').catch(this.#err('read', rel))
       const s = await fh.stat()
       if (s.isDirectory()) {
         await fh.close()
@@ -92,7 +108,8 @@ export class LocalRemote extends Remote {
   async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
     const { rel, abs } = this.#abs(path)
     return this.track('readFile', async () => {
-      const data = await readFile(abs, options.signal === undefined ? {} : { signal: options.signal }).catch(this.#err('readFile', rel))
+      const real = await this.#inside('readFile', rel, abs)
+      const data = await readFile(real, options.signal === undefined ? {} : { signal: options.signal }).catch(this.#err('readFile', rel))
       this.countBytes('read', data.length)
       return data
     })
@@ -123,7 +140,7 @@ export class LocalRemote extends Remote {
           }
         }
       }
-      await walk(abs, '')
+      await walk(await this.#inside('list', rel, abs), '')
       return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
     })
   }
@@ -131,7 +148,7 @@ export class LocalRemote extends Remote {
   async stat(path: string): Promise<RemoteStat> {
     const { rel, abs } = this.#abs(path)
     return this.track('stat', async () => {
-      const s = await stat(abs).catch(this.#err('stat', rel))
+      const s = await stat(await this.#inside('stat', rel, abs)).catch(this.#err('stat', rel))
       return { size: s.isDirectory() ? 0 : s.size, isDirectory: s.isDirectory(), mtimeMs: s.mtimeMs }
     })
   }
@@ -158,6 +175,21 @@ export class LocalRemote extends Remote {
     if (rel === '') throw new RemoteError('EACCES', `rmtree refused on ${this.displayUrl}: it would delete the whole remote`)
     await this.track('rmtree', async () => {
       await rm(abs, { recursive: true, force: true }).catch(this.#err('rmtree', rel))
+    })
+  }
+
+  override async removeEmptyDir(path: string): Promise<boolean> {
+    const { rel, abs } = this.#abs(path)
+    if (rel === '') return false
+    return this.track('removeEmptyDir', async () => {
+      try {
+        await rmdir(abs)
+        return true
+      } catch (error) {
+        const code = (error as { code?: unknown }).code
+        if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOENT' || code === 'ENOTDIR') return false
+        throw toRemoteError(error, 'removeEmptyDir', rel, this.displayUrl)
+      }
     })
   }
 

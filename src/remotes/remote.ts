@@ -146,6 +146,24 @@ export abstract class Remote extends EventEmitter<RemoteEvents> {
   abstract mkdir(path: string): Promise<void>
 
   /**
+   * Removes `path` when it is an empty directory (true), else leaves it (false; also when absent). On
+   * backends without real directories (S3) an empty prefix has nothing to remove. Local overrides it with
+   * an atomic rmdir; the default lists then removes, which a concurrent writer could race.
+   */
+  async removeEmptyDir(path: string): Promise<boolean> {
+    let entries: ListEntry[]
+    try {
+      entries = await this.list(path, { includeHidden: true })
+    } catch (error) {
+      if ((error as { code?: unknown }).code === 'ENOENT' || (error as { code?: unknown }).code === 'ENOTDIR') return false
+      throw error
+    }
+    if (entries.length > 0) return false
+    await this.rmtree(path)
+    return true
+  }
+
+  /**
    * Validates and normalizes a remote-relative path. Refuses `..`, absolute paths and NUL bytes with
    * EACCES before any I/O. Returns the normalized relative path ('' for the root).
    */

@@ -96,6 +96,23 @@ async function readState(remote: Remote, path: string): Promise<MergeState | und
   return s as MergeState
 }
 
+/**
+ * Resumes the merge recorded at `statePath` (a `.<parent>.merge.json`): 'resumed' once it finished, or
+ * 'stale' when its child no longer exists (nothing left to merge into: the state file is removed, the
+ * parent is left to retention and verify, which report it when nothing depends on it).
+ */
+export async function resumeMerge(remote: Remote, statePath: string, options: MergeOptions = {}): Promise<{ outcome: 'resumed' | 'stale'; state: { parentPath: string; childPath: string } }> {
+  const state = await readState(remote, statePath)
+  if (state === undefined) throw corrupt('merge', 'state', 0, `${statePath}: no such merge state`)
+  if (mergeStatePath(state.parentPath) !== statePath) throw corrupt('merge', 'state', 0, `${statePath} records a merge into ${state.parentPath}, whose state belongs elsewhere`)
+  if (!(await remote.exists(state.childPath))) {
+    await remote.unlink(statePath)
+    return { outcome: 'stale', state }
+  }
+  await mergeVhd(remote, state.parentPath, state.childPath, options)
+  return { outcome: 'resumed', state }
+}
+
 async function writeState(remote: Remote, path: string, state: MergeState): Promise<void> {
   await remote.writeFile(path, JSON.stringify(state))
 }

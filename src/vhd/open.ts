@@ -101,6 +101,10 @@ export async function openVhdFile(remote: Remote, path: string, signal?: AbortSi
   const headerOffset = footer.dataOffset ?? FOOTER_SIZE
   const headerBuf = headerOffset === FOOTER_SIZE ? head.subarray(FOOTER_SIZE) : await readRange(remote, path, headerOffset, HEADER_SIZE, signal)
   const header = decodeHeader(headerBuf, headerOffset, footer)
+  if (header.tableOffset + header.maxTableEntries * 4 > size - FOOTER_SIZE) {
+    // checked before the table is read: a checksum-valid header may claim up to 2^32 entries (16 GiB)
+    throw corrupt('header', 'maxTableEntries', headerOffset + 28, `${path}: the BAT of ${header.maxTableEntries} entries at ${header.tableOffset} runs past the end of the ${size}-byte file`)
+  }
   const bat = decodeBat(await readRange(remote, path, header.tableOffset, header.maxTableEntries * 4, signal), header.maxTableEntries, header.tableOffset)
   planLayout(footer, header, bat, size)
   return new VhdFileReader(remote, path, footer, header, bat)

@@ -84,9 +84,11 @@ export class WritableSink {
   }
 
   async destroy(reason: unknown): Promise<void> {
-    if (this.stream.destroyed) return
+    // destroyed already (its own abort signal) but not closed yet: its cleanup (the temporary's removal)
+    // is still running, wait for it too
+    if (this.stream.closed) return
     const closed = once(this.stream, 'close').catch(() => undefined)
-    this.stream.destroy(toError(reason))
+    if (!this.stream.destroyed) this.stream.destroy(toError(reason))
     await closed
   }
 }

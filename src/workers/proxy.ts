@@ -21,7 +21,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
-import { Worker, type Job } from 'bullmq'
+import { WaitingError, Worker, type Job } from 'bullmq'
 import { BackupProxyError, toError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
@@ -31,6 +31,7 @@ import { poolQueue, proxyQueue, queueKeys, registryKeys } from '../queue/names.j
 import { BullConnection, checkRedis, createRedis, duplicateRedis, logConnectionErrors, type RedisClient } from '../queue/redis.js'
 import { HEARTBEAT_INTERVAL_MS, removeHeartbeat, scaleRequestSchema, writeHeartbeat, type ProxyHeartbeat } from '../queue/registry.js'
 import type { SealKey } from '../queue/seal.js'
+import { isStalledFailure, recordStalledFailure } from '../queue/stalled.js'
 import type { JobSummary } from '../queue/task-log.js'
 import type { MetricDelta } from './messages.js'
 import { StreamPool } from './pool.js'
@@ -45,7 +46,7 @@ export interface ProxyRuntimeOptions {
   /** receives metric deltas from stream threads (the metrics registry) */
   onMetrics?: (deltas: MetricDelta[]) => void
   /** job lifecycle hook for metrics: called when an attempt ends */
-  onJobEnd?: (info: { kind: string; status: string; durationSeconds: number }) => void
+  onJobEnd?: (info: { kind: string; status: string; durationSeconds: number; errorCode?: string }) => void
   heartbeatIntervalMs?: number
 }
 
@@ -70,6 +71,7 @@ export class ProxyRuntime {
   #lockWatch: NodeJS.Timeout | undefined
   #state: 'new' | 'running' | 'draining' | 'stopped' = 'new'
   #shutdown: Promise<void> | undefined
+  #starting: Promise<void> | undefined
   #forced = false
   readonly #startedAt = Date.now()
 
@@ -107,12 +109,30 @@ export class ProxyRuntime {
     return this.#redis
   }
 
+  /**
+   * Checks Redis, starts the pool and the control channel, then (only then) the queue workers. A failed
+   * check leaves nothing running; a shutdown requested meanwhile is honoured before any job is taken.
+   */
   async start(): Promise<void> {
-    if (this.#state !== 'new') throw new BackupProxyError('E_INTERNAL', 'a ProxyRuntime starts once')
+    if (this.#state !== 'new' || this.#starting !== undefined) throw new BackupProxyError('E_INTERNAL', 'a ProxyRuntime starts once')
+    this.#starting = this.#start()
+    return this.#starting
+  }
+
+  async #start(): Promise<void> {
     const { config } = this
-    await checkRedis(this.#redis, config.redis)
-    this.#pool = new StreamPool({ threads: config.workers.threads, logger: this.#logger, ...(this.#opts.onMetrics === undefined ? {} : { onMetrics: this.#opts.onMetrics }) })
-    await this.#subscribe()
+    try {
+      await checkRedis(this.#redis, config.redis)
+      this.#pool = new StreamPool({ threads: config.workers.threads, logger: this.#logger, ...(this.#opts.onMetrics === undefined ? {} : { onMetrics: this.#opts.onMetrics }) })
+      await this.#subscribe()
+      if (this.#shutdown !== undefined) throw new BackupProxyError('E_CANCELLED', 'the proxy was asked to stop while starting: no job was taken')
+    } catch (error) {
+      await this.#pool?.close()
+      this.#subscriber?.disconnect()
+      this.#redis.disconnect()
+      this.#state = 'stopped'
+      throw error
+    }
     const deps = {
       config,
       processors: this.#opts.processors,
@@ -127,10 +147,18 @@ export class ProxyRuntime {
       const worker = new Worker<QueuedJobData, JobSummary>(
         name,
         async (job: Job<QueuedJobData, JobSummary>, token?: string) => {
+          if (this.#shutdown !== undefined) {
+            // fetched while the proxy began stopping: hand it back untouched
+            if (token !== undefined) await job.moveToWait(token)
+            throw new WaitingError()
+          }
           const t0 = performance.now()
           let status = 'success'
           try {
-            return await runJob(deps, job, token)
+            const summary = await runJob(deps, job, token)
+            // success, skipped, or interrupted (cancel, timeout): counted as such, never as a failure
+            status = summary.status === 'pending' ? 'interrupted' : summary.status
+            return summary
           } catch (error) {
             status = toError(error).name === 'WaitingError' ? 'requeued' : 'failure'
             throw error
@@ -159,7 +187,9 @@ export class ProxyRuntime {
         }
       })
       worker.on('failed', (job, error) => {
-        if (job !== undefined) this.#logger.debug({ queue: name, jobId: job.id, err: error }, 'job attempt failed')
+        if (job === undefined) return
+        if (isStalledFailure(job.failedReason)) return this.#stalledOut(job)
+        this.#logger.debug({ queue: name, jobId: job.id, err: error }, 'job attempt failed')
       })
       this.#workers.push(worker)
     }
@@ -203,6 +233,16 @@ export class ProxyRuntime {
       }
     })
     await sub.subscribe(...channels)
+  }
+
+  /** A job BullMQ failed for stalling more than maxStalledCount times (our processor never ran): E_STALLED. */
+  #stalledOut(job: Job<QueuedJobData, JobSummary>): void {
+    const { maxStalledCount } = this.config.workers
+    this.#logger.error({ queue: job.queueName, jobId: job.id, stalledCount: job.stalledCounter, maxStalledCount }, 'job failed with E_STALLED: it stalled more than maxStalledCount times')
+    this.#opts.onJobEnd?.({ kind: job.name, status: 'failure', durationSeconds: 0, errorCode: 'E_STALLED' })
+    recordStalledFailure(this.#redis, this.config.redis.prefix, job, maxStalledCount, this.instance).catch((error: unknown) =>
+      this.#logger.warn({ err: error, jobId: job.id }, 'could not record the task log of a stalled job'),
+    )
   }
 
   /** Jobs whose lock renewal failed: someone else may run them now, stop ours. */
@@ -299,7 +339,9 @@ export class ProxyRuntime {
   }
 
   async #drain(graceMs: number): Promise<void> {
-    if (this.#state === 'new') {
+    // a start in progress ends first (it takes no job once a shutdown is asked, or fails and cleans up)
+    if (this.#starting !== undefined) await this.#starting.catch(() => undefined)
+    if (this.#state === 'new' || this.#state === 'stopped') {
       this.#state = 'stopped'
       this.#redis.disconnect()
       await this.#bull.close()

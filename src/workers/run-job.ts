@@ -7,7 +7,8 @@
  * job log and throw (failed; retried only for transient errors).
  *
  * Interruptions: an operator cancel or the job's timeout ends the job as `interrupted` with
- * E_CANCELLED / E_TIMEOUT, no retry. A proxy shutdown past its grace period instead puts the job back in
+ * E_CANCELLED / E_TIMEOUT, no retry; the BullMQ job completes (its summary says interrupted): it is
+ * not a failure. A proxy shutdown past its grace period instead puts the job back in
  * `wait` (not counted as a failed attempt) so another proxy, or this one restarted, runs it again; so
  * does a lost lock (the job is left to the worker that holds it). An abort that arrives once the
  * processor's work is done (it returns success or skipped: e.g. the cancel came after the last VM
@@ -190,6 +191,13 @@ class TaskLogWriter {
   }
 }
 
+/** The coded error a processor put in its result (`result.error`) when it ended in failure without throwing. */
+function errorInResult(result: JsonValue | undefined): SerializedError | undefined {
+  const e = typeof result === 'object' && result !== null && !Array.isArray(result) ? result.error : undefined
+  if (typeof e !== 'object' || e === null || Array.isArray(e)) return undefined
+  return typeof e.code === 'string' && typeof e.message === 'string' ? (e as unknown as SerializedError) : undefined
+}
+
 function statusOf(error: unknown): TaskStatus {
   return errorCode(error) === 'E_CANCELLED' || errorCode(error) === 'E_TIMEOUT' ? 'interrupted' : 'failure'
 }
@@ -358,14 +366,17 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   let error: SerializedError | undefined
   if (failure !== undefined) error = serializeError(failure)
   else if (status === 'interrupted' && abortReason !== undefined) error = serializeError(abortReason)
-  else if (status === 'failure') error = serializeError(new BackupProxyError('E_BACKUP', `${kind} ended in failure: see its task log`))
+  else if (status === 'failure') error = errorInResult(result) ?? serializeError(new BackupProxyError('E_BACKUP', `${kind} ended in failure: see its task log`))
   // consolidate's fresh root object becomes the summary (no copy)
   const summary = tree as JobSummary
   summary.jobId = jobId
   summary.kind = kind
   summary.ranBy = instance
   if (error !== undefined) summary.error = error
-  if (status === 'success' || status === 'skipped') {
+  // an operator's cancel or the run's timeout (interrupted) is an outcome, not a failure: the job completes
+  // with its summary (status interrupted, E_CANCELLED / E_TIMEOUT), so the queue's failed count and the
+  // failing-jobs alert do not count it
+  if (status === 'success' || status === 'skipped' || status === 'interrupted') {
     // a short attempt: its events are in the summary BullMQ stores with the completion (no write of ours)
     const inTree = eventsOfTree(summary)
     if (inTree !== undefined && writer.dropIfExactly(JSON.stringify(inTree))) summary.taskLogInSummary = true

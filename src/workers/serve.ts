@@ -1,6 +1,7 @@
 /**
- * `backup-proxy serve` as a function: starts a ProxyRuntime with the registered processors, its metrics
- * and HTTP endpoints (/metrics /healthz /readyz), and handles process signals:
+ * `backup-proxy serve` as a function: binds the HTTP endpoints (/metrics /healthz /readyz), then starts a
+ * ProxyRuntime with the registered processors (Redis check, pool, then the queue workers: no job is taken
+ * before every start-up check passed), and handles process signals:
  *   SIGTERM / SIGINT  graceful drain (workers.shutdownGraceMs), then exit 0; a second signal forces: running
  *                     jobs are cancelled now, and if the proxy has still not stopped FORCED_STOP_MS later (a
  *                     processor that ignores its signal, or a BullMQ connection that does not close after a
@@ -57,18 +58,24 @@ export async function serve(options: ServeOptions): Promise<number> {
     onJobEnd: hooks.onJobEnd,
   })
   const api = await startApi({ config, logger, sealKey, ...options.api })
-  try {
-    await runtime.start()
-  } catch (error) {
-    await api?.close()
-    throw error
-  }
   const bull = new BullConnection(config.redis, 'backup-proxy:metrics')
-  const queues = runtime.queues.map((name) => new Queue(name, { connection: bull.connection, prefix: config.redis.prefix }))
+  const queues = runtime.queues.map((name) => {
+    const queue = new Queue(name, { connection: bull.connection, prefix: config.redis.prefix })
+    // an `error` nobody listens to is printed raw (multi-line stack) by BullMQ: log it, at most once a minute
+    let loggedAt = -Infinity
+    queue.on('error', (error) => {
+      if (performance.now() - loggedAt < 60_000) return
+      loggedAt = performance.now()
+      logger.warn({ err: error, queue: name }, 'metrics queue connection error (BullMQ reconnects)')
+    })
+    return queue
+  })
   const closeQueues = async () => {
     await Promise.all(queues.map((q) => q.close()))
     await bull.close()
   }
+  // start the API, bind the HTTP port and pass every start-up check before the workers take a job: a
+  // failure here leaves queued jobs untouched
   let observability: Observability
   try {
     observability = await startObservability({
@@ -82,6 +89,13 @@ export async function serve(options: ServeOptions): Promise<number> {
   } catch (error) {
     await runtime.shutdown({ force: true })
     await Promise.all([closeQueues(), api?.close()])
+    throw error
+  }
+  try {
+    await runtime.start()
+  } catch (error) {
+    await runtime.shutdown({ force: true })
+    await Promise.all([observability.close(), closeQueues(), api?.close()])
     throw error
   }
   logger.info({ url: observability.http.url }, 'HTTP endpoints listening')

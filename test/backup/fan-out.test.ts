@@ -67,7 +67,9 @@ describe('fanOut', () => {
     const ac = new AbortController()
     const slow = [new MemTarget('a', -1, 5)]
     const p = fanOut(blocks(1000), slow, { signal: ac.signal })
-    setTimeout(() => ac.abort(), 20)
+    // abort once blocks flow (a condition, not a delay: holds however slow the machine is)
+    const abortWhenWriting = setInterval(() => slow[0]!.written.length >= 3 && ac.abort(), 1)
+    p.finally(() => clearInterval(abortWhenWriting)).catch(() => undefined)
     await expect(p).rejects.toBeInstanceOf(CancelledError)
     expect(slow[0]!.state).toBe('aborted')
     expect(slow[0]!.written.length).toBeLessThan(1000)

@@ -36,8 +36,17 @@ let client: EnqueueClient
 const proxies: ProxyRuntime[] = []
 const redisUrl = inject('redisUrl')
 
+/** Attempts ended on the in-process proxies, as the jobs metric counts them. */
+const jobEnds: { kind: string; status: string }[] = []
+
 async function startProxy(id: string): Promise<ProxyRuntime> {
-  const p = new ProxyRuntime({ config: compileConfig(proxyConfig(redisUrl, sealText, id)), processors: builtinProcessors({ standIns: false }), sealKey, logger: silentLogger })
+  const p = new ProxyRuntime({
+    config: compileConfig(proxyConfig(redisUrl, sealText, id)),
+    processors: builtinProcessors({ standIns: false }),
+    sealKey,
+    logger: silentLogger,
+    onJobEnd: ({ kind, status }) => jobEnds.push({ kind, status }),
+  })
   await p.start()
   proxies.push(p)
   return p
@@ -131,7 +140,7 @@ describe('backup.run through the queue', () => {
     }
   })
 
-  it('one target failing mid-stream: the others complete, the run succeeds with a warning; the next run repairs it', async (ctx) => {
+  it('one target failing mid-stream: the others complete, the run ends in failure naming the target; the next run repairs it', async (ctx) => {
     const vm = sim.listVms()[1]!
     const small = join(dir.path, 'small')
     await mkdir(small)
@@ -144,9 +153,16 @@ describe('backup.run through the queue', () => {
       await mkdir(join(dir.path, 'g1'))
       await mkdir(join(dir.path, 'g2'))
       const remotes = { g1: { url: `file://${dir.path}/g1` }, g2: { url: `file://${dir.path}/g2` }, small: { url: `file://${small}` } }
-      const s = await (await client.enqueue({ proxy: 'bk-main' }, task('fail', vm.uuid, remotes))).result()
-      expect(s.status).toBe('success')
+      const h = await client.enqueue({ proxy: 'bk-main' }, task('fail', vm.uuid, remotes))
+      const s = await h.result()
+      // XO's shape: the VM task holds the backup (on g1, g2), the export subtask of 'small' ended in failure,
+      // and the run ends in failure so that status, exit code and metrics show it
+      expect(s.status).toBe('failure')
+      expect(await h.state()).toBe('failed')
+      expect(s.error).toMatchObject({ code: 'E_BACKUP', message: expect.stringContaining(`VM ${vm.uuid} on small`) as unknown })
       expect(vmResult(s)).toMatchObject({ succeeded: ['g1', 'g2'], failed: ['small'] })
+      const exports = s.tasks?.[0]?.tasks?.filter((t) => t.message === 'export') ?? []
+      expect(exports.map((t) => [(t.data as { id: string }).id, t.status]).sort()).toEqual([['g1', 'success'], ['g2', 'success'], ['small', 'failure']])
       expect(JSON.stringify(s)).toMatch(/target small dropped.*ENOSPC|ENOSPC.*target small dropped|no space/i)
       // nothing visible on the failed target: no metadata, no VHD (temporaries were removed)
       const left = await readdir(small, { recursive: true })
@@ -173,12 +189,22 @@ describe('backup.run through the queue', () => {
       h.onProgress((p) => (seen = p.doneBytes ?? 0))
       await h.ready()
       await waitFor('export bytes', () => seen > 0, 30_000)
+      const ended = jobEnds.length
       await h.cancel()
       const s = await h.result().catch((e: unknown) => e as JobSummary)
       expect(s.status).toBe('interrupted')
+      expect(s.error?.code).toBe('E_CANCELLED')
+      // an operator's cancel is not a failure: not a failed job in the queue, not status="failure" in the metric
+      expect(await h.state()).toBe('completed')
+      expect(jobEnds.slice(ended)).toEqual([{ kind: 'backup.run', status: 'interrupted' }])
       const files = await readdir(join(dir.path, 'c1'), { recursive: true })
       expect(files.filter((n) => n.endsWith('.json') || n.endsWith('.vhd'))).toEqual([])
-      await waitFor('temporaries removed', async () => (await readdir(join(dir.path, 'c1'), { recursive: true })).every((n) => !n.endsWith('.tmp')), 10_000)
+      await waitFor('temporaries removed', async () => (await readdir(join(dir.path, 'c1'), { recursive: true })).every((n) => !n.endsWith('.tmp')), 60_000)
+      // no empty directory of the cancelled backup is left (vdis/<job>/<vdi>/ ... up to the VM's)
+      const dirs = (await readdir(join(dir.path, 'c1'), { recursive: true, withFileTypes: true })).filter((e) => e.isDirectory() && e.name !== 'xo-vm-backups')
+      const empty = []
+      for (const d of dirs) if ((await readdir(join(d.parentPath, d.name))).length === 0) empty.push(join(d.parentPath, d.name).slice(dir.path.length))
+      expect(empty).toEqual([])
     } finally {
       sim.clearFaults()
     }

@@ -185,7 +185,7 @@ describe('backup.restore: whole VM through the queue (simulator, VhdFile and enc
       expect(failed.status).toBe('failure')
       expect(failed.error?.code).toBe('E_XAPI')
       expect(JSON.stringify(failed.error)).toContain('VDI_IO_ERROR')
-      await waitFor('failed restore removed', () => vdisOn(sr.uuid) === vdisBefore && restoredVms().length === vmsBefore, 10_000)
+      await waitFor('failed restore removed', () => vdisOn(sr.uuid) === vdisBefore && restoredVms().length === vmsBefore, 60_000)
 
       sim.setFault({ kind: 'stall', afterBytes: 4 * MiB, on: 'import' })
       const h = await client.enqueue({ proxy: 'rv-main' }, restoreTask('file', points[1]!.path, sr.uuid))
@@ -193,7 +193,7 @@ describe('backup.restore: whole VM through the queue (simulator, VhdFile and enc
       await h.cancel()
       const s = await h.result().catch((e: unknown) => e as JobSummary)
       expect(s.status).toBe('interrupted')
-      await waitFor('cancelled restore removed', () => vdisOn(sr.uuid) === vdisBefore && restoredVms().length === vmsBefore, 10_000)
+      await waitFor('cancelled restore removed', () => vdisOn(sr.uuid) === vdisBefore && restoredVms().length === vmsBefore, 60_000)
     } finally {
       sim.clearFaults()
     }

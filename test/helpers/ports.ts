@@ -14,8 +14,11 @@ export async function getFreePort(host = '127.0.0.1'): Promise<number> {
   })
 }
 
-/** Waits until `check` resolves true, polling; throws with `what` after `timeoutMs`. */
-export async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000, intervalMs = 100): Promise<void> {
+/**
+ * Waits until `check` resolves true, polling; throws with `what` after `timeoutMs`. The timeout is a
+ * bound for a failure, never a measurement: on a loaded machine things take longer, so it is generous.
+ */
+export async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 60_000, intervalMs = 100): Promise<void> {
   const deadline = Date.now() + timeoutMs
   let lastError: unknown
   while (Date.now() < deadline) {

@@ -13,6 +13,7 @@ import { md4 } from '../../src/remotes/smb/md4.js'
 import { negotiateMessage, ntowfv2, parseChallenge } from '../../src/remotes/smb/ntlm.js'
 import { NtStatus, posixCode } from '../../src/remotes/smb/status.js'
 import { Access, CreateOptions, Disposition, FileAttributes, HEADER_SIZE } from '../../src/remotes/smb/wire.js'
+import { waitFor } from '../helpers/ports.js'
 
 describe('SMB crypto known answers', () => {
   it('MD4 matches RFC 1320', () => {
@@ -125,7 +126,7 @@ describe('SMB protocol against smbd', () => {
       body.writeUInt32LE(0x1 | 0x2, 24) // FILE_NAME | DIR_NAME changes
       const notify = client.conn.request({ command: 15, body, treeId: client.treeId })
       const interim = () => client.conn.stats.interimResponses
-      for (let i = 0; i < 100 && interim() === 0; i++) await new Promise((r) => setTimeout(r, 50))
+      await waitFor('an interim response', () => interim() > 0)
       expect(interim()).toBeGreaterThan(0)
       // a change made on another connection completes the pending request
       const f = await other.create(`${dir}\\x`, { access: Access.DELETE | Access.SYNCHRONIZE, disposition: Disposition.CREATE, options: CreateOptions.NON_DIRECTORY_FILE })

@@ -47,7 +47,7 @@ describe('independent readers and threads', () => {
     await mkdir(mnt)
     const daemon = startDaemon('vhdimount', ['-v', join(remote.root, 'm/3.vhd'), mnt])
     try {
-      await waitFor('vhdimount', () => existsSync(join(mnt, 'vhdi3')), 20_000)
+      await waitFor('vhdimount', () => existsSync(join(mnt, 'vhdi3')), 60_000)
       // one file per layer; the last is the child seen through its parents
       expect((await readdir(mnt)).sort()).toEqual(['vhdi1', 'vhdi2', 'vhdi3'])
       expect((await readFile(join(mnt, 'vhdi3'))).equals(expected)).toBe(true)

@@ -147,7 +147,7 @@ describe('serve processes', { timeout: 240_000 }, () => {
       await waitFor('job active', async () => (await handle.state()) === 'active', 30_000)
       const code = exited(d)
       d.child.kill('SIGTERM')
-      await waitFor('graceful stop logged', () => d.output().includes('stopping gracefully'), 10_000)
+      await waitFor('graceful stop logged', () => d.output().includes('stopping gracefully'), 60_000)
       d.child.kill('SIGTERM')
       expect(await code).toBe(1)
       expect(d.output()).toContain('E_SHUTDOWN_STUCK')

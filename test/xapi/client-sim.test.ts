@@ -207,11 +207,8 @@ describe('XapiClient against the simulator', () => {
     await client.setOtherConfig('VM', vm.$ref, { 'test:marker': e.taskRef })
     await client.waitObject('VM', vm.$ref, { predicate: (r) => r.other_config['test:marker'] === e.taskRef })
     expect(() => client.get('task', e.taskRef)).toThrow(XapiError)
-    const outcome = await Promise.race([
-      client.waitTask(e.taskRef).then(() => 'succeeded'),
-      new Promise((resolve) => setTimeout(resolve, 5000, 'still waiting')),
-    ])
-    expect(outcome).toBe('succeeded')
+    // no wall-clock race (a loaded machine is slow): a hang is caught by the test's timeout
+    expect(await client.waitTask(e.taskRef).then(() => 'succeeded')).toBe('succeeded')
   })
 
   it('stops an export when its task is cancelled, or when the signal aborts', async () => {

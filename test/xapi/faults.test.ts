@@ -110,8 +110,10 @@ describe('simulator faults seen by the client', () => {
     const controller = new AbortController()
     const d = await client.exportDescriptor(vdiRef, { format: 'raw' })
     const { stream } = await openVdiExport({ ...d, signal: controller.signal })
-    const pending = drain(stream).catch((e: unknown) => e)
-    setTimeout(() => controller.abort(), 300)
+    // abort once bytes flow (not after a fixed delay: on a loaded machine the stream may not have started)
+    const pending = (async () => {
+      for await (const _chunk of stream as AsyncIterable<Buffer>) controller.abort()
+    })().catch((e: unknown) => e)
     expect(await pending).toBeInstanceOf(CancelledError)
     await client.cancelTask(d.taskRef!)
   })

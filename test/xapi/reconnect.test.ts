@@ -22,7 +22,7 @@ describe('XapiClient across an XAPI restart', () => {
     const first = await startXapiSimulator(options)
     sims.push(first)
     const port = Number(new URL(first.url).port)
-    client = await XapiClient.connect({ url: first.url, user: first.user, password: first.password, retry: { tries: 8, initialDelayMs: 100, maxDelayMs: 1000 } })
+    client = await XapiClient.connect({ url: first.url, user: first.user, password: first.password, retry: { tries: 60, initialDelayMs: 100, maxDelayMs: 1000 } })
     const vmRef = client.listVms()[0]!.$ref
     await first.close()
 

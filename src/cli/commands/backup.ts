@@ -129,7 +129,9 @@ export function registerBackup(program: Command, io: CliIo): void {
       const summary = await handle.result()
       io.stdout(`${JSON.stringify(summary, null, 2)}\n`)
       if (summary.status !== 'success') {
-        throw new BackupProxyError('E_BACKUP', `job ${handle.id} ended ${summary.status}${summary.error === undefined ? '' : `: [${summary.error.code ?? ''}] ${summary.error.message}`}`)
+        // a cancel or timeout keeps its own code (E_CANCELLED / E_TIMEOUT); anything else is E_BACKUP
+        const code = summary.status === 'interrupted' && summary.error?.code === 'E_TIMEOUT' ? 'E_TIMEOUT' : summary.status === 'interrupted' ? 'E_CANCELLED' : 'E_BACKUP'
+        throw new BackupProxyError(code, `job ${handle.id} ended ${summary.status}${summary.error === undefined ? '' : `: [${summary.error.code ?? ''}] ${summary.error.message}`}`)
       }
     } finally {
       await client.close()
