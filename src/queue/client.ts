@@ -19,7 +19,7 @@ import { BackupProxyError, CancelledError, deserializeError, serializeError, typ
 import { silentLogger, type Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
 import { queueKeys, queueName, type QueueTarget } from './names.js'
-import { BullConnection, connectRedis, createRedis, logConnectionErrors, readyRedis, redisModeError, redisOptions, type RedisClient, type RedisConfig } from './redis.js'
+import { BullConnection, createRedis, logConnectionErrors, readyRedis, redisModeError, type RedisClient, type RedisConfig } from './redis.js'
 import { rememberQueue, publishScale, type ScaleRequest } from './registry.js'
 import { loadSealKey, sealFields, type SealKey } from './seal.js'
 import { isStalledFailure, stalledSummary } from './stalled.js'

@@ -76,11 +76,6 @@ export function duplicateRedis(client: RedisClient): RedisClient {
   return client instanceof Cluster ? client.duplicate() : client.duplicate()
 }
 
-/** Connects a lazy connection (no-op when it is already connecting or connected). */
-export async function connectRedis(client: RedisClient): Promise<void> {
-  if (client.status === 'wait') await client.connect()
-}
-
 /**
  * Logs a connection's errors, once per outage: ioredis reconnects by itself, but an `error` event nobody
  * listens to is printed raw on stderr (and would be every reconnect attempt).
