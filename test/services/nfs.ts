@@ -1,6 +1,6 @@
 /**
  * Test server: NFS-Ganesha 4.3 (VFS backend) + rpcbind, both inside a private network namespace reached
- * over a veth pair (see /work/shared/notes/test-servers.md: neither daemon can share the host's
+ * over a veth pair (neither daemon can share the host's
  * loopback here). Started once per test run by test/setup/global.ts, and by bench/remote-nfs.bench.ts.
  *
  * Every instance gets its own netns (`bpnfs-<id>`), veth pair and /30 inside 10.213.77.0/24, reserved by

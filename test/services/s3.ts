@@ -1,8 +1,8 @@
 /**
  * Test server: S3 = OpenStack Swift 2.30 with its s3api middleware (Debian packages), on 127.0.0.1 free
  * ports, storage in a private temp dir (tmpfs when /dev/shm exists). Started once per test run by
- * test/setup/global.ts (`startS3()`), and by bench/remotes.bench.ts (`startSwift()`); see
- * /work/shared/notes/test-servers.md for the facts this relies on (memcache in front of tempauth, slo
+ * test/setup/global.ts (`startS3()`), and by bench/remotes.bench.ts (`startSwift()`). It relies on these
+ * facts of Swift's s3api (memcache in front of tempauth, slo
  * after s3api for multipart, 10,000 parts, path-style only, access key `test:tester` URL-encoded).
  *
  * Every Swift server forks workers: each runs in its own process group (startDaemon) and is stopped by

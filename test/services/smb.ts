@@ -1,6 +1,5 @@
 /**
- * Test server: SMB (Samba smbd), run in the foreground from a private temp dir (see
- * /work/shared/notes/test-servers.md). `startSMB()` is called once per test run by test/setup/global.ts
+ * Test server: SMB (Samba smbd), run in the foreground from a private temp dir. `startSMB()` is called once per test run by test/setup/global.ts
  * and serves 127.0.0.1:445 (XO's smb:// URL has no port); `startSambaServer()` starts extra private
  * servers on free ports for tests that kill the server or require signing.
  *
