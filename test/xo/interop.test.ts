@@ -119,6 +119,16 @@ async function xoRead(adapter: XoRemoteAdapter, backup: XoBackup): Promise<Buffe
   }
 }
 
+/**
+ * Backups are named by their start time to the second (XO's formatFilenameDate): two runs of one job in
+ * the same second would share a name. Runs here follow each other faster than that on a quiet machine, so
+ * each waits for the clock's next second (a condition, not a delay the test depends on).
+ */
+async function nextSecond(): Promise<void> {
+  const start = Math.floor(Date.now() / 1000)
+  while (Math.floor(Date.now() / 1000) === start) await new Promise((resolve) => setTimeout(resolve, 20))
+}
+
 const failures = (events: Progress[]): Progress[] => events.filter((e) => e.type === 'end' && e.status !== 'success')
 
 describe('XO and we continue each other\'s chains', () => {
@@ -143,16 +153,19 @@ describe('XO and we continue each other\'s chains', () => {
       expect(failures(await xo.run(vm.uuid, 'job1'))).toEqual([])
       await snap()
       sim.writeBlocks(vm.uuid, { blocks: 3 })
+      await nextSecond()
       expect(failures(await xo.run(vm.uuid, 'job1'))).toEqual([])
       await snap()
       // us: the same job continues the chain as a delta
       sim.writeBlocks(vm.uuid, { blocks: 2 })
+      await nextSecond()
       const ours = await runBackup(runTask(sim, [vm.uuid], { r: { url: `file://${root}`, options } }, { exportRetention: 10 }, 'job1'), { defaults, exporter: runDiskExport, signal: new AbortController().signal })
       expect(ours.status, JSON.stringify(ours, null, 1)).toBe('success')
       expect((ours.tasks?.[0]?.result as { full: boolean }).full).toBe(false)
       await snap()
       // XO: continues our chain as a delta
       sim.writeBlocks(vm.uuid, { blocks: 2 })
+      await nextSecond()
       expect(failures(await xo.run(vm.uuid, 'job1'))).toEqual([])
       await snap()
 
