@@ -269,7 +269,10 @@ export function deserializeError(data: unknown): Error {
     error = new Error(data.message)
     Object.defineProperty(error, 'name', { value: data.name, configurable: true })
     if (data.code !== undefined) Object.defineProperty(error, 'code', { value: data.code, enumerable: true })
-    if (data.fields !== undefined) Object.assign(error, data.fields)
+    // extra own properties of a foreign error (a DOMException's too), never over the ones set above
+    for (const [key, value] of Object.entries(data.fields ?? {})) {
+      if (!['name', 'message', 'stack', 'cause', 'code'].includes(key)) Object.defineProperty(error, key, { value, writable: true, enumerable: true, configurable: true })
+    }
   }
   if (data.stack !== undefined) Object.defineProperty(error, 'stack', { value: data.stack, writable: true, configurable: true })
   if (cause !== undefined) Object.defineProperty(error, 'cause', { value: cause, writable: true, configurable: true })

@@ -51,6 +51,16 @@ describe('errors', () => {
     checkRoundTrip(deserializeError(JSON.parse(JSON.stringify(serializeError(sample())))))
   })
 
+  it("rebuilds a foreign error whose own properties include name (Node's stream AbortError, from a thread)", () => {
+    // node:internal/errors AbortError sets name and code as own properties, as many libraries' errors do
+    const foreign = Object.assign(new Error('The operation was aborted'), { name: 'AbortError', code: 'ABORT_ERR', extra: 1 })
+    const back = deserializeError(JSON.parse(JSON.stringify(serializeError(foreign))))
+    expect(back).toBeInstanceOf(Error)
+    expect(back.name).toBe('AbortError')
+    expect(back.message).toBe('The operation was aborted')
+    expect((back as Error & { extra?: number }).extra).toBe(1)
+  })
+
   it('round-trips through a MessagePort (structured clone, as between threads)', async () => {
     const { port1, port2 } = new MessageChannel()
     const received = new Promise<unknown>((resolve) => port2.once('message', resolve))
