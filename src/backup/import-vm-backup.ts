@@ -122,7 +122,7 @@ async function prepare(o: ImportVmBackupOptions): Promise<Prepared> {
 }
 
 /** Networks of the pool with the VLAN of their first PIF (XO ignores networks without PIF). */
-async function poolNetworks(xapi: XapiClient): Promise<PoolNetwork[]> {
+export async function poolNetworks(xapi: XapiClient): Promise<PoolNetwork[]> {
   const networks = (await xapi.call('network.get_all_records')) as Record<string, { uuid: string; name_label: string; PIFs: string[] }>
   const pifs = (await xapi.call('PIF.get_all_records')) as Record<string, { VLAN: number }>
   return Object.entries(networks).map(([ref, n]) => {

@@ -62,14 +62,14 @@ const str = (v: unknown, d = ''): string => (typeof v === 'string' ? v : d)
 const obj = (v: unknown): Record<string, unknown> => (typeof v === 'object' && v !== null && !Array.isArray(v) ? { ...(v as Record<string, unknown>) } : {})
 const strMap = (v: unknown): Record<string, string> => Object.fromEntries(Object.entries(obj(v)).filter((e): e is [string, string] => typeof e[1] === 'string'))
 
-function withoutBackupKeys(otherConfig: unknown): Record<string, string> {
+export function withoutBackupKeys(otherConfig: unknown): Record<string, string> {
   const out = strMap(otherConfig)
   for (const k of BACKUP_OTHER_CONFIG_KEYS) delete out[k]
   return out
 }
 
 /** Fields of a VM record VM.create takes (XO's VM_create), from the backed-up record. */
-const VM_FIELDS = [
+export const VM_FIELDS = [
   'actions_after_crash', 'actions_after_reboot', 'actions_after_shutdown', 'HVM_boot_params', 'HVM_boot_policy', 'memory_dynamic_max',
   'memory_dynamic_min', 'memory_static_max', 'memory_static_min', 'platform', 'PV_args', 'PV_bootloader_args', 'PV_bootloader', 'PV_kernel',
   'PV_legacy_args', 'PV_ramdisk', 'recommendations', 'user_version', 'VCPUs_at_startup', 'VCPUs_max', 'VCPUs_params', 'domain_type',

@@ -24,6 +24,7 @@ import { backupXapi } from './xapi-adapter.js'
 import { inlineImporter, type DiskImporter } from './disk-import.js'
 import { healthCheckAfterBackup, healthCheckSettingsOf } from './health-check.js'
 import { selectVms } from './smart-mode.js'
+import type { SrTarget } from './replication.js'
 
 export interface RunProgress {
   vmsTotal: number
@@ -65,6 +66,8 @@ export interface EffectiveSettings extends VmSettings {
   concurrency: number
   timeoutMs: number
   nRetriesVmBackupFailures: number
+  /** replicas kept per target SR (XO's copyRetention; 0: the job's SRs get none, as XO) */
+  copyRetention: number
 }
 
 function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefined)[]): EffectiveSettings {
@@ -80,6 +83,7 @@ function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefin
     checkpointSnapshot: defaults.checkpointSnapshot,
     timeoutMs: defaults.timeoutMs,
     nRetriesVmBackupFailures: defaults.nRetriesVmBackupFailures,
+    copyRetention: 0,
   }
   for (const s of layers) {
     if (s === undefined) continue
@@ -93,6 +97,7 @@ function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefin
     if (s.checkpointSnapshot !== undefined) out.checkpointSnapshot = s.checkpointSnapshot
     if (s.timeout !== undefined) out.timeoutMs = s.timeout
     if (s.nRetriesVmBackupFailures !== undefined) out.nRetriesVmBackupFailures = s.nRetriesVmBackupFailures
+    if (s.copyRetention !== undefined) out.copyRetention = s.copyRetention
   }
   return out
 }
@@ -153,6 +158,7 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
     : undefined
   const signal = controller.signal
   const connections: XapiConnection[] = []
+  const connectionById = new Map<string, XapiConnection>()
   const targets: RunTarget[] = []
   const detachMetrics: (() => void)[] = []
   try {
@@ -160,7 +166,9 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
     const connect = env.connectXapi ?? defaultConnect
     for (const [id, x] of Object.entries(task.xapis)) {
       try {
-        connections.push(await connect(x, signal))
+        const c = await connect(x, signal)
+        connections.push(c)
+        connectionById.set(id, c)
       } catch (error) {
         root.warning(`could not connect to XAPI ${id}`, { error: serializeError(error).message })
       }
@@ -181,7 +189,10 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
         await remote.close().catch(() => undefined)
       }
     }
-    if (targets.length === 0) throw new BackupProxyError('E_BACKUP', 'none of the remotes of the task could be opened')
+    const srTargets = srTargetsOf(task, connections, connectionById, root)
+    if (targets.length === 0 && srTargets.length === 0) {
+      throw new BackupProxyError('E_BACKUP', srUuidsOf(task).length === 0 ? 'none of the remotes of the task could be opened' : 'none of the remotes or SRs of the task could be used')
+    }
 
     const progress: RunProgress = { vmsTotal: vmUuids.length, vmsDone: 0, readBytes: 0 }
     const readByVm = new Map<string, number>()
@@ -198,7 +209,7 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
         const conn = await findXapi(connections, vmUuid)
         const xapi = conn.xapi
         const result = await withRetries(settings.nRetriesVmBackupFailures, vmTask, signal, () =>
-          backupVm(vmUuid, { jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id, mode: task.job.mode, targets, xapi, exporter: env.exporter, signal, log, onBytes }, settings, vmTask),
+          backupVm(vmUuid, { jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id, mode: task.job.mode, targets, srTargets: withCopyRetention(srTargets, task, settings), xapi, exporter: env.exporter, signal, log, onBytes }, settings, vmTask),
         )
         const s = task.job.settings
         const vmTags = (await xapi.getVm(vmUuid)).record.tags
@@ -282,4 +293,28 @@ async function withRetries<T>(retries: number, task: Task, signal: AbortSignal, 
       task.warning(`attempt ${attempt + 1} failed, retrying (${retries - attempt} left)`, { error: serializeError(error).message })
     }
   }
+}
+
+/** The job's SRs (XO's `srs`: `{id}` or `{id: {__or}}`). */
+export function srUuidsOf(task: BackupRunTask): string[] {
+  const id = task.job.srs?.id
+  return id === undefined ? [] : typeof id === 'string' ? [id] : [...new Set(id.__or)]
+}
+
+/** Each SR of the job on its pool (`recordToXapi`, else the first connected pool that has it); the others warned about. */
+function srTargetsOf(task: BackupRunTask, connections: readonly XapiConnection[], byId: ReadonlyMap<string, XapiConnection>, root: Task): { id: string; client: XapiClient }[] {
+  const out: { id: string; client: XapiClient }[] = []
+  for (const uuid of srUuidsOf(task)) {
+    const mapped = task.recordToXapi[uuid]
+    const candidates = mapped === undefined ? connections : [byId.get(mapped)].filter((c): c is XapiConnection => c !== undefined)
+    const client = candidates.map((c) => c.client).find((c) => c?.listSrs().some((sr) => sr.uuid === uuid) === true)
+    if (client === undefined) root.warning(`SR ${uuid} is on none of the task's connected pools and is skipped`)
+    else out.push({ id: uuid, client })
+  }
+  return out
+}
+
+/** The SR targets of one VM: each with its copyRetention (the SR's own setting over the VM's); 0 = none, as XO. */
+function withCopyRetention(srs: readonly { id: string; client: XapiClient }[], task: BackupRunTask, settings: EffectiveSettings): SrTarget[] {
+  return srs.map((t) => ({ ...t, copyRetention: task.job.settings[t.id]?.copyRetention ?? settings.copyRetention })).filter((t) => t.copyRetention > 0)
 }

@@ -31,6 +31,7 @@ import type { BackupXapi, DiskExporter, DiskTarget, XapiDisk, XapiObject } from 
 import { applyRetention } from './apply-retention.js'
 import { buildMetadata, setOnVmAndVdis, tagSnapshot, usesVhdDirectory, type RunIds } from './xo-records.js'
 import type { Task } from './task-log.js'
+import { replicatedSnapshots, toRemotesAndSrs, type SrTarget } from './replication.js'
 
 export interface RunTarget {
   id: string
@@ -59,6 +60,8 @@ export interface VmBackupContext {
   scheduleId: string
   mode: 'delta' | 'full'
   targets: readonly RunTarget[]
+  /** SRs the VM is replicated to (XO's job `srs`), each with its copyRetention */
+  srTargets?: readonly SrTarget[]
   xapi: BackupXapi
   exporter: DiskExporter
   signal: AbortSignal
@@ -163,6 +166,8 @@ export async function backupVm(vmUuid: string, ctx: VmBackupContext, settings: V
   const jobSnapshots = (await xapi.listSnapshots(vm.ref)).filter((s) => tagOf(s, TAG_JOB) === jobId)
   const exportedByTarget = new Map<string, Set<string>>()
   for (const t of ctx.targets) exportedByTarget.set(t.id, new Set((holdings.get(t.id) ?? []).map((b) => String(b.metadata.vmSnapshot.uuid))))
+  const ids = { jobId, jobName: ctx.jobName, scheduleId: ctx.scheduleId, vmUuid }
+  for (const t of ctx.srTargets ?? []) exportedByTarget.set(t.id, replicatedSnapshots(t, ids))
   const choice = chooseBase({
     mode: ctx.mode,
     fullInterval: settings.fullInterval,
@@ -184,7 +189,8 @@ export async function backupVm(vmUuid: string, ctx: VmBackupContext, settings: V
   }, (s) => s.uuid)
 
   try {
-    const result = await exportAndPublish(vmUuid, vm, snapshot, choice.base, holdings, ctx, run, settings, task)
+    const toRemotes = ctx.targets.length === 0 ? undefined : () => exportAndPublish(vmUuid, vm, snapshot, choice.base, holdings, ctx, run, settings, task)
+    const result = await toRemotesAndSrs(toRemotes, ctx.targets.map((t) => t.id), ctx.srTargets ?? [], { ids, mode: ctx.mode, source: xapi, vm, snapshot, base: choice.base, ...run, signal }, task)
     // as XO: the chain length, then the exported mark, on the snapshot and its VDIs
     await setOnVmAndVdis(xapi, snapshot.ref, { [TAG_CHAIN_LENGTH]: String(choice.deltaChainLength) })
     await setOnVmAndVdis(xapi, snapshot.ref, { [TAG_EXPORTED]: 'true' })

@@ -143,12 +143,14 @@ export const backupRunSchema = z
     schedule: withoutForbiddenKeys(z.object({ id: id(), ...xoScheduleFields }).catchall(jsonValue)),
     /** XO's jobData (the job run's log entry: runJobId, userId, ...), kept for the task log */
     jobData: z.record(z.string(), jsonValue).optional(),
-    remotes: z.record(id(), remoteSchema).refine((r) => Object.keys(r).length > 0, 'at least one remote'),
+    // may be empty when the job replicates to SRs only (job.srs)
+    remotes: z.record(id(), remoteSchema),
     xapis: z.record(id(), xapiSchema).refine((x) => Object.keys(x).length > 0, 'at least one XAPI'),
     recordToXapi: z.record(uuid(), id()).default({}),
   })
   .strict()
   .superRefine((task, ctx) => {
+    if (Object.keys(task.remotes).length === 0 && task.job.srs === undefined) ctx.addIssue({ code: 'custom', path: ['remotes'], message: 'at least one remote (or SRs in job.srs)' })
     for (const [pool, xapiId] of Object.entries(task.recordToXapi)) {
       if (!(xapiId in task.xapis)) ctx.addIssue({ code: 'custom', path: ['recordToXapi', pool], message: `names XAPI "${xapiId}" which is not in xapis` })
     }

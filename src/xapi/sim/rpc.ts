@@ -31,6 +31,7 @@ const SPECIFIC = [
   'VM.destroy',
   'VDI.create',
   'VDI.destroy',
+  'VDI.clone',
   'VM.update_allowed_operations',
   'VM.create',
   'VM.start',
@@ -40,7 +41,7 @@ const SPECIFIC = [
   'VIF.create',
   'VIF.destroy',
 ]
-const ASYNC = new Set(['VM.snapshot', 'VM.checkpoint', 'VM.destroy', 'VDI.create', 'VDI.destroy', 'VM.create', 'VM.start', 'VM.clean_shutdown', 'VM.hard_shutdown', 'VBD.create', 'VIF.create', 'VIF.destroy'])
+const ASYNC = new Set(['VM.snapshot', 'VM.checkpoint', 'VM.destroy', 'VDI.create', 'VDI.destroy', 'VDI.clone', 'VM.create', 'VM.start', 'VM.clean_shutdown', 'VM.hard_shutdown', 'VBD.create', 'VIF.create', 'VIF.destroy'])
 
 export interface Session {
   user: string
@@ -162,6 +163,8 @@ export class SimRpc {
       case 'VDI.destroy':
         this.pool.destroyVdi(str(0))
         return ''
+      case 'VDI.clone':
+        return this.vmOps.cloneVdi(str(0))
       case 'VM.update_allowed_operations':
         // XAPI recomputes allowed_operations; the simulator's never change (XO calls it after each backup)
         s.get('VM', str(0))

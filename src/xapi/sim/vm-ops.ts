@@ -2,7 +2,7 @@
  * What a restore, a health check and a replication need from the simulated pool beyond backup:
  * more SRs (with an optional capacity, so one can fill up), more networks (each with a PIF carrying its
  * VLAN, as XO matches networks by name and VLAN), `VM.create`, `VBD.create`, `VIF.create`, `VIF.destroy`,
- * `VM.start`, `VM.clean_shutdown`/`hard_shutdown`, and the guest metrics a started VM reports once its
+ * `VM.start`, `VM.clean_shutdown`/`hard_shutdown`, `VDI.clone`, and the guest metrics a started VM reports once its
  * guest tools run. Records carry XAPI's field names and value shapes.
  *
  * Guest boot behaviour is a flag (never timing): `normal` reports guest metrics (`PV_drivers_detected`)
@@ -293,6 +293,23 @@ export class SimVmOps {
       r.resident_on = NULL_REF
       r.guest_metrics = NULL_REF
     })
+  }
+
+  /**
+   * `VDI.clone`: a new VDI on the same SR with the same content (its blocks shared copy-on-write, as a
+   * thin SR's clone is), record fields copied, no VBDs; what a replication chains its next delta onto.
+   */
+  cloneVdi(vdiRef: string): string {
+    const src = this.store.get('VDI', vdiRef)
+    const content = this.pool.disks.get(vdiRef)
+    if (content === undefined) throw new XapiFailure('HANDLE_INVALID', ['VDI', vdiRef])
+    const ref = this.pool.newRef()
+    this.pool.disks.set(ref, content.copy())
+    this.pool.vdiTimes.set(ref, Date.now())
+    const record = structuredClone(src)
+    this.store.add('VDI', ref, { ...record, uuid: this.pool.newUuid(), VBDs: [], snapshots: [], is_a_snapshot: false, snapshot_of: NULL_REF, current_operations: {} })
+    this.store.update('SR', text(src.SR), (r) => (r.VDIs as string[]).push(ref))
+    return ref
   }
 
   /** Before `VM.destroy`: its guest metrics go with it. */
