@@ -2,7 +2,8 @@
  * `PUT /import_raw_vdi/?session_id&vdi&format=vhd[&task_id]` of the simulator: the body is a dynamic VHD
  * (what a restore sends), parsed and validated with the project's VHD parser (src/vhd), and its blocks
  * become the VDI's content (`DiskContent.storeBlock`), so `export_raw_vdi?format=raw` returns them.
- * Sectors a block's bitmap leaves unset are zeros; blocks absent from the VHD keep the VDI's content
+ * Sectors a block's bitmap leaves unset are zeros (a differencing VHD: the VDI's current bytes, so a delta
+ * applies onto an existing VDI, as a replication imports it); blocks absent from the VHD keep the VDI's content
  * (zeros for a VDI just created), as XAPI does for a VHD import. The content changes only once the
  * whole body was received and validated: a failed or cancelled import leaves the VDI as it was.
  *
@@ -14,6 +15,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { sectorIsSet } from '../../vhd/bitmap.js'
+import { DISK_TYPES } from '../../vhd/constants.js'
 import { openVhdStream } from '../../vhd/stream-parser.js'
 import type { ExportContext } from './export.js'
 import { XapiFailure, text } from './store.js'
@@ -27,15 +29,20 @@ function sendXapiError(res: ServerResponse, status: number, code: string, params
   res.end(body)
 }
 
-/** A block's bytes with the sectors its bitmap does not mark set to zero (copied: the source chunk is not kept). */
-function blockBytes(bitmap: Buffer, data: Buffer): Buffer | undefined {
+/**
+ * A block's bytes (copied: the source chunk is not kept): the sectors its bitmap does not mark set are
+ * zeros in a dynamic VHD, and keep the VDI's current bytes (`current`) in a differencing one (a delta
+ * imported onto an existing VDI, as XAPI applies it).
+ */
+function blockBytes(bitmap: Buffer, data: Buffer, current: Buffer | undefined): Buffer | undefined {
   const out = Buffer.from(data)
   let any = false
   for (let s = 0; s < VHD_BLOCK_BYTES / SECTOR_BYTES; s++) {
-    if (!sectorIsSet(bitmap, s)) out.fill(0, s * SECTOR_BYTES, (s + 1) * SECTOR_BYTES)
-    else any = true
+    if (sectorIsSet(bitmap, s)) any = true
+    else if (current !== undefined) current.copy(out, s * SECTOR_BYTES, s * SECTOR_BYTES, (s + 1) * SECTOR_BYTES)
+    else out.fill(0, s * SECTOR_BYTES, (s + 1) * SECTOR_BYTES)
   }
-  return any ? out : undefined
+  return any || current !== undefined ? out : undefined
 }
 
 /** The body up to `afterBytes`, then nothing until `signal` aborts (a `stall` fault). */
@@ -101,8 +108,11 @@ export async function handleImport(ctx: ExportContext, req: IncomingMessage, res
     }
     const total = Math.max(1, vhd.blockOrder.length)
     let newBlocks = 0
+    const differencing = vhd.footer.diskType === DISK_TYPES.DIFFERENCING
     for await (const block of vhd.blocks()) {
-      const bytes = blockBytes(block.bitmap, block.data)
+      const g = disk.generations.get(block.index)
+      const current = differencing && g !== undefined ? Buffer.concat(disk.blockParts(ctx.patterns, block.index, g)) : undefined
+      const bytes = blockBytes(block.bitmap, block.data, current)
       if (bytes !== undefined && !disk.generations.has(block.index) && staged.get(block.index) === undefined) {
         // an SR with a capacity fills up: XAPI's "insufficient space" before the block is written
         ctx.rpc.vmOps.checkSpace(vdiRef, ++newBlocks * VHD_BLOCK_BYTES)
