@@ -41,6 +41,18 @@ describe('XO backup job in the task schema', () => {
     expect(unknownTaskFields(task)).toEqual([])
   })
 
+  it('a replication-only job (srs, no remote) is accepted; one with neither remote nor SR is refused', () => {
+    const SR = 'd1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6'
+    const p = params()
+    p.remotes = {}
+    p.job.srs = { id: { __or: [SR] } }
+    const task = parsed(p)
+    expect(task.remotes).toEqual({})
+    expect((task.job as Record<string, unknown>).srs).toEqual({ id: { __or: [SR] } })
+    delete p.job.srs
+    expect(refusal(p).message).toMatch(/remotes.*at least one remote \(or SRs in job\.srs\)/)
+  })
+
   it('keeps fields XO adds later and reports them', () => {
     const p = params()
     p.job.newJobField = { a: 1 }
