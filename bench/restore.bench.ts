@@ -44,7 +44,7 @@ export default async function restoreBench(ctx: BenchContext): Promise<BenchRow[
     const remotes = { file: { url: `file://${ctx.tmpDir}/file` }, dir: { url: `file://${ctx.tmpDir}/dir`, options: { useVhdDirectory: true } } }
     const task = parseTask({
       kind: 'backup.run',
-      job: { id: 'bench', name: 'bench', mode: 'delta', vms: { uuid: [vm.uuid] }, settings: { '': { compression: 'brotli' } } },
+      job: { id: 'bench', name: 'bench', mode: 'delta', vms: { uuid: [vm.uuid] }, settings: { '': {} } }, // VhdDirectory blocks: backup.vhdDirectoryCompression, brotli by default
       schedule: { id: 's' },
       remotes,
       xapis: { sim: { url: sim.url, credentials: { username: sim.user, password: sim.password } } },

@@ -130,7 +130,9 @@ export async function decompressChunk(data: Buffer, compression: ChunkCompressio
     }
   }
   try {
-    return await brotliDecompress(data, { chunkSize: Math.max(ZLIB_CHUNK_BYTES, expectedSizeBytes ?? 0) })
+    // an output buffer of the expected size (+1: zlib asks for a new buffer when one is filled exactly),
+    // not 4 MiB: half the memory per block a restore allocates, and so fewer garbage collections
+    return await brotliDecompress(data, { chunkSize: expectedSizeBytes === undefined ? ZLIB_CHUNK_BYTES : Math.max(64, expectedSizeBytes + 1) })
   } catch (error) {
     throw corrupt('directory', what, 0, `brotli data does not decode (${(error as Error).message})`, error)
   }
