@@ -94,6 +94,8 @@ export function restoreTaskFromXo(params: {
   metadataPath: string
   srUuid: string
   xapi: Record<string, unknown>
+  /** XO's settings.mapVdisSrs, passed on as is (the task schema checks it) */
+  mapVdisSrs?: unknown
 }): TaskInputOf<'backup.restore'> {
   const warnings: string[] = []
   return {
@@ -102,5 +104,6 @@ export function restoreTaskFromXo(params: {
     metadataPath: params.metadataPath,
     xapi: xapiFromXo(params.xapi),
     srUuid: params.srUuid,
+    ...(params.mapVdisSrs === undefined ? {} : { mapVdisSrs: params.mapVdisSrs }),
   } as unknown as TaskInputOf<'backup.restore'>
 }

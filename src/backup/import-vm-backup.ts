@@ -22,7 +22,7 @@ import { FOOTER_SIZE, HEADER_SIZE, batSizeBytes, bitmapSizeBytes } from '../vhd/
 import type { XapiClient } from '../xapi/client.js'
 import type { DiskImporter } from './disk-import.js'
 import { parseMetadata, timestampOfName, type BackupMetadata } from './layout.js'
-import { RESTORED_TAG, matchNetwork, planVmRestore, restoredDescription, type PoolNetwork, type VmPlan } from './restore-vm-plan.js'
+import { RESTORED_TAG, matchNetwork, planVmRestore, restoredDescription, type DiskPlan, type PoolNetwork, type VmPlan } from './restore-vm-plan.js'
 
 /** The task-log node a restore reports under (the queue's LogTask and the run's Task both fit). */
 export interface RestoreLog {
@@ -43,6 +43,11 @@ export interface ImportVmBackupOptions {
   metadataPath: string
   xapi: XapiClient
   srUuid: string
+  /**
+   * XO's `mapVdisSrs`: per disk (the backup's VDI uuid, or the uuid of the disk it is a snapshot of) the
+   * SR it goes to instead of `srUuid`; `null` leaves that disk out (its VBDs too)
+   */
+  mapVdisSrs?: Readonly<Record<string, string | null>>
   start?: boolean
   /** the restored VM's name (default XO's `<name> (<timestamp>)`) */
   nameLabel?: string
@@ -110,6 +115,7 @@ async function prepare(o: ImportVmBackupOptions): Promise<Prepared> {
   const timestamp = timestampOfName(o.metadataPath.split('/').pop() ?? '') ?? String(metadata.timestamp)
   const vmUuid = vmUuidOf(metadata, o.metadataPath)
   const plan = planVmRestore(metadata, vmUuid, { ...(o.nameLabel === undefined ? {} : { nameLabel: o.nameLabel }), ...(o.additionalVmTag === undefined ? {} : { additionalVmTag: o.additionalVmTag }) })
+  plan.disks = plan.disks.filter((d) => mappedSr(o, metadata, d) !== null)
   if (plan.disks.length === 0) throw new BackupProxyError('E_BACKUP', `backup ${o.metadataPath} has no disk to restore`, { fields: { retryable: false } })
   const sizes: number[] = []
   const virtualSizes: number[] = []
@@ -119,6 +125,29 @@ async function prepare(o: ImportVmBackupOptions): Promise<Prepared> {
     virtualSizes.push(chain.virtualSizeBytes)
   }
   return { metadata, timestamp, vmUuid, plan, sizes, virtualSizes }
+}
+
+/** The SR uuid `mapVdisSrs` gives a disk (by the backup's VDI uuid, then its source's), null to leave it out, else undefined. */
+function mappedSr(o: Pick<ImportVmBackupOptions, 'mapVdisSrs'>, metadata: BackupMetadata, d: DiskPlan): string | null | undefined {
+  const map = o.mapVdisSrs ?? {}
+  const uuid = metadata.vdis[d.ref]?.uuid
+  for (const key of [typeof uuid === 'string' ? uuid : undefined, d.sourceVdiUuid ?? undefined]) {
+    if (key !== undefined && Object.hasOwn(map, key)) return map[key]
+  }
+  return undefined
+}
+
+type PoolSr = ReturnType<XapiClient['listSrs']>[number]
+
+function findSr(xapi: XapiClient, uuid: string): PoolSr {
+  const srs = xapi.listSrs()
+  const sr = srs.find((s) => s.uuid === uuid)
+  if (sr === undefined) {
+    throw new BackupProxyError('E_BACKUP', `SR ${uuid} is not in the pool at ${xapi.url}; its SRs are: ${srs.map((s) => `${s.uuid} (${s.name_label})`).join(', ')}`, {
+      fields: { retryable: false, srUuid: uuid },
+    })
+  }
+  return sr
 }
 
 /** Networks of the pool with the VLAN of their first PIF (XO ignores networks without PIF). */
@@ -157,20 +186,17 @@ class Created {
 export async function importVmBackup(o: ImportVmBackupOptions): Promise<ImportVmBackupResult> {
   const p = await prepare(o)
   const { xapi, signal } = o
-  const sr = xapi.listSrs().find((s) => s.uuid === o.srUuid)
-  if (sr === undefined) {
-    throw new BackupProxyError('E_BACKUP', `SR ${o.srUuid} is not in the pool at ${xapi.url}; its SRs are: ${xapi.listSrs().map((s) => `${s.uuid} (${s.name_label})`).join(', ')}`, {
-      fields: { retryable: false, srUuid: o.srUuid },
-    })
-  }
+  const sr = findSr(xapi, o.srUuid)
+  // each disk's SR: its mapVdisSrs entry, else srUuid (all checked before anything is created)
+  const srs = p.plan.disks.map((d) => findSr(xapi, mappedSr(o, p.metadata, d) ?? o.srUuid))
   const created = new Created()
   try {
     signal.throwIfAborted()
     const vmRef = asRef(await xapi.call('VM.create', p.plan.vmRecord), 'VM.create')
     created.vmRef = vmRef
-    const vdiRefs = await createDisks(o, p, sr.$ref, vmRef, created)
+    const vdiRefs = await createDisks(o, p, srs.map((s) => s.$ref), vmRef, created)
     for (const vbd of p.plan.emptyVbds) await xapi.call('VBD.create', { ...vbd, VM: vmRef, VDI: 'OpaqueRef:NULL' })
-    const vdis = await importDisks(o, p, vdiRefs, { uuid: sr.uuid, name: sr.name_label })
+    const vdis = await importDisks(o, p, vdiRefs, srs.map((s) => ({ uuid: s.uuid, name: s.name_label })))
     const vifs = await createVifs(o, p.plan, vmRef)
     await finalize(o, p, vmRef)
     if (o.start === true) {
@@ -197,12 +223,12 @@ export async function importVmBackup(o: ImportVmBackupOptions): Promise<ImportVm
 }
 
 /** VDI.create per disk on the SR (named `[Importing] <name>` until filled) and its VBDs; VDI refs in plan order. */
-async function createDisks(o: ImportVmBackupOptions, p: Prepared, srRef: string, vmRef: string, created: Created): Promise<string[]> {
+async function createDisks(o: ImportVmBackupOptions, p: Prepared, srRefs: readonly string[], vmRef: string, created: Created): Promise<string[]> {
   const refs: string[] = []
   for (const [i, d] of p.plan.disks.entries()) {
     o.signal.throwIfAborted()
     const ref = asRef(
-      await o.xapi.call('VDI.create', { ...d.record, name_label: `[Importing] ${d.nameLabel}`, SR: srRef, virtual_size: p.virtualSizes[i], sm_config: {} }),
+      await o.xapi.call('VDI.create', { ...d.record, name_label: `[Importing] ${d.nameLabel}`, SR: srRefs[i], virtual_size: p.virtualSizes[i], sm_config: {} }),
       'VDI.create',
     )
     created.vdis.push(ref)
@@ -212,7 +238,7 @@ async function createDisks(o: ImportVmBackupOptions, p: Prepared, srRef: string,
   return refs
 }
 
-async function importDisks(o: ImportVmBackupOptions, p: Prepared, vdiRefs: string[], sr: { uuid: string; name: string }): Promise<RestoredVdi[]> {
+async function importDisks(o: ImportVmBackupOptions, p: Prepared, vdiRefs: string[], srs: readonly { uuid: string; name: string }[]): Promise<RestoredVdi[]> {
   const totalBytes = p.sizes.reduce((a, b) => a + b, 0)
   let doneBytes = 0
   const out: RestoredVdi[] = []
@@ -232,7 +258,7 @@ async function importDisks(o: ImportVmBackupOptions, p: Prepared, vdiRefs: strin
         await settled
       } catch (error) {
         await o.xapi.cancelTask(descriptor.taskRef).catch(() => undefined)
-        throw srFull(await uploadCause(error, settled), sr)
+        throw srFull(await uploadCause(error, settled), srs[i]!)
       } finally {
         o.signal.removeEventListener('abort', onAbort)
       }

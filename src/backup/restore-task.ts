@@ -49,6 +49,7 @@ export async function restoreToSr(task: BackupRestoreTask, env: RestoreToSrEnv):
       metadataPath: task.metadataPath,
       xapi,
       srUuid: task.srUuid,
+      ...(task.mapVdisSrs === undefined ? {} : { mapVdisSrs: task.mapVdisSrs }),
       start: task.start,
       ...(task.name === undefined ? {} : { nameLabel: task.name }),
       importer: env.importer ?? inlineImporter,

@@ -180,6 +180,8 @@ export const backupRestoreSchema = z
     metadataPath: relativePath().refine((p) => p.endsWith('.json'), 'a backup metadata .json path'),
     xapi: xapiSchema,
     srUuid: uuid(),
+    /** XO's mapVdisSrs: backup VDI uuid (or its source disk's) → SR uuid, null = leave the disk out */
+    mapVdisSrs: z.record(uuid(), uuid().nullable()).optional(),
     name: z.string().max(512).optional(),
     start: z.boolean().default(false),
   })

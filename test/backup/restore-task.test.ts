@@ -199,6 +199,27 @@ describe('backup.restore: whole VM through the queue (simulator, VhdFile and enc
     }
   }, 60_000)
 
+  it('mapVdisSrs (XO): a disk goes to the SR its entry names (by source or backup VDI uuid), a null entry leaves the disk out', async () => {
+    const source = sim.listVms()[0]!
+    const [main, other] = [srs()[1]!, srs()[2]!]
+    const metadata = JSON.parse(await readFile(join(dir.path, 'file', points[2]!.path), 'utf8')) as { vdis: Record<string, { uuid: string }>; vbds: Record<string, { VDI: string; userdevice: string }> }
+    const vbd1 = Object.values(metadata.vbds).find((v) => v.userdevice === '1')!
+    const backupVdi1 = metadata.vdis[vbd1.VDI]!.uuid
+    expect(backupVdi1).not.toBe(source.vdis[1]!.uuid) // the backup's VDI is the snapshot's, not the source disk
+    // disk 0 by its source disk's uuid to the other SR; disk 1 (by the backup's VDI uuid) to the main one
+    let s = await run({ ...restoreTask('file', points[2]!.path, main.uuid), mapVdisSrs: { [source.vdis[0]!.uuid]: other.uuid, [backupVdi1]: main.uuid } })
+    expect(s.status, JSON.stringify(s.error)).toBe('success')
+    let disks = xapi.vmDisks((await restoredVm((s.result as unknown as RestoreToSrResult).restoredVmUuid)).$ref)
+    expect(disks.map((d) => [d.vbd.userdevice, d.vdi.SR])).toEqual([['0', other.$ref], ['1', main.$ref]])
+    const exported = await exportRaw(disks[0]!.vdi.uuid, join(dir.path, 'mapped-0.raw'))
+    expect(exported.equals(await readFile(points[2]!.raws[0]!))).toBe(true)
+    // null: disk 1 is not restored
+    s = await run({ ...restoreTask('file', points[2]!.path, main.uuid), mapVdisSrs: { [source.vdis[1]!.uuid]: null } })
+    expect(s.status, JSON.stringify(s.error)).toBe('success')
+    disks = xapi.vmDisks((await restoredVm((s.result as unknown as RestoreToSrResult).restoredVmUuid)).$ref)
+    expect(disks.map((d) => [d.vbd.userdevice, d.vdi.SR])).toEqual([['0', main.$ref]])
+  }, 60_000)
+
   it('start: true starts the restored VM under the given name', async () => {
     const s = await run(restoreTask('file', points[0]!.path, srs()[1]!.uuid, { start: true, name: 'started copy' }))
     expect(s.status, JSON.stringify(s.error)).toBe('success')

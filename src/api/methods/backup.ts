@@ -105,10 +105,11 @@ const importParams = z
 function importMethod(deps: ApiDeps): MethodDefinition {
   return method('create a new VM from a backup', importParams, async ({ backupId, remote, srUuid, settings, streamLogs = false, xapi }, ctx) => {
     const { metadataPath, timestamp } = parseBackupId(backupId)
-    // XO's restore settings (additionalVmTag, newMacAddresses, mapVdisSrs, useDifferentialRestore) are not applied yet
-    const ignored = Object.keys(settings ?? {})
+    // XO's restore settings: mapVdisSrs is applied; additionalVmTag, newMacAddresses, useDifferentialRestore not yet
+    const ignored = Object.keys(settings ?? {}).filter((k) => k !== 'mapVdisSrs')
     if (ignored.length > 0) ctx.logger.warn({ settings: ignored }, 'backup.importVmBackup: these XO restore settings are not applied by this proxy')
-    const task = restoreTaskFromXo({ remote, metadataPath, srUuid, xapi })
+    const mapVdisSrs = settings?.mapVdisSrs
+    const task = restoreTaskFromXo({ remote, metadataPath, srUuid, xapi, ...(mapVdisSrs === undefined ? {} : { mapVdisSrs }) })
     const handle = await deps.client.enqueue(deps.target, task)
     const rec = deps.runs.start(handle, newXoTaskId(), `restore:${backupId}`, { backupId, name: 'restore', srId: srUuid, time: parseTimestamp(timestamp) })
     ctx.logger.info({ task: rec.id, queue: handle.queue, queueJobId: handle.id }, 'backup.importVmBackup: restore enqueued for Xen Orchestra')
