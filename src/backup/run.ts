@@ -177,18 +177,7 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
     const vmUuids = await resolveVmUuids(task, connections)
     if (isSmartMode(task)) root.info(`smart mode: ${vmUuids.length} VM(s) match the job's pattern`, { vms: vmUuids })
     // targets
-    for (const [id, r] of Object.entries(task.remotes)) {
-      const options = remoteOptionsOf(r)
-      const remote = createRemote(r.url, options)
-      if (env.remoteMetrics !== undefined) detachMetrics.push(env.remoteMetrics(remote, id))
-      try {
-        await remote.open()
-        targets.push({ id, url: r.url, options, remote })
-      } catch (error) {
-        root.warning(`remote ${id} (${remote.displayUrl}) is unusable and is skipped`, { error: serializeError(error).message })
-        await remote.close().catch(() => undefined)
-      }
-    }
+    await openRemotes(task, env, root, targets, detachMetrics)
     const srTargets = srTargetsOf(task, connections, connectionById, root)
     if (targets.length === 0 && srTargets.length === 0) {
       throw new BackupProxyError('E_BACKUP', srUuidsOf(task).length === 0 ? 'none of the remotes of the task could be opened' : 'none of the remotes or SRs of the task could be used')
@@ -291,6 +280,22 @@ async function withRetries<T>(retries: number, task: Task, signal: AbortSignal, 
     } catch (error) {
       if (signal.aborted || attempt >= retries) throw error
       task.warning(`attempt ${attempt + 1} failed, retrying (${retries - attempt} left)`, { error: serializeError(error).message })
+    }
+  }
+}
+
+/** Opens the task's remotes into `targets` (an unusable one is a warning and is skipped). */
+async function openRemotes(task: BackupRunTask, env: BackupRunEnv, root: Task, targets: RunTarget[], detachMetrics: (() => void)[]): Promise<void> {
+  for (const [id, r] of Object.entries(task.remotes)) {
+    const options = remoteOptionsOf(r)
+    const remote = createRemote(r.url, options)
+    if (env.remoteMetrics !== undefined) detachMetrics.push(env.remoteMetrics(remote, id))
+    try {
+      await remote.open()
+      targets.push({ id, url: r.url, options, remote })
+    } catch (error) {
+      root.warning(`remote ${id} (${remote.displayUrl}) is unusable and is skipped`, { error: serializeError(error).message })
+      await remote.close().catch(() => undefined)
     }
   }
 }
