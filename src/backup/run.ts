@@ -93,6 +93,9 @@ function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefin
     if (s.checkpointSnapshot !== undefined) out.checkpointSnapshot = s.checkpointSnapshot
     if (s.timeout !== undefined) out.timeoutMs = s.timeout
     if (s.nRetriesVmBackupFailures !== undefined) out.nRetriesVmBackupFailures = s.nRetriesVmBackupFailures
+    if (s.preferNbd !== undefined) out.preferNbd = s.preferNbd
+    if (s.nbdConcurrency !== undefined) out.nbdConcurrency = s.nbdConcurrency
+    if (s.cbtDestroySnapshotData !== undefined) out.cbtDestroySnapshotData = s.cbtDestroySnapshotData
   }
   return out
 }
