@@ -10,11 +10,12 @@ import type { Rec } from './ports.js'
 
 function serverInfo(r: unknown): NbdServerInfo {
   const o = (typeof r === 'object' && r !== null ? r : {}) as Record<string, unknown>
+  const str = (v: unknown): string => (typeof v === 'string' ? v : '')
   return {
-    address: String(o.address ?? ''),
-    port: Number(o.port ?? 10809),
-    exportname: String(o.exportname ?? ''),
-    cert: String(o.cert ?? ''),
+    address: str(o.address),
+    port: typeof o.port === 'number' ? o.port : Number(str(o.port) || 10809),
+    exportname: str(o.exportname),
+    cert: str(o.cert),
     ...(typeof o.subject === 'string' ? { subject: o.subject } : {}),
   }
 }
