@@ -80,6 +80,9 @@ function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefin
     checkpointSnapshot: defaults.checkpointSnapshot,
     timeoutMs: defaults.timeoutMs,
     nRetriesVmBackupFailures: defaults.nRetriesVmBackupFailures,
+    preferNbd: defaults.preferNbd,
+    nbdConcurrency: defaults.nbdConcurrency,
+    cbtDestroySnapshotData: defaults.cbtDestroySnapshotData,
   }
   for (const s of layers) {
     if (s === undefined) continue

@@ -1,11 +1,14 @@
 /**
  * Exact-length reads from a socket (plain or TLS) as promises, for the NBD client and the simulator's
  * NBD server: `read(n)` resolves with exactly n bytes, `readInto(buf)` fills a caller's buffer (a pooled
- * VHD block buffer: the bytes are copied once, from the socket's chunks). The socket is paused whenever
- * nothing is waiting, so an idle reader holds at most one chunk. A read pending when the socket ends or
+ * VHD block buffer: the bytes are copied once, from the socket's chunks). The socket flows while less
+ * than 4 MiB waits unread (pausing it between two reads would stall pipelined replies), and is paused
+ * beyond that, so backpressure still reaches the peer. A read pending when the socket ends or
  * fails rejects with that error (an end mid-read is an ECONNRESET-coded error: the peer went away).
  */
 import type { Socket } from 'node:net'
+
+const HIGH_WATER_BYTES = 4 * 1024 * 1024
 
 interface Pending {
   target: Buffer
@@ -71,7 +74,7 @@ export class SocketReader {
   #drain(): void {
     const p = this.#pending
     if (p === undefined) {
-      this.socket.pause()
+      if (this.#buffered >= HIGH_WATER_BYTES) this.socket.pause()
       return
     }
     while (p.filled < p.target.length && this.#chunks.length > 0) {
@@ -85,7 +88,7 @@ export class SocketReader {
     }
     if (p.filled === p.target.length) {
       this.#pending = undefined
-      this.socket.pause()
+      if (this.#buffered >= HIGH_WATER_BYTES) this.socket.pause()
       p.resolve(p.target)
     }
   }

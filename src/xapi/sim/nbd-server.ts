@@ -36,6 +36,21 @@ export type SimNbdFault =
 
 const ZERO_BLOCK = Buffer.alloc(VHD_BLOCK_BYTES)
 
+function drained(socket: Socket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (error?: Error): void => {
+      socket.off('drain', onDrain)
+      socket.off('close', onClose)
+      if (error === undefined) resolve()
+      else reject(error)
+    }
+    const onDrain = (): void => done()
+    const onClose = (): void => done(new Error('closed'))
+    socket.on('drain', onDrain)
+    socket.on('close', onClose)
+  })
+}
+
 interface Export {
   disk: DiskContent
   vdiUuid: string
@@ -251,10 +266,7 @@ export class SimNbdServer {
           return
         }
         sent += part.length
-        if (!socket.write(part)) await new Promise<void>((resolve, reject) => {
-          socket.once('drain', resolve)
-          socket.once('close', () => reject(new Error('closed')))
-        })
+        if (!socket.write(part)) await drained(socket)
       }
     }
   }
