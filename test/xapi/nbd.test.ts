@@ -116,7 +116,7 @@ describe('simulator NBD server', () => {
     })
   })
 
-  it('a reset mid-read is retried on a new connection; resets on every connection end in E_NBD_READ', async () => {
+  it('a reset mid-read is retried on a new connection; resets on every connection, or a stalled server, end in E_NBD_READ', async () => {
     await withSim({}, async (sim, client) => {
       const vdi = sim.listVms()[0]!.vdis[0]!
       const infos = await nbdInfo(client, vdi.ref)
@@ -130,6 +130,12 @@ describe('simulator NBD server', () => {
       const d2 = await NbdDisk.open(infos, { concurrency: 2, readRetries: 2 })
       await expect(readAll(d2)).rejects.toMatchObject({ code: 'E_NBD_READ' })
       await d2.close()
+      // a server that stops sending mid-read: the inactivity timeout fails the read, never a short block
+      sim.clearNbdFaults()
+      sim.setNbdFault({ kind: 'stall', afterBytes: MiB })
+      const d3 = await NbdDisk.open(infos, { concurrency: 1, readRetries: 1, inactivityTimeoutMs: 300 })
+      await expect(readAll(d3)).rejects.toMatchObject({ code: 'E_NBD_READ', message: expect.stringContaining('no data for 300 ms') as unknown })
+      await d3.close()
     })
   })
 })

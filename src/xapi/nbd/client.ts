@@ -37,6 +37,8 @@ export interface NbdConnectOptions {
   signal?: AbortSignal
   /** connect + negotiation; default 60 s (XO's) */
   timeoutMs?: number
+  /** a read with no data for this long fails; default 5 minutes (the HTTP export's) */
+  inactivityTimeoutMs?: number
 }
 
 interface PendingRead {
@@ -99,7 +101,13 @@ export class NbdConnection {
     private reader: SocketReader,
     readonly sizeBytes: number,
     readonly where: string,
-  ) {}
+    inactivityTimeoutMs: number,
+  ) {
+    // a server that stops answering a read fails it (then multi.ts reconnects), as the HTTP export does
+    socket.setTimeout(inactivityTimeoutMs, () => {
+      if (this.#pending.size > 0) socket.destroy(new Error(`no data for ${inactivityTimeoutMs} ms`))
+    })
+  }
 
   static async open(info: NbdServerInfo, options: NbdConnectOptions = {}): Promise<NbdConnection> {
     const timeoutMs = options.timeoutMs ?? 60_000
@@ -155,7 +163,7 @@ export class NbdConnection {
       }
       if (size === undefined) throw fail('no export size in the reply')
       signal.removeEventListener('abort', onAbort)
-      return new NbdConnection(socket, reader, size, where(info))
+      return new NbdConnection(socket, reader, size, where(info), options.inactivityTimeoutMs ?? 5 * 60_000)
     } catch (error) {
       signal.removeEventListener('abort', onAbort)
       socket.destroy()

@@ -11,12 +11,14 @@
  * fails with E_NBD_READ. A read never resolves with fewer bytes than asked.
  */
 import { BackupProxyError, CancelledError } from '../../common/errors.js'
-import { NbdConnection, type NbdServerInfo } from './client.js'
+import { NbdConnection, type NbdConnectOptions, type NbdServerInfo } from './client.js'
 
 export interface NbdDiskOptions {
   concurrency: number
   signal?: AbortSignal
   timeoutMs?: number
+  /** a read with no data for this long fails (and is retried); default 5 minutes */
+  inactivityTimeoutMs?: number
   /** retries of one read after a connection error (each on a fresh connection); default 3 */
   readRetries?: number
 }
@@ -28,6 +30,14 @@ interface Slot {
 }
 
 const STRIPE_BYTES = 2 * 1024 * 1024
+
+function connectOptionsOf(o: NbdDiskOptions): NbdConnectOptions {
+  return {
+    ...(o.signal === undefined ? {} : { signal: o.signal }),
+    ...(o.timeoutMs === undefined ? {} : { timeoutMs: o.timeoutMs }),
+    ...(o.inactivityTimeoutMs === undefined ? {} : { inactivityTimeoutMs: o.inactivityTimeoutMs }),
+  }
+}
 
 export class NbdDisk {
   readonly warnings: string[] = []
@@ -46,7 +56,7 @@ export class NbdDisk {
     const candidates = [...servers]
     const slots: Slot[] = []
     let firstError: unknown
-    const connectOptions = { ...(options.signal === undefined ? {} : { signal: options.signal }), ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) }
+    const connectOptions = connectOptionsOf(options)
     for (let i = 0; i < options.concurrency && candidates.length > 0; ) {
       const info = candidates[i % candidates.length]!
       try {
@@ -94,7 +104,7 @@ export class NbdDisk {
     slot.reconnecting ??= (async () => {
       try {
         await failed.close().catch(() => undefined)
-        const conn = await NbdConnection.open(slot.info, { ...(this.options.signal === undefined ? {} : { signal: this.options.signal }), ...(this.options.timeoutMs === undefined ? {} : { timeoutMs: this.options.timeoutMs }) })
+        const conn = await NbdConnection.open(slot.info, connectOptionsOf(this.options))
         slot.conn = conn
         return conn
       } finally {

@@ -8,7 +8,8 @@
  *
  * Faults (`setFault`): `unreachable` (get_nbd_info names a port where nothing listens), `tls-mismatch`
  * (get_nbd_info returns another certificate than the one the server presents), `reset` (the connection
- * is destroyed after `afterBytes` bytes of read data, on the next `times` connections).
+ * is destroyed after `afterBytes` bytes of read data, on the next `times` connections), `stall` (the same,
+ * but the connection stays open and silent).
  */
 import { createServer, type Server, type Socket, type AddressInfo } from 'node:net'
 import { TLSSocket } from 'node:tls'
@@ -33,6 +34,7 @@ export type SimNbdFault =
   | { kind: 'unreachable' }
   | { kind: 'tls-mismatch'; cert: string }
   | { kind: 'reset'; afterBytes: number; times?: number }
+  | { kind: 'stall'; afterBytes: number; times?: number }
 
 const ZERO_BLOCK = Buffer.alloc(VHD_BLOCK_BYTES)
 
@@ -63,6 +65,7 @@ export class SimNbdServer {
   readonly #faults: SimNbdFault[] = []
   #resetsLeft = 0
   #resetAfter = 0
+  #stall = false
 
   constructor(
     private readonly pool: SimPool,
@@ -95,9 +98,10 @@ export class SimNbdServer {
   }
 
   setFault(fault: SimNbdFault): void {
-    if (fault.kind === 'reset') {
+    if (fault.kind === 'reset' || fault.kind === 'stall') {
       this.#resetsLeft = fault.times ?? Number.POSITIVE_INFINITY
       this.#resetAfter = fault.afterBytes
+      this.#stall = fault.kind === 'stall'
     } else this.#faults.push(fault)
   }
 
@@ -228,6 +232,7 @@ export class SimNbdServer {
 
   async #transmit(socket: Socket, reader: SocketReader, exp: Export, plain: Socket): Promise<void> {
     let resetAt = Number.POSITIVE_INFINITY
+    const stall = this.#stall
     if (this.#resetsLeft > 0) {
       this.#resetsLeft--
       resetAt = this.#resetAfter
@@ -261,6 +266,7 @@ export class SimNbdServer {
       for (const part of this.#range(exp.disk, offset, length)) {
         if (sent + part.length > resetAt) {
           socket.write(part.subarray(0, Math.max(0, resetAt - sent)))
+          if (stall) return // silent until the client gives up
           // a TCP reset, as a host that goes away mid-read (the TLS layer goes with it)
           plain.resetAndDestroy()
           return
