@@ -12,7 +12,7 @@
  * NBD unusable when the disk starts (no server, unreachable, TLS mismatch, export refused): the HTTP
  * export is used instead and a warning says why; for a CBT delta whose base has no data any more, that
  * fallback is a full. A failure once blocks flow (a reset beyond the retries) fails the disk (E_NBD_READ):
- * never a short disk. Blocks are read ahead (4 per connection) into pooled block buffers.
+ * never a short disk. Blocks are read ahead (16, or 8 per connection) into pooled block buffers.
  */
 import { BackupProxyError, CancelledError } from '../common/errors.js'
 import { bitmapSizeBytes, DEFAULT_BLOCK_SIZE, DISK_TYPES } from '../vhd/constants.js'
@@ -99,7 +99,8 @@ function nbdVhd(disk: NbdDisk, head: Pick<VhdStream, 'footer' | 'header' | 'bloc
   const bitmapBytes = bitmapSizeBytes(blockSize)
   const size = head.footer.currentSizeBytes
   let bytesRead = headBytes
-  const window = Math.max(4, disk.connections * 4)
+  // XO reads 16 blocks ahead; more per connection keeps each one busy across the round trips
+  const window = Math.max(16, disk.connections * 8)
   const start = (index: number): Promise<VhdBlock> => {
     const buffer = pool.acquire(bitmapBytes + blockSize)
     buffer.fill(0xff, 0, bitmapBytes)

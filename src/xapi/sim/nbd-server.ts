@@ -152,6 +152,8 @@ export class SimNbdServer {
   }
 
   #accept(socket: Socket): void {
+    // replies are small writes in a row (INFO then ACK): without this, Nagle + delayed ACK add 40 ms
+    socket.setNoDelay(true)
     this.#sockets.add(socket)
     socket.on('close', () => this.#sockets.delete(socket))
     socket.on('error', () => undefined)
