@@ -19,9 +19,9 @@ import { VhdChunkPlan } from '../vhd/chunk-plan.js'
 import { DISK_TYPES } from '../vhd/constants.js'
 import { createVhdFileSink } from '../vhd/file-sink.js'
 import type { VhdSink } from '../vhd/sink.js'
-import { openVhdStream, type VhdBlock } from '../vhd/stream-parser.js'
-import { openVdiExport, type VdiExportDescriptor } from '../xapi/export.js'
-import { chunksOf } from './chunks.js'
+import type { VhdBlock } from '../vhd/stream-parser.js'
+import type { VdiExportDescriptor } from '../xapi/export.js'
+import { openDiskSource } from './nbd-source.js'
 import { fanOut, type FanOutTarget } from './fan-out.js'
 import type { DiskExportInput, DiskExportResult, DiskExporter, DiskMetrics, DiskTarget } from './ports.js'
 import { createDirectorySink, readVhdFooter } from './vhd-ops.js'
@@ -76,9 +76,17 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
   const opened = new Map<string, OpenedTarget>()
   const pool = blockPool
   const openFailures: { id: string; error: Error }[] = []
+  const descriptor = input.descriptor as unknown as VdiExportDescriptor
+  // the socket reads each block straight into a pooled block buffer (chunk-plan.ts): one copy, by the
+  // kernel; a buffer goes back to the pool once every writer reported it written, else to the GC.
+  // NBD (nbd-source.ts) when planned: opened first, since its fallback may turn a delta into a full
+  const plan = new VhdChunkPlan(pool)
+  const source = await openDiskSource({ descriptor, nbd: input.nbd, signal, pool, plan, maxRateBytesPerSecond: input.maxExportRateBytesPerSecond, readAheadChunks: READ_AHEAD_CHUNKS })
+  const vhd = source.vhd
   await Promise.all(input.targets.map(async (t) => {
     try {
-      opened.set(t.id, await openTarget(t, signal, metrics, pool))
+      const { parent: _parent, ...full } = t
+      opened.set(t.id, await openTarget(source.becameFull ? full : t, signal, metrics, pool))
     } catch (error) {
       openFailures.push({ id: t.id, error: toError(error) })
     }
@@ -87,19 +95,9 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
     if (opened.size === 0) {
       throw new BackupProxyError('E_BACKUP', `no target could be opened: ${openFailures.map((f) => `${f.id}: ${f.error.message}`).join('; ')}`)
     }
-    const descriptor = input.descriptor as unknown as VdiExportDescriptor
-    // the socket reads each block straight into a pooled block buffer (chunk-plan.ts): one copy, by the
-    // kernel; a buffer goes back to the pool once every writer reported it written, else to the GC
-    const plan = new VhdChunkPlan(pool)
-    const exp = await openVdiExport({
-      ...descriptor,
-      signal,
-      chunkBuffer: (offset) => plan.bufferFor(offset),
-      ...(input.maxExportRateBytesPerSecond > 0 ? { maxRateBytesPerSecond: input.maxExportRateBytesPerSecond } : {}),
-    })
-    const vhd = await openVhdStream(chunksOf(exp.stream, READ_AHEAD_CHUNKS), { signal, blockPool: pool, chunkPlan: plan })
+    const exp = source
     const differencing = vhd.footer.diskType === DISK_TYPES.DIFFERENCING
-    if (input.baseVdiUuid !== undefined && !differencing) throw new BackupProxyError('E_BACKUP', `XAPI sent a full disk where a delta against ${input.baseVdiUuid} was asked`)
+    if (input.baseVdiUuid !== undefined && !differencing && !source.becameFull) throw new BackupProxyError('E_BACKUP', `XAPI sent a full disk where a delta against ${input.baseVdiUuid} was asked`)
     const footer = { ...vhd.footer, uuid: input.vdiUuid }
     const sizes = new Map<string, number>()
     let last = 0
@@ -128,12 +126,7 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
         yield block
       }
     }
-    let result
-    try {
-      result = await fanOut(blocks(), targets, { signal, maxPendingPerTarget: 2 })
-    } finally {
-      await vhd.close().catch(() => undefined)
-    }
+    const result = await fanOut(blocks(), targets, { signal, maxPendingPerTarget: 2 })
     report(true)
     metrics?.exportDuration((performance.now() - t0) / 1000)
     return {
@@ -144,8 +137,12 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
       succeeded: result.succeeded.sort(),
       failed: [...openFailures, ...result.failed].map((f) => ({ id: f.id, error: serializeError(f.error) })),
       durationMs: performance.now() - t0,
+      transport: source.transport,
+      nbdConnections: source.connections,
+      warnings: source.warnings,
     }
   } finally {
+    await vhd.close().catch(() => undefined)
     await Promise.all([...opened.values()].map((o) => o.remote.close().catch(() => undefined)))
   }
 }

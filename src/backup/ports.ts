@@ -7,6 +7,8 @@
 import type { JsonValue, SerializedError } from '../common/errors.js'
 import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
+import type { NbdExportPlan } from './nbd-source.js'
+import type { NbdXapi } from './nbd-plan.js'
 
 /** A XAPI record as plain JSON. */
 export type Rec = Record<string, unknown>
@@ -47,6 +49,8 @@ export interface BackupXapi {
    * smart-mode patterns (smart-mode.ts); optional: a port without it cannot run smart-mode jobs
    */
   listVmObjects?(): Promise<Rec[]>
+  /** NBD and CBT calls (nbd-plan.ts); absent: disks are read over HTTP only */
+  nbd?: NbdXapi
   /** serializable descriptor a worker thread opens to stream the VDI as VHD (a delta against baseRef) */
   exportDescriptor(vdiRef: string, options: { baseRef?: string }): Promise<JsonValue>
 }
@@ -78,6 +82,8 @@ export interface DiskExportInput {
   targets: DiskTarget[]
   /** bytes per second, 0 = unlimited */
   maxExportRateBytesPerSecond: number
+  /** read over NBD (nbd-plan.ts builds it when the settings ask and the pool allows) */
+  nbd?: NbdExportPlan
 }
 
 export interface DiskExportResult {
@@ -90,6 +96,11 @@ export interface DiskExportResult {
   succeeded: string[]
   failed: { id: string; error: SerializedError }[]
   durationMs: number
+  /** how the disk was read (absent from exporters that predate NBD: http) */
+  transport?: 'nbd' | 'http'
+  nbdConnections?: number
+  /** for the task log: NBD fallbacks, fewer connections than asked */
+  warnings?: string[]
 }
 
 export interface DiskProgress {

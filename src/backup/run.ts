@@ -84,6 +84,9 @@ function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefin
     timeoutMs: defaults.timeoutMs,
     nRetriesVmBackupFailures: defaults.nRetriesVmBackupFailures,
     copyRetention: 0,
+    preferNbd: defaults.preferNbd,
+    nbdConcurrency: defaults.nbdConcurrency,
+    cbtDestroySnapshotData: defaults.cbtDestroySnapshotData,
   }
   for (const s of layers) {
     if (s === undefined) continue
@@ -98,6 +101,9 @@ function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefin
     if (s.timeout !== undefined) out.timeoutMs = s.timeout
     if (s.nRetriesVmBackupFailures !== undefined) out.nRetriesVmBackupFailures = s.nRetriesVmBackupFailures
     if (s.copyRetention !== undefined) out.copyRetention = s.copyRetention
+    if (s.preferNbd !== undefined) out.preferNbd = s.preferNbd
+    if (s.nbdConcurrency !== undefined) out.nbdConcurrency = s.nbdConcurrency
+    if (s.cbtDestroySnapshotData !== undefined) out.cbtDestroySnapshotData = s.cbtDestroySnapshotData
   }
   return out
 }

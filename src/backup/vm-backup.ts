@@ -32,6 +32,11 @@ import { applyRetention } from './apply-retention.js'
 import { buildMetadata, setOnVmAndVdis, tagSnapshot, usesVhdDirectory, type RunIds } from './xo-records.js'
 import type { Task } from './task-log.js'
 import { replicatedSnapshots, toRemotesAndSrs, type SrTarget } from './replication.js'
+import { cbtBases, enableCbt, isCbtBase, planDiskRead, purgeSnapshotData, type CbtBaseSnapshot, type NbdSettings } from './nbd-plan.js'
+
+function nbdSettingsOf(s: VmSettings): NbdSettings {
+  return { preferNbd: s.preferNbd ?? false, nbdConcurrency: s.nbdConcurrency ?? 1, cbtDestroySnapshotData: s.cbtDestroySnapshotData ?? false, snapshotRetention: s.snapshotRetention }
+}
 
 export interface RunTarget {
   id: string
@@ -52,6 +57,10 @@ export interface VmSettings {
   /** block compression of the VhdDirectory targets (XO's vhdDirectoryCompression) */
   vhdDirectoryCompression: 'brotli' | 'none'
   checkpointSnapshot: boolean
+  /** XO's preferNbd, nbdConcurrency, cbtDestroySnapshotData (nbd-plan.ts); absent: HTTP only */
+  preferNbd?: boolean
+  nbdConcurrency?: number
+  cbtDestroySnapshotData?: boolean
 }
 
 export interface VmBackupContext {
@@ -164,6 +173,8 @@ export async function backupVm(vmUuid: string, ctx: VmBackupContext, settings: V
 
   // 2. base and snapshot
   const jobSnapshots = (await xapi.listSnapshots(vm.ref)).filter((s) => tagOf(s, TAG_JOB) === jobId)
+  // bases whose data was destroyed (cbt_metadata VDIs, no VM record left)
+  const cbtSnapshots: CbtBaseSnapshot[] = await cbtBases(xapi, vmUuid, jobId, holdings)
   const exportedByTarget = new Map<string, Set<string>>()
   for (const t of ctx.targets) exportedByTarget.set(t.id, new Set((holdings.get(t.id) ?? []).map((b) => String(b.metadata.vmSnapshot.uuid))))
   const ids = { jobId, jobName: ctx.jobName, scheduleId: ctx.scheduleId, vmUuid }
@@ -171,12 +182,13 @@ export async function backupVm(vmUuid: string, ctx: VmBackupContext, settings: V
   const choice = chooseBase({
     mode: ctx.mode,
     fullInterval: settings.fullInterval,
-    snapshots: jobSnapshots.map(toSnapshot).filter((s): s is BackupSnapshot => s !== undefined),
+    snapshots: [...jobSnapshots.map(toSnapshot).filter((s): s is BackupSnapshot => s !== undefined), ...cbtSnapshots],
     exportedByTarget,
   })
   if (choice.fullReason !== undefined) task.info(`full backup: ${choice.fullReason}`)
   else task.info(`delta backup against the snapshot of ${choice.base!.datetime}`)
 
+  await enableCbt(xapi, nbdSettingsOf(settings), vm.ref, task)
   const snapTask = task.child('snapshot')
   const snapshot = await snapTask.run(async () => {
     // XO's default snapshotNameLabelTpl: '[XO Backup {job.name}] {vm.name_label}'
@@ -195,6 +207,8 @@ export async function backupVm(vmUuid: string, ctx: VmBackupContext, settings: V
     await setOnVmAndVdis(xapi, snapshot.ref, { [TAG_CHAIN_LENGTH]: String(choice.deltaChainLength) })
     await setOnVmAndVdis(xapi, snapshot.ref, { [TAG_EXPORTED]: 'true' })
     await pruneSnapshots(xapi, jobSnapshots, snapshot, settings.snapshotRetention, task)
+    // XO's _removeSnapshotData: only once every target has this backup
+    if (result.failed.length === 0) await purgeSnapshotData(xapi, nbdSettingsOf(settings), snapshot, cbtSnapshots, task)
     return { ...result, durationMs: performance.now() - t0 }
   } catch (error) {
     // a snapshot no target holds must never become a base
@@ -210,7 +224,7 @@ async function exportAndPublish(
   const { xapi, signal, jobId } = ctx
   const { timestamp } = run
   const disks = await xapi.listDisks(snapshot.ref)
-  const baseDisks = base === undefined ? [] : await xapi.listDisks(base.ref)
+  const baseDisks = base === undefined ? [] : isCbtBase(base) ? base.cbtDisks : await xapi.listDisks(base.ref)
   const baseBackupByTarget = new Map<string, CatalogEntry>()
   if (base !== undefined) {
     for (const t of ctx.targets) {
@@ -255,7 +269,10 @@ async function exportAndPublish(
         else if (path !== undefined) task.info(`full backup of disk ${disk.sourceVdiUuid} on ${t.id}: its chain is ${isAliasPath(path) ? 'VhdDirectory' : 'VhdFile'}, this target now writes ${directoryOf(t) ? 'VhdDirectory' : 'VhdFile'}`)
       }
     }
-    const delta = baseDisk !== undefined && parents.size === live.length
+    // NBD and CBT (nbd-plan.ts): may turn the delta into a full when the base has no data left
+    const read = await planDiskRead(xapi, nbdSettingsOf(settings), disk, baseDisk !== undefined && parents.size === live.length ? baseDisk : undefined)
+    for (const n of read.notes) task[n.level](n.message)
+    const delta = baseDisk !== undefined && read.delta
     const targets: DiskTarget[] = live.map((t) => ({
       id: t.id,
       url: t.url,
@@ -273,6 +290,7 @@ async function exportAndPublish(
         ...(delta ? { baseVdiUuid: baseDisk.vdi.uuid } : {}),
         targets,
         maxExportRateBytesPerSecond: settings.maxExportRateBytesPerSecond,
+        ...(read.nbd === undefined ? {} : { nbd: read.nbd }),
       },
       {
         signal,
@@ -294,7 +312,9 @@ async function exportAndPublish(
     if (r.succeeded.length === 0) throw new BackupProxyError('E_BACKUP', `disk ${disk.sourceVdiUuid} could not be written to any target`)
     vhdSource[disk.vdi.ref] = disk.sourceVdiUuid
     isVhdDifferencing[disk.vdi.ref] = r.differencing
-    if (delta) baseVdiOf[disk.vdi.ref] = baseDisk.vdi.uuid
+    if (delta && r.differencing) baseVdiOf[disk.vdi.ref] = baseDisk.vdi.uuid
+    for (const w of r.warnings ?? []) task.warning(w)
+    if (r.transport === 'nbd') task.info(`Transfer data using NBD (disk ${disk.sourceVdiUuid}, ${r.nbdConnections ?? 1} connections)`)
     sizeBytes += r.sizeBytes
     readBytes += r.readBytes
     task.info(`disk ${disk.sourceVdiUuid} exported`, { sizeBytes: r.sizeBytes, differencing: r.differencing, durationMs: Math.round(r.durationMs) })
@@ -338,7 +358,8 @@ async function exportAndPublish(
   if (succeeded.length === 0) {
     throw new BackupProxyError('E_BACKUP', `VM ${vmUuid}: every target failed: ${[...failedTargets].map(([id, e]) => `${id}: ${e.message}`).join('; ')}`)
   }
-  return { vmUuid, timestamp, full: base === undefined, sizeBytes, readBytes, succeeded: succeeded.sort(), failed: [...failedTargets.keys()].sort() }
+  // a full when no disk is a delta (the NBD fallback of a delta on a data-destroyed base is a full)
+  return { vmUuid, timestamp, full: base === undefined || !Object.values(isVhdDifferencing).some(Boolean), sizeBytes, readBytes, succeeded: succeeded.sort(), failed: [...failedTargets.keys()].sort() }
 }
 
 async function removeWritten(targets: readonly RunTarget[], written: Map<string, string[]>, vmUuid: string, jobId: string, ts: string): Promise<void> {

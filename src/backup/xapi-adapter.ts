@@ -6,6 +6,7 @@ import type { JsonValue } from '../common/errors.js'
 import type { XapiClient } from '../xapi/client.js'
 import type { BackupXapi, Rec, XapiDisk, XapiObject } from './ports.js'
 import { xoVmObject } from './smart-mode.js'
+import { nbdXapi } from './nbd-xapi.js'
 
 function obj(record: { $ref: string; uuid: string }): XapiObject {
   const { $ref, ...rest } = record as { $ref: string; uuid: string } & Rec
@@ -77,6 +78,7 @@ export function backupXapi(client: XapiClient): BackupXapi {
     async destroySnapshot(ref) {
       await client.destroySnapshot(ref)
     },
+    nbd: nbdXapi(client),
     async exportDescriptor(vdiRef, options) {
       const d = await client.exportDescriptor(vdiRef, { format: 'vhd', ...(options.baseRef === undefined ? {} : { baseRef: options.baseRef }) })
       return d as unknown as JsonValue

@@ -39,6 +39,11 @@ export const ERROR_CODES = {
   E_API_CERT: 'API certificate cannot be made',
   E_STALLED: 'a job stalled more than maxStalledCount times',
   E_INTERNAL: 'internal error',
+  E_NBD_UNREACHABLE: 'the NBD server cannot be reached',
+  E_NBD_TLS: 'the NBD server certificate does not match',
+  E_NBD_NEGOTIATION: 'the NBD server refused the export',
+  E_NBD_READ: 'an NBD read failed',
+  E_CBT: 'changed block tracking is unusable',
 } as const
 
 export type ProxyErrorCode = keyof typeof ERROR_CODES

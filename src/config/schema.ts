@@ -184,6 +184,9 @@ export const backupSchema = z
       .default('brotli')
       .describe("Block compression of VhdDirectory backups (XO's vhdDirectoryCompression): brotli, as XO's proxies, or none."),
     checkpointSnapshot: bool().default(false).describe('Use VM.checkpoint (with memory) instead of VM.snapshot.'),
+    preferNbd: bool().default(false).describe("Read disks over NBD when the pool has a network with the nbd or insecure_nbd purpose (XO's preferNbd); deltas then come from CBT when it is enabled. Falls back to the HTTP export with a warning."),
+    nbdConcurrency: intFromEnv(1, 64).default(1).describe("NBD connections per disk (XO's nbdConcurrency)."),
+    cbtDestroySnapshotData: bool().default(false).describe("With preferNbd: enable CBT on the disks and destroy the snapshot's data after an export that succeeded on every target, keeping only its CBT metadata (XO's cbtDestroySnapshotData; needs snapshotRetention 0 or 1)."),
   })
   .prefault({})
 

@@ -127,6 +127,8 @@ export async function handleExport(ctx: ExportContext, req: IncomingMessage, res
     vdiRef = resolveVdi(ctx.pool, q.get('vdi') ?? '')
     const base = q.get('base')
     baseRef = base === null || base === '' ? undefined : resolveVdi(ctx.pool, base)
+    // a VDI whose data was destroyed (cbt.ts) keeps only its CBT metadata: nothing to export or diff against
+    for (const ref of [vdiRef, baseRef]) if (ref !== undefined && ctx.pool.store.get('VDI', ref).type === 'cbt_metadata') throw new XapiFailure('VDI_INCOMPATIBLE_TYPE', [ref, 'cbt_metadata'])
     if (baseRef !== undefined && format === 'raw') throw new XapiFailure('FORMAT_NOT_SUPPORTED', ['raw export with base'])
   } catch (error) {
     const f = error instanceof XapiFailure ? error : new XapiFailure('INTERNAL_ERROR', [String(error)])

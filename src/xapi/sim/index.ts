@@ -25,12 +25,15 @@ import { SimPool, type SimVmInfo } from './pool.js'
 import { SimRpc } from './rpc.js'
 import { XapiFailure, type XapiValue } from './store.js'
 import { SimTasks } from './tasks.js'
+import { SimCbt } from './cbt.js'
+import { installNbd, type SimNbdFault, type SimNbdOptions } from './nbd-wiring.js'
 import type { GuestBoot, GuestScript } from './vm-ops.js'
 import { VHD_BLOCK_BYTES } from './vhd-encoder.js'
 
 export type { SimFault } from './faults.js'
 export type { SimVmInfo } from './pool.js'
 export type { GuestBoot, GuestScript } from './vm-ops.js'
+export type { SimNbdFault, SimNbdOptions } from './nbd-wiring.js'
 
 export interface XapiSimulatorOptions {
   vms: number
@@ -53,6 +56,8 @@ export interface XapiSimulatorOptions {
   srs?: number
   /** networks of the pool (default 1); the others are "Sim network <n>" on VLAN <n> */
   networks?: number
+  /** an NBD server on the host (nbd-server.ts); the first network gets the NBD purpose given */
+  nbd?: SimNbdOptions
 }
 
 export interface XapiSimulator {
@@ -75,6 +80,13 @@ export interface XapiSimulator {
   setGuestScript: (answer: GuestScript) => void
   /** the guest of a running VM reports its tools now (a late boot) */
   reportGuestTools: (vmUuid: string) => void
+  /** NBD path faults (nbd-server.ts); needs the `nbd` option */
+  setNbdFault: (fault: SimNbdFault) => void
+  clearNbdFaults: () => void
+  /** the next `count` VDI.list_changed_blocks answer a bitmap one byte short (cbt.ts) */
+  setCbtBadBitmapLength: (count: number) => void
+  /** what a migration does to a tracked VDI: a new CBT log, unrelated to its snapshots' */
+  resetCbtChain: (vdiUuid: string) => void
   /** stops listening, ends pending long-polls and exports, closes connections */
   close: () => Promise<void>
 }
@@ -129,6 +141,8 @@ export async function startXapiSimulator(options: XapiSimulatorOptions): Promise
   const patterns = new PatternPool(options.seed)
   const closing = new AbortController()
   const exportCtx = { pool, rpc, tasks, faults, patterns, closing: closing.signal }
+  const cbt = new SimCbt(pool, rpc)
+  const nbd = await installNbd(pool, rpc, patterns, host, options.nbd)
 
   const vmRefByUuid = (uuid: string): string => pool.store.refByUuid('VM', uuid)
   const api = {
@@ -140,6 +154,12 @@ export async function startXapiSimulator(options: XapiSimulatorOptions): Promise
       else faults.add(f)
     },
     clearFaults: () => faults.clear(),
+    setNbdFault: (fault: SimNbdFault) => nbd.setFault(fault),
+    clearNbdFaults: () => nbd.clearFaults(),
+    setCbtBadBitmapLength: (count: number) => {
+      cbt.badBitmapLength = count
+    },
+    resetCbtChain: (vdiUuid: string) => cbt.resetChain(pool.store.refByUuid('VDI', vdiUuid)),
     setSrCapacity: (srUuid: string, capacityBytes: number) => {
       if (!Number.isSafeInteger(capacityBytes) || capacityBytes < 0) throw new UsageError(`xapi-sim: capacityBytes must be a whole number >= 0, got ${capacityBytes}`)
       pool.store.update('SR', pool.store.refByUuid('SR', srUuid), (r) => (r.physical_size = capacityBytes))
@@ -278,6 +298,7 @@ export async function startXapiSimulator(options: XapiSimulatorOptions): Promise
     close: () => {
       closed ??= new Promise<void>((resolve) => {
         closing.abort(new XapiFailure('INTERNAL_ERROR', ['simulator is shutting down']))
+        void nbd.close()
         server.close(() => resolve())
         // long-polls answer on abort; give them a tick to flush, then drop every connection
         setImmediate(() => {

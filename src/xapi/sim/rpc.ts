@@ -48,9 +48,14 @@ export interface Session {
   valid: boolean
 }
 
+/** A method added by another module of the simulator (NBD, CBT): args without the session, and the session. */
+export type SimMethod = (args: unknown[], sessionId: string) => XapiValue
+
 export class SimRpc {
   readonly sessions = new Map<string, Session>()
   readonly vmOps: SimVmOps
+  /** methods added by other modules (cbt.ts, nbd-server.ts); they win over the built-in ones; `async` ones also answer `Async.` */
+  readonly extensions = new Map<string, { fn: SimMethod; async: boolean }>()
 
   constructor(
     private readonly pool: SimPool,
@@ -73,6 +78,7 @@ export class SimRpc {
   listMethods(): string[] {
     const generic = ['get_all_records', 'get_all', 'get_record', 'get_by_uuid', 'get_by_name_label']
     const out = [...SPECIFIC, ...[...ASYNC].map((m) => `Async.${m}`)]
+    for (const [name, e] of this.extensions) out.push(name, ...(e.async ? [`Async.${name}`] : []))
     for (const cls of SIM_CLASSES) for (const g of generic) out.push(`${cls}.${g}`)
     return out
   }
@@ -96,9 +102,11 @@ export class SimRpc {
     }
     if (method.startsWith('Async.')) {
       const inner = method.slice('Async.'.length)
-      if (!ASYNC.has(inner)) throw new XapiFailure('MESSAGE_METHOD_UNKNOWN', [method])
+      const ext = this.extensions.get(inner)
+      if (!ASYNC.has(inner) && ext?.async !== true) throw new XapiFailure('MESSAGE_METHOD_UNKNOWN', [method])
+      const session = String(params[0])
       return this.tasks.runAsync(inner, () => {
-        const result = this.sync(inner, args)
+        const result = ext === undefined ? this.sync(inner, args) : ext.fn(args, session)
         return typeof result === 'string' ? result : ''
       })
     }
@@ -109,6 +117,8 @@ export class SimRpc {
       const result = await this.pool.store.eventsFrom(classes.map(String), token, timeoutMs, signal)
       return result as unknown as XapiValue
     }
+    const ext = this.extensions.get(method)
+    if (ext !== undefined) return ext.fn(args, String(params[0]))
     return this.sync(method, args)
   }
 
