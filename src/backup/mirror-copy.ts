@@ -11,6 +11,7 @@
  *   target, its size (and, given one, XO's `$1$$<md5>` checksum) checked, then published.
  */
 import { createHash } from 'node:crypto'
+import { setMaxListeners } from 'node:events'
 import type { Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import { BackupProxyError, serializeError, toError, type SerializedError } from '../common/errors.js'
@@ -92,6 +93,7 @@ async function* readAhead(read: (index: number) => Promise<VhdBlock>, indexes: r
 }
 
 export async function copyVhd(input: CopyVhdInput, { signal, onProgress, metrics }: CopyOptions): Promise<CopyResult> {
+  setMaxListeners(64, signal) // each block read in flight listens to it
   const source = await openSource(input.source, metrics)
   const opened = new Map<string, Awaited<ReturnType<typeof openTarget>>>()
   const failed: { id: string; error: Error }[] = []

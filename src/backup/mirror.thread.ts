@@ -3,7 +3,6 @@
  * to the targets (mirror-copy.ts) inside a Piscina thread; progress and metric deltas go through the task
  * context, its signal is the cooperative cancel.
  */
-import type { JsonValue } from '../common/errors.js'
 import { attachRemoteMetrics } from '../metrics/remote-metrics.js'
 import type { ThreadTask } from '../workers/thread-task.js'
 import { copyFile, copyVhd, type CopyFileInput, type CopyOptions, type CopyResult, type CopyVhdInput } from './mirror-copy.js'
