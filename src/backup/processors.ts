@@ -22,6 +22,7 @@ import type { RemoteMetricsHook } from './ports.js'
 import { remoteOptionsOf, runBackup } from './run.js'
 import { verifyRemote } from './verify.js'
 import { poolCopier, runMirror } from './mirror.js'
+import { runMetadataBackup } from './metadata-backup.js'
 
 export interface BackupProcessorOptions {
   /** the proxy's registry: remotes opened on the main thread report into it */
@@ -174,6 +175,21 @@ export function createBackupMirrorProcessor(options: BackupProcessorOptions = {}
       log: ctx.logger,
       ...(metrics === undefined ? {} : { remoteMetrics: (remote, remoteId) => attachRemoteMetrics(remote, metrics, remoteId) }),
       progress: (p) => ctx.progress({ percent: p.vmsTotal === 0 ? 100 : Math.floor((100 * p.vmsDone) / p.vmsTotal), doneBytes: p.readBytes, message: `${p.vmsDone}/${p.vmsTotal} VMs` }),
+    })
+    const status = summary.status === 'pending' ? 'interrupted' : summary.status
+    return { status, ...(summary.result === undefined ? {} : { result: summary.result }) }
+  }
+}
+
+/** The `backup.metadata` processor: XO's metadata backup (metadata-backup.ts). */
+export function createBackupMetadataProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'backup.metadata'>) => Promise<TaskResult> {
+  const { metrics } = options
+  return async (ctx) => {
+    const summary = await runMetadataBackup(ctx.task, {
+      signal: ctx.signal,
+      emit: ctx.log,
+      parentTaskId: ctx.root.id,
+      ...(metrics === undefined ? {} : { remoteMetrics: (remote, remoteId) => attachRemoteMetrics(remote, metrics, remoteId) }),
     })
     const status = summary.status === 'pending' ? 'interrupted' : summary.status
     return { status, ...(summary.result === undefined ? {} : { result: summary.result }) }

@@ -20,6 +20,7 @@ import { UsageError } from '../../common/errors.js'
 import { PatternPool } from './disk-content.js'
 import { handleExport } from './export.js'
 import { handleImport } from './import.js'
+import { handlePoolDump, poolDump } from './pool-dump.js'
 import { FaultSet, parseSimFault, type SimFault } from './faults.js'
 import { SimPool, type SimVmInfo } from './pool.js'
 import { SimRpc } from './rpc.js'
@@ -75,6 +76,10 @@ export interface XapiSimulator {
   setGuestScript: (answer: GuestScript) => void
   /** the guest of a running VM reports its tools now (a late boot) */
   reportGuestTools: (vmUuid: string) => void
+  /** the pool database dump `GET /pool/xmldbdump` serves now (pool metadata backups) */
+  poolDump: () => Buffer
+  /** the dumps `PUT /pool/xmldbdump` accepted (pool metadata restores), oldest first */
+  restoredPoolDumps: () => Buffer[]
   /** stops listening, ends pending long-polls and exports, closes connections */
   close: () => Promise<void>
 }
@@ -131,7 +136,10 @@ export async function startXapiSimulator(options: XapiSimulatorOptions): Promise
   const exportCtx = { pool, rpc, tasks, faults, patterns, closing: closing.signal }
 
   const vmRefByUuid = (uuid: string): string => pool.store.refByUuid('VM', uuid)
+  const restoredDumps: Buffer[] = []
   const api = {
+    poolDump: () => poolDump(exportCtx),
+    restoredPoolDumps: () => [...restoredDumps],
     listVms: () => pool.listVms(),
     writeBlocks: (vmUuid: string, amount: { blocks?: number; ratio?: number }) => pool.writeBlocks(vmRefByUuid(vmUuid), amount),
     setFault: (fault: SimFault) => {
@@ -242,6 +250,7 @@ export async function startXapiSimulator(options: XapiSimulatorOptions): Promise
     if (req.method === 'POST' && url.pathname === '/jsonrpc') p = handleRpc(req, res)
     else if (req.method === 'GET' && (url.pathname === '/export_raw_vdi' || url.pathname === '/export_raw_vdi/')) p = handleExport(exportCtx, req, res, url)
     else if (req.method === 'PUT' && (url.pathname === '/import_raw_vdi' || url.pathname === '/import_raw_vdi/')) p = handleImport(exportCtx, req, res, url)
+    else if ((req.method === 'GET' || req.method === 'PUT') && url.pathname === '/pool/xmldbdump') p = handlePoolDump(exportCtx, req, res, url, restoredDumps)
     else if (url.pathname.startsWith('/sim/')) p = handleAdmin(req, res, url)
     else {
       sendJson(res, 404, { error: `not found: ${req.method} ${url.pathname}` })
