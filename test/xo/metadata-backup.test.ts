@@ -17,6 +17,7 @@ import { restorePoolMetadata, runMetadataBackup } from '../../src/backup/metadat
 import { parseTask, type BackupMetadataTask } from '../../src/queue/tasks.js'
 import { createRemote } from '../../src/remotes/index.js'
 import { XapiClient } from '../../src/xapi/client.js'
+import { runCli } from '../../src/cli/program.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
 import { makeTempDir } from '../helpers/tmp.js'
 import { startSim } from '../backup/helpers/fixture.js'
@@ -162,6 +163,31 @@ describe('metadata backups', () => {
     } finally {
       await again.close()
     }
+  })
+
+  it('CLI: metadata list, restore (pool → XAPI, XO config → file) and delete', async () => {
+    const root = join(dir.path, 'cli')
+    await mkdir(root)
+    const url = `file://${root}`
+    expect((await runMetadataBackup(metadataTask(url, { retentionPoolMetadata: 1, retentionXoMetadata: 1 }), { signal: new AbortController().signal })).status).toBe('success')
+    let out = ''
+    const io = { stdout: (t: string) => void (out += t), stderr: () => undefined, isTTY: false }
+    expect(await runCli(['metadata', 'list', url], io)).toBe(0)
+    const listed = JSON.parse(out) as { pools: Record<string, { id: string }[]>; xo: { id: string }[] }
+    const poolId = listed.pools[poolUuid]![0]!.id
+    const xoId = listed.xo[0]!.id
+    const before = sim.restoredPoolDumps().length
+    const xapiUrl = sim.url.replace('://', `://${sim.user}:${sim.password}@`)
+    expect(await runCli(['metadata', 'restore', url, poolId, '--xapi', xapiUrl], io)).toBe(0)
+    expect(sim.restoredPoolDumps()).toHaveLength(before + 1)
+    const file = join(root, 'xo-config.json')
+    expect(await runCli(['metadata', 'restore', url, xoId, '--to', file], io)).toBe(0)
+    expect(await readFile(file, 'utf8')).toBe(XO_CONFIG)
+    expect(await runCli(['metadata', 'delete', url, poolId], io)).toBe(0)
+    expect(await runCli(['metadata', 'restore', url, xoId], io)).toBe(2)
+    out = ''
+    expect(await runCli(['metadata', 'list', url], io)).toBe(0)
+    expect((JSON.parse(out) as { pools: Record<string, unknown> }).pools).toEqual({})
   })
 
   it('refuses a job XO would refuse', async () => {
