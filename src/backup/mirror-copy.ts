@@ -7,10 +7,14 @@
  *   source's uuid (Xen Orchestra chains deltas by it), a delta's header names its parent ON THAT TARGET
  *   (uuid checked, relative path), and each sink validates before it publishes under the final name.
  *   Blocks are read a few ahead of the writers so the source and targets work at the same time.
+ *   Fast path: a VhdFile whose every target is a VhdFile naming the same parent (same relative path, as
+ *   a mirrored chain does) is copied byte for byte (`copyFile`: one sequential read, size checked), the
+ *   source having been opened and checked (footer, header, BAT against its size) first.
  * - `copyFile`: any other file of a backup (an XVA, its checksum), streamed to a temporary name on every
  *   target, its size (and, given one, XO's `$1$$<md5>` checksum) checked, then published.
  */
 import { createHash } from 'node:crypto'
+import { posix } from 'node:path'
 import { setMaxListeners } from 'node:events'
 import type { Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
@@ -100,6 +104,11 @@ export async function copyVhd(input: CopyVhdInput, { signal, onProgress, metrics
   try {
     const reader = await openVhd(source, input.sourcePath, { signal })
     const differencing = reader.footer.diskType === DISK_TYPES.DIFFERENCING
+    const sameParent = (t: DiskTarget): boolean => (t.parent === undefined ? !differencing : differencing && posix.normalize(posix.join(posix.dirname(t.path), reader.header.parentUnicodeName)) === t.parent.path)
+    if (reader.kind === 'file' && input.targets.every((t) => !t.directory && sameParent(t))) {
+      const copied = await copyFile({ source: input.source, sourcePath: input.sourcePath, targets: input.targets.map((t) => ({ id: t.id, url: t.url, options: t.options, path: t.path })) }, { signal, ...(onProgress === undefined ? {} : { onProgress }), ...(metrics === undefined ? {} : { metrics }) })
+      return { ...copied, differencing }
+    }
     await Promise.all(input.targets.map(async (t) => {
       try {
         if (differencing !== (t.parent !== undefined)) throw new BackupProxyError('E_BACKUP', `${input.sourcePath} is ${differencing ? 'a delta but no parent was found' : 'a full but a parent was given'} for ${t.path}`)
@@ -181,11 +190,13 @@ export async function copyFile(input: CopyFileInput, { signal, onProgress, metri
         lane.error = toError(error)
       }
     }
-    const hash = createHash('md5')
+    // XO's checksum is md5: computed only when there is one to check
+    const hash = input.checksum === undefined ? undefined : createHash('md5')
     let readBytes = 0
+    let lastReport = 0
     const stream = await source.createReadStream(input.sourcePath, { signal })
     for await (const chunk of stream as AsyncIterable<Buffer>) {
-      hash.update(chunk)
+      hash?.update(chunk)
       readBytes += chunk.length
       metrics?.bytesRead(chunk.length)
       await Promise.all(remotes.filter((l) => l.out !== undefined && l.error === undefined).map(async (l) => {
@@ -196,10 +207,14 @@ export async function copyFile(input: CopyFileInput, { signal, onProgress, metri
           l.out!.destroy(l.error)
         }
       }))
-      onProgress?.({ readBytes })
+      if (performance.now() - lastReport > 250) {
+        lastReport = performance.now()
+        onProgress?.({ readBytes })
+      }
     }
-    const digest = xoChecksum(hash.digest('hex'))
-    const bad = readBytes !== size ? `${input.sourcePath}: read ${readBytes} bytes, the file has ${size}` : input.checksum !== undefined && input.checksum !== digest ? `${input.sourcePath}: checksum ${digest} differs from the recorded ${input.checksum} (the source backup is corrupt)` : undefined
+    onProgress?.({ readBytes })
+    const digest = hash === undefined ? undefined : xoChecksum(hash.digest('hex'))
+    const bad = readBytes !== size ? `${input.sourcePath}: read ${readBytes} bytes, the file has ${size}` : digest !== undefined && input.checksum !== digest ? `${input.sourcePath}: checksum ${digest} differs from the recorded ${input.checksum} (the source backup is corrupt)` : undefined
     if (bad !== undefined) throw new BackupProxyError('E_BACKUP', bad, { fields: { retryable: false } })
     await Promise.all(remotes.filter((l) => l.out !== undefined && l.error === undefined).map(async (l) => {
       try {
