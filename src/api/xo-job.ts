@@ -56,9 +56,14 @@ function remoteFromXo(id: string, remote: unknown, warnings: string[]): unknown 
   return out
 }
 
-function xapiFromXo(xapi: unknown): unknown {
+/** XO's metadata jobs send the server's `host` as it was registered (`10.0.0.1`, `host:443`): https:// is XAPI's default. */
+export function xapiUrlFromXo(url: unknown): unknown {
+  return typeof url === 'string' && url !== '' && !/^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? `https://${url}` : url
+}
+
+export function xapiFromXo(xapi: unknown): unknown {
   if (!isObject(xapi)) return xapi
-  return { url: xapi.url, credentials: xapi.credentials, ...(xapi.allowUnauthorized === undefined ? {} : { allowUnauthorized: xapi.allowUnauthorized }) }
+  return { url: xapiUrlFromXo(xapi.url), credentials: xapi.credentials, ...(xapi.allowUnauthorized === undefined ? {} : { allowUnauthorized: xapi.allowUnauthorized }) }
 }
 
 export function taskFromXo(params: XoRunParams): TranslatedRun {

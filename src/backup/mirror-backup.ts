@@ -20,7 +20,8 @@ import type { Remote } from '../remotes/remote.js'
 import { useVhdDirectory } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import { DISK_TYPES } from '../vhd/constants.js'
-import { openVhd } from '../vhd/open.js'
+import { defaultDataPath } from '../vhd/directory-sink.js'
+import { isAlias, openVhd } from '../vhd/open.js'
 import { updateCache, type CatalogEntry } from './catalog.js'
 import { metadataPath, resolveVhdPath, sourceVdiUuid, timestampOfName, vdiDir, vhdRelativePath, vmDir } from './layout.js'
 import type { CopyResult } from './mirror-copy.js'
@@ -75,8 +76,12 @@ async function findParent(remote: Remote, dir: string, uuid: string, before: str
   return undefined
 }
 
-/** Removes a file a killed run published without its metadata (no error when absent). */
+/**
+ * Removes what a killed run left at `path` without metadata (no error when absent): the file, or for a
+ * VhdDirectory its alias and its data directory (which a killed writer leaves half written, alias-less).
+ */
 async function removeOrphan(remote: Remote, path: string, vhd: boolean): Promise<void> {
+  if (vhd && isAlias(path)) await remote.rmtree(defaultDataPath(path))
   if (!(await remote.exists(path))) return
   if (vhd) await removeVhd(remote, path)
   else await remote.unlink(path)

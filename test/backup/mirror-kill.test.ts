@@ -105,5 +105,5 @@ describe('mirror killed midway', () => {
       await source.close()
       await target.close()
     }
-  })
+  }, 600_000)
 })

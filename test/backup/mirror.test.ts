@@ -122,5 +122,5 @@ describe('mirror backup (delta)', () => {
     expect((await listBackups(c, vm0)).length).toBe(0)
     await c.close()
     await checkTarget(url('c'), vm1, srcTs(vm1))
-  })
+  }, 600_000)
 })

@@ -23,6 +23,7 @@ import { XapiClient } from '../../xapi/client.js'
 import { method, type MethodDefinition } from '../rpc.js'
 import type { XoTaskEvent } from '../xo-log.js'
 import { newXoTaskId } from './backup.js'
+import { xapiFromXo } from '../xo-job.js'
 import { withXoRemote, xoRemoteParam, type ApiDeps } from './deps.js'
 
 const remotesParam = z.object({ remotes: z.record(z.string(), xoRemoteParam) }).strict()
@@ -41,7 +42,8 @@ function listMethod(what: string, list: (r: Remote) => Promise<unknown>): Method
   })
 }
 
-const restoreParams = z.object({ backupId: z.string().min(1).max(1024), remote: xoRemoteParam, xapi: xapiSchema.optional() }).strict()
+// XO sends the pool's server as registered (`url` may be a bare host): https:// is added as XO's client does
+const restoreParams = z.object({ backupId: z.string().min(1).max(1024), remote: xoRemoteParam, xapi: z.preprocess(xapiFromXo, xapiSchema).optional() }).strict()
 
 function restoreMethod(): MethodDefinition {
   return method('restore a metadata backup', restoreParams, async ({ backupId, remote, xapi }, ctx) => {
