@@ -82,7 +82,9 @@ describe('mirror killed midway', () => {
     const taskFile = join(root, 'task.json')
     await writeFile(taskFile, JSON.stringify(task))
     const out = await runAndKill(taskFile, holdAfter)
-    expect(out.match(/^copied /gm)).toHaveLength(holdAfter)
+    // killed midway: at least holdAfter files published (the other VM's copy may have published more), not done
+    expect(out.match(/^copied /gm)!.length).toBeGreaterThanOrEqual(holdAfter)
+    expect(out).not.toContain('done ')
 
     const s = await runMirror(parseTask(task) as BackupMirrorTask, { defaults, copier: inlineCopier, signal: new AbortController().signal })
     expect(s.status, `${name}: ${JSON.stringify(s, null, 1)}`).toBe('success')
