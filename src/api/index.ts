@@ -17,6 +17,7 @@ import type { SealKey } from '../queue/seal.js'
 import { BadTokenThrottle, createAuthenticator, type ThrottleOptions } from './auth.js'
 import { loadCertificate } from './cert.js'
 import { backupMethods } from './methods/backup.js'
+import { metadataMethods } from './methods/metadata.js'
 import { remoteMethods } from './methods/remote.js'
 import { systemMethods } from './methods/system.js'
 import { taskMethods } from './methods/task.js'
@@ -78,6 +79,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi | undefi
   const deps = { config, client, runs, target: apiTarget(config), logger }
   methods.addAll(systemMethods(methods, runs))
   methods.addAll(backupMethods(deps))
+  methods.addAll(metadataMethods(deps))
   methods.addAll(taskMethods(runs))
   methods.addAll(remoteMethods())
   let server

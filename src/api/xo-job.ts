@@ -12,6 +12,9 @@
  * Only XO's remote URL and our own remote options are used: XO's mount `options` string has no meaning
  * here and is dropped with a warning. The task schema then validates the result (E_TASK_INVALID naming
  * the field; XO's extra job fields are kept there and warned about).
+ * The job's `type` picks the task: `backup` (or none) → `backup.run`, `mirrorBackup` → `backup.mirror`
+ * (job.sourceRemote, job.filter; the source is one of `remotes`), `metadataBackup` → `backup.metadata`
+ * (job.pools, job.xoMetadata: XO's configuration, sealed at rest as a secret).
  */
 import type { JsonValue } from '../common/errors.js'
 import type { TaskInputOf } from '../queue/tasks.js'
@@ -26,7 +29,7 @@ export interface XoRunParams {
 }
 
 export interface TranslatedRun {
-  task: TaskInputOf<'backup.run'>
+  task: TaskInputOf<'backup.run'> | TaskInputOf<'backup.mirror'> | TaskInputOf<'backup.metadata'>
   warnings: string[]
 }
 
@@ -53,9 +56,14 @@ function remoteFromXo(id: string, remote: unknown, warnings: string[]): unknown 
   return out
 }
 
-function xapiFromXo(xapi: unknown): unknown {
+/** XO's metadata jobs send the server's `host` as it was registered (`10.0.0.1`, `host:443`): https:// is XAPI's default. */
+export function xapiUrlFromXo(url: unknown): unknown {
+  return typeof url === 'string' && url !== '' && !/^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? `https://${url}` : url
+}
+
+export function xapiFromXo(xapi: unknown): unknown {
   if (!isObject(xapi)) return xapi
-  return { url: xapi.url, credentials: xapi.credentials, ...(xapi.allowUnauthorized === undefined ? {} : { allowUnauthorized: xapi.allowUnauthorized }) }
+  return { url: xapiUrlFromXo(xapi.url), credentials: xapi.credentials, ...(xapi.allowUnauthorized === undefined ? {} : { allowUnauthorized: xapi.allowUnauthorized }) }
 }
 
 export function taskFromXo(params: XoRunParams): TranslatedRun {
@@ -63,6 +71,12 @@ export function taskFromXo(params: XoRunParams): TranslatedRun {
   const { job } = params
   const remotes = Object.fromEntries(Object.entries(params.remotes).map(([id, r]) => [id, remoteFromXo(id, r, warnings)]))
   const xapis = Object.fromEntries(Object.entries(params.xapis ?? {}).map(([id, x]) => [id, xapiFromXo(x)]))
+  const jobData = params.jobData === undefined ? {} : { jobData: params.jobData }
+  if (job.type === 'mirrorBackup' || job.type === 'metadataBackup') {
+    const kind = job.type === 'mirrorBackup' ? 'backup.mirror' : 'backup.metadata'
+    const task = { kind, job, schedule: params.schedule, remotes, xapis, recordToXapi: params.recordToXapi ?? {}, ...jobData } as unknown as TranslatedRun['task']
+    return { task, warnings }
+  }
   const task = {
     kind: 'backup.run',
     job: { ...job, vms: vmsFromXo(job.vms) },

@@ -44,7 +44,7 @@ interface OpenedTarget {
   sink: VhdSink
 }
 
-async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: DiskMetrics | undefined, pool: VhdBlockPool): Promise<OpenedTarget> {
+export async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: DiskMetrics | undefined, pool: VhdBlockPool): Promise<OpenedTarget> {
   const remote = createRemote(t.url, t.options)
   metrics?.attachRemote(remote, t.id) // the remote is dropped after the disk: no need to detach
   await remote.open()

@@ -21,6 +21,8 @@ import { restoreToSr } from './restore-task.js'
 import type { RemoteMetricsHook } from './ports.js'
 import { remoteOptionsOf, runBackup } from './run.js'
 import { verifyRemote } from './verify.js'
+import { poolCopier, runMirror } from './mirror.js'
+import { runMetadataBackup } from './metadata-backup.js'
 
 export interface BackupProcessorOptions {
   /** the proxy's registry: remotes opened on the main thread report into it */
@@ -158,4 +160,38 @@ async function verifyJob(ctx: JobContext<'backup.verify'>, metrics: ProxyMetrics
     for (const p of report.problems) ctx.root.warning(`${p.kind}: ${p.path}: ${p.message}`)
     return { status: report.problems.length === 0 ? 'success' : 'failure', result: report as unknown as JsonValue }
   })
+}
+
+/** The `backup.mirror` processor: XO's mirror backup (mirror.ts), the copies in the stream pool. */
+export function createBackupMirrorProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'backup.mirror'>) => Promise<TaskResult> {
+  const { metrics } = options
+  return async (ctx) => {
+    const summary = await runMirror(ctx.task, {
+      defaults: ctx.config.backup,
+      copier: poolCopier(ctx.pool),
+      signal: ctx.signal,
+      emit: ctx.log,
+      parentTaskId: ctx.root.id,
+      log: ctx.logger,
+      ...(metrics === undefined ? {} : { remoteMetrics: (remote, remoteId) => attachRemoteMetrics(remote, metrics, remoteId) }),
+      progress: (p) => ctx.progress({ percent: p.vmsTotal === 0 ? 100 : Math.floor((100 * p.vmsDone) / p.vmsTotal), doneBytes: p.readBytes, message: `${p.vmsDone}/${p.vmsTotal} VMs` }),
+    })
+    const status = summary.status === 'pending' ? 'interrupted' : summary.status
+    return { status, ...(summary.result === undefined ? {} : { result: summary.result }) }
+  }
+}
+
+/** The `backup.metadata` processor: XO's metadata backup (metadata-backup.ts). */
+export function createBackupMetadataProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'backup.metadata'>) => Promise<TaskResult> {
+  const { metrics } = options
+  return async (ctx) => {
+    const summary = await runMetadataBackup(ctx.task, {
+      signal: ctx.signal,
+      emit: ctx.log,
+      parentTaskId: ctx.root.id,
+      ...(metrics === undefined ? {} : { remoteMetrics: (remote, remoteId) => attachRemoteMetrics(remote, metrics, remoteId) }),
+    })
+    const status = summary.status === 'pending' ? 'interrupted' : summary.status
+    return { status, ...(summary.result === undefined ? {} : { result: summary.result }) }
+  }
 }

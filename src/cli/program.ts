@@ -19,6 +19,8 @@ import { registerRestore } from './commands/restore.js'
 import { registerXapiSim } from './commands/xapi-sim.js'
 import { registerDemo } from './commands/demo.js'
 import { registerApi } from './commands/api.js'
+import { registerMirror } from './commands/mirror.js'
+import { registerMetadata } from './commands/metadata.js'
 import { VERSION } from '../version.js'
 
 export const EXIT_OK = 0
@@ -41,7 +43,7 @@ export function buildProgram(io: CliIo = processIo): Command {
       await commandConfig(actionCommand)
     })
 
-  for (const register of [registerServe, registerBackup, registerCancel, registerStatus, registerRemote, registerVerify, registerRestore, registerXapiSim, registerDemo, registerApi]) {
+  for (const register of [registerServe, registerBackup, registerCancel, registerStatus, registerRemote, registerVerify, registerRestore, registerXapiSim, registerDemo, registerApi, registerMirror, registerMetadata]) {
     register(program, io)
   }
   // subcommands inherit output and exit handling

@@ -79,7 +79,8 @@ export function summaryFromLogLines(lines: readonly string[]): JobSummary | unde
 
 /** Builds the deduplication key of a task, when its kind has one. */
 export function dedupKeyOf(task: Task): string | undefined {
-  return task.kind === 'backup.run' ? `backup.run:${task.job.id}:${task.schedule.id}` : undefined
+  // an XO job (VM, mirror or metadata backup) never runs twice at once for a schedule
+  return task.kind === 'backup.run' || task.kind === 'backup.mirror' || task.kind === 'backup.metadata' ? `backup.run:${task.job.id}:${task.schedule.id}` : undefined
 }
 
 function jobIdFor(task: Task): string {

@@ -23,7 +23,7 @@ import { withoutForbiddenKeys, xoOnlyJobFields, xoOnlySettings, xoScheduleFields
 /** Serialized task larger than this is refused: a task describes work, it never carries data. */
 export const MAX_TASK_BYTES = 256 * 1024
 
-export const TASK_KINDS = ['backup.run', 'remote.test', 'remote.list', 'backup.verify', 'backup.restore'] as const
+export const TASK_KINDS = ['backup.run', 'remote.test', 'remote.list', 'backup.verify', 'backup.restore', 'backup.mirror', 'backup.metadata'] as const
 export type TaskKind = (typeof TASK_KINDS)[number]
 
 const id = () => z.string().regex(ID_RE, ID_RULE)
@@ -187,13 +187,89 @@ export const backupRestoreSchema = z
   })
   .strict()
 
-export const taskSchema = z.discriminatedUnion('kind', [backupRunSchema, remoteTestSchema, remoteListSchema, backupVerifySchema, backupRestoreSchema])
+/**
+ * `backup.mirror`: XO's mirror backup job (`type: 'mirrorBackup'`): the backups of `job.sourceRemote`
+ * copied to the other remotes (`job.remotes` when given, else every remote of the task but the source),
+ * `job.filter` matched on each backup's metadata, each target's exportRetention applied after.
+ */
+export const backupMirrorSchema = z
+  .object({
+    kind: z.literal('backup.mirror'),
+    job: withoutForbiddenKeys(
+      z
+        .object({
+          id: id(),
+          name: z.string().max(512).default(''),
+          mode: z.enum(['delta', 'full']),
+          sourceRemote: id(),
+          filter: jsonValue.nullable().optional(),
+          settings: withoutForbiddenKeys(z.record(z.union([z.literal(''), id()]), withoutForbiddenKeys(jobSettingsSchema))).default({ '': {} }),
+          ...xoOnlyJobFields,
+        })
+        .extend({ type: z.literal('mirrorBackup').optional() })
+        .catchall(jsonValue),
+    ),
+    schedule: withoutForbiddenKeys(z.object({ id: id(), ...xoScheduleFields }).catchall(jsonValue)),
+    jobData: z.record(z.string(), jsonValue).optional(),
+    remotes: z.record(id(), remoteSchema),
+    /** XO sends its XAPIs (used by health checks only): accepted, not used */
+    xapis: z.record(id(), xapiSchema).optional(),
+    recordToXapi: z.record(z.string(), id()).optional(),
+  })
+  .strict()
+  .superRefine((task, ctx) => {
+    if (!(task.job.sourceRemote in task.remotes)) ctx.addIssue({ code: 'custom', path: ['job', 'sourceRemote'], message: `names remote "${task.job.sourceRemote}" which is not in remotes` })
+  })
+
+/** XO's metadata backup data of its own configuration: JSON text, or binary as {encoding, data}. */
+export const xoMetadataSchema = z.union([z.string(), z.object({ encoding: z.literal('base64'), data: z.string() }).strict()])
+
+/**
+ * `backup.metadata`: XO's metadata backup job (`type: 'metadataBackup'`): each pool of `job.pools` (its
+ * XAPI database dump) and, when the job carries it, XO's configuration (`job.xoMetadata`), written to
+ * every remote in XO's layout, with retentionPoolMetadata / retentionXoMetadata.
+ */
+export const backupMetadataSchema = z
+  .object({
+    kind: z.literal('backup.metadata'),
+    job: withoutForbiddenKeys(
+      z
+        .object({
+          id: id(),
+          name: z.string().max(512).default(''),
+          type: z.literal('metadataBackup').optional(),
+          pools: jsonValue.optional(),
+          xoMetadata: xoMetadataSchema.optional(),
+          settings: withoutForbiddenKeys(z.record(z.union([z.literal(''), id()]), z.object({ retentionPoolMetadata: z.number().int().min(0).max(10_000).nullable().optional(), retentionXoMetadata: z.number().int().min(0).max(10_000).nullable().optional() }).catchall(jsonValue))).default({ '': {} }),
+          proxy: z.string().max(128).optional(),
+          remotes: jsonValue.optional(),
+          userId: z.string().max(128).optional(),
+        })
+        .catchall(jsonValue),
+    ),
+    schedule: withoutForbiddenKeys(z.object({ id: id(), ...xoScheduleFields }).catchall(jsonValue)),
+    jobData: z.record(z.string(), jsonValue).optional(),
+    remotes: z.record(id(), remoteSchema).refine((r) => Object.keys(r).length > 0, 'at least one remote'),
+    xapis: z.record(id(), xapiSchema).default({}),
+    /** pool uuid → the XAPI (key of xapis) of that pool */
+    recordToXapi: z.record(uuid(), id()).default({}),
+  })
+  .strict()
+  .superRefine((task, ctx) => {
+    for (const [pool, xapiId] of Object.entries(task.recordToXapi)) {
+      if (!(xapiId in task.xapis)) ctx.addIssue({ code: 'custom', path: ['recordToXapi', pool], message: `names XAPI "${xapiId}" which is not in xapis` })
+    }
+  })
+
+export const taskSchema = z.discriminatedUnion('kind', [backupRunSchema, remoteTestSchema, remoteListSchema, backupVerifySchema, backupRestoreSchema, backupMirrorSchema, backupMetadataSchema])
 
 export type BackupRunTask = z.output<typeof backupRunSchema>
 export type RemoteTestTask = z.output<typeof remoteTestSchema>
 export type RemoteListTask = z.output<typeof remoteListSchema>
 export type BackupVerifyTask = z.output<typeof backupVerifySchema>
 export type BackupRestoreTask = z.output<typeof backupRestoreSchema>
+export type BackupMirrorTask = z.output<typeof backupMirrorSchema>
+export type BackupMetadataTask = z.output<typeof backupMetadataSchema>
 export type Task = z.output<typeof taskSchema>
 /** What a caller may pass (defaults not yet applied). */
 export type TaskInput = z.input<typeof taskSchema>
@@ -207,6 +283,8 @@ export const SECRET_PATHS: Record<TaskKind, readonly string[]> = {
   'remote.list': ['remote.url', 'remote.options.encryptionKey'],
   'backup.verify': ['remote.url', 'remote.options.encryptionKey'],
   'backup.restore': ['remote.url', 'remote.options.encryptionKey', 'xapi.credentials'],
+  'backup.mirror': ['xapis.*.credentials', 'remotes.*.url', 'remotes.*.options.encryptionKey'],
+  'backup.metadata': ['xapis.*.credentials', 'remotes.*.url', 'remotes.*.options.encryptionKey', 'job.xoMetadata'],
 }
 
 const KNOWN_JOB_FIELDS = new Set(['id', 'name', 'mode', 'vms', 'settings', ...Object.keys(xoOnlyJobFields)])

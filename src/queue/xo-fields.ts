@@ -50,7 +50,7 @@ export const xoOnlySettings = {
 
 /** Job fields XO sends that we do not use, with their types. */
 export const xoOnlyJobFields = {
-  type: z.literal('backup', { error: 'only VM backup jobs ("backup") run on this proxy; metadata and mirror backups do not yet' }).optional(),
+  type: z.literal('backup', { error: 'a backup.run task is a VM backup job ("backup"): mirror and metadata jobs are backup.mirror and backup.metadata tasks' }).optional(),
   compression: z.enum(['', 'native', 'zstd']).optional(),
   proxy: z.string().max(128).optional(),
   remotes: simpleIdPatternSchema.optional(),

@@ -6,7 +6,7 @@
  */
 import { ProcessorRegistry } from './processors.js'
 import { registerStandIns } from './stand-ins/processors.js'
-import { createBackupRestoreProcessor, createBackupRunProcessor, createBackupVerifyProcessor, createRemoteListProcessor, createRemoteTestProcessor } from '../backup/processors.js'
+import { createBackupMetadataProcessor, createBackupMirrorProcessor, createBackupRestoreProcessor, createBackupRunProcessor, createBackupVerifyProcessor, createRemoteListProcessor, createRemoteTestProcessor } from '../backup/processors.js'
 import type { ProxyMetrics } from '../metrics/index.js'
 
 export interface BuiltinOptions {
@@ -24,6 +24,8 @@ export function builtinProcessors(options: BuiltinOptions = {}): ProcessorRegist
   registry.register('backup.restore', createBackupRestoreProcessor(engine))
   registry.register('remote.test', createRemoteTestProcessor(engine))
   registry.register('remote.list', createRemoteListProcessor(engine))
+  registry.register('backup.mirror', createBackupMirrorProcessor(engine))
+  registry.register('backup.metadata', createBackupMetadataProcessor(engine))
   if (options.standIns ?? process.env.BACKUP_PROXY_STAND_INS === '1') registerStandIns(registry)
   return registry
 }

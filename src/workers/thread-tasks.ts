@@ -12,6 +12,7 @@ import standinNoop from './stand-ins/noop.thread.js'
 import standinStream from './stand-ins/stream.thread.js'
 import backupDisk from '../backup/disk.thread.js'
 import backupRestoreDisk from '../backup/restore-disk.thread.js'
+import mirrorCopy from '../backup/mirror.thread.js'
 
 export const threadTasks = {
   /** stand-in: returns its input (dispatch overhead bench, pool tests) */
@@ -22,6 +23,8 @@ export const threadTasks = {
   'backup.disk': backupDisk,
   /** one disk of a restore: remote chain → flattened VHD → XAPI import into a new VDI (src/backup) */
   'backup.restoreDisk': backupRestoreDisk,
+  /** one VHD or file of a mirrored backup: source remote → target remotes (src/backup/mirror-copy.ts) */
+  'mirror.copy': mirrorCopy,
 } as const satisfies Record<string, ThreadTask<never, unknown>>
 
 export type ThreadTaskRegistry = typeof threadTasks

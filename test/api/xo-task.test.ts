@@ -67,7 +67,7 @@ describe('XO backup job in the task schema', () => {
     ['a report setting', (p: XoRunParams) => ((p.job.settings as Record<string, Record<string, unknown>>)['']!.reportWhen = 'sometimes'), 'reportWhen'],
     ['a boolean setting', (p: XoRunParams) => ((p.job.settings as Record<string, Record<string, unknown>>)['']!.offlineBackup = 'yes'), 'offlineBackup'],
     ['a negative retention', (p: XoRunParams) => ((p.job.settings as Record<string, Record<string, unknown>>)['c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f']!.copyRetention = -1), 'copyRetention'],
-    ['the job type', (p: XoRunParams) => (p.job.type = 'metadataBackup'), 'job.type'],
+    ['the job type', (p: XoRunParams) => (p.job.type = 'otherBackup'), 'job.type'],
     ['the compression', (p: XoRunParams) => (p.job.compression = 'lz4'), 'job.compression'],
     ['the srs pattern', (p: XoRunParams) => (p.job.srs = { id: 3 }), 'job.srs'],
     ['a schedule flag', (p: XoRunParams) => (p.schedule.enabled = 'true'), 'schedule.enabled'],

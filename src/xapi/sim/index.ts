@@ -20,6 +20,7 @@ import { UsageError } from '../../common/errors.js'
 import { PatternPool } from './disk-content.js'
 import { handleExport } from './export.js'
 import { handleImport } from './import.js'
+import { handlePoolDump, poolDump } from './pool-dump.js'
 import { FaultSet, parseSimFault, type SimFault } from './faults.js'
 import { SimPool, type SimVmInfo } from './pool.js'
 import { SimRpc } from './rpc.js'
@@ -87,6 +88,10 @@ export interface XapiSimulator {
   setCbtBadBitmapLength: (count: number) => void
   /** what a migration does to a tracked VDI: a new CBT log, unrelated to its snapshots' */
   resetCbtChain: (vdiUuid: string) => void
+  /** the pool database dump `GET /pool/xmldbdump` serves now (pool metadata backups) */
+  poolDump: () => Buffer
+  /** the dumps `PUT /pool/xmldbdump` accepted (pool metadata restores), oldest first */
+  restoredPoolDumps: () => Buffer[]
   /** stops listening, ends pending long-polls and exports, closes connections */
   close: () => Promise<void>
 }
@@ -145,7 +150,10 @@ export async function startXapiSimulator(options: XapiSimulatorOptions): Promise
   const nbd = await installNbd(pool, rpc, patterns, host, options.nbd)
 
   const vmRefByUuid = (uuid: string): string => pool.store.refByUuid('VM', uuid)
+  const restoredDumps: Buffer[] = []
   const api = {
+    poolDump: () => poolDump(exportCtx),
+    restoredPoolDumps: () => [...restoredDumps],
     listVms: () => pool.listVms(),
     writeBlocks: (vmUuid: string, amount: { blocks?: number; ratio?: number }) => pool.writeBlocks(vmRefByUuid(vmUuid), amount),
     setFault: (fault: SimFault) => {
@@ -262,6 +270,7 @@ export async function startXapiSimulator(options: XapiSimulatorOptions): Promise
     if (req.method === 'POST' && url.pathname === '/jsonrpc') p = handleRpc(req, res)
     else if (req.method === 'GET' && (url.pathname === '/export_raw_vdi' || url.pathname === '/export_raw_vdi/')) p = handleExport(exportCtx, req, res, url)
     else if (req.method === 'PUT' && (url.pathname === '/import_raw_vdi' || url.pathname === '/import_raw_vdi/')) p = handleImport(exportCtx, req, res, url)
+    else if ((req.method === 'GET' || req.method === 'PUT') && url.pathname === '/pool/xmldbdump') p = handlePoolDump(exportCtx, req, res, url, restoredDumps)
     else if (url.pathname.startsWith('/sim/')) p = handleAdmin(req, res, url)
     else {
       sendJson(res, 404, { error: `not found: ${req.method} ${url.pathname}` })

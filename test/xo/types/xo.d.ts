@@ -14,3 +14,12 @@ declare module '@xen-orchestra/xapi' {
 declare module '@xen-orchestra/backups/Backup.mjs' {
   export const createRunner: unknown
 }
+declare module '@xen-orchestra/backups/RestoreMetadataBackup.mjs' {
+  export const RestoreMetadataBackup: unknown
+}
+declare module '@xen-orchestra/backups/_runners/_PoolMetadataBackup.mjs' {
+  export const PoolMetadataBackup: unknown
+}
+declare module '@xen-orchestra/backups/_runners/_XoMetadataBackup.mjs' {
+  export const XoMetadataBackup: unknown
+}

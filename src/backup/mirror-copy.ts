@@ -1,0 +1,237 @@
+/**
+ * The byte work of a mirror backup, run inside a stream-pool thread (mirror.thread.ts): nothing but plain
+ * data crosses threads, so each call opens the source and target remotes from their URLs.
+ *
+ * - `copyVhd`: one VHD of the source (VhdFile or VhdDirectory) re-written to every target in the target's
+ *   own format (useVhdDirectory), block by block through the VHD engine's sinks: the footer keeps the
+ *   source's uuid (Xen Orchestra chains deltas by it), a delta's header names its parent ON THAT TARGET
+ *   (uuid checked, relative path), and each sink validates before it publishes under the final name.
+ *   Blocks are read a few ahead of the writers so the source and targets work at the same time.
+ *   Fast path: a VhdFile whose every target is a VhdFile naming the same parent (same relative path, as
+ *   a mirrored chain does) is copied byte for byte (`copyFile`: one sequential read, size checked), the
+ *   source having been opened and checked (footer, header, BAT against its size) first.
+ * - `copyFile`: any other file of a backup (an XVA, its checksum), streamed to a temporary name on every
+ *   target, its size (and, given one, XO's `$1$$<md5>` checksum) checked, then published.
+ */
+import { createHash } from 'node:crypto'
+import { posix } from 'node:path'
+import { setMaxListeners } from 'node:events'
+import type { Writable } from 'node:stream'
+import { finished } from 'node:stream/promises'
+import { BackupProxyError, serializeError, toError, type SerializedError } from '../common/errors.js'
+import { createRemote } from '../remotes/index.js'
+import type { Remote } from '../remotes/remote.js'
+import type { RemoteOptions } from '../remotes/url-types.js'
+import { VhdBlockPool } from '../vhd/block-pool.js'
+import { DISK_TYPES } from '../vhd/constants.js'
+import { openVhd } from '../vhd/open.js'
+import type { VhdBlock } from '../vhd/stream-parser.js'
+import { openTarget } from './disk-export.js'
+import { fanOut, type FanOutTarget } from './fan-out.js'
+import type { DiskMetrics, DiskTarget } from './ports.js'
+
+export interface MirrorSource {
+  url: string
+  options: RemoteOptions
+}
+
+export interface CopyVhdInput {
+  source: MirrorSource
+  /** remote-root path of the source VHD (`.vhd` or `.alias.vhd`) */
+  sourcePath: string
+  /** each target's path, format and (for a delta) parent */
+  targets: DiskTarget[]
+}
+
+export interface CopyResult {
+  /** bytes read from the source */
+  readBytes: number
+  /** bytes written to each target (the largest) */
+  sizeBytes: number
+  differencing: boolean
+  succeeded: string[]
+  failed: { id: string; error: SerializedError }[]
+}
+
+export interface CopyFileInput {
+  source: MirrorSource
+  sourcePath: string
+  /** XO's checksum of the file (`$1$$<md5 hex>`, from `<file>.checksum`), verified when given */
+  checksum?: string
+  targets: { id: string; url: string; options: RemoteOptions; path: string }[]
+}
+
+export interface CopyOptions {
+  signal: AbortSignal
+  onProgress?: (p: { readBytes: number }) => void
+  metrics?: DiskMetrics
+}
+
+const READ_AHEAD_BLOCKS = 4
+const blockPool = new VhdBlockPool({ maxFree: 0 })
+
+async function openSource(source: MirrorSource, metrics: DiskMetrics | undefined): Promise<Remote> {
+  const remote = createRemote(source.url, source.options)
+  metrics?.attachRemote(remote, 'source')
+  await remote.open()
+  return remote
+}
+
+/** Reads `indexes` in order, up to READ_AHEAD_BLOCKS at once. */
+async function* readAhead(read: (index: number) => Promise<VhdBlock>, indexes: readonly number[]): AsyncGenerator<VhdBlock> {
+  const pending: Promise<VhdBlock>[] = []
+  let next = 0
+  const fill = () => {
+    while (pending.length < READ_AHEAD_BLOCKS && next < indexes.length) {
+      const p = read(indexes[next++]!)
+      p.catch(() => undefined) // awaited in order below; a later failure must not be unhandled meanwhile
+      pending.push(p)
+    }
+  }
+  fill()
+  while (pending.length > 0) {
+    const block = await pending.shift()!
+    fill()
+    yield block
+  }
+}
+
+export async function copyVhd(input: CopyVhdInput, { signal, onProgress, metrics }: CopyOptions): Promise<CopyResult> {
+  setMaxListeners(64, signal) // each block read in flight listens to it
+  const source = await openSource(input.source, metrics)
+  const opened = new Map<string, Awaited<ReturnType<typeof openTarget>>>()
+  const failed: { id: string; error: Error }[] = []
+  try {
+    const reader = await openVhd(source, input.sourcePath, { signal })
+    const differencing = reader.footer.diskType === DISK_TYPES.DIFFERENCING
+    const sameParent = (t: DiskTarget): boolean => (t.parent === undefined ? !differencing : differencing && posix.normalize(posix.join(posix.dirname(t.path), reader.header.parentUnicodeName)) === t.parent.path)
+    if (reader.kind === 'file' && input.targets.every((t) => !t.directory && sameParent(t))) {
+      const copied = await copyFile({ source: input.source, sourcePath: input.sourcePath, targets: input.targets.map((t) => ({ id: t.id, url: t.url, options: t.options, path: t.path })) }, { signal, ...(onProgress === undefined ? {} : { onProgress }), ...(metrics === undefined ? {} : { metrics }) })
+      return { ...copied, differencing }
+    }
+    await Promise.all(input.targets.map(async (t) => {
+      try {
+        if (differencing !== (t.parent !== undefined)) throw new BackupProxyError('E_BACKUP', `${input.sourcePath} is ${differencing ? 'a delta but no parent was found' : 'a full but a parent was given'} for ${t.path}`)
+        opened.set(t.id, await openTarget(t, signal, metrics, blockPool))
+      } catch (error) {
+        failed.push({ id: t.id, error: toError(error) })
+      }
+    }))
+    if (opened.size === 0) throw new BackupProxyError('E_BACKUP', `no target could take ${input.sourcePath}: ${failed.map((f) => `${f.id}: ${f.error.message}`).join('; ')}`, { fields: { retryable: false } })
+    const order = reader.blockIndexes()
+    const sizes = new Map<string, number>()
+    let readBytes = 0
+    let lastReport = 0
+    const targets: FanOutTarget<VhdBlock>[] = [...opened].map(([id, { sink }]) => ({
+      id,
+      begin: () => sink.begin(reader.footer, reader.header, order),
+      write: (block) => sink.writeBlock(block),
+      end: async () => {
+        sizes.set(id, (await sink.end()).sizeBytes)
+      },
+      abort: (reason) => sink.abort(reason),
+    }))
+    async function* blocks(): AsyncGenerator<VhdBlock> {
+      for await (const block of readAhead((i) => reader.readBlock(i, signal), order)) {
+        readBytes += block.buffer.length
+        metrics?.bytesRead(block.buffer.length)
+        if (performance.now() - lastReport > 250) {
+          lastReport = performance.now()
+          onProgress?.({ readBytes })
+        }
+        yield block
+      }
+    }
+    const result = await fanOut(blocks(), targets, { signal, maxPendingPerTarget: 2 })
+    onProgress?.({ readBytes })
+    return {
+      readBytes,
+      sizeBytes: Math.max(0, ...sizes.values()),
+      differencing,
+      succeeded: result.succeeded.sort(),
+      failed: [...failed, ...result.failed].map((f) => ({ id: f.id, error: serializeError(f.error) })),
+    }
+  } finally {
+    await Promise.all([source, ...[...opened.values()].map((o) => o.remote)].map((r) => r.close().catch(() => undefined)))
+  }
+}
+
+async function writeAll(out: Writable, chunk: Buffer): Promise<void> {
+  if (out.write(chunk)) return
+  await new Promise<void>((resolve, reject) => {
+    const onError = (e: Error) => reject(e)
+    out.once('error', onError)
+    out.once('drain', () => {
+      out.off('error', onError)
+      resolve()
+    })
+  })
+}
+
+/** XO's checksum string of an md5 digest. */
+export function xoChecksum(md5Hex: string): string {
+  return `$1$$${md5Hex}`
+}
+
+export async function copyFile(input: CopyFileInput, { signal, onProgress, metrics }: CopyOptions): Promise<CopyResult> {
+  const source = await openSource(input.source, metrics)
+  const remotes: { id: string; remote: Remote; out?: Writable; error?: Error }[] = []
+  try {
+    const { size } = await source.stat(input.sourcePath)
+    for (const t of input.targets) {
+      const remote = createRemote(t.url, t.options)
+      metrics?.attachRemote(remote, t.id)
+      const lane: (typeof remotes)[number] = { id: t.id, remote }
+      remotes.push(lane)
+      try {
+        await remote.open()
+        lane.out = await remote.createWriteStream(t.path, { expectedSizeBytes: size, signal })
+      } catch (error) {
+        lane.error = toError(error)
+      }
+    }
+    // XO's checksum is md5: computed only when there is one to check
+    const hash = input.checksum === undefined ? undefined : createHash('md5')
+    let readBytes = 0
+    let lastReport = 0
+    const stream = await source.createReadStream(input.sourcePath, { signal })
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      hash?.update(chunk)
+      readBytes += chunk.length
+      metrics?.bytesRead(chunk.length)
+      await Promise.all(remotes.filter((l) => l.out !== undefined && l.error === undefined).map(async (l) => {
+        try {
+          await writeAll(l.out!, chunk)
+        } catch (error) {
+          l.error = toError(error)
+          l.out!.destroy(l.error)
+        }
+      }))
+      if (performance.now() - lastReport > 250) {
+        lastReport = performance.now()
+        onProgress?.({ readBytes })
+      }
+    }
+    onProgress?.({ readBytes })
+    const digest = hash === undefined ? undefined : xoChecksum(hash.digest('hex'))
+    const bad = readBytes !== size ? `${input.sourcePath}: read ${readBytes} bytes, the file has ${size}` : digest !== undefined && input.checksum !== digest ? `${input.sourcePath}: checksum ${digest} differs from the recorded ${input.checksum} (the source backup is corrupt)` : undefined
+    if (bad !== undefined) throw new BackupProxyError('E_BACKUP', bad, { fields: { retryable: false } })
+    await Promise.all(remotes.filter((l) => l.out !== undefined && l.error === undefined).map(async (l) => {
+      try {
+        l.out!.end()
+        await finished(l.out!)
+      } catch (error) {
+        l.error = toError(error)
+      }
+    }))
+    const ok = remotes.filter((l) => l.error === undefined).map((l) => l.id)
+    if (ok.length === 0) throw new BackupProxyError('E_BACKUP', `no target could take ${input.sourcePath}: ${remotes.map((l) => `${l.id}: ${l.error?.message ?? '?'}`).join('; ')}`)
+    return { readBytes, sizeBytes: readBytes, differencing: false, succeeded: ok.sort(), failed: remotes.filter((l) => l.error !== undefined).map((l) => ({ id: l.id, error: serializeError(l.error) })) }
+  } catch (error) {
+    // nothing published: every temporary is removed
+    for (const l of remotes) l.out?.destroy(toError(error))
+    throw error
+  } finally {
+    await Promise.all([source, ...remotes.map((l) => l.remote)].map((r) => r.close().catch(() => undefined)))
+  }
+}

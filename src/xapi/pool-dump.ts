@@ -1,0 +1,80 @@
+/**
+ * XAPI's pool database dump over HTTP, as Xen Orchestra's pool metadata backup and restore use it
+ * (`PATH_DB_DUMP` of @xen-orchestra/backups): `GET /pool/xmldbdump` answers the pool's database, `PUT
+ * /pool/xmldbdump` restores one, each under an XAPI task (`task_id`) and the session (`session_id`).
+ * The pool's and its master's records (what XO stores in the backup's metadata.json) come from the
+ * generic `pool.get_all_records` / `host.get_record` calls.
+ */
+import type { IncomingMessage } from 'node:http'
+import { request as httpRequest } from 'node:http'
+import { request as httpsRequest } from 'node:https'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { XapiError } from '../common/errors.js'
+import type { XapiClient } from './client.js'
+import { httpErrorFromBody } from './socket-export.js'
+
+export const PATH_DB_DUMP = '/pool/xmldbdump'
+
+export interface PoolRecords {
+  pool: Record<string, unknown> & { uuid: string }
+  master: Record<string, unknown> | undefined
+}
+
+/** The pool's record and its master's. */
+export async function poolRecords(client: XapiClient): Promise<PoolRecords> {
+  const pools = (await client.call('pool.get_all_records')) as Record<string, Record<string, unknown>>
+  const pool = Object.values(pools)[0]
+  if (pool === undefined || typeof pool.uuid !== 'string') throw new XapiError(`the XAPI at ${client.url} has no pool record`)
+  let master: Record<string, unknown> | undefined
+  try {
+    master = typeof pool.master === 'string' ? ((await client.call('host.get_record', pool.master)) as Record<string, unknown>) : undefined
+  } catch {
+    master = undefined // XO ignores errors of this lookup too
+  }
+  return { pool: pool as PoolRecords['pool'], master }
+}
+
+async function readBody(res: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const c of res as AsyncIterable<Buffer>) chunks.push(c)
+  return Buffer.concat(chunks).toString('utf8').slice(0, 4096)
+}
+
+function dumpUrl(client: XapiClient, taskRef: string): URL {
+  const url = new URL(PATH_DB_DUMP, client.url)
+  url.searchParams.set('session_id', client.sessionId)
+  url.searchParams.set('task_id', taskRef)
+  return url
+}
+
+function send(url: URL, method: 'GET' | 'PUT', allowUnauthorized: boolean, signal: AbortSignal, body?: Readable): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const options = { method, signal, headers: { Accept: 'application/octet-stream' } }
+    const req = url.protocol === 'https:' ? httpsRequest(url, { ...options, rejectUnauthorized: !allowUnauthorized }) : httpRequest(url, options)
+    req.once('response', resolve)
+    req.once('error', reject)
+    if (body === undefined) req.end()
+    else pipeline(body, req).catch(reject)
+  })
+}
+
+/** The pool's database dump, whole (a few MiB for a large pool). */
+export async function downloadPoolDump(client: XapiClient, options: { allowUnauthorized: boolean; signal: AbortSignal }): Promise<Buffer> {
+  const taskRef = await client.createTask('Export pool metadata')
+  const res = await send(dumpUrl(client, taskRef), 'GET', options.allowUnauthorized, options.signal)
+  if (res.statusCode !== 200) throw httpErrorFromBody(res.statusCode ?? 0, await readBody(res), `the pool database dump of ${client.url}`)
+  const chunks: Buffer[] = []
+  for await (const c of res as AsyncIterable<Buffer>) chunks.push(c)
+  await client.waitTask(taskRef)
+  return Buffer.concat(chunks)
+}
+
+/** Sends a dump to the pool (XAPI's restore of its database), as XO's RestoreMetadataBackup does. */
+export async function uploadPoolDump(client: XapiClient, body: Readable, options: { allowUnauthorized: boolean; signal: AbortSignal }): Promise<void> {
+  const taskRef = await client.createTask('Import pool metadata')
+  const res = await send(dumpUrl(client, taskRef), 'PUT', options.allowUnauthorized, options.signal, body)
+  const text = await readBody(res)
+  if (res.statusCode !== 200) throw httpErrorFromBody(res.statusCode ?? 0, text, `the restore of the pool database of ${client.url}`)
+  await client.waitTask(taskRef)
+}
