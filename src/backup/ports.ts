@@ -7,6 +7,7 @@
 import type { JsonValue, SerializedError } from '../common/errors.js'
 import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
+import type { XvaExportDescriptor } from '../xapi/client.js'
 
 /** A XAPI record as plain JSON. */
 export type Rec = Record<string, unknown>
@@ -47,6 +48,8 @@ export interface BackupXapi {
    * smart-mode patterns (smart-mode.ts); optional: a port without it cannot run smart-mode jobs
    */
   listVmObjects?(): Promise<Rec[]>
+  /** a VM's (or snapshot's) XVA export (`GET /export/`, XAPI's `use_compression`) for a thread; optional: full backups need it */
+  xvaExportDescriptor?(vmRef: string, useCompression: string): Promise<XvaExportDescriptor>
   /** serializable descriptor a worker thread opens to stream the VDI as VHD (a delta against baseRef) */
   exportDescriptor(vdiRef: string, options: { baseRef?: string }): Promise<JsonValue>
 }

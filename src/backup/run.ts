@@ -24,6 +24,7 @@ import { backupXapi } from './xapi-adapter.js'
 import { inlineImporter, type DiskImporter } from './disk-import.js'
 import { healthCheckAfterBackup, healthCheckSettingsOf } from './health-check.js'
 import { selectVms } from './smart-mode.js'
+import type { XvaExporter } from './xva-export.js'
 
 export interface RunProgress {
   vmsTotal: number
@@ -43,6 +44,8 @@ export interface BackupRunEnv {
   /** the proxy's `backup` config section (defaults of every setting) */
   defaults: BackupSettings
   exporter: DiskExporter
+  /** full backups' XVA transfer (default: on this thread) */
+  xvaExporter?: XvaExporter
   signal: AbortSignal
   emit?: (event: TaskLogEvent) => void
   progress?: (p: RunProgress) => void
@@ -198,7 +201,7 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
         const conn = await findXapi(connections, vmUuid)
         const xapi = conn.xapi
         const result = await withRetries(settings.nRetriesVmBackupFailures, vmTask, signal, () =>
-          backupVm(vmUuid, { jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id, mode: task.job.mode, targets, xapi, exporter: env.exporter, signal, log, onBytes }, settings, vmTask),
+          backupVm(vmUuid, { jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id, mode: task.job.mode, targets, xapi, exporter: env.exporter, ...(env.xvaExporter === undefined ? {} : { xvaExporter: env.xvaExporter }), signal, log, onBytes }, settings, vmTask),
         )
         const s = task.job.settings
         const vmTags = (await xapi.getVm(vmUuid)).record.tags

@@ -31,6 +31,8 @@ import type { BackupXapi, DiskExporter, DiskTarget, XapiDisk, XapiObject } from 
 import { applyRetention } from './apply-retention.js'
 import { buildMetadata, setOnVmAndVdis, tagSnapshot, usesVhdDirectory, type RunIds } from './xo-records.js'
 import type { Task } from './task-log.js'
+import { backupVmFull } from './full-backup.js'
+import type { XvaExporter } from './xva-export.js'
 
 export interface RunTarget {
   id: string
@@ -46,7 +48,7 @@ export interface VmSettings {
   snapshotRetention: number
   fullInterval: number
   maxExportRateBytesPerSecond: number
-  /** XO's job compression (XVA of full-mode backups): kept for XO's meaning, VHD backups do not use it */
+  /** XO's job compression of full-mode backups' XVA (`native` = gzip); VHD backups do not use it */
   compression: '' | 'native' | 'zstd'
   /** block compression of the VhdDirectory targets (XO's vhdDirectoryCompression) */
   vhdDirectoryCompression: 'brotli' | 'none'
@@ -61,6 +63,8 @@ export interface VmBackupContext {
   targets: readonly RunTarget[]
   xapi: BackupXapi
   exporter: DiskExporter
+  /** full backups' XVA transfer (default: on this thread; a proxy passes the stream pool's `backup.xva`) */
+  xvaExporter?: XvaExporter
   signal: AbortSignal
   log: Logger
   /** bytes read so far by this VM's disks (for run progress) */
@@ -141,6 +145,8 @@ async function cleanLeftovers(target: RunTarget, vmUuid: string, jobId: string, 
 }
 
 export async function backupVm(vmUuid: string, ctx: VmBackupContext, settings: VmSettings, task: Task): Promise<VmBackupResult> {
+  // XO's full mode: the VM as one XVA (full-backup.ts)
+  if (ctx.mode === 'full') return backupVmFull(vmUuid, ctx, settings, task)
   const t0 = performance.now()
   const { xapi, signal, jobId } = ctx
   const vm = await xapi.getVm(vmUuid)

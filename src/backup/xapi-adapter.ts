@@ -77,6 +77,9 @@ export function backupXapi(client: XapiClient): BackupXapi {
     async destroySnapshot(ref) {
       await client.destroySnapshot(ref)
     },
+    xvaExportDescriptor(vmRef, useCompression) {
+      return client.vmExportDescriptor(vmRef, useCompression)
+    },
     async exportDescriptor(vdiRef, options) {
       const d = await client.exportDescriptor(vdiRef, { format: 'vhd', ...(options.baseRef === undefined ? {} : { baseRef: options.baseRef }) })
       return d as unknown as JsonValue

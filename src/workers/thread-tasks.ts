@@ -12,6 +12,8 @@ import standinNoop from './stand-ins/noop.thread.js'
 import standinStream from './stand-ins/stream.thread.js'
 import backupDisk from '../backup/disk.thread.js'
 import backupRestoreDisk from '../backup/restore-disk.thread.js'
+import backupXva from '../backup/xva.thread.js'
+import backupRestoreXva from '../backup/restore-xva.thread.js'
 
 export const threadTasks = {
   /** stand-in: returns its input (dispatch overhead bench, pool tests) */
@@ -22,6 +24,10 @@ export const threadTasks = {
   'backup.disk': backupDisk,
   /** one disk of a restore: remote chain → flattened VHD → XAPI import into a new VDI (src/backup) */
   'backup.restoreDisk': backupRestoreDisk,
+  /** one full backup: XAPI's XVA export → every target remote, validated, with XO's checksum file (src/backup) */
+  'backup.xva': backupXva,
+  /** one full backup restored: the XVA on a remote → XAPI's VM import, checksum verified (src/backup) */
+  'backup.restoreXva': backupRestoreXva,
 } as const satisfies Record<string, ThreadTask<never, unknown>>
 
 export type ThreadTaskRegistry = typeof threadTasks

@@ -10,7 +10,7 @@ import { request as httpRequest, type ClientRequest, type IncomingMessage } from
 import { request as httpsRequest } from 'node:https'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { CancelledError, XapiError, errorCode } from '../common/errors.js'
+import { BackupProxyError, CancelledError, XapiError, errorCode } from '../common/errors.js'
 import type { XvaExportDescriptor, XvaImportDescriptor } from '../xapi/client.js'
 import { httpErrorFromBody } from '../xapi/socket-export.js'
 
@@ -41,7 +41,7 @@ async function readBody(res: IncomingMessage): Promise<string> {
 
 function cancelled(what: string, signal: AbortSignal | undefined, error: unknown): Error {
   if (signal?.aborted === true) return new CancelledError(`${what} was cancelled`, { cause: signal.reason })
-  if (error instanceof XapiError) return error
+  if (error instanceof BackupProxyError) return error
   return new XapiError(`${what} failed (${errorCode(error) ?? (error as Error).message})`, { cause: error, fields: { networkCode: errorCode(error) ?? '' } })
 }
 
