@@ -103,7 +103,11 @@ function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefin
 /** Settings of one VM of a run (XO's precedence). */
 export function effectiveSettings(defaults: BackupSettings, task: BackupRunTask, vmUuid?: string): EffectiveSettings {
   const s = task.job.settings
-  return merge(defaults, [s[''], s[task.schedule.id], vmUuid === undefined ? undefined : s[vmUuid]])
+  const out = merge(defaults, [s[''], s[task.schedule.id], vmUuid === undefined ? undefined : s[vmUuid]])
+  // XO's full backups read the job's own `compression` (FullXapi: this.job.compression)
+  const jobCompression = (task.job as { compression?: unknown }).compression
+  if (jobCompression === '' || jobCompression === 'native' || jobCompression === 'zstd') out.compression = jobCompression
+  return out
 }
 
 /** True when the job's `vms` is an XO smart-mode pattern (resolved against XAPI at run time). */
