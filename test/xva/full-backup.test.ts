@@ -15,6 +15,7 @@ import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { listBackups } from '../../src/backup/catalog.js'
+import { deleteVmBackups, listFormattedVmBackups } from '../../src/api/xo-backups.js'
 import { importVmBackup } from '../../src/backup/import-vm-backup.js'
 import { inlineImporter } from '../../src/backup/disk-import.js'
 import { runBackup } from '../../src/backup/run.js'
@@ -150,6 +151,26 @@ describe('full backup (XVA)', () => {
     }
     // snapshotRetention 1: one backup snapshot of the job stays
     expect(xapi.listVms({ includeSnapshots: true }).filter((v) => v.is_a_snapshot && v.other_config['xo:backup:job'] === 'fulljob')).toHaveLength(1)
+  }, 120_000)
+
+  it('the API lists full backups as XO formats them and deletes one with its XVA and checksum', async () => {
+    const vm = sim.listVms()[0]!
+    const { adapter, xo, close } = await xoAdapter({ url: `file://${dir.path}/a` })
+    try {
+      const theirs = xo.formatVmBackups(await adapter.listAllVmBackups(), 'a')[vm.uuid]!
+      await withRemote('a', async (remote) => {
+        const ours = (await listFormattedVmBackups(remote, 'a', vm.uuid))[vm.uuid] as Record<string, unknown>[]
+        for (const [i, b] of ours.entries()) expect(b).toMatchObject({ id: theirs[i]!.id, mode: 'full', size: theirs[i]!.size, timestamp: theirs[i]!.timestamp, disks: [] })
+        const [oldest] = ours
+        await deleteVmBackups(remote, [String(oldest!.id)])
+        const names = await readdir(join(dir.path, 'a', 'xo-vm-backups', vm.uuid))
+        const ts = String(oldest!.id).split('/').pop()!.replace('.json', '')
+        expect(names.filter((n) => n.startsWith(ts))).toEqual([])
+      })
+      expect(await adapter.listVmBackups(vm.uuid)).toHaveLength(1)
+    } finally {
+      await close()
+    }
   }, 120_000)
 
   it('refuses a corrupt XVA with E_XVA_CORRUPT and leaves nothing on the pool', async () => {
