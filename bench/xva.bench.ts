@@ -4,7 +4,9 @@
  * XAPI simulator in its own process, backed up by a `mode: 'full'` job with `compression: 'zstd'` (the
  * whole run: snapshot, XVA export, validation, XO's checksum file and metadata, retention) to a local
  * remote on tmpfs, against the ceiling measured in the same run: `curl <export URL> > file` of the same
- * VM's XVA export with `use_compression=zstd`. The simulator does the zstd compression (as XAPI does),
+ * VM's XVA export with `use_compression=zstd`; and the transfer alone (`runXvaExport`: export, validation,
+ * XVA and checksum file, no snapshot or metadata) against the same ceiling. The simulator does the zstd
+ * compression (as XAPI does),
  * so both sides receive the same compressed bytes.
  *
  * CPU: curl's own user+sys (GNU time); ours is this process's (every thread; the XVA transfer runs here
@@ -15,6 +17,7 @@ import { mkdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runDiskExport } from '../src/backup/disk-export.js'
 import { runBackup } from '../src/backup/run.js'
+import { runXvaExport } from '../src/backup/xva-export.js'
 import { backupSchema } from '../src/config/schema.js'
 import { parseTask, type BackupRunTask } from '../src/queue/tasks.js'
 import { XapiClient } from '../src/xapi/client.js'
@@ -68,6 +71,20 @@ export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
     rows.push(await curl())
     const ours = await simCpu(backup)
     rows.push({ group: 'xva', name: 'full backup XVA zstd → 1 local', ...ours, baseline: 'curl XVA zstd (ceiling)' })
+    // the transfer alone (runXvaExport: export → validate → XVA + checksum), without the run's fixed costs
+    await rm(remote, { recursive: true, force: true })
+    await mkdir(remote)
+    const transfer = await simCpu(async () => {
+      const descriptor = await client.vmExportDescriptor(vm.$ref, 'zstd')
+      let bytes = 0
+      const m = await measure(async () => {
+        const r = await runXvaExport({ descriptor, compression: 'zstd', targets: [{ id: 'r', url: `file://${remote}`, options: {}, path: 'bench.xva' }] }, { signal: new AbortController().signal })
+        if (r.failed.length > 0) throw new Error(`bench transfer failed: ${JSON.stringify(r.failed)}`)
+        bytes = r.sizeBytes
+      })
+      return { ...m, bytes }
+    })
+    rows.push({ group: 'xva', name: 'XVA transfer zstd → 1 local', ...transfer, baseline: 'curl XVA zstd (ceiling)' })
   } finally {
     await client.close()
     await sim.stop()
