@@ -153,6 +153,12 @@ export function xxh64Hex(data: Uint8Array): string {
     hh = P5H
     hl = P5L
   }
+  return finish(hh, hl, view, data, p)
+}
+
+/** XXH64's end: the length, the bytes after the last stripe, the avalanche; 16 upper-case hex digits. */
+function finish(hh: number, hl: number, view: DataView, data: Uint8Array, p: number): string {
+  const len = data.length
   // h += len (len < 2^53: split into halves)
   add(hh, hl, Math.floor(len / 0x1_0000_0000) >>> 0, len >>> 0)
   hh = rh
