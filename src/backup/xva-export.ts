@@ -86,9 +86,11 @@ function write(out: Writable, chunk: Buffer): Promise<void> {
 function ended(out: Writable): Promise<void> {
   return new Promise((resolve, reject) => {
     out.once('error', reject)
-    out.end(() => {
+    // end's callback gets the error of a failed publish (the 'error' event may come after it)
+    out.end((error?: Error | null) => {
       out.off('error', reject)
-      resolve()
+      if (error == null) resolve()
+      else reject(error)
     })
   })
 }
