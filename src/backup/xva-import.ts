@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto'
 import { Transform, type TransformCallback } from 'node:stream'
 import { BackupProxyError } from '../common/errors.js'
 import { createRemote } from '../remotes/index.js'
+import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import type { XvaImportDescriptor } from '../xapi/client.js'
 import { putXvaImport } from '../xva/http.js'
@@ -100,4 +101,28 @@ export const runXvaImport: XvaImporter = async (input, { signal, onProgress }) =
   } finally {
     await remote.close()
   }
+}
+
+/**
+ * Reads an XVA whole and compares its MD5 with its `.xva.checksum` (verify --full): the mismatch as a
+ * sentence, or undefined when it matches or the file has no checksum (XO writes none on an encrypted
+ * remote). Returns the bytes read too.
+ */
+export async function checkXvaChecksum(remote: Remote, path: string, signal?: AbortSignal): Promise<{ problem?: string; readBytes: number }> {
+  let expected: string | undefined
+  try {
+    expected = parseXvaChecksum((await remote.readFile(`${path}.checksum`)).toString('utf8'))
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'ENOENT') return { readBytes: 0 }
+    throw error
+  }
+  if (expected === undefined) return { problem: `${path}.checksum is not an MD5 checksum as Xen Orchestra writes it ($1$$<hex>)`, readBytes: 0 }
+  const md5 = createHash('md5')
+  let readBytes = 0
+  for await (const c of await remote.createReadStream(path, signal === undefined ? {} : { signal })) {
+    md5.update(c as Buffer)
+    readBytes += (c as Buffer).length
+  }
+  const actual = `$1$$${md5.digest('hex')}`
+  return actual === expected ? { readBytes } : { problem: `MD5 ${actual} differs from the checksum file's ${expected}: the XVA is corrupt`, readBytes }
 }

@@ -15,6 +15,7 @@ import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { listBackups } from '../../src/backup/catalog.js'
+import { verifyRemote } from '../../src/backup/verify.js'
 import { deleteVmBackups, listFormattedVmBackups } from '../../src/api/xo-backups.js'
 import { importVmBackup } from '../../src/backup/import-vm-backup.js'
 import { inlineImporter } from '../../src/backup/disk-import.js'
@@ -180,6 +181,8 @@ describe('full backup (XVA)', () => {
     const bytes = await readFile(xvaFile)
     bytes[Math.floor(bytes.length / 2)]! ^= 0x01
     await writeFile(xvaFile, bytes)
+    const report = await withRemote('b', (remote) => verifyRemote(remote, { vmUuid: vm.uuid, full: true }))
+    expect(report.problems).toEqual([expect.objectContaining({ kind: 'data', path: `xo-vm-backups/${vm.uuid}/${newest!.timestamp}.xva` })])
     const before = counts()
     await expect(restore('b', newest!.metadataPath, xapi.listSrs()[0]!.uuid)).rejects.toMatchObject({ code: 'E_XVA_CORRUPT' })
     expect(counts()).toEqual(before)
