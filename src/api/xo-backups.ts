@@ -5,8 +5,8 @@
  * `backup.deleteVmBackup(s)` by those ids, and `remote.getTotalBackupSize` (`{onDisk}`: the sum of the
  * backups' sizes, as XO computes it from the same listing).
  *
- * Deleting a backup removes its metadata first (it stops being visible), rewrites the VM's
- * `cache.json.gz`, then for each of its disks: when the next backup of that disk chain is a
+ * Deleting a backup removes its metadata first (it stops being visible) — and a full backup's XVA and
+ * `.xva.checksum` —, rewrites the VM's `cache.json.gz`, then for each of its disks: when the next backup of that disk chain is a
  * differencing VHD built on it, the deleted VHD is merged into that child (so the chain stays whole,
  * the way retention does it); otherwise the VHD is removed. An id that is not a backup metadata path
  * (`/xo-vm-backups/<vm uuid>/<YYYYMMDDTHHmmssZ>.json`) is refused before any I/O.
@@ -17,6 +17,7 @@ import type { Remote } from '../remotes/remote.js'
 import { listBackedUpVms, listBackups, updateCache, type CatalogEntry } from '../backup/catalog.js'
 import { BACKUP_DIR, resolveVhdPath, sourceVdiUuid } from '../backup/layout.js'
 import { mergeChain, removeVhd } from '../backup/vhd-ops.js'
+import { deleteFullBackup } from '../backup/full-backup.js'
 
 const BACKUP_ID_RE = /^\/?xo-vm-backups\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/(\d{8}T\d{6}Z)\.json$/i
 
@@ -101,6 +102,8 @@ async function deleteBackupsOfVm(remote: Remote, vmUuid: string, timestamps: Rea
   const doomed = all.filter((b) => timestamps.has(b.timestamp))
   if (doomed.length === 0) return []
   for (const b of doomed) await remote.unlink(b.metadataPath)
+  // a full backup's XVA and checksum go with it (XO's deleteFullVmBackups)
+  for (const b of doomed.filter((x) => x.metadata.mode === 'full')) await deleteFullBackup({ remote }, vmUuid, b)
   await updateCache(remote, vmUuid)
   // per disk chain directory, oldest first: a run of deleted VHDs goes into the next kept differencing one
   const chains = new Map<string, { ts: string; disk: DiskOf; deleted: boolean }[]>()

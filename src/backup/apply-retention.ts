@@ -47,7 +47,7 @@ async function resumeMerges(remote: Remote, vmUuid: string, jobId: string, signa
 
 export async function applyRetention(remote: Remote, vmUuid: string, jobId: string, scheduleId: string, retention: number, signal?: AbortSignal): Promise<RetentionOutcome> {
   const { resumed, staleStates } = await resumeMerges(remote, vmUuid, jobId, signal)
-  const backups = (await listBackups(remote, vmUuid)).filter((b) => b.metadata.jobId === jobId && b.metadata.scheduleId === scheduleId)
+  const backups = (await listBackups(remote, vmUuid)).filter((b) => b.metadata.mode === 'delta' && b.metadata.jobId === jobId && b.metadata.scheduleId === scheduleId)
   const input: RetentionBackup[] = backups.map((b) => ({
     timestamp: b.timestamp,
     metadataPath: b.metadataPath,

@@ -22,6 +22,8 @@ import { FOOTER_SIZE, HEADER_SIZE, batSizeBytes, bitmapSizeBytes } from '../vhd/
 import type { XapiClient } from '../xapi/client.js'
 import type { DiskImporter } from './disk-import.js'
 import { parseMetadata, timestampOfName, type BackupMetadata } from './layout.js'
+import { importXvaBackup } from './import-xva-backup.js'
+import type { XvaImporter } from './xva-import.js'
 import { RESTORED_TAG, matchNetwork, planVmRestore, restoredDescription, type DiskPlan, type PoolNetwork, type VmPlan } from './restore-vm-plan.js'
 
 /** The task-log node a restore reports under (the queue's LogTask and the run's Task both fit). */
@@ -55,6 +57,8 @@ export interface ImportVmBackupOptions {
   newMacAddresses?: boolean
   additionalVmTag?: string
   importer: DiskImporter
+  /** a full backup's XVA upload (default: on this thread; a proxy passes the stream pool's `backup.restoreXva`) */
+  xvaImporter?: XvaImporter
   signal: AbortSignal
   /** task-log parent: one child per disk */
   log?: RestoreLog
@@ -182,8 +186,14 @@ class Created {
   }
 }
 
-/** Restores the backup at `metadataPath` as a new VM on the SR `srUuid`. */
+/** Restores the backup at `metadataPath` as a new VM on the SR `srUuid` (a full backup: its XVA, import-xva-backup.ts). */
 export async function importVmBackup(o: ImportVmBackupOptions): Promise<ImportVmBackupResult> {
+  const metadata = parseMetadata(o.metadataPath, (await o.remote.readFile(o.metadataPath)).toString('utf8'))
+  if (metadata.mode === 'full' && typeof metadata.xva === 'string') {
+    const sr = findSr(o.xapi, o.srUuid)
+    const timestamp = timestampOfName(o.metadataPath.split('/').pop() ?? '') ?? String(metadata.timestamp)
+    return importXvaBackup(o, metadata, sr.$ref, { timestamp, vmUuid: vmUuidOf(metadata, o.metadataPath), srUuid: sr.uuid })
+  }
   const p = await prepare(o)
   const { xapi, signal } = o
   const sr = findSr(xapi, o.srUuid)

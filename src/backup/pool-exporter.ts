@@ -1,11 +1,21 @@
 /** The DiskExporter port over the stream pool: each disk runs as the `backup.disk` thread task. */
 import type { StreamPool } from '../workers/pool.js'
 import type { DiskExporter, DiskProgress } from './ports.js'
+import type { XvaExporter } from './xva-export.js'
 
 export function poolExporter(pool: StreamPool): DiskExporter {
   return (input, { signal, onProgress }) =>
     pool.run('backup.disk', input, {
       signal,
       ...(onProgress === undefined ? {} : { onProgress: (p) => onProgress(p as unknown as DiskProgress) }),
+    })
+}
+
+/** The XvaExporter port over the stream pool: each full backup's transfer runs as the `backup.xva` thread task. */
+export function poolXvaExporter(pool: StreamPool): XvaExporter {
+  return (input, { signal, onProgress }) =>
+    pool.run('backup.xva', input, {
+      signal,
+      ...(onProgress === undefined ? {} : { onProgress: (p) => onProgress(p as unknown as { readBytes: number }) }),
     })
 }

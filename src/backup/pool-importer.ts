@@ -1,11 +1,24 @@
-/** The DiskImporter port over the stream pool: each restored disk runs as the `backup.restoreDisk` thread task. */
+/**
+ * The importer ports over the stream pool: each restored disk runs as the `backup.restoreDisk` thread
+ * task, a full backup's XVA as `backup.restoreXva`.
+ */
 import type { StreamPool } from '../workers/pool.js'
 import type { DiskImporter, DiskImportProgress } from './disk-import.js'
+import type { XvaImporter } from './xva-import.js'
 
 export function poolImporter(pool: StreamPool): DiskImporter {
   return (input, { signal, onProgress }) =>
     pool.run('backup.restoreDisk', input, {
       signal,
       ...(onProgress === undefined ? {} : { onProgress: (p) => onProgress(p as unknown as DiskImportProgress) }),
+    })
+}
+
+/** The XvaImporter port over the stream pool: a full backup's restore runs as the `backup.restoreXva` thread task. */
+export function poolXvaImporter(pool: StreamPool): XvaImporter {
+  return (input, { signal, onProgress }) =>
+    pool.run('backup.restoreXva', input, {
+      signal,
+      ...(onProgress === undefined ? {} : { onProgress: (p) => onProgress(p as unknown as { sentBytes: number; totalBytes: number }) }),
     })
 }

@@ -9,6 +9,7 @@ import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import type { NbdExportPlan } from './nbd-source.js'
 import type { NbdXapi } from './nbd-plan.js'
+import type { XvaExportDescriptor } from '../xapi/client.js'
 
 /** A XAPI record as plain JSON. */
 export type Rec = Record<string, unknown>
@@ -51,6 +52,8 @@ export interface BackupXapi {
   listVmObjects?(): Promise<Rec[]>
   /** NBD and CBT calls (nbd-plan.ts); absent: disks are read over HTTP only */
   nbd?: NbdXapi
+  /** a VM's (or snapshot's) XVA export (`GET /export/`, XAPI's `use_compression`) for a thread; optional: full backups need it */
+  xvaExportDescriptor?(vmRef: string, useCompression: string): Promise<XvaExportDescriptor>
   /** serializable descriptor a worker thread opens to stream the VDI as VHD (a delta against baseRef) */
   exportDescriptor(vdiRef: string, options: { baseRef?: string }): Promise<JsonValue>
 }

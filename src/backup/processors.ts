@@ -15,8 +15,8 @@ import { attachRemoteMetrics, type ProxyMetrics } from '../metrics/index.js'
 import type { JobContext } from '../workers/processors.js'
 import { listBackedUpVms, listBackups, type CatalogEntry } from './catalog.js'
 import { resolveVhdPath, sourceVdiUuid } from './layout.js'
-import { poolExporter } from './pool-exporter.js'
-import { poolImporter } from './pool-importer.js'
+import { poolExporter, poolXvaExporter } from './pool-exporter.js'
+import { poolImporter, poolXvaImporter } from './pool-importer.js'
 import { restoreToSr } from './restore-task.js'
 import type { RemoteMetricsHook } from './ports.js'
 import { remoteOptionsOf, runBackup } from './run.js'
@@ -119,7 +119,7 @@ async function withRemote<T>(taskRemote: TaskRemote, remoteId: string | undefine
 export function createBackupRestoreProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'backup.restore'>) => Promise<TaskResult> {
   return async (ctx) => {
     return await withRemote(ctx.task.remote, ctx.task.remoteId, options.metrics, async (remote) => {
-      const result = await restoreToSr(ctx.task, { remote, signal: ctx.signal, root: ctx.root, logger: ctx.logger, progress: ctx.progress, importer: poolImporter(ctx.pool) })
+      const result = await restoreToSr(ctx.task, { remote, signal: ctx.signal, root: ctx.root, logger: ctx.logger, progress: ctx.progress, importer: poolImporter(ctx.pool), xvaImporter: poolXvaImporter(ctx.pool) })
       return { status: 'success', result: result as unknown as JsonValue }
     })
   }
@@ -138,6 +138,7 @@ async function runBackupJob(ctx: JobContext<'backup.run'>, remoteMetrics: Remote
     ...(remoteMetrics === undefined ? {} : { remoteMetrics }),
     defaults: ctx.config.backup,
     exporter: poolExporter(ctx.pool),
+    xvaExporter: poolXvaExporter(ctx.pool),
     importer: poolImporter(ctx.pool),
     signal: ctx.signal,
     emit: ctx.log,

@@ -17,6 +17,7 @@ import { XapiClient } from '../xapi/client.js'
 import { inlineImporter, type DiskImporter } from './disk-import.js'
 import { importVmBackup, type ImportVmBackupResult } from './import-vm-backup.js'
 import { remoteOptionsOf } from './run.js'
+import type { XvaImporter } from './xva-import.js'
 
 export type { RestoredVdi } from './import-vm-backup.js'
 export type RestoreToSrResult = ImportVmBackupResult
@@ -29,6 +30,8 @@ export interface RestoreToSrEnv {
   progress: (p: JobProgress) => void
   /** default: on this thread; a proxy passes the stream pool's (pool-importer.ts) */
   importer?: DiskImporter
+  /** default: on this thread; a proxy passes the stream pool's (pool-importer.ts) */
+  xvaImporter?: XvaImporter
   /** default: XapiClient.connect with the task's XAPI */
   connectXapi?: (task: BackupRestoreTask, signal: AbortSignal) => Promise<XapiClient>
 }
@@ -53,6 +56,7 @@ export async function restoreToSr(task: BackupRestoreTask, env: RestoreToSrEnv):
       start: task.start,
       ...(task.name === undefined ? {} : { nameLabel: task.name }),
       importer: env.importer ?? inlineImporter,
+      ...(env.xvaImporter === undefined ? {} : { xvaImporter: env.xvaImporter }),
       signal: env.signal,
       log: env.root,
       onProgress: env.progress,

@@ -25,6 +25,7 @@ import { inlineImporter, type DiskImporter } from './disk-import.js'
 import { healthCheckAfterBackup, healthCheckSettingsOf } from './health-check.js'
 import { selectVms } from './smart-mode.js'
 import type { SrTarget } from './replication.js'
+import type { XvaExporter } from './xva-export.js'
 
 export interface RunProgress {
   vmsTotal: number
@@ -44,6 +45,8 @@ export interface BackupRunEnv {
   /** the proxy's `backup` config section (defaults of every setting) */
   defaults: BackupSettings
   exporter: DiskExporter
+  /** full backups' XVA transfer (default: on this thread) */
+  xvaExporter?: XvaExporter
   signal: AbortSignal
   emit?: (event: TaskLogEvent) => void
   progress?: (p: RunProgress) => void
@@ -111,7 +114,11 @@ function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefin
 /** Settings of one VM of a run (XO's precedence). */
 export function effectiveSettings(defaults: BackupSettings, task: BackupRunTask, vmUuid?: string): EffectiveSettings {
   const s = task.job.settings
-  return merge(defaults, [s[''], s[task.schedule.id], vmUuid === undefined ? undefined : s[vmUuid]])
+  const out = merge(defaults, [s[''], s[task.schedule.id], vmUuid === undefined ? undefined : s[vmUuid]])
+  // XO's full backups read the job's own `compression` (FullXapi: this.job.compression)
+  const jobCompression = (task.job as { compression?: unknown }).compression
+  if (jobCompression === '' || jobCompression === 'native' || jobCompression === 'zstd') out.compression = jobCompression
+  return out
 }
 
 /** True when the job's `vms` is an XO smart-mode pattern (resolved against XAPI at run time). */
@@ -204,7 +211,7 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
         const conn = await findXapi(connections, vmUuid)
         const xapi = conn.xapi
         const result = await withRetries(settings.nRetriesVmBackupFailures, vmTask, signal, () =>
-          backupVm(vmUuid, { jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id, mode: task.job.mode, targets, srTargets: withCopyRetention(srTargets, task, settings), xapi, exporter: env.exporter, signal, log, onBytes }, settings, vmTask),
+          backupVm(vmUuid, { jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id, mode: task.job.mode, targets, srTargets: withCopyRetention(srTargets, task, settings), xapi, exporter: env.exporter, ...(env.xvaExporter === undefined ? {} : { xvaExporter: env.xvaExporter }), signal, log, onBytes }, settings, vmTask),
         )
         const s = task.job.settings
         const vmTags = (await xapi.getVm(vmUuid)).record.tags

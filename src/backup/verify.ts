@@ -3,6 +3,7 @@
  *  - every metadata file parses (version 2.0.0, required fields) and every VHD it names exists;
  *  - every such VHD's chain opens and checks (structures, checksums, parent UUIDs, no missing parent:
  *    src/vhd checkChain); with `full`, every block of the chain is read back (raw stream);
+ *  - a full backup's XVA exists; with `full`, it is read whole against its `.xva.checksum` (MD5);
  *  - no orphan: a VHD (or VhdDirectory data) under `vdis/` that no backup references, directly or as
  *    an ancestor of a referenced one;
  *  - leftovers: temporaries and unfinished merge states (reported, they are cleaned by the next run);
@@ -11,6 +12,7 @@
  * Problems carry the path and a message; nothing is modified, except with `repair`: then a bad cache
  * is rewritten from the metadata files (the problem is still reported, with `repaired: true`).
  */
+import { checkXvaChecksum } from './xva-import.js'
 import { posix } from 'node:path'
 import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -81,9 +83,15 @@ export async function verifyRemote(remote: Remote, options: VerifyOptions = {}):
     for (const b of backups) {
       report.backups++
       if (b.metadata.xva !== undefined) {
-        // a full (XVA) backup XO wrote: its file must be there (its content is XO's to check)
+        // a full (XVA) backup: its file must be there
         const xva = resolveVhdPath(vmUuid, b.metadata.xva)
         if (!(await remote.exists(xva))) problem('missing', xva, `named by ${b.metadataPath} (xva) but absent`)
+        else if (options.full === true) {
+          // with --full, the XVA is read whole against XO's .xva.checksum
+          const r = await checkXvaChecksum(remote, xva, options.signal)
+          report.readBytes += r.readBytes
+          if (r.problem !== undefined) problem('data', xva, r.problem)
+        }
       }
       for (const [ref, rel] of Object.entries(b.metadata.vhds)) {
         options.signal?.throwIfAborted()

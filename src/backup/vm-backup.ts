@@ -37,6 +37,8 @@ import { cbtBases, enableCbt, isCbtBase, planDiskRead, purgeSnapshotData, type C
 function nbdSettingsOf(s: VmSettings): NbdSettings {
   return { preferNbd: s.preferNbd ?? false, nbdConcurrency: s.nbdConcurrency ?? 1, cbtDestroySnapshotData: s.cbtDestroySnapshotData ?? false, snapshotRetention: s.snapshotRetention }
 }
+import { backupVmFullMode } from './full-mode.js'
+import type { XvaExporter } from './xva-export.js'
 
 export interface RunTarget {
   id: string
@@ -52,7 +54,7 @@ export interface VmSettings {
   snapshotRetention: number
   fullInterval: number
   maxExportRateBytesPerSecond: number
-  /** XO's job compression (XVA of full-mode backups): kept for XO's meaning, VHD backups do not use it */
+  /** XO's job compression of full-mode backups' XVA (`native` = gzip); VHD backups do not use it */
   compression: '' | 'native' | 'zstd'
   /** block compression of the VhdDirectory targets (XO's vhdDirectoryCompression) */
   vhdDirectoryCompression: 'brotli' | 'none'
@@ -73,6 +75,8 @@ export interface VmBackupContext {
   srTargets?: readonly SrTarget[]
   xapi: BackupXapi
   exporter: DiskExporter
+  /** full backups' XVA transfer (default: on this thread; a proxy passes the stream pool's `backup.xva`) */
+  xvaExporter?: XvaExporter
   signal: AbortSignal
   log: Logger
   /** bytes read so far by this VM's disks (for run progress) */
@@ -153,6 +157,13 @@ async function cleanLeftovers(target: RunTarget, vmUuid: string, jobId: string, 
 }
 
 export async function backupVm(vmUuid: string, ctx: VmBackupContext, settings: VmSettings, task: Task): Promise<VmBackupResult> {
+  // XO's full mode: the VM as one XVA (full-backup.ts), SR targets as full disk copies (full-mode.ts)
+  if (ctx.mode === 'full') return backupVmFullMode(vmUuid, ctx, settings, task, (c) => backupVmDisks(vmUuid, c, settings, task))
+  return backupVmDisks(vmUuid, ctx, settings, task)
+}
+
+/** The disk path: each disk as a VHD (full or delta) to every remote, and replicas on SR targets. */
+async function backupVmDisks(vmUuid: string, ctx: VmBackupContext, settings: VmSettings, task: Task): Promise<VmBackupResult> {
   const t0 = performance.now()
   const { xapi, signal, jobId } = ctx
   const vm = await xapi.getVm(vmUuid)

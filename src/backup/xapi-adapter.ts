@@ -79,6 +79,9 @@ export function backupXapi(client: XapiClient): BackupXapi {
       await client.destroySnapshot(ref)
     },
     nbd: nbdXapi(client),
+    xvaExportDescriptor(vmRef, useCompression) {
+      return client.vmExportDescriptor(vmRef, useCompression)
+    },
     async exportDescriptor(vdiRef, options) {
       const d = await client.exportDescriptor(vdiRef, { format: 'vhd', ...(options.baseRef === undefined ? {} : { baseRef: options.baseRef }) })
       return d as unknown as JsonValue

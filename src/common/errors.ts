@@ -44,6 +44,7 @@ export const ERROR_CODES = {
   E_NBD_NEGOTIATION: 'the NBD server refused the export',
   E_NBD_READ: 'an NBD read failed',
   E_CBT: 'changed block tracking is unusable',
+  E_XVA_CORRUPT: 'XVA (full backup) data is corrupt',
 } as const
 
 export type ProxyErrorCode = keyof typeof ERROR_CODES

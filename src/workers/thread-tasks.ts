@@ -13,6 +13,8 @@ import standinStream from './stand-ins/stream.thread.js'
 import backupDisk from '../backup/disk.thread.js'
 import backupRestoreDisk from '../backup/restore-disk.thread.js'
 import mirrorCopy from '../backup/mirror.thread.js'
+import backupXva from '../backup/xva.thread.js'
+import backupRestoreXva from '../backup/restore-xva.thread.js'
 
 export const threadTasks = {
   /** stand-in: returns its input (dispatch overhead bench, pool tests) */
@@ -25,6 +27,10 @@ export const threadTasks = {
   'backup.restoreDisk': backupRestoreDisk,
   /** one VHD or file of a mirrored backup: source remote → target remotes (src/backup/mirror-copy.ts) */
   'mirror.copy': mirrorCopy,
+  /** one full backup: XAPI's XVA export → every target remote, validated, with XO's checksum file (src/backup) */
+  'backup.xva': backupXva,
+  /** one full backup restored: the XVA on a remote → XAPI's VM import, checksum verified (src/backup) */
+  'backup.restoreXva': backupRestoreXva,
 } as const satisfies Record<string, ThreadTask<never, unknown>>
 
 export type ThreadTaskRegistry = typeof threadTasks

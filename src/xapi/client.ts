@@ -47,6 +47,26 @@ export interface VdiImportDescriptor {
   allowUnauthorized: boolean
 }
 
+/** A VM export as XVA (`GET /export/?ref&use_compression&task_id`), plain data for a thread. */
+export interface XvaExportDescriptor {
+  url: string
+  sessionId: string
+  vmRef: string
+  /** XAPI's `use_compression`: `true` (gzip), `zstd` or `false` */
+  useCompression: string
+  taskRef: string
+  allowUnauthorized: boolean
+}
+
+/** An XVA import onto an SR (`PUT /import/?sr_id&task_id`), plain data for a thread. */
+export interface XvaImportDescriptor {
+  url: string
+  sessionId: string
+  srRef: string
+  taskRef: string
+  allowUnauthorized: boolean
+}
+
 export interface CreateVdiOptions {
   srRef: XapiRef
   nameLabel: string
@@ -451,6 +471,19 @@ export class XapiClient {
   async importDescriptor(vdiRef: XapiRef, format: 'vhd' | 'raw' = 'vhd'): Promise<VdiImportDescriptor> {
     const taskRef = await this.createTask('[backup-proxy] import', `${format} import into VDI ${vdiRef}`)
     return { url: this.url, sessionId: await this.currentSessionId(), vdiRef, format, taskRef, allowUnauthorized: this.allowUnauthorized }
+  }
+
+  /** Plain data a thread opens to stream a VM (or snapshot) as XVA (`GET /export/`, src/xva/http.ts), under a fresh task. */
+  async vmExportDescriptor(vmRef: XapiRef, useCompression: string): Promise<XvaExportDescriptor> {
+    const vm = this.get('VM', vmRef)
+    const taskRef = await this.createTask(`[backup-proxy] export ${vm.name_label}`, `XVA export of VM ${vm.uuid}`)
+    return { url: this.url, sessionId: await this.currentSessionId(), vmRef: vm.$ref, useCompression, taskRef, allowUnauthorized: this.allowUnauthorized }
+  }
+
+  /** Plain data for an XVA import onto an SR (`PUT /import/?sr_id`), under a fresh task whose result is the new VM. */
+  async vmImportDescriptor(srRef: XapiRef): Promise<XvaImportDescriptor> {
+    const taskRef = await this.createTask('[backup-proxy] VM import', `XVA import onto SR ${srRef}`)
+    return { url: this.url, sessionId: await this.currentSessionId(), srRef, taskRef, allowUnauthorized: this.allowUnauthorized }
   }
 
   /**

@@ -5,6 +5,8 @@
  *   `{ code, message: <XAPI code>, data: [params] }` as XAPI sends them);
  * - `GET /export_raw_vdi/`: disk exports (see export.ts);
  * - `PUT /import_raw_vdi/?format=vhd`: disk imports into a VDI (`VDI.create`d), see import.ts;
+ * - `GET /export/?ref|uuid&use_compression` and `PUT /import/?sr_id`: whole VMs as XVA (xva-export.ts,
+ *   xva-import.ts);
  * - admin API (HTTP basic auth with the simulator's credentials), mirrored by the handle's methods:
  *   `GET /sim/vms`, `POST /sim/vms/<uuid>/write` `{ blocks? , ratio? }`, `POST /sim/faults` `<fault>`,
  *   `DELETE /sim/faults`, `GET /sim/vdis/<uuid>/raw` (same bytes as `format=raw`);
@@ -21,6 +23,8 @@ import { PatternPool } from './disk-content.js'
 import { handleExport } from './export.js'
 import { handleImport } from './import.js'
 import { handlePoolDump, poolDump } from './pool-dump.js'
+import { handleXvaExport } from './xva-export.js'
+import { handleXvaImport } from './xva-import.js'
 import { FaultSet, parseSimFault, type SimFault } from './faults.js'
 import { SimPool, type SimVmInfo } from './pool.js'
 import { SimRpc } from './rpc.js'
@@ -271,6 +275,8 @@ export async function startXapiSimulator(options: XapiSimulatorOptions): Promise
     else if (req.method === 'GET' && (url.pathname === '/export_raw_vdi' || url.pathname === '/export_raw_vdi/')) p = handleExport(exportCtx, req, res, url)
     else if (req.method === 'PUT' && (url.pathname === '/import_raw_vdi' || url.pathname === '/import_raw_vdi/')) p = handleImport(exportCtx, req, res, url)
     else if ((req.method === 'GET' || req.method === 'PUT') && url.pathname === '/pool/xmldbdump') p = handlePoolDump(exportCtx, req, res, url, restoredDumps)
+    else if (req.method === 'GET' && (url.pathname === '/export' || url.pathname === '/export/')) p = handleXvaExport(exportCtx, req, res, url)
+    else if (req.method === 'PUT' && (url.pathname === '/import' || url.pathname === '/import/')) p = handleXvaImport(exportCtx, req, res, url)
     else if (url.pathname.startsWith('/sim/')) p = handleAdmin(req, res, url)
     else {
       sendJson(res, 404, { error: `not found: ${req.method} ${url.pathname}` })

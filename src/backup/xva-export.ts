@@ -1,0 +1,191 @@
+/**
+ * One full backup's transfer, in the thread that runs it (`backup.xva`, xva.thread.ts): XAPI's VM export
+ * as XVA (`GET /export/`, compressed as the job asks) read once and written to every target remote at
+ * once through the fan-out (fan-out.ts: the slowest target paces the stream, a target that fails is
+ * dropped and its temporary removed, the others go on). Each target writes `<ts>.xva` under a temporary
+ * name; once the whole export arrived the XVA is validated as XO's isValidXva does — a compressed one
+ * starts with the gzip/zstd magic, a plain one is a whole number of 512-byte blocks ending with the two
+ * zero blocks of a tar — and the HTTP answer must be complete; only then is it published, followed by
+ * XO's `<ts>.xva.checksum` (`$1$$<md5 hex>` of the file, as @xen-orchestra/fs writes it; none on an
+ * encrypted remote, as XO). Progress (bytes read) at most every 250 ms.
+ */
+import { createHash } from 'node:crypto'
+import type { Writable } from 'node:stream'
+import { BackupProxyError, serializeError, toError, type SerializedError } from '../common/errors.js'
+import { createRemote } from '../remotes/index.js'
+import { EncryptedRemote } from '../remotes/encryption.js'
+import type { Remote } from '../remotes/remote.js'
+import type { RemoteOptions } from '../remotes/url-types.js'
+import type { XvaExportDescriptor } from '../xapi/client.js'
+import { detectCompression, type XvaCompression } from '../xva/compression.js'
+import { openXvaExport } from '../xva/http.js'
+import { TAR_BLOCK } from '../xva/tar.js'
+import { chunksOf } from './chunks.js'
+import { fanOut, type FanOutTarget } from './fan-out.js'
+import type { DiskMetrics } from './ports.js'
+
+const PROGRESS_INTERVAL_MS = 250
+/** the export's socket chunks are gathered into writes of about this size */
+const WRITE_BYTES = 1024 * 1024
+
+export interface XvaTarget {
+  id: string
+  url: string
+  options: RemoteOptions
+  /** remote-root path of the XVA (`xo-vm-backups/<vm>/<ts>.xva`) */
+  path: string
+}
+
+export interface XvaExportInput {
+  descriptor: XvaExportDescriptor
+  compression: XvaCompression
+  targets: XvaTarget[]
+}
+
+export interface XvaExportResult {
+  /** bytes of XVA read from XAPI (= written to each target) */
+  sizeBytes: number
+  succeeded: string[]
+  failed: { id: string; error: SerializedError }[]
+  durationMs: number
+}
+
+export type XvaExporter = (input: XvaExportInput, options: { signal: AbortSignal; onProgress?: (p: { readBytes: number }) => void }) => Promise<XvaExportResult>
+
+/** Size, first bytes, last 1 KiB and MD5 of the XVA as it streams. */
+class XvaWatch {
+  size = 0
+  head = Buffer.alloc(0)
+  tail = Buffer.alloc(0)
+  readonly md5 = createHash('md5')
+
+  add(chunk: Buffer): void {
+    this.size += chunk.length
+    if (this.head.length < 4) this.head = Buffer.concat([this.head, chunk.subarray(0, 4 - this.head.length)])
+    this.tail = chunk.length >= 2 * TAR_BLOCK ? Buffer.from(chunk.subarray(-2 * TAR_BLOCK)) : Buffer.concat([this.tail, chunk]).subarray(-2 * TAR_BLOCK)
+    this.md5.update(chunk)
+  }
+
+  /** Why this is not a valid XVA of `expected` compression, or undefined. */
+  problem(expected: XvaCompression): string | undefined {
+    if (this.size < 20) return `the export is ${this.size} bytes long`
+    const found = detectCompression(this.head)
+    if (found !== expected) return `the export is ${found === 'none' ? 'not compressed' : found}, ${expected === 'none' ? 'no compression' : expected} was asked`
+    if (expected !== 'none') return undefined
+    if (this.size % TAR_BLOCK !== 0 || !this.tail.every((b) => b === 0)) return 'the tar does not end with its two zero blocks (truncated export)'
+    return undefined
+  }
+}
+
+function write(out: Writable, chunk: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    out.write(chunk, (error) => (error == null ? resolve() : reject(error)))
+  })
+}
+
+function ended(out: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    out.once('error', reject)
+    // end's callback gets the error of a failed publish (the 'error' event may come after it)
+    out.end((error?: Error | null) => {
+      out.off('error', reject)
+      if (error == null) resolve()
+      else reject(error)
+    })
+  })
+}
+
+async function* gathered(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  let parts: Buffer[] = []
+  let size = 0
+  for await (const c of source) {
+    parts.push(c)
+    size += c.length
+    if (size >= WRITE_BYTES) {
+      yield parts.length === 1 ? parts[0]! : Buffer.concat(parts, size)
+      parts = []
+      size = 0
+    }
+  }
+  if (size > 0) yield Buffer.concat(parts, size)
+}
+
+interface Opened {
+  remote: Remote
+  out?: Writable
+}
+
+export async function runXvaExport(
+  input: XvaExportInput,
+  { signal, onProgress, metrics }: { signal: AbortSignal; onProgress?: (p: { readBytes: number }) => void; metrics?: DiskMetrics },
+): Promise<XvaExportResult> {
+  const t0 = performance.now()
+  const opened = new Map<string, Opened>()
+  const openFailures: { id: string; error: Error }[] = []
+  await Promise.all(input.targets.map(async (t) => {
+    const remote = createRemote(t.url, t.options)
+    metrics?.attachRemote(remote, t.id)
+    try {
+      await remote.open()
+      opened.set(t.id, { remote })
+    } catch (error) {
+      openFailures.push({ id: t.id, error: toError(error) })
+      await remote.close().catch(() => undefined)
+    }
+  }))
+  try {
+    if (opened.size === 0) throw new BackupProxyError('E_BACKUP', `no target could be opened: ${openFailures.map((f) => `${f.id}: ${f.error.message}`).join('; ')}`)
+    const res = await openXvaExport(input.descriptor, signal)
+    const watch = new XvaWatch()
+    let last = 0
+    let counted = 0
+    const report = (force: boolean): void => {
+      const now = performance.now()
+      if (!force && now - last < PROGRESS_INTERVAL_MS) return
+      last = now
+      metrics?.bytesRead(watch.size - counted)
+      counted = watch.size
+      onProgress?.({ readBytes: watch.size })
+    }
+    async function* source(): AsyncGenerator<Buffer> {
+      for await (const chunk of gathered(chunksOf(res))) {
+        watch.add(chunk)
+        report(false)
+        yield chunk
+      }
+      if (!res.complete) throw new BackupProxyError('E_XVA_CORRUPT', `the XVA export of VM ${input.descriptor.vmRef} ended early after ${watch.size} bytes`)
+    }
+    const targets: FanOutTarget<Buffer>[] = input.targets.filter((t) => opened.has(t.id)).map((t) => {
+      const o = opened.get(t.id)!
+      return {
+        id: t.id,
+        begin: async () => {
+          o.out = await o.remote.createWriteStream(t.path, { exclusive: true, signal })
+        },
+        write: (chunk) => write(o.out!, chunk),
+        end: async () => {
+          // validate, then publish: nothing but a whole XVA ever appears under its name
+          const problem = watch.problem(input.compression)
+          if (problem !== undefined) throw new BackupProxyError('E_XVA_CORRUPT', `XVA of VM ${input.descriptor.vmRef} refused: ${problem}`)
+          await ended(o.out!)
+          if (!(o.remote instanceof EncryptedRemote)) await o.remote.writeFile(`${t.path}.checksum`, `$1$$${watch.md5.copy().digest('hex')}`, { exclusive: true })
+        },
+        abort: async (reason) => {
+          o.out?.destroy(reason)
+          await o.remote.unlink(`${t.path}.checksum`).catch(() => undefined)
+        },
+      }
+    })
+    const result = await fanOut(source(), targets, { signal, maxPendingPerTarget: 4 })
+    report(true)
+    metrics?.exportDuration((performance.now() - t0) / 1000)
+    return {
+      sizeBytes: watch.size,
+      succeeded: result.succeeded.sort(),
+      failed: [...openFailures, ...result.failed].map((f) => ({ id: f.id, error: serializeError(f.error) })),
+      durationMs: performance.now() - t0,
+    }
+  } finally {
+    await Promise.all([...opened.values()].map((o) => o.remote.close().catch(() => undefined)))
+  }
+}

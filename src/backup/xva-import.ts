@@ -1,0 +1,128 @@
+/**
+ * The transfer half of restoring a full backup (XVA), as run inside a pool thread (`backup.restoreXva`,
+ * xva.thread.ts) or inline: the XVA is read from the remote and uploaded to XAPI's `PUT /import/` (as
+ * XO's ImportVmBackup does with readFullVmBackup + VM_import: compressed or not, XAPI decompresses), its
+ * MD5 checked against XO's `.xva.checksum` while it streams. The last piece read is held back until the
+ * whole file hashed: a file that does not match never reaches XAPI whole, the upload is broken off and
+ * XAPI's import fails — it keeps nothing of a failed import — and the restore fails with E_XVA_CORRUPT.
+ * XAPI itself checks every chunk's xxHash/SHA-1 (a corrupt XVA without checksum file, e.g. on an
+ * encrypted remote, is refused by it: `IMPORT_ERROR`, reported as E_XVA_CORRUPT by the caller).
+ */
+import { createHash } from 'node:crypto'
+import { Transform, type TransformCallback } from 'node:stream'
+import { BackupProxyError } from '../common/errors.js'
+import { createRemote } from '../remotes/index.js'
+import type { Remote } from '../remotes/remote.js'
+import type { RemoteOptions } from '../remotes/url-types.js'
+import type { XvaImportDescriptor } from '../xapi/client.js'
+import { putXvaImport } from '../xva/http.js'
+
+export interface XvaImportInput {
+  remote: { url: string; options: RemoteOptions }
+  /** remote-root path of the `.xva` */
+  xvaPath: string
+  sizeBytes: number
+  /** XO's checksum (`$1$$<md5 hex>`), when the file has one */
+  checksum?: string
+  descriptor: XvaImportDescriptor
+}
+
+export interface XvaImportResult {
+  sentBytes: number
+  durationMs: number
+}
+
+export type XvaImporter = (input: XvaImportInput, options: { signal: AbortSignal; onProgress?: (p: { sentBytes: number; totalBytes: number }) => void }) => Promise<XvaImportResult>
+
+const PROGRESS_EVERY_BYTES = 16 * 1024 * 1024
+
+/** Passes bytes through, holding the last chunk back until the whole stream's MD5 matched `expected`. */
+class ChecksumGate extends Transform {
+  private readonly md5 = createHash('md5')
+  private held: Buffer | undefined
+  constructor(
+    private readonly expected: string | undefined,
+    private readonly what: string,
+  ) {
+    super()
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
+    this.md5.update(chunk)
+    const previous = this.held
+    this.held = chunk
+    callback(null, previous)
+  }
+
+  override _flush(callback: TransformCallback): void {
+    const actual = `$1$$${this.md5.digest('hex')}`
+    if (this.expected !== undefined && actual !== this.expected) {
+      callback(new BackupProxyError('E_XVA_CORRUPT', `${this.what} is corrupt: its MD5 is ${actual}, its checksum file says ${this.expected}; restore another backup point (nothing was imported)`, { fields: { retryable: false } }))
+      return
+    }
+    callback(null, this.held)
+  }
+}
+
+/** Parses XO's checksum file content (`$1$$<md5 hex>`); undefined for any other algorithm. */
+export function parseXvaChecksum(text: string): string | undefined {
+  const t = text.trim()
+  return /^\$1\$\$[0-9a-f]{32}$/.test(t) ? t : undefined
+}
+
+export const runXvaImport: XvaImporter = async (input, { signal, onProgress }) => {
+  const t0 = performance.now()
+  const remote = createRemote(input.remote.url, input.remote.options)
+  await remote.open()
+  try {
+    const source = await remote.createReadStream(input.xvaPath, { signal })
+    const gate = new ChecksumGate(input.checksum, input.xvaPath)
+    let sent = 0
+    let reported = 0
+    gate.on('data', (c: Buffer) => {
+      sent += c.length
+      if (sent - reported >= PROGRESS_EVERY_BYTES) {
+        reported = sent
+        onProgress?.({ sentBytes: sent, totalBytes: input.sizeBytes })
+      }
+    })
+    source.once('error', (e) => gate.destroy(e))
+    source.pipe(gate)
+    let gateError: Error | undefined
+    gate.once('error', (e) => (gateError = e))
+    try {
+      await putXvaImport(input.descriptor, gate, input.sizeBytes, signal)
+    } catch (error) {
+      source.destroy()
+      throw gateError ?? error
+    }
+    onProgress?.({ sentBytes: sent, totalBytes: input.sizeBytes })
+    return { sentBytes: sent, durationMs: performance.now() - t0 }
+  } finally {
+    await remote.close()
+  }
+}
+
+/**
+ * Reads an XVA whole and compares its MD5 with its `.xva.checksum` (verify --full): the mismatch as a
+ * sentence, or undefined when it matches or the file has no checksum (XO writes none on an encrypted
+ * remote). Returns the bytes read too.
+ */
+export async function checkXvaChecksum(remote: Remote, path: string, signal?: AbortSignal): Promise<{ problem?: string; readBytes: number }> {
+  let expected: string | undefined
+  try {
+    expected = parseXvaChecksum((await remote.readFile(`${path}.checksum`)).toString('utf8'))
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'ENOENT') return { readBytes: 0 }
+    throw error
+  }
+  if (expected === undefined) return { problem: `${path}.checksum is not an MD5 checksum as Xen Orchestra writes it ($1$$<hex>)`, readBytes: 0 }
+  const md5 = createHash('md5')
+  let readBytes = 0
+  for await (const c of await remote.createReadStream(path, signal === undefined ? {} : { signal })) {
+    md5.update(c as Buffer)
+    readBytes += (c as Buffer).length
+  }
+  const actual = `$1$$${md5.digest('hex')}`
+  return actual === expected ? { readBytes } : { problem: `MD5 ${actual} differs from the checksum file's ${expected}: the XVA is corrupt`, readBytes }
+}

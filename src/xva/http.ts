@@ -1,0 +1,101 @@
+/**
+ * The HTTP halves of XVA transfers, from plain descriptors (XapiClient.vmExportDescriptor /
+ * vmImportDescriptor) so they run in a pool thread: `openXvaExport` is XAPI's `GET /export/?ref&
+ * use_compression&task_id` (the body as a Readable; XAPI sends no length), `putXvaImport` is `PUT
+ * /import/?sr_id&task_id` of an XVA with its Content-Length (XAPI takes no chunked body). node:http, no
+ * dependency. The XAPI task carries the outcome (and, for an import, the new VM): the caller waits for
+ * it. HTTP error statuses become XapiErrors with the XAPI code of the body; an abort is a CancelledError.
+ */
+import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http'
+import { request as httpsRequest } from 'node:https'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { BackupProxyError, CancelledError, XapiError, errorCode } from '../common/errors.js'
+import type { XvaExportDescriptor, XvaImportDescriptor } from '../xapi/client.js'
+import { httpErrorFromBody } from '../xapi/socket-export.js'
+
+function baseUrl(raw: string, pathname: string): URL {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    throw new XapiError(`invalid XAPI URL "${raw}": expected http(s)://host[:port]`)
+  }
+  url.username = ''
+  url.password = ''
+  url.pathname = pathname
+  url.search = ''
+  return url
+}
+
+function request(url: URL, method: 'GET' | 'PUT', allowUnauthorized: boolean, headers: Record<string, string>, signal: AbortSignal | undefined): ClientRequest {
+  const base = { method, headers, ...(signal === undefined ? {} : { signal }) }
+  return url.protocol === 'https:' ? httpsRequest(url, { ...base, rejectUnauthorized: !allowUnauthorized, minVersion: 'TLSv1' as const }) : httpRequest(url, base)
+}
+
+async function readBody(res: IncomingMessage): Promise<string> {
+  let text = ''
+  for await (const chunk of res as AsyncIterable<Buffer>) if (text.length < 65536) text += chunk.toString('utf8')
+  return text
+}
+
+function cancelled(what: string, signal: AbortSignal | undefined, error: unknown): Error {
+  if (signal?.aborted === true) return new CancelledError(`${what} was cancelled`, { cause: signal.reason })
+  if (error instanceof BackupProxyError) return error
+  return new XapiError(`${what} failed (${errorCode(error) ?? (error as Error).message})`, { cause: error, fields: { networkCode: errorCode(error) ?? '' } })
+}
+
+/** Opens the export; resolves with the body once XAPI answered 200. Destroying the body aborts the request. */
+export async function openXvaExport(d: XvaExportDescriptor, signal?: AbortSignal): Promise<IncomingMessage> {
+  const what = `XVA export of VM ${d.vmRef}`
+  signal?.throwIfAborted()
+  const url = baseUrl(d.url, '/export/')
+  url.searchParams.set('session_id', d.sessionId)
+  url.searchParams.set('ref', d.vmRef)
+  url.searchParams.set('use_compression', d.useCompression)
+  url.searchParams.set('task_id', d.taskRef)
+  const req = request(url, 'GET', d.allowUnauthorized, { Accept: 'application/octet-stream' }, signal)
+  try {
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      req.once('response', resolve)
+      req.once('error', reject)
+      req.end()
+    })
+    const status = res.statusCode ?? 0
+    if (status !== 200) throw httpErrorFromBody(status, await readBody(res).catch(() => ''), what)
+    return res
+  } catch (error) {
+    req.destroy()
+    throw cancelled(what, signal, error)
+  }
+}
+
+/** Uploads an XVA of `sizeBytes`; resolves once XAPI answered 2xx (the task then holds the VM). */
+export async function putXvaImport(d: XvaImportDescriptor, body: Readable, sizeBytes: number, signal?: AbortSignal): Promise<void> {
+  const what = `XVA import onto SR ${d.srRef}`
+  signal?.throwIfAborted()
+  const url = baseUrl(d.url, '/import/')
+  url.searchParams.set('session_id', d.sessionId)
+  url.searchParams.set('sr_id', d.srRef)
+  url.searchParams.set('task_id', d.taskRef)
+  const req = request(url, 'PUT', d.allowUnauthorized, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(sizeBytes) }, signal)
+  const response = new Promise<IncomingMessage>((resolve, reject) => {
+    req.once('response', resolve)
+    req.once('error', reject)
+  })
+  try {
+    const sent = pipeline(body, req)
+    sent.catch(() => undefined)
+    response.catch(() => undefined)
+    const first = await Promise.race([sent.then(() => undefined), response])
+    const res = first ?? (await response)
+    const status = res.statusCode ?? 0
+    if (status < 200 || status >= 300) throw httpErrorFromBody(status, await readBody(res).catch(() => ''), what)
+    await sent
+    res.resume()
+  } catch (error) {
+    body.destroy()
+    req.destroy()
+    throw cancelled(what, signal, error)
+  }
+}
