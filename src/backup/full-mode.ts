@@ -41,7 +41,7 @@ export async function backupVmFullMode(
     sizeBytes: results.reduce((n, r) => n + r.sizeBytes, 0),
     readBytes: results.reduce((n, r) => n + r.readBytes, 0),
     durationMs: results.reduce((n, r) => n + r.durationMs, 0),
-    succeeded: results.flatMap((r) => r.succeeded),
-    failed: [...failed, ...results.flatMap((r) => r.failed)],
+    succeeded: results.flatMap((r) => r.succeeded).sort(),
+    failed: [...failed, ...results.flatMap((r) => r.failed)].sort(),
   }
 }
