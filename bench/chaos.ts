@@ -18,6 +18,9 @@
  *   sigkill        serve SIGKILLed at random moments CHAOS_KILLS times over streaming jobs and restarted:
  *                  every job ends (success, or E_STALLED past maxStalledCount), no temporary left, no
  *                  job completed twice; the time a killed job takes to resume is measured.
+ *   sigkill-real   the same over real backup runs (XAPI simulator, real engine, local remote):
+ *                  bench/chaos-real.ts; also `verify --full` clean, no duplicate backup, snapshots kept
+ *                  within the delta base.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -31,6 +34,7 @@ import { EnqueueClient, type JobHandle } from '../src/queue/client.js'
 import { redisOptions } from '../src/queue/redis.js'
 import { SealKey } from '../src/queue/seal.js'
 import type { TaskInputOf } from '../src/queue/tasks.js'
+import { sigkillReal } from './chaos-real.js'
 
 const root = new URL('../', import.meta.url).pathname
 const filters = process.argv.slice(2)
@@ -270,10 +274,28 @@ async function sigkill(): Promise<Row> {
   })
 }
 
+async function sigkillRealRow(): Promise<Row> {
+  return withEnv(async (redis, work) => {
+    // each kill stalls the (up to 2) jobs running: enough jobs that most end in success, not E_STALLED
+    const vms = Math.max(3, Math.ceil(KILLS * 0.75))
+    const r = await sigkillReal({ redisUrl: redis.url, work, kills: KILLS, vms })
+    return {
+      scenario: `sigkill-real (up to ${KILLS} kills over ${vms} real backup runs, simulator + local remote, maxStalledCount 3)`,
+      figures: {
+        kills: r.kills, outcomes: Object.entries(r.outcomes).map(([k, v]) => `${k}=${v}`).join(' '), 'verify --full problems': r.verifyProblems.length,
+        backups: r.backups, duplicates: r.duplicates, 'max snapshots per VM': r.maxSnapshotsPerVm, 'temporaries left': r.temporariesLeft,
+        'restart to a job running, median (s)': r.resumeMedianS.toFixed(1), ...(r.verifyProblems.length > 0 ? { 'first problem': r.verifyProblems[0]! } : {}),
+      },
+      ok: r.ok,
+    }
+  })
+}
+
 const scenarios: [string, () => Promise<Row>][] = [
   ['redis-outage', redisOutage],
   ['redis-restart', redisRestart],
   ['sigkill', sigkill],
+  ['sigkill-real', sigkillRealRow],
 ]
 const rows: Row[] = []
 for (const [name, run] of scenarios) {

@@ -17,6 +17,7 @@
  * reached XAPI); other calls are not retried, since XAPI may have applied them.
  */
 import { createClient, type Xapi, type XenApiRecord } from 'xen-api'
+import { closeAgent } from './close-agent.js'
 import { CancelledError, TimeoutError, XapiError } from '../common/errors.js'
 import { SESSION_RENEWING, isTransient, toXapiError } from './errors.js'
 import { openVdiExport, type VdiExport, type VdiExportDescriptor } from './export.js'
@@ -119,6 +120,8 @@ export class XapiClient {
    * appear again; `waitTask()` answers from here instead. Entries go `TASK_OUTCOME_TTL_MS` after the task settled, or when the client closes.
    */
   private readonly taskOutcomes = new Map<XapiRef, Promise<unknown>>()
+  /** The timers that forget settled outcomes: cleared on close, else each would keep this client (and its whole object cache) alive for TASK_OUTCOME_TTL_MS after the job. */
+  private readonly forgetTimers = new Set<NodeJS.Timeout>()
 
   private constructor(
     private readonly xapi: Xapi,
@@ -382,7 +385,14 @@ export class XapiClient {
     const outcome = this.xapi.watchTask(ref)
     outcome.catch(() => undefined) // read by waitTask(), or by nobody (an export's task ends with its stream)
     this.taskOutcomes.set(ref, outcome)
-    const forget = (): void => void setTimeout(() => this.taskOutcomes.delete(ref), TASK_OUTCOME_TTL_MS).unref()
+    const forget = (): void => {
+      if (this.closed) return
+      const timer = setTimeout(() => {
+        this.forgetTimers.delete(timer)
+        this.taskOutcomes.delete(ref)
+      }, TASK_OUTCOME_TTL_MS).unref()
+      this.forgetTimers.add(timer)
+    }
     outcome.then(forget, forget)
     return ref
   }
@@ -495,6 +505,9 @@ export class XapiClient {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    for (const timer of this.forgetTimers) clearTimeout(timer)
+    this.forgetTimers.clear()
+    this.taskOutcomes.clear()
     if (this.xapi.status === 'connected') {
       const answered = new Promise<void>((resolve) => {
         const timer = setTimeout(done, 2000)
@@ -513,5 +526,6 @@ export class XapiClient {
       if (injected) await answered
     }
     await this.xapi.disconnect()
+    await closeAgent(this.xapi)
   }
 }

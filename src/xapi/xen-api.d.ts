@@ -65,6 +65,11 @@ declare module 'xen-api' {
     barrier(ref?: string): Promise<XenApiRecord | undefined>
     createTask(nameLabel: string, nameDescription?: string): Promise<string>
     watchTask(ref: string): Promise<unknown>
+    /**
+     * The undici Agent every call goes through (xen-api 4.7 source; not public API). `disconnect()` leaves
+     * it open, with its keep-alive sockets.
+     */
+    readonly _undiciDispatcher?: { close(): Promise<void>; destroy(): Promise<void> }
   }
 
   export function createClient(opts: XenApiOptions): Xapi

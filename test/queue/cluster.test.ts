@@ -87,6 +87,8 @@ describe('Redis Cluster', () => {
     const c = new EnqueueClient({ redis: modeConfig(clusterRedis(), { id: 'client' }).redis, sealKey, backoffMs: 100 })
     try {
       const handles = []
+      // the jobs wait (locked) until released: both proxies certainly run some during the restart
+      counter.hold()
       for (let i = 0; i < 12; i++) handles.push(await c.enqueue({ pool }, smallTask(tmp(), 20)))
       await waitFor('jobs running', () => proxies.every((p) => p.activeJobs > 0))
       // the master that holds the pool's slot
@@ -97,6 +99,7 @@ describe('Redis Cluster', () => {
       const index = cluster.ports.indexOf(port)
       await cluster.stop(index)
       await cluster.start(index)
+      counter.release()
       // the client enqueues after the restart on the same connection, to every queue: a BullMQ Worker
       // that has not fetched since an outage can hang in close() until a job arrives (docs/queue.md)
       handles.push(await c.enqueue({ pool }, smallTask(tmp())))

@@ -20,16 +20,44 @@ export function modeConfig(redis: NonNullable<RawConfig['redis']>, proxy: { id: 
   })
 }
 
-/** Runs per job id that returned success, across every proxy of a test. */
+/** Resolves when `gate` does; rejects with the signal's reason if it aborts first (lock lost, shutdown). */
+async function passGate(gate: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) throw signal.reason
+  let onAbort: (() => void) | undefined
+  try {
+    await Promise.race([gate, new Promise<never>((_, reject) => signal.addEventListener('abort', (onAbort = () => reject(signal.reason as Error)), { once: true }))])
+  } finally {
+    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
+  }
+}
+
+/**
+ * Runs per job id that returned success, across every proxy of a test. `hold()` makes every `backup.run`
+ * that starts wait, holding its job's lock, until `release()` (or until its signal aborts): a test then
+ * knows jobs are running when it breaks Redis, whatever the machine's speed, instead of hoping to catch
+ * them during their few milliseconds of work.
+ */
 export class RunCounter {
   readonly successes = new Map<string, number>()
   readonly starts = new Map<string, number>()
+  #gate: Promise<void> | undefined
+  #release: (() => void) | undefined
+
+  hold(): void {
+    this.#gate = new Promise<void>((resolve) => (this.#release = resolve))
+  }
+
+  release(): void {
+    this.#release?.()
+    this.#gate = undefined
+  }
 
   registry(): ReturnType<typeof standInRegistry> {
     const registry = standInRegistry()
     const base = registry.get('backup.run')!
     registry.register('backup.run', async (ctx) => {
       this.starts.set(ctx.job.id, (this.starts.get(ctx.job.id) ?? 0) + 1)
+      if (this.#gate !== undefined) await passGate(this.#gate, ctx.signal)
       const result = await base(ctx as unknown as Parameters<typeof base>[0])
       this.successes.set(ctx.job.id, (this.successes.get(ctx.job.id) ?? 0) + 1)
       return result

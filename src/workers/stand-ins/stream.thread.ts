@@ -1,10 +1,11 @@
 /**
  * STAND-IN thread task (until the backup engine's `backup.disk` lands; tests and demos only): streams
- * `sizeBytes` of deterministic bytes to a temporary file `.<name>` in `dir`, `chunkBytes` at a time with
+ * `sizeBytes` of deterministic bytes to a temporary file `.<name>.<random>.tmp` in `dir`, `chunkBytes` at a time with
  * `chunkDelayMs` between chunks, honouring backpressure; on success it renames the temporary to `<name>`
  * (nothing partial is ever visible under the final name). On cooperative cancel it destroys the stream,
  * removes the temporary and throws the CancelledError — the cleanup a real disk stream must do.
  */
+import { randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -26,7 +27,9 @@ export interface StreamOutput {
 }
 
 export default async function stream(input: StreamInput, ctx: ThreadTaskContext): Promise<StreamOutput> {
-  const temp = join(input.dir, `.${input.name}`)
+  // a name of its own per attempt: an attempt aborted for a lost lock may still be removing its temporary
+  // while the next attempt (another proxy) writes its own
+  const temp = join(input.dir, `.${input.name}.${randomBytes(4).toString('hex')}.tmp`)
   const final = join(input.dir, input.name)
   const out = createWriteStream(temp)
   const chunk = Buffer.alloc(input.chunkBytes, 0x5a)
