@@ -39,6 +39,7 @@ export const ERROR_CODES = {
   E_API_CERT: 'API certificate cannot be made',
   E_STALLED: 'a job stalled more than maxStalledCount times',
   E_INTERNAL: 'internal error',
+  E_NO_PROXY: 'no live proxy serves the queue',
 } as const
 
 export type ProxyErrorCode = keyof typeof ERROR_CODES

@@ -5,7 +5,6 @@
  */
 import type { Command } from 'commander'
 import { BackupProxyError } from '../../common/errors.js'
-import { EnqueueClient } from '../../queue/client.js'
 import type { CliIo } from '../context.js'
 import { commandConfig } from '../context.js'
 import { targetOf } from './backup.js'
@@ -29,6 +28,7 @@ export function registerCancel(program: Command, io: CliIo): void {
     .action(async (jobId: string, flags: { proxy?: string; pool?: string; reason?: string; redisUrl?: string }, cmd: Command) => {
       const target = targetOf(flags)
       const config = await commandConfig(cmd, { redis: { url: flags.redisUrl } })
+      const { EnqueueClient } = await import('../../queue/client.js')
       const client = await EnqueueClient.fromConfig(config, undefined, { sealKey: false })
       try {
         const outcome = await client.cancel(target, jobId, flags.reason)

@@ -4,7 +4,6 @@
  */
 import type { Command } from 'commander'
 import { BackupProxyError } from '../../common/errors.js'
-import { runDemo } from '../../backup/demo/demo.js'
 import type { CliIo } from '../context.js'
 import { commandConfig, intArg, sizeArg } from '../context.js'
 
@@ -33,6 +32,7 @@ export function registerDemo(program: Command, io: CliIo): void {
       const onSignal = () => controller.abort()
       process.once('SIGINT', onSignal)
       try {
+        const { runDemo } = await import('../../backup/demo/demo.js')
         const result = await runDemo({
           vms: flags.vms,
           diskSizeBytes: flags.diskSize,

@@ -6,7 +6,6 @@
  * (see ../encryption-key.ts), never from argv.
  */
 import type { Command } from 'commander'
-import { createRemote } from '../../remotes/index.js'
 import type { Remote } from '../../remotes/remote.js'
 import type { CliIo } from '../context.js'
 import { sizeArg } from '../context.js'
@@ -24,6 +23,7 @@ interface LsOptions extends EncryptionKeyFlags {
 }
 
 async function withRemote<T>(url: string, encryptionKey: string | undefined, fn: (remote: Remote) => Promise<T>): Promise<T> {
+  const { createRemote } = await import('../../remotes/index.js')
   const remote = createRemote(url, encryptionKey === undefined ? {} : { encryptionKey })
   try {
     await remote.open()

@@ -1,8 +1,6 @@
 /** `backup-proxy status`: waiting/active/failed counts per queue and the live proxies with their load. */
 import type { Command } from 'commander'
-import { EnqueueClient } from '../../queue/client.js'
-import { redisModeError } from '../../queue/redis.js'
-import { proxyStatus, type ProxyStatus } from '../../queue/status.js'
+import type { ProxyStatus } from '../../queue/status.js'
 import type { CliIo } from '../context.js'
 import { commandConfig } from '../context.js'
 
@@ -43,6 +41,7 @@ export function registerStatus(program: Command, io: CliIo): void {
     .option('--redis-url <url>', 'Redis URL (env REDIS_URL)')
     .action(async (flags: { json?: boolean; redisUrl?: string }, cmd: Command) => {
       const config = await commandConfig(cmd, { redis: { url: flags.redisUrl } })
+      const [{ EnqueueClient }, { redisModeError }, { proxyStatus }] = await Promise.all([import('../../queue/client.js'), import('../../queue/redis.js'), import('../../queue/status.js')])
       const client = await EnqueueClient.fromConfig(config, undefined, { sealKey: false })
       try {
         const status = await proxyStatus(client).catch((error: unknown) => {

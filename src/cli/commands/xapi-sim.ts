@@ -6,8 +6,7 @@
 import { readFile } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { UsageError } from '../../common/errors.js'
-import { parseSimFault, type SimFault } from '../../xapi/sim/faults.js'
-import { startXapiSimulator } from '../../xapi/sim/index.js'
+import type { SimFault } from '../../xapi/sim/faults.js'
 import type { CliIo } from '../context.js'
 import { collect, intArg, sizeArg } from '../context.js'
 
@@ -32,7 +31,7 @@ function parseListen(value: string): { host: string; port: number } {
   return { host: m[1] ?? m[2] ?? '127.0.0.1', port }
 }
 
-function parseFlags(flags: XapiSimFlags): { fillRatio: number; seed: number; host: string; port: number; faults: SimFault[] } {
+function parseFlags(flags: XapiSimFlags, parseSimFault: (v: unknown) => SimFault): { fillRatio: number; seed: number; host: string; port: number; faults: SimFault[] } {
   const fillRatio = Number(flags.fillRatio)
   if (!/^\d*\.?\d+$/.test(flags.fillRatio) || fillRatio > 1) throw new UsageError(`--fill-ratio must be a number from 0 to 1, got "${flags.fillRatio}"`)
   const seed = Number(flags.seed)
@@ -63,7 +62,8 @@ export function registerXapiSim(program: Command, io: CliIo): void {
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--fault <json>', 'export fault to inject, e.g. {"kind":"reset","afterBytes":1048576} (repeatable)', collect)
     .action(async (flags: XapiSimFlags) => {
-      const parsed = parseFlags(flags)
+      const [{ parseSimFault }, { startXapiSimulator }] = await Promise.all([import('../../xapi/sim/faults.js'), import('../../xapi/sim/index.js')])
+      const parsed = parseFlags(flags, parseSimFault)
       if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together')
       const tls =
         flags.tlsCert === undefined || flags.tlsKey === undefined ? undefined : { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) }
