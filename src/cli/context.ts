@@ -3,10 +3,10 @@
  * argument parsers that turn bad input into exit code 2 with a message naming the argument. The config
  * loader (zod, yaml) and the logger (pino) load on first use, so `--help` does not pay for them.
  */
-import { InvalidArgumentError, type Command } from 'commander'
+import { InvalidArgumentError, Option, type Command } from 'commander'
 import type { Config } from '../config/index.js'
 import type { Logger, LogLevel } from '../common/log.js'
-import { parseDurationMs, parseSizeBytes } from '../common/units.js'
+import { formatBytes, parseDurationMs, parseSizeBytes } from '../common/units.js'
 
 export interface GlobalOptions {
   config?: string
@@ -72,6 +72,11 @@ export function sizeArg(name: string): (value: string) => number {
       throw new InvalidArgumentError(`${name}: ${(e as Error).message}`)
     }
   }
+}
+
+/** An option taking a size (`64MiB`), its default shown human-readable in --help. */
+export function sizeOption(flags: string, description: string, defaultBytes: number): Option {
+  return new Option(flags, description).argParser(sizeArg(flags.split(' ')[0]!)).default(defaultBytes, formatBytes(defaultBytes))
 }
 
 export function collect(value: string, previous: string[] = []): string[] {

@@ -12,14 +12,27 @@ import type { CliIo } from './context.js'
 import { describeError, renderEvent, renderTaskTree, type ViewNames } from './job-view.js'
 import { createProgress } from './progress.js'
 
-/** The error of the deepest failed task (the real cause), else the run's own. */
-export function rootCause(t: TaskSummary): JsonValue | undefined {
+/** The deepest failed task (its error is the real cause), else undefined. */
+export function failedTask(t: TaskSummary): TaskSummary | undefined {
   for (const c of t.tasks ?? []) {
     if (c.status !== 'failure' && c.status !== 'interrupted') continue
-    const deeper = rootCause(c)
+    const deeper = failedTask(c)
     if (deeper !== undefined) return deeper
   }
-  return t.status === 'failure' || t.status === 'interrupted' ? t.result : undefined
+  return t.status === 'failure' || t.status === 'interrupted' ? t : undefined
+}
+
+/** The real cause of a failure: the deepest failed task's error, with its warnings (an XAPI login refused, ...). */
+export function rootCause(t: TaskSummary): string | undefined {
+  const failed = failedTask(t)
+  if (failed === undefined) return undefined
+  const error = describeError(failed.result)
+  const warnings = (failed.warnings ?? []).map((w) => {
+    const data = w.data
+    const detail = typeof data === 'object' && data !== null && !Array.isArray(data) && typeof data.error === 'string' ? `: ${data.error}` : ''
+    return `${w.message}${detail}`
+  })
+  return [error, ...warnings].filter((x) => x !== undefined).join('; ') || undefined
 }
 
 /** "job run.x: success in 45s, 2 VM(s), 1.2 GiB written" */
@@ -37,7 +50,7 @@ export function outcomeLine(s: JobSummary): string {
 export function failureOf(s: JobSummary): BackupProxyError | undefined {
   if (s.status === 'success' || s.status === 'skipped') return undefined
   const code = s.status === 'interrupted' && s.error?.code === 'E_TIMEOUT' ? 'E_TIMEOUT' : s.status === 'interrupted' ? 'E_CANCELLED' : 'E_BACKUP'
-  const cause = describeError(rootCause(s) ?? (s.error as unknown as JsonValue | undefined))
+  const cause = rootCause(s) ?? describeError(s.error as unknown as JsonValue | undefined)
   return new BackupProxyError(code, `job ${s.jobId} ended ${s.status}${cause === undefined ? '' : `: ${cause}`} (details: backup-proxy job show ${s.jobId})`)
 }
 

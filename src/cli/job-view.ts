@@ -93,16 +93,27 @@ export function renderTaskTree(tree: TaskSummary, names: ViewNames = {}): string
   return `${out.join('\n')}\n`
 }
 
+const parents = new WeakMap<TaskSummary, TaskSummary>()
+
+/** The task's title, after its VM's when it runs inside one (`VM x (uuid): snapshot`): events of VMs backed up at once interleave. */
+function qualified(t: TaskSummary, names: ViewNames): string {
+  let p = parents.get(t)
+  while (p !== undefined && !(isObj(p.data) && p.data.type === 'VM')) p = parents.get(p)
+  return p === undefined || p === t ? title(t, names) : `${title(p, names)}: ${title(t, names)}`
+}
+
 /** One live event as a line: `start VM web-01 (uuid)`, `warning ...`, `end export: ok`. */
 export function renderEvent(e: TaskLogEvent, byId: Map<string, TaskSummary>, names: ViewNames = {}): string {
   const time = new Date(e.timestamp).toISOString().slice(11, 19)
   if (e.event === 'start') {
     const t: TaskSummary = { id: e.taskId, message: e.message, start: e.timestamp, status: 'pending', ...(e.data === undefined ? {} : { data: e.data }) }
     byId.set(e.taskId, t)
-    return `${time} start  ${title(t, names)}`
+    const parent = e.parentId === undefined ? undefined : byId.get(e.parentId)
+    if (parent !== undefined) parents.set(t, parent)
+    return `${time} start  ${qualified(t, names)}`
   }
   const t = byId.get(e.taskId)
-  const what = t === undefined ? e.taskId : title(t, names)
+  const what = t === undefined ? e.taskId : qualified(t, names)
   if (e.event === 'end') {
     if (t !== undefined) {
       t.status = e.status
@@ -113,5 +124,6 @@ export function renderEvent(e: TaskLogEvent, byId: Map<string, TaskSummary>, nam
     const why = e.status === 'failure' || e.status === 'interrupted' ? describeError(e.result) : undefined
     return `${time} ${MARK[e.status]}  ${what}${f.length === 0 ? '' : `  ${f.join(', ')}`}${why === undefined ? '' : `: ${why}`}`
   }
-  return `${time} ${e.event === 'warning' ? 'warning' : 'info'}  ${what}: ${e.message}`
+  const detail = isObj(e.data) && str(e.data.error) !== undefined ? `: ${str(e.data.error)}` : ''
+  return `${time} ${e.event === 'warning' ? 'warning' : 'info'}  ${what}: ${e.message}${detail}`
 }

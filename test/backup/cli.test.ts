@@ -46,8 +46,8 @@ describe('backup-proxy demo, verify, restore', () => {
 
   it('usage errors exit 2 with a message naming the argument', async () => {
     const a = io()
-    expect(await runCli(['restore', 'file:///tmp', '--vm', 'nope', '--disk', 'x', '--to', '/tmp/x.raw'], a)).toBe(2)
-    expect(a.out()).toMatch(/--vm "nope" is not a UUID/)
+    expect(await runCli(['restore', 'file:///tmp', '--vm', '0f8b1e76-3c4a-4d1e-9a55-3b2a1c0d9e8f', '--disk', 'x', '--to', '/tmp/x.raw'], a)).toBe(2)
+    expect(a.out()).toMatch(/--disk "x" is not a UUID/)
     const b = io()
     expect(await runCli(['restore', 'file:///tmp', '--vm', '0f8b1e76-3c4a-4d1e-9a55-3b2a1c0d9e8f', '--disk', '0f8b1e76-3c4a-4d1e-9a55-3b2a1c0d9e8f', '--to', '/tmp/x.qcow2'], b)).toBe(2)
     expect(b.out()).toMatch(/\.raw .*\.vhd/)

@@ -5,7 +5,7 @@
 import type { Command } from 'commander'
 import { BackupProxyError } from '../../common/errors.js'
 import type { CliIo } from '../context.js'
-import { commandConfig, intArg, sizeArg } from '../context.js'
+import { commandConfig, intArg, sizeOption } from '../context.js'
 
 interface DemoFlags {
   vms: number
@@ -19,7 +19,7 @@ export function registerDemo(program: Command, io: CliIo): void {
     .command('demo')
     .description('start an XAPI simulator and a proxy, run a full then a delta backup through the queue to a local remote, verify and restore')
     .option('--vms <n>', 'simulated VMs', intArg('--vms', 1, 16), 2)
-    .option('--disk-size <size>', 'virtual size of each disk', sizeArg('--disk-size'), 256 * 1024 ** 2)
+    .addOption(sizeOption('--disk-size <size>', 'virtual size of each disk', 256 * 1024 ** 2))
     .option('--dir <path>', 'local remote directory (default: a new temp dir, kept)')
     .option('--redis-url <url>', 'Redis URL (env REDIS_URL); a private redis-server is started if none answers')
     .action(async (flags: DemoFlags, cmd: Command) => {

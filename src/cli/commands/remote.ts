@@ -8,7 +8,7 @@
 import type { Command } from 'commander'
 import type { Remote } from '../../remotes/remote.js'
 import type { CliIo } from '../context.js'
-import { sizeArg } from '../context.js'
+import { sizeOption } from '../context.js'
 import { cliEncryptionKey, encryptionKeyOptions, type EncryptionKeyFlags } from '../encryption-key.js'
 
 interface TestOptions extends EncryptionKeyFlags {
@@ -40,7 +40,7 @@ export function registerRemote(program: Command, io: CliIo): void {
     .description('write, read back and delete a probe file; report latency and speed')
     .argument('<url>', 'remote URL (Xen Orchestra format, e.g. s3://AK:SK@host/bucket/dir)')
     .option('--json', 'machine-readable output')
-    .option('--size <size>', 'probe file size (e.g. 64MiB)', sizeArg('--size'), 16 * 1024 * 1024)
+    .addOption(sizeOption('--size <size>', 'probe file size (e.g. 64MiB)', 16 * 1024 * 1024))
   encryptionKeyOptions(test).action(async (url: string, options: TestOptions) => {
     const key = await cliEncryptionKey(options, [url])
     await withRemote(url, key, async (r) => {

@@ -8,7 +8,7 @@ import type { Command } from 'commander'
 import { UsageError } from '../../common/errors.js'
 import type { SimFault } from '../../xapi/sim/faults.js'
 import type { CliIo } from '../context.js'
-import { collect, intArg, sizeArg } from '../context.js'
+import { collect, intArg, sizeOption } from '../context.js'
 
 interface XapiSimFlags {
   vms: number
@@ -51,7 +51,7 @@ export function registerXapiSim(program: Command, io: CliIo): void {
     .command('xapi-sim')
     .description('run an XAPI simulator (JSON-RPC + export_raw_vdi) with deterministic VMs and disks')
     .option('--vms <n>', 'number of VMs', intArg('--vms', 0, 10_000), 2)
-    .option('--disk-size <size>', 'virtual size of each disk', sizeArg('--disk-size'), 1024 ** 3)
+    .addOption(sizeOption('--disk-size <size>', 'virtual size of each disk', 1024 ** 3))
     .option('--disks-per-vm <n>', 'disks per VM', intArg('--disks-per-vm', 0, 16), 1)
     .option('--fill-ratio <ratio>', 'share of blocks that hold data (0..1)', '0.5')
     .option('--seed <seed>', 'seed of the disk content', '1')
