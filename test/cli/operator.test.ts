@@ -5,9 +5,11 @@
  * lines, human summary, `--json`), `jobs` and `job show|logs`, `backups ls`, `restore --at` with what
  * `backups ls` printed and `latest`, and an encrypted remote without its key (E_ENCRYPTION, not problems).
  */
+import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { runCli } from '../../src/cli/program.js'
@@ -32,6 +34,8 @@ const saved = new Map<string, string | undefined>()
 let sim: XapiSimulator
 let proxy: ProxyRuntime
 let dir: { path: string; remove: () => Promise<void> }
+/** `restore` of the disk of sim-vm-1 the backup test made (its VDI uuid last) */
+let restoreArgs: string[] = []
 
 function io(): CliIo & { out: () => string; err: () => string } {
   let out = ''
@@ -128,6 +132,7 @@ describe('backup, jobs, job show, backups ls, restore', () => {
     expect(table.out()).toMatch(/^VM +UUID +TIMESTAMP +TIME +MODE +SIZE +CHAIN/)
     expect(table.out()).toContain('2 backup(s)')
 
+    restoreArgs = ['restore', `file://${remote}`, '--vm', 'sim-vm-1', '--disk', '']
     const vdi = sim.listVms().find((v) => v.nameLabel === 'sim-vm-1')!.vdis[0]!.uuid
     for (const at of [backups[0]!.timestamp, 'latest']) {
       const r = io()
@@ -136,6 +141,28 @@ describe('backup, jobs, job show, backups ls, restore', () => {
       expect(r.out()).toContain(`at ${backups[0]!.timestamp}`)
       expect((await readFile(to)).length).toBe(8 * MiB)
     }
+    restoreArgs[5] = vdi
+  })
+
+  it('draws a progress bar on a terminal (a pseudo-terminal from util-linux script), plain lines without one', async () => {
+    const bin = new URL('../../bin/backup-proxy.js', import.meta.url).pathname
+    const to = join(dir.path, 'tty.raw')
+    const command = [process.execPath, bin, ...restoreArgs, '--to', to].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ')
+    // script gives the command a pseudo-terminal: stdout and stderr are TTYs, its output is what a user sees
+    const { stdout } = await promisify(execFile)('script', ['-q', '-e', '-c', command, '/dev/null'], { env: { ...process.env, TERM: 'xterm' } })
+    // each redraw goes back to the start of the line and clears it (CR, ESC [K)
+    expect(stdout).toContain('\r\u001b[Krestore [')
+    expect(stdout).toMatch(/restore \[#*-*\] +\d+%/)
+    expect(stdout).toMatch(/restore \[#{24}\] 100% 8\.0 MiB\/8\.0 MiB/)
+    expect(stdout).toContain(`restored disk ${restoreArgs[5]}`)
+    const plain = io()
+    expect(await runCli([...restoreArgs, '--to', join(dir.path, 'plain.raw')], plain)).toBe(0)
+    expect(plain.err()).not.toContain('\r')
+    expect(plain.err()).toMatch(/^restore: 100% 8\.0 MiB\/8\.0 MiB/m)
+    const json = io()
+    expect(await runCli([...restoreArgs, '--to', join(dir.path, 'json.raw'), '--json'], json)).toBe(0)
+    expect(json.err()).toBe('')
+    expect(JSON.parse(json.out())).toMatchObject({ disk: restoreArgs[5], writtenBytes: 8 * MiB })
   })
 
   it('refuses an encrypted remote opened without its key (E_ENCRYPTION), and reads it with the key from the environment', async () => {

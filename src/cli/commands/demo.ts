@@ -12,6 +12,7 @@ interface DemoFlags {
   diskSize: number
   dir?: string
   redisUrl?: string
+  json?: boolean
 }
 
 export function registerDemo(program: Command, io: CliIo): void {
@@ -21,6 +22,7 @@ export function registerDemo(program: Command, io: CliIo): void {
     .option('--vms <n>', 'simulated VMs', intArg('--vms', 1, 16), 2)
     .addOption(sizeOption('--disk-size <size>', 'virtual size of each disk', 256 * 1024 ** 2))
     .option('--dir <path>', 'local remote directory (default: a new temp dir, kept)')
+    .option('--json', 'the narrative on stderr, the result as JSON on stdout')
     .option('--redis-url <url>', 'Redis URL (env REDIS_URL); a private redis-server is started if none answers')
     .action(async (flags: DemoFlags, cmd: Command) => {
       if (flags.diskSize % (2 * 1024 * 1024) !== 0 || flags.diskSize === 0) {
@@ -39,10 +41,11 @@ export function registerDemo(program: Command, io: CliIo): void {
           ...(flags.dir === undefined ? {} : { dir: flags.dir }),
           redisUrl: config.redis.url,
           redis: config.redis,
-          out: io.stdout,
+          out: flags.json === true ? io.stderr : io.stdout,
           isTTY: io.isTTY,
           signal: controller.signal,
         })
+        if (flags.json === true) io.stdout(`${JSON.stringify(result)}\n`)
         if (!result.ok) throw new BackupProxyError('E_BACKUP', 'the demo did not complete')
       } finally {
         process.off('SIGINT', onSignal)
