@@ -11,7 +11,8 @@ import { listProxies } from '../../queue/registry.js'
 import type { CliIo } from '../context.js'
 import { commandConfig, commandLogger } from '../context.js'
 import { followJob } from '../follow.js'
-import { targetOf, taskFromFlags, type BackupFlags } from './backup.js'
+import { targetOf, type BackupFlags } from './backup.js'
+import { taskFromFlags } from './backup-task.js'
 
 /** E_NO_PROXY unless a running proxy instance serves the queue of `target`. */
 export async function assertLiveProxy(client: EnqueueClient, target: QueueTarget): Promise<void> {
