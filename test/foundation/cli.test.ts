@@ -46,7 +46,7 @@ describe('backup-proxy command', () => {
     for (const cmd of ['demo', 'remote test']) {
       const o = io()
       expect(await runCli([...cmd.split(' '), '--help'], o)).toBe(0)
-      expect(o.out()).toMatch(/\(default: \d+(\.\d)? MiB\)/)
+      expect(o.out()).toMatch(/\(default:\s+\d+(\.\d)?\s+MiB\)/)
     }
   })
 
