@@ -1,11 +1,12 @@
 /**
  * What every subcommand shares: global options, config loading (file < env < flags), the logger, and
- * argument parsers that turn bad input into exit code 2 with a message naming the argument.
+ * argument parsers that turn bad input into exit code 2 with a message naming the argument. The config
+ * loader (zod, yaml) and the logger (pino) load on first use, so `--help` does not pay for them.
  */
-import { InvalidArgumentError, type Command } from 'commander'
-import { loadConfig, type Config } from '../config/index.js'
-import { createLogger, type Logger, type LogLevel } from '../common/log.js'
-import { parseDurationMs, parseSizeBytes } from '../common/units.js'
+import { InvalidArgumentError, Option, type Command } from 'commander'
+import type { Config } from '../config/index.js'
+import type { Logger, LogLevel } from '../common/log.js'
+import { formatBytes, parseDurationMs, parseSizeBytes } from '../common/units.js'
 
 export interface GlobalOptions {
   config?: string
@@ -34,10 +35,12 @@ export function globalOptions(cmd: Command): GlobalOptions {
 export async function commandConfig(cmd: Command, flags: Record<string, Record<string, unknown>> = {}): Promise<Config> {
   const g = globalOptions(cmd)
   const logFlags = g.logLevel === undefined ? {} : { log: { level: g.logLevel } }
+  const { loadConfig } = await import('../config/index.js')
   return loadConfig({ ...(g.config === undefined ? {} : { file: g.config }), flags: { ...flags, ...logFlags } })
 }
 
-export function commandLogger(config: Config, name = 'backup-proxy'): Logger {
+export async function commandLogger(config: Config, name = 'backup-proxy'): Promise<Logger> {
+  const { createLogger } = await import('../common/log.js')
   return createLogger({ level: config.log.level, name, ...(config.log.pretty === undefined ? {} : { pretty: config.log.pretty }) })
 }
 
@@ -69,6 +72,11 @@ export function sizeArg(name: string): (value: string) => number {
       throw new InvalidArgumentError(`${name}: ${(e as Error).message}`)
     }
   }
+}
+
+/** An option taking a size (`64MiB`), its default shown human-readable in --help. */
+export function sizeOption(flags: string, description: string, defaultBytes: number): Option {
+  return new Option(flags, description).argParser(sizeArg(flags.split(' ')[0]!)).default(defaultBytes, formatBytes(defaultBytes))
 }
 
 export function collect(value: string, previous: string[] = []): string[] {

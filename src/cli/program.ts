@@ -21,6 +21,8 @@ import { registerDemo } from './commands/demo.js'
 import { registerApi } from './commands/api.js'
 import { registerMirror } from './commands/mirror.js'
 import { registerMetadata } from './commands/metadata.js'
+import { registerJobs } from './commands/jobs.js'
+import { registerBackups } from './commands/backups.js'
 import { VERSION } from '../version.js'
 
 export const EXIT_OK = 0
@@ -43,7 +45,7 @@ export function buildProgram(io: CliIo = processIo): Command {
       await commandConfig(actionCommand)
     })
 
-  for (const register of [registerServe, registerBackup, registerCancel, registerStatus, registerRemote, registerVerify, registerRestore, registerXapiSim, registerDemo, registerApi, registerMirror, registerMetadata]) {
+  for (const register of [registerServe, registerBackup, registerCancel, registerStatus, registerRemote, registerVerify, registerRestore, registerXapiSim, registerDemo, registerApi, registerMirror, registerMetadata, registerJobs, registerBackups]) {
     register(program, io)
   }
   // subcommands inherit output and exit handling
@@ -59,6 +61,12 @@ function applyToTree(cmd: Command, io: CliIo): void {
 /** Runs the CLI and returns the exit code (never calls process.exit). */
 export async function runCli(argv: readonly string[], io: CliIo = processIo): Promise<number> {
   const program = buildProgram(io)
+  if (argv.length === 0) {
+    // a bare `backup-proxy` did nothing it was asked for: show what it can do, on stderr, and say so
+    io.stderr(program.helpInformation())
+    io.stderr('backup-proxy: [E_USAGE] no command given; pick one above (backup-proxy <command> --help)\n')
+    return EXIT_USAGE
+  }
   try {
     await program.parseAsync(argv, { from: 'user' })
     return EXIT_OK
@@ -73,9 +81,31 @@ function exitCodeFor(error: unknown, io: CliIo): number {
     if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') return EXIT_OK
     return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE
   }
-  const code = errorCode(error)
-  const message = error instanceof Error ? error.message : String(error)
+  const known = knownRawError(error)
+  const code = errorCode(known ?? error)
+  const message = known?.message ?? (error instanceof Error ? error.message : String(error))
   io.stderr(`backup-proxy: ${code === undefined ? '' : `[${code}] `}${redactString(message)}\n`)
   if (error instanceof BackupProxyError && USAGE_CODES.has(error.code)) return EXIT_USAGE
   return EXIT_FAILED
+}
+
+/**
+ * Raw errors from libraries (ioredis, BullMQ, node:net) that reach the top uncoded, turned into coded
+ * ones that say what to do; undefined for anything else.
+ */
+export function knownRawError(error: unknown): BackupProxyError | undefined {
+  if (error instanceof BackupProxyError || !(error instanceof Error)) return undefined
+  const m = error.message
+  const errno = (error as NodeJS.ErrnoException).code
+  if (errno === 'EADDRINUSE') {
+    const address = /(\S+:\d+)\s*$/.exec(m)?.[1] ?? 'its address'
+    return new BackupProxyError('E_USAGE', `cannot listen on ${address}: another process uses it; give another address with --listen <host:port> (config http.listen, or api.listen for the API) or stop the other process`, { cause: error })
+  }
+  if (/^Connection is closed\.?$/.test(m) || errno === 'ECONNREFUSED' || errno === 'ECONNRESET') {
+    return new BackupProxyError('E_REDIS', `the connection to Redis was lost (${m}); check that Redis runs and that --redis-url / REDIS_URL points at it, then run the command again`, { cause: error })
+  }
+  if (m.startsWith('WRONGTYPE')) {
+    return new BackupProxyError('E_REDIS', `a Redis key under the queue prefix holds data of another kind (${m}): another application uses the same keys; give backup-proxy its own prefix (redis.prefix, env BACKUP_PROXY_REDIS_PREFIX) or database (redis://host/2)`, { cause: error })
+  }
+  return undefined
 }

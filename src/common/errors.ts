@@ -45,6 +45,7 @@ export const ERROR_CODES = {
   E_NBD_READ: 'an NBD read failed',
   E_CBT: 'changed block tracking is unusable',
   E_XVA_CORRUPT: 'XVA (full backup) data is corrupt',
+  E_NO_PROXY: 'no live proxy serves the queue',
 } as const
 
 export type ProxyErrorCode = keyof typeof ERROR_CODES

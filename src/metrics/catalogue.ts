@@ -8,8 +8,9 @@
  *
  * Labels are bounded: a label value is never a VM uuid, a job id, a path or a URL (which could carry
  * credentials). `validateLabelValue` enforces that for every value that reaches the registry through
- * `record`/`applyMetricDeltas`; the only label that may hold a uuid is `remote`, because XO names its
- * remotes by uuid and a proxy has a handful of them.
+ * `record`/`applyMetricDeltas`; the labels that may hold a uuid are `remote`, `job` and `schedule`,
+ * because XO names its remotes, backup jobs and schedules by uuid and a proxy has a handful of each
+ * (configured objects, never one per run or per VM).
  */
 
 export type MetricKind = 'counter' | 'histogram' | 'gauge'
@@ -39,7 +40,10 @@ export const METRIC_SPECS = [
   { name: 'backup_proxy_remote_bytes_read_total', kind: 'counter', labelNames: ['remote'], fromThreads: true, help: 'Bytes read back from each remote (restore, verify, merge, remote test).' },
   { name: 'backup_proxy_disk_export_duration_seconds', kind: 'histogram', labelNames: [], buckets: DISK_EXPORT_BUCKETS, fromThreads: true, help: 'Duration of one disk export, from the first byte requested to the last byte published on every remote.' },
   // --- jobs
-  { name: 'backup_proxy_jobs_total', kind: 'counter', labelNames: ['kind', 'status'], fromThreads: false, help: 'Jobs finished, by task kind and outcome (success, failure, interrupted, skipped).' },
+  { name: 'backup_proxy_jobs_total', kind: 'counter', labelNames: ['kind', 'status'], fromThreads: false, help: 'Jobs finished, by task kind and outcome: success, partial (a backup run where some VMs or remotes failed), failure, cancelled, interrupted (timeout, shutdown), skipped, requeued.' },
+  { name: 'backup_proxy_backup_runs_total', kind: 'counter', labelNames: ['job', 'schedule', 'status'], fromThreads: false, help: 'Backup runs finished, by backup job id, schedule id and outcome (as jobs_total): one series per configured job and schedule.' },
+  { name: 'backup_proxy_backup_last_run_timestamp_seconds', kind: 'gauge', labelNames: ['job', 'schedule'], fromThreads: false, help: 'When the last run of each backup job and schedule ended (Unix time), whatever its outcome.' },
+  { name: 'backup_proxy_backup_last_success_timestamp_seconds', kind: 'gauge', labelNames: ['job', 'schedule'], fromThreads: false, help: 'When the last successful run of each backup job and schedule ended (Unix time): alert when it is too old.' },
   { name: 'backup_proxy_job_duration_seconds', kind: 'histogram', labelNames: ['kind'], buckets: JOB_DURATION_BUCKETS, fromThreads: false, help: 'Duration of finished jobs, by task kind.' },
   { name: 'backup_proxy_jobs_active', kind: 'gauge', labelNames: [], fromThreads: false, help: 'Jobs running on this proxy now.' },
   { name: 'backup_proxy_retries_total', kind: 'counter', labelNames: ['reason'], fromThreads: true, help: 'Retries (of a job attempt, a VM, a request), by reason.' },
@@ -71,6 +75,8 @@ export function metricNames(): MetricName[] {
   return METRIC_SPECS.map((s) => s.name)
 }
 
+/** Labels whose values are XO object ids (uuids) of configured objects: bounded. */
+const UUID_LABELS = new Set(['remote', 'job', 'schedule'])
 const UUID_RE = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i
 const MAX_LABEL_LENGTH = 160
 const LABEL_VALUE_RE = /^[A-Za-z0-9_.:{}-]+$/
@@ -85,6 +91,6 @@ export function validateLabelValue(label: string, value: unknown): string | unde
   if (value === '') return `label "${label}" must not be empty`
   if (value.length > MAX_LABEL_LENGTH) return `label "${label}" is longer than ${MAX_LABEL_LENGTH} characters`
   if (!LABEL_VALUE_RE.test(value)) return `label "${label}" must be letters, digits and _ . : { } - (no URL, path or spaces)`
-  if (label !== 'remote' && UUID_RE.test(value)) return `label "${label}" must not hold a uuid (VM or job ids make unbounded series)`
+  if (!UUID_LABELS.has(label) && UUID_RE.test(value)) return `label "${label}" must not hold a uuid (VM or job ids make unbounded series)`
   return undefined
 }

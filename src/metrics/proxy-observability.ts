@@ -30,8 +30,10 @@ export interface ObservedRuntime {
 export interface JobEndInfo {
   /** task kind (the BullMQ job name, e.g. backup.run) */
   kind: string
-  /** success, failure, interrupted, skipped, requeued */
+  /** success, partial, failure, cancelled, interrupted, skipped, requeued (see jobOutcome) */
   status: string
+  /** the backup job and schedule of a backup.run */
+  backup?: { job: string; schedule: string }
   durationSeconds: number
   /** stable code of the error that ended the attempt, when it failed: counted in errors_total{code} */
   errorCode?: string
@@ -51,8 +53,8 @@ export function metricsHooks(metrics: ProxyMetrics, logger: Pick<Logger, 'warn'>
       const { rejected } = applyMetricDeltas(metrics, deltas)
       for (const r of rejected) logger.warn({ reason: r.rejection.reason, delta: r.delta }, `metric delta refused: ${r.rejection.message}`)
     },
-    onJobEnd: ({ kind, status, durationSeconds, errorCode, retrying }) => {
-      metrics.jobFinished(kind, status, durationSeconds)
+    onJobEnd: ({ kind, status, durationSeconds, errorCode, retrying, backup }) => {
+      metrics.jobFinished(kind, status, durationSeconds, backup)
       if (errorCode !== undefined) metrics.countError(errorCode)
       if (retrying === true) metrics.countRetry('job_attempt')
     },

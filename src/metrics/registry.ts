@@ -144,10 +144,18 @@ export class ProxyMetrics {
     return undefined
   }
 
-  /** A finished job: counts it and observes its duration. */
-  jobFinished(kind: string, status: string, durationSeconds: number): void {
+  /**
+   * A finished job: counts it and observes its duration; a backup run (`backup` names its job and
+   * schedule) also counts in backup_runs_total and sets the last-run and last-success times.
+   */
+  jobFinished(kind: string, status: string, durationSeconds: number, backup?: { job: string; schedule: string }, nowMs = Date.now()): void {
     this.record({ metric: 'backup_proxy_jobs_total', kind: 'counter', labels: { kind, status }, value: 1 })
     this.record({ metric: 'backup_proxy_job_duration_seconds', kind: 'histogram', labels: { kind }, value: durationSeconds })
+    if (backup === undefined || status === 'requeued') return
+    const labels = { job: backup.job, schedule: backup.schedule }
+    this.record({ metric: 'backup_proxy_backup_runs_total', kind: 'counter', labels: { ...labels, status }, value: 1 })
+    this.setGauge('backup_proxy_backup_last_run_timestamp_seconds', labels, nowMs / 1000)
+    if (status === 'success') this.setGauge('backup_proxy_backup_last_success_timestamp_seconds', labels, nowMs / 1000)
   }
 
   /** Counts an error that failed an operation, by its stable code (`E_XAPI`, `ENOENT`, ...). */

@@ -19,6 +19,7 @@
  *   cancels them cooperatively (their jobs go back to wait), closes workers and pool, removes the
  *   heartbeat; nothing stays locked. `shutdown({ force: true })` (second signal) skips the grace period.
  */
+import { jobOutcome } from '../metrics/job-outcome.js'
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { WaitingError, Worker, type Job } from 'bullmq'
@@ -46,7 +47,7 @@ export interface ProxyRuntimeOptions {
   /** receives metric deltas from stream threads (the metrics registry) */
   onMetrics?: (deltas: MetricDelta[]) => void
   /** job lifecycle hook for metrics: called when an attempt ends */
-  onJobEnd?: (info: { kind: string; status: string; durationSeconds: number; errorCode?: string }) => void
+  onJobEnd?: (info: { kind: string; status: string; durationSeconds: number; errorCode?: string; backup?: { job: string; schedule: string } }) => void
   heartbeatIntervalMs?: number
 }
 
@@ -154,16 +155,19 @@ export class ProxyRuntime {
           }
           const t0 = performance.now()
           let status = 'success'
+          let summary: JobSummary | undefined
           try {
-            const summary = await runJob(deps, job, token)
+            summary = await runJob(deps, job, token)
             // success, skipped, or interrupted (cancel, timeout): counted as such, never as a failure
             status = summary.status === 'pending' ? 'interrupted' : summary.status
             return summary
           } catch (error) {
             status = toError(error).name === 'WaitingError' ? 'requeued' : 'failure'
+            summary = (error as { jobSummary?: JobSummary } | undefined)?.jobSummary
             throw error
           } finally {
-            this.#opts.onJobEnd?.({ kind: job.name, status, durationSeconds: (performance.now() - t0) / 1000 })
+            // cancelled / partial, and the backup job and schedule, for the per-job metrics
+            this.#opts.onJobEnd?.({ kind: job.name, durationSeconds: (performance.now() - t0) / 1000, ...jobOutcome(job.name, status, summary, job.data) })
           }
         },
         {

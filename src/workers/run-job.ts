@@ -390,6 +390,8 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   const message = `[${errorCode(err) ?? 'E_INTERNAL'}] ${err.message}`
   const retry = failure !== undefined && status === 'failure' && isRetryable(failure)
   logger().warn({ status, err, retry }, 'job failed')
-  if (!retry) throw new UnrecoverableError(message)
-  throw new Error(message)
+  // the summary rides on the error (not enumerable, never serialized) for the per-job metrics (partial runs)
+  const thrown = retry ? new Error(message) : new UnrecoverableError(message)
+  Object.defineProperty(thrown, 'jobSummary', { value: summary, enumerable: false })
+  throw thrown
 }

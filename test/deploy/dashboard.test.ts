@@ -43,7 +43,7 @@ const PROMQL_WORDS = new Set([
 
 /** Substitutes the dashboard's Grafana variables with values Prometheus accepts. */
 function substitute(expr: string): string {
-  return expr.replaceAll('$__rate_interval', '5m').replaceAll('$__interval', '1m').replaceAll('$instance', '.*')
+  return expr.replaceAll('$__rate_interval', '5m').replaceAll('$__range', '1d').replaceAll('$__interval', '1m').replaceAll('$instance', '.*')
 }
 
 /** The metric names an expression reads. */
@@ -116,7 +116,13 @@ describe('Grafana dashboard and Prometheus files', () => {
     expect(has(/sum by \(code\) \(increase\(backup_proxy_errors_total/)).toBe(true)
     // every panel queries the provisioned datasource; ids are unique
     const panels = allPanels(dash.panels).filter((p) => p.type !== 'row')
-    for (const p of panels) expect(p.datasource?.uid, p.title).toBe('prometheus')
+    for (const p of panels) expect(p.datasource?.uid, p.title).toBe('${datasource}')
+    // the datasource is a variable (defaulting to the provisioned one), not hard-coded
+    const variables = (dash as unknown as { templating: { list: { name: string; type: string; query: string }[] } }).templating.list
+    expect(variables.find((v) => v.name === 'datasource')).toMatchObject({ type: 'datasource', query: 'prometheus' })
+    // a "last runs" table per backup job and schedule, and the jobs without success in 26 h
+    expect(panels.find((p) => p.title === 'Last runs')?.targets?.some((t) => /backup_proxy_backup_last_success_timestamp_seconds/.test(t.expr))).toBe(true)
+    expect(has(/> 93600/)).toBe(true)
     expect(new Set(panels.map((p) => p.id)).size).toBe(panels.length)
     expect(dash.uid).toBe('backup-proxy')
   })

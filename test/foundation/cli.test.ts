@@ -10,7 +10,7 @@ function io(): CliIo & { out: () => string; err: () => string } {
   return { stdout: (t) => (out += t), stderr: (t) => (err += t), isTTY: false, out: () => out, err: () => err }
 }
 
-const SUBCOMMANDS = ['serve', 'backup', 'cancel', 'status', 'remote', 'verify', 'restore', 'xapi-sim', 'demo']
+const SUBCOMMANDS = ['serve', 'backup', 'cancel', 'status', 'remote', 'verify', 'restore', 'xapi-sim', 'demo', 'jobs', 'job', 'backups']
 
 describe('backup-proxy command', () => {
   it('lists every subcommand in --help and exits 0', async () => {
@@ -23,6 +23,31 @@ describe('backup-proxy command', () => {
     const o = io()
     expect(await runCli([cmd, '--help'], o)).toBe(0)
     expect(o.out()).toContain(`Usage: backup-proxy ${cmd}`)
+  })
+
+  it('bare backup-proxy prints the help on stderr and exits 2', async () => {
+    const o = io()
+    expect(await runCli([], o)).toBe(2)
+    expect(o.out()).toBe('')
+    expect(o.err()).toContain('Usage: backup-proxy')
+    expect(o.err()).toContain('[E_USAGE] no command given')
+  })
+
+  it('turns raw library errors into coded ones that say what to do', async () => {
+    const { knownRawError } = await import('../../src/cli/program.js')
+    const inUse = Object.assign(new Error('listen EADDRINUSE: address already in use 127.0.0.1:9464'), { code: 'EADDRINUSE' })
+    expect(knownRawError(inUse)?.message).toMatch(/cannot listen on 127\.0\.0\.1:9464: .*--listen <host:port>/)
+    expect(knownRawError(new Error('Connection is closed.'))).toMatchObject({ code: 'E_REDIS' })
+    expect(knownRawError(new Error('WRONGTYPE Operation against a key holding the wrong kind of value'))?.message).toContain('redis.prefix')
+    expect(knownRawError(new Error('something else'))).toBeUndefined()
+  })
+
+  it('help shows sizes human-readable', async () => {
+    for (const cmd of ['demo', 'remote test']) {
+      const o = io()
+      expect(await runCli([...cmd.split(' '), '--help'], o)).toBe(0)
+      expect(o.out()).toMatch(/\(default:\s+\d+(\.\d)?\s+MiB\)/)
+    }
   })
 
   it('exits 2 naming the bad argument', async () => {

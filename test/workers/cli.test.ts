@@ -42,11 +42,12 @@ describe('queue CLI', () => {
       const { writeFile } = await import('node:fs/promises')
       const file = `${tmp()}/task.json`
       await writeFile(file, JSON.stringify(task))
-      const r = await cli(['backup', '--proxy', config.proxy.id, '--task', file])
+      const r = await cli(['backup', '--proxy', config.proxy.id, '--task', file, '--json'])
       expect(r.code).toBe(0)
       const summary = JSON.parse(r.out) as JobSummary
       expect(summary.status).toBe('success')
-      expect(r.err).toContain('end success')
+      const human = await cli(['job', 'show', summary.jobId])
+      expect(human.out).toMatch(/^ok {2}backup\.run/m)
       expect(r.out + r.err).not.toContain('pw-not-printed')
 
       const s = await cli(['status', '--json'])
@@ -64,17 +65,17 @@ describe('queue CLI', () => {
 
   it('backup --no-wait then cancel removes a delayed job; an invalid task exits 2 naming the field', async () => {
     const id = uid('p')
-    const r = await cli(['backup', '--proxy', id, '--xapi', 'https://root:pw@h.invalid', '--vm', VM1, '--remote', 'file:///tmp/r', '--job-id', uid('j'), '--delay', '1h', '--no-wait'])
+    const r = await cli(['backup', '--proxy', id, '--xapi', 'https://root:pw@h.invalid', '--vm', VM1, '--remote', 'file:///tmp/r', '--job-id', uid('j'), '--delay', '1h', '--no-wait', '--json'])
     expect(r.code).toBe(0)
     const { jobId } = JSON.parse(r.out) as { jobId: string }
     const c = await cli(['cancel', jobId, '--proxy', id])
     expect(c.code).toBe(0)
     expect(c.out).toContain('removed')
     expect((await cli(['cancel', jobId, '--proxy', id])).code).toBe(2)
-    const bad = await cli(['backup', '--proxy', id, '--xapi', 'https://root:pw@h.invalid', '--vm', 'not-a-uuid', '--remote', 'file:///tmp/r', '--no-wait'])
+    const bad = await cli(['backup', '--proxy', id, '--xapi', 'https://root:pw@h.invalid', '--vm', VM1, '--job-id', 'bad/id', '--remote', 'file:///tmp/r', '--no-wait'])
     expect(bad.code).toBe(2)
     expect(bad.err).toContain('E_TASK_INVALID')
-    expect(bad.err).toContain('job.vms')
+    expect(bad.err).toContain('job.id')
     expect((await cli(['backup', '--vm', VM1])).code).toBe(2)
   })
 })

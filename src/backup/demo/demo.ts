@@ -32,7 +32,7 @@ import { startXapiSimulator, type XapiSimulator } from '../../xapi/sim/index.js'
 import { restoreDiskToFile } from '../restore.js'
 import { verifyRemote } from '../verify.js'
 import { progressView } from './progress.js'
-import { demoRedis, type DemoRedis } from './redis.js'
+import { demoRedis, removePrefix, type DemoRedis } from './redis.js'
 
 export interface DemoOptions {
   vms: number
@@ -93,6 +93,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   let sim: XapiSimulator | undefined
   let proxy: ProxyRuntime | undefined
   let client: EnqueueClient | undefined
+  let redisConfig: RedisConfig | undefined
   let bytesWritten = 0
   const streamRates: number[] = []
   let ok = false
@@ -106,13 +107,15 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     say(`  XAPI         simulator at ${sim.url}: ${vms.length} VM(s), one ${formatBytes(o.diskSizeBytes)} disk each (${FILL_RATIO * 100}% allocated)`)
     const sealKey = SealKey.generate()
     const proxyId = `demo-${randomBytes(3).toString('hex')}`
+    // a prefix of its own: everything the demo writes to Redis is under it, and removed at the end
     const config = compileConfig({
-      redis: { ...o.redis, url: redis.url },
+      redis: { ...o.redis, url: redis.url, prefix: `bp-demo-${randomBytes(4).toString('hex')}` },
       proxy: { id: proxyId },
       security: { sealKey: sealKey.export() },
       log: { level: 'silent' },
       workers: { threads: o.threads ?? 2, concurrency: 1, attempts: 1 },
     })
+    redisConfig = config.redis
     proxy = new ProxyRuntime({ config, processors: builtinProcessors({ standIns: false }), sealKey, logger: silentLogger })
     await proxy.start()
     say(`  proxy        "${proxyId}" in this process (queue ${proxyQueue(proxyId)}, ${config.workers.threads} stream threads)`)
@@ -202,6 +205,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     await client?.close().catch(() => undefined)
     await proxy?.shutdown({ force: true }).catch(() => undefined)
     await sim?.close().catch(() => undefined)
+    if (redisConfig !== undefined) await removePrefix(redisConfig, redisConfig.prefix).catch((error: unknown) => say(`could not remove the demo's Redis keys (${redisConfig!.prefix}:*): ${toError(error).message}`))
     await redis?.stop().catch(() => undefined)
     const durationMs = performance.now() - t0
     if (ok) {

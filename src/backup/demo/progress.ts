@@ -1,8 +1,8 @@
 /**
- * Progress display for the CLI: a redrawn bar on a terminal, plain lines (at most every few seconds and
- * at each 10%) otherwise, so logs and CI output stay readable.
+ * Progress display for the demo: a redrawn bar on a terminal, plain lines (at most every few seconds and
+ * at each 10%) otherwise, so logs and CI output stay readable; bytes, rate and ETA.
  */
-import { formatBytes } from '../../common/units.js'
+import { formatBytes, formatDurationMs } from '../../common/units.js'
 
 export interface ProgressView {
   update(doneBytes: number, totalBytes: number, note?: string): void
@@ -19,11 +19,17 @@ export function progressView(label: string, out: (text: string) => void, isTTY: 
     const s = (performance.now() - t0) / 1000
     return s > 0 ? `${(bytes / 1024 / 1024 / s).toFixed(0)} MiB/s` : ''
   }
+  /** " ETA 12s" from the average rate so far, once there is one and while the estimate is not reached */
+  const eta = (done: number, total: number): string => {
+    const s = (performance.now() - t0) / 1000
+    if (done <= 0 || total <= done || s < 0.5) return ''
+    return ` ETA ${formatDurationMs(((total - done) / (done / s)) * 1000)}`
+  }
   return {
     update(doneBytes, totalBytes, note) {
       const ratio = totalBytes > 0 ? Math.min(1, doneBytes / totalBytes) : 0
       const pct = Math.floor(ratio * 100)
-      const text = `${formatBytes(doneBytes)}${totalBytes > 0 ? ` / ≈${formatBytes(totalBytes)}` : ''} ${rate(doneBytes)}${note === undefined ? '' : ` ${note}`}`
+      const text = `${formatBytes(doneBytes)}${totalBytes > 0 ? ` / ≈${formatBytes(totalBytes)}` : ''} ${rate(doneBytes)}${eta(doneBytes, totalBytes)}${note === undefined ? '' : ` ${note}`}`
       if (isTTY) {
         const filled = Math.round(ratio * WIDTH)
         out(`\r  ${label} [${'#'.repeat(filled)}${'.'.repeat(WIDTH - filled)}] ${String(pct).padStart(3)}% ${text}\x1b[K`)

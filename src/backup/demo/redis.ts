@@ -8,8 +8,9 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Redis } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 import { BackupProxyError } from '../../common/errors.js'
+import { createRedis, type RedisConfig } from '../../queue/redis.js'
 
 export interface DemoRedis {
   url: string
@@ -75,4 +76,28 @@ export async function demoRedis(url: string, say: (line: string) => void): Promi
   }
   await stop()
   throw new BackupProxyError('E_REDIS', `the private redis-server on port ${port} did not start; start Redis yourself and set REDIS_URL`)
+}
+
+/**
+ * Removes every key under `prefix` (the demo's queues, jobs, heartbeats and registry), on every master
+ * of a cluster: the demo leaves the user's Redis as it found it. SCAN, never KEYS or FLUSHDB.
+ */
+export async function removePrefix(config: RedisConfig, prefix: string): Promise<number> {
+  const client = createRedis(config, 'backup-proxy:demo:cleanup')
+  try {
+    const nodes = client instanceof Cluster ? client.nodes('master') : [client]
+    let removed = 0
+    for (const node of nodes) {
+      let cursor = '0'
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 500)
+        cursor = next
+        // one DEL per key: in a cluster the keys of one batch may live in different slots
+        for (const key of keys) removed += await node.del(key)
+      } while (cursor !== '0')
+    }
+    return removed
+  } finally {
+    client.disconnect()
+  }
 }

@@ -8,7 +8,6 @@
 import { chmod, writeFile, rename } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { UsageError } from '../../common/errors.js'
-import { generateToken, hashToken } from '../../api/token.js'
 import type { CliIo } from '../context.js'
 
 interface TokenFlags {
@@ -34,6 +33,7 @@ async function writeHashFile(path: string, hash: string): Promise<void> {
 }
 
 export async function makeApiToken(flags: TokenFlags, io: CliIo, readToken: () => Promise<string> = readStdinLine): Promise<void> {
+  const { generateToken, hashToken } = await import('../../api/token.js')
   const token = flags.stdin === true ? await readToken() : generateToken()
   if (token.length < 16) throw new UsageError('--stdin: the token must be at least 16 characters (better: let `api token` make one)')
   const hash = await hashToken(token)

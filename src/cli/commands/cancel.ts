@@ -5,7 +5,6 @@
  */
 import type { Command } from 'commander'
 import { BackupProxyError } from '../../common/errors.js'
-import { EnqueueClient } from '../../queue/client.js'
 import type { CliIo } from '../context.js'
 import { commandConfig } from '../context.js'
 import { targetOf } from './backup.js'
@@ -25,15 +24,17 @@ export function registerCancel(program: Command, io: CliIo): void {
     .option('--proxy <id>', 'queue of this proxy')
     .option('--pool <name>', 'queue of this pool')
     .option('--reason <text>', 'recorded in the job (default: cancelled by the operator)')
+    .option('--json', 'machine-readable output: {"jobId","outcome"}')
     .option('--redis-url <url>', 'Redis URL (env REDIS_URL)')
-    .action(async (jobId: string, flags: { proxy?: string; pool?: string; reason?: string; redisUrl?: string }, cmd: Command) => {
+    .action(async (jobId: string, flags: { proxy?: string; pool?: string; reason?: string; json?: boolean; redisUrl?: string }, cmd: Command) => {
       const target = targetOf(flags)
       const config = await commandConfig(cmd, { redis: { url: flags.redisUrl } })
+      const { EnqueueClient } = await import('../../queue/client.js')
       const client = await EnqueueClient.fromConfig(config, undefined, { sealKey: false })
       try {
         const outcome = await client.cancel(target, jobId, flags.reason)
         if (outcome === 'not-found') throw new BackupProxyError('E_USAGE', `job ${jobId} not found in that queue (check --proxy/--pool)`)
-        io.stdout(`job ${jobId} ${MESSAGES[outcome]}\n`)
+        io.stdout(flags.json === true ? `${JSON.stringify({ jobId, outcome })}\n` : `job ${jobId} ${MESSAGES[outcome]}\n`)
       } finally {
         await client.close()
       }

@@ -4,15 +4,15 @@
  */
 import type { Command } from 'commander'
 import { BackupProxyError } from '../../common/errors.js'
-import { runDemo } from '../../backup/demo/demo.js'
 import type { CliIo } from '../context.js'
-import { commandConfig, intArg, sizeArg } from '../context.js'
+import { commandConfig, intArg, sizeOption } from '../context.js'
 
 interface DemoFlags {
   vms: number
   diskSize: number
   dir?: string
   redisUrl?: string
+  json?: boolean
 }
 
 export function registerDemo(program: Command, io: CliIo): void {
@@ -20,8 +20,9 @@ export function registerDemo(program: Command, io: CliIo): void {
     .command('demo')
     .description('start an XAPI simulator and a proxy, run a full then a delta backup through the queue to a local remote, verify and restore')
     .option('--vms <n>', 'simulated VMs', intArg('--vms', 1, 16), 2)
-    .option('--disk-size <size>', 'virtual size of each disk', sizeArg('--disk-size'), 256 * 1024 ** 2)
+    .addOption(sizeOption('--disk-size <size>', 'virtual size of each disk', 256 * 1024 ** 2))
     .option('--dir <path>', 'local remote directory (default: a new temp dir, kept)')
+    .option('--json', 'the narrative on stderr, the result as JSON on stdout')
     .option('--redis-url <url>', 'Redis URL (env REDIS_URL); a private redis-server is started if none answers')
     .action(async (flags: DemoFlags, cmd: Command) => {
       if (flags.diskSize % (2 * 1024 * 1024) !== 0 || flags.diskSize === 0) {
@@ -33,16 +34,18 @@ export function registerDemo(program: Command, io: CliIo): void {
       const onSignal = () => controller.abort()
       process.once('SIGINT', onSignal)
       try {
+        const { runDemo } = await import('../../backup/demo/demo.js')
         const result = await runDemo({
           vms: flags.vms,
           diskSizeBytes: flags.diskSize,
           ...(flags.dir === undefined ? {} : { dir: flags.dir }),
           redisUrl: config.redis.url,
           redis: config.redis,
-          out: io.stdout,
+          out: flags.json === true ? io.stderr : io.stdout,
           isTTY: io.isTTY,
           signal: controller.signal,
         })
+        if (flags.json === true) io.stdout(`${JSON.stringify(result)}\n`)
         if (!result.ok) throw new BackupProxyError('E_BACKUP', 'the demo did not complete')
       } finally {
         process.off('SIGINT', onSignal)

@@ -9,16 +9,27 @@
 import { writeFile } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { UsageError } from '../../common/errors.js'
-import { redactString } from '../../common/redact.js'
-import { restorePoolMetadata } from '../../backup/metadata-backup.js'
-import { deleteMetadataBackup, listPoolMetadataBackups, listXoMetadataBackups, parseMetadataBackupId, readXoConfigBackup } from '../../backup/metadata-layout.js'
-import { createRemote } from '../../remotes/index.js'
 import type { Remote } from '../../remotes/remote.js'
-import { XapiClient } from '../../xapi/client.js'
 import type { CliIo } from '../context.js'
+import { remoteUrlWithSecret, xapiTarget } from '../secrets.js'
 
-async function withRemote<T>(url: string, fn: (remote: Remote) => Promise<T>): Promise<T> {
-  const remote = createRemote(url)
+interface RemoteFlags {
+  remotePasswordFile?: string
+}
+interface RestoreFlags extends RemoteFlags {
+  xapi?: string
+  xapiUser?: string
+  xapiPasswordFile?: string
+  to?: string
+  allowUnauthorized?: boolean
+}
+
+// the remote, XAPI and layout modules load when a subcommand runs (the CLI's start stays light)
+const layout = () => import('../../backup/metadata-layout.js')
+
+async function withRemote<T>(url: string, flags: RemoteFlags, fn: (remote: Remote) => Promise<T>): Promise<T> {
+  const { createRemote } = await import('../../remotes/index.js')
+  const remote = createRemote(await remoteUrlWithSecret(url, flags))
   try {
     await remote.open()
     return await fn(remote)
@@ -27,23 +38,10 @@ async function withRemote<T>(url: string, fn: (remote: Remote) => Promise<T>): P
   }
 }
 
-function xapiOf(flag: string): { url: string; user: string; password: string } {
-  let u: URL
-  try {
-    u = new URL(flag)
-  } catch (error) {
-    throw new UsageError(`--xapi: not a URL: ${redactString(flag)}`, { cause: error })
-  }
-  const out = { user: decodeURIComponent(u.username), password: decodeURIComponent(u.password), url: '' }
-  u.username = ''
-  u.password = ''
-  out.url = u.toString().replace(/\/$/, '')
-  return out
-}
-
-async function restore(url: string, id: string, flags: { xapi?: string; to?: string; allowUnauthorized?: boolean }, io: CliIo): Promise<void> {
+async function restore(url: string, id: string, flags: RestoreFlags, io: CliIo): Promise<void> {
+  const { parseMetadataBackupId, readXoConfigBackup } = await layout()
   const parsed = parseMetadataBackupId(id)
-  await withRemote(url, async (remote) => {
+  await withRemote(url, flags, async (remote) => {
     if (parsed.type === 'xoConfig') {
       if (flags.to === undefined) throw new UsageError('an XO configuration backup is restored by Xen Orchestra: give --to <file> to write its data')
       const data = await readXoConfigBackup(remote, id)
@@ -51,11 +49,12 @@ async function restore(url: string, id: string, flags: { xapi?: string; to?: str
       io.stdout(`${JSON.stringify({ backupId: parsed.dir, to: flags.to })}\n`)
       return
     }
-    if (flags.xapi === undefined) throw new UsageError('a pool metadata restore needs --xapi https://user:password@host (the pool master)')
-    const x = xapiOf(flags.xapi)
+    if (flags.xapi === undefined) throw new UsageError('a pool metadata restore needs --xapi https://user@host (the pool master) and the password in --xapi-password-file or BACKUP_PROXY_XAPI_PASSWORD')
+    const x = await xapiTarget(flags.xapi, flags)
     const allowUnauthorized = flags.allowUnauthorized === true
     const signal = new AbortController().signal
-    const client = await XapiClient.connect({ ...x, allowUnauthorized, signal })
+    const [{ XapiClient }, { restorePoolMetadata }] = await Promise.all([import('../../xapi/client.js'), import('../../backup/metadata-backup.js')])
+    const client = await XapiClient.connect({ url: x.url, user: x.username, password: x.password, allowUnauthorized, signal })
     try {
       const result = await restorePoolMetadata(remote, id, client, { allowUnauthorized, signal })
       io.stdout(`${JSON.stringify({ backupId: parsed.dir, pool: parsed.poolUuid, ...result })}\n`)
@@ -71,8 +70,10 @@ export function registerMetadata(program: Command, io: CliIo): void {
     .command('list')
     .argument('<url>', 'remote URL')
     .description('the pool metadata backups (by pool) and XO configuration backups, oldest first, as JSON')
-    .action(async (url: string) => {
-      await withRemote(url, async (remote) => {
+    .option('--remote-password-file <path>', 'file holding the remote password / S3 secret key (or env BACKUP_PROXY_REMOTE_PASSWORD)')
+    .action(async (url: string, flags: RemoteFlags) => {
+      const { listPoolMetadataBackups, listXoMetadataBackups } = await layout()
+      await withRemote(url, flags, async (remote) => {
         io.stdout(`${JSON.stringify({ pools: await listPoolMetadataBackups(remote), xo: await listXoMetadataBackups(remote) }, null, 2)}\n`)
       })
     })
@@ -80,18 +81,23 @@ export function registerMetadata(program: Command, io: CliIo): void {
     .command('restore')
     .argument('<url>', 'remote URL')
     .argument('<id>', 'backup id (from metadata list)')
-    .option('--xapi <url>', 'pool master to restore a pool metadata backup to (https://user:password@host)')
+    .option('--xapi <url>', 'pool master to restore a pool metadata backup to (https://user@host)')
+    .option('--xapi-user <name>', 'XAPI user (instead of the one in --xapi)')
+    .option('--xapi-password-file <path>', 'file holding the XAPI password (or env BACKUP_PROXY_XAPI_PASSWORD)')
+    .option('--remote-password-file <path>', 'file holding the remote password / S3 secret key (or env BACKUP_PROXY_REMOTE_PASSWORD)')
     .option('--allow-unauthorized', 'accept a self-signed XAPI certificate')
     .option('--to <file>', 'write an XO configuration backup\'s data to this file')
     .description('send a pool metadata backup to its pool, or write an XO configuration backup to a file')
-    .action((url: string, id: string, flags: { xapi?: string; to?: string; allowUnauthorized?: boolean }) => restore(url, id, flags, io))
+    .action((url: string, id: string, flags: RestoreFlags) => restore(url, id, flags, io))
   cmd
     .command('delete')
     .argument('<url>', 'remote URL')
     .argument('<id>', 'backup id (from metadata list)')
+    .option('--remote-password-file <path>', 'file holding the remote password / S3 secret key (or env BACKUP_PROXY_REMOTE_PASSWORD)')
     .description('remove one metadata backup')
-    .action(async (url: string, id: string) => {
-      await withRemote(url, (remote) => deleteMetadataBackup(remote, id))
+    .action(async (url: string, id: string, flags: RemoteFlags) => {
+      const { deleteMetadataBackup, parseMetadataBackupId } = await layout()
+      await withRemote(url, flags, (remote) => deleteMetadataBackup(remote, id))
       io.stdout(`${JSON.stringify({ deleted: parseMetadataBackupId(id).dir })}\n`)
     })
 }

@@ -9,7 +9,6 @@
 import { readFile } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { BackupProxyError, UsageError } from '../../common/errors.js'
-import { EnqueueClient } from '../../queue/client.js'
 import type { TaskInput } from '../../queue/tasks.js'
 import type { CliIo } from '../context.js'
 import { collect, commandConfig, commandLogger, intArg } from '../context.js'
@@ -77,7 +76,8 @@ export function registerMirror(program: Command, io: CliIo): void {
       const target = targetOf(flags)
       const config = await commandConfig(cmd, { redis: { url: flags.redisUrl } })
       const task = await mirrorTaskOf(flags)
-      const client = await EnqueueClient.fromConfig(config, commandLogger(config))
+      const { EnqueueClient } = await import('../../queue/client.js')
+      const client = await EnqueueClient.fromConfig(config, await commandLogger(config))
       try {
         const handle = await client.enqueue(target, task)
         if (!flags.wait) {

@@ -6,24 +6,30 @@
  * (see ../encryption-key.ts), never from argv.
  */
 import type { Command } from 'commander'
-import { createRemote } from '../../remotes/index.js'
 import type { Remote } from '../../remotes/remote.js'
 import type { CliIo } from '../context.js'
-import { sizeArg } from '../context.js'
+import { sizeOption } from '../context.js'
 import { cliEncryptionKey, encryptionKeyOptions, type EncryptionKeyFlags } from '../encryption-key.js'
+import { remoteUrlWithSecret } from '../secrets.js'
+
+const PASSWORD_FILE_HELP = 'file holding the remote\'s password or S3 secret key, for a URL without it (or env BACKUP_PROXY_REMOTE_PASSWORD)'
 
 interface TestOptions extends EncryptionKeyFlags {
+  remotePasswordFile?: string
   json?: boolean
   size: number
 }
 
 interface LsOptions extends EncryptionKeyFlags {
+  remotePasswordFile?: string
   json?: boolean
   recursive?: boolean
   all?: boolean
 }
 
-async function withRemote<T>(url: string, encryptionKey: string | undefined, fn: (remote: Remote) => Promise<T>): Promise<T> {
+async function withRemote<T>(urlText: string, encryptionKey: string | undefined, flags: { remotePasswordFile?: string }, fn: (remote: Remote) => Promise<T>): Promise<T> {
+  const url = await remoteUrlWithSecret(urlText, flags)
+  const { createRemote } = await import('../../remotes/index.js')
   const remote = createRemote(url, encryptionKey === undefined ? {} : { encryptionKey })
   try {
     await remote.open()
@@ -40,10 +46,11 @@ export function registerRemote(program: Command, io: CliIo): void {
     .description('write, read back and delete a probe file; report latency and speed')
     .argument('<url>', 'remote URL (Xen Orchestra format, e.g. s3://AK:SK@host/bucket/dir)')
     .option('--json', 'machine-readable output')
-    .option('--size <size>', 'probe file size (e.g. 64MiB)', sizeArg('--size'), 16 * 1024 * 1024)
+    .addOption(sizeOption('--size <size>', 'probe file size (e.g. 64MiB)', 16 * 1024 * 1024))
+    .option('--remote-password-file <path>', PASSWORD_FILE_HELP)
   encryptionKeyOptions(test).action(async (url: string, options: TestOptions) => {
     const key = await cliEncryptionKey(options, [url])
-    await withRemote(url, key, async (r) => {
+    await withRemote(url, key, options, async (r) => {
       const result = await r.test({ sizeBytes: options.size })
       if (options.json === true) {
         io.stdout(`${JSON.stringify({ remote: r.displayUrl, ...result })}\n`)
@@ -65,10 +72,11 @@ export function registerRemote(program: Command, io: CliIo): void {
     .argument('[path]', 'path inside the remote', '')
     .option('-r, --recursive', 'list recursively')
     .option('-a, --all', 'include hidden entries (temporaries)')
+    .option('--remote-password-file <path>', PASSWORD_FILE_HELP)
     .option('--json', 'machine-readable output')
   encryptionKeyOptions(ls).action(async (url: string, path: string, options: LsOptions) => {
     const key = await cliEncryptionKey(options, [url])
-    await withRemote(url, key, async (r) => {
+    await withRemote(url, key, options, async (r) => {
       const entries = await r.list(path, { recursive: options.recursive === true, includeHidden: options.all === true })
       if (options.json === true) io.stdout(`${JSON.stringify(entries)}\n`)
       else io.stdout(entries.map((e) => `${e.path}${e.isDirectory ? '/' : ''}\n`).join(''))

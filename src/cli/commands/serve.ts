@@ -1,7 +1,5 @@
 /** `backup-proxy serve`: runs a proxy: BullMQ workers for its queues, the thread pool, and the HTTP endpoints. */
 import type { Command } from 'commander'
-import { loadConfig } from '../../config/index.js'
-import { serve } from '../../workers/serve.js'
 import type { CliIo } from '../context.js'
 import { collect, commandLogger, globalOptions, intArg } from '../context.js'
 
@@ -36,8 +34,9 @@ export function registerServe(program: Command, _io: CliIo): void {
         ...(g.config === undefined ? {} : { file: g.config }),
         flags: { ...sections, ...(g.logLevel === undefined ? {} : { log: { level: g.logLevel } }) },
       }
+      const [{ loadConfig }, { serve }] = await Promise.all([import('../../config/index.js'), import('../../workers/serve.js')])
       const config = await loadConfig(reload)
-      const logger = commandLogger(config)
+      const logger = await commandLogger(config)
       await serve({ config, logger, reload })
     })
 }

@@ -1,8 +1,6 @@
 /** `backup-proxy status`: waiting/active/failed counts per queue and the live proxies with their load. */
 import type { Command } from 'commander'
-import { EnqueueClient } from '../../queue/client.js'
-import { redisModeError } from '../../queue/redis.js'
-import { proxyStatus, type ProxyStatus } from '../../queue/status.js'
+import type { ProxyStatus } from '../../queue/status.js'
 import type { CliIo } from '../context.js'
 import { commandConfig } from '../context.js'
 
@@ -43,14 +41,18 @@ export function registerStatus(program: Command, io: CliIo): void {
     .option('--redis-url <url>', 'Redis URL (env REDIS_URL)')
     .action(async (flags: { json?: boolean; redisUrl?: string }, cmd: Command) => {
       const config = await commandConfig(cmd, { redis: { url: flags.redisUrl } })
-      const client = await EnqueueClient.fromConfig(config, undefined, { sealKey: false })
+      // one plain Redis connection, no BullMQ: status stays cheap to start
+      const [{ createRedis, readyRedis, redisModeError }, { proxyStatus }] = await Promise.all([import('../../queue/redis.js'), import('../../queue/status.js')])
+      const redis = createRedis(config.redis, 'backup-proxy:status')
+      redis.on('error', () => undefined) // readyRedis reports a failed connection with the URL and the cause
+      const client = { prefix: config.redis.prefix, redis: () => readyRedis(redis, config.redis) }
       try {
         const status = await proxyStatus(client).catch((error: unknown) => {
           throw redisModeError(error, config.redis) ?? error
         })
         io.stdout(flags.json === true ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status))
       } finally {
-        await client.close()
+        redis.disconnect()
       }
     })
 }

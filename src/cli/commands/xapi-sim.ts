@@ -6,10 +6,9 @@
 import { readFile } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { UsageError } from '../../common/errors.js'
-import { parseSimFault, type SimFault } from '../../xapi/sim/faults.js'
-import { startXapiSimulator } from '../../xapi/sim/index.js'
+import type { SimFault } from '../../xapi/sim/faults.js'
 import type { CliIo } from '../context.js'
-import { collect, intArg, sizeArg } from '../context.js'
+import { collect, intArg, sizeOption } from '../context.js'
 
 interface XapiSimFlags {
   vms: number
@@ -32,7 +31,7 @@ function parseListen(value: string): { host: string; port: number } {
   return { host: m[1] ?? m[2] ?? '127.0.0.1', port }
 }
 
-function parseFlags(flags: XapiSimFlags): { fillRatio: number; seed: number; host: string; port: number; faults: SimFault[] } {
+function parseFlags(flags: XapiSimFlags, parseSimFault: (v: unknown) => SimFault): { fillRatio: number; seed: number; host: string; port: number; faults: SimFault[] } {
   const fillRatio = Number(flags.fillRatio)
   if (!/^\d*\.?\d+$/.test(flags.fillRatio) || fillRatio > 1) throw new UsageError(`--fill-ratio must be a number from 0 to 1, got "${flags.fillRatio}"`)
   const seed = Number(flags.seed)
@@ -52,7 +51,7 @@ export function registerXapiSim(program: Command, io: CliIo): void {
     .command('xapi-sim')
     .description('run an XAPI simulator (JSON-RPC + export_raw_vdi) with deterministic VMs and disks')
     .option('--vms <n>', 'number of VMs', intArg('--vms', 0, 10_000), 2)
-    .option('--disk-size <size>', 'virtual size of each disk', sizeArg('--disk-size'), 1024 ** 3)
+    .addOption(sizeOption('--disk-size <size>', 'virtual size of each disk', 1024 ** 3))
     .option('--disks-per-vm <n>', 'disks per VM', intArg('--disks-per-vm', 0, 16), 1)
     .option('--fill-ratio <ratio>', 'share of blocks that hold data (0..1)', '0.5')
     .option('--seed <seed>', 'seed of the disk content', '1')
@@ -63,7 +62,8 @@ export function registerXapiSim(program: Command, io: CliIo): void {
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--fault <json>', 'export fault to inject, e.g. {"kind":"reset","afterBytes":1048576} (repeatable)', collect)
     .action(async (flags: XapiSimFlags) => {
-      const parsed = parseFlags(flags)
+      const [{ parseSimFault }, { startXapiSimulator }] = await Promise.all([import('../../xapi/sim/faults.js'), import('../../xapi/sim/index.js')])
+      const parsed = parseFlags(flags, parseSimFault)
       if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together')
       const tls =
         flags.tlsCert === undefined || flags.tlsKey === undefined ? undefined : { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) }
