@@ -12,7 +12,6 @@
 import { posix } from 'node:path'
 import { BackupProxyError, serializeError, toError } from '../common/errors.js'
 import { createRemote } from '../remotes/index.js'
-import { LocalRemote } from '../remotes/local.js'
 import type { Remote } from '../remotes/remote.js'
 import { VhdBlockPool } from '../vhd/block-pool.js'
 import { VhdChunkPlan } from '../vhd/chunk-plan.js'
@@ -58,12 +57,12 @@ async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: DiskMetri
       parent = { relativePath: posix.relative(posix.dirname(t.path), t.parent.path), uuid: parentFooter.uuid, timestamp: parentFooter.timestamp }
     }
     // a block buffer goes back to the pool once every writer is done with it: a VhdDirectory once the
-    // block's file is written (any remote); a VhdFile only on the local remote, whose writer is done with
-    // a chunk when its write callback fires (others may still hold it: S3 parts, NFS/SMB write windows)
+    // block's file is written (any remote); a VhdFile only where the remote's writer is done with a chunk
+    // when its write callback fires (its capabilities say; S3 parts, NFS/SMB write windows may hold it)
     const release = (b: VhdBlock): void => pool.done(b.buffer)
     const sink = t.directory
       ? await createDirectorySink(remote, t.path, { compression: t.compression, signal, onBlockWritten: release, ...(parent === undefined ? {} : { parent }) })
-      : createVhdFileSink(remote, t.path, { exclusive: true, signal, ...(parent === undefined ? {} : { parent }), ...(remote instanceof LocalRemote ? { onBlockWritten: release } : {}) })
+      : createVhdFileSink(remote, t.path, { exclusive: true, signal, ...(parent === undefined ? {} : { parent }), ...(remote.capabilities.releasesChunkOnWriteCallback ? { onBlockWritten: release } : {}) })
     return { remote, sink }
   } catch (error) {
     await remote.close().catch(() => undefined)
