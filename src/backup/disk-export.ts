@@ -21,7 +21,7 @@ import type { VhdSink } from '../vhd/sink.js'
 import { openVhdStream, type VhdBlock } from '../vhd/stream-parser.js'
 import { openVdiExport, type VdiExportDescriptor } from '../xapi/export.js'
 import { chunksOf } from './chunks.js'
-import { fanOut, type FanOutTarget } from './fan-out.js'
+import { AllTargetsFailedError, fanOut, type FanOutTarget } from './fan-out.js'
 import type { DiskExportInput, DiskExportResult, DiskExporter, DiskMetrics, DiskTarget } from './ports.js'
 import { createDirectorySink, readVhdFooter } from './vhd-ops.js'
 
@@ -93,7 +93,7 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
   }))
   try {
     if (opened.size === 0) {
-      throw new BackupProxyError('E_BACKUP', `no target could be opened: ${openFailures.map((f) => `${f.id}: ${f.error.message}`).join('; ')}`)
+      throw new AllTargetsFailedError(openFailures, 'no target could be opened')
     }
     const descriptor = input.descriptor as unknown as VdiExportDescriptor
     // the socket reads each block straight into a pooled block buffer (chunk-plan.ts): one copy, by the

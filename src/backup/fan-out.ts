@@ -39,9 +39,13 @@ export interface FanOutResult {
   blocks: number
 }
 
+/**
+ * The one "every target failed" error of the engine (fan-out, disk export, VM backup): each target's id
+ * and error, in the message and in `fields.targets`; `context` (e.g. `VM <uuid>`) prefixes the message.
+ */
 export class AllTargetsFailedError extends BackupProxyError {
-  constructor(readonly failures: readonly { id: string; error: Error }[]) {
-    super('E_BACKUP', `every target failed: ${failures.map((f) => `${f.id}: ${f.error.message}`).join('; ')}`, {
+  constructor(readonly failures: readonly { id: string; error: Error }[], context?: string) {
+    super('E_BACKUP', `${context === undefined ? '' : `${context}: `}every target failed: ${failures.map((f) => `${f.id}: ${f.error.message}`).join('; ')}`, {
       fields: { targets: failures.map((f) => ({ id: f.id, error: serializeError(f.error).message })) },
     })
   }
