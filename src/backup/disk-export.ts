@@ -21,7 +21,7 @@ import type { VhdSink } from '../vhd/sink.js'
 import { openVhdStream, type VhdBlock } from '../vhd/stream-parser.js'
 import { openVdiExport, type VdiExportDescriptor } from '../xapi/export.js'
 import { chunksOf } from './chunks.js'
-import { AllTargetsFailedError, fanOut, type FanOutTarget } from './fan-out.js'
+import { AllTargetsFailedError, fanOut, type FanOutTarget } from '../common/fan-out.js'
 import type { DiskExportInput, DiskExportResult, DiskExporter, DiskMetrics, DiskTarget } from './ports.js'
 import { createDirectorySink, readVhdFooter } from './vhd-ops.js'
 

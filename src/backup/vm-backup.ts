@@ -24,7 +24,7 @@ import {
 } from './base-choice.js'
 import { listBackups, updateCache, writeMetadata, type CatalogEntry } from './catalog.js'
 import { mapSettled } from './concurrency.js'
-import { AllTargetsFailedError } from './fan-out.js'
+import { AllTargetsFailedError } from '../common/fan-out.js'
 import {
   aliasDataPath, formatTimestamp, isAliasPath, isTimestamp, parseTimestamp, resolveVhdPath, sourceVdiUuid, timestampOfName, vdiDir, vmDir,
 } from './layout.js'
