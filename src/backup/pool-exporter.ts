@@ -1,8 +1,7 @@
 /** The DiskExporter port over the stream pool: each disk runs as the `backup.disk` thread task. */
-import type { StreamPool } from '../workers/pool.js'
-import type { DiskExporter, DiskProgress } from './ports.js'
+import type { DiskExporter, DiskProgress, StreamTaskRunner } from './ports.js'
 
-export function poolExporter(pool: StreamPool): DiskExporter {
+export function poolExporter(pool: StreamTaskRunner): DiskExporter {
   return (input, { signal, onProgress }) =>
     pool.run('backup.disk', input, {
       signal,

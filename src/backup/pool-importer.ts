@@ -1,8 +1,8 @@
 /** The DiskImporter port over the stream pool: each restored disk runs as the `backup.restoreDisk` thread task. */
-import type { StreamPool } from '../workers/pool.js'
 import type { DiskImporter, DiskImportProgress } from './disk-import.js'
+import type { StreamTaskRunner } from './ports.js'
 
-export function poolImporter(pool: StreamPool): DiskImporter {
+export function poolImporter(pool: StreamTaskRunner): DiskImporter {
   return (input, { signal, onProgress }) =>
     pool.run('backup.restoreDisk', input, {
       signal,
