@@ -1,10 +1,10 @@
 /**
  * `backup-proxy demo`: a real backup of simulated VMs through the queue to a local remote, then verify
- * and restore (src/backup/demo/demo.ts). Exit 0 only when every step succeeded.
+ * and restore (src/cli/demo/demo.ts). Exit 0 only when every step succeeded.
  */
 import type { Command } from 'commander'
 import { BackupProxyError } from '../../common/errors.js'
-import { runDemo } from '../../backup/demo/demo.js'
+import { runDemo } from '../demo/demo.js'
 import type { CliIo } from '../context.js'
 import { commandConfig, intArg, sizeArg } from '../context.js'
 
