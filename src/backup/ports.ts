@@ -1,8 +1,9 @@
 /**
  * What the backup engine needs from the outside, as narrow interfaces ("ports"): the XAPI calls of one
- * VM's backup and the disk exporter (a thread-pool task in production). The run orchestration depends
- * only on these, so the adapters (xapi-adapter.ts, the pool task) are the only code that knows the
- * XAPI client's and the worker pool's own types.
+ * VM's backup, the disk exporter (a thread-pool task in production), and what the job runner gives a
+ * processor or a thread task (BackupJobContext, StreamTaskRunner, StreamTask). The VM backup itself
+ * (vm-backup.ts) depends only on these; the engine never imports the runner (src/workers), whose types
+ * satisfy these ports. The disk export and restore paths use the XAPI transports (src/xapi) directly.
  */
 import type { JsonValue, SerializedError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'

@@ -4,7 +4,7 @@
  * A task names either one proxy (queue `{proxy.<id>}`) or a pool of proxies (queue `{pool.<name>}`). The
  * braces are a Redis Cluster hash tag: every key of one queue (BullMQ's `<prefix>:<queue>:*` and ours
  * below) hashes to one slot. BullMQ refuses `:` in queue names, so the separator inside the tag is `.`
- * (the DESIGN's `{proxy:<id>}` reads `{proxy.<id>}` on the wire); ids cannot contain `.`-only tricks
+ * (BullMQ refuses `:` in queue names, so a proxy's queue is `{proxy.<id>}` on the wire); ids cannot contain `.`-only tricks
  * because they are checked against ID_RE.
  *
  * Extra keys (all under the configured prefix):

@@ -1,5 +1,5 @@
 /**
- * The stream pool: a Piscina thread pool where each task is one disk stream (DESIGN "Shape").
+ * The stream pool: a Piscina thread pool where each task is one disk stream.
  *
  * `pool.run(taskName, input, { signal, onProgress, onMetrics })` dispatches to the thread task registry
  * (thread-tasks.ts) through thread-entry. Each task gets its own MessageChannel: progress and metric deltas
