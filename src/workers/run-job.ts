@@ -27,7 +27,7 @@ import { BackupProxyError, CancelledError, TimeoutError, errorCode, serializeErr
 import type { Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
 import type { JobProgress, QueuedJobData } from '../queue/client.js'
-import { queueKeys } from '../queue/names.js'
+import { bullKeys, queueKeys } from '../queue/names.js'
 import { unsealFields, type SealKey } from '../queue/seal.js'
 import { consolidate, eventsOfTree, LogTask, newTaskId, type JobSummary, type TaskLogEvent, type TaskStatus } from '../queue/task-log.js'
 import { isTaskKind, parseTask, SECRET_PATHS, type Task, type TaskKind, type TaskOf } from '../queue/tasks.js'
@@ -289,8 +289,8 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   const infoEnabled = deps.logger.isLevelEnabled('info')
   const abort = (cause: AbortCause, message: string) => state.abort(cause, message)
   deps.active.set(jobId, { job, queue, kind, abort, lockedAt: performance.now() })
-  const base = `${config.redis.prefix}:${queue}`
-  const keys = { logs: `${base}:${jobId}:logs`, events: `${base}:events`, cancelFlag: queueKeys.cancelFlag(config.redis.prefix, queue, jobId) }
+  const bull = bullKeys(config.redis.prefix, queue)
+  const keys = { logs: bull.logs(jobId), events: bull.events, cancelFlag: queueKeys.cancelFlag(config.redis.prefix, queue, jobId) }
   const writer = new TaskLogWriter(redis, keys, jobId, logger, (reason) => abort('cancel', reason))
   const events: TaskLogEvent[] = []
   const emit = (event: TaskLogEvent) => {
