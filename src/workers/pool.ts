@@ -208,6 +208,8 @@ export class StreamPool {
     if (outcome === 'closed') return
     this.#logger.warn({ graceMs, running: this.#busy, queued: this.#queued }, 'stream tasks ignored the cancel: terminating their threads')
     for (const kill of [...this.#kills]) kill(reason)
-    await this.#piscina.destroy()
+    const destroyed = Promise.all([this.#piscina.destroy(), ...this.#retiring]).then(() => undefined)
+    this.#closing = destroyed // a later close() waits for this, not for the threads that were terminated
+    await destroyed
   }
 }

@@ -354,6 +354,9 @@ export class ProxyRuntime {
       if (this.#active.size === 0) return
       this.#logger.warn({ jobs: [...this.#active.keys()] }, 'grace period over: cancelling running jobs (they go back to the queue)')
       for (const a of this.#active.values()) a.abort('shutdown', 'the proxy is shutting down')
+      // last rung: stream tasks that ignore the cancel for another grace have their threads terminated,
+      // so their jobs' processors return and the jobs go back to the queue
+      void this.#pool?.destroy('the proxy is shutting down', { graceMs }).catch((error: unknown) => this.#logger.warn({ err: error }, 'stream pool not destroyed'))
     }, graceMs)
     try {
       // close() stops fetching and resolves once every active job's processor has returned and its
