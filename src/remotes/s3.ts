@@ -27,7 +27,6 @@ import {
   S3Client,
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3'
-import { createHash } from 'node:crypto'
 import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import { Readable, type Writable } from 'node:stream'
@@ -36,52 +35,9 @@ import { RemoteError } from '../common/errors.js'
 import { Remote, type ListEntry, type ListOptions, type ReadRange, type RemoteCapabilities, type RemoteStat, type WriteFileOptions, type WriteStreamOptions, type WriteTarget } from './remote.js'
 import { choosePartSizeBytes, MIN_PART_BYTES, S3WriteStream } from './s3-writer.js'
 import { toS3RemoteError } from './s3-errors.js'
+import { deleteEach, isNotImplemented, truncate, withContentMd5 } from './s3-helpers.js'
 import type { RemoteOptions, S3RemoteUrl } from './url-types.js'
 import { redactRemoteUrl } from './url.js'
-
-/**
- * S3 requires Content-MD5 on DeleteObjects; recent SDKs send a CRC32 checksum instead, which AWS accepts
- * but Swift's s3api (and older S3-compatible servers) refuse. Add the MD5 of the serialized body.
- */
-function withContentMd5(command: DeleteObjectsCommand): DeleteObjectsCommand {
-  command.middlewareStack.add(
-    (next) => async (args) => {
-      const request = args.request as { headers?: Record<string, string>; body?: unknown }
-      if (request.headers !== undefined && (typeof request.body === 'string' || request.body instanceof Uint8Array)) {
-        request.headers['content-md5'] = createHash('md5').update(request.body).digest('base64')
-      }
-      return next(args)
-    },
-    { step: 'build', name: 'backupProxyContentMd5' },
-  )
-  return command
-}
-
-/** Passes the first `n` bytes, drops the rest. */
-function truncate(n: number): (source: AsyncIterable<Buffer>) => AsyncGenerator<Buffer> {
-  return async function* (source) {
-    let left = n
-    for await (const chunk of source) {
-      if (left <= 0) continue
-      const piece = chunk.length <= left ? chunk : chunk.subarray(0, left)
-      left -= piece.length
-      yield piece
-    }
-  }
-}
-
-export function isNotImplemented(error: unknown): boolean {
-  return (error as { name?: unknown }).name === 'NotImplemented' || (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 501
-}
-
-async function deleteEach(keys: string[], limit: number, fn: (key: string) => Promise<void>): Promise<void> {
-  let i = 0
-  await Promise.all(
-    Array.from({ length: Math.min(limit, keys.length) }, async () => {
-      while (i < keys.length) await fn(keys[i++] as string)
-    }),
-  )
-}
 
 export const DEFAULT_PART_BYTES = 16 * 1024 * 1024
 export const DEFAULT_UPLOAD_CONCURRENCY = 4
