@@ -37,6 +37,7 @@ import type { MetricDelta } from './messages.js'
 import { StreamPool } from './pool.js'
 import type { ProcessorRegistry } from './processors.js'
 import { runJob, type ActiveJob } from './run-job.js'
+import { TaskLogFlusher } from './task-log-flusher.js'
 
 export interface ProxyRuntimeOptions {
   config: Config
@@ -67,6 +68,8 @@ export class ProxyRuntime {
   #pool: StreamPool | undefined
   readonly #workers: Worker<QueuedJobData, JobSummary>[] = []
   readonly #active = new Map<string, ActiveJob>()
+  /** flushes the task logs of this runtime's jobs (one timer; nothing shared with other runtimes) */
+  readonly #flusher = new TaskLogFlusher()
   #heartbeat: NodeJS.Timeout | undefined
   #lockWatch: NodeJS.Timeout | undefined
   #state: 'new' | 'running' | 'draining' | 'stopped' = 'new'
@@ -142,6 +145,7 @@ export class ProxyRuntime {
       logger: this.#logger,
       instance: this.instance,
       active: this.#active,
+      flusher: this.#flusher,
     }
     for (const name of this.queues) {
       const worker = new Worker<QueuedJobData, JobSummary>(
@@ -368,6 +372,7 @@ export class ProxyRuntime {
       clearInterval(this.#lockWatch)
     }
     await this.#pool?.close()
+    this.#flusher.close()
     await this.#subscriber?.quit().catch(() => undefined)
     await removeHeartbeat(this.#redis, this.config.redis.prefix, this.instance).catch((error: unknown) => this.#logger.warn({ err: error }, 'heartbeat not removed'))
     await this.#bull.close()
