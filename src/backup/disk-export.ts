@@ -1,7 +1,8 @@
 /**
  * One disk's export, end to end, in the thread that runs it: open the XAPI export from its descriptor,
  * parse and validate the VHD stream, and fan the blocks out to one VHD writer per target remote (each
- * remote opened here from its URL: nothing but plain data crosses threads). This is the `DiskExporter`
+ * remote opened in this thread from its URL, and kept open for the thread's next disks by a RemoteCache:
+ * nothing but plain data crosses threads). This is the `DiskExporter`
  * port; the pool task (disk-thread-task.ts) wraps it, tests and the demo may also call it directly.
  *
  * The written VHD's footer carries the snapshot VDI's uuid (XO finds bases by it) and, for a delta, its
@@ -11,9 +12,7 @@
  */
 import { posix } from 'node:path'
 import { BackupProxyError, serializeError, toError } from '../common/errors.js'
-import { createRemote } from '../remotes/index.js'
-import { LocalRemote } from '../remotes/local.js'
-import type { Remote } from '../remotes/remote.js'
+import { RemoteCache, type RemoteLease } from '../remotes/cache.js'
 import { VhdBlockPool } from '../vhd/block-pool.js'
 import { VhdChunkPlan } from '../vhd/chunk-plan.js'
 import { DISK_TYPES } from '../vhd/constants.js'
@@ -22,7 +21,7 @@ import type { VhdSink } from '../vhd/sink.js'
 import type { VhdBlock } from '../vhd/stream-parser.js'
 import type { VdiExportDescriptor } from '../xapi/export.js'
 import { openDiskSource } from './nbd-source.js'
-import { fanOut, type FanOutTarget } from './fan-out.js'
+import { AllTargetsFailedError, fanOut, type FanOutTarget } from '../common/fan-out.js'
 import type { DiskExportInput, DiskExportResult, DiskExporter, DiskMetrics, DiskTarget } from './ports.js'
 import { createDirectorySink, readVhdFooter } from './vhd-ops.js'
 
@@ -38,16 +37,25 @@ const blockPool = new VhdBlockPool({ maxFree: 8 })
  * window adds 2 per target) and small enough that a disk holds ~8 blocks (16 MiB) at a time.
  */
 const READ_AHEAD_CHUNKS = 2
+/**
+ * Remotes opened by this thread's exports, by URL and options: a VM's disks (and the next run's) reuse
+ * them; one unused for 30 s is closed.
+ */
+export const threadRemotes = new RemoteCache({ idleMs: 30_000 })
 
 interface OpenedTarget {
-  remote: Remote
+  lease: RemoteLease
   sink: VhdSink
 }
 
 export async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: DiskMetrics | undefined, pool: VhdBlockPool): Promise<OpenedTarget> {
-  const remote = createRemote(t.url, t.options)
-  metrics?.attachRemote(remote, t.id) // the remote is dropped after the disk: no need to detach
-  await remote.open()
+  const lease = await threadRemotes.acquire(t.url, t.options)
+  const remote = lease.remote
+  const detach = metrics?.attachRemote(remote, t.id)
+  const release = (): void => {
+    detach?.()
+    lease.release()
+  }
   try {
     let parent
     if (t.parent !== undefined) {
@@ -58,15 +66,15 @@ export async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: Di
       parent = { relativePath: posix.relative(posix.dirname(t.path), t.parent.path), uuid: parentFooter.uuid, timestamp: parentFooter.timestamp }
     }
     // a block buffer goes back to the pool once every writer is done with it: a VhdDirectory once the
-    // block's file is written (any remote); a VhdFile only on the local remote, whose writer is done with
-    // a chunk when its write callback fires (others may still hold it: S3 parts, NFS/SMB write windows)
-    const release = (b: VhdBlock): void => pool.done(b.buffer)
+    // block's file is written (any remote); a VhdFile only where the remote's writer is done with a chunk
+    // when its write callback fires (its capabilities say; S3 parts, NFS/SMB write windows may hold it)
+    const written = (b: VhdBlock): void => pool.done(b.buffer)
     const sink = t.directory
-      ? await createDirectorySink(remote, t.path, { compression: t.compression, signal, onBlockWritten: release, ...(parent === undefined ? {} : { parent }) })
-      : createVhdFileSink(remote, t.path, { exclusive: true, signal, ...(parent === undefined ? {} : { parent }), ...(remote instanceof LocalRemote ? { onBlockWritten: release } : {}) })
-    return { remote, sink }
+      ? await createDirectorySink(remote, t.path, { compression: t.compression, signal, onBlockWritten: written, ...(parent === undefined ? {} : { parent }) })
+      : createVhdFileSink(remote, t.path, { exclusive: true, signal, ...(parent === undefined ? {} : { parent }), ...(remote.capabilities.releasesChunkOnWriteCallback ? { onBlockWritten: written } : {}) })
+    return { lease: { remote, release }, sink }
   } catch (error) {
-    await remote.close().catch(() => undefined)
+    release()
     throw error
   }
 }
@@ -93,7 +101,7 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
   }))
   try {
     if (opened.size === 0) {
-      throw new BackupProxyError('E_BACKUP', `no target could be opened: ${openFailures.map((f) => `${f.id}: ${f.error.message}`).join('; ')}`)
+      throw new AllTargetsFailedError(openFailures, 'no target could be opened')
     }
     const exp = source
     const differencing = vhd.footer.diskType === DISK_TYPES.DIFFERENCING
@@ -143,6 +151,6 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
     }
   } finally {
     await vhd.close().catch(() => undefined)
-    await Promise.all([...opened.values()].map((o) => o.remote.close().catch(() => undefined)))
+    for (const o of opened.values()) o.lease.release()
   }
 }

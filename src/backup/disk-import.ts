@@ -2,7 +2,7 @@
  * One disk of a restore, as run inside a pool thread (`backup.restoreDisk`, restore-disk.thread.ts) or
  * inline: the disk's chain is opened on the remote (VhdFile or VhdDirectory, compressed or encrypted, any
  * length) and streamed as one flattened dynamic VHD (`VhdChain.vhdStream`) into the VDI of an import
- * descriptor (`PUT /import_raw_vdi/?format=vhd`, restore-import.ts). The main thread created the VDI and
+ * descriptor (`PUT /import_raw_vdi/?format=vhd`, xapi/restore-import.ts). The main thread created the VDI and
  * the XAPI task of the descriptor and waits for that task: this side only moves the bytes.
  *
  * Input and output are plain data (structured clone); the remote URL holds credentials and is never
@@ -13,7 +13,7 @@ import { createRemote } from '../remotes/index.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import { openChain } from '../vhd/chain.js'
 import type { VdiImportDescriptor } from '../xapi/client.js'
-import { putVdiImport } from './restore-import.js'
+import { putVdiImport } from '../xapi/restore-import.js'
 
 export interface DiskImportInput {
   remote: { url: string; options: RemoteOptions }

@@ -5,11 +5,10 @@
  */
 import type { JsonValue } from '../common/errors.js'
 import { attachRemoteMetrics } from '../metrics/remote-metrics.js'
-import type { ThreadTask } from '../workers/thread-task.js'
 import { runDiskExport } from './disk-export.js'
-import type { DiskExportInput, DiskExportResult } from './ports.js'
+import type { DiskExportInput, DiskExportResult, StreamTask } from './ports.js'
 
-const task: ThreadTask<DiskExportInput, DiskExportResult> = (input, ctx) =>
+const task: StreamTask<DiskExportInput, DiskExportResult> = (input, ctx) =>
   runDiskExport(input, {
     signal: ctx.signal,
     onProgress: (p) => ctx.progress(p as unknown as JsonValue),

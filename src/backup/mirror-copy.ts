@@ -27,7 +27,7 @@ import { DISK_TYPES } from '../vhd/constants.js'
 import { openVhd } from '../vhd/open.js'
 import type { VhdBlock } from '../vhd/stream-parser.js'
 import { openTarget } from './disk-export.js'
-import { fanOut, type FanOutTarget } from './fan-out.js'
+import { fanOut, type FanOutTarget } from '../common/fan-out.js'
 import type { DiskMetrics, DiskTarget } from './ports.js'
 
 export interface MirrorSource {
@@ -152,7 +152,8 @@ export async function copyVhd(input: CopyVhdInput, { signal, onProgress, metrics
       failed: [...failed, ...result.failed].map((f) => ({ id: f.id, error: serializeError(f.error) })),
     }
   } finally {
-    await Promise.all([source, ...[...opened.values()].map((o) => o.remote)].map((r) => r.close().catch(() => undefined)))
+    for (const o of opened.values()) o.lease.release()
+    await source.close().catch(() => undefined)
   }
 }
 

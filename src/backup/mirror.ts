@@ -26,10 +26,9 @@ import { vmDir } from './layout.js'
 import { mirrorBackup, type MirrorCopier, type MirrorTarget } from './mirror-backup.js'
 import { copyFile, copyVhd } from './mirror-copy.js'
 import { idsOfPattern, planVmTransfer, targetRetention } from './mirror-plan.js'
-import type { RemoteMetricsHook } from './ports.js'
+import type { RemoteMetricsHook, StreamTaskRunner } from './ports.js'
 import { remoteOptionsOf } from './run.js'
 import { attachTaskLog, createTaskLog, type Task, type TaskLogEvent, type TaskSummary } from './task-log.js'
-import type { StreamPool } from '../workers/pool.js'
 
 export interface MirrorEnv {
   defaults: BackupSettings
@@ -195,7 +194,7 @@ export const inlineCopier: MirrorCopier = (input, { signal, onProgress }) => {
 }
 
 /** Copies in the stream pool (`mirror.copy` thread task): what a proxy uses. */
-export function poolCopier(pool: StreamPool): MirrorCopier {
+export function poolCopier(pool: StreamTaskRunner): MirrorCopier {
   return (input, { signal, onProgress }) =>
     pool.run('mirror.copy', input, { signal, ...(onProgress === undefined ? {} : { onProgress: (p) => onProgress(p as unknown as { readBytes: number }) }) })
 }

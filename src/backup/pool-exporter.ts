@@ -1,9 +1,8 @@
 /** The DiskExporter port over the stream pool: each disk runs as the `backup.disk` thread task. */
-import type { StreamPool } from '../workers/pool.js'
-import type { DiskExporter, DiskProgress } from './ports.js'
+import type { DiskExporter, DiskProgress, StreamTaskRunner } from './ports.js'
 import type { XvaExporter } from './xva-export.js'
 
-export function poolExporter(pool: StreamPool): DiskExporter {
+export function poolExporter(pool: StreamTaskRunner): DiskExporter {
   return (input, { signal, onProgress }) =>
     pool.run('backup.disk', input, {
       signal,
@@ -12,7 +11,7 @@ export function poolExporter(pool: StreamPool): DiskExporter {
 }
 
 /** The XvaExporter port over the stream pool: each full backup's transfer runs as the `backup.xva` thread task. */
-export function poolXvaExporter(pool: StreamPool): XvaExporter {
+export function poolXvaExporter(pool: StreamTaskRunner): XvaExporter {
   return (input, { signal, onProgress }) =>
     pool.run('backup.xva', input, {
       signal,

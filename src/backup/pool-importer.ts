@@ -2,11 +2,11 @@
  * The importer ports over the stream pool: each restored disk runs as the `backup.restoreDisk` thread
  * task, a full backup's XVA as `backup.restoreXva`.
  */
-import type { StreamPool } from '../workers/pool.js'
 import type { DiskImporter, DiskImportProgress } from './disk-import.js'
+import type { StreamTaskRunner } from './ports.js'
 import type { XvaImporter } from './xva-import.js'
 
-export function poolImporter(pool: StreamPool): DiskImporter {
+export function poolImporter(pool: StreamTaskRunner): DiskImporter {
   return (input, { signal, onProgress }) =>
     pool.run('backup.restoreDisk', input, {
       signal,
@@ -15,7 +15,7 @@ export function poolImporter(pool: StreamPool): DiskImporter {
 }
 
 /** The XvaImporter port over the stream pool: a full backup's restore runs as the `backup.restoreXva` thread task. */
-export function poolXvaImporter(pool: StreamPool): XvaImporter {
+export function poolXvaImporter(pool: StreamTaskRunner): XvaImporter {
   return (input, { signal, onProgress }) =>
     pool.run('backup.restoreXva', input, {
       signal,

@@ -1,15 +1,25 @@
 /**
  * What the backup engine needs from the outside, as narrow interfaces ("ports"): the XAPI calls of one
- * VM's backup and the disk exporter (a thread-pool task in production). The run orchestration depends
- * only on these, so the adapters (xapi-adapter.ts, the pool task) are the only code that knows the
- * XAPI client's and the worker pool's own types.
+ * VM's backup, the disk exporter (a thread-pool task in production), and what the job runner gives a
+ * processor or a thread task (BackupJobContext, StreamTaskRunner, StreamTask). The VM backup itself
+ * (vm-backup.ts) depends only on these; the engine never imports the runner (src/workers), whose types
+ * satisfy these ports. The disk export and restore paths use the XAPI transports (src/xapi) directly.
  */
 import type { JsonValue, SerializedError } from '../common/errors.js'
+import type { Logger } from '../common/log.js'
+import type { Config } from '../config/index.js'
+import type { JobProgress } from '../queue/client.js'
+import type { LogTask, TaskLogEvent } from '../queue/task-log.js'
+import type { TaskKind, TaskOf } from '../queue/tasks.js'
 import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import type { NbdExportPlan } from './nbd-source.js'
+import type { MirrorCopier } from './mirror-backup.js'
+import type { XvaExporter } from './xva-export.js'
+import type { XvaImporter } from './xva-import.js'
 import type { NbdXapi } from './nbd-plan.js'
 import type { XvaExportDescriptor } from '../xapi/client.js'
+import type { DiskImportInput, DiskImportResult } from './disk-import.js'
 
 /** A XAPI record as plain JSON. */
 export type Rec = Record<string, unknown>
@@ -134,3 +144,48 @@ export interface DiskExportOptions {
 }
 
 export type DiskExporter = (input: DiskExportInput, options: DiskExportOptions) => Promise<DiskExportResult>
+
+/**
+ * The thread pool as the engine sees it: run one named stream task in a thread. The runner's StreamPool
+ * (src/workers) is one; the engine never imports the runner.
+ */
+export interface StreamTaskRunner {
+  run(taskName: 'backup.disk', input: DiskExportInput, options: StreamRunOptions): Promise<DiskExportResult>
+  run(taskName: 'backup.restoreDisk', input: DiskImportInput, options: StreamRunOptions): Promise<DiskImportResult>
+  run(taskName: 'backup.xva', input: Parameters<XvaExporter>[0], options: StreamRunOptions): Promise<Awaited<ReturnType<XvaExporter>>>
+  run(taskName: 'backup.restoreXva', input: Parameters<XvaImporter>[0], options: StreamRunOptions): Promise<Awaited<ReturnType<XvaImporter>>>
+  run(taskName: 'mirror.copy', input: Parameters<MirrorCopier>[0], options: StreamRunOptions): Promise<Awaited<ReturnType<MirrorCopier>>>
+}
+
+export interface StreamRunOptions {
+  signal?: AbortSignal
+  onProgress?: (progress: JsonValue) => void
+}
+
+/** What a stream task of the engine receives in its thread (the runner's ThreadTaskContext is one). */
+export interface StreamTaskContext {
+  /** aborted by a cooperative cancel */
+  signal: AbortSignal
+  progress: (progress: JsonValue) => void
+  counter: (metric: string, labels: Record<string, string>, value?: number) => void
+  observe: (metric: string, labels: Record<string, string>, value: number) => void
+}
+
+/** A stream task module's default export (registered by the runner in src/workers/thread-tasks.ts). */
+export type StreamTask<I, O> = (input: I, ctx: StreamTaskContext) => Promise<O>
+
+/**
+ * What a queue processor of the engine receives from the job runner (src/workers' JobContext is one):
+ * the task, the cancel signal, the run's root task in the task log, progress, the logger, the backup
+ * defaults and the stream pool.
+ */
+export interface BackupJobContext<K extends TaskKind> {
+  task: TaskOf<K>
+  signal: AbortSignal
+  root: LogTask
+  log: (event: TaskLogEvent) => void
+  progress: (progress: JobProgress) => void
+  logger: Logger
+  config: Pick<Config, 'backup'>
+  pool: StreamTaskRunner
+}

@@ -3,7 +3,7 @@
  * `backup.run` (run.ts through the stream pool), `backup.verify` (verify.ts on one backup),
  * `backup.restore` (restore-task.ts: a whole VM restored onto an SR, disks through the stream pool), `remote.test` (the remote's probe)
  * and `remote.list` (the backups on a remote, or the entries of one directory).
- * Their task-log subtrees hang under the job runner's root task. Given the proxy's metrics, the remotes
+ * Their task-log subtrees hang under the job runner's root task. Given a metrics hook (the runner's), the remotes
  * they open on the main thread report operations, bytes and `remote_up` (labelled by the task's id).
  */
 import { TaskInvalidError, type JsonValue } from '../common/errors.js'
@@ -11,40 +11,36 @@ import type { TaskResult } from '../queue/task-log.js'
 import { createRemote } from '../remotes/index.js'
 import type { Remote } from '../remotes/remote.js'
 import { unknownTaskFields, type TaskRemote } from '../queue/tasks.js'
-import { attachRemoteMetrics, type ProxyMetrics } from '../metrics/index.js'
-import type { JobContext } from '../workers/processors.js'
 import { listBackedUpVms, listBackups, type CatalogEntry } from './catalog.js'
 import { resolveVhdPath, sourceVdiUuid } from './layout.js'
 import { poolExporter, poolXvaExporter } from './pool-exporter.js'
 import { poolImporter, poolXvaImporter } from './pool-importer.js'
 import { restoreToSr } from './restore-task.js'
-import type { RemoteMetricsHook } from './ports.js'
+import type { BackupJobContext as JobContext, RemoteMetricsHook } from './ports.js'
 import { remoteOptionsOf, runBackup } from './run.js'
 import { verifyRemote } from './verify.js'
 import { poolCopier, runMirror } from './mirror.js'
 import { runMetadataBackup } from './metadata-backup.js'
 
 export interface BackupProcessorOptions {
-  /** the proxy's registry: remotes opened on the main thread report into it */
-  metrics?: ProxyMetrics
+  /** attaches the proxy's metrics to the remotes opened on the main thread (given by the runner) */
+  remoteMetrics?: RemoteMetricsHook
 }
 
-/** The `backup.run` processor, reporting remote metrics into `options.metrics` when given. */
+/** The `backup.run` processor, reporting remote metrics through `options.remoteMetrics` when given. */
 export function createBackupRunProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'backup.run'>) => Promise<TaskResult> {
-  const { metrics } = options
-  return (ctx) => runBackupJob(ctx, metrics === undefined ? undefined : (remote, remoteId) => attachRemoteMetrics(remote, metrics, remoteId))
+  return (ctx) => runBackupJob(ctx, options.remoteMetrics)
 }
 
-/** The `backup.verify` processor, reporting remote metrics into `options.metrics` when given. */
+/** The `backup.verify` processor, reporting remote metrics through `options.remoteMetrics` when given. */
 export function createBackupVerifyProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'backup.verify'>) => Promise<TaskResult> {
-  const { metrics } = options
-  return (ctx) => verifyJob(ctx, metrics)
+  return (ctx) => verifyJob(ctx, options.remoteMetrics)
 }
 
 /** The `remote.test` processor: the remote's write/read/stat probe (Remote.test), its figures as result. */
 export function createRemoteTestProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'remote.test'>) => Promise<TaskResult> {
   return (ctx) =>
-    withRemote(ctx.task.remote, ctx.task.remoteId, options.metrics, async (remote) => {
+    withRemote(ctx.task.remote, ctx.task.remoteId, options.remoteMetrics, async (remote) => {
       const result = await remote.test({ signal: ctx.signal })
       return { status: 'success', result: { ...result } }
     })
@@ -60,7 +56,7 @@ export function createRemoteListProcessor(options: BackupProcessorOptions = {}):
     if (path !== undefined && vmUuid !== undefined) {
       throw new TaskInvalidError('remote.list: give either vmUuid (list its backups) or path (list a directory), not both', { fields: { field: 'path' } })
     }
-    return await withRemote(ctx.task.remote, ctx.task.remoteId, options.metrics, async (remote) => {
+    return await withRemote(ctx.task.remote, ctx.task.remoteId, options.remoteMetrics, async (remote) => {
       if (path !== undefined) {
         const entries = await remote.list(path)
         return { status: 'success', result: { path, entries: entries.map((e) => ({ path: e.path, isDirectory: e.isDirectory })) } }
@@ -99,9 +95,9 @@ function backupSummary(vmUuid: string, b: CatalogEntry): JsonValue {
 }
 
 /** Opens the task's remote (metrics attached first when given), runs `fn`, always closes it. */
-async function withRemote<T>(taskRemote: TaskRemote, remoteId: string | undefined, metrics: ProxyMetrics | undefined, fn: (remote: Remote) => Promise<T>): Promise<T> {
+async function withRemote<T>(taskRemote: TaskRemote, remoteId: string | undefined, metrics: RemoteMetricsHook | undefined, fn: (remote: Remote) => Promise<T>): Promise<T> {
   const remote = createRemote(taskRemote.url, remoteOptionsOf(taskRemote))
-  const detach = metrics === undefined ? undefined : attachRemoteMetrics(remote, metrics, remoteId ?? remote.kind)
+  const detach = metrics?.(remote, remoteId ?? remote.kind)
   try {
     await remote.open()
   } catch (error) {
@@ -118,7 +114,7 @@ async function withRemote<T>(taskRemote: TaskRemote, remoteId: string | undefine
 /** The `backup.restore` processor: the backup restored as a new VM on the task's SR (restore-task.ts). */
 export function createBackupRestoreProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'backup.restore'>) => Promise<TaskResult> {
   return async (ctx) => {
-    return await withRemote(ctx.task.remote, ctx.task.remoteId, options.metrics, async (remote) => {
+    return await withRemote(ctx.task.remote, ctx.task.remoteId, options.remoteMetrics, async (remote) => {
       const result = await restoreToSr(ctx.task, { remote, signal: ctx.signal, root: ctx.root, logger: ctx.logger, progress: ctx.progress, importer: poolImporter(ctx.pool), xvaImporter: poolXvaImporter(ctx.pool) })
       return { status: 'success', result: result as unknown as JsonValue }
     })
@@ -155,7 +151,7 @@ async function runBackupJob(ctx: JobContext<'backup.run'>, remoteMetrics: Remote
   return { status, ...(summary.result === undefined ? {} : { result: summary.result }) }
 }
 
-async function verifyJob(ctx: JobContext<'backup.verify'>, metrics: ProxyMetrics | undefined): Promise<TaskResult> {
+async function verifyJob(ctx: JobContext<'backup.verify'>, metrics: RemoteMetricsHook | undefined): Promise<TaskResult> {
   return withRemote(ctx.task.remote, ctx.task.remoteId, metrics, async (remote) => {
     const report = await verifyRemote(remote, { metadataPath: ctx.task.metadataPath, full: true, signal: ctx.signal })
     for (const p of report.problems) ctx.root.warning(`${p.kind}: ${p.path}: ${p.message}`)
@@ -165,7 +161,7 @@ async function verifyJob(ctx: JobContext<'backup.verify'>, metrics: ProxyMetrics
 
 /** The `backup.mirror` processor: XO's mirror backup (mirror.ts), the copies in the stream pool. */
 export function createBackupMirrorProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'backup.mirror'>) => Promise<TaskResult> {
-  const { metrics } = options
+  const { remoteMetrics } = options
   return async (ctx) => {
     const summary = await runMirror(ctx.task, {
       defaults: ctx.config.backup,
@@ -174,7 +170,7 @@ export function createBackupMirrorProcessor(options: BackupProcessorOptions = {}
       emit: ctx.log,
       parentTaskId: ctx.root.id,
       log: ctx.logger,
-      ...(metrics === undefined ? {} : { remoteMetrics: (remote, remoteId) => attachRemoteMetrics(remote, metrics, remoteId) }),
+      ...(remoteMetrics === undefined ? {} : { remoteMetrics }),
       progress: (p) => ctx.progress({ percent: p.vmsTotal === 0 ? 100 : Math.floor((100 * p.vmsDone) / p.vmsTotal), doneBytes: p.readBytes, message: `${p.vmsDone}/${p.vmsTotal} VMs` }),
     })
     const status = summary.status === 'pending' ? 'interrupted' : summary.status
@@ -184,13 +180,13 @@ export function createBackupMirrorProcessor(options: BackupProcessorOptions = {}
 
 /** The `backup.metadata` processor: XO's metadata backup (metadata-backup.ts). */
 export function createBackupMetadataProcessor(options: BackupProcessorOptions = {}): (ctx: JobContext<'backup.metadata'>) => Promise<TaskResult> {
-  const { metrics } = options
+  const { remoteMetrics } = options
   return async (ctx) => {
     const summary = await runMetadataBackup(ctx.task, {
       signal: ctx.signal,
       emit: ctx.log,
       parentTaskId: ctx.root.id,
-      ...(metrics === undefined ? {} : { remoteMetrics: (remote, remoteId) => attachRemoteMetrics(remote, metrics, remoteId) }),
+      ...(remoteMetrics === undefined ? {} : { remoteMetrics }),
     })
     const status = summary.status === 'pending' ? 'interrupted' : summary.status
     return { status, ...(summary.result === undefined ? {} : { result: summary.result }) }

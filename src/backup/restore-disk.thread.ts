@@ -3,9 +3,9 @@
  * so decompression, decryption and VHD assembly of a restore leave the main thread free. The context's
  * signal is the cooperative cancel; progress goes through the task context.
  */
-import type { ThreadTask } from '../workers/thread-task.js'
 import { progressJson, runDiskImport, type DiskImportInput, type DiskImportResult } from './disk-import.js'
+import type { StreamTask } from './ports.js'
 
-const task: ThreadTask<DiskImportInput, DiskImportResult> = (input, ctx) => runDiskImport(input, { signal: ctx.signal, onProgress: (p) => ctx.progress(progressJson(p)) })
+const task: StreamTask<DiskImportInput, DiskImportResult> = (input, ctx) => runDiskImport(input, { signal: ctx.signal, onProgress: (p) => ctx.progress(progressJson(p)) })
 
 export default task

@@ -12,34 +12,13 @@
  */
 import { randomUUID } from 'node:crypto'
 import { CancelledError, serializeError, type JsonValue } from '../common/errors.js'
+import type { TaskLogEntry, TaskLogEvent, TaskSummary, TaskStatus as QueueTaskStatus } from '../queue/task-log.js'
 
-export type TaskStatus = 'pending' | 'success' | 'failure' | 'interrupted' | 'skipped'
-export type FinalStatus = Exclude<TaskStatus, 'pending'>
-
-export type TaskLogEvent =
-  | { event: 'start'; taskId: string; parentId?: string; timestamp: number; message: string; data?: JsonValue }
-  | { event: 'info' | 'warning'; taskId: string; timestamp: number; message: string; data?: JsonValue }
-  | { event: 'end'; taskId: string; timestamp: number; status: FinalStatus; result?: JsonValue }
-
-export interface TaskLogEntry {
-  message: string
-  data?: JsonValue
-  timestamp: number
-}
-
-/** One node of the summary tree (XO's backup log entry shape). */
-export interface TaskSummary {
-  id: string
-  message: string
-  data?: JsonValue
-  start: number
-  end?: number
-  status: TaskStatus
-  result?: JsonValue
-  infos?: TaskLogEntry[]
-  warnings?: TaskLogEntry[]
-  tasks?: TaskSummary[]
-}
+// the task log's types are the queue's (the contract both sides share): one status, event and summary shape
+export type { TaskLogEvent, TaskSummary } from '../queue/task-log.js'
+/** A task's status while it runs: pending, then one of the queue's final statuses. */
+export type TaskStatus = TaskSummary['status']
+export type FinalStatus = QueueTaskStatus
 
 const RANK: Record<TaskStatus, number> = { pending: 0, skipped: 0, success: 1, interrupted: 2, failure: 3 }
 
@@ -80,10 +59,11 @@ export class Task {
   }
 
   #log(kind: 'info' | 'warning', message: string, data: JsonValue | undefined): void {
-    const entry: TaskLogEntry = { message, timestamp: this.#now(), ...(data === undefined ? {} : { data }) }
+    const timestamp = this.#now()
+    const entry: TaskLogEntry = { message, timestamp, ...(data === undefined ? {} : { data }) }
     const list = kind === 'info' ? (this.#node.infos ??= []) : (this.#node.warnings ??= [])
     list.push(entry)
-    this.#emit({ event: kind, taskId: this.id, timestamp: entry.timestamp, message, ...(data === undefined ? {} : { data }) })
+    this.#emit({ event: kind, taskId: this.id, timestamp, message, ...(data === undefined ? {} : { data }) })
   }
 
   /** Status the children imply: the worst one; skipped only when every child was skipped. */

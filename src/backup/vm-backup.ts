@@ -24,6 +24,7 @@ import {
 } from './base-choice.js'
 import { listBackups, updateCache, writeMetadata, type CatalogEntry } from './catalog.js'
 import { mapSettled } from './concurrency.js'
+import { AllTargetsFailedError } from '../common/fan-out.js'
 import {
   aliasDataPath, formatTimestamp, isAliasPath, isTimestamp, parseTimestamp, resolveVhdPath, sourceVdiUuid, timestampOfName, vdiDir, vmDir,
 } from './layout.js'
@@ -268,7 +269,7 @@ async function exportAndPublish(
     const directoryOf = usesVhdDirectory
     // a delta needs the parent on every live target
     const live = ctx.targets.filter((t) => !failedTargets.has(t.id))
-    if (live.length === 0) throw new BackupProxyError('E_BACKUP', 'every target failed')
+    if (live.length === 0) throw new AllTargetsFailedError([...failedTargets].map(([id, error]) => ({ id, error })), `VM ${vmUuid}`)
     const parents = new Map<string, { path: string; uuid: string }>()
     if (baseDisk !== undefined) {
       for (const t of live) {
@@ -367,7 +368,7 @@ async function exportAndPublish(
     }
   }))
   if (succeeded.length === 0) {
-    throw new BackupProxyError('E_BACKUP', `VM ${vmUuid}: every target failed: ${[...failedTargets].map(([id, e]) => `${id}: ${e.message}`).join('; ')}`)
+    throw new AllTargetsFailedError([...failedTargets].map(([id, error]) => ({ id, error })), `VM ${vmUuid}`)
   }
   // a full when no disk is a delta (the NBD fallback of a delta on a data-destroyed base is a full)
   return { vmUuid, timestamp, full: base === undefined || !Object.values(isVhdDifferencing).some(Boolean), sizeBytes, readBytes, succeeded: succeeded.sort(), failed: [...failedTargets.keys()].sort() }

@@ -21,7 +21,7 @@ import { detectCompression, type XvaCompression } from '../xva/compression.js'
 import { openXvaExport } from '../xva/http.js'
 import { TAR_BLOCK } from '../xva/tar.js'
 import { chunksOf } from './chunks.js'
-import { fanOut, type FanOutTarget } from './fan-out.js'
+import { fanOut, type FanOutTarget } from '../common/fan-out.js'
 import type { DiskMetrics } from './ports.js'
 
 const PROGRESS_INTERVAL_MS = 250

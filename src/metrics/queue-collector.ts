@@ -6,7 +6,7 @@
  * A scrape must answer even when Redis does not: each read is bounded by `timeoutMs`; a queue whose
  * counts could not be read loses its series for that scrape (a stale depth would lie) and
  * `backup_proxy_queue_scrape_errors_total{queue}` goes up; `onError` receives the error to log.
- * Queue names are the braced names of DESIGN (`{proxy.site-a}`, `{pool.p1}` on the wire): bounded label values.
+ * Queue names are the braced names of docs/queue.md (`{proxy.site-a}`, `{pool.p1}` on the wire): bounded label values.
  */
 import { TimeoutError } from '../common/errors.js'
 import { validateLabelValue } from './catalogue.js'

@@ -18,7 +18,7 @@ import { Job, Queue, QueueEvents, type JobsOptions } from 'bullmq'
 import { BackupProxyError, CancelledError, deserializeError, serializeError, type JsonValue } from '../common/errors.js'
 import { silentLogger, type Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
-import { queueKeys, queueName, type QueueTarget } from './names.js'
+import { bullKeys, queueKeys, queueName, type QueueTarget } from './names.js'
 import { BullConnection, createRedis, logConnectionErrors, readyRedis, redisModeError, type RedisClient, type RedisConfig } from './redis.js'
 import { rememberQueue, publishScale, type ScaleRequest } from './registry.js'
 import { loadSealKey, sealFields, type SealKey } from './seal.js'
@@ -147,7 +147,7 @@ export class EnqueueClient {
     if (p === undefined) {
       p = (async () => {
         const redis = await this.redis()
-        const last = await redis.xrevrange(`${this.prefix}:${name}:events`, '+', '-', 'COUNT', 1)
+        const last = await redis.xrevrange(bullKeys(this.prefix, name).events, '+', '-', 'COUNT', 1)
         const qe = new QueueEvents(name, { connection: this.#bull.connection, prefix: this.prefix, lastEventId: last[0]?.[0] ?? '0-0' })
         qe.on('error', (error) => this.#logger.warn({ err: error, queue: name }, 'queue events connection error (will reconnect)'))
         await qe.waitUntilReady()

@@ -4,7 +4,7 @@
  * A task names either one proxy (queue `{proxy.<id>}`) or a pool of proxies (queue `{pool.<name>}`). The
  * braces are a Redis Cluster hash tag: every key of one queue (BullMQ's `<prefix>:<queue>:*` and ours
  * below) hashes to one slot. BullMQ refuses `:` in queue names, so the separator inside the tag is `.`
- * (the DESIGN's `{proxy:<id>}` reads `{proxy.<id>}` on the wire); ids cannot contain `.`-only tricks
+ * (BullMQ refuses `:` in queue names, so a proxy's queue is `{proxy.<id>}` on the wire); ids cannot contain `.`-only tricks
  * because they are checked against ID_RE.
  *
  * Extra keys (all under the configured prefix):
@@ -16,6 +16,7 @@
  *   <prefix>:{bp}:scale                  pub/sub channel: live scaling requests (threads, concurrency)
  */
 import { TaskInvalidError } from '../common/errors.js'
+import { QueueKeys } from 'bullmq'
 
 /** Proxy ids, pool names, job/schedule/remote ids: no path separators, no leading dot, no `..`. */
 export const ID_RE = /^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,127}$/
@@ -52,10 +53,17 @@ export function parseQueueName(name: string): QueueTarget | undefined {
   return m[1] === 'proxy' ? { proxy: m[2]! } : { pool: m[2]! }
 }
 
+/** BullMQ's own keys of a queue and its jobs, from BullMQ's QueueKeys (never rebuilt by hand). */
+export function bullKeys(prefix: string, queue: string): { events: string; job: (jobId: string) => string; logs: (jobId: string) => string; lock: (jobId: string) => string } {
+  const keys = new QueueKeys(prefix)
+  const job = (jobId: string): string => keys.toKey(queue, jobId)
+  return { events: keys.getKeys(queue).events ?? keys.toKey(queue, 'events'), job, logs: (jobId) => `${job(jobId)}:logs`, lock: (jobId) => `${job(jobId)}:lock` }
+}
+
 export const queueKeys = {
   cancelFlag: (prefix: string, queue: string, jobId: string): string => `${prefix}:${queue}:bp:cancel:${jobId}`,
   control: (prefix: string, queue: string): string => `${prefix}:${queue}:bp:control`,
-  lock: (prefix: string, queue: string, jobId: string): string => `${prefix}:${queue}:${jobId}:lock`,
+  lock: (prefix: string, queue: string, jobId: string): string => bullKeys(prefix, queue).lock(jobId),
 }
 
 export const registryKeys = {

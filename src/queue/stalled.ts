@@ -10,6 +10,7 @@ import type { Job } from 'bullmq'
 import type { RedisClient } from './redis.js'
 import { BackupProxyError, serializeError, type JsonValue } from '../common/errors.js'
 import { newTaskId, type JobSummary, type TaskLogEvent } from './task-log.js'
+import { bullKeys } from './names.js'
 
 /** BullMQ's failed reason for a job that stalled more than maxStalledCount times. */
 export const BULLMQ_STALLED_REASON = 'job stalled more than allowable limit'
@@ -64,9 +65,9 @@ export function stalledSummary(job: Pick<Job, 'id' | 'name' | 'processedOn' | 'f
 export async function recordStalledFailure(redis: RedisClient, prefix: string, job: Job, maxStalledCount: number, ranBy: string): Promise<void> {
   const { events, summary } = stalledSummary(job, maxStalledCount, ranBy)
   const lines = events.map((e) => JSON.stringify(e))
-  const base = `${prefix}:${job.queueName}`
+  const keys = bullKeys(prefix, job.queueName)
   await Promise.all([
-    redis.rpush(`${base}:${job.id}:logs`, ...lines, JSON.stringify({ summary })),
-    redis.xadd(`${base}:events`, 'MAXLEN', '~', '10000', '*', 'event', 'task-log', 'jobId', job.id ?? '', 'data', lines.join('\n')),
+    redis.rpush(keys.logs(job.id ?? ''), ...lines, JSON.stringify({ summary })),
+    redis.xadd(keys.events, 'MAXLEN', '~', '10000', '*', 'event', 'task-log', 'jobId', job.id ?? '', 'data', lines.join('\n')),
   ])
 }

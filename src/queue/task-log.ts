@@ -39,9 +39,16 @@ export interface TaskSummary {
   end?: number
   status: TaskStatus | 'pending'
   result?: JsonValue
-  infos?: { message: string; data?: JsonValue }[]
-  warnings?: { message: string; data?: JsonValue }[]
+  infos?: TaskLogEntry[]
+  warnings?: TaskLogEntry[]
   tasks?: TaskSummary[]
+}
+
+/** An info or warning of a task (the engine's Task records when it was logged). */
+export interface TaskLogEntry {
+  message: string
+  data?: JsonValue
+  timestamp?: number
 }
 
 /** The return value of every job: the consolidated root task plus where it ran. */

@@ -2,7 +2,7 @@
  * Task payloads: one zod schema per task kind, with inferred types, and `parseTask()` that turns any
  * problem into a `TaskInvalidError` (E_TASK_INVALID) naming the field (`xapis.main.url: ...`).
  *
- * `backup.run` mirrors Xen Orchestra's backup.run call (DESIGN "Task") so an XOA can drive a proxy:
+ * `backup.run` mirrors Xen Orchestra's backup.run call so an XOA can drive a proxy:
  * `job` (id, name, mode, vms, settings keyed by '' / scheduleId / vmUuid / remoteId), `schedule`,
  * `remotes`, `xapis`, `recordToXapi`. The other kinds (`remote.test`, `remote.list`, `backup.verify`,
  * `backup.restore`) reuse the same remote and XAPI descriptors.

@@ -35,8 +35,7 @@ import {
 } from './encryption-chunked.js'
 import { DEFAULT_ALGORITHM, checkKeyForm, encryptionError, isAlgorithm, openBuffer, plainSize, sealBuffer, sealedSize, xoKeyBytes, type EncryptionAlgorithm } from './encryption-format.js'
 import { OpeningTransform, SealingWriter, type CipherParams } from './encryption-streams.js'
-import { Remote, type ListEntry, type ListOptions, type ReadStreamOptions, type RemoteStat, type WriteFileOptions, type WriteStreamOptions } from './remote.js'
-import { checkRange } from './remote-errors.js'
+import { Remote, type ListEntry, type ListOptions, type ReadRange, type RemoteCapabilities, type RemoteStat, type WriteFileOptions, type WriteStreamOptions, type WriteTarget } from './remote.js'
 
 export const ENCRYPTION_FILE = 'encryption.json'
 export const METADATA_FILE = 'metadata.json'
@@ -55,6 +54,8 @@ type Mode = { format: 'xo'; params: CipherParams } | { format: 'chunked'; params
 export function createEncryptedRemote(inner: Remote, options: EncryptionOptions): EncryptedRemote {
   return new EncryptedRemote(inner, options)
 }
+
+const ENCRYPTED_CAPABILITIES: RemoteCapabilities = { forcesVhdDirectory: true, releasesChunkOnWriteCallback: false }
 
 export class EncryptedRemote extends Remote {
   readonly kind: Remote['kind']
@@ -79,8 +80,8 @@ export class EncryptedRemote extends Remote {
   }
 
   /** Whole-file encryption forbids ranged reads: every backup on this remote is a VhdDirectory (as XO). */
-  override get forcesVhdDirectory(): boolean {
-    return true
+  override get capabilities(): RemoteCapabilities {
+    return ENCRYPTED_CAPABILITIES
   }
 
   /** `xo` (Xen Orchestra's format) or `chunked` (an earlier backup-proxy's, read only); after open(). */
@@ -88,8 +89,8 @@ export class EncryptedRemote extends Remote {
     return this.#m.format
   }
 
-  #inPath(path: string): string {
-    const rel = this.resolvePath(path)
+  /** The inner remote's path of a checked path of this one. */
+  #inPath(rel: string): string {
     return this.#root === '' ? rel : rel === '' ? this.#root : `${this.#root}/${rel}`
   }
 
@@ -108,9 +109,9 @@ export class EncryptedRemote extends Remote {
     return m.params
   }
 
-  async open(): Promise<void> {
+  protected async _open(): Promise<void> {
     if (this.#mode !== undefined) return
-    await this.track('open', async () => {
+    await (async () => {
       await this.#inner.open()
       const conf = await this.#readConf()
       if (conf === undefined || conf.algorithm === 'none') {
@@ -135,7 +136,7 @@ export class EncryptedRemote extends Remote {
         throw encryptionError(`${this.displayUrl}: the encryption key does not match this remote (${METADATA_FILE} failed authentication); use the key the remote was created with`, error)
       }
       this.#mode = mode
-    })
+    })()
   }
 
   async #readConf(): Promise<Record<string, unknown> | undefined> {
@@ -182,53 +183,44 @@ export class EncryptedRemote extends Remote {
     this.#mode = mode
   }
 
-  async close(): Promise<void> {
+  protected async _close(): Promise<void> {
     this.#mode = undefined
     await this.#inner.close()
   }
 
-  async createWriteStream(path: string, options: WriteStreamOptions = {}): Promise<Writable> {
-    const p = this.#xo(path, 'write')
-    const inPath = this.#inPath(path)
-    return this.track('createWriteStream', async () => {
-      const expected = options.expectedSizeBytes
-      const inner = await this.#inner.createWriteStream(inPath, { ...options, ...(expected === undefined ? {} : { expectedSizeBytes: sealedSize(expected) }) })
-      return new SealingWriter(p, inner, (n) => this.countBytes('write', n), options.signal)
-    })
+  protected async _createWriteStream(target: WriteTarget, options: WriteStreamOptions): Promise<Writable> {
+    const p = this.#xo(target.path, 'write')
+    const expected = options.expectedSizeBytes
+    const inner = await this.#inner.createWriteStream(this.#inPath(target.path), { ...options, ...(expected === undefined ? {} : { expectedSizeBytes: sealedSize(expected) }) })
+    return new SealingWriter(p, inner, (n) => this.countBytes('write', n), options.signal)
   }
 
-  async writeFile(path: string, data: Uint8Array | string, options: WriteFileOptions = {}): Promise<void> {
-    const p = this.#xo(path, 'write')
-    const inPath = this.#inPath(path)
-    await this.track('writeFile', async () => {
-      const plain = typeof data === 'string' ? Buffer.from(data) : data
-      await this.#inner.writeFile(inPath, sealBuffer(p.algorithm, p.key, plain), options)
-      this.countBytes('write', plain.length)
-    })
+  protected override async _writeFile(rel: string, plain: Uint8Array, options: WriteFileOptions): Promise<void> {
+    const p = this.#xo(rel, 'write')
+    await this.#inner.writeFile(this.#inPath(rel), sealBuffer(p.algorithm, p.key, plain), options)
+    this.countBytes('write', plain.length)
   }
 
-  async createReadStream(path: string, options: ReadStreamOptions = {}): Promise<Readable> {
+  protected async _createReadStream(rel: string, range: ReadRange): Promise<Readable> {
     const m = this.#m
-    const inPath = this.#inPath(path)
-    const { start, end } = checkRange(options, path)
-    if (m.format === 'chunked') return this.track('createReadStream', () => this.#readChunked(m.params, path, inPath, start, end, options.signal))
+    const inPath = this.#inPath(rel)
+    const { start, end, signal } = range
+    if (m.format === 'chunked') return this.#readChunked(m.params, rel, inPath, start, end, signal)
     if (start !== 0 || end !== undefined) {
-      throw new BackupProxyError('E_ENCRYPTED_RANGE', `ranged read of "${path}" refused on ${this.displayUrl}: encrypted files are read whole (as Xen Orchestra); backups on an encrypted remote must be VhdDirectory`, {
-        fields: { path },
+      throw new BackupProxyError('E_ENCRYPTED_RANGE', `ranged read of "${rel}" refused on ${this.displayUrl}: encrypted files are read whole (as Xen Orchestra); backups on an encrypted remote must be VhdDirectory`, {
+        fields: { path: rel },
       })
     }
-    return this.track('createReadStream', async () => {
-      const raw = await this.#inner.createReadStream(inPath, options.signal === undefined ? {} : { signal: options.signal })
-      const out = new OpeningTransform(m.params, path)
-      raw.on('error', (e) => out.destroy(e))
-      out.on('close', () => raw.destroy())
-      out.on('end', () => this.countBytes('read', out.plainBytes))
-      return raw.pipe(out)
-    })
+    const raw = await this.#inner.createReadStream(inPath, signal === undefined ? {} : { signal })
+    const out = new OpeningTransform(m.params, rel)
+    raw.on('error', (e) => out.destroy(e))
+    out.on('close', () => raw.destroy())
+    out.on('end', () => this.countBytes('read', out.plainBytes))
+    return raw.pipe(out)
   }
 
-  async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
-    return this.track('readFile', () => this.#readWith(this.#m, path, options.signal))
+  protected override async _readFile(rel: string, signal: AbortSignal | undefined): Promise<Buffer> {
+    return this.#readWith(this.#m, rel, signal)
   }
 
   async #readWith(mode: Mode, path: string, signal?: AbortSignal): Promise<Buffer> {
@@ -268,44 +260,31 @@ export class EncryptedRemote extends Remote {
     return raw.pipe(out)
   }
 
-  async list(path: string, options: ListOptions = {}): Promise<ListEntry[]> {
-    const rel = this.resolvePath(path)
-    const inPath = this.#inPath(path)
-    return this.track('list', async () => {
-      const entries = await this.#inner.list(inPath, options)
-      return rel === '' ? entries.filter((e) => e.path !== ENCRYPTION_FILE && e.path !== METADATA_FILE) : entries
-    })
+  protected async _list(rel: string, options: ListOptions): Promise<ListEntry[]> {
+    const entries = await this.#inner.list(this.#inPath(rel), options)
+    return rel === '' ? entries.filter((e) => e.path !== ENCRYPTION_FILE && e.path !== METADATA_FILE) : entries
   }
 
-  async stat(path: string): Promise<RemoteStat> {
+  protected async _stat(rel: string): Promise<RemoteStat> {
     const m = this.#m
-    const inPath = this.#inPath(path)
-    return this.track('stat', async () => {
-      const s = await this.#inner.stat(inPath)
-      if (s.isDirectory) return s
-      return { ...s, size: m.format === 'xo' ? plainSize(s.size, path) : chunkedPlainSize(s.size, m.params.chunkBytes, path) }
-    })
+    const s = await this.#inner.stat(this.#inPath(rel))
+    if (s.isDirectory) return s
+    return { ...s, size: m.format === 'xo' ? plainSize(s.size, rel) : chunkedPlainSize(s.size, m.params.chunkBytes, rel) }
   }
 
-  async rename(from: string, to: string): Promise<void> {
-    const a = this.#inPath(from)
-    const b = this.#inPath(to)
-    await this.track('rename', () => this.#inner.rename(a, b))
+  protected async _rename(from: string, to: string): Promise<void> {
+    await this.#inner.rename(this.#inPath(from), this.#inPath(to))
   }
 
-  async unlink(path: string): Promise<void> {
-    const p = this.#inPath(path)
-    await this.track('unlink', () => this.#inner.unlink(p))
+  protected async _unlink(rel: string): Promise<void> {
+    await this.#inner.unlink(this.#inPath(rel))
   }
 
-  async rmtree(path: string): Promise<void> {
-    if (this.resolvePath(path) === '') throw new RemoteError('EACCES', `rmtree refused on ${this.displayUrl}: it would delete the whole remote`)
-    const p = this.#inPath(path)
-    await this.track('rmtree', () => this.#inner.rmtree(p))
+  protected async _rmtree(rel: string): Promise<void> {
+    await this.#inner.rmtree(this.#inPath(rel))
   }
 
-  async mkdir(path: string): Promise<void> {
-    const p = this.#inPath(path)
-    await this.track('mkdir', () => this.#inner.mkdir(p))
+  protected async _mkdir(rel: string): Promise<void> {
+    await this.#inner.mkdir(this.#inPath(rel))
   }
 }

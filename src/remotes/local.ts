@@ -3,26 +3,32 @@
  * LocalWriteStream (temporary + fsync + rename). The root must exist: a missing mount point must fail
  * loudly instead of silently filling the system disk. Reads (read streams, readFile, stat, list) never
  * follow a symlink out of the root: the path is resolved (realpath) and must stay under the resolved root,
- * or the read fails with EACCES; links inside the root work.
+ * or the read fails with EACCES; links inside the root work. Only the node:fs primitives live here; the
+ * shared work (path checks, tracking, error mapping) is the Remote base class's.
  */
-import { randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { mkdir, open, readdir, readFile, realpath, rename, rm, rmdir, stat, unlink } from 'node:fs/promises'
 import { dirname, join, sep } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
-import { finished } from 'node:stream/promises'
 import { RemoteError } from '../common/errors.js'
 import { LocalWriteStream } from './local-writer.js'
-import { Remote, temporaryName, type ListEntry, type ListOptions, type ReadStreamOptions, type RemoteStat, type WriteFileOptions, type WriteStreamOptions } from './remote.js'
-import { checkRange, toRemoteError } from './remote-errors.js'
+import { Remote, type ListEntry, type ListOptions, type ReadRange, type RemoteCapabilities, type RemoteStat, type WriteStreamOptions, type WriteTarget } from './remote.js'
+import { toRemoteError } from './remote-errors.js'
 import type { FileRemoteUrl, RemoteOptions } from './url-types.js'
 import { redactRemoteUrl } from './url.js'
+
+const LOCAL_CAPABILITIES: RemoteCapabilities = { forcesVhdDirectory: false, releasesChunkOnWriteCallback: true }
 
 export class LocalRemote extends Remote {
   readonly kind = 'file' as const
   readonly displayUrl: string
   readonly root: string
   #rootReal: Promise<string> | undefined
+
+  /** node:fs is done with a chunk once its write callback fired */
+  override get capabilities(): RemoteCapabilities {
+    return LOCAL_CAPABILITIES
+  }
 
   constructor(url: FileRemoteUrl, _options: RemoteOptions = {}) {
     super()
@@ -31,23 +37,22 @@ export class LocalRemote extends Remote {
     this.displayUrl = redactRemoteUrl(url)
   }
 
-  #abs(path: string): { rel: string; abs: string } {
-    const rel = this.resolvePath(path)
-    return { rel, abs: rel === '' ? this.root : join(this.root, rel) }
+  #abs(rel: string): string {
+    return rel === '' ? this.root : join(this.root, rel)
   }
 
   /**
    * `abs` with every symlink resolved, refused (EACCES) when it leads out of the root. Reads then open
    * the resolved path itself, not the link.
    */
-  async #inside(op: string, rel: string, abs: string): Promise<string> {
+  async #inside(op: string, rel: string): Promise<string> {
     // the root's own resolution is kept (one realpath per read, not two: a restore reads a file per block)
     this.#rootReal ??= realpath(this.root)
     const rootReal = await this.#rootReal.catch((e: unknown) => {
       this.#rootReal = undefined
       return this.#err(op, '/')(e)
     })
-    const real = await realpath(abs).catch(this.#err(op, rel))
+    const real = await realpath(this.#abs(rel)).catch(this.#err(op, rel))
     if (real !== rootReal && !real.startsWith(rootReal.endsWith(sep) ? rootReal : rootReal + sep)) {
       throw new RemoteError('EACCES', `${op} "${rel}" on ${this.displayUrl}: the path is a symbolic link out of the remote root; refusing to follow it`)
     }
@@ -60,150 +65,102 @@ export class LocalRemote extends Remote {
     }
   }
 
-  async open(): Promise<void> {
-    await this.track('open', async () => {
-      const s = await stat(this.root).catch(this.#err('open', '/'))
-      if (!s.isDirectory()) throw new RemoteError('ENOTDIR', `${this.displayUrl}: the remote root is not a directory`)
-    })
+  protected async _open(): Promise<void> {
+    const s = await stat(this.root)
+    if (!s.isDirectory()) throw new RemoteError('ENOTDIR', `${this.displayUrl}: the remote root is not a directory`)
   }
 
-  async close(): Promise<void> {
+  protected async _close(): Promise<void> {
     await Promise.resolve()
   }
 
-  async createWriteStream(path: string, options: WriteStreamOptions = {}): Promise<Writable> {
-    const { rel, abs } = this.#abs(path)
-    if (rel === '') throw new RemoteError('EISDIR', `createWriteStream: a file path is required, got the remote root of ${this.displayUrl}`)
-    return this.track('createWriteStream', async () => {
-      options.signal?.throwIfAborted()
-      await Promise.resolve()
-      return new LocalWriteStream({
-        finalPath: abs,
-        tmpPath: join(this.root, temporaryName(rel, randomBytes(6).toString('hex'))),
-        exclusive: options.exclusive === true,
-        ...(options.signal === undefined ? {} : { signal: options.signal }),
-        onBytes: (n) => this.countBytes('write', n),
-        mapError: (e) => toRemoteError(e, 'write', rel, this.displayUrl),
-      })
+  protected async _createWriteStream(target: WriteTarget, options: WriteStreamOptions): Promise<Writable> {
+    await Promise.resolve()
+    return new LocalWriteStream({
+      finalPath: this.#abs(target.path),
+      tmpPath: this.#abs(target.temporary),
+      exclusive: options.exclusive === true,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      onBytes: (n) => this.countBytes('write', n),
+      mapError: (e) => toRemoteError(e, 'write', target.path, this.displayUrl),
     })
   }
 
-  async createReadStream(path: string, options: ReadStreamOptions = {}): Promise<Readable> {
-    const { rel, abs } = this.#abs(path)
-    const { start, end } = checkRange(options, rel)
-    return this.track('createReadStream', async () => {
-      const real = await this.#inside('read', rel, abs)
-      const fh = await open(real, 'r').catch(this.#err('read', rel))
-      const s = await fh.stat()
-      if (s.isDirectory()) {
-        await fh.close()
-        throw new RemoteError('EISDIR', `read "${rel}" on ${this.displayUrl}: it is a directory`)
+  protected async _createReadStream(rel: string, range: ReadRange): Promise<Readable> {
+    const real = await this.#inside('read', rel)
+    const fh = await open(real, 'r')
+    const s = await fh.stat()
+    if (s.isDirectory()) {
+      await fh.close()
+      throw new RemoteError('EISDIR', `read "${rel}" on ${this.displayUrl}: it is a directory`)
+    }
+    const stream = createReadStream('', {
+      fd: fh,
+      start: range.start,
+      ...(range.end === undefined ? {} : { end: range.end }),
+      highWaterMark: 1024 * 1024,
+      ...(range.signal === undefined ? {} : { signal: range.signal }),
+    })
+    stream.once('close', () => this.countBytes('read', stream.bytesRead))
+    return stream
+  }
+
+  protected override async _readFile(rel: string, signal: AbortSignal | undefined): Promise<Buffer> {
+    const real = await this.#inside('readFile', rel)
+    const data = await readWhole(real, signal)
+    this.countBytes('read', data.length)
+    return data
+  }
+
+  protected async _list(rel: string, options: ListOptions): Promise<ListEntry[]> {
+    const out: ListEntry[] = []
+    const walk = async (dir: string, prefix: string) => {
+      for (const e of await readdir(dir, { withFileTypes: true })) {
+        if (options.includeHidden !== true && e.name.startsWith('.')) continue
+        const p = prefix === '' ? e.name : `${prefix}/${e.name}`
+        if (e.isDirectory() && options.recursive === true) await walk(join(dir, e.name), p)
+        else out.push({ path: p, isDirectory: e.isDirectory() })
       }
-      const stream = createReadStream('', {
-        fd: fh,
-        start,
-        ...(end === undefined ? {} : { end }),
-        highWaterMark: 1024 * 1024,
-        ...(options.signal === undefined ? {} : { signal: options.signal }),
-      })
-      stream.once('close', () => this.countBytes('read', stream.bytesRead))
-      return stream
-    })
+    }
+    await walk(await this.#inside('list', rel), '')
+    return out
   }
 
-  async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
-    const { rel, abs } = this.#abs(path)
-    return this.track('readFile', async () => {
-      const real = await this.#inside('readFile', rel, abs)
-      const data = await readWhole(real, options.signal).catch(this.#err('readFile', rel))
-      this.countBytes('read', data.length)
-      return data
-    })
+  protected async _stat(rel: string): Promise<RemoteStat> {
+    const s = await stat(await this.#inside('stat', rel))
+    return { size: s.isDirectory() ? 0 : s.size, isDirectory: s.isDirectory(), mtimeMs: s.mtimeMs }
   }
 
-  async writeFile(path: string, data: Uint8Array | string, options: WriteFileOptions = {}): Promise<void> {
-    const out = await this.createWriteStream(path, options)
-    await this.track('writeFile', async () => {
-      out.end(data)
-      await finished(out)
+  protected async _rename(from: string, to: string): Promise<void> {
+    await stat(this.#abs(from)).catch((e: unknown) => {
+      throw toRemoteError(e, 'rename', from, this.displayUrl)
     })
+    await mkdir(dirname(this.#abs(to)), { recursive: true })
+    await rename(this.#abs(from), this.#abs(to))
   }
 
-  async list(path: string, options: ListOptions = {}): Promise<ListEntry[]> {
-    const { rel, abs } = this.#abs(path)
-    return this.track('list', async () => {
-      const out: ListEntry[] = []
-      const walk = async (dir: string, prefix: string) => {
-        const entries = await readdir(dir, { withFileTypes: true }).catch(this.#err('list', rel))
-        for (const e of entries) {
-          if (options.includeHidden !== true && e.name.startsWith('.')) continue
-          const p = prefix === '' ? e.name : `${prefix}/${e.name}`
-          if (e.isDirectory()) {
-            if (options.recursive === true) await walk(join(dir, e.name), p)
-            else out.push({ path: p, isDirectory: true })
-          } else {
-            out.push({ path: p, isDirectory: false })
-          }
-        }
-      }
-      await walk(await this.#inside('list', rel, abs), '')
-      return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
-    })
+  protected async _unlink(rel: string): Promise<void> {
+    await unlink(this.#abs(rel))
   }
 
-  async stat(path: string): Promise<RemoteStat> {
-    const { rel, abs } = this.#abs(path)
-    return this.track('stat', async () => {
-      const s = await stat(await this.#inside('stat', rel, abs)).catch(this.#err('stat', rel))
-      return { size: s.isDirectory() ? 0 : s.size, isDirectory: s.isDirectory(), mtimeMs: s.mtimeMs }
-    })
+  protected async _rmtree(rel: string): Promise<void> {
+    await rm(this.#abs(rel), { recursive: true, force: true })
   }
 
-  async rename(from: string, to: string): Promise<void> {
-    const a = this.#abs(from)
-    const b = this.#abs(to)
-    await this.track('rename', async () => {
-      await stat(a.abs).catch(this.#err('rename', a.rel))
-      await mkdir(dirname(b.abs), { recursive: true }).catch(this.#err('rename', b.rel))
-      await rename(a.abs, b.abs).catch(this.#err('rename', `${a.rel} -> ${b.rel}`))
-    })
+  /** An atomic rmdir, where the default would list then remove. */
+  protected override async _removeEmptyDir(rel: string): Promise<boolean> {
+    try {
+      await rmdir(this.#abs(rel))
+      return true
+    } catch (error) {
+      const code = (error as { code?: unknown }).code
+      if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOENT' || code === 'ENOTDIR') return false
+      throw error
+    }
   }
 
-  async unlink(path: string): Promise<void> {
-    const { rel, abs } = this.#abs(path)
-    await this.track('unlink', async () => {
-      await unlink(abs).catch(this.#err('unlink', rel))
-    })
-  }
-
-  async rmtree(path: string): Promise<void> {
-    const { rel, abs } = this.#abs(path)
-    if (rel === '') throw new RemoteError('EACCES', `rmtree refused on ${this.displayUrl}: it would delete the whole remote`)
-    await this.track('rmtree', async () => {
-      await rm(abs, { recursive: true, force: true }).catch(this.#err('rmtree', rel))
-    })
-  }
-
-  override async removeEmptyDir(path: string): Promise<boolean> {
-    const { rel, abs } = this.#abs(path)
-    if (rel === '') return false
-    return this.track('removeEmptyDir', async () => {
-      try {
-        await rmdir(abs)
-        return true
-      } catch (error) {
-        const code = (error as { code?: unknown }).code
-        if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOENT' || code === 'ENOTDIR') return false
-        throw toRemoteError(error, 'removeEmptyDir', rel, this.displayUrl)
-      }
-    })
-  }
-
-  async mkdir(path: string): Promise<void> {
-    const { rel, abs } = this.#abs(path)
-    await this.track('mkdir', async () => {
-      await mkdir(abs, { recursive: true }).catch(this.#err('mkdir', rel))
-    })
+  protected async _mkdir(rel: string): Promise<void> {
+    await mkdir(this.#abs(rel), { recursive: true })
   }
 }
 

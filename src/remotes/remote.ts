@@ -1,7 +1,11 @@
 /**
- * The remote contract: one abstract class that every kind of backup storage implements (local, NFS,
- * SMB, S3: one file each), modelled on Xen Orchestra's fs handlers so the same backup code and the
- * same conformance suite (test/remotes/conformance.ts) run against all of them.
+ * The remote contract: one abstract base class for every kind of backup storage (local, NFS, SMB, S3:
+ * one file each, plus the EncryptedRemote wrapper), modelled on Xen Orchestra's fs handlers
+ * (@xen-orchestra/fs abstract.js): the public methods here do the shared work once — path checks, the
+ * remote root refused where a file is needed (EISDIR), an aborted signal refused up front, `op` events,
+ * temporary names, writeFile through a write stream, error mapping — then call the transport's
+ * primitive (`_stat`, `_list`, `_createWriteStream`, ...), which receives a checked, normalized path.
+ * The same backup code and the same conformance suite (test/remotes/conformance.ts) run against all.
  *
  * Paths are remote-relative, `/`-separated (`xo-vm-backups/<vm>/x.json`); `resolvePath` refuses `..`,
  * absolute paths and NUL bytes with an `EACCES` RemoteError before any I/O. Errors are RemoteError with
@@ -14,87 +18,30 @@
  * partial is ever visible under the final name.
  *
  * Remotes emit `op` and `bytes` events (see RemoteEvents) that the metrics layer turns into counters;
- * no prom-client import lives here.
+ * no prom-client import lives here. What a remote can do is in `capabilities`, never in its class.
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { posix } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
-import { RemoteError } from '../common/errors.js'
+import { BackupProxyError, RemoteError } from '../common/errors.js'
+import { probeRemote } from './remote-probe.js'
+import { checkRange, toRemoteError } from './remote-errors.js'
+import type {
+  ListEntry,
+  ListOptions,
+  ReadStreamOptions,
+  RemoteCapabilities,
+  RemoteEvents,
+  RemoteKind,
+  RemoteStat,
+  RemoteTestResult,
+  WriteFileOptions,
+  WriteStreamOptions,
+} from './remote-types.js'
 
-export type RemoteKind = 'file' | 'nfs' | 'smb' | 's3'
-
-export interface RemoteStat {
-  /** size in bytes (0 for directories) */
-  size: number
-  isDirectory: boolean
-  /** last modification, ms since epoch (0 when the backend has none) */
-  mtimeMs: number
-}
-
-export interface ListOptions {
-  /** list every file below, with paths relative to the listed directory */
-  recursive?: boolean
-  /** include entries whose name starts with `.` (temporaries); default false */
-  includeHidden?: boolean
-}
-
-export interface ListEntry {
-  /** path relative to the listed directory (just the name when not recursive) */
-  path: string
-  isDirectory: boolean
-}
-
-export interface WriteStreamOptions {
-  /** expected final size when known: S3 picks its part size from it */
-  expectedSizeBytes?: number
-  /** refuse (EEXIST) when the final name exists; default false (replace) */
-  exclusive?: boolean
-  signal?: AbortSignal
-}
-
-export interface ReadStreamOptions {
-  /** first byte, default 0 */
-  start?: number
-  /** last byte, inclusive (as node:fs); default end of file */
-  end?: number
-  signal?: AbortSignal
-}
-
-export interface WriteFileOptions {
-  exclusive?: boolean
-  signal?: AbortSignal
-}
-
-export interface RemoteTestResult {
-  /** size of the probe file */
-  sizeBytes: number
-  writeDurationMs: number
-  readDurationMs: number
-  writeMiBps: number
-  readMiBps: number
-  /** round trip of a small operation (stat) */
-  latencyMs: number
-}
-
-export interface RemoteOpEvent {
-  op: string
-  durationMs: number
-  ok: boolean
-  /** error code when !ok */
-  code?: string
-}
-
-export interface RemoteBytesEvent {
-  direction: 'read' | 'write'
-  bytes: number
-}
-
-export interface RemoteEvents {
-  op: [RemoteOpEvent]
-  bytes: [RemoteBytesEvent]
-}
+export type * from './remote-types.js'
 
 /** Name of the temporary a writer uses for `path` (hidden, unique per attempt). */
 export function temporaryName(path: string, suffix: string): string {
@@ -109,58 +56,213 @@ export function isTemporaryName(name: string): boolean {
   return name.startsWith('.') && name.endsWith('.tmp')
 }
 
+/** Where a write stream writes: the checked final path and a fresh temporary name beside it. */
+export interface WriteTarget {
+  /** normalized remote-relative path, never '' */
+  path: string
+  /** `.<name>.<random>.tmp` beside it (transports without temporaries, S3, ignore it) */
+  temporary: string
+}
+
+/** A read range, checked: `end` inclusive, undefined for "to the end". */
+export interface ReadRange {
+  start: number
+  end: number | undefined
+  signal?: AbortSignal
+}
+
+const DEFAULT_CAPABILITIES: RemoteCapabilities = { forcesVhdDirectory: false, releasesChunkOnWriteCallback: false }
+
+function byPath(a: ListEntry, b: ListEntry): number {
+  return a.path < b.path ? -1 : a.path > b.path ? 1 : 0
+}
+
+/** True when a listed path is hidden (one of its segments starts with `.`: temporaries and what is below). */
+function isHidden(path: string): boolean {
+  return path.split('/').some((s) => s.startsWith('.'))
+}
+
+function isAbort(error: unknown): boolean {
+  return (error as { name?: unknown }).name === 'AbortError'
+}
+
 export abstract class Remote extends EventEmitter<RemoteEvents> {
   abstract readonly kind: RemoteKind
   /** the remote's URL with its password replaced by `***` (safe for logs and errors) */
   abstract readonly displayUrl: string
 
-  /**
-   * True when this remote can hold only VhdDirectory backups, whatever the job's useVhdDirectory says
-   * (Xen Orchestra's handler.useVhdDirectory() answering true): an encrypted remote reads files whole.
-   */
-  get forcesVhdDirectory(): boolean {
-    return false
+  /** What this remote can do (see RemoteCapabilities); transports override what differs from the defaults. */
+  get capabilities(): RemoteCapabilities {
+    return DEFAULT_CAPABILITIES
   }
 
+  /** `capabilities.forcesVhdDirectory` (Xen Orchestra's handler.useVhdDirectory()). */
+  get forcesVhdDirectory(): boolean {
+    return this.capabilities.forcesVhdDirectory
+  }
+
+  // ------------------------------------------------------------ primitives (one set per transport)
+
   /** Connects / mounts / checks the root exists. Idempotent. */
-  abstract open(): Promise<void>
+  protected abstract _open(): Promise<void>
   /** Releases connections; pending operations fail. Idempotent. */
-  abstract close(): Promise<void>
+  protected abstract _close(): Promise<void>
+  /** A write stream to `target.temporary` (or a pending upload) that publishes `target.path` on end(). */
+  protected abstract _createWriteStream(target: WriteTarget, options: WriteStreamOptions): Promise<Writable>
+  protected abstract _createReadStream(path: string, range: ReadRange): Promise<Readable>
+  /** Entries below `path`, in any order; hidden ones may be included (the base filters and sorts). */
+  protected abstract _list(path: string, options: ListOptions): Promise<ListEntry[]>
+  protected abstract _stat(path: string): Promise<RemoteStat>
+  protected abstract _rename(from: string, to: string): Promise<void>
+  protected abstract _unlink(path: string): Promise<void>
+  /** `path` is never the root. */
+  protected abstract _rmtree(path: string): Promise<void>
+  protected abstract _mkdir(path: string): Promise<void>
 
-  /** Atomic write: see the header. Parent directories are created. */
-  abstract createWriteStream(path: string, options?: WriteStreamOptions): Promise<Writable>
-  abstract createReadStream(path: string, options?: ReadStreamOptions): Promise<Readable>
-  abstract readFile(path: string, options?: { signal?: AbortSignal }): Promise<Buffer>
-  /** Atomic, like createWriteStream. */
-  abstract writeFile(path: string, data: Uint8Array | string, options?: WriteFileOptions): Promise<void>
-  /** Entries of a directory; ENOENT when it does not exist. Order is by path. */
-  abstract list(path: string, options?: ListOptions): Promise<ListEntry[]>
-  abstract stat(path: string): Promise<RemoteStat>
-  /** Renames a file (replacing the target); on S3 copy+delete, so writers never rely on it to publish. */
-  abstract rename(from: string, to: string): Promise<void>
-  /** Removes a file; ENOENT when absent. */
-  abstract unlink(path: string): Promise<void>
-  /** Removes a directory and everything below it; no error when absent. */
-  abstract rmtree(path: string): Promise<void>
-  /** mkdir -p */
-  abstract mkdir(path: string): Promise<void>
+  /** Reads a whole file; default: the read stream, concatenated. */
+  protected async _readFile(path: string, signal: AbortSignal | undefined): Promise<Buffer> {
+    const input = await this._createReadStream(path, { start: 0, end: undefined, ...(signal === undefined ? {} : { signal }) })
+    const chunks: Buffer[] = []
+    for await (const c of input as AsyncIterable<Buffer>) chunks.push(c)
+    return chunks.length === 1 && chunks[0] !== undefined ? chunks[0] : Buffer.concat(chunks)
+  }
 
-  /**
-   * Removes `path` when it is an empty directory (true), else leaves it (false; also when absent). On
-   * backends without real directories (S3) an empty prefix has nothing to remove. Local overrides it with
-   * an atomic rmdir; the default lists then removes, which a concurrent writer could race.
-   */
-  async removeEmptyDir(path: string): Promise<boolean> {
+  /** Writes a whole file atomically; default: through a write stream. */
+  protected async _writeFile(path: string, data: Uint8Array, options: WriteFileOptions): Promise<void> {
+    const out = await this._createWriteStream(this.#target(path), options)
+    out.end(data)
+    await finished(out)
+  }
+
+  /** Removes `path` if it is an empty directory; default: list, then rmtree (a concurrent writer could race). */
+  protected async _removeEmptyDir(path: string): Promise<boolean> {
     let entries: ListEntry[]
     try {
-      entries = await this.list(path, { includeHidden: true })
+      entries = await this._list(path, { includeHidden: true })
     } catch (error) {
-      if ((error as { code?: unknown }).code === 'ENOENT' || (error as { code?: unknown }).code === 'ENOTDIR') return false
+      const code = (error as { code?: unknown }).code
+      if (code === 'ENOENT' || code === 'ENOTDIR') return false
       throw error
     }
     if (entries.length > 0) return false
-    await this.rmtree(path)
+    await this._rmtree(path)
     return true
+  }
+
+  /**
+   * Turns a primitive's failure into one of ours (a RemoteError with a POSIX code); errors that already
+   * are ours, and aborts, pass unchanged. Transports with their own status codes override it.
+   */
+  protected mapError(error: unknown, op: string, path: string): Error {
+    return toRemoteError(error, op, path, this.displayUrl)
+  }
+
+  // ------------------------------------------------------------ the contract (shared work, then the primitive)
+
+  async open(): Promise<void> {
+    await this.#run('open', 'open', '/', () => this._open())
+  }
+
+  async close(): Promise<void> {
+    await this._close()
+  }
+
+  /** Atomic write: see the header. Parent directories are created. */
+  async createWriteStream(path: string, options: WriteStreamOptions = {}): Promise<Writable> {
+    const rel = this.#file(path, 'createWriteStream')
+    return this.#run('createWriteStream', 'write', rel, () => {
+      options.signal?.throwIfAborted()
+      return this._createWriteStream(this.#target(rel), options)
+    })
+  }
+
+  async createReadStream(path: string, options: ReadStreamOptions = {}): Promise<Readable> {
+    const rel = this.resolvePath(path)
+    const { start, end } = checkRange(options, rel)
+    const signal = options.signal
+    return this.#run('createReadStream', 'read', rel, () => {
+      signal?.throwIfAborted()
+      return this._createReadStream(rel, { start, end, ...(signal === undefined ? {} : { signal }) })
+    })
+  }
+
+  async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
+    const rel = this.resolvePath(path)
+    return this.#run('readFile', 'readFile', rel, () => {
+      options.signal?.throwIfAborted()
+      return this._readFile(rel, options.signal)
+    })
+  }
+
+  /** Atomic, like createWriteStream. */
+  async writeFile(path: string, data: Uint8Array | string, options: WriteFileOptions = {}): Promise<void> {
+    const rel = this.#file(path, 'writeFile')
+    await this.#run('writeFile', 'write', rel, () => {
+      options.signal?.throwIfAborted()
+      return this._writeFile(rel, typeof data === 'string' ? Buffer.from(data) : data, options)
+    })
+  }
+
+  /** Entries of a directory; ENOENT when it does not exist. Order is by path; hidden entries only when asked. */
+  async list(path: string, options: ListOptions = {}): Promise<ListEntry[]> {
+    const rel = this.resolvePath(path)
+    return this.#run('list', 'list', rel, async () => {
+      const entries = await this._list(rel, options)
+      return (options.includeHidden === true ? entries : entries.filter((e) => !isHidden(e.path))).sort(byPath)
+    })
+  }
+
+  async stat(path: string): Promise<RemoteStat> {
+    const rel = this.resolvePath(path)
+    return this.#run('stat', 'stat', rel, () => this._stat(rel))
+  }
+
+  /** Renames a file (replacing the target); on S3 copy+delete, so writers never rely on it to publish. */
+  async rename(from: string, to: string): Promise<void> {
+    const a = this.resolvePath(from)
+    const b = this.resolvePath(to)
+    await this.#run('rename', 'rename', `${a} -> ${b}`, () => this._rename(a, b))
+  }
+
+  /** Removes a file; ENOENT when absent. */
+  async unlink(path: string): Promise<void> {
+    const rel = this.resolvePath(path)
+    if (rel === '') throw new RemoteError('EISDIR', `unlink refused on ${this.displayUrl}: it is the remote root`)
+    await this.#run('unlink', 'unlink', rel, () => this._unlink(rel))
+  }
+
+  /** Removes a directory and everything below it; no error when absent. */
+  async rmtree(path: string): Promise<void> {
+    const rel = this.resolvePath(path)
+    if (rel === '') throw new RemoteError('EACCES', `rmtree refused on ${this.displayUrl}: it would delete the whole remote`)
+    await this.#run('rmtree', 'rmtree', rel, () => this._rmtree(rel))
+  }
+
+  /** mkdir -p */
+  async mkdir(path: string): Promise<void> {
+    const rel = this.resolvePath(path)
+    await this.#run('mkdir', 'mkdir', rel, () => this._mkdir(rel))
+  }
+
+  /**
+   * Removes `path` when it is an empty directory (true), else leaves it (false; also when absent). On
+   * backends without real directories (S3) an empty prefix has nothing to remove.
+   */
+  async removeEmptyDir(path: string): Promise<boolean> {
+    const rel = this.resolvePath(path)
+    if (rel === '') return false
+    return this.#run('removeEmptyDir', 'removeEmptyDir', rel, () => this._removeEmptyDir(rel))
+  }
+
+  /** Whether a file or directory exists. */
+  async exists(path: string): Promise<boolean> {
+    try {
+      await this.stat(path)
+      return true
+    } catch (error) {
+      if (error instanceof RemoteError && error.code === 'ENOENT') return false
+      throw error
+    }
   }
 
   /**
@@ -189,61 +291,8 @@ export abstract class Remote extends EventEmitter<RemoteEvents> {
   async test(options: { sizeBytes?: number; signal?: AbortSignal } = {}): Promise<RemoteTestResult> {
     const sizeBytes = options.sizeBytes ?? 16 * 1024 * 1024
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 1) throw new RemoteError('EINVAL', `test(): sizeBytes must be a positive integer, got ${sizeBytes}`)
-    const signal = options.signal
-    return this.track('test', async () => {
-      const path = temporaryName('backup-proxy-probe', randomBytes(6).toString('hex'))
-      const chunk = randomBytes(Math.min(sizeBytes, 1024 * 1024))
-      const written = createHash('sha256')
-      try {
-        const t0 = performance.now()
-        const out = await this.createWriteStream(path, { expectedSizeBytes: sizeBytes, ...(signal === undefined ? {} : { signal }) })
-        for (let left = sizeBytes; left > 0; ) {
-          const part = left >= chunk.length ? chunk : chunk.subarray(0, left)
-          written.update(part)
-          left -= part.length
-          if (!out.write(part)) await new Promise<void>((resolve, reject) => {
-            const onError = (e: Error) => reject(e)
-            out.once('error', onError)
-            out.once('drain', () => {
-              out.off('error', onError)
-              resolve()
-            })
-          })
-        }
-        out.end()
-        await finished(out)
-        const writeDurationMs = performance.now() - t0
-        const t1 = performance.now()
-        const read = createHash('sha256')
-        let readBytes = 0
-        const input = await this.createReadStream(path, signal === undefined ? {} : { signal })
-        for await (const data of input as AsyncIterable<Buffer>) {
-          read.update(data)
-          readBytes += data.length
-        }
-        const readDurationMs = performance.now() - t1
-        if (readBytes !== sizeBytes || !read.digest().equals(written.digest())) {
-          throw new RemoteError('EIO', `test(): ${this.displayUrl} returned different data than was written (${readBytes} of ${sizeBytes} bytes read): the storage is corrupting data`)
-        }
-        const t2 = performance.now()
-        await this.stat(path)
-        const latencyMs = performance.now() - t2
-        await this.unlink(path)
-        const mib = sizeBytes / (1024 * 1024)
-        return {
-          sizeBytes,
-          writeDurationMs,
-          readDurationMs,
-          writeMiBps: mib / (writeDurationMs / 1000),
-          readMiBps: mib / (readDurationMs / 1000),
-          latencyMs,
-        }
-      } catch (error) {
-        // best effort: the probe may not exist (failed before publish); the original error is what matters
-        await this.unlink(path).catch(() => undefined)
-        throw error
-      }
-    })
+    const path = temporaryName('backup-proxy-probe', randomBytes(6).toString('hex'))
+    return this.track('test', () => probeRemote(this, path, sizeBytes, options.signal))
   }
 
   /**
@@ -274,20 +323,24 @@ export abstract class Remote extends EventEmitter<RemoteEvents> {
     })
   }
 
+  // ------------------------------------------------------------ helpers for transports
+
   /** Emits a `bytes` event (for metrics). */
   protected countBytes(direction: 'read' | 'write', bytes: number): void {
     if (bytes > 0) this.emit('bytes', { direction, bytes })
   }
 
-  /** Whether a file or directory exists. */
-  async exists(path: string): Promise<boolean> {
-    try {
-      await this.stat(path)
-      return true
-    } catch (error) {
-      if (error instanceof RemoteError && error.code === 'ENOENT') return false
-      throw error
+  /**
+   * Destroys `stream` when `signal` aborts, and forgets the listener once the stream closes, so a
+   * long-lived signal (a job's) does not collect one listener per read.
+   */
+  protected bindSignal(stream: Readable, signal: AbortSignal | undefined): void {
+    if (signal === undefined) return
+    const onAbort = (): void => {
+      stream.destroy(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)))
     }
+    signal.addEventListener('abort', onAbort, { once: true })
+    stream.once('close', () => signal.removeEventListener('abort', onAbort))
   }
 
   /** Times an operation and emits an `op` event for metrics. */
@@ -303,9 +356,32 @@ export abstract class Remote extends EventEmitter<RemoteEvents> {
       throw error
     }
   }
+
+  /** Runs a primitive as operation `op`: tracked, its failure mapped (errors name it `errorOp` on `path`). */
+  async #run<T>(op: string, errorOp: string, path: string, fn: () => Promise<T>): Promise<T> {
+    return this.track(op, async () => {
+      try {
+        return await fn()
+      } catch (error) {
+        if (error instanceof BackupProxyError || isAbort(error)) throw error
+        throw this.mapError(error, errorOp, path)
+      }
+    })
+  }
+
+  /** A checked path that must name a file (the root is refused with EISDIR). */
+  #file(path: string, op: string): string {
+    const rel = this.resolvePath(path)
+    if (rel === '') throw new RemoteError('EISDIR', `${op}: a file path is required, got the remote root of ${this.displayUrl}`)
+    return rel
+  }
+
+  #target(rel: string): WriteTarget {
+    return { path: rel, temporary: temporaryName(rel, randomBytes(6).toString('hex')) }
+  }
 }
 
 /** Whether backups to `remote` are VhdDirectory: asked for in its options, or forced by the remote (as XO). */
 export function useVhdDirectory(remote: Remote, options: { useVhdDirectory?: boolean }): boolean {
-  return options.useVhdDirectory === true || remote.forcesVhdDirectory
+  return options.useVhdDirectory === true || remote.capabilities.forcesVhdDirectory
 }

@@ -10,7 +10,8 @@
  *
  * S3 has no directories: a directory exists while a key lies below it; `mkdir` is a no-op. `rename` is
  * copy + delete (not atomic): writers publish by writing the final key last, never by renaming.
- * Temporaries on S3 are pending multipart uploads; `removeTemporaries` aborts those too.
+ * Temporaries on S3 are pending multipart uploads; `removeTemporaries` aborts those too. Only the S3
+ * primitives live here; path checks, tracking and the rest of the shared work are the Remote base class's.
  */
 import {
   AbortMultipartUploadCommand,
@@ -26,73 +27,31 @@ import {
   S3Client,
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3'
-import { createHash } from 'node:crypto'
 import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import { Readable, type Writable } from 'node:stream'
+import { finished } from 'node:stream/promises'
 import { RemoteError } from '../common/errors.js'
-import { Remote, type ListEntry, type ListOptions, type ReadStreamOptions, type RemoteStat, type WriteFileOptions, type WriteStreamOptions } from './remote.js'
-import { checkRange } from './remote-errors.js'
+import { Remote, type ListEntry, type ListOptions, type ReadRange, type RemoteCapabilities, type RemoteStat, type WriteFileOptions, type WriteStreamOptions, type WriteTarget } from './remote.js'
 import { choosePartSizeBytes, MIN_PART_BYTES, S3WriteStream } from './s3-writer.js'
 import { toS3RemoteError } from './s3-errors.js'
+import { deleteEach, isNotImplemented, truncate, withContentMd5 } from './s3-helpers.js'
 import type { RemoteOptions, S3RemoteUrl } from './url-types.js'
 import { redactRemoteUrl } from './url.js'
-
-/**
- * S3 requires Content-MD5 on DeleteObjects; recent SDKs send a CRC32 checksum instead, which AWS accepts
- * but Swift's s3api (and older S3-compatible servers) refuse. Add the MD5 of the serialized body.
- */
-function withContentMd5(command: DeleteObjectsCommand): DeleteObjectsCommand {
-  command.middlewareStack.add(
-    (next) => async (args) => {
-      const request = args.request as { headers?: Record<string, string>; body?: unknown }
-      if (request.headers !== undefined && (typeof request.body === 'string' || request.body instanceof Uint8Array)) {
-        request.headers['content-md5'] = createHash('md5').update(request.body).digest('base64')
-      }
-      return next(args)
-    },
-    { step: 'build', name: 'backupProxyContentMd5' },
-  )
-  return command
-}
-
-/** Passes the first `n` bytes, drops the rest. */
-function truncate(n: number): (source: AsyncIterable<Buffer>) => AsyncGenerator<Buffer> {
-  return async function* (source) {
-    let left = n
-    for await (const chunk of source) {
-      if (left <= 0) continue
-      const piece = chunk.length <= left ? chunk : chunk.subarray(0, left)
-      left -= piece.length
-      yield piece
-    }
-  }
-}
-
-export function isNotImplemented(error: unknown): boolean {
-  return (error as { name?: unknown }).name === 'NotImplemented' || (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 501
-}
-
-async function deleteEach(keys: string[], limit: number, fn: (key: string) => Promise<void>): Promise<void> {
-  let i = 0
-  await Promise.all(
-    Array.from({ length: Math.min(limit, keys.length) }, async () => {
-      while (i < keys.length) await fn(keys[i++] as string)
-    }),
-  )
-}
 
 export const DEFAULT_PART_BYTES = 16 * 1024 * 1024
 export const DEFAULT_UPLOAD_CONCURRENCY = 4
 /** writeFile sends buffers up to this size in one PutObject */
 const SINGLE_PUT_MAX_BYTES = 64 * 1024 * 1024
 
+const S3_CAPABILITIES: RemoteCapabilities = { forcesVhdDirectory: true, releasesChunkOnWriteCallback: false }
+
 export class S3Remote extends Remote {
   readonly kind = 's3' as const
 
   /** Xen Orchestra's S3 handler always answers useVhdDirectory() true: backups on S3 are VhdDirectory. */
-  override get forcesVhdDirectory(): boolean {
-    return true
+  override get capabilities(): RemoteCapabilities {
+    return S3_CAPABILITIES
   }
   readonly displayUrl: string
   readonly bucket: string
@@ -139,9 +98,8 @@ export class S3Remote extends Remote {
   }
 
   /** Bucket key of a remote path ('' is the remote's root). */
-  #key(path: string): { rel: string; key: string } {
-    const rel = this.resolvePath(path)
-    return { rel, key: this.prefix === '' ? rel : rel === '' ? this.prefix : `${this.prefix}/${rel}` }
+  #key(rel: string): string {
+    return this.prefix === '' ? rel : rel === '' ? this.prefix : `${this.prefix}/${rel}`
   }
 
   /** Prefix under which a directory's keys live. */
@@ -155,37 +113,37 @@ export class S3Remote extends Remote {
     }
   }
 
-  async open(): Promise<void> {
-    if (this.#opened) return
-    await this.track('open', async () => {
-      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket })).catch(this.#fail('open (HeadBucket)', this.bucket))
-      this.#opened = true
-    })
+  protected override mapError(error: unknown, op: string, path: string): Error {
+    return toS3RemoteError(error, op, path, this.displayUrl)
   }
 
-  async close(): Promise<void> {
+  protected async _open(): Promise<void> {
+    if (this.#opened) return
+    await this.client.send(new HeadBucketCommand({ Bucket: this.bucket })).catch(this.#fail('open (HeadBucket)', this.bucket))
+    this.#opened = true
+  }
+
+  protected async _close(): Promise<void> {
     this.#opened = false
     this.client.destroy()
     await Promise.resolve()
   }
 
-  async createWriteStream(path: string, options: WriteStreamOptions = {}): Promise<Writable> {
-    const { rel, key } = this.#key(path)
-    if (rel === '') throw new RemoteError('EISDIR', `createWriteStream: a file path is required, got the remote root of ${this.displayUrl}`)
+  /** A multipart upload (S3's temporary) completed on end(); `target.temporary` is not used. */
+  protected async _createWriteStream(target: WriteTarget, options: WriteStreamOptions): Promise<Writable> {
+    const rel = target.path
+    const key = this.#key(rel)
     const partSizeBytes = choosePartSizeBytes(options.expectedSizeBytes, this.#partFloorBytes)
-    return this.track('createWriteStream', async () => {
-      options.signal?.throwIfAborted()
-      if (options.exclusive === true) await this.#refuseExisting(rel, key)
-      return new S3WriteStream({
-        client: this.client,
-        bucket: this.bucket,
-        key,
-        partSizeBytes,
-        concurrency: this.#concurrency,
-        ...(options.signal === undefined ? {} : { signal: options.signal }),
-        onBytes: (n) => this.countBytes('write', n),
-        mapError: (e) => toS3RemoteError(e, 'write', rel, this.displayUrl),
-      })
+    if (options.exclusive === true) await this.#refuseExisting(rel, key)
+    return new S3WriteStream({
+      client: this.client,
+      bucket: this.bucket,
+      key,
+      partSizeBytes,
+      concurrency: this.#concurrency,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      onBytes: (n) => this.countBytes('write', n),
+      mapError: (e) => toS3RemoteError(e, 'write', rel, this.displayUrl),
     })
   }
 
@@ -200,82 +158,72 @@ export class S3Remote extends Remote {
     throw new RemoteError('EEXIST', `write "${rel}" on ${this.displayUrl} refused: it already exists`, { fields: { path: rel } })
   }
 
-  async createReadStream(path: string, options: ReadStreamOptions = {}): Promise<Readable> {
-    const { rel, key } = this.#key(path)
-    const { start, end } = checkRange(options, rel)
-    return this.track('createReadStream', async () => {
-      if (end !== undefined && end < start) return Readable.from([])
-      const range = start === 0 && end === undefined ? undefined : `bytes=${start}-${end ?? ''}`
-      let res
-      try {
-        res = await this.client.send(
-          new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range === undefined ? {} : { Range: range }) }),
-          options.signal === undefined ? {} : { abortSignal: options.signal },
-        )
-      } catch (error) {
-        // a start at or past the end: node:fs gives an empty stream, S3 a 416
-        if ((error as { name?: string }).name === 'InvalidRange') {
-          await this.stat(rel)
-          return Readable.from([])
-        }
-        throw toS3RemoteError(error, 'read', rel, this.displayUrl)
+  protected async _createReadStream(rel: string, range: ReadRange): Promise<Readable> {
+    const { start, end, signal } = range
+    if (end !== undefined && end < start) return Readable.from([])
+    const asked = start === 0 && end === undefined ? undefined : `bytes=${start}-${end ?? ''}`
+    let res
+    try {
+      res = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: this.#key(rel), ...(asked === undefined ? {} : { Range: asked }) }),
+        signal === undefined ? {} : { abortSignal: signal },
+      )
+    } catch (error) {
+      // a start at or past the end: node:fs gives an empty stream, S3 a 416
+      if ((error as { name?: string }).name === 'InvalidRange') {
+        await this._stat(rel)
+        return Readable.from([])
       }
-      const body = res.Body
-      if (!(body instanceof Readable)) throw new RemoteError('E_REMOTE', `read "${rel}" on ${this.displayUrl}: the response has no body stream`)
-      let length = res.ContentLength ?? 0
-      let out: Readable = body
-      // some servers (s3rver: `bytes=0-0`) send more than the range asked for: keep what was asked
-      const served = /^bytes (\d+)-(\d+)\//.exec(res.ContentRange ?? '')
-      if (range !== undefined && served === null && start > 0) {
-        body.destroy()
-        throw new RemoteError('EIO', `read "${rel}" on ${this.displayUrl}: asked for bytes from ${start}, the server sent the whole object: it does not support ranged reads`)
-      }
-      if (end !== undefined && (served === null ? length > end - start + 1 : Number(served[1]) !== start || Number(served[2]) > end)) {
-        if (served !== null && Number(served[1]) !== start) {
-          body.destroy()
-          throw new RemoteError('EIO', `read "${rel}" on ${this.displayUrl}: asked for bytes ${start}-${end}, the server sent ${res.ContentRange}`)
-        }
-        length = end - start + 1
-        out = Readable.from(truncate(length)(body))
-      }
-      out.once('end', () => this.countBytes('read', length))
-      options.signal?.addEventListener('abort', () => out.destroy(options.signal?.reason as Error), { once: true })
-      return out
-    })
+      throw toS3RemoteError(error, 'read', rel, this.displayUrl)
+    }
+    const body = res.Body
+    if (!(body instanceof Readable)) throw new RemoteError('E_REMOTE', `read "${rel}" on ${this.displayUrl}: the response has no body stream`)
+    const { out, length } = this.#keepRange(rel, body, { start, end, asked, length: res.ContentLength ?? 0, contentRange: res.ContentRange })
+    out.once('end', () => this.countBytes('read', length))
+    this.bindSignal(out, signal)
+    return out
   }
 
-  async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
-    const { rel, key } = this.#key(path)
-    return this.track('readFile', async () => {
-      const res = await this.client
-        .send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), options.signal === undefined ? {} : { abortSignal: options.signal })
-        .catch(this.#fail('readFile', rel))
-      const data = Buffer.from((await res.Body?.transformToByteArray()) ?? new Uint8Array())
-      this.countBytes('read', data.length)
-      return data
-    })
+  /** The asked range of a GET's body: some servers (s3rver: `bytes=0-0`) send more than asked for. */
+  #keepRange(rel: string, body: Readable, r: { start: number; end: number | undefined; asked: string | undefined; length: number; contentRange: string | undefined }): { out: Readable; length: number } {
+    const { start, end } = r
+    const served = /^bytes (\d+)-(\d+)\//.exec(r.contentRange ?? '')
+    if (r.asked !== undefined && served === null && start > 0) {
+      body.destroy()
+      throw new RemoteError('EIO', `read "${rel}" on ${this.displayUrl}: asked for bytes from ${start}, the server sent the whole object: it does not support ranged reads`)
+    }
+    if (end === undefined || (served === null ? r.length <= end - start + 1 : Number(served[1]) === start && Number(served[2]) <= end)) return { out: body, length: r.length }
+    if (served !== null && Number(served[1]) !== start) {
+      body.destroy()
+      throw new RemoteError('EIO', `read "${rel}" on ${this.displayUrl}: asked for bytes ${start}-${end}, the server sent ${r.contentRange}`)
+    }
+    const length = end - start + 1
+    return { out: Readable.from(truncate(length)(body)), length }
   }
 
-  async writeFile(path: string, data: Uint8Array | string, options: WriteFileOptions = {}): Promise<void> {
-    const { rel, key } = this.#key(path)
-    if (rel === '') throw new RemoteError('EISDIR', `writeFile: a file path is required, got the remote root of ${this.displayUrl}`)
-    const body = typeof data === 'string' ? Buffer.from(data) : data
+  protected override async _readFile(rel: string, signal: AbortSignal | undefined): Promise<Buffer> {
+    const res = await this.client
+      .send(new GetObjectCommand({ Bucket: this.bucket, Key: this.#key(rel) }), signal === undefined ? {} : { abortSignal: signal })
+      .catch(this.#fail('readFile', rel))
+    const data = Buffer.from((await res.Body?.transformToByteArray()) ?? new Uint8Array())
+    this.countBytes('read', data.length)
+    return data
+  }
+
+  /** One PutObject up to 64 MiB; larger buffers go through a multipart upload. */
+  protected override async _writeFile(rel: string, body: Uint8Array, options: WriteFileOptions): Promise<void> {
     if (body.byteLength > SINGLE_PUT_MAX_BYTES) {
-      const out = await this.createWriteStream(path, { ...options, expectedSizeBytes: body.byteLength })
-      await new Promise<void>((resolve, reject) => {
-        out.once('error', reject)
-        out.end(body, () => resolve())
-      })
+      const out = await this._createWriteStream({ path: rel, temporary: '' }, { ...options, expectedSizeBytes: body.byteLength })
+      out.end(body)
+      await finished(out)
       return
     }
-    await this.track('writeFile', async () => {
-      options.signal?.throwIfAborted()
-      if (options.exclusive === true) await this.#refuseExisting(rel, key)
-      await this.client
-        .send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength }), options.signal === undefined ? {} : { abortSignal: options.signal })
-        .catch(this.#fail('writeFile', rel))
-      this.countBytes('write', body.byteLength)
-    })
+    const key = this.#key(rel)
+    if (options.exclusive === true) await this.#refuseExisting(rel, key)
+    await this.client
+      .send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength }), options.signal === undefined ? {} : { abortSignal: options.signal })
+      .catch(this.#fail('writeFile', rel))
+    this.countBytes('write', body.byteLength)
   }
 
   /** Every page of a listing. */
@@ -290,33 +238,28 @@ export class S3Remote extends Remote {
     } while (token !== undefined)
   }
 
-  async list(path: string, options: ListOptions = {}): Promise<ListEntry[]> {
-    const { rel, key } = this.#key(path)
-    return this.track('list', async () => {
-      const prefix = this.#dirPrefix(key)
-      const recursive = options.recursive === true
-      const out: ListEntry[] = []
-      let seen = false
-      const hidden = (p: string) => options.includeHidden !== true && p.split('/').some((s) => s.startsWith('.'))
-      for await (const page of this.#pages(prefix, !recursive, rel)) {
-        for (const o of page.Contents ?? []) {
-          if (o.Key === undefined) continue
-          seen = true
-          const p = o.Key.slice(prefix.length)
-          if (p === '' || p.endsWith('/') || hidden(p)) continue // directory markers made by other tools
-          out.push({ path: p, isDirectory: false })
-        }
-        for (const cp of page.CommonPrefixes ?? []) {
-          if (cp.Prefix === undefined) continue
-          seen = true
-          const p = cp.Prefix.slice(prefix.length, -1)
-          if (p === '' || hidden(p)) continue
-          out.push({ path: p, isDirectory: true })
-        }
+  protected async _list(rel: string, options: ListOptions): Promise<ListEntry[]> {
+    const prefix = this.#dirPrefix(this.#key(rel))
+    const recursive = options.recursive === true
+    const out: ListEntry[] = []
+    let seen = false
+    for await (const page of this.#pages(prefix, !recursive, rel)) {
+      for (const o of page.Contents ?? []) {
+        if (o.Key === undefined) continue
+        seen = true
+        const p = o.Key.slice(prefix.length)
+        if (p === '' || p.endsWith('/')) continue // directory markers made by other tools
+        out.push({ path: p, isDirectory: false })
       }
-      if (!seen && rel !== '') throw new RemoteError('ENOENT', `list "${rel}" on ${this.displayUrl} failed: no such directory`, { fields: { path: rel } })
-      return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
-    })
+      for (const cp of page.CommonPrefixes ?? []) {
+        if (cp.Prefix === undefined) continue
+        seen = true
+        const p = cp.Prefix.slice(prefix.length, -1)
+        if (p !== '') out.push({ path: p, isDirectory: true })
+      }
+    }
+    if (!seen && rel !== '') throw new RemoteError('ENOENT', `list "${rel}" on ${this.displayUrl} failed: no such directory`, { fields: { path: rel } })
+    return out
   }
 
   async #isDirectory(key: string): Promise<boolean> {
@@ -324,69 +267,58 @@ export class S3Remote extends Remote {
     return (res.KeyCount ?? res.Contents?.length ?? 0) > 0
   }
 
-  async stat(path: string): Promise<RemoteStat> {
-    const { rel, key } = this.#key(path)
-    return this.track('stat', async () => {
-      if (rel === '') return { size: 0, isDirectory: true, mtimeMs: 0 }
-      try {
-        const h = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }))
-        return { size: h.ContentLength ?? 0, isDirectory: false, mtimeMs: h.LastModified?.getTime() ?? 0 }
-      } catch (error) {
-        const mapped = toS3RemoteError(error, 'stat', rel, this.displayUrl)
-        if (mapped.code === 'ENOENT' && (await this.#isDirectory(key).catch(this.#fail('stat', rel)))) return { size: 0, isDirectory: true, mtimeMs: 0 }
-        throw mapped
-      }
-    })
+  protected async _stat(rel: string): Promise<RemoteStat> {
+    if (rel === '') return { size: 0, isDirectory: true, mtimeMs: 0 }
+    const key = this.#key(rel)
+    try {
+      const h = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }))
+      return { size: h.ContentLength ?? 0, isDirectory: false, mtimeMs: h.LastModified?.getTime() ?? 0 }
+    } catch (error) {
+      const mapped = toS3RemoteError(error, 'stat', rel, this.displayUrl)
+      if (mapped.code === 'ENOENT' && (await this.#isDirectory(key).catch(this.#fail('stat', rel)))) return { size: 0, isDirectory: true, mtimeMs: 0 }
+      throw mapped
+    }
   }
 
-  async rename(from: string, to: string): Promise<void> {
-    const a = this.#key(from)
-    const b = this.#key(to)
-    await this.track('rename', async () => {
-      const source = `${this.bucket}/${a.key.split('/').map(encodeURIComponent).join('/')}`
-      await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: b.key, CopySource: source })).catch(this.#fail('rename (copy)', `${a.rel} -> ${b.rel}`))
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: a.key })).catch(this.#fail('rename (delete)', a.rel))
-    })
+  protected async _rename(from: string, to: string): Promise<void> {
+    const source = `${this.bucket}/${this.#key(from).split('/').map(encodeURIComponent).join('/')}`
+    await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: this.#key(to), CopySource: source })).catch(this.#fail('rename (copy)', `${from} -> ${to}`))
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.#key(from) })).catch(this.#fail('rename (delete)', from))
   }
 
-  async unlink(path: string): Promise<void> {
-    const { rel, key } = this.#key(path)
-    await this.track('unlink', async () => {
-      const s = await this.stat(rel) // DeleteObject succeeds on missing keys; the contract says ENOENT
-      if (s.isDirectory) throw new RemoteError('EISDIR', `unlink "${rel}" on ${this.displayUrl}: it is a directory`, { fields: { path: rel } })
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })).catch(this.#fail('unlink', rel))
-    })
+  protected async _unlink(rel: string): Promise<void> {
+    const s = await this._stat(rel) // DeleteObject succeeds on missing keys; the contract says ENOENT
+    if (s.isDirectory) throw new RemoteError('EISDIR', `unlink "${rel}" on ${this.displayUrl}: it is a directory`, { fields: { path: rel } })
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.#key(rel) })).catch(this.#fail('unlink', rel))
   }
 
-  async rmtree(path: string): Promise<void> {
-    const { rel, key } = this.#key(path)
-    if (rel === '') throw new RemoteError('EACCES', `rmtree refused on ${this.displayUrl}: it would delete the whole remote`)
-    await this.track('rmtree', async () => {
-      const prefix = this.#dirPrefix(key)
-      for await (const page of this.#pages(prefix, false, rel)) {
-        const keys = (page.Contents ?? []).flatMap((o) => (o.Key === undefined ? [] : [{ Key: o.Key }]))
-        if (keys.length === 0) continue
-        let res
-        try {
-          if (this.#noBatchDelete) throw Object.assign(new Error('DeleteObjects not implemented'), { name: 'NotImplemented' })
-          res = await this.client.send(withContentMd5(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys, Quiet: true } })))
-        } catch (error) {
-          if (!isNotImplemented(error)) throw toS3RemoteError(error, 'rmtree', rel, this.displayUrl)
-          // servers without DeleteObjects (s3rver, some gateways): one DeleteObject per key, 8 at a time
-          this.#noBatchDelete = true
-          await deleteEach(keys.map((k) => k.Key), 8, (k) => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: k })).then(() => undefined)).catch(this.#fail('rmtree', rel))
-          continue
-        }
-        const failed = res.Errors ?? []
-        if (failed.length > 0) throw new RemoteError('EIO', `rmtree "${rel}" on ${this.displayUrl}: ${failed.length} objects were not deleted (first: ${failed[0]?.Key}: ${failed[0]?.Code} ${failed[0]?.Message})`)
-      }
-      await this.#abortUploads(prefix, rel)
-    })
+  protected async _rmtree(rel: string): Promise<void> {
+    const prefix = this.#dirPrefix(this.#key(rel))
+    for await (const page of this.#pages(prefix, false, rel)) {
+      const keys = (page.Contents ?? []).flatMap((o) => (o.Key === undefined ? [] : [o.Key]))
+      if (keys.length > 0) await this.#deleteKeys(keys, rel)
+    }
+    await this.#abortUploads(prefix, rel)
   }
 
-  async mkdir(path: string): Promise<void> {
-    this.resolvePath(path)
-    await this.track('mkdir', () => Promise.resolve()) // S3 has no directories
+  /** DeleteObjects, or one DeleteObject per key on servers without it (s3rver, some gateways). */
+  async #deleteKeys(keys: string[], rel: string): Promise<void> {
+    let res
+    try {
+      if (this.#noBatchDelete) throw Object.assign(new Error('DeleteObjects not implemented'), { name: 'NotImplemented' })
+      res = await this.client.send(withContentMd5(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } })))
+    } catch (error) {
+      if (!isNotImplemented(error)) throw toS3RemoteError(error, 'rmtree', rel, this.displayUrl)
+      this.#noBatchDelete = true // 8 at a time from now on
+      await deleteEach(keys, 8, (k) => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: k })).then(() => undefined)).catch(this.#fail('rmtree', rel))
+      return
+    }
+    const failed = res.Errors ?? []
+    if (failed.length > 0) throw new RemoteError('EIO', `rmtree "${rel}" on ${this.displayUrl}: ${failed.length} objects were not deleted (first: ${failed[0]?.Key}: ${failed[0]?.Code} ${failed[0]?.Message})`)
+  }
+
+  protected async _mkdir(): Promise<void> {
+    await Promise.resolve() // S3 has no directories
   }
 
   /** Aborts pending multipart uploads below `prefix` (S3's temporaries); returns how many. */
@@ -418,8 +350,8 @@ export class S3Remote extends Remote {
   /** Temporaries plus pending multipart uploads left by killed writers (call it with no writer active). */
   override async removeTemporaries(dir: string): Promise<number> {
     const files = await super.removeTemporaries(dir)
-    const { rel, key } = this.#key(dir)
-    return files + (await this.track('removeTemporaries', () => this.#abortUploads(this.#dirPrefix(key), rel)))
+    const rel = this.resolvePath(dir)
+    return files + (await this.track('removeTemporaries', () => this.#abortUploads(this.#dirPrefix(this.#key(rel)), rel)))
   }
 
   /** The part size a write of `expectedSizeBytes` will use. */

@@ -5,10 +5,11 @@
  * `writeBlock` resolves when the sink can take the next block (backpressure), `abort` removes whatever
  * the sink wrote (temporaries), and nothing is ever visible under the final name before `end()`.
  *
- * `pumpVhd` is that fan-out for one stream: blocks go to every sink still alive, a sink that fails is
- * aborted and dropped while the others go on, and the run fails only when every sink failed.
+ * `pumpVhd` runs that fan-out (common/fan-out.ts, the engine's own) for one stream: blocks go to every
+ * sink still alive, a sink that fails is aborted and dropped while the others go on, and the run fails
+ * only when every sink failed.
  */
-import { CancelledError, toError } from '../common/errors.js'
+import { fanOut, type FanOutTarget } from '../common/fan-out.js'
 import type { VhdFooter } from './footer.js'
 import type { VhdHeader } from './header.js'
 import type { VhdBlock, VhdStream } from './stream-parser.js'
@@ -48,41 +49,28 @@ export interface PumpResult {
 }
 
 /**
- * Writes a parsed VHD stream to every sink, paced by the slowest. A failing sink is aborted and dropped;
- * throws (after aborting every sink) when the stream itself fails or when every sink failed.
+ * Writes a parsed VHD stream to every sink, paced by the slowest (one block in flight per sink): the
+ * engine's fan-out (common/fan-out.ts) with sinks as targets. A failing sink is aborted and dropped;
+ * throws (after aborting every sink and closing the stream) when the stream itself fails, when the
+ * signal aborts, or when every sink failed (AllTargetsFailedError).
  */
 export async function pumpVhd(vhd: VhdStream, sinks: readonly VhdSink[], options: { signal?: AbortSignal } = {}): Promise<PumpResult> {
+  const results = new Map<VhdSink, VhdSinkResult>()
   const failures = new Map<VhdSink, Error>()
-  let alive = [...sinks]
-  const step = async (fn: (sink: VhdSink) => Promise<void>): Promise<void> => {
-    const settled = await Promise.allSettled(alive.map(fn))
-    const failed: VhdSink[] = []
-    settled.forEach((s, i) => {
-      if (s.status === 'rejected') {
-        const sink = alive[i] as VhdSink
-        failures.set(sink, toError(s.reason))
-        failed.push(sink)
-      }
-    })
-    if (failed.length > 0) {
-      alive = alive.filter((s) => !failed.includes(s))
-      await Promise.allSettled(failed.map((s) => s.abort(failures.get(s))))
-      if (alive.length === 0) throw new AggregateError([...failures.values()], `every VHD writer failed: ${[...failures.values()].map((e) => e.message).join('; ')}`)
-    }
-  }
+  const targets: FanOutTarget<VhdBlock>[] = sinks.map((sink, i) => ({
+    id: String(i),
+    begin: () => sink.begin(vhd.footer, vhd.header, vhd.blockOrder),
+    write: (block) => sink.writeBlock(block),
+    end: async () => {
+      results.set(sink, await sink.end())
+    },
+    abort: (reason) => sink.abort(reason),
+  }))
   try {
-    await step((s) => s.begin(vhd.footer, vhd.header, vhd.blockOrder))
-    for await (const block of vhd.blocks()) {
-      if (options.signal?.aborted === true) throw new CancelledError('the VHD copy was cancelled', { cause: options.signal.reason })
-      await step((s) => s.writeBlock(block))
-    }
-    const results = new Map<VhdSink, VhdSinkResult>()
-    await step(async (s) => {
-      results.set(s, await s.end())
-    })
+    const { failed } = await fanOut(vhd.blocks(), targets, { maxPendingPerTarget: 1, ...(options.signal === undefined ? {} : { signal: options.signal }) })
+    for (const f of failed) failures.set(sinks[Number(f.id)] as VhdSink, f.error)
     return { results, failures }
   } catch (error) {
-    await Promise.allSettled(alive.map((s) => s.abort(error)))
     await vhd.close()
     throw error
   }

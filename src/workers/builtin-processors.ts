@@ -7,7 +7,7 @@
 import { ProcessorRegistry } from './processors.js'
 import { registerStandIns } from './stand-ins/processors.js'
 import { createBackupMetadataProcessor, createBackupMirrorProcessor, createBackupRestoreProcessor, createBackupRunProcessor, createBackupVerifyProcessor, createRemoteListProcessor, createRemoteTestProcessor } from '../backup/processors.js'
-import type { ProxyMetrics } from '../metrics/index.js'
+import { attachRemoteMetrics, type ProxyMetrics } from '../metrics/index.js'
 
 export interface BuiltinOptions {
   standIns?: boolean
@@ -17,8 +17,9 @@ export interface BuiltinOptions {
 
 export function builtinProcessors(options: BuiltinOptions = {}): ProcessorRegistry {
   const registry = new ProcessorRegistry()
-  // ENGINE HOOK: the real processors (src/backup)
-  const engine = options.metrics === undefined ? {} : { metrics: options.metrics }
+  // ENGINE HOOK: the real processors (src/backup); metrics are attached from here, outside the engine
+  const metrics = options.metrics
+  const engine = metrics === undefined ? {} : { remoteMetrics: (remote: Parameters<typeof attachRemoteMetrics>[0], id: string) => attachRemoteMetrics(remote, metrics, id) }
   registry.register('backup.run', createBackupRunProcessor(engine))
   registry.register('backup.verify', createBackupVerifyProcessor(engine))
   registry.register('backup.restore', createBackupRestoreProcessor(engine))

@@ -1,5 +1,5 @@
 /**
- * The stream pool: a Piscina thread pool where each task is one disk stream (DESIGN "Shape").
+ * The stream pool: a Piscina thread pool where each task is one disk stream.
  *
  * `pool.run(taskName, input, { signal, onProgress, onMetrics })` dispatches to the thread task registry
  * (thread-tasks.ts) through thread-entry. Each task gets its own MessageChannel: progress and metric deltas
@@ -69,6 +69,8 @@ export class StreamPool {
   #closing: Promise<void> | undefined
   readonly #retiring = new Set<Promise<void>>()
   readonly #cancels = new Set<(reason: string) => void>()
+  /** rejects a running task at once (the forceful step: its thread is being terminated) */
+  readonly #kills = new Set<(reason: string) => void>()
   readonly #logger: Logger
   readonly #onMetrics: ((deltas: MetricDelta[]) => void) | undefined
 
@@ -104,6 +106,7 @@ export class StreamPool {
         else this.#queued--
         options.signal?.removeEventListener('abort', onAbort)
         this.#cancels.delete(cancel)
+        this.#kills.delete(kill)
         port1.close()
         fn()
       }
@@ -116,7 +119,9 @@ export class StreamPool {
         const r: unknown = options.signal?.reason
         cancel(r instanceof Error ? r.message : typeof r === 'string' ? r : 'cancelled')
       }
+      const kill = (reason: string) => finish(() => reject(new CancelledError(`${reason} (its thread was terminated)`)))
       this.#cancels.add(cancel)
+      this.#kills.add(kill)
       options.signal?.addEventListener('abort', onAbort, { once: true })
       const onMessage = (message: unknown) => {
         if (!isThreadToMainMessage(message)) return
@@ -185,9 +190,26 @@ export class StreamPool {
     return this.#closing
   }
 
-  /** Cancels running tasks cooperatively, then stops the threads. */
-  async destroy(reason = 'the stream pool is being destroyed'): Promise<void> {
+  /**
+   * The last steps of the close → destroy ladder: cancels running tasks cooperatively and waits up to
+   * `graceMs` for them to clean up and the threads to stop; then terminates the threads (a task that
+   * ignores its signal cannot block shutdown), and every task still running rejects with E_CANCELLED.
+   */
+  async destroy(reason = 'the stream pool is being destroyed', options: { graceMs?: number } = {}): Promise<void> {
+    const graceMs = options.graceMs ?? 10_000
     this.cancelAll(reason)
-    await this.close()
+    const closed = this.close()
+    let timer: NodeJS.Timeout | undefined
+    const graceOver = new Promise<'grace over'>((resolve) => {
+      timer = setTimeout(() => resolve('grace over'), graceMs)
+    })
+    const outcome = await Promise.race([closed.then(() => 'closed' as const), graceOver])
+    clearTimeout(timer)
+    if (outcome === 'closed') return
+    this.#logger.warn({ graceMs, running: this.#busy, queued: this.#queued }, 'stream tasks ignored the cancel: terminating their threads')
+    for (const kill of [...this.#kills]) kill(reason)
+    const destroyed = Promise.all([this.#piscina.destroy(), ...this.#retiring]).then(() => undefined)
+    this.#closing = destroyed // a later close() waits for this, not for the threads that were terminated
+    await destroyed
   }
 }

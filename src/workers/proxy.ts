@@ -38,6 +38,7 @@ import type { MetricDelta } from './messages.js'
 import { StreamPool } from './pool.js'
 import type { ProcessorRegistry } from './processors.js'
 import { runJob, type ActiveJob } from './run-job.js'
+import { TaskLogFlusher } from './task-log-flusher.js'
 
 export interface ProxyRuntimeOptions {
   config: Config
@@ -68,6 +69,8 @@ export class ProxyRuntime {
   #pool: StreamPool | undefined
   readonly #workers: Worker<QueuedJobData, JobSummary>[] = []
   readonly #active = new Map<string, ActiveJob>()
+  /** flushes the task logs of this runtime's jobs (one timer; nothing shared with other runtimes) */
+  readonly #flusher = new TaskLogFlusher()
   #heartbeat: NodeJS.Timeout | undefined
   #lockWatch: NodeJS.Timeout | undefined
   #state: 'new' | 'running' | 'draining' | 'stopped' = 'new'
@@ -143,6 +146,7 @@ export class ProxyRuntime {
       logger: this.#logger,
       instance: this.instance,
       active: this.#active,
+      flusher: this.#flusher,
     }
     for (const name of this.queues) {
       const worker = new Worker<QueuedJobData, JobSummary>(
@@ -358,6 +362,9 @@ export class ProxyRuntime {
       if (this.#active.size === 0) return
       this.#logger.warn({ jobs: [...this.#active.keys()] }, 'grace period over: cancelling running jobs (they go back to the queue)')
       for (const a of this.#active.values()) a.abort('shutdown', 'the proxy is shutting down')
+      // last rung: stream tasks that ignore the cancel for another grace have their threads terminated,
+      // so their jobs' processors return and the jobs go back to the queue
+      void this.#pool?.destroy('the proxy is shutting down', { graceMs }).catch((error: unknown) => this.#logger.warn({ err: error }, 'stream pool not destroyed'))
     }, graceMs)
     try {
       // close() stops fetching and resolves once every active job's processor has returned and its
@@ -369,6 +376,7 @@ export class ProxyRuntime {
       clearInterval(this.#lockWatch)
     }
     await this.#pool?.close()
+    this.#flusher.close()
     await this.#subscriber?.quit().catch(() => undefined)
     await removeHeartbeat(this.#redis, this.config.redis.prefix, this.instance).catch((error: unknown) => this.#logger.warn({ err: error }, 'heartbeat not removed'))
     await this.#bull.close()

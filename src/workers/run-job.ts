@@ -27,12 +27,13 @@ import { BackupProxyError, CancelledError, TimeoutError, errorCode, serializeErr
 import type { Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
 import type { JobProgress, QueuedJobData } from '../queue/client.js'
-import { queueKeys } from '../queue/names.js'
+import { bullKeys, queueKeys } from '../queue/names.js'
 import { unsealFields, type SealKey } from '../queue/seal.js'
 import { consolidate, eventsOfTree, LogTask, newTaskId, type JobSummary, type TaskLogEvent, type TaskStatus } from '../queue/task-log.js'
 import { isTaskKind, parseTask, SECRET_PATHS, type Task, type TaskKind, type TaskOf } from '../queue/tasks.js'
 import type { StreamPool } from './pool.js'
 import type { JobContext, JobInfo, ProcessorRegistry } from './processors.js'
+import type { TaskLogFlusher } from './task-log-flusher.js'
 
 /** Codes never worth a retry: the same input would fail the same way. */
 const NON_RETRYABLE_CODES = new Set(['E_TASK_INVALID', 'E_CANCELLED', 'E_CONFIG_INVALID', 'E_REMOTE_URL', 'E_ENCRYPTION', 'E_ENCRYPTED_RANGE', 'E_VHD_UNSUPPORTED', 'E_DUPLICATE_JOB', 'E_NOT_AVAILABLE', 'EACCES'])
@@ -79,42 +80,17 @@ export interface RunJobDeps {
   logger: Logger
   instance: string
   active: Map<string, ActiveJob>
+  /** the runtime's task-log flush timer */
+  flusher: TaskLogFlusher
 }
 
 /** Job log lines kept per job (BullMQ's keepLogs of the client's jobs). */
 const KEEP_LOG_LINES = 5000
 
-/** Events are held at most this long before they are written (live listeners see them this late). */
-const TASK_LOG_FLUSH_MS = 50
-
-/**
- * Writers whose events wait for their first flush, and the one timer that flushes them: held from
- * TASK_LOG_FLUSH_MS / 2 to TASK_LOG_FLUSH_MS. A timer per job (created, then cleared by almost every
- * short job) cost more than the rest of a short job's bookkeeping.
- */
-const waitingWriters = new Set<TaskLogWriter>()
-let flushTicker: NodeJS.Timeout | undefined
-
-function scheduleFlush(writer: TaskLogWriter): void {
-  waitingWriters.add(writer)
-  flushTicker ??= setInterval(flushDue, TASK_LOG_FLUSH_MS / 2)
-}
-
-function flushDue(): void {
-  const due = performance.now() - TASK_LOG_FLUSH_MS / 2
-  for (const writer of waitingWriters) {
-    if (writer.waitingSince <= due) void writer.flush()
-  }
-  if (waitingWriters.size === 0) {
-    clearInterval(flushTicker)
-    flushTicker = undefined
-  }
-}
-
 /**
  * Writes task-log events in order: each is a job log line, and each flush is ONE `task-log` entry on the
  * queue's event stream carrying its lines joined by "\n" (JSON never contains a raw newline; the client
- * splits them). Events are batched for up to TASK_LOG_FLUSH_MS (the shared flush ticker); `flush()` writes
+ * splits them). Events are batched for up to TASK_LOG_FLUSH_MS (the runtime's TaskLogFlusher); `flush()` writes
  * what is pending now.
  *
  * Commands go to the runtime's auto-pipelined connection: RPUSH + LTRIM + XADD of one flush, and those of
@@ -136,12 +112,13 @@ class TaskLogWriter {
     private readonly jobId: string,
     private readonly logger: () => Logger,
     private readonly onCancelFlag: (reason: string) => void,
+    private readonly flusher: TaskLogFlusher,
   ) {}
 
   write(line: string): void {
     if (this.#pending.push(line) === 1) {
       this.waitingSince = performance.now()
-      scheduleFlush(this)
+      this.flusher.schedule(this)
     }
   }
 
@@ -152,13 +129,13 @@ class TaskLogWriter {
    */
   dropIfExactly(eventsJson: string): boolean {
     if (this.#cancelChecked || eventsJson !== `[${this.#pending.join(',')}]`) return false
-    waitingWriters.delete(this)
+    this.flusher.forget(this)
     this.#pending = []
     return true
   }
 
   #drain(): Promise<void> {
-    waitingWriters.delete(this)
+    this.flusher.forget(this)
     const lines = this.#pending
     this.#pending = []
     if (lines.length === 0) return this.#chain
@@ -289,9 +266,9 @@ export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummar
   const infoEnabled = deps.logger.isLevelEnabled('info')
   const abort = (cause: AbortCause, message: string) => state.abort(cause, message)
   deps.active.set(jobId, { job, queue, kind, abort, lockedAt: performance.now() })
-  const base = `${config.redis.prefix}:${queue}`
-  const keys = { logs: `${base}:${jobId}:logs`, events: `${base}:events`, cancelFlag: queueKeys.cancelFlag(config.redis.prefix, queue, jobId) }
-  const writer = new TaskLogWriter(redis, keys, jobId, logger, (reason) => abort('cancel', reason))
+  const bull = bullKeys(config.redis.prefix, queue)
+  const keys = { logs: bull.logs(jobId), events: bull.events, cancelFlag: queueKeys.cancelFlag(config.redis.prefix, queue, jobId) }
+  const writer = new TaskLogWriter(redis, keys, jobId, logger, (reason) => abort('cancel', reason), deps.flusher)
   const events: TaskLogEvent[] = []
   const emit = (event: TaskLogEvent) => {
     events.push(event)

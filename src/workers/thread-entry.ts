@@ -8,8 +8,9 @@
  */
 import { threadId } from 'node:worker_threads'
 import { BackupProxyError, CancelledError, serializeError } from '../common/errors.js'
-import { isMainToThreadMessage, type ThreadResult, type ThreadTaskEnvelope, type ThreadOutcome } from './messages.js'
-import { MetricBatch, METRICS_FLUSH_MS, type ThreadTask, type ThreadTaskContext } from './thread-task.js'
+import { isMainToThreadMessage, type MetricDelta, type ThreadResult, type ThreadTaskEnvelope, type ThreadOutcome } from './messages.js'
+import { createThreadMetricsRecorder } from '../metrics/thread-recorder.js'
+import { METRICS_FLUSH_MS, type ThreadTask, type ThreadTaskContext } from './thread-task.js'
 import { threadTasks } from './thread-tasks.js'
 
 function load(name: string): ThreadTask<unknown, unknown> {
@@ -25,21 +26,25 @@ export default async function runThreadTask(envelope: ThreadTaskEnvelope): Promi
   port.on('message', (message: unknown) => {
     if (isMainToThreadMessage(message) && !controller.signal.aborted) controller.abort(new CancelledError(message.reason))
   })
-  const batch = new MetricBatch()
-  const flush = () => {
-    if (batch.size > 0) port.postMessage({ type: 'metrics', deltas: batch.take() })
-  }
-  const timer = setInterval(flush, METRICS_FLUSH_MS)
-  timer.unref()
+  // metric deltas are batched by the metrics module's recorder (the one its tests exercise); once the
+  // task ended, what is left goes back in the ThreadResult instead of a message
+  const ended: { deltas?: MetricDelta[] } = {}
+  const recorder = createThreadMetricsRecorder(
+    (message) => {
+      if (ended.deltas === undefined) port.postMessage(message)
+      else ended.deltas.push(...message.deltas)
+    },
+    { flushIntervalMs: METRICS_FLUSH_MS },
+  )
   const ctx: ThreadTaskContext = {
     signal: controller.signal,
     throwIfCancelled: () => {
       if (controller.signal.aborted) throw controller.signal.reason as Error
     },
     progress: (progress) => port.postMessage({ type: 'progress', progress }),
-    counter: (metric, labels, value = 1) => batch.add(metric, 'counter', labels, value),
-    observe: (metric, labels, value) => batch.add(metric, 'histogram', labels, value),
-    gauge: (metric, labels, delta) => batch.add(metric, 'gauge', labels, delta),
+    counter: (metric, labels, value = 1) => recorder.inc(metric, labels, value),
+    observe: (metric, labels, value) => recorder.observe(metric, labels, value),
+    gauge: (metric, labels, delta) => recorder.gaugeAdd(metric, labels, delta),
     threadId,
   }
   port.postMessage({ type: 'started', threadId })
@@ -50,9 +55,10 @@ export default async function runThreadTask(envelope: ThreadTaskEnvelope): Promi
     outcome = { ok: true, output: await task(envelope.input, ctx) }
   } catch (error) {
     outcome = { ok: false, error: serializeError(error) }
-  } finally {
-    clearInterval(timer)
   }
+  const deltas: MetricDelta[] = []
+  ended.deltas = deltas
+  recorder.close()
   port.close()
-  return { outcome, deltas: batch.take() }
+  return { outcome, deltas }
 }

@@ -10,7 +10,7 @@
  * - exports: `exportDescriptor()` returns plain data (session, refs, a fresh task) that a worker thread
  *   opens with `openVdiExport()`; `openExport()` does both on this thread; `cancelTask()` stops it;
  * - imports (restore): `createVdi()` on an SR, `importDescriptor()` (same plain data for a
- *   `PUT /import_raw_vdi/`, see src/backup/restore-import.ts), `destroyVdi()`.
+ *   `PUT /import_raw_vdi/`, see src/xapi/restore-import.ts), `destroyVdi()`.
  *
  * Errors are `XapiError` (E_XAPI) with the XAPI code kept (see errors.ts). Transient network errors are
  * retried with exponential backoff for read-only calls and for connection refusals (the request never

@@ -6,7 +6,7 @@
 import { mkdir, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { runDiskExport } from '../../src/backup/disk-export.js'
+import { runDiskExport, threadRemotes } from '../../src/backup/disk-export.js'
 import { runBackup } from '../../src/backup/run.js'
 import { listBackups } from '../../src/backup/catalog.js'
 import { restoreDiskToFile } from '../../src/backup/restore.js'
@@ -59,6 +59,29 @@ describe('backup engine (in process)', () => {
       await qemuCompare(full, raw1)
       expect(await vhdiinfo(delta)).toMatch(/Differential/i)
       expect((await readdir(vmDir))).toContain('cache.json.gz')
+    }
+  })
+})
+
+describe('remotes reused by the disk exports of a thread', () => {
+  it('3 targets x 4 disks: the exports open each target once, and the next run opens none', async () => {
+    const sim4 = await startSim({ disksPerVm: 4, diskSizeBytes: 4 * 1024 * 1024 })
+    try {
+      const vm = sim4.listVms()[0]!
+      expect(vm.vdis).toHaveLength(4)
+      const remotes = Object.fromEntries(['r1', 'r2', 'r3'].map((r) => [r, `file://${dir.path}/reuse-${r}`]))
+      await Promise.all(['r1', 'r2', 'r3'].map((r) => mkdir(join(dir.path, `reuse-${r}`))))
+      const before = threadRemotes.opens
+      const task = runTask(sim4, [vm.uuid], remotes)
+      const s1 = await runBackup(task, { defaults, exporter: runDiskExport, signal: new AbortController().signal })
+      expect(s1.status, JSON.stringify(s1, null, 1)).toBe('success')
+      expect(threadRemotes.opens - before).toBe(3)
+      const s2 = await runBackup(task, { defaults, exporter: runDiskExport, signal: new AbortController().signal })
+      expect(s2.status, JSON.stringify(s2, null, 1)).toBe('success')
+      expect(threadRemotes.opens - before).toBe(3)
+    } finally {
+      await threadRemotes.close()
+      await sim4.close()
     }
   })
 })

@@ -3,7 +3,7 @@
  * targets are plain objects so failures can be injected at an exact block).
  */
 import { describe, expect, it } from 'vitest'
-import { AllTargetsFailedError, fanOut, type FanOutTarget } from '../../src/backup/fan-out.js'
+import { AllTargetsFailedError, fanOut, type FanOutTarget } from '../../src/common/fan-out.js'
 import { CancelledError } from '../../src/common/errors.js'
 
 class MemTarget implements FanOutTarget<number> {

@@ -8,6 +8,7 @@
  * multipart upload behind, and the part count of a large upload).
  */
 import { createDecipheriv, createHash, randomBytes } from 'node:crypto'
+import { getEventListeners } from 'node:events'
 import { Readable, type Writable } from 'node:stream'
 import { finished, pipeline } from 'node:stream/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -305,6 +306,27 @@ export function describeRemoteConformance(name: string, makeRemote: () => Promis
       await remote.writeFile(`${d}/keep.vhd`, 'keep')
       expect(await remote.removeTemporaries(d)).toBe(2)
       expect((await remote.list(d, { recursive: true, includeHidden: true })).map((e) => e.path)).toEqual(['keep.vhd'])
+    })
+
+    it('refuses the remote root where a file is needed (EISDIR) and leaves no abort listener on the caller\'s signal', async () => {
+      await expectCode(remote.writeFile('', 'x'), 'EISDIR')
+      await expectCode(remote.createWriteStream('.'), 'EISDIR')
+      await expectCode(remote.unlink(''), 'EISDIR')
+      await expectCode(remote.rmtree('./'), 'EACCES')
+      const d = dir()
+      await remote.writeFile(`${d}/f.bin`, randomBytes(3000))
+      const ac = new AbortController()
+      for (let i = 0; i < 3; i++) {
+        const whole = await readAll(await remote.createReadStream(`${d}/f.bin`, { signal: ac.signal }))
+        expect(whole.length).toBe(3000)
+        await remote.readFile(`${d}/f.bin`, { signal: ac.signal })
+      }
+      if (options.wholeFileReads !== true) await readAll(await remote.createReadStream(`${d}/f.bin`, { start: 10, end: 20, signal: ac.signal }))
+      expect(getEventListeners(ac.signal, 'abort')).toEqual([])
+      const pre = new AbortController()
+      pre.abort()
+      await expect(remote.createReadStream(`${d}/f.bin`, { signal: pre.signal })).rejects.toThrow()
+      await expect(remote.readFile(`${d}/f.bin`, { signal: pre.signal })).rejects.toThrow()
     })
 
     it('emits op and bytes events for metrics', async () => {

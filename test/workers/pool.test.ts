@@ -71,4 +71,31 @@ describe('StreamPool (Piscina threads, stand-in thread tasks)', () => {
     expect(a.writtenBytes).toBe(2 << 20)
     expect(b.value + c.value).toBe(3)
   })
+
+  it('destroy: cooperative cancel first, then threads terminated when a task ignores its signal', async () => {
+    const own = new StreamPool({ threads: 1 })
+    let done = 0
+    const stubborn = own.run('standin.stream', { dir: tmp(), name: 'd.bin', sizeBytes: 1 << 30, chunkBytes: 64 << 10, chunkDelayMs: 20, ignoreCancel: true }, { onProgress: () => void done++ })
+    const outcome = stubborn.catch((e: unknown) => e)
+    await waitFor('stream to make progress', () => done >= 2)
+    // the grace is a bound of the ladder, not a synchronisation: the task never ends by itself
+    await own.destroy('test shutdown', { graceMs: 500 })
+    const error = await outcome
+    expect(error).toBeInstanceOf(CancelledError)
+    expect((error as CancelledError).message).toMatch(/test shutdown.*terminated/)
+    await expect(own.run('standin.noop', { value: 1 })).rejects.toMatchObject({ code: 'E_CANCELLED' })
+  })
+
+  it('destroy: a task that honours the cancel ends cooperatively, without termination', async () => {
+    const own = new StreamPool({ threads: 1 })
+    let done = 0
+    const running = own.run('standin.stream', { dir: tmp(), name: 'e.bin', sizeBytes: 1 << 30, chunkBytes: 64 << 10, chunkDelayMs: 20 }, { onProgress: () => void done++ })
+    const outcome = running.catch((e: unknown) => e)
+    await waitFor('stream to make progress', () => done >= 2)
+    await own.destroy('test shutdown', { graceMs: 120_000 })
+    const error = await outcome
+    expect(error).toBeInstanceOf(CancelledError)
+    expect((error as CancelledError).message).not.toMatch(/terminated/)
+    expect(await readdir(tmp())).not.toContain('.e.bin')
+  })
 })

@@ -5,7 +5,7 @@
  */
 import { Readable } from 'node:stream'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { putVdiImport } from '../../src/backup/restore-import.js'
+import { putVdiImport } from '../../src/xapi/restore-import.js'
 import { XapiClient } from '../../src/xapi/client.js'
 import { startXapiSimulator, type XapiSimulator } from '../../src/xapi/sim/index.js'
 import { FULL_BITMAP, vhdLayout } from '../../src/xapi/sim/vhd-encoder.js'

@@ -1,6 +1,6 @@
 /**
  * `backup-proxy demo`: a real backup of simulated VMs through the queue to a local remote, then verify
- * and restore (src/backup/demo/demo.ts). Exit 0 only when every step succeeded.
+ * and restore (src/cli/demo/demo.ts). Exit 0 only when every step succeeded.
  */
 import type { Command } from 'commander'
 import { BackupProxyError } from '../../common/errors.js'
@@ -34,7 +34,7 @@ export function registerDemo(program: Command, io: CliIo): void {
       const onSignal = () => controller.abort()
       process.once('SIGINT', onSignal)
       try {
-        const { runDemo } = await import('../../backup/demo/demo.js')
+        const { runDemo } = await import('../demo/demo.js')
         const result = await runDemo({
           vms: flags.vms,
           diskSizeBytes: flags.diskSize,

@@ -11,13 +11,11 @@
  * COMMITs (write-window.ts), then RENAME onto the final name — or LINK + REMOVE for exclusive writes, so
  * an existing file is never replaced. NFS status codes map to POSIX codes in status.ts.
  */
-import { randomBytes } from 'node:crypto'
 import { posix } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
-import { finished } from 'node:stream/promises'
 import { ConfigInvalidError, RemoteError, toError, type PosixCode } from '../../common/errors.js'
-import { Remote, temporaryName, type ListEntry, type ListOptions, type ReadStreamOptions, type RemoteStat, type WriteFileOptions, type WriteStreamOptions } from '../remote.js'
-import { checkRange, toRemoteError } from '../remote-errors.js'
+import { Remote, type ListEntry, type ListOptions, type ReadRange, type RemoteStat, type WriteStreamOptions, type WriteTarget } from '../remote.js'
+import { toRemoteError } from '../remote-errors.js'
 import type { NfsRemoteUrl, RemoteOptions } from '../url-types.js'
 import { redactRemoteUrl } from '../url.js'
 import { defaultMachineName, getPort, mountExport, NFS_PROGRAM, type Endpoint } from './mount.js'
@@ -86,13 +84,11 @@ export class NfsRemote extends Remote {
 
   // ---------------------------------------------------------------- sessions
 
-  async open(): Promise<void> {
-    await this.track('open', async () => {
-      await this.getSession()
-    })
+  protected async _open(): Promise<void> {
+    await this.getSession()
   }
 
-  async close(): Promise<void> {
+  protected async _close(): Promise<void> {
     this.generation++
     this.opening = undefined
     const s = this.session
@@ -192,7 +188,7 @@ export class NfsRemote extends Remote {
     }
   }
 
-  private mapError(error: unknown, op: string, path: string): Error {
+  protected override mapError(error: unknown, op: string, path: string): Error {
     if (error instanceof Nfs3StatusError) return nfs3Error(error.status, op, path, this.displayUrl, error.proc)
     // transport errors (connection lost, timeout) do not know the path: say which operation they broke
     if (error instanceof RemoteError && error.fields.path === undefined) {
@@ -203,197 +199,151 @@ export class NfsRemote extends Remote {
 
   // ---------------------------------------------------------------- contract
 
-  async createWriteStream(path: string, options: WriteStreamOptions = {}): Promise<Writable> {
-    const rel = this.resolvePath(path)
-    if (rel === '') throw new RemoteError('EISDIR', `createWriteStream: a file path is required, got the remote root of ${this.displayUrl}`)
-    return this.track('createWriteStream', async () => {
-      options.signal?.throwIfAborted()
-      const tmpRel = temporaryName(rel, randomBytes(6).toString('hex'))
-      const { s, dir, fh } = await this.withSession('write', rel, async (s) => {
-        const { dir } = await parentOf(s, rel, true)
-        return { s, dir, fh: await s.client.create(dir, posix.basename(tmpRel), 0o644) }
-      })
-      const name = posix.basename(rel)
-      const tmpName = posix.basename(tmpRel)
-      const stream = new NfsWriteStream({
-        label: `"${rel}" on ${this.displayUrl}`,
-        window: this.window,
-        blockBytes: s.wsize,
-        commitEveryBytes: 2 * this.window * s.wsize,
-        signal: options.signal,
-        io: {
-          write: (offset, data, count) => s.client.write(fh, offset, data, count, UNSTABLE),
-          commit: () => s.client.commit(fh, 0, 0),
-        },
-        publish: async () => {
-          if (options.exclusive === true) {
-            try {
-              await s.client.link(fh, dir, name) // NFS3ERR_EXIST when the final name exists: never replaced
-            } catch (error) {
-              if (!(error instanceof Nfs3StatusError && error.status === NFS3ERR_NOTSUPP)) throw error
-              // no hard links on this server: check then rename (a concurrent writer could slip in between)
-              const missing = await s.client.lookup(dir, name).then(
-                () => undefined,
-                (e: unknown) => e,
-              )
-              if (missing === undefined) throw new Nfs3StatusError(NFS3ERR_EXIST, 'LINK')
-              if (!(missing instanceof Nfs3StatusError && missing.status === NFS3ERR_NOENT)) throw toError(missing)
-              await s.client.rename(dir, tmpName, dir, name)
-              this.countBytes('write', stream.bytesAccepted)
-              return
-            }
-            await s.client.remove(dir, tmpName)
-          } else {
-            await s.client.rename(dir, tmpName, dir, name)
-          }
-          this.countBytes('write', stream.bytesAccepted)
-        },
-        discard: async () => {
+  protected async _createWriteStream(target: WriteTarget, options: WriteStreamOptions): Promise<Writable> {
+    const { path: rel, temporary: tmpRel } = target
+    const { s, dir, fh } = await this.withSession('write', rel, async (s) => {
+      const { dir } = await parentOf(s, rel, true)
+      return { s, dir, fh: await s.client.create(dir, posix.basename(tmpRel), 0o644) }
+    })
+    const name = posix.basename(rel)
+    const tmpName = posix.basename(tmpRel)
+    const stream = new NfsWriteStream({
+      label: `"${rel}" on ${this.displayUrl}`,
+      window: this.window,
+      blockBytes: s.wsize,
+      commitEveryBytes: 2 * this.window * s.wsize,
+      signal: options.signal,
+      io: {
+        write: (offset, data, count) => s.client.write(fh, offset, data, count, UNSTABLE),
+        commit: () => s.client.commit(fh, 0, 0),
+      },
+      publish: async () => {
+        if (options.exclusive === true) {
           try {
-            if (!s.client.rpc.alive) throw new Error('connection lost')
-            await s.client.remove(dir, tmpName)
+            await s.client.link(fh, dir, name) // NFS3ERR_EXIST when the final name exists: never replaced
           } catch (error) {
-            if (error instanceof Nfs3StatusError && error.status === NFS3ERR_NOENT) return
-            this.orphans.add(tmpRel) // removed when the next session opens
+            if (!(error instanceof Nfs3StatusError && error.status === NFS3ERR_NOTSUPP)) throw error
+            // no hard links on this server: check then rename (a concurrent writer could slip in between)
+            const missing = await s.client.lookup(dir, name).then(
+              () => undefined,
+              (e: unknown) => e,
+            )
+            if (missing === undefined) throw new Nfs3StatusError(NFS3ERR_EXIST, 'LINK')
+            if (!(missing instanceof Nfs3StatusError && missing.status === NFS3ERR_NOENT)) throw toError(missing)
+            await s.client.rename(dir, tmpName, dir, name)
+            this.countBytes('write', stream.bytesAccepted)
+            return
           }
-        },
-        mapError: (e) => this.mapError(e, 'write', rel),
-      })
-      return stream
-    })
-  }
-
-  async createReadStream(path: string, options: ReadStreamOptions = {}): Promise<Readable> {
-    const rel = this.resolvePath(path)
-    const { start, end } = checkRange(options, rel)
-    return this.track('createReadStream', async () => {
-      const { s, handle, attributes } = await this.withSession('read', rel, async (s) => ({ s, ...(await lookupPath(s, rel)) }), true)
-      if (attributes.isDirectory) throw new RemoteError('EISDIR', `read "${rel}" on ${this.displayUrl}: it is a directory`)
-      const stop = Math.min(attributes.size, end === undefined ? attributes.size : end + 1)
-      const stream = new NfsReadStream({
-        read: (offset, count) => s.client.read(handle, offset, count),
-        start,
-        end: Math.max(start, stop),
-        blockBytes: s.rsize,
-        window: Math.min(this.window, 4),
-        mapError: (e) => this.mapError(e, 'read', rel),
-        label: `"${rel}" on ${this.displayUrl}`,
-        signal: options.signal,
-      })
-      let bytes = 0
-      stream.on('data', (c: Uint8Array) => (bytes += c.length))
-      stream.once('close', () => this.countBytes('read', bytes))
-      return stream
-    })
-  }
-
-  async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
-    const stream = await this.createReadStream(path, options)
-    return this.track('readFile', async () => {
-      const chunks: Uint8Array[] = []
-      for await (const c of stream as AsyncIterable<Uint8Array>) chunks.push(c)
-      return Buffer.concat(chunks)
-    })
-  }
-
-  async writeFile(path: string, data: Uint8Array | string, options: WriteFileOptions = {}): Promise<void> {
-    const out = await this.createWriteStream(path, options)
-    await this.track('writeFile', async () => {
-      out.end(data)
-      await finished(out)
-    })
-  }
-
-  async list(path: string, options: ListOptions = {}): Promise<ListEntry[]> {
-    const rel = this.resolvePath(path)
-    return this.track('list', async () =>
-      this.withSession('list', rel, async (s) => {
-        const out: ListEntry[] = []
-        const walk = async (dirRel: string, prefix: string): Promise<void> => {
-          const handle = await dirHandle(s, dirRel, false)
-          for (const e of await s.client.readdirplus(handle)) {
-            if (options.includeHidden !== true && e.name.startsWith('.')) continue
-            const p = prefix === '' ? e.name : `${prefix}/${e.name}`
-            const isDirectory = e.attributes?.isDirectory ?? (await s.client.getattr(e.handle ?? (await s.client.lookup(handle, e.name)).handle)).isDirectory
-            const childRel = dirRel === '' ? e.name : `${dirRel}/${e.name}`
-            if (isDirectory && e.handle !== undefined) s.dirs.set(childRel, e.handle)
-            if (isDirectory && options.recursive === true) await walk(childRel, p)
-            else out.push({ path: p, isDirectory })
-          }
+          await s.client.remove(dir, tmpName)
+        } else {
+          await s.client.rename(dir, tmpName, dir, name)
         }
-        await walk(rel, '')
-        return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
-      }, true),
-    )
-  }
-
-  async stat(path: string): Promise<RemoteStat> {
-    const rel = this.resolvePath(path)
-    return this.track('stat', async () =>
-      this.withSession('stat', rel, async (s) => {
-        const { attributes: a } = await lookupPath(s, rel)
-        return { size: a.isDirectory ? 0 : a.size, isDirectory: a.isDirectory, mtimeMs: a.mtimeMs }
-      }, true),
-    )
-  }
-
-  async rename(from: string, to: string): Promise<void> {
-    const a = this.resolvePath(from)
-    const b = this.resolvePath(to)
-    await this.track('rename', async () =>
-      this.withSession('rename', `${a} -> ${b}`, async (s) => {
-        const src = await parentOf(s, a, false)
-        await s.client.lookup(src.dir, src.name) // ENOENT before creating the target's parents
-        const dst = await parentOf(s, b, true)
-        await s.client.rename(src.dir, src.name, dst.dir, dst.name)
-        forgetDirs(s, a)
-      }),
-    )
-  }
-
-  async unlink(path: string): Promise<void> {
-    const rel = this.resolvePath(path)
-    if (rel === '') throw new RemoteError('EISDIR', `unlink refused on ${this.displayUrl}: it is the remote root`)
-    await this.track('unlink', async () =>
-      this.withSession('unlink', rel, async (s) => {
-        const { dir, name } = await parentOf(s, rel, false)
-        const found = await s.client.lookup(dir, name)
-        if (found.attributes?.isDirectory === true) throw new RemoteError('EISDIR', `unlink "${rel}" on ${this.displayUrl}: it is a directory (use rmtree)`)
-        await s.client.remove(dir, name)
-      }),
-    )
-  }
-
-  async rmtree(path: string): Promise<void> {
-    const rel = this.resolvePath(path)
-    if (rel === '') throw new RemoteError('EACCES', `rmtree refused on ${this.displayUrl}: it would delete the whole remote`)
-    await this.track('rmtree', async () =>
-      this.withSession('rmtree', rel, async (s) => {
-        let target: { dir: Uint8Array; name: string }
-        let handle: Uint8Array
-        let isDirectory: boolean
+        this.countBytes('write', stream.bytesAccepted)
+      },
+      discard: async () => {
         try {
-          target = await parentOf(s, rel, false)
-          const found = await s.client.lookup(target.dir, target.name)
-          handle = found.handle
-          isDirectory = found.attributes?.isDirectory ?? (await s.client.getattr(handle)).isDirectory
+          if (!s.client.rpc.alive) throw new Error('connection lost')
+          await s.client.remove(dir, tmpName)
         } catch (error) {
           if (error instanceof Nfs3StatusError && error.status === NFS3ERR_NOENT) return
-          throw error
+          this.orphans.add(tmpRel) // removed when the next session opens
         }
-        if (isDirectory) await emptyDir(s, handle)
-        await (isDirectory ? s.client.rmdir(target.dir, target.name) : s.client.remove(target.dir, target.name))
-        forgetDirs(s, rel)
-      }, true),
-    )
+      },
+      mapError: (e) => this.mapError(e, 'write', rel),
+    })
+    return stream
   }
 
-  async mkdir(path: string): Promise<void> {
-    const rel = this.resolvePath(path)
-    await this.track('mkdir', async () =>
-      this.withSession('mkdir', rel, async (s) => {
-        if (rel !== '') await dirHandle(s, rel, true)
-      }, true),
-    )
+  protected async _createReadStream(rel: string, range: ReadRange): Promise<Readable> {
+    const { start, end } = range
+    const { s, handle, attributes } = await this.withSession('read', rel, async (s) => ({ s, ...(await lookupPath(s, rel)) }), true)
+    if (attributes.isDirectory) throw new RemoteError('EISDIR', `read "${rel}" on ${this.displayUrl}: it is a directory`)
+    const stop = Math.min(attributes.size, end === undefined ? attributes.size : end + 1)
+    const stream = new NfsReadStream({
+      read: (offset, count) => s.client.read(handle, offset, count),
+      start,
+      end: Math.max(start, stop),
+      blockBytes: s.rsize,
+      window: Math.min(this.window, 4),
+      mapError: (e) => this.mapError(e, 'read', rel),
+      label: `"${rel}" on ${this.displayUrl}`,
+      signal: range.signal,
+    })
+    let bytes = 0
+    stream.on('data', (c: Uint8Array) => (bytes += c.length))
+    stream.once('close', () => this.countBytes('read', bytes))
+    return stream
+  }
+
+  protected async _list(rel: string, options: ListOptions): Promise<ListEntry[]> {
+    return this.withSession('list', rel, async (s) => {
+      const out: ListEntry[] = []
+      const walk = async (dirRel: string, prefix: string): Promise<void> => {
+        const handle = await dirHandle(s, dirRel, false)
+        for (const e of await s.client.readdirplus(handle)) {
+          if (options.includeHidden !== true && e.name.startsWith('.')) continue
+          const p = prefix === '' ? e.name : `${prefix}/${e.name}`
+          const isDirectory = e.attributes?.isDirectory ?? (await s.client.getattr(e.handle ?? (await s.client.lookup(handle, e.name)).handle)).isDirectory
+          const childRel = dirRel === '' ? e.name : `${dirRel}/${e.name}`
+          if (isDirectory && e.handle !== undefined) s.dirs.set(childRel, e.handle)
+          if (isDirectory && options.recursive === true) await walk(childRel, p)
+          else out.push({ path: p, isDirectory })
+        }
+      }
+      await walk(rel, '')
+      return out
+    }, true)
+  }
+
+  protected async _stat(rel: string): Promise<RemoteStat> {
+    return this.withSession('stat', rel, async (s) => {
+      const { attributes: a } = await lookupPath(s, rel)
+      return { size: a.isDirectory ? 0 : a.size, isDirectory: a.isDirectory, mtimeMs: a.mtimeMs }
+    }, true)
+  }
+
+  protected async _rename(a: string, b: string): Promise<void> {
+    await this.withSession('rename', `${a} -> ${b}`, async (s) => {
+      const src = await parentOf(s, a, false)
+      await s.client.lookup(src.dir, src.name) // ENOENT before creating the target's parents
+      const dst = await parentOf(s, b, true)
+      await s.client.rename(src.dir, src.name, dst.dir, dst.name)
+      forgetDirs(s, a)
+    })
+  }
+
+  protected async _unlink(rel: string): Promise<void> {
+    await this.withSession('unlink', rel, async (s) => {
+      const { dir, name } = await parentOf(s, rel, false)
+      const found = await s.client.lookup(dir, name)
+      if (found.attributes?.isDirectory === true) throw new RemoteError('EISDIR', `unlink "${rel}" on ${this.displayUrl}: it is a directory (use rmtree)`)
+      await s.client.remove(dir, name)
+    })
+  }
+
+  protected async _rmtree(rel: string): Promise<void> {
+    await this.withSession('rmtree', rel, async (s) => {
+      let target: { dir: Uint8Array; name: string }
+      let handle: Uint8Array
+      let isDirectory: boolean
+      try {
+        target = await parentOf(s, rel, false)
+        const found = await s.client.lookup(target.dir, target.name)
+        handle = found.handle
+        isDirectory = found.attributes?.isDirectory ?? (await s.client.getattr(handle)).isDirectory
+      } catch (error) {
+        if (error instanceof Nfs3StatusError && error.status === NFS3ERR_NOENT) return
+        throw error
+      }
+      if (isDirectory) await emptyDir(s, handle)
+      await (isDirectory ? s.client.rmdir(target.dir, target.name) : s.client.remove(target.dir, target.name))
+      forgetDirs(s, rel)
+    }, true)
+  }
+
+  protected async _mkdir(rel: string): Promise<void> {
+    await this.withSession('mkdir', rel, async (s) => {
+      if (rel !== '') await dirHandle(s, rel, true)
+    }, true)
   }
 }

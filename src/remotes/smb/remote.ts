@@ -14,13 +14,10 @@
  * mkdir = CREATE(OPEN_IF, directory) + CLOSE per missing level; list = CREATE(directory), then
  * QUERY_DIRECTORY until NO_MORE_FILES, then CLOSE.
  */
-import { randomBytes } from 'node:crypto'
 import { posix } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
-import { finished } from 'node:stream/promises'
 import { RemoteError } from '../../common/errors.js'
-import { Remote, temporaryName, type ListEntry, type ListOptions, type ReadStreamOptions, type RemoteStat, type WriteFileOptions, type WriteStreamOptions } from '../remote.js'
-import { checkRange } from '../remote-errors.js'
+import { Remote, type ListEntry, type ListOptions, type ReadRange, type RemoteStat, type WriteStreamOptions, type WriteTarget } from '../remote.js'
 import type { RemoteOptions, SmbRemoteUrl } from '../url-types.js'
 import { redactRemoteUrl } from '../url.js'
 import { parseDialect, SmbClient, type CreateParams, type DirEntry, type OpenResult } from './client.js'
@@ -64,10 +61,6 @@ function checkInt(name: string, value: number | undefined, min: number, max: num
   if (value !== undefined && (!Number.isSafeInteger(value) || value < min || value > max)) {
     throw new RemoteError('EINVAL', `SMB remote option ${name} must be an integer from ${min} to ${max}, got ${value}`)
   }
-}
-
-function compare(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0
 }
 
 export class SmbRemote extends Remote {
@@ -185,39 +178,31 @@ export class SmbRemote extends Remote {
     await client.createSetInfoClose(path, params, FileInfoClass.DISPOSITION, DELETE_PENDING)
   }
 
-  async open(): Promise<void> {
-    await this.track('open', async () => {
-      const client = await this.#get()
-      const root = await client.createClose(this.#smb(''), OPEN_ATTRIBUTES).catch((e: unknown) => this.#describe<OpenResult>('open', '/', e))
-      if (!root.isDirectory) throw new RemoteError('ENOTDIR', `${this.displayUrl}: the remote root is not a directory`)
-    })
+  protected async _open(): Promise<void> {
+    const client = await this.#get()
+    const root = await client.createClose(this.#smb(''), OPEN_ATTRIBUTES).catch((e: unknown) => this.#describe<OpenResult>('open', '/', e))
+    if (!root.isDirectory) throw new RemoteError('ENOTDIR', `${this.displayUrl}: the remote root is not a directory`)
   }
 
-  async close(): Promise<void> {
+  protected async _close(): Promise<void> {
     const client = this.#client
     this.#client = undefined
     if (client !== undefined) await client.disconnect()
   }
 
-  async stat(path: string): Promise<RemoteStat> {
-    const rel = this.resolvePath(path)
-    return this.track('stat', async () => {
-      const client = await this.#get()
-      try {
-        const f = await client.createClose(this.#smb(rel), OPEN_ATTRIBUTES)
-        return { size: f.isDirectory ? 0 : f.sizeBytes, isDirectory: f.isDirectory, mtimeMs: f.mtimeMs }
-      } catch (error) {
-        return this.#describe('stat', rel, error)
-      }
-    })
+  protected async _stat(rel: string): Promise<RemoteStat> {
+    const client = await this.#get()
+    try {
+      const f = await client.createClose(this.#smb(rel), OPEN_ATTRIBUTES)
+      return { size: f.isDirectory ? 0 : f.sizeBytes, isDirectory: f.isDirectory, mtimeMs: f.mtimeMs }
+    } catch (error) {
+      return this.#describe('stat', rel, error)
+    }
   }
 
-  async mkdir(path: string): Promise<void> {
-    const rel = this.resolvePath(path)
-    await this.track('mkdir', async () => {
-      const client = await this.#get()
-      await this.#mkdirp(client, rel).catch((e: unknown) => this.#describe('mkdir', rel, e))
-    })
+  protected async _mkdir(rel: string): Promise<void> {
+    const client = await this.#get()
+    await this.#mkdirp(client, rel).catch((e: unknown) => this.#describe('mkdir', rel, e))
   }
 
   async #mkdirp(client: SmbClient, rel: string): Promise<void> {
@@ -232,26 +217,23 @@ export class SmbRemote extends Remote {
     }
   }
 
-  async list(path: string, options: ListOptions = {}): Promise<ListEntry[]> {
-    const rel = this.resolvePath(path)
-    return this.track('list', async () => {
-      const client = await this.#get()
-      const out: ListEntry[] = []
-      const hidden = options.includeHidden === true
-      const walk = async (dir: string, prefix: string) => {
-        const entries = await this.#readDir(client, dir)
-        for (const e of entries) {
-          if (!hidden && e.name.startsWith('.')) continue
-          const p = prefix === '' ? e.name : `${prefix}/${e.name}`
-          if (options.recursive === true) {
-            if (e.isDirectory) await walk(dir === '' ? e.name : `${dir}/${e.name}`, p)
-            else out.push({ path: p, isDirectory: false })
-          } else out.push({ path: p, isDirectory: e.isDirectory })
-        }
+  protected async _list(rel: string, options: ListOptions): Promise<ListEntry[]> {
+    const client = await this.#get()
+    const out: ListEntry[] = []
+    const hidden = options.includeHidden === true
+    const walk = async (dir: string, prefix: string) => {
+      const entries = await this.#readDir(client, dir)
+      for (const e of entries) {
+        if (!hidden && e.name.startsWith('.')) continue
+        const p = prefix === '' ? e.name : `${prefix}/${e.name}`
+        if (options.recursive === true) {
+          if (e.isDirectory) await walk(dir === '' ? e.name : `${dir}/${e.name}`, p)
+          else out.push({ path: p, isDirectory: false })
+        } else out.push({ path: p, isDirectory: e.isDirectory })
       }
-      await walk(rel, '').catch((e: unknown) => this.#describe('list', rel, e))
-      return out.sort((a, b) => compare(a.path, b.path))
-    })
+    }
+    await walk(rel, '').catch((e: unknown) => this.#describe('list', rel, e))
+    return out
   }
 
   async #readDir(client: SmbClient, rel: string): Promise<DirEntry[]> {
@@ -266,128 +248,95 @@ export class SmbRemote extends Remote {
     })
   }
 
-  async unlink(path: string): Promise<void> {
-    const rel = this.resolvePath(path)
-    await this.track('unlink', async () => {
-      const client = await this.#get()
-      await this.#deleteAt(client, this.#smb(rel), { ...OPEN_DELETE, options: CreateOptions.NON_DIRECTORY_FILE }).catch((e: unknown) => this.#describe('unlink', rel, e))
-    })
+  protected async _unlink(rel: string): Promise<void> {
+    const client = await this.#get()
+    await this.#deleteAt(client, this.#smb(rel), { ...OPEN_DELETE, options: CreateOptions.NON_DIRECTORY_FILE }).catch((e: unknown) => this.#describe('unlink', rel, e))
   }
 
-  async rmtree(path: string): Promise<void> {
-    const rel = this.resolvePath(path)
-    if (rel === '') throw new RemoteError('EACCES', `rmtree of the remote root of ${this.displayUrl} is refused`)
-    await this.track('rmtree', async () => {
-      const client = await this.#get()
-      const remove = async (dir: string): Promise<void> => {
-        const entries = await this.#readDir(client, dir)
-        const files = entries.filter((e) => !e.isDirectory)
-        for (let i = 0; i < files.length; i += 16) {
-          await Promise.all(files.slice(i, i + 16).map((f) => this.#deleteAt(client, this.#smb(`${dir}/${f.name}`), OPEN_DELETE)))
-        }
-        for (const d of entries.filter((e) => e.isDirectory)) await remove(`${dir}/${d.name}`)
-        await this.#deleteAt(client, this.#smb(dir), { ...OPEN_DELETE, options: CreateOptions.DIRECTORY_FILE })
+  protected async _rmtree(rel: string): Promise<void> {
+    const client = await this.#get()
+    const remove = async (dir: string): Promise<void> => {
+      const entries = await this.#readDir(client, dir)
+      const files = entries.filter((e) => !e.isDirectory)
+      for (let i = 0; i < files.length; i += 16) {
+        await Promise.all(files.slice(i, i + 16).map((f) => this.#deleteAt(client, this.#smb(`${dir}/${f.name}`), OPEN_DELETE)))
       }
-      try {
-        await remove(rel)
-      } catch (error) {
-        const status = ntStatusOf(error)
-        if (status === NtStatus.OBJECT_NAME_NOT_FOUND || status === NtStatus.OBJECT_PATH_NOT_FOUND) return
-        if (status === NtStatus.NOT_A_DIRECTORY) {
-          // rmtree of a file removes the file
-          await this.#deleteAt(client, this.#smb(rel), OPEN_DELETE).catch((e: unknown) => this.#describe('rmtree', rel, e))
-          return
-        }
-        this.#describe('rmtree', rel, error)
+      for (const d of entries.filter((e) => e.isDirectory)) await remove(`${dir}/${d.name}`)
+      await this.#deleteAt(client, this.#smb(dir), { ...OPEN_DELETE, options: CreateOptions.DIRECTORY_FILE })
+    }
+    try {
+      await remove(rel)
+    } catch (error) {
+      const status = ntStatusOf(error)
+      if (status === NtStatus.OBJECT_NAME_NOT_FOUND || status === NtStatus.OBJECT_PATH_NOT_FOUND) return
+      if (status === NtStatus.NOT_A_DIRECTORY) {
+        // rmtree of a file removes the file
+        await this.#deleteAt(client, this.#smb(rel), OPEN_DELETE).catch((e: unknown) => this.#describe('rmtree', rel, e))
+        return
       }
-    })
+      this.#describe('rmtree', rel, error)
+    }
   }
 
-  async rename(from: string, to: string): Promise<void> {
-    const src = this.resolvePath(from)
-    const dst = this.resolvePath(to)
-    await this.track('rename', async () => {
-      const client = await this.#get()
-      const attempt = () => client.createSetInfoClose(this.#smb(src), OPEN_DELETE, FileInfoClass.RENAME, renameInfo(this.#smb(dst), true), `${src} -> ${dst}`)
-      try {
-        await attempt()
-      } catch (error) {
-        // the source exists (it was opened) but the target's directory does not: create it, as writers do
-        if (!(error instanceof RemoteError && error.fields.command === 'SET_INFO' && ntStatusOf(error) === NtStatus.OBJECT_PATH_NOT_FOUND)) {
-          this.#describe('rename', `${src} -> ${dst}`, error)
-        }
-        const parent = posix.dirname(dst)
-        await this.#mkdirp(client, parent === '.' ? '' : parent)
-        await attempt().catch((e: unknown) => this.#describe('rename', `${src} -> ${dst}`, e))
+  protected async _rename(src: string, dst: string): Promise<void> {
+    const client = await this.#get()
+    const attempt = () => client.createSetInfoClose(this.#smb(src), OPEN_DELETE, FileInfoClass.RENAME, renameInfo(this.#smb(dst), true), `${src} -> ${dst}`)
+    try {
+      await attempt()
+    } catch (error) {
+      // the source exists (it was opened) but the target's directory does not: create it, as writers do
+      if (!(error instanceof RemoteError && error.fields.command === 'SET_INFO' && ntStatusOf(error) === NtStatus.OBJECT_PATH_NOT_FOUND)) {
+        this.#describe('rename', `${src} -> ${dst}`, error)
       }
+      const parent = posix.dirname(dst)
+      await this.#mkdirp(client, parent === '.' ? '' : parent)
+      await attempt().catch((e: unknown) => this.#describe('rename', `${src} -> ${dst}`, e))
+    }
+  }
+
+  protected async _createWriteStream(target: WriteTarget, options: WriteStreamOptions): Promise<Writable> {
+    const { path: rel, temporary: tmpRel } = target
+    const client = await this.#get()
+    const tmpPath = this.#smb(tmpRel)
+    let file: OpenResult
+    try {
+      file = await client.create(tmpPath, CREATE_TEMP)
+    } catch (error) {
+      if (ntStatusOf(error) !== NtStatus.OBJECT_PATH_NOT_FOUND) return this.#describe('write', rel, error)
+      const parent = posix.dirname(rel)
+      await this.#mkdirp(client, parent === '.' ? '' : parent).catch((e: unknown) => this.#describe('write', rel, e))
+      file = await client.create(tmpPath, CREATE_TEMP).catch((e: unknown) => this.#describe<OpenResult>('write', rel, e))
+    }
+    return new SmbWriteStream({
+      client,
+      fileId: file.fileId,
+      tmpPath,
+      finalPath: this.#smb(rel),
+      displayPath: rel,
+      exclusive: options.exclusive === true,
+      ioSizeBytes: Math.min(this.#ioSize, client.maxWriteBytes),
+      window: this.#window,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      onBytes: (n) => this.countBytes('write', n),
+      onOrphan: (p) => this.#orphans.add(p),
     })
   }
 
-  async createWriteStream(path: string, options: WriteStreamOptions = {}): Promise<Writable> {
-    const rel = this.resolvePath(path)
-    if (rel === '') throw new RemoteError('EISDIR', `createWriteStream: a file path is required, got the remote root of ${this.displayUrl}`)
-    return this.track('createWriteStream', async () => {
-      options.signal?.throwIfAborted()
-      const client = await this.#get()
-      const tmpRel = temporaryName(rel, randomBytes(6).toString('hex'))
-      const tmpPath = this.#smb(tmpRel)
-      let file: OpenResult
-      try {
-        file = await client.create(tmpPath, CREATE_TEMP)
-      } catch (error) {
-        if (ntStatusOf(error) !== NtStatus.OBJECT_PATH_NOT_FOUND) return this.#describe('write', rel, error)
-        const parent = posix.dirname(rel)
-        await this.#mkdirp(client, parent === '.' ? '' : parent).catch((e: unknown) => this.#describe('write', rel, e))
-        file = await client.create(tmpPath, CREATE_TEMP).catch((e: unknown) => this.#describe<OpenResult>('write', rel, e))
-      }
-      return new SmbWriteStream({
-        client,
-        fileId: file.fileId,
-        tmpPath,
-        finalPath: this.#smb(rel),
-        displayPath: rel,
-        exclusive: options.exclusive === true,
-        ioSizeBytes: Math.min(this.#ioSize, client.maxWriteBytes),
-        window: this.#window,
-        ...(options.signal === undefined ? {} : { signal: options.signal }),
-        onBytes: (n) => this.countBytes('write', n),
-        onOrphan: (p) => this.#orphans.add(p),
-      })
+  protected async _createReadStream(rel: string, range: ReadRange): Promise<Readable> {
+    const { start, end, signal } = range
+    const client = await this.#get()
+    const file = await client.create(this.#smb(rel), OPEN_READ).catch((e: unknown) => this.#describe<OpenResult>('read', rel, e))
+    const endExclusive = Math.min(file.sizeBytes, end === undefined ? Infinity : end + 1)
+    return new SmbReadStream({
+      client,
+      fileId: file.fileId,
+      displayPath: rel,
+      start,
+      endExclusive: Math.max(start, endExclusive),
+      ioSizeBytes: Math.min(this.#ioSize, client.maxReadBytes),
+      window: this.#window,
+      ...(signal === undefined ? {} : { signal }),
+      onBytes: (n) => this.countBytes('read', n),
     })
-  }
-
-  async writeFile(path: string, data: Uint8Array | string, options: WriteFileOptions = {}): Promise<void> {
-    const out = await this.createWriteStream(path, options)
-    out.end(typeof data === 'string' ? Buffer.from(data) : data)
-    await finished(out)
-  }
-
-  async createReadStream(path: string, options: ReadStreamOptions = {}): Promise<Readable> {
-    const rel = this.resolvePath(path)
-    const { start, end } = checkRange(options, rel)
-    return this.track('createReadStream', async () => {
-      options.signal?.throwIfAborted()
-      const client = await this.#get()
-      const file = await client.create(this.#smb(rel), OPEN_READ).catch((e: unknown) => this.#describe<OpenResult>('read', rel, e))
-      const endExclusive = Math.min(file.sizeBytes, end === undefined ? Infinity : end + 1)
-      return new SmbReadStream({
-        client,
-        fileId: file.fileId,
-        displayPath: rel,
-        start,
-        endExclusive: Math.max(start, endExclusive),
-        ioSizeBytes: Math.min(this.#ioSize, client.maxReadBytes),
-        window: this.#window,
-        ...(options.signal === undefined ? {} : { signal: options.signal }),
-        onBytes: (n) => this.countBytes('read', n),
-      })
-    })
-  }
-
-  async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
-    const input = await this.createReadStream(path, options)
-    const chunks: Buffer[] = []
-    for await (const c of input as AsyncIterable<Buffer>) chunks.push(c)
-    return chunks.length === 1 && chunks[0] !== undefined ? chunks[0] : Buffer.concat(chunks)
   }
 }

@@ -18,6 +18,8 @@ export interface StreamInput {
   sizeBytes: number
   chunkBytes: number
   chunkDelayMs: number
+  /** ignore the cooperative cancel (tests of the pool's forceful last step) */
+  ignoreCancel?: boolean
 }
 
 export interface StreamOutput {
@@ -37,7 +39,7 @@ export default async function stream(input: StreamInput, ctx: ThreadTaskContext)
   const t0 = performance.now()
   try {
     while (written < input.sizeBytes) {
-      ctx.throwIfCancelled()
+      if (input.ignoreCancel !== true) ctx.throwIfCancelled()
       const n = Math.min(chunk.length, input.sizeBytes - written)
       if (!out.write(n === chunk.length ? chunk : chunk.subarray(0, n))) {
         await new Promise<void>((resolve, reject) => {
@@ -50,7 +52,7 @@ export default async function stream(input: StreamInput, ctx: ThreadTaskContext)
       written += n
       ctx.counter('backup_proxy_bytes_written_total', { remote: 'standin' }, n)
       ctx.progress({ doneBytes: written, totalBytes: input.sizeBytes })
-      if (input.chunkDelayMs > 0) await sleep(input.chunkDelayMs, undefined, { signal: ctx.signal }).catch(() => undefined)
+      if (input.chunkDelayMs > 0) await sleep(input.chunkDelayMs, undefined, input.ignoreCancel === true ? {} : { signal: ctx.signal }).catch(() => undefined)
     }
     ctx.throwIfCancelled()
     await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())))

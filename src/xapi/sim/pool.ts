@@ -7,7 +7,7 @@
 import { DiskContent, mix, prng } from './disk-content.js'
 import { VHD_BLOCK_BYTES } from './vhd-encoder.js'
 import { NULL_REF, ObjectStore, XapiFailure, text, type XapiRecord, type XapiValue } from './store.js'
-import { networkFields, pifRecord, srFields, vbdFields, vdiFields, vifFields, vmFields } from './record-fields.js'
+import { networkRecord, pifRecord, srRecord, vbdFields, vdiFields, vifFields, vmFields } from './record-fields.js'
 
 export interface PoolOptions {
   vms: number
@@ -72,34 +72,8 @@ export class SimPool {
       other_config: {},
       tags: [],
     })
-    s.add('SR', this.srRef, {
-      ...srFields(),
-      uuid: this.newUuid(),
-      name_label: 'Local storage',
-      name_description: '',
-      type: 'ext',
-      content_type: 'user',
-      shared: false,
-      VDIs: [],
-      PBDs: [],
-      physical_size: 0,
-      physical_utilisation: 0,
-      virtual_allocation: 0,
-      other_config: {},
-      sm_config: {},
-      tags: [],
-    })
-    s.add('network', this.networkRef, {
-      ...networkFields(),
-      uuid: this.newUuid(),
-      name_label: 'Pool-wide network associated with eth0',
-      bridge: 'xenbr0',
-      MTU: 1500,
-      VIFs: [],
-      PIFs: [],
-      other_config: {},
-      tags: [],
-    })
+    s.add('SR', this.srRef, srRecord(this.newUuid(), 'Local storage', 0))
+    s.add('network', this.networkRef, networkRecord(this.newUuid(), 'Pool-wide network associated with eth0', 'xenbr0'))
     for (let v = 0; v < options.vms; v++) this.createVm(v)
     // after the VMs, so their uuids do not depend on it
     const pifRef = this.newRef()

@@ -126,7 +126,7 @@ export function vifFields(): XapiRecord {
   }
 }
 
-export function networkFields(): XapiRecord {
+function networkFields(): XapiRecord {
   return {
     allowed_operations: [],
     assigned_ips: {},
@@ -139,7 +139,7 @@ export function networkFields(): XapiRecord {
   }
 }
 
-export function srFields(): XapiRecord {
+function srFields(): XapiRecord {
   return {
     allowed_operations: ['vdi_create', 'vdi_destroy', 'vdi_snapshot', 'vdi_clone', 'scan'],
     blobs: {},
@@ -152,6 +152,32 @@ export function srFields(): XapiRecord {
 }
 
 /** The host's physical interface carrying the pool's network (untagged: VLAN -1, as XAPI reports it). */
+/** A local `ext` SR with no VDI (the pool's own, and those tests add); `physical_size` 0 = no capacity. */
+export function srRecord(uuid: string, nameLabel: string, capacityBytes: number): XapiRecord {
+  return {
+    ...srFields(),
+    uuid,
+    name_label: nameLabel,
+    name_description: '',
+    type: 'ext',
+    content_type: 'user',
+    shared: false,
+    VDIs: [],
+    PBDs: [],
+    physical_size: capacityBytes,
+    physical_utilisation: 0,
+    virtual_allocation: 0,
+    other_config: {},
+    sm_config: {},
+    tags: [],
+  }
+}
+
+/** A network without VIFs or PIFs yet. */
+export function networkRecord(uuid: string, nameLabel: string, bridge: string): XapiRecord {
+  return { ...networkFields(), uuid, name_label: nameLabel, bridge, MTU: 1500, VIFs: [], PIFs: [], other_config: {}, tags: [] }
+}
+
 export function pifRecord(uuid: string, hostRef: string, networkRef: string): XapiRecord {
   return {
     uuid,

@@ -8,6 +8,7 @@
  * Big-endian everywhere; checksums are the one's complement of the byte sum with the checksum zeroed.
  * Creator application is `tap\0` (XenServer), so qemu-img uses the footer's current size, not CHS.
  */
+import { computeGeometry } from '../../vhd/footer.js'
 
 export const SECTOR_BYTES = 512
 export const VHD_BLOCK_BYTES = 2 * 1024 * 1024
@@ -27,35 +28,6 @@ function checksum(buf: Buffer, checksumOffset: number): number {
     if (i < checksumOffset || i >= checksumOffset + 4) sum += buf[i] ?? 0
   }
   return ~sum >>> 0
-}
-
-/** CHS geometry as the VHD specification computes it (appendix "CHS calculation"). */
-export function chsGeometry(sizeBytes: number): { cylinders: number; heads: number; sectorsPerTrack: number } {
-  let totalSectors = Math.floor(sizeBytes / SECTOR_BYTES)
-  if (totalSectors > 65535 * 16 * 255) totalSectors = 65535 * 16 * 255
-  let sectorsPerTrack: number
-  let heads: number
-  let cylinderTimesHeads: number
-  if (totalSectors >= 65535 * 16 * 63) {
-    sectorsPerTrack = 255
-    heads = 16
-    cylinderTimesHeads = Math.floor(totalSectors / sectorsPerTrack)
-  } else {
-    sectorsPerTrack = 17
-    cylinderTimesHeads = Math.floor(totalSectors / sectorsPerTrack)
-    heads = Math.max(4, Math.floor((cylinderTimesHeads + 1023) / 1024))
-    if (cylinderTimesHeads >= heads * 1024 || heads > 16) {
-      sectorsPerTrack = 31
-      heads = 16
-      cylinderTimesHeads = Math.floor(totalSectors / sectorsPerTrack)
-    }
-    if (cylinderTimesHeads >= heads * 1024) {
-      sectorsPerTrack = 63
-      heads = 16
-      cylinderTimesHeads = Math.floor(totalSectors / sectorsPerTrack)
-    }
-  }
-  return { cylinders: Math.floor(cylinderTimesHeads / heads), heads, sectorsPerTrack }
 }
 
 /** 16 bytes from a UUID string (`xxxxxxxx-xxxx-...`). */
@@ -104,7 +76,7 @@ export function encodeFooter(options: { virtualSizeBytes: number; uniqueId: stri
   b.write('Wi2k', 36, 'latin1')
   b.writeBigUInt64BE(BigInt(options.virtualSizeBytes), 40)
   b.writeBigUInt64BE(BigInt(options.virtualSizeBytes), 48)
-  const chs = chsGeometry(options.virtualSizeBytes)
+  const chs = computeGeometry(options.virtualSizeBytes) // the engine's own: one CHS calculation
   b.writeUInt16BE(chs.cylinders, 56)
   b.writeUInt8(chs.heads, 58)
   b.writeUInt8(chs.sectorsPerTrack, 59)

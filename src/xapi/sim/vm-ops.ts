@@ -13,7 +13,7 @@
  * `guestScript` when it reports its tools.
  */
 import type { SimPool } from './pool.js'
-import { networkFields, pifRecord, srFields, vbdFields, vifFields, vmFields } from './record-fields.js'
+import { networkRecord, pifRecord, srRecord, vbdFields, vifFields, vmFields } from './record-fields.js'
 import { NULL_REF, XapiFailure, text, type XapiRecord, type XapiValue } from './store.js'
 
 export type GuestBoot = 'normal' | 'never' | 'manual'
@@ -53,30 +53,14 @@ export class SimVmOps {
   /** A new SR; `capacityBytes` > 0 makes imports fail with SR_BACKEND_FAILURE_44 once its VDIs' allocation would exceed it. */
   addSr(nameLabel: string, capacityBytes = 0): string {
     const ref = this.pool.newRef()
-    this.store.add('SR', ref, {
-      ...srFields(),
-      uuid: this.pool.newUuid(),
-      name_label: nameLabel,
-      name_description: '',
-      type: 'ext',
-      content_type: 'user',
-      shared: false,
-      VDIs: [],
-      PBDs: [],
-      physical_size: capacityBytes,
-      physical_utilisation: 0,
-      virtual_allocation: 0,
-      other_config: {},
-      sm_config: {},
-      tags: [],
-    })
+    this.store.add('SR', ref, srRecord(this.pool.newUuid(), nameLabel, capacityBytes))
     return ref
   }
 
   /** A new network with one PIF (`VLAN` -1 = untagged). */
   addNetwork(nameLabel: string, bridge: string, vlan: number): string {
     const ref = this.pool.newRef()
-    this.store.add('network', ref, { ...networkFields(), uuid: this.pool.newUuid(), name_label: nameLabel, bridge, MTU: 1500, VIFs: [], PIFs: [], other_config: {}, tags: [] })
+    this.store.add('network', ref, networkRecord(this.pool.newUuid(), nameLabel, bridge))
     this.addPif(ref, `eth${this.store.all('PIF').length}`, vlan)
     return ref
   }

@@ -1,5 +1,6 @@
 /**
- * Fan-out: one parsed block stream written to N targets at once.
+ * Fan-out: one parsed block stream written to N targets at once — the one implementation the backup
+ * engine (disk-export.ts) and the VHD engine's `pumpVhd` (vhd/sink.ts) both run.
  *
  * The source is read once. Each block is handed to every live target; a target may have at most
  * `maxPendingPerTarget` blocks in flight, and the source is not read further until every live target
@@ -13,7 +14,7 @@
  * target failed (AllTargetsFailedError, with each target's error), when the source fails (a corrupt or
  * truncated export: all targets are aborted), or when the signal aborts (all aborted, CancelledError).
  */
-import { BackupProxyError, CancelledError, serializeError, toError } from '../common/errors.js'
+import { BackupProxyError, CancelledError, serializeError, toError } from './errors.js'
 
 export interface FanOutTarget<B> {
   /** target id (remote id) for reports */
@@ -39,9 +40,13 @@ export interface FanOutResult {
   blocks: number
 }
 
+/**
+ * The one "every target failed" error of the engine (fan-out, disk export, VM backup): each target's id
+ * and error, in the message and in `fields.targets`; `context` (e.g. `VM <uuid>`) prefixes the message.
+ */
 export class AllTargetsFailedError extends BackupProxyError {
-  constructor(readonly failures: readonly { id: string; error: Error }[]) {
-    super('E_BACKUP', `every target failed: ${failures.map((f) => `${f.id}: ${f.error.message}`).join('; ')}`, {
+  constructor(readonly failures: readonly { id: string; error: Error }[], context?: string) {
+    super('E_BACKUP', `${context === undefined ? '' : `${context}: `}every target failed: ${failures.map((f) => `${f.id}: ${f.error.message}`).join('; ')}`, {
       fields: { targets: failures.map((f) => ({ id: f.id, error: serializeError(f.error).message })) },
     })
   }

@@ -14,8 +14,8 @@ import { request as httpsRequest } from 'node:https'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { CancelledError, XapiError, errorCode } from '../common/errors.js'
-import type { VdiImportDescriptor } from '../xapi/client.js'
-import { httpErrorFromBody } from '../xapi/socket-export.js'
+import type { VdiImportDescriptor } from './client.js'
+import { httpErrorFromBody } from './socket-export.js'
 
 const ERROR_BODY_LIMIT = 64 * 1024
 
