@@ -185,3 +185,13 @@ export async function restorePoolMetadata(remote: Remote, backupId: string, clie
   return { sizeBytes: dump.length }
 }
 
+/** `restorePoolMetadata` onto the pool of `xapi` (XO's API call): connects, restores, disconnects. */
+export async function restorePoolMetadataTo(remote: Remote, backupId: string, xapi: TaskXapi, signal: AbortSignal): Promise<{ sizeBytes: number }> {
+  const client = await connect(xapi, signal)
+  try {
+    return await restorePoolMetadata(remote, backupId, client, { allowUnauthorized: xapi.allowUnauthorized, signal })
+  } finally {
+    await client.close().catch(() => undefined) // a failed disconnect does not hide the restore's outcome
+  }
+}
+

@@ -4,12 +4,12 @@
  * context, its signal is the cooperative cancel.
  */
 import { attachRemoteMetrics } from '../metrics/remote-metrics.js'
-import type { ThreadTask } from '../workers/thread-task.js'
 import { copyFile, copyVhd, type CopyFileInput, type CopyOptions, type CopyResult, type CopyVhdInput } from './mirror-copy.js'
+import type { StreamTask } from './ports.js'
 
 export type MirrorCopyInput = ({ op: 'vhd' } & CopyVhdInput) | ({ op: 'file' } & CopyFileInput)
 
-const task: ThreadTask<MirrorCopyInput, CopyResult> = (input, ctx) => {
+const task: StreamTask<MirrorCopyInput, CopyResult> = (input, ctx) => {
   const options: CopyOptions = {
     signal: ctx.signal,
     onProgress: (p) => ctx.progress(p),

@@ -3,10 +3,10 @@
  * verified on the way (xva-import.ts). Plain data in and out; progress through the task context; the
  * context's signal is the cooperative cancel.
  */
-import type { ThreadTask } from '../workers/thread-task.js'
 import { runXvaImport, type XvaImportInput, type XvaImportResult } from './xva-import.js'
+import type { StreamTask } from './ports.js'
 
-const task: ThreadTask<XvaImportInput, XvaImportResult> = (input, ctx) =>
+const task: StreamTask<XvaImportInput, XvaImportResult> = (input, ctx) =>
   runXvaImport(input, { signal: ctx.signal, onProgress: (p) => ctx.progress(p) })
 
 export default task

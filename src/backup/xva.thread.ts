@@ -4,10 +4,10 @@
  * signal is the cooperative cancel.
  */
 import { attachRemoteMetrics } from '../metrics/remote-metrics.js'
-import type { ThreadTask } from '../workers/thread-task.js'
 import { runXvaExport, type XvaExportInput, type XvaExportResult } from './xva-export.js'
+import type { StreamTask } from './ports.js'
 
-const task: ThreadTask<XvaExportInput, XvaExportResult> = (input, ctx) =>
+const task: StreamTask<XvaExportInput, XvaExportResult> = (input, ctx) =>
   runXvaExport(input, {
     signal: ctx.signal,
     onProgress: (p) => ctx.progress(p),

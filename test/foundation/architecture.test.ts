@@ -16,17 +16,19 @@ const ALLOWED: Record<string, readonly string[]> = {
   config: ['common'],
   remotes: ['common'],
   xapi: ['common'],
+  /** XVA (XAPI's VM archive): tar, checksums, compression, and its XAPI HTTP transfer descriptors */
+  xva: ['common', 'xapi'],
   /** VHD sinks write to the remote contract */
   vhd: ['common', 'remotes'],
   /** the contract both sides share: tasks carry remote URLs (parsed and checked there) and config defaults */
   queue: ['common', 'config', 'remotes'],
   /** attached from outside the engine; knows the remote event types it turns into metrics */
   metrics: ['common', 'remotes', '(root)'],
-  backup: ['common', 'config', 'queue', 'remotes', 'vhd', 'xapi'],
+  backup: ['common', 'config', 'queue', 'remotes', 'vhd', 'xapi', 'xva'],
   api: ['common', 'config', 'queue', 'remotes', 'backup', '(root)'],
   workers: ['common', 'config', 'queue', 'remotes', 'backup', 'metrics', 'api', '(root)'],
-  'xapi/sim': ['common', 'xapi'],
-  cli: ['common', 'config', 'queue', 'remotes', 'vhd', 'xapi', 'xapi/sim', 'backup', 'metrics', 'api', 'workers', '(root)'],
+  'xapi/sim': ['common', 'xapi', 'xva'],
+  cli: ['common', 'config', 'queue', 'remotes', 'vhd', 'xapi', 'xva', 'xapi/sim', 'backup', 'metrics', 'api', 'workers', '(root)'],
   '(root)': ['common', 'queue'],
 }
 
@@ -37,6 +39,8 @@ const EXCEPTIONS: readonly { from: string; to: string; reason: string }[] = [
     to: 'metrics',
     reason: 'the thread task is the engine’s thread edge: it turns its remotes’ events into metric deltas (the runner’s thread has no remote to attach to)',
   },
+  { from: 'backup/xva.thread.ts', to: 'metrics', reason: 'as disk.thread.ts: the full backup’s thread edge turns its remotes’ events into metric deltas' },
+  { from: 'backup/mirror.thread.ts', to: 'metrics', reason: 'as disk.thread.ts: the mirror copy’s thread edge turns its remotes’ events into metric deltas' },
   { from: 'xapi/sim/import.ts', to: 'vhd', reason: 'the simulator plays XAPI, which parses the VHD a restore uploads' },
   { from: 'xapi/sim/vhd-encoder.ts', to: 'vhd', reason: 'the simulator encodes its exports with the engine’s CHS geometry (one calculation)' },
 ]

@@ -14,12 +14,11 @@
  * A remote that fails a listing is logged and left out, as XO's proxy does.
  */
 import { z } from 'zod'
-import { serializeError, type JsonValue } from '../../common/errors.js'
-import { restorePoolMetadata } from '../../backup/metadata-backup.js'
+import { BackupProxyError, serializeError, type JsonValue } from '../../common/errors.js'
+import { restorePoolMetadataTo } from '../../backup/metadata-backup.js'
 import { deleteMetadataBackup, listPoolMetadataBackups, listXoMetadataBackups, parseMetadataBackupId, readXoConfigBackup } from '../../backup/metadata-layout.js'
 import { xapiSchema } from '../../queue/tasks.js'
 import type { Remote } from '../../remotes/remote.js'
-import { XapiClient } from '../../xapi/client.js'
 import { method, type MethodDefinition } from '../rpc.js'
 import type { XoTaskEvent } from '../xo-log.js'
 import { newXoTaskId } from './backup.js'
@@ -56,13 +55,8 @@ function restoreMethod(): MethodDefinition {
         let result: JsonValue | undefined
         if (parsed.type === 'xoConfig') result = await readXoConfigBackup(r, parsed.dir)
         else {
-          if (xapi === undefined) throw new Error('restoring a pool metadata backup needs the pool\'s xapi')
-          const client = await XapiClient.connect({ url: xapi.url, user: xapi.credentials.username, password: xapi.credentials.password, allowUnauthorized: xapi.allowUnauthorized, signal: ctx.signal })
-          try {
-            await restorePoolMetadata(r, parsed.dir, client, { allowUnauthorized: xapi.allowUnauthorized, signal: ctx.signal })
-          } finally {
-            await client.close().catch(() => undefined)
-          }
+          if (xapi === undefined) throw new BackupProxyError('E_API_REQUEST', 'restoring a pool metadata backup needs the pool\'s xapi: give the pool master in the call\'s `xapi`')
+          await restorePoolMetadataTo(r, parsed.dir, xapi, ctx.signal)
         }
         events.push({ type: 'end', id, timestamp: Date.now(), status: 'success', ...(result === undefined ? {} : { result }) })
       } catch (error) {
