@@ -9,6 +9,7 @@ PACKAGES=(
   redis-server                     # private Redis per test run
   qemu-utils libvhdi-utils         # qemu-img, vhdiinfo/vhdimount: independent VHD checkers
   libnbd-bin                       # nbdcopy: the ceiling of the NBD bench (bench/nbd.bench.ts)
+  zstd                             # XVA zstd (de)compression on Node 20, whose zlib has no zstd (src/xva/compression.ts)
   samba smbclient                  # SMB server + baseline client
   nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils iproute2   # NFS server in a netns + nfs-cp baseline
   swift swift-proxy swift-account swift-container swift-object memcached   # S3 via Swift s3api

@@ -13,6 +13,7 @@
 import { posix } from 'node:path'
 import { BackupProxyError, serializeError, toError } from '../common/errors.js'
 import { RemoteCache, type RemoteLease } from '../remotes/cache.js'
+import type { Remote } from '../remotes/remote.js'
 import { VhdBlockPool } from '../vhd/block-pool.js'
 import { VhdChunkPlan } from '../vhd/chunk-plan.js'
 import { DISK_TYPES } from '../vhd/constants.js'
@@ -49,9 +50,20 @@ interface OpenedTarget {
 }
 
 export async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: DiskMetrics | undefined, pool: VhdBlockPool): Promise<OpenedTarget> {
-  const lease = await threadRemotes.acquire(t.url, t.options)
+  // metrics attached before a new remote opens (its open counted), else to the cached one
+  let detach: (() => void) | undefined
+  const attach = (r: Remote): void => {
+    detach = metrics?.attachRemote(r, t.id)
+  }
+  let lease: RemoteLease
+  try {
+    lease = await threadRemotes.acquire(t.url, t.options, { beforeOpen: attach })
+  } catch (error) {
+    detach?.()
+    throw error
+  }
   const remote = lease.remote
-  const detach = metrics?.attachRemote(remote, t.id)
+  if (detach === undefined) attach(remote)
   const release = (): void => {
     detach?.()
     lease.release()

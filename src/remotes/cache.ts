@@ -56,13 +56,17 @@ export class RemoteCache {
     return this.#entries.size
   }
 
-  /** The opened remote for `url` + `options`, shared with every other lease of the same key. */
-  async acquire(url: string, options: RemoteOptions = {}): Promise<RemoteLease> {
+  /**
+   * The opened remote for `url` + `options`, shared with every other lease of the same key. `beforeOpen`
+   * runs on a remote this call creates, before it opens (to attach metrics that must see the open).
+   */
+  async acquire(url: string, options: RemoteOptions = {}, hooks: { beforeOpen?: (remote: Remote) => void } = {}): Promise<RemoteLease> {
     const key = keyOf(url, options)
     let entry = this.#entries.get(key)
     if (entry === undefined) {
       const remote = this.#create(url, options)
       this.opens++
+      hooks.beforeOpen?.(remote)
       const opening = remote.open()
       entry = { remote, opening, leases: 0, idle: undefined }
       this.#entries.set(key, entry)

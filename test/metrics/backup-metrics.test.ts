@@ -100,8 +100,11 @@ describe('metrics of a backup through the stream threads', () => {
       // images + metadata on the remote, plus the caches overwritten since: 2 per run, the last one is on the remote
       const expected = onRemote.bytes + 2 * firstCache + onRemote.cacheBytes
       expect(sampleOf(text, `backup_proxy_bytes_written_total{remote="${remote}"}`)).toBe(expected)
-      // opened once per run on the main thread + once per disk per run in the stream threads
-      expect(sampleOf(text, `backup_proxy_remote_operations_total{remote="${remote}",op="open",status="ok"}`)).toBe(2 + 2 * 2)
+      // opened once per run on the main thread; in the stream threads once per thread that took a disk
+      // (the thread's RemoteCache reuses it), at most once per disk per run if the cache went idle
+      const opens = sampleOf(text, `backup_proxy_remote_operations_total{remote="${remote}",op="open",status="ok"}`)
+      expect(opens).toBeGreaterThanOrEqual(2 + 1)
+      expect(opens).toBeLessThanOrEqual(2 + 2 * 2)
       expect(sampleOf(text, `backup_proxy_remote_up{remote="${remote}"}`)).toBe(1)
     }
     expect(sampleOf(text, 'backup_proxy_bytes_read_total')).toBeGreaterThan(0)

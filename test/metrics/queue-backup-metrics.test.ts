@@ -121,8 +121,11 @@ describe('metrics of a backup through the queue (serve)', () => {
       expect(onRemote.written).toBeGreaterThan(onRemote.images) // metadata counts too
       expect(sampleOf(text, `backup_proxy_bytes_written_total{remote="${remote}"}`)).toBe(onRemote.written)
       expect(sampleOf(text, `backup_proxy_remote_up{remote="${remote}"}`)).toBe(1)
-      // opened once on the main thread (metadata, retention) and once per disk in the stream threads
-      expect(sampleOf(text, `backup_proxy_remote_operations_total{remote="${remote}",op="open",status="ok"}`)).toBe(1 + 2)
+      // opened once on the main thread (metadata, retention) and, in the stream threads, once per thread
+      // that took one of the 2 disks (the thread's RemoteCache shares it between disks)
+      const opens = sampleOf(text, `backup_proxy_remote_operations_total{remote="${remote}",op="open",status="ok"}`)
+      expect(opens).toBeGreaterThanOrEqual(1 + 1)
+      expect(opens).toBeLessThanOrEqual(1 + 2)
     }
     expect(sampleOf(text, 'backup_proxy_jobs_total{kind="backup.run",status="success"}')).toBe(1)
     expect(sampleOf(text, 'backup_proxy_job_duration_seconds_count{kind="backup.run"}')).toBe(1)
