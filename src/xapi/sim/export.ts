@@ -20,6 +20,7 @@ import type { SimRpc } from './rpc.js'
 import { XapiFailure, text } from './store.js'
 import type { SimTasks } from './tasks.js'
 import { FULL_BITMAP, VHD_BLOCK_BYTES, vhdLayout } from './vhd-encoder.js'
+import { sendXapiError } from './http-request.js'
 
 const ZERO_BLOCK = Buffer.alloc(VHD_BLOCK_BYTES)
 
@@ -33,11 +34,6 @@ export interface ExportContext {
   closing: AbortSignal
 }
 
-function sendXapiError(res: ServerResponse, status: number, code: string, params: string[]): void {
-  const body = JSON.stringify([code, ...params])
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) })
-  res.end(body)
-}
 
 function resolveVdi(pool: SimPool, id: string): string {
   if (pool.store.has('VDI', id)) return id

@@ -20,14 +20,8 @@ import { openVhdStream } from '../../vhd/stream-parser.js'
 import type { ExportContext } from './export.js'
 import { XapiFailure, text } from './store.js'
 import { SECTOR_BYTES, VHD_BLOCK_BYTES } from './vhd-encoder.js'
+import { beginRequest, sendXapiError } from './http-request.js'
 
-function sendXapiError(res: ServerResponse, status: number, code: string, params: string[]): void {
-  if (res.headersSent || res.destroyed) return
-  const body = JSON.stringify([code, ...params])
-  // the client may still be sending: close the connection after this answer
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' })
-  res.end(body)
-}
 
 /**
  * A block's bytes (copied: the source chunk is not kept): the sectors its bitmap does not mark set are
@@ -61,17 +55,9 @@ async function* stalled(req: IncomingMessage, afterBytes: number, signal: AbortS
 
 /** Handles one import request; never throws (errors become HTTP errors and a failed task). */
 export async function handleImport(ctx: ExportContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-  const q = url.searchParams
-  const taskRef = q.get('task_id') ?? undefined
-  const fail = (status: number, code: string, params: string[]): void => {
-    if (taskRef !== undefined) ctx.tasks.fail(taskRef, code, params)
-    sendXapiError(res, status, code, params)
-  }
-  try {
-    ctx.rpc.checkSession(q.get('session_id') ?? undefined)
-  } catch {
-    return fail(401, 'SESSION_INVALID', [q.get('session_id') ?? ''])
-  }
+  const request = beginRequest(ctx, res, url)
+  if (request === undefined) return
+  const { q, taskRef, fail } = request
   let vdiRef: string
   try {
     const format = q.get('format') ?? 'raw'

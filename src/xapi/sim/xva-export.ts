@@ -18,15 +18,10 @@ import { xxh64Hex } from '../../xva/xxhash64.js'
 import type { DiskContent, PatternPool } from './disk-content.js'
 import type { ExportContext } from './export.js'
 import { NULL_REF, XapiFailure, text } from './store.js'
+import { beginRequest, sendXapiError } from './http-request.js'
 
 export const XVA_CHUNK_BYTES = 1024 * 1024
 
-function sendXapiError(res: ServerResponse, status: number, code: string, params: string[]): void {
-  if (res.headersSent || res.destroyed) return
-  const body = JSON.stringify([code, ...params])
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' })
-  res.end(body)
-}
 
 /** Every exported object with its archive id, and the VDIs with theirs. */
 function collect(ctx: ExportContext, vmRef: string): { objects: OvaObject[]; vdis: { id: string; ref: string }[] } {
@@ -118,17 +113,9 @@ function* xvaBytes(ctx: ExportContext, vmRef: string, onProgress: (done: number,
 
 /** Handles one XVA export request; never throws (errors become HTTP errors and a failed task). */
 export async function handleXvaExport(ctx: ExportContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-  const q = url.searchParams
-  const taskRef = q.get('task_id') ?? undefined
-  const fail = (status: number, code: string, params: string[]): void => {
-    if (taskRef !== undefined) ctx.tasks.fail(taskRef, code, params)
-    sendXapiError(res, status, code, params)
-  }
-  try {
-    ctx.rpc.checkSession(q.get('session_id') ?? undefined)
-  } catch {
-    return fail(401, 'SESSION_INVALID', [q.get('session_id') ?? ''])
-  }
+  const request = beginRequest(ctx, res, url)
+  if (request === undefined) return
+  const { q, taskRef, fail } = request
   let vmRef: string
   let compression: 'gzip' | 'zstd' | undefined
   try {

@@ -20,13 +20,8 @@ import type { ExportContext } from './export.js'
 import { NULL_REF, XapiFailure, text } from './store.js'
 import { VHD_BLOCK_BYTES } from './vhd-encoder.js'
 import { XVA_CHUNK_BYTES } from './xva-export.js'
+import { beginRequest } from './http-request.js'
 
-function sendXapiError(res: ServerResponse, status: number, code: string, params: string[]): void {
-  if (res.headersSent || res.destroyed) return
-  const body = JSON.stringify([code, ...params])
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' })
-  res.end(body)
-}
 
 function importError(message: string): XapiFailure {
   return new XapiFailure('IMPORT_ERROR', [message])
@@ -153,17 +148,9 @@ function create(ctx: ExportContext, srRef: string, objects: OvaObject[], vdis: M
 
 /** Handles one XVA import request; never throws (errors become HTTP errors and a failed task). */
 export async function handleXvaImport(ctx: ExportContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-  const q = url.searchParams
-  const taskRef = q.get('task_id') ?? undefined
-  const fail = (status: number, code: string, params: string[]): void => {
-    if (taskRef !== undefined) ctx.tasks.fail(taskRef, code, params)
-    sendXapiError(res, status, code, params)
-  }
-  try {
-    ctx.rpc.checkSession(q.get('session_id') ?? undefined)
-  } catch {
-    return fail(401, 'SESSION_INVALID', [q.get('session_id') ?? ''])
-  }
+  const request = beginRequest(ctx, res, url)
+  if (request === undefined) return
+  const { q, taskRef, fail } = request
   const srId = q.get('sr_id') ?? ''
   let srRef: string
   try {
