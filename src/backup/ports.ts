@@ -188,4 +188,6 @@ export interface BackupJobContext<K extends TaskKind> {
   logger: Logger
   config: Pick<Config, 'backup'>
   pool: StreamTaskRunner
+  /** the queue job: `isRetry` when an earlier attempt started (stalled or retried), `enqueuedAt` in ms */
+  job?: { isRetry: boolean; enqueuedAt: number }
 }

@@ -136,6 +136,7 @@ async function runBackupJob(ctx: JobContext<'backup.run'>, remoteMetrics: Remote
     exporter: poolExporter(ctx.pool),
     xvaExporter: poolXvaExporter(ctx.pool),
     importer: poolImporter(ctx.pool),
+    ...(ctx.job?.isRetry === true ? { earlierAttemptsSince: ctx.job.enqueuedAt } : {}),
     signal: ctx.signal,
     emit: ctx.log,
     parentTaskId: ctx.root.id,

@@ -47,6 +47,8 @@ export interface BackupRunEnv {
   exporter: DiskExporter
   /** full backups' XVA transfer (default: on this thread) */
   xvaExporter?: XvaExporter
+  /** set on a retried queue job: its enqueue time (ms); a VM an earlier attempt backed up is not backed up twice */
+  earlierAttemptsSince?: number
   signal: AbortSignal
   emit?: (event: TaskLogEvent) => void
   progress?: (p: RunProgress) => void
@@ -211,7 +213,7 @@ export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise
         const conn = await findXapi(connections, vmUuid)
         const xapi = conn.xapi
         const result = await withRetries(settings.nRetriesVmBackupFailures, vmTask, signal, () =>
-          backupVm(vmUuid, { jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id, mode: task.job.mode, targets, srTargets: withCopyRetention(srTargets, task, settings), xapi, exporter: env.exporter, ...(env.xvaExporter === undefined ? {} : { xvaExporter: env.xvaExporter }), signal, log, onBytes }, settings, vmTask),
+          backupVm(vmUuid, { jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id, mode: task.job.mode, targets, srTargets: withCopyRetention(srTargets, task, settings), xapi, exporter: env.exporter, ...(env.xvaExporter === undefined ? {} : { xvaExporter: env.xvaExporter }), ...(env.earlierAttemptsSince === undefined ? {} : { earlierAttemptsSince: env.earlierAttemptsSince }), signal, log, onBytes }, settings, vmTask),
         )
         const s = task.job.settings
         const vmTags = (await xapi.getVm(vmUuid)).record.tags

@@ -39,6 +39,7 @@ function nbdSettingsOf(s: VmSettings): NbdSettings {
   return { preferNbd: s.preferNbd ?? false, nbdConcurrency: s.nbdConcurrency ?? 1, cbtDestroySnapshotData: s.cbtDestroySnapshotData ?? false, snapshotRetention: s.snapshotRetention }
 }
 import { backupVmFullMode } from './full-mode.js'
+import { doneByEarlierAttempt } from './earlier-attempt.js'
 import type { XvaExporter } from './xva-export.js'
 
 export interface RunTarget {
@@ -78,6 +79,8 @@ export interface VmBackupContext {
   exporter: DiskExporter
   /** full backups' XVA transfer (default: on this thread; a proxy passes the stream pool's `backup.xva`) */
   xvaExporter?: XvaExporter
+  /** set on a retried queue job: its enqueue time (ms); see earlier-attempt.ts */
+  earlierAttemptsSince?: number
   signal: AbortSignal
   log: Logger
   /** bytes read so far by this VM's disks (for run progress) */
@@ -158,6 +161,9 @@ async function cleanLeftovers(target: RunTarget, vmUuid: string, jobId: string, 
 }
 
 export async function backupVm(vmUuid: string, ctx: VmBackupContext, settings: VmSettings, task: Task): Promise<VmBackupResult> {
+  // a retried job: a VM an earlier attempt already backed up is not backed up twice (earlier-attempt.ts)
+  const earlier = await doneByEarlierAttempt(vmUuid, ctx, task)
+  if (earlier !== undefined) return earlier
   // XO's full mode: the VM as one XVA (full-backup.ts), SR targets as full disk copies (full-mode.ts)
   if (ctx.mode === 'full') return backupVmFullMode(vmUuid, ctx, settings, task, (c) => backupVmDisks(vmUuid, c, settings, task))
   return backupVmDisks(vmUuid, ctx, settings, task)

@@ -10,8 +10,9 @@
  *     starts and ends it, a processor adds children
  *   - `log(event)`: a raw task-log event, `progress(p)`: job progress
  *   - `pool`: the stream pool (`pool.run('backup.disk', input, { signal, onProgress, onMetrics })`)
- *   - `job`: id, queue, attempt; `isRetry` says a previous attempt started (the backup engine does not
- *     need it: each run removes what earlier runs of its job left, see cleanLeftovers in backup/vm-backup.ts)
+ *   - `job`: id, queue, attempt, `enqueuedAt`; `isRetry` says a previous attempt started: a retried
+ *     backup run does not back a VM up twice when that attempt already published it (backup/earlier-attempt.ts);
+ *     what an attempt left half done is removed by the next run (cleanLeftovers in backup/vm-backup.ts)
  *
  * A processor returns a `TaskResult` (`status` + JSON `result`). Returning `failure` ends the job failed
  * without retry (the processor already retried what it could: nRetriesVmBackupFailures); throwing
