@@ -49,22 +49,34 @@ async function readBody(res: IncomingMessage): Promise<string> {
   return text.slice(0, ERROR_BODY_LIMIT)
 }
 
-/** Uploads `body` into the descriptor's VDI; resolves once XAPI answered 2xx. */
-export async function putVdiImport(d: VdiImportDescriptor, body: Readable, options: PutVdiImportOptions = {}): Promise<void> {
-  const { signal, sizeBytes } = options
-  const what = `import into VDI ${d.vdiRef}`
+export interface XapiPutOptions {
+  allowUnauthorized: boolean
+  signal?: AbortSignal
+  /** sent as Content-Length when known, else the body is chunked */
+  sizeBytes?: number
+  /** names the upload in errors ("import into VDI …") */
+  what: string
+  /** maps a failure that is neither a cancel nor an XapiError (a network error) */
+  networkFailure: (error: unknown) => Error
+}
+
+/**
+ * One upload to XAPI's HTTP handlers (`PUT /import_raw_vdi/`, `PUT /import/`): `body` piped to the
+ * request; resolves once XAPI answered 2xx. XAPI may answer (an error) before reading the whole body, so
+ * whichever of the upload and the answer settles first decides.
+ */
+export async function putToXapi(url: URL, body: Readable, o: XapiPutOptions): Promise<void> {
+  const { signal, sizeBytes, what } = o
   signal?.throwIfAborted()
-  const url = importUrl(d)
   const headers: Record<string, string> = { 'Content-Type': 'application/octet-stream' }
   if (sizeBytes !== undefined) headers['Content-Length'] = String(sizeBytes)
   const base = { method: 'PUT', headers, ...(signal === undefined ? {} : { signal }) }
-  const req = url.protocol === 'https:' ? httpsRequest(url, { ...base, rejectUnauthorized: !d.allowUnauthorized, minVersion: 'TLSv1' as const }) : httpRequest(url, base)
+  const req = url.protocol === 'https:' ? httpsRequest(url, { ...base, rejectUnauthorized: !o.allowUnauthorized, minVersion: 'TLSv1' as const }) : httpRequest(url, base)
   const response = new Promise<IncomingMessage>((resolve, reject) => {
     req.once('response', resolve)
     req.once('error', reject)
   })
   try {
-    // XAPI may answer (an error) before reading the whole body: whichever settles first decides
     const sent = pipeline(body, req)
     // observed here, awaited below: whichever of the two fails first is reported, the other is not unhandled
     sent.catch(() => undefined)
@@ -72,11 +84,7 @@ export async function putVdiImport(d: VdiImportDescriptor, body: Readable, optio
     const first = await Promise.race([sent.then(() => undefined), response])
     const res = first ?? (await response)
     const status = res.statusCode ?? 0
-    if (status < 200 || status >= 300) {
-      body.destroy()
-      req.destroy()
-      throw httpErrorFromBody(status, await readBody(res).catch(() => ''), what)
-    }
+    if (status < 200 || status >= 300) throw httpErrorFromBody(status, await readBody(res).catch(() => ''), what)
     await sent
     res.resume()
   } catch (error) {
@@ -84,6 +92,18 @@ export async function putVdiImport(d: VdiImportDescriptor, body: Readable, optio
     req.destroy()
     if (signal?.aborted === true) throw new CancelledError(`${what} was cancelled`, { cause: signal.reason })
     if (error instanceof XapiError) throw error
-    throw new XapiError(`${what} failed (${errorCode(error) ?? (error as Error).message}); the VDI is incomplete and is removed`, { cause: error, fields: { networkCode: errorCode(error) ?? '' } })
+    throw o.networkFailure(error)
   }
+}
+
+/** Uploads `body` into the descriptor's VDI; resolves once XAPI answered 2xx. */
+export async function putVdiImport(d: VdiImportDescriptor, body: Readable, options: PutVdiImportOptions = {}): Promise<void> {
+  const what = `import into VDI ${d.vdiRef}`
+  await putToXapi(importUrl(d), body, {
+    allowUnauthorized: d.allowUnauthorized,
+    what,
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
+    ...(options.sizeBytes === undefined ? {} : { sizeBytes: options.sizeBytes }),
+    networkFailure: (error) => new XapiError(`${what} failed (${errorCode(error) ?? (error as Error).message}); the VDI is incomplete and is removed`, { cause: error, fields: { networkCode: errorCode(error) ?? '' } }),
+  })
 }

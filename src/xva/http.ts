@@ -9,9 +9,9 @@
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import type { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import { BackupProxyError, CancelledError, XapiError, errorCode } from '../common/errors.js'
 import type { XvaExportDescriptor, XvaImportDescriptor } from '../xapi/client.js'
+import { putToXapi } from '../xapi/restore-import.js'
 import { httpErrorFromBody } from '../xapi/socket-export.js'
 
 function baseUrl(raw: string, pathname: string): URL {
@@ -78,24 +78,5 @@ export async function putXvaImport(d: XvaImportDescriptor, body: Readable, sizeB
   url.searchParams.set('session_id', d.sessionId)
   url.searchParams.set('sr_id', d.srRef)
   url.searchParams.set('task_id', d.taskRef)
-  const req = request(url, 'PUT', d.allowUnauthorized, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(sizeBytes) }, signal)
-  const response = new Promise<IncomingMessage>((resolve, reject) => {
-    req.once('response', resolve)
-    req.once('error', reject)
-  })
-  try {
-    const sent = pipeline(body, req)
-    sent.catch(() => undefined)
-    response.catch(() => undefined)
-    const first = await Promise.race([sent.then(() => undefined), response])
-    const res = first ?? (await response)
-    const status = res.statusCode ?? 0
-    if (status < 200 || status >= 300) throw httpErrorFromBody(status, await readBody(res).catch(() => ''), what)
-    await sent
-    res.resume()
-  } catch (error) {
-    body.destroy()
-    req.destroy()
-    throw cancelled(what, signal, error)
-  }
+  await putToXapi(url, body, { allowUnauthorized: d.allowUnauthorized, sizeBytes, what, ...(signal === undefined ? {} : { signal }), networkFailure: (error) => cancelled(what, signal, error) })
 }
