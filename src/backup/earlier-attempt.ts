@@ -8,13 +8,16 @@
  * every remote target already holds a backup of this job and schedule made since then was backed up by
  * an earlier attempt of this very job (the queue never runs one job and schedule twice at once; backup
  * timestamps are whole seconds, so the enqueue time is taken to its second), and is
- * reported from those backups instead. SR targets (replicas) and partial publications are run again.
+ * reported from those backups instead, and the earlier attempt's snapshot housekeeping is finished
+ * (marked exported, older ones pruned: job-snapshots.ts). SR targets (replicas) and partial publications
+ * are run again.
  */
 import { listBackups } from './catalog.js'
+import { finishEarlierAttemptSnapshots } from './job-snapshots.js'
 import type { Task } from './task-log.js'
 import type { VmBackupContext, VmBackupResult } from './vm-backup.js'
 
-export async function doneByEarlierAttempt(vmUuid: string, ctx: VmBackupContext, task: Task): Promise<VmBackupResult | undefined> {
+export async function doneByEarlierAttempt(vmUuid: string, ctx: VmBackupContext, snapshotRetention: number, task: Task): Promise<VmBackupResult | undefined> {
   const since = ctx.earlierAttemptsSince
   if (since === undefined || ctx.targets.length === 0 || (ctx.srTargets ?? []).length > 0) return undefined
   const found = []
@@ -27,6 +30,7 @@ export async function doneByEarlierAttempt(vmUuid: string, ctx: VmBackupContext,
   const first = found[0]
   if (first === undefined) return undefined
   task.info('already backed up by an earlier attempt of this job: not backed up twice', { backups: found.map((b) => b.metadataPath) })
+  if (ctx.mode !== 'full') await finishEarlierAttemptSnapshots(ctx.xapi, vmUuid, ctx.jobId, String(first.metadata.vmSnapshot.uuid), snapshotRetention, task)
   return {
     vmUuid,
     timestamp: first.timestamp,

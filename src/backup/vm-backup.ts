@@ -20,13 +20,13 @@ import type { Logger } from '../common/log.js'
 import { isTemporaryName, type Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import {
-  TAG_CHAIN_LENGTH, TAG_DATETIME, TAG_EXPORTED, TAG_JOB, chooseBase, type BackupSnapshot,
+  TAG_CHAIN_LENGTH, TAG_EXPORTED, chooseBase, type BackupSnapshot,
 } from './base-choice.js'
 import { listBackups, updateCache, writeMetadata, type CatalogEntry } from './catalog.js'
 import { mapSettled } from './concurrency.js'
 import { AllTargetsFailedError } from '../common/fan-out.js'
 import {
-  aliasDataPath, formatTimestamp, isAliasPath, isTimestamp, parseTimestamp, resolveVhdPath, sourceVdiUuid, timestampOfName, vdiDir, vmDir,
+  aliasDataPath, formatTimestamp, isAliasPath, parseTimestamp, resolveVhdPath, sourceVdiUuid, timestampOfName, vdiDir, vmDir,
 } from './layout.js'
 import type { BackupXapi, DiskExporter, DiskTarget, XapiDisk, XapiObject } from './ports.js'
 import { applyRetention } from './apply-retention.js'
@@ -40,6 +40,7 @@ function nbdSettingsOf(s: VmSettings): NbdSettings {
 }
 import { backupVmFullMode } from './full-mode.js'
 import { doneByEarlierAttempt } from './earlier-attempt.js'
+import { listJobSnapshots, pruneSnapshots, removeKilledAttemptSnapshots, snapshotDatetime, tagOf } from './job-snapshots.js'
 import type { XvaExporter } from './xva-export.js'
 
 export interface RunTarget {
@@ -99,19 +100,6 @@ export interface VmBackupResult {
   failed: string[]
 }
 
-function tagOf(obj: XapiObject, key: string): string | undefined {
-  const oc = obj.record.other_config
-  if (typeof oc !== 'object' || oc === null) return undefined
-  const v = (oc as Record<string, unknown>)[key]
-  return typeof v === 'string' ? v : undefined
-}
-
-/** XO's `xo:backup:datetime` (`20261125T22:30:00Z`, XAPI's format; our older releases wrote `20261125T223000Z`) → `20261125T223000Z`. */
-function snapshotDatetime(obj: XapiObject): string | undefined {
-  const datetime = tagOf(obj, TAG_DATETIME)?.replace(/:/g, '')
-  return datetime !== undefined && isTimestamp(datetime) ? datetime : undefined
-}
-
 function toSnapshot(obj: XapiObject): BackupSnapshot | undefined {
   const datetime = snapshotDatetime(obj)
   if (datetime === undefined) return undefined
@@ -162,7 +150,7 @@ async function cleanLeftovers(target: RunTarget, vmUuid: string, jobId: string, 
 
 export async function backupVm(vmUuid: string, ctx: VmBackupContext, settings: VmSettings, task: Task): Promise<VmBackupResult> {
   // a retried job: a VM an earlier attempt already backed up is not backed up twice (earlier-attempt.ts)
-  const earlier = await doneByEarlierAttempt(vmUuid, ctx, task)
+  const earlier = await doneByEarlierAttempt(vmUuid, ctx, settings.snapshotRetention, task)
   if (earlier !== undefined) return earlier
   // XO's full mode: the VM as one XVA (full-backup.ts), SR targets as full disk copies (full-mode.ts)
   if (ctx.mode === 'full') return backupVmFullMode(vmUuid, ctx, settings, task, (c) => backupVmDisks(vmUuid, c, settings, task))
@@ -190,13 +178,15 @@ async function backupVmDisks(vmUuid: string, ctx: VmBackupContext, settings: VmS
   const run: RunIds = { timestamp, timestampMs }
 
   // 2. base and snapshot
-  const jobSnapshots = (await xapi.listSnapshots(vm.ref)).filter((s) => tagOf(s, TAG_JOB) === jobId)
   // bases whose data was destroyed (cbt_metadata VDIs, no VM record left)
   const cbtSnapshots: CbtBaseSnapshot[] = await cbtBases(xapi, vmUuid, jobId, holdings)
   const exportedByTarget = new Map<string, Set<string>>()
   for (const t of ctx.targets) exportedByTarget.set(t.id, new Set((holdings.get(t.id) ?? []).map((b) => String(b.metadata.vmSnapshot.uuid))))
   const ids = { jobId, jobName: ctx.jobName, scheduleId: ctx.scheduleId, vmUuid }
   for (const t of ctx.srTargets ?? []) exportedByTarget.set(t.id, replicatedSnapshots(t, ids))
+  // what killed attempts of this job left goes first (job-snapshots.ts)
+  const held = new Set([...exportedByTarget.values()].flatMap((s) => [...s]))
+  const jobSnapshots = await removeKilledAttemptSnapshots(xapi, await listJobSnapshots(xapi, vm.ref, jobId), ctx.scheduleId, held, task)
   const choice = chooseBase({
     mode: ctx.mode,
     fullInterval: settings.fullInterval,
@@ -404,20 +394,5 @@ async function removeEmptyDirs(targets: readonly RunTarget[], vmUuid: string, jo
   for (const t of targets) {
     for (const disk of disks) await remove(t, vdiDir(vmUuid, jobId, disk.sourceVdiUuid))
     for (const dir of [`${vmDir(vmUuid)}/vdis/${jobId}`, `${vmDir(vmUuid)}/vdis`, vmDir(vmUuid)]) await remove(t, dir)
-  }
-}
-
-/** Keeps the newest max(1, retention) backup snapshots of this job (the newest is the next base). */
-async function pruneSnapshots(xapi: BackupXapi, older: readonly XapiObject[], created: XapiObject, retention: number, task: Task): Promise<void> {
-  const keepOlder = Math.max(1, retention) - 1
-  const sorted = older
-    .filter((s) => s.ref !== created.ref)
-    .sort((a, b) => (snapshotDatetime(b) ?? '').localeCompare(snapshotDatetime(a) ?? ''))
-  for (const s of sorted.slice(keepOlder)) {
-    try {
-      await xapi.destroySnapshot(s.ref)
-    } catch (error) {
-      task.warning(`could not delete old backup snapshot ${s.uuid}`, { error: serializeError(error).message })
-    }
   }
 }

@@ -2,7 +2,9 @@
  * A retried queue job does not back a VM up twice (src/backup/earlier-attempt.ts): the run of a retried
  * job (`earlierAttemptsSince` = the job's enqueue time) reports a VM whose every remote already holds a
  * backup of this job and schedule made since then from those backups; a backup older than the enqueue
- * time (an earlier scheduled run) does not count. Simulator, real engine, local remotes.
+ * time (an earlier scheduled run) does not count, and the earlier attempt's snapshot becomes the kept one.
+ * A run removes the snapshots killed attempts of its job left (src/backup/job-snapshots.ts). Simulator,
+ * real engine, local remotes.
  */
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -10,6 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { listBackups } from '../../src/backup/catalog.js'
 import { runDiskExport } from '../../src/backup/disk-export.js'
 import { runBackup } from '../../src/backup/run.js'
+import { backupXapi } from '../../src/backup/xapi-adapter.js'
+import { tagSnapshot } from '../../src/backup/xo-records.js'
+import { XapiClient } from '../../src/xapi/client.js'
 import type { TaskLogEvent } from '../../src/backup/task-log.js'
 import { createRemote } from '../../src/remotes/index.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
@@ -28,6 +33,34 @@ afterAll(async () => {
   await sim?.close()
   await dir?.remove()
 })
+
+/** This job's backup snapshots of the VM: uuid → exported mark. */
+async function jobSnapshots(vmUuid: string, jobId = 'job1'): Promise<Map<string, string | undefined>> {
+  const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+  try {
+    const vm = xapi.listVms().find((v) => v.uuid === vmUuid)!
+    const out = new Map<string, string | undefined>()
+    for (const v of xapi.listVms({ includeSnapshots: true })) {
+      if (v.is_a_snapshot && v.snapshot_of === vm.$ref && v.other_config['xo:backup:job'] === jobId) out.set(v.uuid, v.other_config['xo:backup:exported'])
+    }
+    return out
+  } finally {
+    await xapi.close()
+  }
+}
+
+/** What a run killed right after its snapshot leaves: a tagged snapshot no target holds. */
+async function killedAttemptSnapshot(vmUuid: string): Promise<string> {
+  const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+  try {
+    const vm = xapi.listVms().find((v) => v.uuid === vmUuid)!
+    const s = await xapi.snapshotVm(vm.$ref, 'killed attempt')
+    await tagSnapshot(backupXapi(xapi), s.$ref, { jobId: 'job1', scheduleId: 'sched1', vmUuid, timestampMs: Date.now() })
+    return s.uuid
+  } finally {
+    await xapi.close()
+  }
+}
 
 async function backupsOf(path: string, vmUuid: string): Promise<number> {
   const remote = createRemote(`file://${path}`)
@@ -62,10 +95,36 @@ describe('a retried job', () => {
     expect(await backupsOf(remotes.a, vm.uuid)).toBe(2)
     expect(await backupsOf(remotes.b, vm.uuid)).toBe(2)
     expect(events.some((e) => e.event === 'info' && /earlier attempt of this job/.test(e.message ?? ''))).toBe(true)
+    // the earlier attempt's snapshot is the one kept, marked exported
+    expect([...(await jobSnapshots(vm.uuid)).values()]).toEqual(['true'])
 
     // a retry of a job enqueued after every backup: backed up as usual
     const later = await runBackup(task, { ...env, earlierAttemptsSince: Date.now() + 1000 })
     expect(later.status).toBe('success')
     expect(await backupsOf(remotes.a, vm.uuid)).toBe(3)
+  }, 180_000)
+
+  it('removes the snapshots killed attempts of its job left, keeps the base, and deltas from it', async () => {
+    const vm = sim.listVms()[0]!
+    const remote = join(dir.path, 'killed')
+    await mkdir(remote)
+    const task = runTask(sim, [vm.uuid], { a: `file://${remote}` }, { exportRetention: 10 })
+    const env = { defaults, exporter: runDiskExport, signal: new AbortController().signal }
+    expect((await runBackup(task, env)).status).toBe('success')
+    const base = [...(await jobSnapshots(vm.uuid)).keys()]
+    expect(base).toHaveLength(1)
+    // two attempts killed after their snapshot
+    const killed = [await killedAttemptSnapshot(vm.uuid), await killedAttemptSnapshot(vm.uuid)]
+    expect((await jobSnapshots(vm.uuid)).size).toBe(3)
+
+    const events: TaskLogEvent[] = []
+    const run = await runBackup(task, { ...env, emit: (e) => events.push(e) })
+    expect(run.status).toBe('success')
+    const after = await jobSnapshots(vm.uuid)
+    expect(after.size).toBe(1)
+    for (const k of [...killed, ...base]) expect(after.has(k)).toBe(false)
+    expect(events.filter((e) => e.event === 'info' && /an interrupted run of this job left/.test(e.message ?? ''))).toHaveLength(2)
+    // the killed attempts did not break the chain: this run was a delta from the base
+    expect(events.some((e) => e.event === 'info' && /^delta backup against/.test(e.message ?? ''))).toBe(true)
   }, 180_000)
 })
