@@ -18,12 +18,12 @@
 import { BackupProxyError, CancelledError, deserializeError, serializeError, toError } from '../common/errors.js'
 import { isTemporaryName } from '../remotes/remote.js'
 import { jobCompression, useCompressionParam } from '../xva/compression.js'
-import { TAG_DATETIME, TAG_JOB } from './base-choice.js'
+import { TAG_DATETIME } from './base-choice.js'
 import { listBackups, updateCache, type CatalogEntry } from './catalog.js'
 import { METADATA_VERSION, formatTimestamp, metadataPath, parseTimestamp, vmDir } from './layout.js'
 import type { XapiObject } from './ports.js'
 import type { Task } from './task-log.js'
-import { tagSnapshot } from './xo-records.js'
+import { listJobSnapshots, removeUntaggedSnapshots, tagOf, takeBackupSnapshot } from './job-snapshots.js'
 import { runXvaExport } from './xva-export.js'
 import type { RunTarget, VmBackupContext, VmBackupResult, VmSettings } from './vm-backup.js'
 
@@ -67,11 +67,6 @@ async function applyFullRetention(t: RunTarget, vmUuid: string, scheduleId: stri
   return old.map((b) => b.metadataPath)
 }
 
-function tagOf(obj: XapiObject, key: string): string | undefined {
-  const v = (obj.record.other_config as Record<string, unknown> | undefined)?.[key]
-  return typeof v === 'string' ? v : undefined
-}
-
 export async function backupVmFull(vmUuid: string, ctx: VmBackupContext, settings: VmSettings, task: Task): Promise<VmBackupResult> {
   const t0 = performance.now()
   const { xapi, signal, jobId } = ctx
@@ -87,12 +82,13 @@ export async function backupVmFull(vmUuid: string, ctx: VmBackupContext, setting
   const timestamp = formatTimestamp(timestampMs)
   task.info('full backup: XVA export')
 
-  const jobSnapshots = (await xapi.listSnapshots(vm.ref)).filter((s) => tagOf(s, TAG_JOB) === jobId)
-  const snapshot = await task.child('snapshot').run(async () => {
-    const s = await xapi.snapshot(vm.ref, `[XO Backup ${ctx.jobName || jobId}] ${typeof vm.record.name_label === 'string' ? vm.record.name_label : vmUuid}`, { checkpoint: settings.checkpointSnapshot, signal })
-    await tagSnapshot(xapi, s.ref, { jobId, scheduleId: ctx.scheduleId, vmUuid, timestampMs })
-    return s
-  }, (s) => s.uuid)
+  await removeUntaggedSnapshots(xapi, vm.ref, task)
+  const jobSnapshots = await listJobSnapshots(xapi, vm.ref, jobId)
+  const nameLabel = `[XO Backup ${ctx.jobName || jobId}] ${typeof vm.record.name_label === 'string' ? vm.record.name_label : vmUuid}`
+  const snapshot = await task.child('snapshot').run(
+    () => takeBackupSnapshot(xapi, vm, { nameLabel, checkpoint: settings.checkpointSnapshot, signal, jobId, scheduleId: ctx.scheduleId, vmUuid, timestampMs }),
+    (s) => s.uuid,
+  )
 
   try {
     const result = await transferAndPublish(vmUuid, vm, snapshot, ctx, settings, task, { timestamp, timestampMs })

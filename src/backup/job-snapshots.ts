@@ -10,6 +10,10 @@
  * came from them) and that were never marked `xo:backup:exported`. Such a snapshot can never be a base,
  * and keeping it costs the pool a full copy of the VM's changed blocks.
  *
+ * A run killed between `VM.snapshot` and the tagging leaves a snapshot no tag identifies. As XO does, the
+ * snapshot is taken under a temporary name (`xo-backup-temp-snapshot-name`), tagged, then renamed to
+ * its real name; a VM's snapshots still under the temporary name are removed before the next snapshot.
+ *
  * A retried attempt that finds the VM already backed up by an earlier attempt (earlier-attempt.ts)
  * finishes that attempt's housekeeping instead: the earlier snapshot is marked exported and the older
  * ones are pruned, so the next run deltas from it.
@@ -19,7 +23,10 @@ import { isTimestamp } from './layout.js'
 import { TAG_DATETIME, TAG_EXPORTED, TAG_JOB, TAG_SCHEDULE } from './base-choice.js'
 import type { BackupXapi, XapiObject } from './ports.js'
 import type { Task } from './task-log.js'
-import { setOnVmAndVdis } from './xo-records.js'
+import { setOnVmAndVdis, tagSnapshot } from './xo-records.js'
+
+/** XO's name of a backup snapshot until it is tagged (XO's `TEMP_SNAPSHOT_NAME`). */
+export const TEMP_SNAPSHOT_NAME = 'xo-backup-temp-snapshot-name'
 
 export function tagOf(obj: XapiObject, key: string): string | undefined {
   const oc = obj.record.other_config
@@ -62,6 +69,32 @@ export async function removeKilledAttemptSnapshots(
     }
   }
   return kept
+}
+
+/**
+ * Takes the run's snapshot under the temporary name, tags it (job, schedule, VM, datetime: XO's
+ * setVmOtherConfig), then gives it its real name.
+ */
+export async function takeBackupSnapshot(
+  xapi: BackupXapi, vm: XapiObject, o: { nameLabel: string; checkpoint: boolean; signal: AbortSignal; jobId: string; scheduleId: string; vmUuid: string; timestampMs: number },
+): Promise<XapiObject> {
+  const s = await xapi.snapshot(vm.ref, TEMP_SNAPSHOT_NAME, { checkpoint: o.checkpoint, signal: o.signal })
+  await tagSnapshot(xapi, s.ref, o)
+  await xapi.setNameLabel(s.ref, o.nameLabel)
+  return { ...s, record: { ...s.record, name_label: o.nameLabel } }
+}
+
+/** Destroys the VM's snapshots left under the temporary name (a run killed before tagging them). */
+export async function removeUntaggedSnapshots(xapi: BackupXapi, vmRef: string, task: Task): Promise<void> {
+  for (const s of await xapi.listSnapshots(vmRef)) {
+    if (s.record.name_label !== TEMP_SNAPSHOT_NAME) continue
+    try {
+      await xapi.destroySnapshot(s.ref)
+      task.info(`removed the snapshot ${s.uuid} a run killed before tagging it left`)
+    } catch (error) {
+      task.warning(`could not remove the untagged snapshot ${s.uuid}`, { error: serializeError(error).message })
+    }
+  }
 }
 
 /** Keeps the newest max(1, retention) backup snapshots of this job (the newest is the next base). */

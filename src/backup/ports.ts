@@ -44,6 +44,8 @@ export interface BackupXapi {
   listSnapshots(vmRef: string): Promise<XapiObject[]>
   /** takes a snapshot (checkpoint when asked) and returns it */
   snapshot(vmRef: string, nameLabel: string, options: { checkpoint: boolean; signal?: AbortSignal }): Promise<XapiObject>
+  /** `VM.set_name_label` */
+  setNameLabel(vmRef: string, nameLabel: string): Promise<void>
   setOtherConfig(cls: 'VM' | 'VDI', ref: string, key: string, value: string | null): Promise<void>
   /** sets (null: removes) several other_config entries at once; later reads (getRecord, listDisks) see them */
   setOtherConfigEntries(cls: 'VM' | 'VDI', ref: string, entries: Record<string, string | null>): Promise<void>

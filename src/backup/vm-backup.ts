@@ -30,7 +30,7 @@ import {
 } from './layout.js'
 import type { BackupXapi, DiskExporter, DiskTarget, XapiDisk, XapiObject } from './ports.js'
 import { applyRetention } from './apply-retention.js'
-import { buildMetadata, setOnVmAndVdis, tagSnapshot, usesVhdDirectory, type RunIds } from './xo-records.js'
+import { buildMetadata, setOnVmAndVdis, usesVhdDirectory, type RunIds } from './xo-records.js'
 import type { Task } from './task-log.js'
 import { replicatedSnapshots, toRemotesAndSrs, type SrTarget } from './replication.js'
 import { cbtBases, enableCbt, isCbtBase, planDiskRead, purgeSnapshotData, type CbtBaseSnapshot, type NbdSettings } from './nbd-plan.js'
@@ -40,7 +40,7 @@ function nbdSettingsOf(s: VmSettings): NbdSettings {
 }
 import { backupVmFullMode } from './full-mode.js'
 import { doneByEarlierAttempt } from './earlier-attempt.js'
-import { listJobSnapshots, pruneSnapshots, removeKilledAttemptSnapshots, snapshotDatetime, tagOf } from './job-snapshots.js'
+import { listJobSnapshots, pruneSnapshots, removeKilledAttemptSnapshots, removeUntaggedSnapshots, snapshotDatetime, tagOf, takeBackupSnapshot } from './job-snapshots.js'
 import type { XvaExporter } from './xva-export.js'
 
 export interface RunTarget {
@@ -186,6 +186,7 @@ async function backupVmDisks(vmUuid: string, ctx: VmBackupContext, settings: VmS
   for (const t of ctx.srTargets ?? []) exportedByTarget.set(t.id, replicatedSnapshots(t, ids))
   // what killed attempts of this job left goes first (job-snapshots.ts)
   const held = new Set([...exportedByTarget.values()].flatMap((s) => [...s]))
+  await removeUntaggedSnapshots(xapi, vm.ref, task)
   const jobSnapshots = await removeKilledAttemptSnapshots(xapi, await listJobSnapshots(xapi, vm.ref, jobId), ctx.scheduleId, held, task)
   const choice = chooseBase({
     mode: ctx.mode,
@@ -198,15 +199,12 @@ async function backupVmDisks(vmUuid: string, ctx: VmBackupContext, settings: VmS
 
   await enableCbt(xapi, nbdSettingsOf(settings), vm.ref, task)
   const snapTask = task.child('snapshot')
-  const snapshot = await snapTask.run(async () => {
-    // XO's default snapshotNameLabelTpl: '[XO Backup {job.name}] {vm.name_label}'
-    const s = await xapi.snapshot(vm.ref, `[XO Backup ${ctx.jobName || jobId}] ${typeof vm.record.name_label === 'string' ? vm.record.name_label : vmUuid}`, {
-      checkpoint: settings.checkpointSnapshot,
-      signal,
-    })
-    await tagSnapshot(xapi, s.ref, { jobId, scheduleId: ctx.scheduleId, vmUuid, timestampMs })
-    return s
-  }, (s) => s.uuid)
+  // XO's default snapshotNameLabelTpl: '[XO Backup {job.name}] {vm.name_label}'
+  const nameLabel = `[XO Backup ${ctx.jobName || jobId}] ${typeof vm.record.name_label === 'string' ? vm.record.name_label : vmUuid}`
+  const snapshot = await snapTask.run(
+    () => takeBackupSnapshot(xapi, vm, { nameLabel, checkpoint: settings.checkpointSnapshot, signal, jobId, scheduleId: ctx.scheduleId, vmUuid, timestampMs }),
+    (s) => s.uuid,
+  )
 
   try {
     const toRemotes = ctx.targets.length === 0 ? undefined : () => exportAndPublish(vmUuid, vm, snapshot, choice.base, holdings, ctx, run, settings, task)

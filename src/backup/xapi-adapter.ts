@@ -40,6 +40,9 @@ export function backupXapi(client: XapiClient): BackupXapi {
     async snapshot(vmRef, nameLabel, options) {
       return obj(await client.snapshotVm(vmRef, nameLabel, { checkpoint: options.checkpoint }))
     },
+    async setNameLabel(vmRef, nameLabel) {
+      await client.call('VM.set_name_label', vmRef, nameLabel)
+    },
     async setOtherConfig(cls, ref, key, value) {
       await client.setOtherConfig(cls, ref, { [key]: value })
     },

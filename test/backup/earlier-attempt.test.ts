@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { listBackups } from '../../src/backup/catalog.js'
 import { runDiskExport } from '../../src/backup/disk-export.js'
+import { TEMP_SNAPSHOT_NAME } from '../../src/backup/job-snapshots.js'
 import { runBackup } from '../../src/backup/run.js'
 import { backupXapi } from '../../src/backup/xapi-adapter.js'
 import { tagSnapshot } from '../../src/backup/xo-records.js'
@@ -57,6 +58,28 @@ async function killedAttemptSnapshot(vmUuid: string): Promise<string> {
     const s = await xapi.snapshotVm(vm.$ref, 'killed attempt')
     await tagSnapshot(backupXapi(xapi), s.$ref, { jobId: 'job1', scheduleId: 'sched1', vmUuid, timestampMs: Date.now() })
     return s.uuid
+  } finally {
+    await xapi.close()
+  }
+}
+
+/** What a run killed between `VM.snapshot` and the tagging leaves (XO's temporary name). */
+async function untaggedSnapshot(vmUuid: string): Promise<string> {
+  const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+  try {
+    const vm = xapi.listVms().find((v) => v.uuid === vmUuid)!
+    return (await xapi.snapshotVm(vm.$ref, TEMP_SNAPSHOT_NAME)).uuid
+  } finally {
+    await xapi.close()
+  }
+}
+
+/** Names of every snapshot of the VM. */
+async function snapshotNames(vmUuid: string): Promise<string[]> {
+  const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+  try {
+    const vm = xapi.listVms().find((v) => v.uuid === vmUuid)!
+    return xapi.listVms({ includeSnapshots: true }).filter((v) => v.is_a_snapshot && v.snapshot_of === vm.$ref).map((v) => v.name_label)
   } finally {
     await xapi.close()
   }
@@ -116,6 +139,8 @@ describe('a retried job', () => {
     // two attempts killed after their snapshot
     const killed = [await killedAttemptSnapshot(vm.uuid), await killedAttemptSnapshot(vm.uuid)]
     expect((await jobSnapshots(vm.uuid)).size).toBe(3)
+    // and one killed between VM.snapshot and its tagging: only XO's temporary name tells what it is
+    const untagged = await untaggedSnapshot(vm.uuid)
 
     const events: TaskLogEvent[] = []
     const run = await runBackup(task, { ...env, emit: (e) => events.push(e) })
@@ -124,6 +149,8 @@ describe('a retried job', () => {
     expect(after.size).toBe(1)
     for (const k of [...killed, ...base]) expect(after.has(k)).toBe(false)
     expect(events.filter((e) => e.event === 'info' && /an interrupted run of this job left/.test(e.message ?? ''))).toHaveLength(2)
+    expect(await snapshotNames(vm.uuid)).toEqual([`[XO Backup test job] ${vm.nameLabel}`])
+    expect(events.some((e) => e.event === 'info' && e.message?.includes(untagged) === true)).toBe(true)
     // the killed attempts did not break the chain: this run was a delta from the base
     expect(events.some((e) => e.event === 'info' && /^delta backup against/.test(e.message ?? ''))).toBe(true)
   }, 180_000)
