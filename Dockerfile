@@ -4,7 +4,9 @@
 #   docker run --rm -e REDIS_URL=redis://redis:6379 -e BACKUP_PROXY_PROXY_ID=site-a backup-proxy serve
 # The HTTP endpoints listen on 0.0.0.0:9464 inside the container (BACKUP_PROXY_HTTP_LISTEN); publish the
 # port only where Prometheus needs it.
-ARG NODE_IMAGE=node:20.19-bookworm-slim
+# the current Node.js LTS line (package.json engines lists the supported lines; on 24, node:zlib has zstd,
+# so XVA zstd needs no system binary in the image)
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /src

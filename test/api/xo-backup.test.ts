@@ -7,7 +7,7 @@
  * of one pool behind one API share a batch of jobs; and the token is in no log, metric or Redis value.
  *
  * Runs that must still be running when the test acts on them are held by the simulator's `stall` fault
- * (the export stops after 1 MiB until the client goes away), never by timing.
+ * (holdExport: the export stops until the client goes away), never by timing.
  */
 import { randomUUID } from 'node:crypto'
 import { mkdir } from 'node:fs/promises'
@@ -76,6 +76,17 @@ function consolidate(events: readonly XoEvent[]): { root: Record<string, unknown
 function params(job: string, vm: string, remoteDir: string): Record<string, unknown> {
   // the fixture's schedule asks for a health check on an SR: the simulator's (the check restores, boots and destroys the VM)
   return xoRunParams({ job, vm, remoteUrl: `file://${remoteDir}`, xapiUrl: sim.url, xapiUser: sim.user, xapiPassword: sim.password, healthCheckSr: simSrUuid })
+}
+
+/**
+ * Holds the next run that exports this disk (or its snapshot) at its transfer until the run is cancelled:
+ * the simulator's export stalls after the 512-byte footer copy that starts every VHD export. A stall
+ * deeper in the body would depend on the disk's content, which the simulator's seed decides: with the
+ * fixture's seed the disk of sim-vm-2 is empty (a 2,560-byte export), so a stall after 1 MiB never fired
+ * there, the run ended on its own and raced the test's task.cancel.
+ */
+function holdExport(vdiUuid: string): void {
+  sim.setFault({ kind: 'stall', afterBytes: 512, vdiUuid, times: 1 })
 }
 
 async function stream(p: Record<string, unknown>): Promise<AsyncGenerator<unknown>> {
@@ -201,7 +212,7 @@ describe('Xen Orchestra drives a backup job through the API', () => {
 
   it('refuses a second run of a running job, lists it running, and task.cancel interrupts it', async () => {
     const vm = sim.listVms()[1]!
-    sim.setFault({ kind: 'stall', afterBytes: MiB, vdiUuid: vm.vdis[0]!.uuid, times: 1 })
+    holdExport(vm.vdis[0]!.uuid)
     // event.from after the current token waits for the next change: the new run
     const { token } = (await client.call('event.from', { token: '' })) as { token: string }
     const next = client.call('event.from', { token, timeout: 60 }) as Promise<{ events: { operation: string; snapshot: { properties?: { jobId?: string } } }[]; token: string }>
@@ -327,7 +338,7 @@ describe('two proxies of one pool behind one API', () => {
       const remoteDir = join(dir.path, 'pool-remote')
       await mkdir(remoteDir, { recursive: true })
       // the first two exports stall: each proxy (concurrency 1) holds one until it is cancelled
-      for (const vm of vms.slice(0, 2)) sim.setFault({ kind: 'stall', afterBytes: MiB, vdiUuid: vm.vdis[0]!.uuid, times: 1 })
+      for (const vm of vms.slice(0, 2)) holdExport(vm.vdis[0]!.uuid)
       const streams: AsyncGenerator<unknown>[] = []
       for (const vm of vms) streams.push((await poolClient.call('backup.run', params(randomUUID(), vm.uuid, remoteDir), { assertType: 'iterator' })) as AsyncGenerator<unknown>)
       const seen: XoEvent[][] = vms.map(() => [])

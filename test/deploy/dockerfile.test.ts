@@ -34,9 +34,15 @@ describe('Dockerfile', () => {
     expect(froms.length).toBeGreaterThanOrEqual(2)
     const stages = froms.map((f) => f.getBuildStage())
     expect(stages).toEqual(['build', 'runtime'])
-    // base image pinned by an ARG with a versioned default, never :latest
+    // base image pinned by an ARG with a versioned default, never :latest: the newest Node line that
+    // package.json's engines lists (the current LTS)
     const nodeImage = dockerfile.getInitialARGs().find((a) => a.getProperty()?.getName() === 'NODE_IMAGE')
-    expect(nodeImage?.getProperty()?.getValue()).toMatch(/^node:20\.\d+-bookworm-slim$/)
+    const tag = /^node:(\d+)(?:\.\d+)*-bookworm-slim$/.exec(nodeImage?.getProperty()?.getValue() ?? '')
+    expect(tag).not.toBeNull()
+    const engines = (JSON.parse(await readFile(new URL('package.json', root), 'utf8')) as { engines: { node: string } }).engines.node
+    const lines = engines.split('||').map((r) => Number(/^\s*\^(\d+)\./.exec(r)?.[1]))
+    expect(lines.every((n) => Number.isInteger(n))).toBe(true)
+    expect(Number(tag![1])).toBe(Math.max(...lines))
 
     const instructions = dockerfile.getInstructions()
     const runtimeStart = instructions.indexOf(froms[1]!)
