@@ -27,13 +27,12 @@
 import { connect, type Socket } from 'node:net'
 import { Readable } from 'node:stream'
 import { CancelledError, TimeoutError, XapiError, errorCode } from '../common/errors.js'
-import { xapiFailure } from './errors.js'
+import { ERROR_BODY_LIMIT, httpErrorFromBody } from './http.js'
 
 const SLAB_BYTES = 4 * 1024 * 1024
 /** a new slab is started when the current one has less room than this for the next read */
 const MIN_READ_BYTES = 256 * 1024
 const MAX_HEAD_BYTES = 64 * 1024
-const ERROR_BODY_LIMIT = 64 * 1024
 
 export function mapStreamError(error: unknown, what: string, received: number, signal: AbortSignal | undefined): Error {
   if (signal?.aborted === true) return new CancelledError(`${what} was cancelled after ${received} bytes`, { cause: signal.reason })
@@ -43,21 +42,6 @@ export function mapStreamError(error: unknown, what: string, received: number, s
     cause: error,
     fields: { networkCode: code ?? '', transient: true, bytesReceived: received },
   })
-}
-
-/** HTTP error → XapiError: the body's XAPI error (`["CODE", ...params]`) when present, else by status. */
-export function httpErrorFromBody(status: number, body: string, what: string): XapiError {
-  try {
-    const parsed = JSON.parse(body) as unknown
-    if (Array.isArray(parsed) && typeof parsed[0] === 'string' && /^[A-Z_0-9]+$/.test(parsed[0])) {
-      const [code, ...params] = parsed as unknown[]
-      return xapiFailure(code as string, params.map(String), { what, httpStatus: status })
-    }
-  } catch {
-    // not JSON: real XAPI answers errors with HTML or nothing
-  }
-  const code = status === 401 || status === 403 ? 'SESSION_INVALID' : status === 404 ? 'HANDLE_INVALID' : status >= 500 ? 'INTERNAL_ERROR' : 'HTTP_ERROR'
-  return xapiFailure(code, [`HTTP ${status}`], { what, httpStatus: status })
 }
 
 interface Head {
