@@ -12,7 +12,7 @@ import { BackupProxyError, type JsonValue } from '../common/errors.js'
 import { createRemote } from '../remotes/index.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import { openChain } from '../vhd/chain.js'
-import type { VdiImportDescriptor } from '../xapi/client.js'
+import type { VdiImportDescriptor } from '../xapi/descriptors.js'
 import { putVdiImport } from '../xapi/restore-import.js'
 
 export interface DiskImportInput {

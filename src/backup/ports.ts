@@ -18,7 +18,7 @@ import type { MirrorCopier } from './mirror-backup.js'
 import type { XvaExporter } from './xva-export.js'
 import type { XvaImporter } from './xva-import.js'
 import type { NbdXapi } from './nbd-plan.js'
-import type { XvaExportDescriptor } from '../xapi/client.js'
+import type { XvaExportDescriptor } from '../xapi/descriptors.js'
 import type { DiskImportInput, DiskImportResult } from './disk-import.js'
 
 /** A XAPI record as plain JSON. */

@@ -18,7 +18,7 @@ import type { RemoteOptions } from '../remotes/url-types.js'
 import { mapSettled } from './concurrency.js'
 import type { BackupXapi, DiskExporter, RemoteMetricsHook } from './ports.js'
 import { attachTaskLog, createTaskLog, type Task, type TaskLogEvent, type TaskSummary } from './task-log.js'
-import { backupVm, type RunTarget, type VmBackupResult, type VmSettings } from './vm-backup.js'
+import { backupVm, type RunTarget, type VmBackupContext, type VmBackupResult, type VmSettings } from './vm-backup.js'
 import { XapiClient } from '../xapi/client.js'
 import { backupXapi } from './xapi-adapter.js'
 import { inlineImporter, type DiskImporter } from './disk-import.js'
@@ -158,113 +158,193 @@ function vmResultJson(r: VmBackupResult): JsonValue {
   return { timestamp: r.timestamp, full: r.full, sizeBytes: r.sizeBytes, readBytes: r.readBytes, durationMs: Math.round(r.durationMs), succeeded: r.succeeded, failed: r.failed }
 }
 
+/** What a run opened, released when it ends whatever happened. */
+interface RunResources {
+  connections: XapiConnection[]
+  targets: RunTarget[]
+  detachMetrics: (() => void)[]
+}
+
+/** What the steps of a run share once its XAPIs and targets are open. */
+interface RunContext {
+  task: BackupRunTask
+  env: BackupRunEnv
+  root: Task
+  signal: AbortSignal
+  log: Logger
+  connections: readonly XapiConnection[]
+  targets: readonly RunTarget[]
+  srTargets: readonly { id: string; client: XapiClient }[]
+  progress: RunProgressTracker
+}
+
+/** The run's signal: the caller's cancel, or the run's timeout (0: none); `dispose` detaches both. */
+function runSignal(caller: AbortSignal, timeoutMs: number): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController()
+  const onAbort = () => controller.abort(new CancelledError('the backup run was cancelled', { cause: caller.reason }))
+  if (caller.aborted) onAbort()
+  caller.addEventListener('abort', onAbort, { once: true })
+  const timer = timeoutMs > 0 ? setTimeout(() => controller.abort(new TimeoutError(`the backup run exceeded its timeout of ${timeoutMs} ms`)), timeoutMs) : undefined
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      clearTimeout(timer)
+      caller.removeEventListener('abort', onAbort)
+    },
+  }
+}
+
+/** Connects to every XAPI of the task (one that cannot be reached is a warning); throws when none can. */
+async function connectXapis(task: BackupRunTask, env: BackupRunEnv, signal: AbortSignal, root: Task, into: XapiConnection[]): Promise<Map<string, XapiConnection>> {
+  const connect = env.connectXapi ?? defaultConnect
+  const byId = new Map<string, XapiConnection>()
+  for (const [id, x] of Object.entries(task.xapis)) {
+    try {
+      const c = await connect(x, signal)
+      into.push(c)
+      byId.set(id, c)
+    } catch (error) {
+      root.warning(`could not connect to XAPI ${id}`, { error: serializeError(error).message })
+    }
+  }
+  if (into.length === 0) throw new BackupProxyError('E_XAPI', 'no XAPI of the task could be reached; check the pool address and credentials')
+  return byId
+}
+
+interface RunProgressTracker {
+  /** bytes read so far by one VM */
+  onBytes: (vmUuid: string, readBytes: number) => void
+  vmDone: () => void
+}
+
+/** The run's progress, reported to `env.progress` on every change. */
+function trackProgress(env: BackupRunEnv, vmsTotal: number): RunProgressTracker {
+  const progress: RunProgress = { vmsTotal, vmsDone: 0, readBytes: 0 }
+  const readByVm = new Map<string, number>()
+  return {
+    onBytes: (vm, bytes) => {
+      readByVm.set(vm, bytes)
+      progress.readBytes = [...readByVm.values()].reduce((a, b) => a + b, 0)
+      env.progress?.({ ...progress })
+    },
+    vmDone: () => {
+      progress.vmsDone++
+      env.progress?.({ ...progress })
+    },
+  }
+}
+
+/** The context of one attempt at one VM's backup. */
+function vmContext(run: RunContext, xapi: BackupXapi, settings: EffectiveSettings): VmBackupContext {
+  const { task, env } = run
+  return {
+    jobId: task.job.id,
+    jobName: task.job.name,
+    scheduleId: task.schedule.id,
+    mode: task.job.mode,
+    targets: run.targets,
+    srTargets: withCopyRetention(run.srTargets, task, settings),
+    xapi,
+    exporter: env.exporter,
+    ...(env.xvaExporter === undefined ? {} : { xvaExporter: env.xvaExporter }),
+    ...(env.earlierAttemptsSince === undefined ? {} : { earlierAttemptsSince: env.earlierAttemptsSince }),
+    signal: run.signal,
+    log: run.log,
+    onBytes: run.progress.onBytes,
+  }
+}
+
+/** XO's health check of the VM's new backup, when the job's settings ask for one (health-check.ts). */
+async function healthCheck(run: RunContext, conn: XapiConnection, vmUuid: string, result: VmBackupResult, vmTask: Task): Promise<void> {
+  const s = run.task.job.settings
+  const vmTags = (await conn.xapi.getVm(vmUuid)).record.tags
+  await healthCheckAfterBackup({
+    settings: healthCheckSettingsOf([s[''], s[run.task.schedule.id], s[vmUuid]]),
+    xapi: conn.client,
+    vmUuid,
+    vmTags: Array.isArray(vmTags) ? vmTags.map(String) : [],
+    timestamp: result.timestamp,
+    targets: run.targets.filter((t) => result.succeeded.includes(t.id)),
+    importer: run.env.importer ?? inlineImporter,
+    signal: run.signal,
+    log: vmTask,
+  })
+}
+
+/** One VM of the run: its backup (retried as the settings say), then its health check; its own task in the log. */
+async function backupRunVm(run: RunContext, vmUuid: string): Promise<VmBackupResult> {
+  const { signal } = run
+  const settings = effectiveSettings(run.env.defaults, run.task, vmUuid)
+  const vmTask = run.root.child('backup VM', { type: 'VM', id: vmUuid })
+  try {
+    const conn = await findXapi(run.connections, vmUuid)
+    const result = await withRetries(settings.nRetriesVmBackupFailures, vmTask, signal, () => backupVm(vmUuid, vmContext(run, conn.xapi, settings), settings, vmTask))
+    await healthCheck(run, conn, vmUuid, result, vmTask)
+    vmTask.end('success', vmResultJson(result))
+    return result
+  } catch (error) {
+    vmTask.fail(signal.aborted ? (signal.reason as Error) : error)
+    run.log.warn({ vm: vmUuid, err: error }, 'VM backup failed')
+    throw error
+  } finally {
+    run.progress.vmDone()
+  }
+}
+
+/** Ends the root task with the run's figures: `failure` when a target failed for a VM, else as its VMs went. */
+function endRun(root: Task, vmUuids: readonly string[], results: readonly PromiseSettledResult<VmBackupResult>[]): void {
+  const ok = results.filter((r): r is PromiseFulfilledResult<VmBackupResult> => r.status === 'fulfilled').map((r) => r.value)
+  // a target that failed for a VM (its export subtask ended in failure) fails the run, even though the
+  // VM's backup is on the other targets: the operator must hear of it (status, exit code, metrics)
+  const failedTargets = ok.flatMap((r) => r.failed.map((id) => `VM ${r.vmUuid} on ${id}`))
+  root.end(failedTargets.length > 0 ? 'failure' : undefined, {
+    vms: vmUuids.length,
+    succeeded: ok.length,
+    sizeBytes: ok.reduce((a, r) => a + r.sizeBytes, 0),
+    readBytes: ok.reduce((a, r) => a + r.readBytes, 0),
+    ...(failedTargets.length === 0
+      ? {}
+      : {
+          failedTargets,
+          error: serializeError(
+            new BackupProxyError('E_BACKUP', `${failedTargets.length} target backup(s) failed (${failedTargets.join(', ')}); the other targets hold the backup: see the failed export tasks for why, fix the target, and the next run repairs it`),
+          ) as unknown as JsonValue,
+        }),
+  })
+}
+
+/** Closes what the run opened (errors ignored: the run's outcome is already decided). */
+async function release(held: RunResources): Promise<void> {
+  await Promise.all(held.targets.map((t) => t.remote.close().catch(() => undefined)))
+  for (const detach of held.detachMetrics) detach()
+  await Promise.all(held.connections.map((c) => c.close().catch(() => undefined)))
+}
+
 export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise<TaskSummary> {
   const log = env.log ?? silentLogger
   const runSettings = effectiveSettings(env.defaults, task)
   const data = { mode: task.job.mode, jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id }
   const emit = env.emit ?? (() => undefined)
   const root = env.parentTaskId === undefined ? createTaskLog('backup', data, emit) : attachTaskLog(env.parentTaskId, 'backup', emit)
-  const controller = new AbortController()
-  const onAbort = () => controller.abort(new CancelledError('the backup run was cancelled', { cause: env.signal.reason }))
-  if (env.signal.aborted) onAbort()
-  env.signal.addEventListener('abort', onAbort, { once: true })
-  const timer = runSettings.timeoutMs > 0
-    ? setTimeout(() => controller.abort(new TimeoutError(`the backup run exceeded its timeout of ${runSettings.timeoutMs} ms`)), runSettings.timeoutMs)
-    : undefined
-  const signal = controller.signal
-  const connections: XapiConnection[] = []
-  const connectionById = new Map<string, XapiConnection>()
-  const targets: RunTarget[] = []
-  const detachMetrics: (() => void)[] = []
+  const { signal, dispose } = runSignal(env.signal, runSettings.timeoutMs)
+  const held: RunResources = { connections: [], targets: [], detachMetrics: [] }
   try {
-    // XAPIs
-    const connect = env.connectXapi ?? defaultConnect
-    for (const [id, x] of Object.entries(task.xapis)) {
-      try {
-        const c = await connect(x, signal)
-        connections.push(c)
-        connectionById.set(id, c)
-      } catch (error) {
-        root.warning(`could not connect to XAPI ${id}`, { error: serializeError(error).message })
-      }
-    }
-    if (connections.length === 0) throw new BackupProxyError('E_XAPI', 'no XAPI of the task could be reached; check the pool address and credentials')
-    const vmUuids = await resolveVmUuids(task, connections)
+    const connectionById = await connectXapis(task, env, signal, root, held.connections)
+    const vmUuids = await resolveVmUuids(task, held.connections)
     if (isSmartMode(task)) root.info(`smart mode: ${vmUuids.length} VM(s) match the job's pattern`, { vms: vmUuids })
-    // targets
-    await openRemotes(task, env, root, targets, detachMetrics)
-    const srTargets = srTargetsOf(task, connections, connectionById, root)
-    if (targets.length === 0 && srTargets.length === 0) {
+    await openRemotes(task, env, root, held.targets, held.detachMetrics)
+    const srTargets = srTargetsOf(task, held.connections, connectionById, root)
+    if (held.targets.length === 0 && srTargets.length === 0) {
       throw new BackupProxyError('E_BACKUP', srUuidsOf(task).length === 0 ? 'none of the remotes of the task could be opened' : 'none of the remotes or SRs of the task could be used')
     }
-
-    const progress: RunProgress = { vmsTotal: vmUuids.length, vmsDone: 0, readBytes: 0 }
-    const readByVm = new Map<string, number>()
-    const onBytes = (vm: string, bytes: number) => {
-      readByVm.set(vm, bytes)
-      progress.readBytes = [...readByVm.values()].reduce((a, b) => a + b, 0)
-      env.progress?.({ ...progress })
-    }
-
-    const results = await mapSettled(vmUuids, runSettings.concurrency, async (vmUuid) => {
-      const settings = effectiveSettings(env.defaults, task, vmUuid)
-      const vmTask = root.child('backup VM', { type: 'VM', id: vmUuid })
-      try {
-        const conn = await findXapi(connections, vmUuid)
-        const xapi = conn.xapi
-        const result = await withRetries(settings.nRetriesVmBackupFailures, vmTask, signal, () =>
-          backupVm(vmUuid, { jobId: task.job.id, jobName: task.job.name, scheduleId: task.schedule.id, mode: task.job.mode, targets, srTargets: withCopyRetention(srTargets, task, settings), xapi, exporter: env.exporter, ...(env.xvaExporter === undefined ? {} : { xvaExporter: env.xvaExporter }), ...(env.earlierAttemptsSince === undefined ? {} : { earlierAttemptsSince: env.earlierAttemptsSince }), signal, log, onBytes }, settings, vmTask),
-        )
-        const s = task.job.settings
-        const vmTags = (await xapi.getVm(vmUuid)).record.tags
-        await healthCheckAfterBackup({
-          settings: healthCheckSettingsOf([s[''], s[task.schedule.id], s[vmUuid]]),
-          xapi: conn.client,
-          vmUuid,
-          vmTags: Array.isArray(vmTags) ? vmTags.map(String) : [],
-          timestamp: result.timestamp,
-          targets: targets.filter((t) => result.succeeded.includes(t.id)),
-          importer: env.importer ?? inlineImporter,
-          signal,
-          log: vmTask,
-        })
-        vmTask.end('success', vmResultJson(result))
-        return result
-      } catch (error) {
-        vmTask.fail(signal.aborted ? (signal.reason as Error) : error)
-        log.warn({ vm: vmUuid, err: error }, 'VM backup failed')
-        throw error
-      } finally {
-        progress.vmsDone++
-        env.progress?.({ ...progress })
-      }
-    })
-    const ok = results.filter((r): r is PromiseFulfilledResult<VmBackupResult> => r.status === 'fulfilled').map((r) => r.value)
-    // a target that failed for a VM (its export subtask ended in failure) fails the run, even though the
-    // VM's backup is on the other targets: the operator must hear of it (status, exit code, metrics)
-    const failedTargets = ok.flatMap((r) => r.failed.map((id) => `VM ${r.vmUuid} on ${id}`))
-    root.end(failedTargets.length > 0 ? 'failure' : undefined, {
-      vms: vmUuids.length,
-      succeeded: ok.length,
-      sizeBytes: ok.reduce((a, r) => a + r.sizeBytes, 0),
-      readBytes: ok.reduce((a, r) => a + r.readBytes, 0),
-      ...(failedTargets.length === 0
-        ? {}
-        : {
-            failedTargets,
-            error: serializeError(
-              new BackupProxyError('E_BACKUP', `${failedTargets.length} target backup(s) failed (${failedTargets.join(', ')}); the other targets hold the backup: see the failed export tasks for why, fix the target, and the next run repairs it`),
-            ) as unknown as JsonValue,
-          }),
-    })
+    const run: RunContext = { task, env, root, signal, log, connections: held.connections, targets: held.targets, srTargets, progress: trackProgress(env, vmUuids.length) }
+    const results = await mapSettled(vmUuids, runSettings.concurrency, (vmUuid) => backupRunVm(run, vmUuid))
+    endRun(root, vmUuids, results)
   } catch (error) {
     root.fail(signal.aborted ? toError(signal.reason) : error)
   } finally {
-    clearTimeout(timer)
-    env.signal.removeEventListener('abort', onAbort)
-    await Promise.all(targets.map((t) => t.remote.close().catch(() => undefined)))
-    for (const detach of detachMetrics) detach()
-    await Promise.all(connections.map((c) => c.close().catch(() => undefined)))
+    dispose()
+    await release(held)
   }
   return root.summary()
 }

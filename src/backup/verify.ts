@@ -19,7 +19,7 @@ import { pipeline } from 'node:stream/promises'
 import { errorCode, toError } from '../common/errors.js'
 import { isTemporaryName, type Remote } from '../remotes/remote.js'
 import { checkChain, openChain } from '../vhd/chain.js'
-import { checkCache, listBackedUpVms, listBackups, updateCache } from './catalog.js'
+import { checkCache, listBackedUpVms, listBackups, updateCache, type CatalogEntry } from './catalog.js'
 import { cachePath, resolveVhdPath, timestampOfName, vmDir } from './layout.js'
 
 export type ProblemKind = 'metadata' | 'missing' | 'chain' | 'data' | 'orphan' | 'leftover' | 'cache'
@@ -64,91 +64,120 @@ function counter(onBytes: (n: number) => void): Writable {
   })
 }
 
+/** One verify's state: the report being filled, and the options. */
+interface Verify {
+  remote: Remote
+  options: VerifyOptions
+  report: VerifyReport
+  problem: (kind: ProblemKind, path: string, message: string) => void
+}
+
 export async function verifyRemote(remote: Remote, options: VerifyOptions = {}): Promise<VerifyReport> {
   const report: VerifyReport = { vms: 0, backups: 0, vhds: 0, readBytes: 0, problems: [], warnings: [] }
-  const problem = (kind: ProblemKind, path: string, message: string) => report.problems.push({ kind, path, message })
+  const v: Verify = { remote, options, report, problem: (kind, path, message) => report.problems.push({ kind, path, message }) }
   const onlyVm = options.vmUuid ?? (options.metadataPath === undefined ? undefined : options.metadataPath.split('/')[1])
   const vms = onlyVm === undefined ? await listBackedUpVms(remote) : [onlyVm]
   for (const vmUuid of vms) {
     options.signal?.throwIfAborted()
     report.vms++
-    let backups = await listBackups(remote, vmUuid, (path, error) => problem('metadata', path, error.message))
-    if (options.metadataPath !== undefined) {
-      backups = backups.filter((b) => b.metadataPath === options.metadataPath)
-      if (backups.length === 0 && !report.problems.some((p) => p.path === options.metadataPath)) problem('missing', options.metadataPath, 'no such backup metadata')
-    }
-    // every referenced VHD and its chain
-    const inChains = new Set<string>()
-    let done = 0
-    for (const b of backups) {
-      report.backups++
-      if (b.metadata.xva !== undefined) {
-        // a full (XVA) backup: its file must be there
-        const xva = resolveVhdPath(vmUuid, b.metadata.xva)
-        if (!(await remote.exists(xva))) problem('missing', xva, `named by ${b.metadataPath} (xva) but absent`)
-        else if (options.full === true) {
-          // with --full, the XVA is read whole against XO's .xva.checksum
-          const r = await checkXvaChecksum(remote, xva, options.signal)
-          report.readBytes += r.readBytes
-          if (r.problem !== undefined) problem('data', xva, r.problem)
-        }
-      }
-      for (const [ref, rel] of Object.entries(b.metadata.vhds)) {
-        options.signal?.throwIfAborted()
-        const path = resolveVhdPath(vmUuid, rel)
-        report.vhds++
-        if (!(await remote.exists(path))) {
-          problem('missing', path, `named by ${b.metadataPath} (disk ${ref}) but absent`)
-          continue
-        }
-        try {
-          const r = await checkChain(remote, path, options.signal === undefined ? {} : { signal: options.signal })
-          for (const p of r.paths) inChains.add(p)
-          report.warnings.push(...r.warnings)
-          if (options.full === true) {
-            const chain = await openChain(remote, path)
-            await pipeline(chain.rawStream(options.signal === undefined ? {} : { signal: options.signal }), counter((n) => (report.readBytes += n)))
-          }
-        } catch (error) {
-          if (errorCode(error) === 'E_CANCELLED') throw error
-          problem(options.full === true ? 'data' : 'chain', path, toError(error).message)
-        }
-      }
-      options.onProgress?.(++done, backups.length)
-    }
-    if (options.metadataPath !== undefined) continue
-    const cacheProblem = await checkCache(remote, vmUuid, backups)
-    if (cacheProblem !== undefined) {
-      const p: VerifyProblem = { kind: 'cache', path: cachePath(vmUuid), message: `${cacheProblem}: run verify --repair (or the next backup of this VM) to rewrite it` }
-      if (options.repair === true) {
-        await updateCache(remote, vmUuid)
-        p.repaired = true
-      }
-      report.problems.push(p)
-    }
-    // orphans and leftovers below vdis/
-    let entries: { path: string; isDirectory: boolean }[] = []
-    try {
-      entries = await remote.list(`${vmDir(vmUuid)}/vdis`, { recursive: true, includeHidden: true })
-    } catch (error) {
-      if (errorCode(error) !== 'ENOENT') throw error
-    }
-    const referencedData = new Set([...inChains].map((p) => (p.endsWith('.alias.vhd') ? posix.join(posix.dirname(p), 'data', `${posix.basename(p, '.alias.vhd')}.vhd`) : p)))
-    for (const e of entries) {
-      const full = `${vmDir(vmUuid)}/vdis/${e.path}`
-      const name = posix.basename(e.path)
-      if (isTemporaryName(name) || name.endsWith('.merge.json')) {
-        problem('leftover', full, name.endsWith('.merge.json') ? 'an unfinished merge: the next backup run of this job resumes it' : 'a temporary of an interrupted write: the next backup run removes it')
-        continue
-      }
-      if (e.isDirectory) {
-        // a VhdDirectory data dir: data/<ts>.vhd
-        if (posix.basename(posix.dirname(full)) === 'data' && name.endsWith('.vhd') && !referencedData.has(full)) problem('orphan', full, 'VhdDirectory data that no backup references')
-        continue
-      }
-      if (full.includes('/data/')) continue
-      if (timestampOfName(name) !== undefined && name.endsWith('.vhd') && !inChains.has(full)) problem('orphan', full, 'a VHD that no backup references (directly or as a parent)')
-    }
+    await verifyVm(v, vmUuid)
   }
   return report
+}
+
+/** One VM: its backups (or the one asked for), then, for a whole VM, its cache and what lies under vdis/. */
+async function verifyVm(v: Verify, vmUuid: string): Promise<void> {
+  const { remote, options } = v
+  let backups = await listBackups(remote, vmUuid, (path, error) => v.problem('metadata', path, error.message))
+  if (options.metadataPath !== undefined) {
+    backups = backups.filter((b) => b.metadataPath === options.metadataPath)
+    if (backups.length === 0 && !v.report.problems.some((p) => p.path === options.metadataPath)) v.problem('missing', options.metadataPath, 'no such backup metadata')
+  }
+  // every referenced VHD and its chain
+  const inChains = new Set<string>()
+  let done = 0
+  for (const b of backups) {
+    v.report.backups++
+    await verifyBackup(v, vmUuid, b, inChains)
+    options.onProgress?.(++done, backups.length)
+  }
+  if (options.metadataPath !== undefined) return
+  await verifyCache(v, vmUuid, backups)
+  await verifyVdisDir(v, vmUuid, inChains)
+}
+
+/** One backup: its XVA (a full backup) and each of its VHDs with its chain, whose paths go to `inChains`. */
+async function verifyBackup(v: Verify, vmUuid: string, b: CatalogEntry, inChains: Set<string>): Promise<void> {
+  const { remote, options, report } = v
+  const signalOption = options.signal === undefined ? {} : { signal: options.signal }
+  if (b.metadata.xva !== undefined) {
+    // a full (XVA) backup: its file must be there
+    const xva = resolveVhdPath(vmUuid, b.metadata.xva)
+    if (!(await remote.exists(xva))) v.problem('missing', xva, `named by ${b.metadataPath} (xva) but absent`)
+    else if (options.full === true) {
+      // with --full, the XVA is read whole against XO's .xva.checksum
+      const r = await checkXvaChecksum(remote, xva, options.signal)
+      report.readBytes += r.readBytes
+      if (r.problem !== undefined) v.problem('data', xva, r.problem)
+    }
+  }
+  for (const [ref, rel] of Object.entries(b.metadata.vhds)) {
+    options.signal?.throwIfAborted()
+    const path = resolveVhdPath(vmUuid, rel)
+    report.vhds++
+    if (!(await remote.exists(path))) {
+      v.problem('missing', path, `named by ${b.metadataPath} (disk ${ref}) but absent`)
+      continue
+    }
+    try {
+      const r = await checkChain(remote, path, signalOption)
+      for (const p of r.paths) inChains.add(p)
+      report.warnings.push(...r.warnings)
+      if (options.full === true) {
+        const chain = await openChain(remote, path)
+        await pipeline(chain.rawStream(signalOption), counter((n) => (report.readBytes += n)))
+      }
+    } catch (error) {
+      if (errorCode(error) === 'E_CANCELLED') throw error
+      v.problem(options.full === true ? 'data' : 'chain', path, toError(error).message)
+    }
+  }
+}
+
+/** The VM's cache.json.gz against its backups; rewritten with `repair`. */
+async function verifyCache(v: Verify, vmUuid: string, backups: readonly CatalogEntry[]): Promise<void> {
+  const cacheProblem = await checkCache(v.remote, vmUuid, backups)
+  if (cacheProblem === undefined) return
+  const p: VerifyProblem = { kind: 'cache', path: cachePath(vmUuid), message: `${cacheProblem}: run verify --repair (or the next backup of this VM) to rewrite it` }
+  if (v.options.repair === true) {
+    await updateCache(v.remote, vmUuid)
+    p.repaired = true
+  }
+  v.report.problems.push(p)
+}
+
+/** Orphans and leftovers below the VM's vdis/. */
+async function verifyVdisDir(v: Verify, vmUuid: string, inChains: ReadonlySet<string>): Promise<void> {
+  let entries: { path: string; isDirectory: boolean }[] = []
+  try {
+    entries = await v.remote.list(`${vmDir(vmUuid)}/vdis`, { recursive: true, includeHidden: true })
+  } catch (error) {
+    if (errorCode(error) !== 'ENOENT') throw error
+  }
+  const referencedData = new Set([...inChains].map((p) => (p.endsWith('.alias.vhd') ? posix.join(posix.dirname(p), 'data', `${posix.basename(p, '.alias.vhd')}.vhd`) : p)))
+  for (const e of entries) {
+    const full = `${vmDir(vmUuid)}/vdis/${e.path}`
+    const name = posix.basename(e.path)
+    if (isTemporaryName(name) || name.endsWith('.merge.json')) {
+      v.problem('leftover', full, name.endsWith('.merge.json') ? 'an unfinished merge: the next backup run of this job resumes it' : 'a temporary of an interrupted write: the next backup run removes it')
+      continue
+    }
+    if (e.isDirectory) {
+      // a VhdDirectory data dir: data/<ts>.vhd
+      if (posix.basename(posix.dirname(full)) === 'data' && name.endsWith('.vhd') && !referencedData.has(full)) v.problem('orphan', full, 'VhdDirectory data that no backup references')
+      continue
+    }
+    if (full.includes('/data/')) continue
+    if (timestampOfName(name) !== undefined && name.endsWith('.vhd') && !inChains.has(full)) v.problem('orphan', full, 'a VHD that no backup references (directly or as a parent)')
+  }
 }

@@ -7,37 +7,30 @@
  *  2. choose the base (base-choice.ts), snapshot the VM and tag the snapshot as XO does;
  *  3. export each disk once through the disk exporter (a pool thread), written to every target at
  *     once; a target that fails any disk is dropped for this VM (warning), its files of this backup
- *     removed;
+ *     removed (vm-export.ts);
  *  4. on each target that got every disk: write the metadata JSON (last: the backup now exists), update
- *     cache.json.gz, then apply retention (merge, delete);
+ *     cache.json.gz, then apply retention (merge, delete) (vm-export.ts);
  *  5. tag the new snapshot exported and delete older backup snapshots beyond the snapshot retention.
  *
  * The VM fails only when every target failed; then the new snapshot is destroyed so it never becomes a
  * base. Task log: VM → snapshot, export (one per target) → transfer, merge; as XO.
  */
-import { BackupProxyError, CancelledError, serializeError, toError, type JsonValue } from '../common/errors.js'
+import { CancelledError, serializeError, toError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
 import { isTemporaryName, type Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import {
   TAG_CHAIN_LENGTH, TAG_EXPORTED, chooseBase, type BackupSnapshot,
 } from './base-choice.js'
-import { listBackups, updateCache, writeMetadata, type CatalogEntry } from './catalog.js'
-import { mapSettled } from './concurrency.js'
-import { AllTargetsFailedError } from '../common/fan-out.js'
-import {
-  aliasDataPath, formatTimestamp, isAliasPath, parseTimestamp, resolveVhdPath, sourceVdiUuid, timestampOfName, vdiDir, vmDir,
-} from './layout.js'
-import type { BackupXapi, DiskExporter, DiskTarget, XapiDisk, XapiObject } from './ports.js'
-import { applyRetention } from './apply-retention.js'
-import { buildMetadata, setOnVmAndVdis, usesVhdDirectory, type RunIds } from './xo-records.js'
+import { listBackups, type CatalogEntry } from './catalog.js'
+import { aliasDataPath, formatTimestamp, parseTimestamp, resolveVhdPath, timestampOfName, vmDir } from './layout.js'
+import type { BackupXapi, DiskExporter, XapiObject } from './ports.js'
+import { setOnVmAndVdis, type RunIds } from './xo-records.js'
 import type { Task } from './task-log.js'
 import { replicatedSnapshots, toRemotesAndSrs, type SrTarget } from './replication.js'
-import { cbtBases, enableCbt, isCbtBase, planDiskRead, purgeSnapshotData, type CbtBaseSnapshot, type NbdSettings } from './nbd-plan.js'
+import { cbtBases, enableCbt, purgeSnapshotData, type CbtBaseSnapshot } from './nbd-plan.js'
+import { exportAndPublish, nbdSettingsOf } from './vm-export.js'
 
-function nbdSettingsOf(s: VmSettings): NbdSettings {
-  return { preferNbd: s.preferNbd ?? false, nbdConcurrency: s.nbdConcurrency ?? 1, cbtDestroySnapshotData: s.cbtDestroySnapshotData ?? false, snapshotRetention: s.snapshotRetention }
-}
 import { backupVmFullMode } from './full-mode.js'
 import { doneByEarlierAttempt } from './earlier-attempt.js'
 import { listJobSnapshots, pruneSnapshots, removeKilledAttemptSnapshots, removeUntaggedSnapshots, snapshotDatetime, tagOf, takeBackupSnapshot } from './job-snapshots.js'
@@ -207,7 +200,7 @@ async function backupVmDisks(vmUuid: string, ctx: VmBackupContext, settings: VmS
   )
 
   try {
-    const toRemotes = ctx.targets.length === 0 ? undefined : () => exportAndPublish(vmUuid, vm, snapshot, choice.base, holdings, ctx, run, settings, task)
+    const toRemotes = ctx.targets.length === 0 ? undefined : () => exportAndPublish({ vmUuid, vm, snapshot, base: choice.base, holdings, ctx, run, settings, task })
     const result = await toRemotesAndSrs(toRemotes, ctx.targets.map((t) => t.id), ctx.srTargets ?? [], { ids, mode: ctx.mode, source: xapi, vm, snapshot, base: choice.base, ...run, signal }, task)
     // as XO: the chain length, then the exported mark, on the snapshot and its VDIs
     await setOnVmAndVdis(xapi, snapshot.ref, { [TAG_CHAIN_LENGTH]: String(choice.deltaChainLength) })
@@ -220,177 +213,5 @@ async function backupVmDisks(vmUuid: string, ctx: VmBackupContext, settings: VmS
     // a snapshot no target holds must never become a base
     await xapi.destroySnapshot(snapshot.ref).catch((e: unknown) => task.warning('could not remove the snapshot of the failed backup', { error: serializeError(e).message }))
     throw error
-  }
-}
-
-async function exportAndPublish(
-  vmUuid: string, vm: XapiObject, snapshot: XapiObject, base: BackupSnapshot | undefined, holdings: Map<string, CatalogEntry[]>,
-  ctx: VmBackupContext, run: RunIds, settings: VmSettings, task: Task,
-): Promise<Omit<VmBackupResult, 'durationMs'>> {
-  const { xapi, signal, jobId } = ctx
-  const { timestamp } = run
-  const disks = await xapi.listDisks(snapshot.ref)
-  const baseDisks = base === undefined ? [] : isCbtBase(base) ? base.cbtDisks : await xapi.listDisks(base.ref)
-  const baseBackupByTarget = new Map<string, CatalogEntry>()
-  if (base !== undefined) {
-    for (const t of ctx.targets) {
-      const b = (holdings.get(t.id) ?? []).find((e) => e.metadata.vmSnapshot.uuid === base.uuid)
-      if (b !== undefined) baseBackupByTarget.set(t.id, b)
-    }
-  }
-
-  const exportTasks = new Map(ctx.targets.map((t) => [t.id, task.child('export', { type: 'remote', id: t.id, isFull: base === undefined })]))
-  const transferTasks = new Map([...exportTasks].map(([id, et]) => [id, et.child('transfer')]))
-  const failedTargets = new Map<string, Error>()
-  const dropTarget = (id: string, error: Error) => {
-    if (failedTargets.has(id)) return
-    failedTargets.set(id, error)
-    exportTasks.get(id)?.warning(`target ${id} dropped: ${error.message}`)
-    transferTasks.get(id)?.fail(error)
-    exportTasks.get(id)?.fail(error)
-  }
-
-  const vhdSource: Record<string, string> = {} // snapshot VDI ref → source VDI uuid
-  const isVhdDifferencing: Record<string, boolean> = {}
-  const baseVdiOf: Record<string, string> = {} // snapshot VDI ref → uuid of the base VDI of its delta
-  let sizeBytes = 0
-  let readBytes = 0
-  const readByDisk = new Map<string, number>()
-  const written = new Map<string, string[]>() // target → remote paths written in this backup
-
-  const exportDisk = async (disk: XapiDisk): Promise<void> => {
-    const baseDisk = baseDisks.find((d) => d.sourceVdiUuid === disk.sourceVdiUuid)
-    const directoryOf = usesVhdDirectory
-    // a delta needs the parent on every live target
-    const live = ctx.targets.filter((t) => !failedTargets.has(t.id))
-    if (live.length === 0) throw new AllTargetsFailedError([...failedTargets].map(([id, error]) => ({ id, error })), `VM ${vmUuid}`)
-    const parents = new Map<string, { path: string; uuid: string }>()
-    if (baseDisk !== undefined) {
-      for (const t of live) {
-        const b = baseBackupByTarget.get(t.id)
-        const ref = b === undefined ? undefined : Object.keys(b.metadata.vhds).find((r) => sourceVdiUuid(b.metadata, r) === disk.sourceVdiUuid)
-        const path = ref === undefined ? undefined : resolveVhdPath(vmUuid, b!.metadata.vhds[ref]!)
-        // as XO's isMergeableParent: a chain stays all VhdFile or all VhdDirectory (else a full)
-        if (path !== undefined && isAliasPath(path) === directoryOf(t)) parents.set(t.id, { path, uuid: baseDisk.vdi.uuid })
-        else if (path !== undefined) task.info(`full backup of disk ${disk.sourceVdiUuid} on ${t.id}: its chain is ${isAliasPath(path) ? 'VhdDirectory' : 'VhdFile'}, this target now writes ${directoryOf(t) ? 'VhdDirectory' : 'VhdFile'}`)
-      }
-    }
-    // NBD and CBT (nbd-plan.ts): may turn the delta into a full when the base has no data left
-    const read = await planDiskRead(xapi, nbdSettingsOf(settings), disk, baseDisk !== undefined && parents.size === live.length ? baseDisk : undefined)
-    for (const n of read.notes) task[n.level](n.message)
-    const delta = baseDisk !== undefined && read.delta
-    const targets: DiskTarget[] = live.map((t) => ({
-      id: t.id,
-      url: t.url,
-      options: t.options,
-      path: `${vdiDir(vmUuid, jobId, disk.sourceVdiUuid)}/${timestamp}${directoryOf(t) ? '.alias.vhd' : '.vhd'}`,
-      directory: directoryOf(t),
-      compression: settings.vhdDirectoryCompression,
-      ...(delta ? { parent: parents.get(t.id)! } : {}),
-    }))
-    const descriptor = await xapi.exportDescriptor(disk.vdi.ref, delta ? { baseRef: baseDisk.vdi.ref } : {})
-    const r = await ctx.exporter(
-      {
-        descriptor,
-        vdiUuid: disk.vdi.uuid,
-        ...(delta ? { baseVdiUuid: baseDisk.vdi.uuid } : {}),
-        targets,
-        maxExportRateBytesPerSecond: settings.maxExportRateBytesPerSecond,
-        ...(read.nbd === undefined ? {} : { nbd: read.nbd }),
-      },
-      {
-        signal,
-        onProgress: (p) => {
-          readByDisk.set(disk.vdi.ref, p.readBytes)
-          let sum = 0
-          for (const v of readByDisk.values()) sum += v
-          ctx.onBytes?.(vmUuid, sum, undefined)
-        },
-      },
-    )
-    for (const f of r.failed) dropTarget(f.id, new BackupProxyError('E_BACKUP', `disk ${disk.sourceVdiUuid}: ${f.error.message}`, { fields: { disk: disk.sourceVdiUuid } }))
-    for (const id of r.succeeded) {
-      const t = targets.find((x) => x.id === id)!
-      const list = written.get(id) ?? []
-      list.push(t.path)
-      written.set(id, list)
-    }
-    if (r.succeeded.length === 0) throw new BackupProxyError('E_BACKUP', `disk ${disk.sourceVdiUuid} could not be written to any target`)
-    vhdSource[disk.vdi.ref] = disk.sourceVdiUuid
-    isVhdDifferencing[disk.vdi.ref] = r.differencing
-    if (delta && r.differencing) baseVdiOf[disk.vdi.ref] = baseDisk.vdi.uuid
-    for (const w of r.warnings ?? []) task.warning(w)
-    if (r.transport === 'nbd') task.info(`Transfer data using NBD (disk ${disk.sourceVdiUuid}, ${r.nbdConnections ?? 1} connections)`)
-    sizeBytes += r.sizeBytes
-    readBytes += r.readBytes
-    task.info(`disk ${disk.sourceVdiUuid} exported`, { sizeBytes: r.sizeBytes, differencing: r.differencing, durationMs: Math.round(r.durationMs) })
-  }
-
-  const settled = await mapSettled(disks, settings.diskPerVmConcurrency, exportDisk)
-  const diskError = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected')
-  if (diskError !== undefined || signal.aborted) {
-    // every target is unusable for this backup (or it was cancelled): remove what was written, and the
-    // directories it created if nothing else is in them, report
-    await removeWritten(ctx.targets, written, vmUuid, jobId, timestamp)
-    await removeEmptyDirs(ctx.targets, vmUuid, jobId, disks, task)
-    const error = signal.aborted ? toError(signal.reason) : toError(diskError?.reason)
-    for (const t of ctx.targets) dropTarget(t.id, error)
-    throw error
-  }
-
-  // publish on every target that got all disks
-  const vmRecord = vm.record
-  const succeeded: string[] = []
-  await Promise.all(ctx.targets.map(async (t) => {
-    if (failedTargets.has(t.id)) {
-      await removeWritten([t], written, vmUuid, jobId, timestamp)
-      await removeEmptyDirs([t], vmUuid, jobId, disks, task)
-      return
-    }
-    try {
-      const metadata = await buildMetadata(ctx, run, { vm: vmRecord, snapshot, disks, vhdSource, isVhdDifferencing, baseVdiOf, size: sizeBytes }, t)
-      await writeMetadata(t.remote, vmUuid, timestamp, metadata, signal)
-      transferTasks.get(t.id)?.end('success', { size: sizeBytes })
-      await updateCache(t.remote, vmUuid)
-      const mergeTask = exportTasks.get(t.id)!.child('merge')
-      await mergeTask.run(() => applyRetention(t.remote, vmUuid, jobId, ctx.scheduleId, settings.exportRetention, signal), (r) => r as unknown as JsonValue)
-      await updateCache(t.remote, vmUuid)
-      exportTasks.get(t.id)!.end('success')
-      succeeded.push(t.id)
-    } catch (error) {
-      dropTarget(t.id, toError(error))
-    }
-  }))
-  if (succeeded.length === 0) {
-    throw new AllTargetsFailedError([...failedTargets].map(([id, error]) => ({ id, error })), `VM ${vmUuid}`)
-  }
-  // a full when no disk is a delta (the NBD fallback of a delta on a data-destroyed base is a full)
-  return { vmUuid, timestamp, full: base === undefined || !Object.values(isVhdDifferencing).some(Boolean), sizeBytes, readBytes, succeeded: succeeded.sort(), failed: [...failedTargets.keys()].sort() }
-}
-
-async function removeWritten(targets: readonly RunTarget[], written: Map<string, string[]>, vmUuid: string, jobId: string, ts: string): Promise<void> {
-  for (const t of targets) {
-    for (const path of written.get(t.id) ?? []) {
-      try {
-        if (path.endsWith('.alias.vhd')) {
-          const vdi = path.split('/').at(-2)!
-          await t.remote.rmtree(aliasDataPath(vmUuid, jobId, vdi, ts))
-        }
-        await t.remote.unlink(path)
-      } catch (error) {
-        if ((error as { code?: unknown }).code !== 'ENOENT') throw error
-      }
-    }
-    written.delete(t.id)
-  }
-}
-
-/** Removes this backup's directories (`vdis/<job>/<vdi>`, `vdis/<job>`, `vdis`, the VM's) where they are left empty. */
-async function removeEmptyDirs(targets: readonly RunTarget[], vmUuid: string, jobId: string, disks: readonly XapiDisk[], task: Task): Promise<void> {
-  const remove = (t: RunTarget, path: string) =>
-    t.remote.removeEmptyDir(path).catch((error: unknown) => task.warning(`could not remove the empty directory ${path} on ${t.id}`, { error: serializeError(error).message }))
-  for (const t of targets) {
-    for (const disk of disks) await remove(t, vdiDir(vmUuid, jobId, disk.sourceVdiUuid))
-    for (const dir of [`${vmDir(vmUuid)}/vdis/${jobId}`, `${vmDir(vmUuid)}/vdis`, vmDir(vmUuid)]) await remove(t, dir)
   }
 }

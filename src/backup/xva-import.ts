@@ -14,7 +14,7 @@ import { BackupProxyError } from '../common/errors.js'
 import { createRemote } from '../remotes/index.js'
 import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
-import type { XvaImportDescriptor } from '../xapi/client.js'
+import type { XvaImportDescriptor } from '../xapi/descriptors.js'
 import { putXvaImport } from '../xva/http.js'
 
 export interface XvaImportInput {

@@ -20,6 +20,7 @@ import { createClient, type Xapi, type XenApiRecord } from 'xen-api'
 import { closeAgent } from './close-agent.js'
 import { CancelledError, TimeoutError, XapiError } from '../common/errors.js'
 import { SESSION_RENEWING, isTransient, toXapiError } from './errors.js'
+import type { VdiImportDescriptor, XvaExportDescriptor, XvaImportDescriptor } from './descriptors.js'
 import { openVdiExport, type VdiExport, type VdiExportDescriptor } from './export.js'
 import { BACKUP_KEYS, type XapiRef, type XapiType, type XapiTypes, type XapiVdi, type XapiVm } from './types.js'
 
@@ -34,38 +35,6 @@ export interface XapiConnectOptions {
   connectTimeoutMs?: number
   /** retries of transient network errors; default 5 tries, 250 ms doubling up to 8 s */
   retry?: { tries?: number; initialDelayMs?: number; maxDelayMs?: number }
-}
-
-/** Plain data of one `PUT /import_raw_vdi/?session_id&vdi&format[&task_id]`. */
-export interface VdiImportDescriptor {
-  /** XAPI base URL, without credentials */
-  url: string
-  sessionId: string
-  vdiRef: string
-  format: 'vhd' | 'raw'
-  /** XAPI task the import runs under (progress, cancel) */
-  taskRef: string
-  allowUnauthorized: boolean
-}
-
-/** A VM export as XVA (`GET /export/?ref&use_compression&task_id`), plain data for a thread. */
-export interface XvaExportDescriptor {
-  url: string
-  sessionId: string
-  vmRef: string
-  /** XAPI's `use_compression`: `true` (gzip), `zstd` or `false` */
-  useCompression: string
-  taskRef: string
-  allowUnauthorized: boolean
-}
-
-/** An XVA import onto an SR (`PUT /import/?sr_id&task_id`), plain data for a thread. */
-export interface XvaImportDescriptor {
-  url: string
-  sessionId: string
-  srRef: string
-  taskRef: string
-  allowUnauthorized: boolean
 }
 
 export interface CreateVdiOptions {

@@ -14,12 +14,12 @@
  * errors (HTTP status → XapiError with the XAPI code, reset → transient XapiError, inactivity →
  * TimeoutError, abort → CancelledError), checks the length, and throttles to `maxRateBytesPerSecond`.
  */
-import { request as httpRequest, type IncomingMessage, type ClientRequest } from 'node:http'
-import { request as httpsRequest } from 'node:https'
+import type { ClientRequest, IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
 import { CancelledError, TimeoutError, XapiError } from '../common/errors.js'
 import { tlsFailure } from './errors.js'
-import { httpErrorFromBody, mapStreamError, openSocketExport } from './socket-export.js'
+import { httpError, xapiHandlerUrl, xapiRequest } from './http.js'
+import { mapStreamError, openSocketExport } from './socket-export.js'
 
 export interface VdiExportDescriptor {
   /** XAPI base URL, without credentials (`https://host[:port]`) */
@@ -56,16 +56,8 @@ export interface VdiExport {
 }
 
 const MAX_REDIRECTS = 3
-const ERROR_BODY_LIMIT = 64 * 1024
 
 function validate(o: OpenVdiExportOptions): URL {
-  let url: URL
-  try {
-    url = new URL(o.url)
-  } catch {
-    throw new XapiError(`invalid XAPI URL "${o.url}": expected http(s)://host[:port]`)
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new XapiError(`invalid XAPI URL "${o.url}": protocol must be http or https`)
   if (typeof o.sessionId !== 'string' || o.sessionId === '') throw new XapiError('openVdiExport: sessionId is required')
   if (typeof o.vdiRef !== 'string' || o.vdiRef === '') throw new XapiError('openVdiExport: vdiRef is required')
   if (o.format !== 'vhd' && o.format !== 'raw') throw new XapiError(`openVdiExport: format must be "vhd" or "raw", got ${String(o.format)}`)
@@ -73,45 +65,16 @@ function validate(o: OpenVdiExportOptions): URL {
   if (o.maxRateBytesPerSecond !== undefined && !(o.maxRateBytesPerSecond > 0)) {
     throw new XapiError(`openVdiExport: maxRateBytesPerSecond must be positive, got ${o.maxRateBytesPerSecond}`)
   }
-  url.username = ''
-  url.password = ''
-  url.pathname = '/export_raw_vdi/'
-  url.search = ''
-  url.searchParams.set('session_id', o.sessionId)
-  url.searchParams.set('vdi', o.vdiRef)
-  url.searchParams.set('format', o.format)
-  if (o.baseRef !== undefined) url.searchParams.set('base', o.baseRef)
-  if (o.taskRef !== undefined) url.searchParams.set('task_id', o.taskRef)
-  return url
+  return xapiHandlerUrl(o.url, '/export_raw_vdi/', { session_id: o.sessionId, vdi: o.vdiRef, format: o.format, base: o.baseRef, task_id: o.taskRef })
 }
 
 function describe(o: OpenVdiExportOptions): string {
   return `export of VDI ${o.vdiRef}${o.baseRef === undefined ? '' : ` (delta against ${o.baseRef})`}`
 }
 
-async function readErrorBody(res: IncomingMessage): Promise<string> {
-  let text = ''
-  for await (const chunk of res as AsyncIterable<Buffer>) {
-    if (text.length < ERROR_BODY_LIMIT) text += chunk.toString('utf8')
-  }
-  return text.slice(0, ERROR_BODY_LIMIT)
-}
-
-async function httpError(res: IncomingMessage, what: string): Promise<XapiError> {
-  let body = ''
-  try {
-    body = await readErrorBody(res)
-  } catch {
-    // the body is only a detail: the status is enough to report
-  }
-  return httpErrorFromBody(res.statusCode ?? 0, body, what)
-}
-
 function get(url: URL, allowUnauthorized: boolean, signal: AbortSignal | undefined, timeoutMs: number): Promise<{ req: ClientRequest; res: IncomingMessage }> {
   return new Promise((resolve, reject) => {
-    const options = { method: 'GET', ...(signal === undefined ? {} : { signal }), headers: { Accept: 'application/octet-stream' } }
-    const req =
-      url.protocol === 'https:' ? httpsRequest(url, { ...options, rejectUnauthorized: !allowUnauthorized, minVersion: 'TLSv1' as const }) : httpRequest(url, options)
+    const req = xapiRequest(url, { method: 'GET', headers: { Accept: 'application/octet-stream' }, allowUnauthorized, signal })
     req.setTimeout(timeoutMs, () => req.destroy(new TimeoutError(`XAPI did not answer within ${timeoutMs} ms`)))
     req.once('response', (res) => resolve({ req, res }))
     req.once('error', reject)

@@ -6,13 +6,11 @@
  * generic `pool.get_all_records` / `host.get_record` calls.
  */
 import type { IncomingMessage } from 'node:http'
-import { request as httpRequest } from 'node:http'
-import { request as httpsRequest } from 'node:https'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { XapiError } from '../common/errors.js'
 import type { XapiClient } from './client.js'
-import { httpErrorFromBody } from './socket-export.js'
+import { httpError, readBodyText, xapiHandlerUrl, xapiRequest } from './http.js'
 
 export const PATH_DB_DUMP = '/pool/xmldbdump'
 
@@ -35,23 +33,13 @@ export async function poolRecords(client: XapiClient): Promise<PoolRecords> {
   return { pool: pool as PoolRecords['pool'], master }
 }
 
-async function readBody(res: IncomingMessage): Promise<string> {
-  const chunks: Buffer[] = []
-  for await (const c of res as AsyncIterable<Buffer>) chunks.push(c)
-  return Buffer.concat(chunks).toString('utf8').slice(0, 4096)
-}
-
 function dumpUrl(client: XapiClient, taskRef: string): URL {
-  const url = new URL(PATH_DB_DUMP, client.url)
-  url.searchParams.set('session_id', client.sessionId)
-  url.searchParams.set('task_id', taskRef)
-  return url
+  return xapiHandlerUrl(client.url, PATH_DB_DUMP, { session_id: client.sessionId, task_id: taskRef })
 }
 
 function send(url: URL, method: 'GET' | 'PUT', allowUnauthorized: boolean, signal: AbortSignal, body?: Readable): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const options = { method, signal, headers: { Accept: 'application/octet-stream' } }
-    const req = url.protocol === 'https:' ? httpsRequest(url, { ...options, rejectUnauthorized: !allowUnauthorized }) : httpRequest(url, options)
+    const req = xapiRequest(url, { method, headers: { Accept: 'application/octet-stream' }, allowUnauthorized, signal })
     req.once('response', resolve)
     req.once('error', reject)
     if (body === undefined) req.end()
@@ -63,7 +51,7 @@ function send(url: URL, method: 'GET' | 'PUT', allowUnauthorized: boolean, signa
 export async function downloadPoolDump(client: XapiClient, options: { allowUnauthorized: boolean; signal: AbortSignal }): Promise<Buffer> {
   const taskRef = await client.createTask('Export pool metadata')
   const res = await send(dumpUrl(client, taskRef), 'GET', options.allowUnauthorized, options.signal)
-  if (res.statusCode !== 200) throw httpErrorFromBody(res.statusCode ?? 0, await readBody(res), `the pool database dump of ${client.url}`)
+  if (res.statusCode !== 200) throw await httpError(res, `the pool database dump of ${client.url}`)
   const chunks: Buffer[] = []
   for await (const c of res as AsyncIterable<Buffer>) chunks.push(c)
   await client.waitTask(taskRef)
@@ -74,7 +62,7 @@ export async function downloadPoolDump(client: XapiClient, options: { allowUnaut
 export async function uploadPoolDump(client: XapiClient, body: Readable, options: { allowUnauthorized: boolean; signal: AbortSignal }): Promise<void> {
   const taskRef = await client.createTask('Import pool metadata')
   const res = await send(dumpUrl(client, taskRef), 'PUT', options.allowUnauthorized, options.signal, body)
-  const text = await readBody(res)
-  if (res.statusCode !== 200) throw httpErrorFromBody(res.statusCode ?? 0, text, `the restore of the pool database of ${client.url}`)
+  if (res.statusCode !== 200) throw await httpError(res, `the restore of the pool database of ${client.url}`)
+  await readBodyText(res) // XAPI answers a restore with nothing more: read to its end
   await client.waitTask(taskRef)
 }

@@ -9,44 +9,17 @@
  * Errors: an HTTP error status becomes an XapiError with the XAPI code of the body
  * (`["VDI_IO_ERROR", ...]`) or one derived from the status; an abort is a CancelledError.
  */
-import { request as httpRequest, type IncomingMessage } from 'node:http'
-import { request as httpsRequest } from 'node:https'
+import type { IncomingMessage } from 'node:http'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { CancelledError, XapiError, errorCode } from '../common/errors.js'
-import type { VdiImportDescriptor } from './client.js'
-import { httpErrorFromBody } from './socket-export.js'
-
-const ERROR_BODY_LIMIT = 64 * 1024
+import type { VdiImportDescriptor } from './descriptors.js'
+import { httpError, xapiHandlerUrl, xapiRequest } from './http.js'
 
 export interface PutVdiImportOptions {
   signal?: AbortSignal
   /** sent as Content-Length when known */
   sizeBytes?: number
-}
-
-function importUrl(d: VdiImportDescriptor): URL {
-  let url: URL
-  try {
-    url = new URL(d.url)
-  } catch {
-    throw new XapiError(`invalid XAPI URL "${d.url}": expected http(s)://host[:port]`)
-  }
-  url.username = ''
-  url.password = ''
-  url.pathname = '/import_raw_vdi/'
-  url.search = ''
-  url.searchParams.set('session_id', d.sessionId)
-  url.searchParams.set('vdi', d.vdiRef)
-  url.searchParams.set('format', d.format)
-  url.searchParams.set('task_id', d.taskRef)
-  return url
-}
-
-async function readBody(res: IncomingMessage): Promise<string> {
-  let text = ''
-  for await (const chunk of res as AsyncIterable<Buffer>) if (text.length < ERROR_BODY_LIMIT) text += chunk.toString('utf8')
-  return text.slice(0, ERROR_BODY_LIMIT)
 }
 
 export interface XapiPutOptions {
@@ -70,8 +43,7 @@ export async function putToXapi(url: URL, body: Readable, o: XapiPutOptions): Pr
   signal?.throwIfAborted()
   const headers: Record<string, string> = { 'Content-Type': 'application/octet-stream' }
   if (sizeBytes !== undefined) headers['Content-Length'] = String(sizeBytes)
-  const base = { method: 'PUT', headers, ...(signal === undefined ? {} : { signal }) }
-  const req = url.protocol === 'https:' ? httpsRequest(url, { ...base, rejectUnauthorized: !o.allowUnauthorized, minVersion: 'TLSv1' as const }) : httpRequest(url, base)
+  const req = xapiRequest(url, { method: 'PUT', headers, allowUnauthorized: o.allowUnauthorized, signal })
   const response = new Promise<IncomingMessage>((resolve, reject) => {
     req.once('response', resolve)
     req.once('error', reject)
@@ -84,7 +56,7 @@ export async function putToXapi(url: URL, body: Readable, o: XapiPutOptions): Pr
     const first = await Promise.race([sent.then(() => undefined), response])
     const res = first ?? (await response)
     const status = res.statusCode ?? 0
-    if (status < 200 || status >= 300) throw httpErrorFromBody(status, await readBody(res).catch(() => ''), what)
+    if (status < 200 || status >= 300) throw await httpError(res, what)
     await sent
     res.resume()
   } catch (error) {
@@ -99,7 +71,8 @@ export async function putToXapi(url: URL, body: Readable, o: XapiPutOptions): Pr
 /** Uploads `body` into the descriptor's VDI; resolves once XAPI answered 2xx. */
 export async function putVdiImport(d: VdiImportDescriptor, body: Readable, options: PutVdiImportOptions = {}): Promise<void> {
   const what = `import into VDI ${d.vdiRef}`
-  await putToXapi(importUrl(d), body, {
+  const url = xapiHandlerUrl(d.url, '/import_raw_vdi/', { session_id: d.sessionId, vdi: d.vdiRef, format: d.format, task_id: d.taskRef })
+  await putToXapi(url, body, {
     allowUnauthorized: d.allowUnauthorized,
     what,
     ...(options.signal === undefined ? {} : { signal: options.signal }),

@@ -27,13 +27,12 @@
 import { connect, type Socket } from 'node:net'
 import { Readable } from 'node:stream'
 import { CancelledError, TimeoutError, XapiError, errorCode } from '../common/errors.js'
-import { xapiFailure } from './errors.js'
+import { ERROR_BODY_LIMIT, httpErrorFromBody } from './http.js'
 
 const SLAB_BYTES = 4 * 1024 * 1024
 /** a new slab is started when the current one has less room than this for the next read */
 const MIN_READ_BYTES = 256 * 1024
 const MAX_HEAD_BYTES = 64 * 1024
-const ERROR_BODY_LIMIT = 64 * 1024
 
 export function mapStreamError(error: unknown, what: string, received: number, signal: AbortSignal | undefined): Error {
   if (signal?.aborted === true) return new CancelledError(`${what} was cancelled after ${received} bytes`, { cause: signal.reason })
@@ -43,21 +42,6 @@ export function mapStreamError(error: unknown, what: string, received: number, s
     cause: error,
     fields: { networkCode: code ?? '', transient: true, bytesReceived: received },
   })
-}
-
-/** HTTP error → XapiError: the body's XAPI error (`["CODE", ...params]`) when present, else by status. */
-export function httpErrorFromBody(status: number, body: string, what: string): XapiError {
-  try {
-    const parsed = JSON.parse(body) as unknown
-    if (Array.isArray(parsed) && typeof parsed[0] === 'string' && /^[A-Z_0-9]+$/.test(parsed[0])) {
-      const [code, ...params] = parsed as unknown[]
-      return xapiFailure(code as string, params.map(String), { what, httpStatus: status })
-    }
-  } catch {
-    // not JSON: real XAPI answers errors with HTML or nothing
-  }
-  const code = status === 401 || status === 403 ? 'SESSION_INVALID' : status === 404 ? 'HANDLE_INVALID' : status >= 500 ? 'INTERNAL_ERROR' : 'HTTP_ERROR'
-  return xapiFailure(code, [`HTTP ${status}`], { what, httpStatus: status })
 }
 
 interface Head {
@@ -235,134 +219,170 @@ class SocketExportStream extends Readable {
   }
 }
 
+/** an error response being read to the close */
+interface ErrorBody {
+  head: Head
+  parts: Buffer[]
+  length: number
+}
+
+/**
+ * One request, from the connection to the response head: reads the socket into slabs (or the body's
+ * chunks), parses the head, then either hands the socket to a SocketExportStream (a 2xx), reads an error
+ * body to the close, or gives up for node:http (`fallback`). Settles `done` exactly once.
+ */
+class SocketExportRequest {
+  private readonly socket: Socket
+  private slab = Buffer.allocUnsafeSlow(SLAB_BYTES)
+  private slabPos = 0
+  private headBytes: Buffer[] = []
+  private headLength = 0
+  private body: SocketExportStream | undefined
+  private errorBody: ErrorBody | undefined
+  /** the socket's next read goes into the body's chunk (chunk mode), not the slab */
+  private intoChunk = false
+  private settled = false
+  private readonly onAbort = (): void => this.fail(new Error('aborted'))
+
+  constructor(
+    private readonly url: URL,
+    private readonly o: SocketExportOptions,
+    private readonly done: { resolve: (r: SocketExportResult) => void; reject: (e: unknown) => void },
+  ) {
+    this.socket = connect({
+      host: url.hostname.replace(/^\[|\]$/g, ''),
+      port: url.port === '' ? 80 : Number(url.port),
+      onread: { buffer: () => this.readBuffer(), callback: (n, buf) => this.onRead(n, buf) },
+    })
+    this.socket.setNoDelay(true)
+    this.socket.setTimeout(o.timeoutMs, () => {
+      if (this.body !== undefined) this.body.stalled(o.timeoutMs)
+      else this.fail(new TimeoutError(`XAPI did not answer within ${o.timeoutMs} ms`))
+    })
+    this.socket.on('error', (error) => {
+      if (this.body !== undefined) this.body.fail(error)
+      else this.fail(error)
+    })
+    this.socket.on('end', () => this.onClosed(true))
+    this.socket.on('close', () => this.onClosed(false))
+    o.signal?.addEventListener('abort', this.onAbort, { once: true })
+  }
+
+  /** Sends the GET (`Connection: close`: the response ends with the connection). */
+  send(): void {
+    const target = `${this.url.pathname}${this.url.search}`
+    this.socket.write(`GET ${target} HTTP/1.1\r\nHost: ${this.url.host}\r\nAccept: application/octet-stream\r\nUser-Agent: backup-proxy\r\nConnection: close\r\n\r\n`)
+  }
+
+  private settle(fn: () => void): void {
+    if (this.settled) return
+    this.settled = true
+    this.o.signal?.removeEventListener('abort', this.onAbort)
+    fn()
+  }
+
+  private fail(error: unknown): void {
+    this.socket.destroy()
+    this.settle(() => this.done.reject(mapStreamError(error, this.o.what, 0, this.o.signal)))
+  }
+
+  /** the socket ended ('end') or closed: the body or the error body is complete, or the head never came */
+  private onClosed(ended: boolean): void {
+    if (this.body !== undefined) this.body.finish()
+    else if (this.errorBody !== undefined) this.finishErrorBody(this.errorBody)
+    else if (ended || !this.settled) this.fail(Object.assign(new Error('connection closed before the response head'), { code: 'ECONNRESET' }))
+  }
+
+  private finishErrorBody(errorBody: ErrorBody): void {
+    let raw: Buffer = Buffer.concat(errorBody.parts)
+    if (/chunked/i.test(errorBody.head.headers.get('transfer-encoding') ?? '')) raw = dechunk(raw)
+    const error = httpErrorFromBody(errorBody.head.status, raw.subarray(0, ERROR_BODY_LIMIT).toString('utf8'), this.o.what)
+    this.settle(() => this.done.reject(error))
+  }
+
+  /** where the socket reads next: the body's chunk (chunk mode), else the rest of the slab (a new one when little is left) */
+  private readBuffer(): Uint8Array {
+    const chunk = this.body?.readBuffer()
+    this.intoChunk = chunk !== undefined
+    if (chunk !== undefined) return chunk
+    if (SLAB_BYTES - this.slabPos < MIN_READ_BYTES) {
+      this.slab = Buffer.allocUnsafeSlow(SLAB_BYTES)
+      this.slabPos = 0
+    }
+    return this.slab.subarray(this.slabPos)
+  }
+
+  /** `n` bytes were read into readBuffer(); returns false to stop reading the socket */
+  private onRead(n: number, buf: Uint8Array): boolean {
+    if (this.intoChunk && this.body !== undefined) return this.body.onChunkBytes(n)
+    const view = Buffer.from(buf.buffer, buf.byteOffset, n)
+    this.slabPos += n
+    if (this.body !== undefined) return this.body.onBytes(view)
+    const errorBody = this.errorBody
+    if (errorBody !== undefined) {
+      if (errorBody.length < ERROR_BODY_LIMIT) {
+        errorBody.parts.push(Buffer.from(view))
+        errorBody.length += n
+      }
+      return true
+    }
+    return this.onHeadBytes(view)
+  }
+
+  /** bytes of the response head (and maybe the start of the body) */
+  private onHeadBytes(view: Buffer): boolean {
+    this.headBytes.push(view)
+    this.headLength += view.length
+    const all = this.headBytes.length === 1 ? view : Buffer.concat(this.headBytes)
+    const end = all.indexOf('\r\n\r\n')
+    if (end < 0) {
+      if (this.headLength > MAX_HEAD_BYTES) this.fail(Object.assign(new Error('HTTP response head too large'), { code: 'HPE_HEADER_OVERFLOW' }))
+      else this.headBytes = [Buffer.from(all)]
+      return true
+    }
+    this.headBytes = []
+    let head: Head
+    try {
+      head = parseHead(all.toString('latin1', 0, end))
+    } catch (error) {
+      this.fail(error)
+      return false
+    }
+    return this.onHead(head, all.subarray(end + 4))
+  }
+
+  /** the head is in: a redirect or a chunked success fall back, an error is read to the close, a success becomes the body stream */
+  private onHead(head: Head, rest: Buffer): boolean {
+    const { status, headers } = head
+    if (status >= 300 && status < 400 && headers.has('location')) {
+      this.socket.destroy()
+      this.settle(() => this.done.resolve({ kind: 'fallback', location: headers.get('location') ?? '' }))
+      return false
+    }
+    if (status < 200 || status >= 300) {
+      this.errorBody = { head, parts: [Buffer.from(rest)], length: rest.length }
+      return true
+    }
+    if (headers.has('transfer-encoding')) {
+      this.socket.destroy()
+      this.settle(() => this.done.resolve({ kind: 'fallback' }))
+      return false
+    }
+    const length = headers.get('content-length')
+    const sizeBytes = length === undefined ? undefined : Number(length)
+    const known = sizeBytes !== undefined && Number.isSafeInteger(sizeBytes) && sizeBytes >= 0 ? sizeBytes : undefined
+    const stream = new SocketExportStream(this.socket, this.o.what, known, this.o.maxRateBytesPerSecond, this.o.signal, this.o.chunkBuffer)
+    this.body = stream
+    this.settle(() => this.done.resolve(known === undefined ? { kind: 'ok', stream } : { kind: 'ok', stream, sizeBytes: known }))
+    return stream.onBytes(rest)
+  }
+}
+
 /**
  * GETs `url` (http:) and resolves once the response head is in: with the body stream on a 2xx framed by
  * Content-Length or close, `fallback` for a redirect or a chunked body; rejects with the mapped error
  * on an HTTP error, a connection failure, a timeout or an abort.
  */
 export function openSocketExport(url: URL, o: SocketExportOptions): Promise<SocketExportResult> {
-  return new Promise((resolve, reject) => {
-    let slab = Buffer.allocUnsafeSlow(SLAB_BYTES)
-    let slabPos = 0
-    let headBytes: Buffer[] = []
-    let headLength = 0
-    let body: SocketExportStream | undefined
-    /** an error response being read to the close */
-    let errorBody: { head: Head; parts: Buffer[]; length: number } | undefined
-    let settled = false
-    const settle = (fn: () => void): void => {
-      if (settled) return
-      settled = true
-      o.signal?.removeEventListener('abort', onAbort)
-      fn()
-    }
-    const fail = (error: unknown): void => {
-      socket.destroy()
-      settle(() => reject(mapStreamError(error, o.what, 0, o.signal)))
-    }
-    const onAbort = (): void => fail(new Error('aborted'))
-    const finishErrorBody = (): void => {
-      if (errorBody === undefined) return
-      let raw: Buffer = Buffer.concat(errorBody.parts)
-      if (/chunked/i.test(errorBody.head.headers.get('transfer-encoding') ?? '')) raw = dechunk(raw)
-      const error = httpErrorFromBody(errorBody.head.status, raw.subarray(0, ERROR_BODY_LIMIT).toString('utf8'), o.what)
-      settle(() => reject(error))
-    }
-    const onHead = (head: Head, rest: Buffer): boolean => {
-      const { status, headers } = head
-      if (status >= 300 && status < 400 && headers.has('location')) {
-        socket.destroy()
-        settle(() => resolve({ kind: 'fallback', location: headers.get('location') ?? '' }))
-        return false
-      }
-      if (status < 200 || status >= 300) {
-        errorBody = { head, parts: [Buffer.from(rest)], length: rest.length }
-        return true
-      }
-      if (headers.has('transfer-encoding')) {
-        socket.destroy()
-        settle(() => resolve({ kind: 'fallback' }))
-        return false
-      }
-      const length = headers.get('content-length')
-      const sizeBytes = length === undefined ? undefined : Number(length)
-      const known = sizeBytes !== undefined && Number.isSafeInteger(sizeBytes) && sizeBytes >= 0 ? sizeBytes : undefined
-      const stream = new SocketExportStream(socket, o.what, known, o.maxRateBytesPerSecond, o.signal, o.chunkBuffer)
-      body = stream
-      settle(() => resolve(known === undefined ? { kind: 'ok', stream } : { kind: 'ok', stream, sizeBytes: known }))
-      return stream.onBytes(rest)
-    }
-    /** the socket's next read goes into the body's chunk (chunk mode), not the slab */
-    let intoChunk = false
-    const onRead = (n: number, buf: Uint8Array): boolean => {
-      if (intoChunk && body !== undefined) return body.onChunkBytes(n)
-      const view = Buffer.from(buf.buffer, buf.byteOffset, n)
-      slabPos += n
-      if (body !== undefined) return body.onBytes(view)
-      if (errorBody !== undefined) {
-        if (errorBody.length < ERROR_BODY_LIMIT) {
-          errorBody.parts.push(Buffer.from(view))
-          errorBody.length += n
-        }
-        return true
-      }
-      headBytes.push(view)
-      headLength += n
-      const all = headBytes.length === 1 ? view : Buffer.concat(headBytes)
-      const end = all.indexOf('\r\n\r\n')
-      if (end < 0) {
-        if (headLength > MAX_HEAD_BYTES) fail(Object.assign(new Error('HTTP response head too large'), { code: 'HPE_HEADER_OVERFLOW' }))
-        else headBytes = [Buffer.from(all)]
-        return true
-      }
-      headBytes = []
-      let head: Head
-      try {
-        head = parseHead(all.toString('latin1', 0, end))
-      } catch (error) {
-        fail(error)
-        return false
-      }
-      return onHead(head, all.subarray(end + 4))
-    }
-    const socket = connect({
-      host: url.hostname.replace(/^\[|\]$/g, ''),
-      port: url.port === '' ? 80 : Number(url.port),
-      onread: {
-        buffer: () => {
-          const chunk = body?.readBuffer()
-          intoChunk = chunk !== undefined
-          if (chunk !== undefined) return chunk
-          if (SLAB_BYTES - slabPos < MIN_READ_BYTES) {
-            slab = Buffer.allocUnsafeSlow(SLAB_BYTES)
-            slabPos = 0
-          }
-          return slab.subarray(slabPos)
-        },
-        callback: onRead,
-      },
-    })
-    socket.setNoDelay(true)
-    socket.setTimeout(o.timeoutMs, () => {
-      if (body !== undefined) body.stalled(o.timeoutMs)
-      else fail(new TimeoutError(`XAPI did not answer within ${o.timeoutMs} ms`))
-    })
-    socket.on('error', (error) => {
-      if (body !== undefined) body.fail(error)
-      else fail(error)
-    })
-    socket.on('end', () => {
-      if (body !== undefined) body.finish()
-      else if (errorBody !== undefined) finishErrorBody()
-      else fail(Object.assign(new Error('connection closed before the response head'), { code: 'ECONNRESET' }))
-    })
-    socket.on('close', () => {
-      if (body !== undefined) body.finish()
-      else if (errorBody !== undefined) finishErrorBody()
-      else if (!settled) fail(Object.assign(new Error('connection closed before the response head'), { code: 'ECONNRESET' }))
-    })
-    o.signal?.addEventListener('abort', onAbort, { once: true })
-    const target = `${url.pathname}${url.search}`
-    socket.write(`GET ${target} HTTP/1.1\r\nHost: ${url.host}\r\nAccept: application/octet-stream\r\nUser-Agent: backup-proxy\r\nConnection: close\r\n\r\n`)
-  })
+  return new Promise((resolve, reject) => new SocketExportRequest(url, o, { resolve, reject }).send())
 }

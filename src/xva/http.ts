@@ -6,38 +6,12 @@
  * dependency. The XAPI task carries the outcome (and, for an import, the new VM): the caller waits for
  * it. HTTP error statuses become XapiErrors with the XAPI code of the body; an abort is a CancelledError.
  */
-import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http'
-import { request as httpsRequest } from 'node:https'
+import type { IncomingMessage } from 'node:http'
 import type { Readable } from 'node:stream'
 import { BackupProxyError, CancelledError, XapiError, errorCode } from '../common/errors.js'
-import type { XvaExportDescriptor, XvaImportDescriptor } from '../xapi/client.js'
+import type { XvaExportDescriptor, XvaImportDescriptor } from '../xapi/descriptors.js'
+import { httpError, xapiHandlerUrl, xapiRequest } from '../xapi/http.js'
 import { putToXapi } from '../xapi/restore-import.js'
-import { httpErrorFromBody } from '../xapi/socket-export.js'
-
-function baseUrl(raw: string, pathname: string): URL {
-  let url: URL
-  try {
-    url = new URL(raw)
-  } catch {
-    throw new XapiError(`invalid XAPI URL "${raw}": expected http(s)://host[:port]`)
-  }
-  url.username = ''
-  url.password = ''
-  url.pathname = pathname
-  url.search = ''
-  return url
-}
-
-function request(url: URL, method: 'GET' | 'PUT', allowUnauthorized: boolean, headers: Record<string, string>, signal: AbortSignal | undefined): ClientRequest {
-  const base = { method, headers, ...(signal === undefined ? {} : { signal }) }
-  return url.protocol === 'https:' ? httpsRequest(url, { ...base, rejectUnauthorized: !allowUnauthorized, minVersion: 'TLSv1' as const }) : httpRequest(url, base)
-}
-
-async function readBody(res: IncomingMessage): Promise<string> {
-  let text = ''
-  for await (const chunk of res as AsyncIterable<Buffer>) if (text.length < 65536) text += chunk.toString('utf8')
-  return text
-}
 
 function cancelled(what: string, signal: AbortSignal | undefined, error: unknown): Error {
   if (signal?.aborted === true) return new CancelledError(`${what} was cancelled`, { cause: signal.reason })
@@ -49,12 +23,8 @@ function cancelled(what: string, signal: AbortSignal | undefined, error: unknown
 export async function openXvaExport(d: XvaExportDescriptor, signal?: AbortSignal): Promise<IncomingMessage> {
   const what = `XVA export of VM ${d.vmRef}`
   signal?.throwIfAborted()
-  const url = baseUrl(d.url, '/export/')
-  url.searchParams.set('session_id', d.sessionId)
-  url.searchParams.set('ref', d.vmRef)
-  url.searchParams.set('use_compression', d.useCompression)
-  url.searchParams.set('task_id', d.taskRef)
-  const req = request(url, 'GET', d.allowUnauthorized, { Accept: 'application/octet-stream' }, signal)
+  const url = xapiHandlerUrl(d.url, '/export/', { session_id: d.sessionId, ref: d.vmRef, use_compression: d.useCompression, task_id: d.taskRef })
+  const req = xapiRequest(url, { method: 'GET', headers: { Accept: 'application/octet-stream' }, allowUnauthorized: d.allowUnauthorized, signal })
   try {
     const res = await new Promise<IncomingMessage>((resolve, reject) => {
       req.once('response', resolve)
@@ -62,7 +32,7 @@ export async function openXvaExport(d: XvaExportDescriptor, signal?: AbortSignal
       req.end()
     })
     const status = res.statusCode ?? 0
-    if (status !== 200) throw httpErrorFromBody(status, await readBody(res).catch(() => ''), what)
+    if (status !== 200) throw await httpError(res, what)
     return res
   } catch (error) {
     req.destroy()
@@ -74,9 +44,6 @@ export async function openXvaExport(d: XvaExportDescriptor, signal?: AbortSignal
 export async function putXvaImport(d: XvaImportDescriptor, body: Readable, sizeBytes: number, signal?: AbortSignal): Promise<void> {
   const what = `XVA import onto SR ${d.srRef}`
   signal?.throwIfAborted()
-  const url = baseUrl(d.url, '/import/')
-  url.searchParams.set('session_id', d.sessionId)
-  url.searchParams.set('sr_id', d.srRef)
-  url.searchParams.set('task_id', d.taskRef)
+  const url = xapiHandlerUrl(d.url, '/import/', { session_id: d.sessionId, sr_id: d.srRef, task_id: d.taskRef })
   await putToXapi(url, body, { allowUnauthorized: d.allowUnauthorized, sizeBytes, what, ...(signal === undefined ? {} : { signal }), networkFailure: (error) => cancelled(what, signal, error) })
 }

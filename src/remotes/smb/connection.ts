@@ -12,27 +12,23 @@
  *   client requires it) and every signed response is verified; an unsigned final response while
  *   signing is required, or a bad signature, kills the connection (it may be tampered with).
  * - Large payloads (WRITE data) are written after the header with cork/uncork (one writev, no copy;
- *   `onFlushed` tells when the kernel has them, so the caller may reuse the memory). Socket reads
- *   stop at the end of the next SMB2 header, so a large frame's data is read by the kernel straight
- *   into that frame (no copy in JS), and READ payloads are returned as views of it.
+ *   `onFlushed` tells when the kernel has them, so the caller may reuse the memory). The socket and its
+ *   framing are frame-reader.ts: a large frame's data is read by the kernel straight into that frame
+ *   (no copy in JS), and READ payloads are returned as views of it.
  * - Backpressure: once socket.write() has reported a full buffer, new requests wait for 'drain'.
  * - When the socket dies every pending request fails with ECONNRESET; the owner (client.ts) drops
  *   this connection and makes a new one for later operations.
  */
-import { connect, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import { RemoteError } from '../../common/errors.js'
 import type { Signer } from './crypto.js'
 import { connectionError, statusError } from './errors.js'
+import { connectSocket, FrameReader, type FrameSink } from './frame-reader.js'
 import { NtStatus } from './status.js'
 import { Command, COMMAND_NAMES, decodeHeader, encodeHeader, Flags, HEADER_SIZE, type Header } from './wire.js'
 
 /** statuses after which the session (or tree) is gone: the connection is dropped and remade */
 const SESSION_GONE = new Set<number>([NtStatus.USER_SESSION_DELETED, NtStatus.NETWORK_SESSION_EXPIRED, NtStatus.NETWORK_NAME_DELETED])
-
-/** frames at least this large (READ responses) are received straight into their own memory */
-const DIRECT_READ_MIN_BYTES = 64 * 1024
-/** smaller frames, and every transport length + SMB2 header, are read into one reused buffer */
-const READ_BUFFER_BYTES = DIRECT_READ_MIN_BYTES + 4 + HEADER_SIZE
 
 export interface Response {
   header: Header
@@ -99,7 +95,7 @@ export interface ConnectionStats {
   copiedBytes: number
 }
 
-export class SmbConnection {
+export class SmbConnection implements FrameSink {
   readonly stats: ConnectionStats = { requests: 0, interimResponses: 0, maxInFlight: 0, credits: 1, copiedBytes: 0 }
   sessionId = 0n
   signer: Signer | undefined
@@ -112,11 +108,6 @@ export class SmbConnection {
   private readonly creditWaiters: { charge: number; resolve: () => void; reject: (e: Error) => void }[] = []
   private closedError: Error | undefined
   private readonly closeListeners: ((error: Error) => void)[] = []
-  // framing state: the 4-byte length, then the frame being filled
-  private readonly lengthBytes = Buffer.alloc(4)
-  private lengthFilled = 0
-  private frame: Buffer | undefined
-  private frameFilled = 0
   /** resolves on the socket's next 'drain' (or close), while requests wait for it */
   private drained: Promise<void> | undefined
 
@@ -140,48 +131,10 @@ export class SmbConnection {
   }
 
   static async open(options: ConnectionOptions): Promise<SmbConnection> {
-    const server = `${options.host}:${options.port}`
-    // Socket reads land either in one reusable buffer (transport lengths, SMB2 headers, small frames;
-    // no allocation per read) or, while a large frame is being received, directly in that frame's
-    // remaining space (see readTarget). `target.conn` is set right after connect, before any byte can arrive.
-    const target: { conn?: SmbConnection } = {}
-    const readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES)
-    const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = connect({
-        host: options.host,
-        port: options.port,
-        onread: {
-          buffer: () => target.conn?.readTarget(readBuffer) ?? readBuffer,
-          callback: (n: number, buf: Uint8Array) => {
-            target.conn?.onRead(n, buf, readBuffer)
-            return true
-          },
-        },
-      })
-      const timer = setTimeout(() => {
-        s.destroy()
-        reject(connectionError('ETIMEDOUT', `SMB connection to ${server} timed out after ${options.connectTimeoutMs} ms`, server))
-      }, options.connectTimeoutMs)
-      const onAbort = () => {
-        s.destroy()
-        reject(new RemoteError('E_REMOTE', `SMB connection to ${server} aborted`, { cause: options.signal?.reason }))
-      }
-      options.signal?.addEventListener('abort', onAbort, { once: true })
-      s.once('connect', () => {
-        clearTimeout(timer)
-        options.signal?.removeEventListener('abort', onAbort)
-        s.removeAllListeners('error')
-        resolve(s)
-      })
-      s.once('error', (e: NodeJS.ErrnoException) => {
-        clearTimeout(timer)
-        options.signal?.removeEventListener('abort', onAbort)
-        const code = e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET' ? 'ECONNRESET' : e.code === 'ETIMEDOUT' ? 'ETIMEDOUT' : 'E_REMOTE'
-        reject(connectionError(code, `cannot connect to SMB server ${server}: ${e.message} (is smbd running and reachable on that port?)`, server, e))
-      })
-    })
+    const reader = new FrameReader()
+    const socket = await connectSocket(options, reader)
     const conn = new SmbConnection(socket, options)
-    target.conn = conn
+    reader.sink = conn
     return conn
   }
 
@@ -383,72 +336,8 @@ export class SmbConnection {
     }
   }
 
-  /**
-   * Where the next socket read should land: the rest of a large frame being received; else the shared
-   * buffer, but only up to the end of the next frame's transport length and SMB2 header. So once a
-   * large frame's length is known, the data after its header lands in the frame itself (one copy, by
-   * the kernel), and small frames cost one read each.
-   */
-  private readTarget(shared: Buffer): Uint8Array {
-    const f = this.frame
-    if (f !== undefined && f.length >= DIRECT_READ_MIN_BYTES) return f.subarray(this.frameFilled)
-    const upToNextHeader = (f === undefined ? 4 - this.lengthFilled : f.length - this.frameFilled + 4) + HEADER_SIZE
-    return shared.subarray(0, Math.min(upToNextHeader, shared.length))
-  }
-
-  private onRead(n: number, buf: Uint8Array, shared: Buffer): void {
-    const f = this.frame
-    if (buf.buffer !== shared.buffer && f !== undefined && buf.buffer === f.buffer && buf.byteOffset === f.byteOffset + this.frameFilled) {
-      // the kernel wrote straight into the frame
-      this.frameFilled += n
-      if (this.frameFilled === f.length) this.completeFrame()
-      return
-    }
-    this.onData(Buffer.from(buf.buffer, buf.byteOffset, n))
-  }
-
-  private completeFrame(): void {
-    const frame = this.frame
-    if (frame === undefined) return
-    this.frame = undefined
-    try {
-      this.onMessage(frame)
-    } catch (error) {
-      this.fail(error instanceof Error ? error : new Error(String(error)))
-    }
-  }
-
-  /**
-   * Called with a view of the connection's reusable read buffer (net `onread`): nothing may keep a
-   * reference to `view`. Every byte is copied once, straight into the frame it belongs to.
-   */
-  private onData(view: Buffer): void {
-    let pos = 0
-    while (pos < view.length) {
-      if (this.frame === undefined) {
-        const take = Math.min(4 - this.lengthFilled, view.length - pos)
-        view.copy(this.lengthBytes, this.lengthFilled, pos, pos + take)
-        this.lengthFilled += take
-        pos += take
-        if (this.lengthFilled < 4) return
-        this.lengthFilled = 0
-        this.frame = Buffer.allocUnsafe(this.lengthBytes.readUInt32BE(0) & 0xffffff)
-        this.frameFilled = 0
-      }
-      const take = Math.min(this.frame.length - this.frameFilled, view.length - pos)
-      view.copy(this.frame, this.frameFilled, pos, pos + take)
-      this.stats.copiedBytes += take
-      this.frameFilled += take
-      pos += take
-      if (this.frameFilled === this.frame.length) {
-        this.completeFrame()
-        if (this.closed) return
-      }
-    }
-  }
-
   /** One frame: a message, or a compound response (messages chained by NextCommand, each signed alone). */
-  private onMessage(frame: Buffer): void {
+  onFrame(frame: Buffer): void {
     if (frame.length === 0) return // keep-alive
     let offset = 0
     for (;;) {
@@ -490,6 +379,10 @@ export class SmbConnection {
     const response = { header, body: raw.subarray(HEADER_SIZE), raw }
     if (header.status === NtStatus.SUCCESS || p.accept.includes(header.status)) p.resolve(response)
     else p.reject(statusError(header.status, header.command, p.what, this.server))
+  }
+
+  onError(error: Error): void {
+    this.fail(error)
   }
 
   private fail(error: Error): void {

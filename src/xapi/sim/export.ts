@@ -100,54 +100,74 @@ class Sender {
   }
 }
 
-/** Handles one export request; never throws (errors become HTTP errors or a failed task). */
-export async function handleExport(ctx: ExportContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-  const q = url.searchParams
-  const taskRef = q.get('task_id') ?? undefined
-  const failTask = (code: string, params: string[]): void => {
-    if (taskRef !== undefined) ctx.tasks.fail(taskRef, code, params)
-  }
-  let vdiRef: string
-  let baseRef: string | undefined
-  let format: 'vhd' | 'raw'
-  try {
-    ctx.rpc.checkSession(q.get('session_id') ?? undefined)
-  } catch {
-    sendXapiError(res, 401, 'SESSION_INVALID', [q.get('session_id') ?? ''])
-    return
-  }
-  try {
-    const f = q.get('format') ?? 'raw'
-    if (f !== 'vhd' && f !== 'raw') throw new XapiFailure('FORMAT_NOT_SUPPORTED', [f])
-    format = f
-    vdiRef = resolveVdi(ctx.pool, q.get('vdi') ?? '')
-    const base = q.get('base')
-    baseRef = base === null || base === '' ? undefined : resolveVdi(ctx.pool, base)
-    // a VDI whose data was destroyed (cbt.ts) keeps only its CBT metadata: nothing to export or diff against
-    for (const ref of [vdiRef, baseRef]) if (ref !== undefined && ctx.pool.store.get('VDI', ref).type === 'cbt_metadata') throw new XapiFailure('VDI_INCOMPATIBLE_TYPE', [ref, 'cbt_metadata'])
-    if (baseRef !== undefined && format === 'raw') throw new XapiFailure('FORMAT_NOT_SUPPORTED', ['raw export with base'])
-  } catch (error) {
-    const f = error instanceof XapiFailure ? error : new XapiFailure('INTERNAL_ERROR', [String(error)])
-    const status = f.xapiCode === 'UUID_INVALID' || f.xapiCode === 'HANDLE_INVALID' ? 404 : 400
-    failTask(f.xapiCode, f.params)
-    sendXapiError(res, status, f.xapiCode, f.params)
-    return
-  }
+interface ExportRequest {
+  vdiRef: string
+  baseRef: string | undefined
+  format: 'vhd' | 'raw'
+}
+
+/** The request's VDI, base and format, checked; throws an XapiFailure for XAPI to answer. */
+function parseExportRequest(ctx: ExportContext, q: URLSearchParams): ExportRequest {
+  const format = q.get('format') ?? 'raw'
+  if (format !== 'vhd' && format !== 'raw') throw new XapiFailure('FORMAT_NOT_SUPPORTED', [format])
+  const vdiRef = resolveVdi(ctx.pool, q.get('vdi') ?? '')
+  const base = q.get('base')
+  const baseRef = base === null || base === '' ? undefined : resolveVdi(ctx.pool, base)
+  // a VDI whose data was destroyed (cbt.ts) keeps only its CBT metadata: nothing to export or diff against
+  for (const ref of [vdiRef, baseRef]) if (ref !== undefined && ctx.pool.store.get('VDI', ref).type === 'cbt_metadata') throw new XapiFailure('VDI_INCOMPATIBLE_TYPE', [ref, 'cbt_metadata'])
+  if (baseRef !== undefined && format === 'raw') throw new XapiFailure('FORMAT_NOT_SUPPORTED', ['raw export with base'])
+  return { vdiRef, baseRef, format }
+}
+
+/** The faults set on the VDI; a fault set on a disk also hits exports of its snapshots (what a backup exports). */
+function takeFaults(ctx: ExportContext, vdiRef: string): ExportFault[] {
   const vdi = ctx.pool.store.get('VDI', vdiRef)
   const vdiUuid = text(vdi.uuid)
-  // a fault set on a disk also hits exports of its snapshots (what a backup exports)
   const snapshotOf = text(vdi.snapshot_of)
-  const faults = ctx.faults.take(ctx.pool.store.has('VDI', snapshotOf) ? [vdiUuid, text(ctx.pool.store.get('VDI', snapshotOf).uuid)] : vdiUuid)
-  const httpFault = faults.find((f) => f.kind === 'http-error')
-  if (httpFault !== undefined) {
-    const code = httpFault.xapiCode ?? 'INTERNAL_ERROR'
-    failTask(code, ['injected fault'])
-    sendXapiError(res, httpFault.status ?? 500, code, ['injected fault'])
-    return
-  }
-  const disk = ctx.pool.disks.get(vdiRef) as DiskContent
-  const base = baseRef === undefined ? undefined : (ctx.pool.disks.get(baseRef) as DiskContent)
+  return ctx.faults.take(ctx.pool.store.has('VDI', snapshotOf) ? [vdiUuid, text(ctx.pool.store.get('VDI', snapshotOf).uuid)] : vdiUuid)
+}
 
+/** The whole virtual disk, zeros for absent blocks. */
+async function sendRaw(ctx: ExportContext, res: ServerResponse, sender: Sender, disk: DiskContent, taskRef: string | undefined): Promise<void> {
+  res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': disk.virtualSizeBytes })
+  const count = disk.blockCount
+  for (let b = 0; b < count; b++) {
+    const g = disk.generations.get(b)
+    if (g === undefined) await sender.send(ZERO_BLOCK)
+    else for (const part of disk.blockParts(ctx.patterns, b, g)) await sender.send(part)
+    if (taskRef !== undefined && (b & 255) === 255) ctx.tasks.progress(taskRef, b / count)
+  }
+}
+
+/** A dynamic VHD of the disk, or a differencing one against the base: its present (or changed) blocks in BAT order. */
+async function sendVhd(ctx: ExportContext, res: ServerResponse, sender: Sender, r: ExportRequest, taskRef: string | undefined): Promise<void> {
+  const { pool } = ctx
+  const disk = pool.disks.get(r.vdiRef) as DiskContent
+  const base = r.baseRef === undefined ? undefined : (pool.disks.get(r.baseRef) as DiskContent)
+  const blocks = base === undefined ? disk.presentBlocks() : disk.changedSince(base)
+  const baseUuid = r.baseRef === undefined ? undefined : text(pool.store.get('VDI', r.baseRef).uuid)
+  const layout = vhdLayout({
+    virtualSizeBytes: disk.virtualSizeBytes,
+    uniqueId: text(pool.store.get('VDI', r.vdiRef).uuid),
+    timestampMs: pool.vdiTimes.get(r.vdiRef) ?? 0,
+    blocks,
+    ...(r.baseRef === undefined || baseUuid === undefined ? {} : { parent: { uniqueId: baseUuid, timestampMs: pool.vdiTimes.get(r.baseRef) ?? 0, name: `${baseUuid}.vhd` } }),
+  })
+  res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': layout.totalBytes })
+  await sender.send(layout.head)
+  for (let i = 0; i < blocks.length; i++) {
+    const b = blocks[i] as number
+    const g = disk.generations.get(b)
+    await sender.send(FULL_BITMAP)
+    if (g === undefined) await sender.send(ZERO_BLOCK)
+    else for (const part of disk.blockParts(ctx.patterns, b, g)) await sender.send(part)
+    if (taskRef !== undefined && (i & 255) === 255) ctx.tasks.progress(taskRef, i / blocks.length)
+  }
+  await sender.send(layout.footer)
+}
+
+/** What ends the export: the client closing, the simulator closing, the task cancelled; undefined once it answered an unknown task. */
+function exportSignal(ctx: ExportContext, res: ServerResponse, taskRef: string | undefined): AbortSignal | undefined {
   const abort = new AbortController()
   const signals = [abort.signal, ctx.closing]
   if (taskRef !== undefined) {
@@ -156,55 +176,51 @@ export async function handleExport(ctx: ExportContext, req: IncomingMessage, res
     } catch (error) {
       const f = error as XapiFailure
       sendXapiError(res, 404, f.xapiCode, f.params)
-      return
+      return undefined
     }
   }
-  const signal = AbortSignal.any(signals)
   res.on('close', () => {
     if (!res.writableFinished) abort.abort(new Error('client closed the connection'))
   })
+  return AbortSignal.any(signals)
+}
+
+/** Handles one export request; never throws (errors become HTTP errors or a failed task). */
+export async function handleExport(ctx: ExportContext, _req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  const q = url.searchParams
+  const taskRef = q.get('task_id') ?? undefined
+  const failTask = (code: string, params: string[]): void => {
+    if (taskRef !== undefined) ctx.tasks.fail(taskRef, code, params)
+  }
+  try {
+    ctx.rpc.checkSession(q.get('session_id') ?? undefined)
+  } catch {
+    sendXapiError(res, 401, 'SESSION_INVALID', [q.get('session_id') ?? ''])
+    return
+  }
+  let request: ExportRequest
+  try {
+    request = parseExportRequest(ctx, q)
+  } catch (error) {
+    const f = error instanceof XapiFailure ? error : new XapiFailure('INTERNAL_ERROR', [String(error)])
+    failTask(f.xapiCode, f.params)
+    sendXapiError(res, f.xapiCode === 'UUID_INVALID' || f.xapiCode === 'HANDLE_INVALID' ? 404 : 400, f.xapiCode, f.params)
+    return
+  }
+  const faults = takeFaults(ctx, request.vdiRef)
+  const httpFault = faults.find((f) => f.kind === 'http-error')
+  if (httpFault !== undefined) {
+    const code = httpFault.xapiCode ?? 'INTERNAL_ERROR'
+    failTask(code, ['injected fault'])
+    sendXapiError(res, httpFault.status ?? 500, code, ['injected fault'])
+    return
+  }
+  const signal = exportSignal(ctx, res, taskRef)
+  if (signal === undefined) return
   const sender = new Sender(res, faults, signal)
   try {
-    if (format === 'raw') {
-      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': disk.virtualSizeBytes })
-      const count = disk.blockCount
-      for (let b = 0; b < count; b++) {
-        const g = disk.generations.get(b)
-        if (g === undefined) await sender.send(ZERO_BLOCK)
-        else for (const part of disk.blockParts(ctx.patterns, b, g)) await sender.send(part)
-        if (taskRef !== undefined && (b & 255) === 255) ctx.tasks.progress(taskRef, b / count)
-      }
-    } else {
-      const blocks = base === undefined ? disk.presentBlocks() : disk.changedSince(base)
-      const parentInfo =
-        baseRef === undefined
-          ? {}
-          : {
-              parent: {
-                uniqueId: text(ctx.pool.store.get('VDI', baseRef).uuid),
-                timestampMs: ctx.pool.vdiTimes.get(baseRef) ?? 0,
-                name: `${text(ctx.pool.store.get('VDI', baseRef).uuid)}.vhd`,
-              },
-            }
-      const layout = vhdLayout({
-        virtualSizeBytes: disk.virtualSizeBytes,
-        uniqueId: vdiUuid,
-        timestampMs: ctx.pool.vdiTimes.get(vdiRef) ?? 0,
-        blocks,
-        ...parentInfo,
-      })
-      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': layout.totalBytes })
-      await sender.send(layout.head)
-      for (let i = 0; i < blocks.length; i++) {
-        const b = blocks[i] as number
-        const g = disk.generations.get(b)
-        await sender.send(FULL_BITMAP)
-        if (g === undefined) await sender.send(ZERO_BLOCK)
-        else for (const part of disk.blockParts(ctx.patterns, b, g)) await sender.send(part)
-        if (taskRef !== undefined && (i & 255) === 255) ctx.tasks.progress(taskRef, i / blocks.length)
-      }
-      await sender.send(layout.footer)
-    }
+    if (request.format === 'raw') await sendRaw(ctx, res, sender, ctx.pool.disks.get(request.vdiRef) as DiskContent, taskRef)
+    else await sendVhd(ctx, res, sender, request, taskRef)
     await new Promise<void>((resolve) => res.end(resolve))
     if (taskRef !== undefined) ctx.tasks.succeed(taskRef, '')
   } catch (error) {

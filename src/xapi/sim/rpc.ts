@@ -122,16 +122,20 @@ export class SimRpc {
     return this.sync(method, args)
   }
 
+  /** A method that needs no `await`: a specific one, else a generic accessor of a class. */
   private sync(method: string, args: unknown[]): XapiValue {
-    const s = this.pool.store
+    const specific = this.specific(method, args)
+    if (specific !== NOT_SPECIFIC) return specific
     const dot = method.indexOf('.')
     const cls = method.slice(0, dot)
-    const name = method.slice(dot + 1)
-    const str = (i: number): string => {
-      const v = args[i]
-      if (typeof v !== 'string') throw new XapiFailure('MESSAGE_PARAMETER_COUNT_MISMATCH', [method, String(i + 1), String(args.length)])
-      return v
-    }
+    if (dot < 0 || !(SIM_CLASSES as readonly string[]).includes(cls)) throw new XapiFailure('MESSAGE_METHOD_UNKNOWN', [method])
+    return this.generic(cls, method.slice(dot + 1), method, args)
+  }
+
+  /** The methods of SPECIFIC that answer at once; NOT_SPECIFIC for any other. */
+  private specific(method: string, args: unknown[]): XapiValue | typeof NOT_SPECIFIC {
+    const s = this.pool.store
+    const str = (i: number): string => stringArg(method, args, i)
     switch (method) {
       case 'event.inject':
         return s.touch(canonicalClass(str(0)), str(1))
@@ -182,7 +186,13 @@ export class SimRpc {
       case 'VDI.create':
         return this.pool.createVdi(args[0])
     }
-    if (dot < 0 || !(SIM_CLASSES as readonly string[]).includes(cls)) throw new XapiFailure('MESSAGE_METHOD_UNKNOWN', [method])
+    return NOT_SPECIFIC
+  }
+
+  /** The per-class methods XAPI generates: `get_all_records`, `get_all`, `get_record`, `get_by_uuid`, `get_by_name_label`, then the field accessors. */
+  private generic(cls: string, name: string, method: string, args: unknown[]): XapiValue {
+    const s = this.pool.store
+    const str = (i: number): string => stringArg(method, args, i)
     switch (name) {
       case 'get_all_records': {
         const out: Record<string, XapiValue> = {}
@@ -201,6 +211,13 @@ export class SimRpc {
           .filter(([, r]) => r.name_label === str(0))
           .map(([ref]) => ref)
     }
+    return this.accessor(cls, name, method, args)
+  }
+
+  /** `get_<field>`, and for the settable fields `set_<field>`, `add_to_<map>`, `remove_from_<map>`, `add_<set>`, `remove_<set>`. */
+  private accessor(cls: string, name: string, method: string, args: unknown[]): XapiValue {
+    const s = this.pool.store
+    const str = (i: number): string => stringArg(method, args, i)
     const record = (): XapiRecord => s.get(cls, str(0))
     let m: RegExpExecArray | null
     if ((m = /^get_(\w+)$/.exec(name)) !== null) {
@@ -233,15 +250,26 @@ export class SimRpc {
       const value = str(1)
       const current = record()[field]
       if (!Array.isArray(current)) throw new XapiFailure('MESSAGE_METHOD_UNKNOWN', [method])
+      const add = m[1] === 'add'
       s.update(cls, str(0), (r) => {
         const set = (r[field] as XapiValue[]).filter((x) => x !== value)
-        if (m?.[1] === 'add') set.push(value)
+        if (add) set.push(value)
         r[field] = set
       })
       return ''
     }
     throw new XapiFailure('MESSAGE_METHOD_UNKNOWN', [method])
   }
+}
+
+/** What `specific` answers for a method it does not have. */
+const NOT_SPECIFIC = Symbol('not a specific method')
+
+/** Argument `i` of a call, which must be a string. */
+function stringArg(method: string, args: unknown[], i: number): string {
+  const v = args[i]
+  if (typeof v !== 'string') throw new XapiFailure('MESSAGE_PARAMETER_COUNT_MISMATCH', [method, String(i + 1), String(args.length)])
+  return v
 }
 
 function mapField(record: XapiRecord, field: string, method: string): Record<string, XapiValue> {
