@@ -92,6 +92,16 @@ export function logConnectionErrors(client: Pick<EventEmitter, 'on'>, logger: Lo
   })
 }
 
+/**
+ * Why a connection failed, in words: the error's message, and for ioredis's "None of startup nodes is
+ * available" (cluster) the last node's own error (WRONGPASS, a refused certificate...).
+ */
+export function failureReason(error: unknown): string {
+  const e = toError(error)
+  const last = (e as { lastNodeError?: unknown }).lastNodeError
+  return last instanceof Error && last.message !== e.message ? `${e.message} (last node: ${last.message})` : e.message
+}
+
 /** Where Redis is, safe to print (no password). */
 export function describeRedis(config: RedisConfig): string {
   let url: string
@@ -145,7 +155,7 @@ async function infoOf(client: Redis, config: RedisConfig, where: string): Promis
 
 /** E_REDIS for a connection that could not be made: names the URL (no password) and what failed. */
 export function redisUnreachable(config: RedisConfig, error: unknown): BackupProxyError {
-  const reason = error instanceof Error ? error.message : String(error)
+  const reason = failureReason(error)
   return new BackupProxyError('E_REDIS', `cannot reach Redis at ${describeRedis(config)}: ${reason}; check that it runs and check redis.url (REDIS_URL), credentials and TLS`, {
     cause: error,
   })
@@ -198,33 +208,40 @@ function checkPolicy(info: string, where: string): string {
   return policy
 }
 
-/** One plain connection to a cluster seed, to tell "not a cluster" from "unreachable". */
-async function probeSeed(config: RedisConfig): Promise<string | undefined> {
+/**
+ * One plain connection to each cluster seed until one answers, to tell "not a cluster" from
+ * "unreachable", and to keep why a seed refused us (a wrong password, a certificate): ioredis's Cluster
+ * only says "None of startup nodes is available".
+ */
+async function probeSeed(config: RedisConfig): Promise<{ info?: string; failure?: string }> {
   const { seeds, nodeOptions } = clusterOptions(config)
+  let failure: string | undefined
   for (const seed of seeds) {
     const probe = new Redis({ ...nodeOptions, ...seed, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-    probe.on('error', () => undefined)
+    let reason: Error | undefined
+    probe.on('error', (error: Error) => (reason ??= error))
     try {
       await probe.connect()
-      return await probe.info('cluster')
-    } catch {
-      // next seed; none answering is reported by the cluster connection itself
+      return { info: await probe.info('cluster') }
+    } catch (error) {
+      failure ??= `${seed.host}:${seed.port}: ${failureReason(reason ?? error)}`
     } finally {
       probe.disconnect()
     }
   }
-  return undefined
+  return failure === undefined ? {} : { failure }
 }
 
 async function checkCluster(client: Cluster, config: RedisConfig): Promise<{ version: string; policy: string }> {
-  const seedInfo = await probeSeed(config)
-  if (seedInfo !== undefined && infoField(seedInfo, 'cluster_enabled') !== '1') {
+  const seed = await probeSeed(config)
+  if (seed.info !== undefined && infoField(seed.info, 'cluster_enabled') !== '1') {
     throw new BackupProxyError('E_REDIS_MODE', `${describeRedis(config)}: the seed node is not in cluster mode (cluster_enabled:0); set redis.mode: single (or sentinel) for it, or give redis.nodes of the cluster`, { fields: { mode: config.mode } })
   }
   try {
     if (client.status === 'wait') await client.connect()
   } catch (error) {
-    throw redisModeError(error, config) ?? new BackupProxyError('E_REDIS', `cannot reach ${describeRedis(config)}: ${(error as Error).message}; check redis.nodes, redis.natMap, credentials and TLS`, { cause: error, fields: { mode: config.mode } })
+    const why = failureReason(error) + (seed.failure === undefined ? '' : ` (seed ${seed.failure})`)
+    throw redisModeError(error, config) ?? new BackupProxyError('E_REDIS', `cannot reach ${describeRedis(config)}: ${why}; check redis.nodes, redis.natMap, credentials and TLS`, { cause: error, fields: { mode: config.mode } })
   }
   let version = 'unknown'
   for (const node of client.nodes('all')) {
