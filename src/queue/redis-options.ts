@@ -146,7 +146,10 @@ export function redisOptions(config: RedisConfig): ProxyRedisOptions {
     role: 'master',
     ...(config.sentinelUsername === undefined ? {} : { sentinelUsername: config.sentinelUsername }),
     ...(config.sentinelPassword === undefined ? {} : { sentinelPassword: config.sentinelPassword }),
-    ...(sentinelTls ? { enableTLSForSentinelMode: true, sentinelTLS: tlsOptions(config, undefined) } : {}),
+    // ioredis: `sentinelTLS` is TLS to the sentinels; the master gets `tls` only with
+    // `enableTLSForSentinelMode` (without it, it speaks plain TCP to a TLS-only master)
+    ...(tls ? { enableTLSForSentinelMode: true } : {}),
+    ...(sentinelTls ? { sentinelTLS: tlsOptions(config, undefined) } : {}),
     sentinelRetryStrategy: reconnectDelayMs,
     // No failoverDetector: its +switch-master handler closes the connector even while a reconnect is
     // asking the sentinels, which ends the connection for good ("Connection is closed", seen in the

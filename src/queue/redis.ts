@@ -19,7 +19,7 @@ import type { EventEmitter } from 'node:events'
 import { Cluster, Redis } from 'ioredis'
 import { BackupProxyError, toError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
-import { checkSentinels } from './redis-sentinel.js'
+import { checkSentinels, sentinelMasterAnswers } from './redis-sentinel.js'
 import { clusterOptions, parseHostPort, redisOptions, type ProxyRedisOptions, type RedisConfig } from './redis-options.js'
 
 export { clusterOptions, reconnectDelayMs, redisOptions, type ProxyRedisOptions, type RedisConfig } from './redis-options.js'
@@ -161,10 +161,47 @@ export function redisUnreachable(config: RedisConfig, error: unknown): BackupPro
   })
 }
 
+/** Resolves on the connection's next `ready` (undefined) or `error` (the error). */
+function nextReadyOrError(client: RedisClient): Promise<Error | undefined> {
+  return new Promise((resolve) => {
+    const done = (error?: Error) => {
+      client.off('ready', onReady)
+      client.off('error', onFail)
+      resolve(error)
+    }
+    const onReady = () => done()
+    const onFail = (error: unknown) => done(toError(error ?? 'connection error'))
+    client.once('ready', onReady)
+    client.once('error', onFail)
+  })
+}
+
+/** How many errors of a reconnecting Sentinel connection are passed over while the sentinels name a live master. */
+const MAX_STALE_SENTINEL_ERRORS = 5
+
+/**
+ * Waits for a connection being (re)connected. In sentinel mode an error is final only when the sentinels
+ * name no master that answers: after a failover, ioredis ends the round of sentinels it began before the
+ * promotion (each named the dead master) with "All sentinels are unreachable", then asks again and finds
+ * the new master; failing on that stale error would fail a call made after the failover.
+ */
+async function waitReconnect(client: RedisClient, config: RedisConfig): Promise<void> {
+  // read afresh after each await (the connection moves on meanwhile)
+  const status = (): string => client.status
+  for (let stale = 0; ; stale++) {
+    const error = await nextReadyOrError(client)
+    if (error === undefined || status() === 'ready') return
+    if (config.mode !== 'sentinel' || stale >= MAX_STALE_SENTINEL_ERRORS || !(await sentinelMasterAnswers(config))) throw error
+    if (status() === 'ready') return
+    if (status() === 'end') throw error
+  }
+}
+
 /**
  * Our own connection, ready: connects a lazy one, waits for one being (re)connected. Fails with
  * E_REDIS (redisUnreachable) on the first connection error instead of queueing commands until Redis is
- * back, so a command-line call or a library caller hears of an outage at once.
+ * back, so a command-line call or a library caller hears of an outage at once (in sentinel mode, once
+ * no master answers: see waitReconnect).
  */
 export async function readyRedis<C extends RedisClient>(client: C, config: RedisConfig): Promise<C> {
   if (client.status === 'ready') return client
@@ -174,20 +211,7 @@ export async function readyRedis<C extends RedisClient>(client: C, config: Redis
   client.on('error', onError)
   try {
     if (client.status === 'wait') await client.connect()
-    else {
-      await new Promise<void>((resolve, reject) => {
-        const done = (error?: unknown) => {
-          client.off('ready', onReady)
-          client.off('error', onFail)
-          if (error === undefined) resolve()
-          else reject(error instanceof Error ? error : new Error(JSON.stringify(error)))
-        }
-        const onReady = () => done()
-        const onFail = (error: unknown) => done(error)
-        client.once('ready', onReady)
-        client.once('error', onFail)
-      })
-    }
+    else await waitReconnect(client, config)
   } catch (error) {
     throw redisUnreachable(config, lastError ?? error)
   } finally {
