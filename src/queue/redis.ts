@@ -197,15 +197,10 @@ async function waitReconnect(client: RedisClient, config: RedisConfig): Promise<
   }
 }
 
-/**
- * Our own connection, ready: connects a lazy one, waits for one being (re)connected. Fails with
- * E_REDIS (redisUnreachable) on the first connection error instead of queueing commands until Redis is
- * back, so a command-line call or a library caller hears of an outage at once (in sentinel mode, once
- * no master answers: see waitReconnect).
- */
-export async function readyRedis<C extends RedisClient>(client: C, config: RedisConfig): Promise<C> {
-  if (client.status === 'ready') return client
-  if (client.status === 'end' || client.status === 'close') throw new BackupProxyError('E_REDIS', `the connection to Redis at ${describeRedis(config)} is closed`)
+/** The readiness wait in flight per connection: concurrent callers share it (one set of listeners). */
+const pendingReady = new WeakMap<RedisClient, Promise<void>>()
+
+async function connectOrWait(client: RedisClient, config: RedisConfig): Promise<void> {
   let lastError: unknown
   const onError = (error: unknown) => (lastError = error)
   client.on('error', onError)
@@ -217,6 +212,23 @@ export async function readyRedis<C extends RedisClient>(client: C, config: Redis
   } finally {
     client.off('error', onError)
   }
+}
+
+/**
+ * Our own connection, ready: connects a lazy one, waits for one being (re)connected. Fails with
+ * E_REDIS (redisUnreachable) on the first connection error instead of queueing commands until Redis is
+ * back, so a command-line call or a library caller hears of an outage at once (in sentinel mode, once
+ * no master answers: see waitReconnect).
+ */
+export async function readyRedis<C extends RedisClient>(client: C, config: RedisConfig): Promise<C> {
+  if (client.status === 'ready') return client
+  if (client.status === 'end' || client.status === 'close') throw new BackupProxyError('E_REDIS', `the connection to Redis at ${describeRedis(config)} is closed`)
+  let pending = pendingReady.get(client)
+  if (pending === undefined) {
+    pending = connectOrWait(client, config).finally(() => pendingReady.delete(client))
+    pendingReady.set(client, pending)
+  }
+  await pending
   return client
 }
 
