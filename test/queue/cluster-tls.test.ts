@@ -12,6 +12,7 @@ import { EnqueueClient } from '../../src/queue/client.js'
 import { checkRedis, createRedis } from '../../src/queue/redis.js'
 import { startRedisCluster, type RedisClusterService } from '../services/redis-cluster.js'
 import { adminOptions, makeTestCerts } from '../services/redis-secure.js'
+import { waitFor } from '../helpers/ports.js'
 import { makeTempDir, useTempDir } from '../helpers/tmp.js'
 import { sealKey, startProxy, uid } from '../workers/fixtures.js'
 import { expectEachSucceededOnce, modeConfig, RunCounter, smallTask } from './modes.js'
@@ -53,7 +54,7 @@ async function codedError(fn: () => Promise<unknown>, code: string): Promise<Bac
 }
 
 describe('Redis Cluster over TLS with an ACL user', () => {
-  it('runs jobs across proxy and pool queues through natMap as the ACL user; the nodes serve TLS only', async () => {
+  it('runs jobs across proxy and pool queues and a scale message through natMap as the ACL user; the nodes serve TLS only', async () => {
     const pool = uid('pool')
     const ids = [uid('p1'), uid('p2')]
     const counter = new RunCounter()
@@ -63,6 +64,10 @@ describe('Redis Cluster over TLS with an ACL user', () => {
       const handles = []
       for (let i = 0; i < 3; i++) for (const t of [{ pool }, ...ids.map((proxy) => ({ proxy }))]) handles.push(await c.enqueue(t, smallTask(tmp())))
       await expectEachSucceededOnce(handles, counter)
+      // pub/sub too (scale and cancel messages): published on one node, heard by the proxy's subscriber
+      await c.scale({ proxyId: ids[0]!, concurrency: 3 })
+      await waitFor('the proxy rescaled by a message over the cluster', () => proxies[0]!.config.workers.concurrency === 3, 30_000)
+      expect(proxies[1]!.config.workers.concurrency).toBe(2)
       // the client's cluster connection went through natMap to every master, as the ACL user
       const redis = (await c.redis()) as Cluster
       expect(redis.nodes('master').map((n) => `${n.options.host}:${n.options.port}`).sort()).toEqual([...cluster.nodes].sort())
