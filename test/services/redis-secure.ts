@@ -8,10 +8,10 @@
  * The nodes present the server certificate to each other too (cluster bus, replication).
  */
 import { execFile } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { readFileSync } from 'node:fs'
 import type { RedisOptions } from 'ioredis'
 
 const run = promisify(execFile)
