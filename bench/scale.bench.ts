@@ -6,15 +6,17 @@
  *
  * Figures per run: time to drain (first enqueue to last result) and jobs/min; how evenly the proxies
  * shared the work (max/min jobs per proxy, from each summary's `ranBy`); enqueue-to-start p50/p99
- * (BullMQ's processedOn - timestamp of each job); the proxies' peak RSS (VmHWM of each process) and CPU;
- * and, once, Redis memory per queued job (MEMORY USAGE of the keys of the batch enqueued to a queue
+ * (BullMQ's processedOn - timestamp of each job); the proxies' peak RSS (VmHWM of each process), CPU and
+ * open file descriptors at the end; the machine's 1-minute load average sampled during the drain (the
+ * figures depend on what else runs); and, once, Redis memory per queued job (MEMORY USAGE of the keys of the batch enqueued to a queue
  * nobody serves). Before each clock starts, one warm-up job runs through each proxy's own queue. The real engine runs (no stand-ins): snapshot, export, VHD to a local remote on the
  * scratch dir, metadata. Proxies run with the default workers settings (2 threads, concurrency 2);
  * the simulator runs in this process.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdir, readFile, rm } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises'
+import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { compileConfig } from '../src/config/index.js'
@@ -54,6 +56,21 @@ async function peakRssMiB(pid: number): Promise<number> {
   return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) / 1024
 }
 
+async function openFds(pid: number): Promise<number> {
+  return (await readdir(`/proc/${pid}/fd`)).length
+}
+
+/** Samples the 1-minute load average every 5 s until stopped; returns [min, max]. */
+function sampleLoad(): () => [number, number] {
+  const samples = [loadavg()[0]!]
+  const timer = setInterval(() => samples.push(loadavg()[0]!), 5000)
+  return () => {
+    clearInterval(timer)
+    samples.push(loadavg()[0]!)
+    return [Math.min(...samples), Math.max(...samples)]
+  }
+}
+
 function tasks(sim: XapiSimulator, remoteUrl: string, tag: string): TaskInputOf<'backup.run'>[] {
   return sim.listVms().map((vm, i) => ({
     kind: 'backup.run',
@@ -91,11 +108,13 @@ async function runBatch(ctx: BenchContext, o: { vms: number; proxies: number; re
     const warm = tasks(sim, `file://${remoteDir}-warm`, `${pool}-warm`)
     await Promise.all(proxies.map(async (p, i) => (await client.enqueue({ proxy: p.id }, warm[i]!)).result()))
     const batch = tasks(sim, `file://${remoteDir}`, pool)
+    const stopLoad = sampleLoad()
     const t0 = performance.now()
     const handles: JobHandle[] = await Promise.all(batch.map((t) => client.enqueue({ pool }, t)))
     const enqueueSeconds = (performance.now() - t0) / 1000
     const summaries = await Promise.all(handles.map((h) => h.result()))
     const seconds = (performance.now() - t0) / 1000
+    const [loadMin, loadMax] = stopLoad()
     const failed = summaries.filter((s) => s.status !== 'success')
     if (failed.length > 0) throw new Error(`${failed.length} job(s) did not succeed, first: ${JSON.stringify(failed[0]!.error ?? failed[0]!.status)}`)
     const perProxy = new Map(proxies.map((p) => [p.id, 0]))
@@ -112,6 +131,7 @@ async function runBatch(ctx: BenchContext, o: { vms: number; proxies: number; re
     waits.sort((a, b) => a - b)
     const rss = await Promise.all(proxies.map((p) => peakRssMiB(p.child.pid!)))
     const cpu = await Promise.all(proxies.map((p) => procCpuSeconds(p.child.pid!)))
+    const fds = await Promise.all(proxies.map((p) => openFds(p.child.pid!)))
     const counts = [...perProxy.values()]
     const extra = {
       jobs: o.vms,
@@ -122,12 +142,16 @@ async function runBatch(ctx: BenchContext, o: { vms: number; proxies: number; re
       startP50Ms: percentile(waits, 50),
       startP99Ms: percentile(waits, 99),
       maxProxyRssMiB: Math.max(...rss),
+      maxProxyFds: Math.max(...fds),
+      loadAvgMin: loadMin,
+      loadAvgMax: loadMax,
     }
     const lines = [
       `${o.name}: ${o.vms} jobs drained in ${seconds.toFixed(1)} s (${extra.jobsPerMin.toFixed(0)} jobs/min; enqueued in ${enqueueSeconds.toFixed(2)} s)`,
       `  jobs per proxy: ${[...perProxy].map(([id, n]) => `${id}=${n}`).join(' ')}`,
       `  enqueue-to-start p50 ${extra.startP50Ms.toFixed(0)} ms, p99 ${extra.startP99Ms.toFixed(0)} ms`,
-      `  proxies' peak RSS ${rss.map((r) => r.toFixed(0)).join(', ')} MiB; CPU ${cpu.map((c) => c.toFixed(1)).join(', ')} s`,
+      `  proxies' peak RSS ${rss.map((r) => r.toFixed(0)).join(', ')} MiB; CPU ${cpu.map((c) => c.toFixed(1)).join(', ')} s; open fds at the end ${fds.join(', ')}`,
+      `  load average (1 min) during the drain: ${loadMin.toFixed(1)}-${loadMax.toFixed(1)}`,
     ]
     return {
       row: { group: 'scale', name: o.name, bytes: 0, seconds, cpuSeconds: cpu.reduce((a, b) => a + b, 0), peakRssMiB: Math.max(...rss), extra },

@@ -184,6 +184,12 @@ export interface SerializedError {
 
 const MAX_CAUSE_DEPTH = 8
 
+/** ioredis puts the failed command on its errors (`command: { name, args }`); AUTH and HELLO carry a password. */
+function isAuthCommand(value: object): boolean {
+  const { name, args } = value as { name?: unknown; args?: unknown }
+  return typeof name === 'string' && /^(auth|hello)$/i.test(name) && Array.isArray(args)
+}
+
 function toJsonValue(value: unknown, depth = 0): JsonValue {
   if (value === null || typeof value === 'string' || typeof value === 'boolean') return value
   if (typeof value === 'number') return Number.isFinite(value) ? value : String(value)
@@ -191,6 +197,7 @@ function toJsonValue(value: unknown, depth = 0): JsonValue {
   if (depth > 4) return '[truncated]'
   if (Array.isArray(value)) return value.map((v) => toJsonValue(v, depth + 1))
   if (typeof value === 'object') {
+    if (isAuthCommand(value)) return { name: (value as { name: string }).name, args: ['***'] }
     const out: Record<string, JsonValue> = {}
     for (const [k, v] of Object.entries(value)) {
       if (v !== undefined && typeof v !== 'function') out[k] = toJsonValue(v, depth + 1)

@@ -101,7 +101,7 @@ export const redisSchema = z
     sentinelTls: bool().optional().describe('TLS to the sentinels; default: as for the data nodes.'),
     username: z.string().optional().describe('Redis ACL user (overrides the URL); in cluster and sentinel modes, the user on every data node.'),
     password: z.string().optional().describe('Redis password (overrides the URL). Never logged.'),
-    tls: bool().optional().describe('TLS to the data nodes; default: on with rediss://, off with redis://.'),
+    tls: bool().optional().describe('TLS to the data nodes; default: on with rediss://, off with redis://. The certificate is checked against the URL host (single), the first seed\'s name (cluster; an address seed: each node\'s address) or the master\'s address the sentinels give (sentinel). No client certificate is sent: set tls-auth-clients no (or optional) on the servers.'),
     tlsCaFile: z.string().optional().describe('PEM file of the CA that signed the Redis (and Sentinel) certificates, when it is not a system CA.'),
     tlsRejectUnauthorized: bool().default(true).describe('Check the Redis server certificate with TLS.'),
     prefix: z.string().default('bull').describe('Key prefix of the BullMQ queues. In cluster mode it must not hold a hash tag ({...}): every queue would land in one slot.'),
@@ -112,6 +112,21 @@ export const redisSchema = z
       if (r.sentinelName === undefined) ctx.addIssue({ code: 'custom', path: ['sentinelName'], message: 'mode sentinel needs the master name the sentinels monitor' })
     }
     if (r.mode === 'cluster' && /[{}]/.test(r.prefix)) ctx.addIssue({ code: 'custom', path: ['prefix'], message: 'in cluster mode the prefix must not contain { or }: the queue names carry the hash tags' })
+    // settings another mode would silently ignore: refused, so an operator never believes them applied
+    const other = (path: string, set: boolean, modes: readonly string[]) => {
+      if (set && !modes.includes(r.mode)) ctx.addIssue({ code: 'custom', path: [path], message: `only used in mode ${modes.join(' or ')} (redis.mode is ${r.mode})` })
+    }
+    other('nodes', r.nodes.length > 0, ['cluster'])
+    other('natMap', r.natMap !== undefined, ['cluster', 'sentinel'])
+    other('sentinels', r.sentinels.length > 0, ['sentinel'])
+    for (const key of ['sentinelName', 'sentinelUsername', 'sentinelPassword', 'sentinelTls'] as const) other(key, r[key] !== undefined, ['sentinel'])
+    if (r.sentinelUsername !== undefined && r.sentinelPassword === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['sentinelPassword'], message: 'redis.sentinelUsername needs redis.sentinelPassword (the sentinels are only logged in to with a password)' })
+    }
+    const tls = r.tls ?? r.url.startsWith('rediss:')
+    if (r.tlsCaFile !== undefined && !tls && r.sentinelTls !== true) {
+      ctx.addIssue({ code: 'custom', path: ['tlsCaFile'], message: 'TLS is off (redis:// URL, redis.tls unset): the CA file would be ignored; use rediss:// or redis.tls: true' })
+    }
   })
   .prefault({})
 

@@ -14,6 +14,7 @@
  * restart or a failover is ridden out instead of crashing the proxy.
  */
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import type { ConnectionOptions as TlsOptions } from 'node:tls'
 import type { ClusterOptions, NatMap } from 'ioredis'
 import { ConfigInvalidError } from '../common/errors.js'
@@ -93,7 +94,8 @@ function tlsOptions(config: RedisConfig, servername: string | undefined): TlsOpt
   const ca = readCa(config)
   return {
     rejectUnauthorized: config.tlsRejectUnauthorized,
-    ...(servername === undefined || servername === '' ? {} : { servername }),
+    // SNI takes a name, never an address (RFC 6066); without it the address is checked against the certificate
+    ...(servername === undefined || servername === '' || isIP(servername) !== 0 ? {} : { servername }),
     ...(ca === undefined ? {} : { ca }),
   }
 }
@@ -144,7 +146,10 @@ export function redisOptions(config: RedisConfig): ProxyRedisOptions {
     role: 'master',
     ...(config.sentinelUsername === undefined ? {} : { sentinelUsername: config.sentinelUsername }),
     ...(config.sentinelPassword === undefined ? {} : { sentinelPassword: config.sentinelPassword }),
-    ...(sentinelTls ? { enableTLSForSentinelMode: true, sentinelTLS: tlsOptions(config, undefined) } : {}),
+    // ioredis: `sentinelTLS` is TLS to the sentinels; the master gets `tls` only with
+    // `enableTLSForSentinelMode` (without it, it speaks plain TCP to a TLS-only master)
+    ...(tls ? { enableTLSForSentinelMode: true } : {}),
+    ...(sentinelTls ? { sentinelTLS: tlsOptions(config, undefined) } : {}),
     sentinelRetryStrategy: reconnectDelayMs,
     // No failoverDetector: its +switch-master handler closes the connector even while a reconnect is
     // asking the sentinels, which ends the connection for good ("Connection is closed", seen in the

@@ -19,7 +19,7 @@ import type { EventEmitter } from 'node:events'
 import { Cluster, Redis } from 'ioredis'
 import { BackupProxyError, toError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
-import { checkSentinels } from './redis-sentinel.js'
+import { checkSentinels, sentinelMasterAnswers } from './redis-sentinel.js'
 import { clusterOptions, parseHostPort, redisOptions, type ProxyRedisOptions, type RedisConfig } from './redis-options.js'
 
 export { clusterOptions, reconnectDelayMs, redisOptions, type ProxyRedisOptions, type RedisConfig } from './redis-options.js'
@@ -92,6 +92,16 @@ export function logConnectionErrors(client: Pick<EventEmitter, 'on'>, logger: Lo
   })
 }
 
+/**
+ * Why a connection failed, in words: the error's message, and for ioredis's "None of startup nodes is
+ * available" (cluster) the last node's own error (WRONGPASS, a refused certificate...).
+ */
+export function failureReason(error: unknown): string {
+  const e = toError(error)
+  const last = (e as { lastNodeError?: unknown }).lastNodeError
+  return last instanceof Error && last.message !== e.message ? `${e.message} (last node: ${last.message})` : e.message
+}
+
 /** Where Redis is, safe to print (no password). */
 export function describeRedis(config: RedisConfig): string {
   let url: string
@@ -145,44 +155,80 @@ async function infoOf(client: Redis, config: RedisConfig, where: string): Promis
 
 /** E_REDIS for a connection that could not be made: names the URL (no password) and what failed. */
 export function redisUnreachable(config: RedisConfig, error: unknown): BackupProxyError {
-  const reason = error instanceof Error ? error.message : String(error)
+  const reason = failureReason(error)
   return new BackupProxyError('E_REDIS', `cannot reach Redis at ${describeRedis(config)}: ${reason}; check that it runs and check redis.url (REDIS_URL), credentials and TLS`, {
     cause: error,
   })
 }
 
+/** Resolves on the connection's next `ready` (undefined) or `error` (the error). */
+function nextReadyOrError(client: RedisClient): Promise<Error | undefined> {
+  return new Promise((resolve) => {
+    const done = (error?: Error) => {
+      client.off('ready', onReady)
+      client.off('error', onFail)
+      resolve(error)
+    }
+    const onReady = () => done()
+    const onFail = (error: unknown) => done(toError(error ?? 'connection error'))
+    client.once('ready', onReady)
+    client.once('error', onFail)
+  })
+}
+
+/** How many errors of a reconnecting Sentinel connection are passed over while the sentinels name a live master. */
+const MAX_STALE_SENTINEL_ERRORS = 5
+
 /**
- * Our own connection, ready: connects a lazy one, waits for one being (re)connected. Fails with
- * E_REDIS (redisUnreachable) on the first connection error instead of queueing commands until Redis is
- * back, so a command-line call or a library caller hears of an outage at once.
+ * Waits for a connection being (re)connected. In sentinel mode an error is final only when the sentinels
+ * name no master that answers: after a failover, ioredis ends the round of sentinels it began before the
+ * promotion (each named the dead master) with "All sentinels are unreachable", then asks again and finds
+ * the new master; failing on that stale error would fail a call made after the failover.
  */
-export async function readyRedis<C extends RedisClient>(client: C, config: RedisConfig): Promise<C> {
-  if (client.status === 'ready') return client
-  if (client.status === 'end' || client.status === 'close') throw new BackupProxyError('E_REDIS', `the connection to Redis at ${describeRedis(config)} is closed`)
+async function waitReconnect(client: RedisClient, config: RedisConfig): Promise<void> {
+  // read afresh after each await (the connection moves on meanwhile)
+  const status = (): string => client.status
+  for (let stale = 0; ; stale++) {
+    const error = await nextReadyOrError(client)
+    if (error === undefined || status() === 'ready') return
+    if (config.mode !== 'sentinel' || stale >= MAX_STALE_SENTINEL_ERRORS || !(await sentinelMasterAnswers(config))) throw error
+    if (status() === 'ready') return
+    if (status() === 'end') throw error
+  }
+}
+
+/** The readiness wait in flight per connection: concurrent callers share it (one set of listeners). */
+const pendingReady = new WeakMap<RedisClient, Promise<void>>()
+
+async function connectOrWait(client: RedisClient, config: RedisConfig): Promise<void> {
   let lastError: unknown
   const onError = (error: unknown) => (lastError = error)
   client.on('error', onError)
   try {
     if (client.status === 'wait') await client.connect()
-    else {
-      await new Promise<void>((resolve, reject) => {
-        const done = (error?: unknown) => {
-          client.off('ready', onReady)
-          client.off('error', onFail)
-          if (error === undefined) resolve()
-          else reject(error instanceof Error ? error : new Error(JSON.stringify(error)))
-        }
-        const onReady = () => done()
-        const onFail = (error: unknown) => done(error)
-        client.once('ready', onReady)
-        client.once('error', onFail)
-      })
-    }
+    else await waitReconnect(client, config)
   } catch (error) {
     throw redisUnreachable(config, lastError ?? error)
   } finally {
     client.off('error', onError)
   }
+}
+
+/**
+ * Our own connection, ready: connects a lazy one, waits for one being (re)connected. Fails with
+ * E_REDIS (redisUnreachable) on the first connection error instead of queueing commands until Redis is
+ * back, so a command-line call or a library caller hears of an outage at once (in sentinel mode, once
+ * no master answers: see waitReconnect).
+ */
+export async function readyRedis<C extends RedisClient>(client: C, config: RedisConfig): Promise<C> {
+  if (client.status === 'ready') return client
+  if (client.status === 'end' || client.status === 'close') throw new BackupProxyError('E_REDIS', `the connection to Redis at ${describeRedis(config)} is closed`)
+  let pending = pendingReady.get(client)
+  if (pending === undefined) {
+    pending = connectOrWait(client, config).finally(() => pendingReady.delete(client))
+    pendingReady.set(client, pending)
+  }
+  await pending
   return client
 }
 
@@ -198,33 +244,40 @@ function checkPolicy(info: string, where: string): string {
   return policy
 }
 
-/** One plain connection to a cluster seed, to tell "not a cluster" from "unreachable". */
-async function probeSeed(config: RedisConfig): Promise<string | undefined> {
+/**
+ * One plain connection to each cluster seed until one answers, to tell "not a cluster" from
+ * "unreachable", and to keep why a seed refused us (a wrong password, a certificate): ioredis's Cluster
+ * only says "None of startup nodes is available".
+ */
+async function probeSeed(config: RedisConfig): Promise<{ info?: string; failure?: string }> {
   const { seeds, nodeOptions } = clusterOptions(config)
+  let failure: string | undefined
   for (const seed of seeds) {
     const probe = new Redis({ ...nodeOptions, ...seed, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-    probe.on('error', () => undefined)
+    let reason: Error | undefined
+    probe.on('error', (error: Error) => (reason ??= error))
     try {
       await probe.connect()
-      return await probe.info('cluster')
-    } catch {
-      // next seed; none answering is reported by the cluster connection itself
+      return { info: await probe.info('cluster') }
+    } catch (error) {
+      failure ??= `${seed.host}:${seed.port}: ${failureReason(reason ?? error)}`
     } finally {
       probe.disconnect()
     }
   }
-  return undefined
+  return failure === undefined ? {} : { failure }
 }
 
 async function checkCluster(client: Cluster, config: RedisConfig): Promise<{ version: string; policy: string }> {
-  const seedInfo = await probeSeed(config)
-  if (seedInfo !== undefined && infoField(seedInfo, 'cluster_enabled') !== '1') {
+  const seed = await probeSeed(config)
+  if (seed.info !== undefined && infoField(seed.info, 'cluster_enabled') !== '1') {
     throw new BackupProxyError('E_REDIS_MODE', `${describeRedis(config)}: the seed node is not in cluster mode (cluster_enabled:0); set redis.mode: single (or sentinel) for it, or give redis.nodes of the cluster`, { fields: { mode: config.mode } })
   }
   try {
     if (client.status === 'wait') await client.connect()
   } catch (error) {
-    throw redisModeError(error, config) ?? new BackupProxyError('E_REDIS', `cannot reach ${describeRedis(config)}: ${(error as Error).message}; check redis.nodes, redis.natMap, credentials and TLS`, { cause: error, fields: { mode: config.mode } })
+    const why = failureReason(error) + (seed.failure === undefined ? '' : ` (seed ${seed.failure})`)
+    throw redisModeError(error, config) ?? new BackupProxyError('E_REDIS', `cannot reach ${describeRedis(config)}: ${why}; check redis.nodes, redis.natMap, credentials and TLS`, { cause: error, fields: { mode: config.mode } })
   }
   let version = 'unknown'
   for (const node of client.nodes('all')) {

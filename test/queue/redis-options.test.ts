@@ -48,10 +48,17 @@ describe('Redis connection options', () => {
     expect(o.tls?.servername).toBeUndefined()
     expect(o.sentinelTLS?.rejectUnauthorized).toBe(true)
     expect(o.reconnectOnError?.(new Error("READONLY You can't write against a read only replica."))).toBe(2)
-    // TLS to the master only
+    // TLS to the master only: ioredis needs enableTLSForSentinelMode for TLS to the master, sentinelTLS
+    // alone is for the sentinels (sentinel-tls.test.ts ran into a plain connection to a TLS-only master)
     const plainSentinels = redisOptions(redis({ mode: 'sentinel', url: 'rediss://h', sentinels: ['s:1'], sentinelName: 'm', sentinelTls: false }))
-    expect(plainSentinels.enableTLSForSentinelMode).toBeUndefined()
+    expect(plainSentinels.enableTLSForSentinelMode).toBe(true)
     expect(plainSentinels.tls).toBeDefined()
+    expect(plainSentinels.sentinelTLS).toBeUndefined()
+    // TLS to the sentinels only
+    const plainMaster = redisOptions(redis({ mode: 'sentinel', url: 'redis://h', sentinels: ['s:1'], sentinelName: 'm', sentinelTls: true }))
+    expect(plainMaster.enableTLSForSentinelMode).toBeUndefined()
+    expect(plainMaster.tls).toBeUndefined()
+    expect(plainMaster.sentinelTLS).toBeDefined()
     expect(describeRedis(redis({ mode: 'sentinel', sentinels: ['s:1'], sentinelName: 'm', sentinelPassword: 'p' }))).not.toContain('p@')
   })
 
@@ -81,8 +88,16 @@ describe('Redis connection options', () => {
     expect(issues({ mode: 'sentinel' })).toEqual(expect.arrayContaining(['redis.sentinels', 'redis.sentinelName']))
     expect(issues({ mode: 'cluster', prefix: '{bull}' })).toEqual(['redis.prefix'])
     expect(issues({ mode: 'cluster', nodes: ['no-port'] })).toEqual(['redis.nodes.0'])
-    expect(issues({ natMap: { 'a:1': 'b' } })).toEqual(['redis.natMap.a:1'])
+    expect(issues({ mode: 'cluster', natMap: { 'a:1': 'b' } })).toEqual(['redis.natMap.a:1'])
     expect(issues({ mode: 'single', prefix: '{bull}' })).toEqual([])
+    // settings the mode would ignore
+    expect(issues({ mode: 'single', nodes: ['a:1'], natMap: { 'a:1': 'b:2' } })).toEqual(['redis.nodes', 'redis.natMap'])
+    expect(issues({ mode: 'cluster', nodes: ['a:1'], sentinels: ['s:1'], sentinelName: 'm', sentinelPassword: 'p', sentinelTls: true })).toEqual(['redis.sentinels', 'redis.sentinelName', 'redis.sentinelPassword', 'redis.sentinelTls'])
+    expect(issues({ mode: 'sentinel', sentinels: ['s:1'], sentinelName: 'm', sentinelUsername: 'u' })).toEqual(['redis.sentinelPassword'])
+    // a CA file with TLS off would be ignored
+    expect(issues({ url: 'redis://h', tlsCaFile: '/ca.pem' })).toEqual(['redis.tlsCaFile'])
+    expect(issues({ url: 'redis://h', tls: true, tlsCaFile: '/ca.pem' })).toEqual([])
+    expect(issues({ mode: 'sentinel', url: 'redis://h', sentinels: ['s:1'], sentinelName: 'm', sentinelTls: true, tlsCaFile: '/ca.pem' })).toEqual([])
   })
 
   it('turns MOVED / CROSSSLOT replies into E_REDIS_MODE saying to set mode cluster', () => {

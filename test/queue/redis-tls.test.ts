@@ -1,38 +1,25 @@
 /**
  * TLS for real (single mode): a redis-server with a TLS port only and a certificate signed by a CA made
  * by the test (openssl). With `redis.tlsCaFile` a job runs through it; without the CA the certificate is
- * refused (E_REDIS). Cluster and sentinel TLS options are checked in redis-options.test.ts.
+ * refused (E_REDIS). Cluster and Sentinel over TLS: cluster-tls.test.ts, sentinel-tls.test.ts.
  */
-import { execFile } from 'node:child_process'
-import { writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { BackupProxyError } from '../../src/common/errors.js'
 import { EnqueueClient } from '../../src/queue/client.js'
 import { checkRedis, createRedis } from '../../src/queue/redis.js'
 import { getFreePort, waitFor } from '../helpers/ports.js'
 import { startDaemon } from '../helpers/process.js'
+import { makeTestCerts } from '../services/redis-secure.js'
 import { useTempDir } from '../helpers/tmp.js'
 import { sealKey, uid } from '../workers/fixtures.js'
 import { expectEachSucceededOnce, modeConfig, RunCounter, smallTask } from './modes.js'
 
-const run = promisify(execFile)
 const tmp = useTempDir('bp-redis-tls-')
-
-async function makeCerts(dir: string): Promise<{ ca: string; cert: string; key: string }> {
-  const f = (n: string) => join(dir, n)
-  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=bp-test-ca', '-keyout', f('ca.key'), '-out', f('ca.pem')])
-  await run('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-keyout', f('server.key'), '-out', f('server.csr')])
-  await writeFile(f('ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n')
-  await run('openssl', ['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', f('ext.cnf'), '-out', f('server.pem')])
-  return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') }
-}
 
 describe('Redis over TLS', () => {
   it('runs a job with the CA given in redis.tlsCaFile; refuses the certificate without it (E_REDIS naming the certificate problem)', async () => {
     const dir = tmp()
-    const certs = await makeCerts(dir)
+    const certs = await makeTestCerts(dir)
     const port = await getFreePort()
     const server = startDaemon('redis-server', [
       '--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no',

@@ -3,6 +3,12 @@
  * and its own nodes.conf in a temp dir, joined with `redis-cli --cluster create`; every node's cluster bus
  * port (port + 10000) is free too. `restart(i)` stops node i and starts it again on the same port and dir:
  * it comes back with its slots and data.
+ *
+ * With `security` (redis-secure.ts) the nodes serve TLS only (`tls-port`, `port 0`, `tls-cluster yes`:
+ * the cluster bus too) and/or know only one ACL user. With `announceHostnames` each node announces
+ * `node<i>.bp-test.invalid` to clients (`cluster-announce-hostname`, `cluster-preferred-endpoint-type
+ * hostname`), a name that never resolves: a client reaches the nodes only through `natMap`
+ * (`announced[i]` -> `nodes[i]`), as behind NAT or in containers. The bus still uses the IPs.
  */
 import { execFile } from 'node:child_process'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
@@ -13,13 +19,18 @@ import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { getFreePort, waitFor } from '../helpers/ports.js'
 import { startDaemon, type Daemon } from '../helpers/process.js'
+import { adminOptions, cliArgs, listenArgs, securityArgs, type RedisSecurity } from './redis-secure.js'
 
 const run = promisify(execFile)
 
 export interface RedisClusterService {
   /** host:port of each master */
   nodes: string[]
+  /** host:port each master announces to clients (a hostname with announceHostnames) */
+  announced: string[]
   ports: number[]
+  /** how the nodes are secured (TLS, ACL user) */
+  security: RedisSecurity
   dir: string
   /** stops node i (SIGTERM: AOF flushed) */
   stop: (i: number) => Promise<void>
@@ -45,8 +56,8 @@ async function clusterPort(taken: Set<number>): Promise<number> {
   throw new Error('no free port pair for a cluster node')
 }
 
-async function info(port: number, section: string): Promise<string> {
-  const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+async function info(port: number, section: string, security: RedisSecurity): Promise<string> {
+  const c = new Redis({ ...adminOptions(security), port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
   c.on('error', () => undefined)
   try {
     await c.connect()
@@ -56,8 +67,18 @@ async function info(port: number, section: string): Promise<string> {
   }
 }
 
-export async function startRedisCluster(options: { masters?: number; maxmemoryPolicy?: string } = {}): Promise<RedisClusterService> {
+export interface RedisClusterOptions {
+  masters?: number
+  maxmemoryPolicy?: string
+  security?: RedisSecurity
+  announceHostnames?: boolean
+}
+
+const announcedHost = (i: number) => `node${i}.bp-test.invalid`
+
+export async function startRedisCluster(options: RedisClusterOptions = {}): Promise<RedisClusterService> {
   const count = options.masters ?? 3
+  const security = options.security ?? {}
   const dir = await mkdtemp(join(tmpdir(), 'bp-redis-cluster-'))
   const taken = new Set<number>()
   const ports: number[] = []
@@ -72,20 +93,23 @@ export async function startRedisCluster(options: { masters?: number; maxmemoryPo
     const nodeDir = join(dir, String(port))
     await mkdir(nodeDir, { recursive: true })
     const d = startDaemon('redis-server', [
-      '--port', String(port), '--bind', '127.0.0.1', '--dir', nodeDir, '--save', '',
+      ...listenArgs(security, port), '--bind', '127.0.0.1', '--dir', nodeDir, '--save', '',
       '--appendonly', 'yes', '--appendfsync', 'always',
       '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000',
       '--maxmemory-policy', options.maxmemoryPolicy ?? 'noeviction',
+      ...(security.certs === undefined ? [] : ['--tls-cluster', 'yes']),
+      ...(options.announceHostnames === true ? ['--cluster-announce-hostname', announcedHost(i), '--cluster-preferred-endpoint-type', 'hostname'] : []),
+      ...securityArgs(security),
     ])
     daemons[i] = d
-    await waitFor(`cluster node on ${port}: ${d.output()}`, async () => (await info(port, 'server')).includes('redis_version'))
+    await waitFor(`cluster node on ${port}: ${d.output()}`, async () => (await info(port, 'server', security)).includes('redis_version'))
   }
   const waitHealthy = async () => {
     await waitFor('cluster_state:ok on every node', async () => {
       for (let i = 0; i < count; i++) {
         if (daemons[i] === undefined) continue
-        if (!(await info(ports[i]!, 'cluster')).includes('cluster_enabled:1')) return false
-        const c = new Redis({ port: ports[i]!, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+        if (!(await info(ports[i]!, 'cluster', security)).includes('cluster_enabled:1')) return false
+        const c = new Redis({ ...adminOptions(security), port: ports[i]!, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
         c.on('error', () => undefined)
         try {
           await c.connect()
@@ -100,7 +124,8 @@ export async function startRedisCluster(options: { masters?: number; maxmemoryPo
   }
   try {
     for (let i = 0; i < count; i++) await start(i)
-    await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'])
+    const cli = cliArgs(security)
+    await run('redis-cli', [...cli.args, '--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { env: cli.env })
     await waitHealthy()
   } catch (error) {
     await Promise.all(daemons.map((d) => (d === undefined ? Promise.resolve() : d.stop('SIGKILL'))))
@@ -113,7 +138,9 @@ export async function startRedisCluster(options: { masters?: number; maxmemoryPo
   }
   return {
     nodes: ports.map((p) => `127.0.0.1:${p}`),
+    announced: ports.map((p, i) => (options.announceHostnames === true ? `${announcedHost(i)}:${p}` : `127.0.0.1:${p}`)),
     ports,
+    security,
     dir,
     stop,
     start: async (i) => {

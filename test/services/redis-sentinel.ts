@@ -4,6 +4,11 @@
  * replaced within seconds. `killMaster()` first pauses writes on the master and waits until the replica has
  * every byte (what a crash would leave to chance with Redis's asynchronous replication), then SIGKILLs it;
  * `waitFailover()` waits until every sentinel names the new master and it answers as one.
+ *
+ * With `security` (redis-secure.ts) the data nodes serve TLS only (`port 0`, `tls-port`, replication over
+ * TLS) and/or know only one ACL user (the replica and the sentinels log in to them as that user); the
+ * sentinels then serve TLS on `sentinelPorts` (the sentinels talk to each other and to the data nodes over
+ * TLS) and plain TCP on `plainSentinelPorts`, and know the same ACL user only.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -11,12 +16,16 @@ import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { getFreePort, waitFor } from '../helpers/ports.js'
 import { startDaemon, type Daemon } from '../helpers/process.js'
+import { adminOptions, listenArgs, securityArgs, securityLines, type RedisSecurity } from './redis-secure.js'
 
 export interface RedisSentinelService {
   name: string
   /** host:port of each sentinel */
   sentinels: string[]
   sentinelPorts: number[]
+  /** with TLS: the sentinels' plain TCP ports (the same sentinels) */
+  plainSentinelPorts: number[]
+  security: RedisSecurity
   /** ports of the data nodes still running (master and replica) */
   dataPorts: () => number[]
   /** port of the data node the sentinels name now */
@@ -26,14 +35,14 @@ export interface RedisSentinelService {
   destroy: () => Promise<void>
 }
 
-function plain(port: number): Redis {
-  const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+function plain(port: number, security: RedisSecurity): Redis {
+  const c = new Redis({ ...adminOptions(security), port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
   c.on('error', () => undefined)
   return c
 }
 
-async function withClient<T>(port: number, fn: (c: Redis) => Promise<T>): Promise<T> {
-  const c = plain(port)
+async function withClient<T>(port: number, security: RedisSecurity, fn: (c: Redis) => Promise<T>): Promise<T> {
+  const c = plain(port, security)
   try {
     await c.connect()
     return await fn(c)
@@ -42,40 +51,60 @@ async function withClient<T>(port: number, fn: (c: Redis) => Promise<T>): Promis
   }
 }
 
-export async function startRedisSentinel(options: { name?: string; maxmemoryPolicy?: string } = {}): Promise<RedisSentinelService> {
+export interface RedisSentinelOptions {
+  name?: string
+  maxmemoryPolicy?: string
+  security?: RedisSecurity
+}
+
+function sentinelConf(name: string, dir: string, port: number, plainPort: number | undefined, masterPort: number, security: RedisSecurity): string {
+  const acl = security.acl
+  return [
+    ...(security.certs === undefined ? [`port ${port}`] : [`port ${plainPort ?? 0}`, `tls-port ${port}`]),
+    'bind 127.0.0.1', `dir ${dir}`,
+    ...securityLines(security).map((l) => l.join(' ')),
+    `sentinel monitor ${name} 127.0.0.1 ${masterPort} 2`,
+    `sentinel down-after-milliseconds ${name} 1000`,
+    `sentinel failover-timeout ${name} 10000`,
+    `sentinel parallel-syncs ${name} 1`,
+    ...(acl === undefined ? [] : [`sentinel auth-user ${name} ${acl.user}`, `sentinel auth-pass ${name} ${acl.password}`, `sentinel sentinel-user ${acl.user}`, `sentinel sentinel-pass ${acl.password}`]),
+    '',
+  ].join('\n')
+}
+
+export async function startRedisSentinel(options: RedisSentinelOptions = {}): Promise<RedisSentinelService> {
   const name = options.name ?? 'mymaster'
+  const security = options.security ?? {}
   const dir = await mkdtemp(join(tmpdir(), 'bp-redis-sentinel-'))
   const daemons = new Map<number, Daemon>()
   const dataPorts = [await getFreePort(), await getFreePort()]
   const sentinelPorts = [await getFreePort(), await getFreePort(), await getFreePort()]
+  const plainSentinelPorts = security.certs === undefined ? [] : [await getFreePort(), await getFreePort(), await getFreePort()]
+  const admin = <T>(port: number, fn: (c: Redis) => Promise<T>) => withClient(port, security, fn)
   const startData = async (port: number, replicaOf?: number) => {
     const d = startDaemon('redis-server', [
-      '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--dbfilename', `dump-${port}.rdb`, '--save', '',
+      ...listenArgs(security, port), '--bind', '127.0.0.1', '--dir', dir, '--dbfilename', `dump-${port}.rdb`, '--save', '',
       '--appendonly', 'no', '--maxmemory-policy', options.maxmemoryPolicy ?? 'noeviction',
       ...(replicaOf === undefined ? [] : ['--replicaof', '127.0.0.1', String(replicaOf)]),
+      ...securityArgs(security),
+      ...(security.acl === undefined ? [] : ['--masteruser', security.acl.user, '--masterauth', security.acl.password]),
     ])
     daemons.set(port, d)
-    await waitFor(`redis on ${port}: ${d.output()}`, () => withClient(port, async (c) => (await c.ping()) === 'PONG'))
+    await waitFor(`redis on ${port}: ${d.output()}`, () => admin(port, async (c) => (await c.ping()) === 'PONG'))
   }
   try {
     await startData(dataPorts[0]!)
     await startData(dataPorts[1]!, dataPorts[0])
-    await waitFor('the replica in sync', () => withClient(dataPorts[1]!, async (c) => (await c.info('replication')).includes('master_link_status:up')))
-    for (const port of sentinelPorts) {
+    await waitFor('the replica in sync', () => admin(dataPorts[1]!, async (c) => (await c.info('replication')).includes('master_link_status:up')))
+    for (const [i, port] of sentinelPorts.entries()) {
       const conf = join(dir, `sentinel-${port}.conf`)
-      await writeFile(conf, [
-        `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`,
-        `sentinel monitor ${name} 127.0.0.1 ${dataPorts[0]} 2`,
-        `sentinel down-after-milliseconds ${name} 1000`,
-        `sentinel failover-timeout ${name} 10000`,
-        `sentinel parallel-syncs ${name} 1`, '',
-      ].join('\n'))
+      await writeFile(conf, sentinelConf(name, dir, port, plainSentinelPorts[i], dataPorts[0]!, security))
       const d = startDaemon('redis-server', [conf, '--sentinel'])
       daemons.set(port, d)
     }
     for (const port of sentinelPorts) {
       await waitFor(`sentinel on ${port} sees the replica and the other sentinels`, () =>
-        withClient(port, async (c) => {
+        admin(port, async (c) => {
           const m = (await c.call('SENTINEL', 'master', name)) as string[]
           const field = (k: string) => m[m.indexOf(k) + 1]
           return Number(field('num-slaves')) >= 1 && Number(field('num-other-sentinels')) >= 2
@@ -90,7 +119,7 @@ export async function startRedisSentinel(options: { name?: string; maxmemoryPoli
   const masterPort = async () => {
     for (const port of sentinelPorts) {
       try {
-        const addr = await withClient(port, async (c) => (await c.call('SENTINEL', 'get-master-addr-by-name', name)) as [string, string] | null)
+        const addr = await admin(port, async (c) => (await c.call('SENTINEL', 'get-master-addr-by-name', name)) as [string, string] | null)
         if (addr !== null) return Number(addr[1])
       } catch {
         // next sentinel
@@ -102,16 +131,18 @@ export async function startRedisSentinel(options: { name?: string; maxmemoryPoli
     name,
     sentinels: sentinelPorts.map((p) => `127.0.0.1:${p}`),
     sentinelPorts,
+    plainSentinelPorts,
+    security,
     dataPorts: () => dataPorts.filter((p) => daemons.has(p)),
     masterPort,
     killMaster: async () => {
       const port = await masterPort()
       const replica = dataPorts.find((p) => p !== port)!
-      await withClient(port, async (c) => {
+      await admin(port, async (c) => {
         await c.call('CLIENT', 'PAUSE', '60000', 'WRITE')
         const offset = Number(/master_repl_offset:(\d+)/.exec(await c.info('replication'))?.[1])
         await waitFor('the replica to have every write', () =>
-          withClient(replica, async (r) => Number(/slave_repl_offset:(\d+)/.exec(await r.info('replication'))?.[1]) >= offset),
+          admin(replica, async (r) => Number(/slave_repl_offset:(\d+)/.exec(await r.info('replication'))?.[1]) >= offset),
         )
       })
       await daemons.get(port)?.stop('SIGKILL')
@@ -123,13 +154,13 @@ export async function startRedisSentinel(options: { name?: string; maxmemoryPoli
       await waitFor('the sentinels to promote the replica', async () => {
         port = await masterPort()
         if (port === oldMasterPort) return false
-        return withClient(port, async (c) => (await c.info('replication')).includes('role:master'))
+        return admin(port, async (c) => (await c.info('replication')).includes('role:master'))
       }, 60_000)
       return port
     },
     destroy: async () => {
       await Promise.all([...daemons.values()].map((d) => d.stop('SIGKILL')))
       await rm(dir, { recursive: true, force: true })
-    },
+      },
   }
 }
