@@ -138,7 +138,10 @@ async function jobSnapshots(jobId: string): Promise<string[]> {
   return Object.values(vms).filter((v) => v.is_a_snapshot && v.other_config['xo:backup:job'] === jobId).map((v) => v.uuid)
 }
 
-describe('NBD + CBT through the queue', () => {
+// real work bound by CPU, not waits: each test makes four backup runs over NBD and restores each point;
+// beside two CPU burners (load 25 on 2 cores) the first one took over the suite's 60 s (its siblings up
+// to 46 s), so the bound is 5 minutes
+describe('NBD + CBT through the queue', { timeout: 300_000 }, () => {
   it('full then 3 CBT deltas over NBD (TLS, 2 connections): restores equal the disk at each point', async () => {
     await chain(0, 'nbd-keep', { preferNbd: true, nbdConcurrency: 2 }, async () => {
       const snaps = await jobSnapshots('nbd-keep')
