@@ -4,8 +4,8 @@
  * master name forever with a vague "all sentinels are unreachable"; this turns it into E_REDIS_SENTINEL
  * listing the names the sentinels do monitor, and an unreachable set of sentinels into E_REDIS.
  */
-import { Redis } from 'ioredis'
 import { BackupProxyError } from '../common/errors.js'
+import { ioredis } from './libs.js'
 import { redisOptions, type RedisConfig } from './redis-options.js'
 
 export async function checkSentinels(config: RedisConfig): Promise<{ host: string; port: number }> {
@@ -14,7 +14,7 @@ export async function checkSentinels(config: RedisConfig): Promise<{ host: strin
   const known = new Set<string>()
   const failures: string[] = []
   for (const s of o.sentinels ?? []) {
-    const client = new Redis({
+    const client = new (ioredis().Redis)({
       host: s.host,
       port: s.port,
       ...(o.sentinelUsername === undefined ? {} : { username: o.sentinelUsername }),
