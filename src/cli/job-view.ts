@@ -55,7 +55,8 @@ export function namesOfTask(task: unknown, redact: (url: string) => string): Vie
   // {name_label: 'web-01'} alone selects VMs all named so (XO's smart-mode pattern)
   if (Object.keys(vms).length === 1 && typeof vms.name_label === 'string') names.vmName = vms.name_label
   const remotes = isObj(t.remotes) ? t.remotes : {}
-  const urls = Object.entries(remotes).flatMap(([id, r]) => (isObj(r) && typeof r.url === 'string' ? [[id, redact(r.url)] as const] : []))
+  // a URL sealed at rest (an opaque string) names nothing: the remote id alone then
+  const urls = Object.entries(remotes).flatMap(([id, r]) => (isObj(r) && typeof r.url === 'string' && /^[a-z][a-z0-9+.-]*:\/\//i.test(r.url) ? [[id, redact(r.url)] as const] : []))
   if (urls.length > 0) names.remotes = new Map(urls)
   return names
 }

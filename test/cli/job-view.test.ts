@@ -102,7 +102,7 @@ describe('task-log lines', () => {
   it('names from the task data (name_label) or the job\'s one-name pattern; the uuid alone when no name is known', () => {
     const withLabel = renderEvent({ event: 'start', taskId: 'v', timestamp: T0, message: 'backup VM', data: { type: 'VM', id: VM_A, name_label: 'web-01' } }, new Map())
     expect(withLabel).toContain(`VM web-01 (${VM_A})`)
-    const names = namesOfTask({ job: { vms: { name_label: 'web-01' } }, remotes: { r1: { url: 'smb://user:secret@host/share' }, r2: { url: { sealed: 'x' } } } }, (u) => u.replace(/:[^:@/]*@/, ':***@'))
+    const names = namesOfTask({ job: { vms: { name_label: 'web-01' } }, remotes: { r1: { url: 'smb://user:secret@host/share' }, r2: { url: 'bpseal1.abc.def' }, r3: { url: { sealed: 'x' } } } }, (u) => u.replace(/:[^:@/]*@/, ':***@'))
     expect(names.vmName).toBe('web-01')
     expect([...names.remotes!]).toEqual([['r1', 'smb://user:***@host/share']])
     expect(render(names).filter((l) => l.includes(VM_B))[0]).toContain(`VM web-01 (${VM_B})`)
