@@ -2,7 +2,8 @@
  * Restore of one disk at a point in time: find the backup (a timestamp, or the newest), the disk's VHD
  * in it, open its chain (child → parents) and stream the disk either as raw bytes (absent blocks are
  * zeros) or as one flattened dynamic VHD. Written to a local file atomically (temporary name, renamed
- * when complete), so a failed or cancelled restore never leaves a partial image under the asked name.
+ * when complete), so a failed or cancelled restore never leaves a partial image under the asked name;
+ * a raw image is written sparse (unallocated and all-zero blocks are holes: sparse-file.ts).
  * `findVmBackup` picks the backup of a VM at a timestamp (or the newest) for a whole-VM restore.
  */
 import { createWriteStream } from 'node:fs'
@@ -16,6 +17,7 @@ import type { Remote } from '../remotes/remote.js'
 import { openChain } from '../vhd/chain.js'
 import { listBackups, type CatalogEntry } from './catalog.js'
 import { resolveVhdPath, sourceVdiUuid } from './layout.js'
+import { SparseFileWriter } from './sparse-file.js'
 
 export interface RestoreSelection {
   vmUuid: string
@@ -81,11 +83,14 @@ export interface RestoreResult {
   vhdPath: string
   chain: string[]
   virtualSizeBytes: number
+  /** bytes of the image (the disk's size for raw) */
   writtenBytes: number
+  /** bytes of data written to the file: a raw image leaves zeros as holes */
+  dataBytes: number
   durationMs: number
 }
 
-/** Restores to a local file, atomically. */
+/** Restores to a local file, atomically; a raw image sparse. */
 export async function restoreDiskToFile(remote: Remote, sel: RestoreSelection, toPath: string, options: { signal?: AbortSignal; onProgress?: (bytes: number) => void } = {}): Promise<RestoreResult> {
   const t0 = performance.now()
   const format = formatOfPath(toPath)
@@ -96,14 +101,15 @@ export async function restoreDiskToFile(remote: Remote, sel: RestoreSelection, t
     written += c.length
     options.onProgress?.(written)
   })
+  const out = format === 'raw' ? new SparseFileWriter(tmp) : createWriteStream(tmp)
   try {
-    await pipeline(src.stream, createWriteStream(tmp), options.signal === undefined ? {} : { signal: options.signal })
+    await pipeline(src.stream, out, options.signal === undefined ? {} : { signal: options.signal })
     await rename(tmp, toPath)
   } catch (error) {
     await rm(tmp, { force: true })
     throw error
   }
-  return { timestamp: src.backup.timestamp, vhdPath: src.vhdPath, chain: src.chain, virtualSizeBytes: src.virtualSizeBytes, writtenBytes: written, durationMs: performance.now() - t0 }
+  return { timestamp: src.backup.timestamp, vhdPath: src.vhdPath, chain: src.chain, virtualSizeBytes: src.virtualSizeBytes, writtenBytes: written, dataBytes: out instanceof SparseFileWriter ? out.dataBytes : written, durationMs: performance.now() - t0 }
 }
 
 /** The backup of a VM at `at` (`YYYYMMDDTHHmmssZ`), or its newest; the error lists what exists. */

@@ -40,22 +40,62 @@ export function describeError(error: JsonValue | undefined): string | undefined 
 export interface ViewNames {
   /** VM uuid → name, when known */
   vms?: ReadonlyMap<string, string>
+  /** the name of every VM of the job, when its pattern selects VMs by one name_label */
+  vmName?: string
   /** remote id → display URL, when known */
   remotes?: ReadonlyMap<string, string>
+}
+
+/** What a job's task (its BullMQ data) says about names: the one VM name its pattern selects, its remotes' URLs when in clear. */
+export function namesOfTask(task: unknown, redact: (url: string) => string): ViewNames {
+  const t = isObj(task as JsonValue) ? (task as Obj) : {}
+  const job = isObj(t.job) ? t.job : {}
+  const vms = isObj(job.vms) ? job.vms : {}
+  const names: ViewNames = {}
+  // {name_label: 'web-01'} alone selects VMs all named so (XO's smart-mode pattern)
+  if (Object.keys(vms).length === 1 && typeof vms.name_label === 'string') names.vmName = vms.name_label
+  const remotes = isObj(t.remotes) ? t.remotes : {}
+  // a URL sealed at rest (an opaque string) names nothing: the remote id alone then
+  const urls = Object.entries(remotes).flatMap(([id, r]) => (isObj(r) && typeof r.url === 'string' && /^[a-z][a-z0-9+.-]*:\/\//i.test(r.url) ? [[id, redact(r.url)] as const] : []))
+  if (urls.length > 0) names.remotes = new Map(urls)
+  return names
+}
+
+const vmNameOf = (d: Obj, id: string, names: ViewNames): string | undefined => str(d.name_label) ?? names.vms?.get(id) ?? names.vmName
+
+/** `VM web-01 (uuid)` (names need not be unique), or `VM uuid` when its name is not known. */
+function vmTitle(d: Obj, id: string, names: ViewNames): string {
+  const name = vmNameOf(d, id, names)
+  return name === undefined ? `VM ${id}` : `VM ${name} (${id})`
+}
+
+/** The remote (or SR) a task writes to: `type: 'remote'`/`'SR'` tasks (XO's export tasks) and XO's health check (`data.remote`). */
+function targetOf(d: Obj): { kind: 'remote' | 'SR'; id: string; name?: string } | undefined {
+  const type = str(d.type)
+  const id = str(d.id)
+  if ((type === 'remote' || type === 'SR') && id !== undefined) return { kind: type, id, ...(str(d.name_label) === undefined ? {} : { name: str(d.name_label)! }) }
+  const remote = str(d.remote)
+  return remote === undefined ? undefined : { kind: 'remote', id: remote }
+}
+
+/** `remote r1` (`remote r1 nfs://host/path` with `withUrl`), `SR name (uuid)`. */
+function targetLabel(target: { kind: 'remote' | 'SR'; id: string; name?: string }, names: ViewNames, withUrl = false): string {
+  if (target.kind === 'SR') return target.name === undefined ? `SR ${target.id}` : `SR ${target.name} (${target.id})`
+  const where = withUrl ? names.remotes?.get(target.id) : undefined
+  return `remote ${target.id}${where === undefined || where === '' ? '' : ` ${where}`}`
 }
 
 function title(t: TaskSummary, names: ViewNames): string {
   const d = isObj(t.data) ? t.data : {}
   const type = str(d.type)
   const id = str(d.id)
-  if (type === 'VM' && id !== undefined) {
-    const name = str(d.name_label) ?? names.vms?.get(id)
-    return name === undefined ? `VM ${id}` : `VM ${name} (${id})`
+  if (type === 'VM' && id !== undefined) return vmTitle(d, id, names)
+  const target = targetOf(d)
+  if (target !== undefined && (type === 'remote' || type === 'SR')) {
+    const label = targetLabel(target, names, true)
+    return `${t.message} to ${label}${d.isFull === true ? ' (full)' : d.isFull === false ? ' (delta)' : ''}`
   }
-  if (type === 'remote' && id !== undefined) {
-    const where = names.remotes?.get(id)
-    return `${t.message} to ${id}${where === undefined ? '' : ` ${where}`}${d.isFull === true ? ' (full)' : d.isFull === false ? ' (delta)' : ''}`
-  }
+  if (target !== undefined) return `${t.message} on ${targetLabel(target, names, true)}`
   if (t.message === 'backup' && str(d.jobName) !== undefined) return `backup job ${str(d.jobName)}${str(d.mode) === undefined ? '' : ` (${str(d.mode)})`}`
   return t.message
 }
@@ -95,11 +135,24 @@ export function renderTaskTree(tree: TaskSummary, names: ViewNames = {}): string
 
 const parents = new WeakMap<TaskSummary, TaskSummary>()
 
-/** The task's title, after its VM's when it runs inside one (`VM x (uuid): snapshot`): events of VMs backed up at once interleave. */
+/**
+ * The task's title after what it belongs to, for lines read out of their tree: events of VMs backed up
+ * at once, and of one VM's remotes, interleave: `VM web-01 (uuid): snapshot` below a VM,
+ * `VM web-01 (uuid) → remote r1: transfer` below one of its export tasks.
+ */
 function qualified(t: TaskSummary, names: ViewNames): string {
-  let p = parents.get(t)
-  while (p !== undefined && !(isObj(p.data) && p.data.type === 'VM')) p = parents.get(p)
-  return p === undefined || p === t ? title(t, names) : `${title(p, names)}: ${title(t, names)}`
+  let vm: TaskSummary | undefined
+  let target: ReturnType<typeof targetOf>
+  for (let p = parents.get(t); p !== undefined; p = parents.get(p)) {
+    const d = isObj(p.data) ? p.data : {}
+    if (vm === undefined && d.type === 'VM' && str(d.id) !== undefined) vm = p
+    target ??= vm === undefined ? targetOf(d) : undefined
+  }
+  const own = title(t, names)
+  if (vm === undefined) return target === undefined ? own : `${targetLabel(target, names)}: ${own}`
+  const vmData = isObj(vm.data) ? vm.data : {}
+  const vmLabel = vmTitle(vmData, str(vmData.id)!, names)
+  return target === undefined ? `${vmLabel}: ${own}` : `${vmLabel} → ${targetLabel(target, names)}: ${own}`
 }
 
 /** One live event as a line: `start VM web-01 (uuid)`, `warning ...`, `end export: ok`. */
@@ -113,7 +166,7 @@ export function renderEvent(e: TaskLogEvent, byId: Map<string, TaskSummary>, nam
     return `${time} start  ${qualified(t, names)}`
   }
   const t = byId.get(e.taskId)
-  const what = t === undefined ? e.taskId : qualified(t, names)
+  const what = t === undefined ? `task ${e.taskId}` : qualified(t, names)
   if (e.event === 'end') {
     if (t !== undefined) {
       t.status = e.status

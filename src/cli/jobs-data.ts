@@ -107,7 +107,8 @@ export async function listJobs(client: EnqueueClient, filter: JobFilter): Promis
 
 /** The queue holding job `id`; E_USAGE (exit 2) naming where it looked when none does. */
 export async function findJob(client: EnqueueClient, id: string, filter: { proxy?: string; pool?: string }): Promise<{ queue: string; job: Job }> {
-  const { Job } = await import('bullmq')
+  const { bullmq } = await import('../queue/libs.js')
+  const { Job } = bullmq()
   const queues = await queuesOf(client, filter)
   for (const queue of queues) {
     const job = await Job.fromId(client.queue(queue), id)

@@ -14,10 +14,11 @@
  * the proxy running it turns into an AbortSignal; the job then ends as interrupted with E_CANCELLED.
  */
 import { EventEmitter } from 'node:events'
-import { Job, Queue, QueueEvents, type JobsOptions } from 'bullmq'
+import type { Job, JobsOptions, Queue, QueueEvents } from 'bullmq'
 import { BackupProxyError, CancelledError, deserializeError, serializeError, type JsonValue } from '../common/errors.js'
 import { silentLogger, type Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
+import { bullmq } from './libs.js'
 import { bullKeys, queueKeys, queueName, type QueueTarget } from './names.js'
 import { BullConnection, createRedis, logConnectionErrors, readyRedis, redisModeError, type RedisClient, type RedisConfig } from './redis.js'
 import { rememberQueue, publishScale, type ScaleRequest } from './registry.js'
@@ -134,7 +135,7 @@ export class EnqueueClient {
   queue(name: string): Queue {
     let q = this.#queues.get(name)
     if (q === undefined) {
-      q = new Queue(name, { connection: this.#bull.connection, prefix: this.prefix })
+      q = new (bullmq().Queue)(name, { connection: this.#bull.connection, prefix: this.prefix })
       q.on('error', (error) => this.#logger.warn({ err: error, queue: name }, 'queue connection error (BullMQ reconnects)'))
       this.#queues.set(name, q)
     }
@@ -148,7 +149,7 @@ export class EnqueueClient {
       p = (async () => {
         const redis = await this.redis()
         const last = await redis.xrevrange(bullKeys(this.prefix, name).events, '+', '-', 'COUNT', 1)
-        const qe = new QueueEvents(name, { connection: this.#bull.connection, prefix: this.prefix, lastEventId: last[0]?.[0] ?? '0-0' })
+        const qe = new (bullmq().QueueEvents)(name, { connection: this.#bull.connection, prefix: this.prefix, lastEventId: last[0]?.[0] ?? '0-0' })
         qe.on('error', (error) => this.#logger.warn({ err: error, queue: name }, 'queue events connection error (will reconnect)'))
         await qe.waitUntilReady()
         return qe
@@ -215,7 +216,7 @@ export class EnqueueClient {
   async cancel(target: QueueTarget | string, jobId: string, reason = 'cancelled by the operator'): Promise<CancelOutcome> {
     const name = typeof target === 'string' ? target : queueName(target)
     const redis = await this.redis()
-    const job = await Job.fromId(this.queue(name), jobId)
+    const job = await bullmq().Job.fromId(this.queue(name), jobId)
     if (job === undefined) return 'not-found'
     const flag = queueKeys.cancelFlag(this.prefix, name, jobId)
     await redis.set(flag, reason, 'EX', 86400)
@@ -351,7 +352,7 @@ export class JobHandle {
   }
 
   async state(): Promise<string> {
-    const job = await Job.fromId(this.client.queue(this.queue), this.id)
+    const job = await bullmq().Job.fromId(this.client.queue(this.queue), this.id)
     return job === undefined ? 'not-found' : job.getState()
   }
 
@@ -361,14 +362,14 @@ export class JobHandle {
    */
   async taskLog(): Promise<TaskLogEvent[]> {
     const queue = this.client.queue(this.queue)
-    const [{ logs }, job] = await Promise.all([queue.getJobLogs(this.id, 0, -1), Job.fromId<unknown, unknown>(queue, this.id)])
+    const [{ logs }, job] = await Promise.all([queue.getJobLogs(this.id, 0, -1), bullmq().Job.fromId<unknown, unknown>(queue, this.id)])
     return [...parseTaskLogLines(logs), ...eventsInSummary(job?.returnvalue)]
   }
 
   async #finalSummary(job: Job | undefined, state: string): Promise<JobSummary | undefined> {
     if (job === undefined) return interruptedSummary(this.id, 'unknown', 'the job was removed from the queue before it ran')
     // completed between reading the job and its state: read it again for its value
-    if (state === 'completed') return ((job.returnvalue as JobSummary | null) ?? ((await Job.fromId(this.client.queue(this.queue), this.id))?.returnvalue as JobSummary | null)) ?? undefined
+    if (state === 'completed') return ((job.returnvalue as JobSummary | null) ?? ((await bullmq().Job.fromId(this.client.queue(this.queue), this.id))?.returnvalue as JobSummary | null)) ?? undefined
     if (state === 'failed') {
       const { logs } = await this.client.queue(this.queue).getJobLogs(this.id, 0, -1)
       const summary = summaryFromLogLines(logs)
@@ -408,7 +409,7 @@ export class JobHandle {
           // read the other way round, a job completing in between looked completed without its result
           const queue = this.client.queue(this.queue)
           const state = await queue.getJobState(this.id)
-          const job = state === 'unknown' ? undefined : await Job.fromId(queue, this.id)
+          const job = state === 'unknown' ? undefined : await bullmq().Job.fromId(queue, this.id)
           const summary = await this.#finalSummary(job, job === undefined ? 'not-found' : state)
           if (summary !== undefined && !settled) {
             cleanup()

@@ -16,7 +16,7 @@
  *   <prefix>:{bp}:scale                  pub/sub channel: live scaling requests (threads, concurrency)
  */
 import { TaskInvalidError } from '../common/errors.js'
-import { QueueKeys } from 'bullmq'
+import { bullmqQueueKeys } from './libs.js'
 
 /** Proxy ids, pool names, job/schedule/remote ids: no path separators, no leading dot, no `..`. */
 export const ID_RE = /^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,127}$/
@@ -55,7 +55,7 @@ export function parseQueueName(name: string): QueueTarget | undefined {
 
 /** BullMQ's own keys of a queue and its jobs, from BullMQ's QueueKeys (never rebuilt by hand). */
 export function bullKeys(prefix: string, queue: string): { events: string; job: (jobId: string) => string; logs: (jobId: string) => string; lock: (jobId: string) => string } {
-  const keys = new QueueKeys(prefix)
+  const keys = new (bullmqQueueKeys())(prefix)
   const job = (jobId: string): string => keys.toKey(queue, jobId)
   return { events: keys.getKeys(queue).events ?? keys.toKey(queue, 'events'), job, logs: (jobId) => `${job(jobId)}:logs`, lock: (jobId) => `${job(jobId)}:lock` }
 }

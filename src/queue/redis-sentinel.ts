@@ -5,8 +5,8 @@
  * listing the names the sentinels do monitor, and an unreachable set of sentinels into E_REDIS.
  * `sentinelMasterAnswers()` tells whether the master they name now answers (a failover is over).
  */
-import { Redis } from 'ioredis'
 import { BackupProxyError } from '../common/errors.js'
+import { ioredis } from './libs.js'
 import { redisOptions, type RedisConfig } from './redis-options.js'
 
 export async function checkSentinels(config: RedisConfig): Promise<{ host: string; port: number }> {
@@ -15,7 +15,7 @@ export async function checkSentinels(config: RedisConfig): Promise<{ host: strin
   const known = new Set<string>()
   const failures: string[] = []
   for (const s of o.sentinels ?? []) {
-    const client = new Redis({
+    const client = new (ioredis().Redis)({
       host: s.host,
       port: s.port,
       ...(o.sentinelUsername === undefined ? {} : { username: o.sentinelUsername }),
@@ -70,7 +70,7 @@ export async function sentinelMasterAnswers(config: RedisConfig): Promise<boolea
   const o = redisOptions(config)
   const key = `${addr.host}:${addr.port}`
   const mapped = typeof o.natMap === 'function' ? (o.natMap(key) ?? addr) : (o.natMap?.[key] ?? addr)
-  const probe = new Redis({
+  const probe = new (ioredis().Redis)({
     host: mapped.host,
     port: mapped.port,
     ...(o.username === undefined ? {} : { username: o.username }),

@@ -16,8 +16,9 @@
  * - `redisModeError()` turns a MOVED/ASK/CROSSSLOT reply met later into the same E_REDIS_MODE.
  */
 import type { EventEmitter } from 'node:events'
-import { Cluster, Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import { BackupProxyError, toError } from '../common/errors.js'
+import { ioredis } from './libs.js'
 import type { Logger } from '../common/log.js'
 import { checkSentinels, sentinelMasterAnswers } from './redis-sentinel.js'
 import { clusterOptions, parseHostPort, redisOptions, type ProxyRedisOptions, type RedisConfig } from './redis-options.js'
@@ -31,7 +32,7 @@ export type RedisClient = Redis | Cluster
 export function createRedis(config: RedisConfig, connectionName?: string, options: { autoPipelining?: boolean } = {}): RedisClient {
   if (config.mode === 'cluster') {
     const { seeds, options: o, nodeOptions } = clusterOptions(config)
-    return new Cluster(seeds, {
+    return new (ioredis().Cluster)(seeds, {
       ...o,
       lazyConnect: true,
       redisOptions: { ...nodeOptions, ...(connectionName === undefined ? {} : { connectionName }) },
@@ -41,7 +42,7 @@ export function createRedis(config: RedisConfig, connectionName?: string, option
   const o: ProxyRedisOptions & { enableAutoPipelining?: boolean } = { ...redisOptions(config), lazyConnect: true }
   if (connectionName !== undefined) o.connectionName = connectionName
   if (options.autoPipelining === true) o.enableAutoPipelining = true
-  return new Redis(o)
+  return new (ioredis().Redis)(o)
 }
 
 /** BullMQ's `connection` for the queues and workers of one owner (a proxy, a client). */
@@ -73,7 +74,7 @@ export class BullConnection {
 
 /** A second connection like `client` (for pub/sub), in any mode. */
 export function duplicateRedis(client: RedisClient): RedisClient {
-  return client instanceof Cluster ? client.duplicate() : client.duplicate()
+  return client instanceof ioredis().Cluster ? client.duplicate() : client.duplicate()
 }
 
 /**
@@ -253,7 +254,7 @@ async function probeSeed(config: RedisConfig): Promise<{ info?: string; failure?
   const { seeds, nodeOptions } = clusterOptions(config)
   let failure: string | undefined
   for (const seed of seeds) {
-    const probe = new Redis({ ...nodeOptions, ...seed, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+    const probe = new (ioredis().Redis)({ ...nodeOptions, ...seed, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
     let reason: Error | undefined
     probe.on('error', (error: Error) => (reason ??= error))
     try {
@@ -295,7 +296,7 @@ async function checkCluster(client: Cluster, config: RedisConfig): Promise<{ ver
  * pressure).
  */
 export async function checkRedis(client: RedisClient, config: RedisConfig): Promise<{ version: string; policy: string }> {
-  if (client instanceof Cluster) return checkCluster(client, config)
+  if (client instanceof ioredis().Cluster) return checkCluster(client, config)
   if (config.mode === 'sentinel') await checkSentinels(config)
   const where = describeRedis(config)
   const info = await infoOf(client, config, where)

@@ -45,10 +45,8 @@ export async function runBackupCommand(flags: BackupFlags, cmd: Command, io: Cli
       return
     }
     io.stderr(`enqueued job ${handle.id} in ${handle.queue}\n`)
-    const { redactString } = await import('../../common/redact.js')
-    const taskRemotes = task.kind === 'backup.run' ? ((task as { remotes?: Record<string, { url?: unknown }> }).remotes ?? {}) : {}
-    const remotes = new Map(Object.entries(taskRemotes).map(([id, r]) => [id, typeof r.url === 'string' ? redactString(r.url) : '']))
-    await followJob(handle, io, { ...(flags.json === undefined ? {} : { json: flags.json }), label: 'backup', names: { remotes } })
+    const [{ redactString }, { namesOfTask }] = await Promise.all([import('../../common/redact.js'), import('../job-view.js')])
+    await followJob(handle, io, { ...(flags.json === undefined ? {} : { json: flags.json }), label: 'backup', names: namesOfTask(task, redactString) })
   } finally {
     await client.close()
   }

@@ -2,6 +2,7 @@
  * The actions of `jobs` and `job show|follow|logs` (see ./jobs.ts), loaded only when one runs.
  */
 import type { Command } from 'commander'
+import { redactString } from '../../common/redact.js'
 import { formatDurationMs } from '../../common/units.js'
 import { EnqueueClient } from '../../queue/client.js'
 import { redisModeError } from '../../queue/redis.js'
@@ -9,7 +10,7 @@ import { consolidate, type JobSummary, type TaskSummary } from '../../queue/task
 import type { CliIo } from '../context.js'
 import { commandConfig } from '../context.js'
 import { failureOf, followJob, outcomeLine } from '../follow.js'
-import { renderEvent, renderTaskTree } from '../job-view.js'
+import { namesOfTask, renderEvent, renderTaskTree } from '../job-view.js'
 import { findJob, listJobs, rowOf, type JobRow } from '../jobs-data.js'
 import { table } from '../table.js'
 import type { JobFlags, JobsFlags } from './jobs.js'
@@ -75,9 +76,11 @@ export async function runJob(action: 'show' | 'follow' | 'logs', id: string, fla
   await withClient(cmd, flags.redisUrl, async (client) => {
     const { queue, job } = await findJob(client, id, flags)
     const handle = client.handle(queue, id)
+    // VM and remote names the job's task gives (its remote URLs are sealed at rest: ids only then)
+    const names = namesOfTask((job.data as { task?: unknown } | undefined)?.task, redactString)
     if (action === 'follow') {
       io.stderr(`following job ${id} in ${queue}\n`)
-      await followJob(handle, io, { ...(flags.json === undefined ? {} : { json: flags.json }), replay: () => handle.taskLog() })
+      await followJob(handle, io, { ...(flags.json === undefined ? {} : { json: flags.json }), names, replay: () => handle.taskLog() })
       return
     }
     const events = await handle.taskLog()
@@ -85,7 +88,7 @@ export async function runJob(action: 'show' | 'follow' | 'logs', id: string, fla
       if (flags.json === true) io.stdout(`${events.map((e) => JSON.stringify(e)).join('\n')}${events.length === 0 ? '' : '\n'}`)
       else {
         const byId = new Map<string, TaskSummary>()
-        io.stdout(events.length === 0 ? 'no task-log event yet\n' : `${events.map((e) => renderEvent(e, byId)).join('\n')}\n`)
+        io.stdout(events.length === 0 ? 'no task-log event yet\n' : `${events.map((e) => renderEvent(e, byId, names)).join('\n')}\n`)
       }
       return
     }
@@ -95,7 +98,7 @@ export async function runJob(action: 'show' | 'follow' | 'logs', id: string, fla
     const tree = summary ?? consolidate(events)[0]
     if (flags.json === true) return void io.stdout(`${JSON.stringify({ ...row, summary: tree ?? null }, null, 2)}\n`)
     io.stdout(header(row))
-    if (tree !== undefined) io.stdout(`\n${renderTaskTree(tree)}`)
+    if (tree !== undefined) io.stdout(`\n${renderTaskTree(tree, names)}`)
     if (summary !== undefined) {
       io.stdout(`${outcomeLine(summary)}\n`)
       const failure = failureOf(summary)

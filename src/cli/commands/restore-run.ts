@@ -88,7 +88,8 @@ async function restoreDisk(c: Ctx, flags: RestoreFlags, io: CliIo): Promise<void
   progress?.done({ percent: 100, doneBytes: r.writtenBytes })
   if (flags.json === true) return void io.stdout(`${JSON.stringify({ vm: c.vmUuid, disk: flags.disk, to: flags.to, ...r }, null, 2)}\n`)
   io.stdout(`restored disk ${flags.disk} of VM ${c.vmUuid} at ${r.timestamp} (chain of ${r.chain.length}: ${r.chain.join(' → ')})\n`)
-  io.stdout(`  ${flags.to}: ${formatBytes(r.writtenBytes)} (virtual size ${formatBytes(r.virtualSizeBytes)}) in ${formatDurationMs(r.durationMs)}\n`)
+  const sparse = r.dataBytes < r.writtenBytes ? `, sparse: ${formatBytes(r.dataBytes)} of data, the rest holes` : ''
+  io.stdout(`  ${flags.to}: ${formatBytes(r.writtenBytes)} (virtual size ${formatBytes(r.virtualSizeBytes)}${sparse}) in ${formatDurationMs(r.durationMs)}\n`)
 }
 
 export async function runRestore(url: string, flags: RestoreFlags, io: CliIo): Promise<void> {
