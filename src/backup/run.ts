@@ -275,9 +275,12 @@ async function healthCheck(run: RunContext, conn: XapiConnection, vmUuid: string
 async function backupRunVm(run: RunContext, vmUuid: string): Promise<VmBackupResult> {
   const { signal } = run
   const settings = effectiveSettings(run.env.defaults, run.task, vmUuid)
-  const vmTask = run.root.child('backup VM', { type: 'VM', id: vmUuid })
+  // as XO's VmsXapi runner: the VM's name in the task's data once the VM is found
+  const found = await findXapi(run.connections, vmUuid).then((f) => ({ ...f, error: undefined }), (error: unknown) => ({ error, conn: undefined, nameLabel: undefined }))
+  const vmTask = run.root.child('backup VM', { type: 'VM', id: vmUuid, ...(found.nameLabel === undefined ? {} : { name_label: found.nameLabel }) })
   try {
-    const conn = await findXapi(run.connections, vmUuid)
+    if (found.conn === undefined) throw found.error
+    const conn = found.conn
     const result = await withRetries(settings.nRetriesVmBackupFailures, vmTask, signal, () => backupVm(vmUuid, vmContext(run, conn.xapi, settings), settings, vmTask))
     await healthCheck(run, conn, vmUuid, result, vmTask)
     vmTask.end('success', vmResultJson(result))
@@ -355,12 +358,12 @@ export function remoteOptionsOf(r: TaskRemote): RemoteOptions {
   return Object.fromEntries(Object.entries(merged).filter(([, v]) => v !== undefined))
 }
 
-async function findXapi(connections: readonly XapiConnection[], vmUuid: string): Promise<XapiConnection> {
+async function findXapi(connections: readonly XapiConnection[], vmUuid: string): Promise<{ conn: XapiConnection; nameLabel: string | undefined }> {
   let lastError: unknown
   for (const c of connections) {
     try {
-      await c.xapi.getVm(vmUuid)
-      return c
+      const vm = await c.xapi.getVm(vmUuid)
+      return { conn: c, nameLabel: typeof vm.record.name_label === 'string' ? vm.record.name_label : undefined }
     } catch (error) {
       lastError = error
     }
