@@ -57,6 +57,8 @@ export interface VmSettings {
   snapshotRetention: number
   fullInterval: number
   maxExportRateBytesPerSecond: number
+  /** a disk export silent this long fails (config backup.exportInactivityTimeoutMs; absent: 5 minutes) */
+  exportInactivityTimeoutMs?: number
   /** XO's job compression of full-mode backups' XVA (`native` = gzip); VHD backups do not use it */
   compression: '' | 'native' | 'zstd'
   /** block compression of the VhdDirectory targets (XO's vhdDirectoryCompression) */
@@ -298,6 +300,7 @@ async function exportAndPublish(
         ...(delta ? { baseVdiUuid: baseDisk.vdi.uuid } : {}),
         targets,
         maxExportRateBytesPerSecond: settings.maxExportRateBytesPerSecond,
+        ...(settings.exportInactivityTimeoutMs === undefined ? {} : { exportInactivityTimeoutMs: settings.exportInactivityTimeoutMs }),
         ...(read.nbd === undefined ? {} : { nbd: read.nbd }),
       },
       {
