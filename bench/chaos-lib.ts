@@ -60,7 +60,7 @@ export class RedisServer {
   }
   async stop(): Promise<void> {
     const c = this.child
-    if (c === undefined || c.exitCode !== null) return
+    if (c === undefined || c.exitCode !== null || c.signalCode !== null) return
     const exited = new Promise((resolve) => c.once('exit', resolve))
     c.kill('SIGTERM')
     await exited

@@ -201,7 +201,11 @@ export async function redisRestartReal(o: RedisRestartRealOptions): Promise<Redi
     for (let i = 0; i < vms.length; i += 50) handles.push(...(await Promise.all(vms.slice(i, i + 50).map((vm, j) => client.enqueue({ proxy }, backupTask(sim, `${proxy}-${i + j}`, vm.uuid, remoteDir))))))
     const queue = client.queue(handles[0]!.queue)
     const target = Math.min(20, Math.ceil(o.jobs / 10))
-    await waitUntil(async () => (await queue.getCompletedCount()) >= target && (await queue.getActiveCount()) > 0, 30 * 60_000)
+    // some done, some running (or, should every job end first, all done: the row then shows 0 running)
+    await waitUntil(async () => {
+      const [completed, active, failed] = [await queue.getCompletedCount(), await queue.getActiveCount(), await queue.getFailedCount()]
+      return (completed >= target && active > 0) || completed + failed === o.jobs
+    }, 30 * 60_000)
     const completedBefore = await queue.getCompletedCount()
     const activeBefore = await queue.getActiveCount()
     await o.redis.stop()

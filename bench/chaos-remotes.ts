@@ -6,7 +6,8 @@
  * - `nfs`: NFS-Ganesha in its network namespace (test/services/nfs.ts) SIGKILLed mid-write, restarted;
  * - `s3`: the S3 endpoint (Swift's proxy server, test/services/s3.ts) SIGKILLed mid-write, restarted;
  * - `full`: a local directory on an 8 MiB tmpfs, full before the disk is written, then grown to 256 MiB.
- * The export is slowed (4 MiB/s) so the kill lands while the disk is being written (4 MiB read). What
+ * The export (32 MiB of data) is slowed to 4 MiB/s and the kill comes once a temporary (on S3, an
+ * unfinished multipart upload, 5 MiB parts) is on the target, so it lands while the disk is written. What
  * must hold: the run ends `failure` (E_BACKUP naming the VM and the broken target), both local targets
  * hold the backup; once the server is back the job's next run succeeds on all three, and the broken
  * target is clean: `verify --full` finds no problem and no temporary (nor, on S3, unfinished multipart
@@ -28,7 +29,7 @@ import type { RemoteOptions } from '../src/remotes/url-types.js'
 import { startXapiSimulator, type XapiSimulator } from '../src/xapi/sim/index.js'
 import { startNFSDetailed } from '../test/services/nfs.js'
 import { startSwift } from '../test/services/s3.js'
-import { startSambaServer, type SambaServer } from '../test/services/smb.js'
+import { lock445, startSambaServer, type SambaServer } from '../test/services/smb.js'
 import { startServe, stopServe, waitUntil } from './chaos-lib.js'
 
 const run = promisify(execFile)
@@ -52,6 +53,8 @@ interface BrokenTarget {
 export interface RemoteFaultResult {
   kind: RemoteFaultKind
   /** the run during which the target broke */
+  /** the kill came while a temporary (or an unfinished upload) was on the target */
+  killedMidWrite: boolean
   first: { status: string; code?: string; namesTarget: boolean; succeeded: string[]; failed: string[] }
   leftoversBeforeNextRun: number
   next: { status: string; succeeded: string[] }
@@ -76,15 +79,22 @@ async function brokenTarget(kind: RemoteFaultKind, work: string): Promise<Broken
     }
   }
   if (kind === 'smb') {
-    let s: SambaServer = await startSambaServer()
-    const { port, shareDir, password } = s
-    return {
-      url: s.url,
-      options: { smbPort: port },
-      kill: () => s.kill(),
-      mend: async () => void (s = await startSambaServer({ port, shareDir, password })),
-      leftovers: () => hostTemporaries(shareDir),
-      close: () => s.stop(),
+    // a task's SMB URL has no port (XO's form): the server must be on 445, shared by every test run
+    // through the suite's lock (waits while another run holds it)
+    const unlock = await lock445(30 * 60_000)
+    try {
+      let s: SambaServer = await startSambaServer({ port: 445 })
+      const { shareDir, password } = s
+      return {
+        url: s.url,
+        kill: () => s.kill(),
+        mend: async () => void (s = await startSambaServer({ port: 445, shareDir, password })),
+        leftovers: () => hostTemporaries(shareDir),
+        close: () => s.stop().finally(unlock),
+      }
+    } catch (error) {
+      unlock()
+      throw error
     }
   }
   if (kind === 'nfs') {
@@ -95,6 +105,8 @@ async function brokenTarget(kind: RemoteFaultKind, work: string): Promise<Broken
   const prefix = new URL(s.url.replace(/^s3\+http/, 'http')).pathname.split('/').slice(2).join('/')
   return {
     url: s.url,
+    // S3's smallest part: the upload is under way after 5 MiB
+    options: { uploadPartSizeBytes: 5 * MiB },
     kill: () => s.killProxy(),
     mend: () => s.restartProxy(),
     leftovers: async () => {
@@ -131,7 +143,7 @@ async function verifyTarget(url: string, options: RemoteOptions | undefined): Pr
 /** One kind of broken target; `redisUrl` is a Redis the scenario may use (a private one in the runner). */
 export async function remoteFault(kind: RemoteFaultKind, o: { redisUrl: string; work: string }): Promise<RemoteFaultResult> {
   const seal = SealKey.generate()
-  const sim = await startXapiSimulator({ vms: 1, disksPerVm: 1, diskSizeBytes: 32 * MiB, fillRatio: 0.5, seed: 77 })
+  const sim = await startXapiSimulator({ vms: 1, disksPerVm: 1, diskSizeBytes: 64 * MiB, fillRatio: 0.5, seed: 77 })
   const broken = await brokenTarget(kind, o.work)
   const proxy = `chaos-remote-${kind}-${randomBytes(3).toString('hex')}`
   const serve = startServe({ redisUrl: o.redisUrl, proxyId: proxy, seal: seal.export(), concurrency: 2, env: { BACKUP_PROXY_WORKERS_LOCK_DURATION_MS: '30000', BACKUP_PROXY_WORKERS_STALLED_INTERVAL_MS: '15000' } })
@@ -144,9 +156,9 @@ export async function remoteFault(kind: RemoteFaultKind, o: { redisUrl: string; 
     const t = task(sim, proxy, vm.uuid, remotes)
     sim.setFault({ kind: 'slow', bytesPerSecond: 4 * MiB, vdiUuid: vm.vdis[0]!.uuid })
     const h = await client.enqueue({ proxy }, t)
-    let read = 0
-    h.onProgress((p) => (read = p.doneBytes ?? 0))
-    await waitUntil(async () => read >= 4 * MiB || ['completed', 'failed'].includes(await h.state()), 10 * 60_000)
+    // mid-write: a temporary (or an unfinished upload) is on the target
+    const midWrite = await waitUntil(async () => (await broken.leftovers()).length > 0 || ['completed', 'failed'].includes(await h.state()), 10 * 60_000)
+    const killedMidWrite = midWrite && (await broken.leftovers()).length > 0
     await broken.kill()
     const s1 = await h.result(AbortSignal.timeout(15 * 60_000))
     sim.clearFaults()
@@ -159,8 +171,8 @@ export async function remoteFault(kind: RemoteFaultKind, o: { redisUrl: string; 
     const first = { status: s1.status, ...(s1.error?.code === undefined ? {} : { code: s1.error.code }), namesTarget: (s1.error?.message ?? '').includes(`on ${kind}`), succeeded: vmResult(s1).succeeded ?? [], failed: vmResult(s1).failed ?? [] }
     const next = { status: s2.status, succeeded: vmResult(s2).succeeded ?? [] }
     return {
-      kind, first, leftoversBeforeNextRun, next, verifyProblems, leftoversAfterNextRun,
-      ok: first.status === 'failure' && first.code === 'E_BACKUP' && first.namesTarget && locals.every((l) => first.succeeded.includes(l)) && first.failed.includes(kind) &&
+      kind, killedMidWrite, first, leftoversBeforeNextRun, next, verifyProblems, leftoversAfterNextRun,
+      ok: killedMidWrite && first.status === 'failure' && first.code === 'E_BACKUP' && first.namesTarget && locals.every((l) => first.succeeded.includes(l)) && first.failed.includes(kind) &&
         next.status === 'success' && next.succeeded.length === 3 && Object.values(verifyProblems).every((p) => p.length === 0) && leftoversAfterNextRun.length === 0,
     }
   } finally {

@@ -17,6 +17,7 @@
  *                  (success, or a coded error), the proxy recovers without a restart, every serve output
  *                  line is a JSON log record.
  *   redis-restart  CHAOS_JOBS jobs queued and some running, Redis restarted (AOF): 0 lost, 0 completed twice.
+ *   stuck-stop     Redis killed or paused while jobs run, then two SIGTERMs: serve ends (E_SHUTDOWN_STUCK).
  *   sigkill        serve SIGKILLed at random moments CHAOS_KILLS times over streaming jobs and restarted:
  *                  every job ends (success, or E_STALLED past maxStalledCount), no temporary left, no
  *                  job completed twice; the time a killed job takes to resume is measured.
@@ -111,6 +112,38 @@ async function redisOutage(): Promise<Row> {
       ok: uncoded === 0 && after.status === 'success' && code === 0 && raw.length === 0,
     }
   })
+}
+
+/**
+ * Defect 7 of the chaos issue, as reported: Redis goes away (SIGKILL, or SIGSTOP: connections hang) while
+ * jobs run, then SIGTERM with a short grace and SIGTERM again: serve must end (E_SHUTDOWN_STUCK, exit 1)
+ * instead of staying alive. Each Redis failure mode CHAOS_STOP_TRIES times.
+ */
+async function stuckStop(): Promise<Row> {
+  const tries = Number(process.env.CHAOS_STOP_TRIES ?? '2')
+  const ends: string[] = []
+  for (const redisSignal of ['SIGKILL', 'SIGSTOP'] as const) {
+    for (let i = 0; i < tries; i++) {
+      ends.push(await withEnv(async (redis, work, client) => {
+        const serve = startServe(redis.url, 'chaos-stop', { BACKUP_PROXY_WORKERS_SHUTDOWN_GRACE_MS: '1000' })
+        await until('serving', () => serve.out.some((l) => l.includes('proxy serving')))
+        for (let j = 0; j < 6; j++) await client.enqueue({ proxy: 'chaos-stop' }, task(work, 64 << 20, 20))
+        await until('jobs running', () => serve.out.filter((l) => l.includes('job started')).length >= 2)
+        await client.close()
+        redis.child?.kill(redisSignal)
+        await sleep(3000)
+        const t0 = performance.now()
+        serve.child.kill('SIGTERM')
+        await sleep(2000)
+        serve.child.kill('SIGTERM')
+        const code = await Promise.race([exitOf(serve), sleep(60_000).then(() => 'alive')])
+        serve.child.kill('SIGKILL')
+        redis.child?.kill('SIGKILL')
+        return `Redis ${redisSignal}: ${code === 'alive' ? 'alive after 60 s' : `exit ${code} after ${((performance.now() - t0) / 1000).toFixed(1)} s`}${serve.out.some((l) => l.includes('E_SHUTDOWN_STUCK')) ? ' (E_SHUTDOWN_STUCK)' : ''}`
+      }))
+    }
+  }
+  return { scenario: `stuck-stop (Redis killed or paused while jobs run; SIGTERM with a 1 s grace, SIGTERM again 2 s later; ${tries} tries each)`, figures: { ends: ends.join('; ') }, ok: ends.every((e) => !e.includes('alive')) }
 }
 
 async function redisRestart(): Promise<Row> {
@@ -215,6 +248,7 @@ function remoteFaultRow(kind: RemoteFaultKind): () => Promise<Row> {
     return {
       scenario: `remote-${kind} (${kind === 'full' ? 'a target on an 8 MiB tmpfs, grown afterwards' : `the ${kind} server SIGKILLed mid-write, restarted`}; 2 local targets beside it)`,
       figures: {
+        'killed mid-write': r.killedMidWrite ? 'yes' : 'no',
         run: `${r.first.status}${r.first.code === undefined ? '' : ` ${r.first.code}`}${r.first.namesTarget ? ` naming ${kind}` : ''}; succeeded ${r.first.succeeded.join(',')}; failed ${r.first.failed.join(',')}`,
         'temporaries before the next run': r.leftoversBeforeNextRun, 'next run': `${r.next.status}; succeeded ${r.next.succeeded.join(',')}`,
         'verify --full problems': problems.length === 0 ? 0 : problems.map(([id, p]) => `${id}: ${p[0]}`).join('; '), 'temporaries after the next run': r.leftoversAfterNextRun.length,
@@ -227,6 +261,7 @@ function remoteFaultRow(kind: RemoteFaultKind): () => Promise<Row> {
 const scenarios: [string, () => Promise<Row>][] = [
   ['redis-outage', redisOutage],
   ['redis-restart', redisRestart],
+  ['stuck-stop', stuckStop],
   ['sigkill', sigkill],
   ['sigkill-real', sigkillRealRow],
   ['redis-restart-real', redisRestartRealRow],
