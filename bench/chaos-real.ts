@@ -47,7 +47,7 @@ export interface SigkillRealResult {
   maxSnapshotsSucceeded: number
   maxSnapshotsStalled: number
   /** after each job ran once more */
-  nextRun: { outcomes: Record<string, number>; maxSnapshotsPerVm: number; verifyProblems: string[] }
+  nextRun: { outcomes: Record<string, number>; maxSnapshotsPerVm: number; verifyProblems: string[]; untaggedSnapshots: number }
   temporariesLeft: number
   resumeMedianS: number
   ok: boolean
@@ -93,12 +93,18 @@ async function backupsPerVm(remoteDir: string): Promise<Map<string, number>> {
   return perVm
 }
 
-async function snapshotsPerVm(sim: XapiSimulator): Promise<Map<string, number>> {
+/** Snapshots per VM uuid; `untagged` counts those without XO's `xo:backup:job` tag (all VMs together). */
+async function snapshotsPerVm(sim: XapiSimulator): Promise<Map<string, number> & { untagged?: number }> {
   const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
   try {
     const byRef = new Map<string, number>()
-    for (const vm of xapi.listVms({ includeSnapshots: true })) if (vm.is_a_snapshot) byRef.set(vm.snapshot_of, (byRef.get(vm.snapshot_of) ?? 0) + 1)
-    return new Map(sim.listVms().map((vm) => [vm.uuid, byRef.get(vm.ref) ?? 0]))
+    let untagged = 0
+    for (const vm of xapi.listVms({ includeSnapshots: true })) {
+      if (!vm.is_a_snapshot) continue
+      byRef.set(vm.snapshot_of, (byRef.get(vm.snapshot_of) ?? 0) + 1)
+      if ((vm.other_config as Record<string, string> | undefined)?.['xo:backup:job'] === undefined) untagged++
+    }
+    return Object.assign(new Map(sim.listVms().map((vm) => [vm.uuid, byRef.get(vm.ref) ?? 0])), { untagged })
   } finally {
     await xapi.close()
   }
@@ -140,7 +146,8 @@ export async function sigkillReal(o: SigkillRealOptions): Promise<SigkillRealRes
     const backupsOfStalledJobs = stalled.filter((uuid) => (perVm.get(uuid) ?? 0) > 0).length
     const next = await Promise.all(tasks.map(async (t) => (await client.enqueue({ proxy }, t)).result()))
     await stopServe(last, 'SIGTERM')
-    const nextRun = { outcomes: countBy(next, outcomeKey), maxSnapshotsPerVm: maxOf((await snapshotsPerVm(sim)).values()), verifyProblems: await verifyLocal(remoteDir) }
+    const after = await snapshotsPerVm(sim)
+    const nextRun = { outcomes: countBy(next, outcomeKey), maxSnapshotsPerVm: maxOf(after.values()), untaggedSnapshots: after.untagged ?? 0, verifyProblems: await verifyLocal(remoteDir) }
     const sorted = resumeMs.sort((a, b) => a - b)
     const allowed = Object.keys(outcomes).every((k) => k === 'success' || k === 'failure:E_STALLED')
     const maxSnapshotsSucceeded = maxOf(succeeded.map((u) => snaps.get(u) ?? 0))

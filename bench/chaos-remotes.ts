@@ -6,8 +6,9 @@
  * - `nfs`: NFS-Ganesha in its network namespace (test/services/nfs.ts) SIGKILLed mid-write, restarted;
  * - `s3`: the S3 endpoint (Swift's proxy server, test/services/s3.ts) SIGKILLed mid-write, restarted;
  * - `full`: a local directory on an 8 MiB tmpfs, full before the disk is written, then grown to 256 MiB.
- * The export (32 MiB of data) is slowed to 4 MiB/s and the kill comes once a temporary (on S3, an
- * unfinished multipart upload, 5 MiB parts) is on the target, so it lands while the disk is written. What
+ * The export (32 MiB of data) is slowed to 4 MiB/s and the kill comes while the job runs, once a
+ * temporary is on the target (on S3, once an object of the run is: a VHD directory has no temporary)
+ * or 12 MiB were read. What
  * must hold: the run ends `failure` (E_BACKUP naming the VM and the broken target), both local targets
  * hold the backup; once the server is back the job's next run succeeds on all three, and the broken
  * target is clean: `verify --full` finds no problem and no temporary (nor, on S3, unfinished multipart
@@ -47,6 +48,8 @@ interface BrokenTarget {
   mend: () => Promise<void>
   /** temporaries (and unfinished uploads) on it */
   leftovers: () => Promise<string[]>
+  /** the first run's disk is being written to it (default: a temporary is there) */
+  writing?: () => Promise<boolean>
   close: () => Promise<void>
 }
 
@@ -109,6 +112,8 @@ async function brokenTarget(kind: RemoteFaultKind, work: string): Promise<Broken
     options: { uploadPartSizeBytes: 5 * MiB },
     kill: () => s.killProxy(),
     mend: () => s.restartProxy(),
+    // a VHD directory (XO's default on S3: one object per block) has no temporary: any object of the first run
+    writing: async () => ((await s.client.send(new ListObjectsV2Command({ Bucket: s.bucket, Prefix: prefix }))).KeyCount ?? 0) > 0,
     leftovers: async () => {
       const uploads = await s.client.send(new ListMultipartUploadsCommand({ Bucket: s.bucket, Prefix: prefix }))
       const objects = await s.client.send(new ListObjectsV2Command({ Bucket: s.bucket, Prefix: prefix }))
@@ -156,9 +161,13 @@ export async function remoteFault(kind: RemoteFaultKind, o: { redisUrl: string; 
     const t = task(sim, proxy, vm.uuid, remotes)
     sim.setFault({ kind: 'slow', bytesPerSecond: 4 * MiB, vdiUuid: vm.vdis[0]!.uuid })
     const h = await client.enqueue({ proxy }, t)
-    // mid-write: a temporary (or an unfinished upload) is on the target
-    const midWrite = await waitUntil(async () => (await broken.leftovers()).length > 0 || ['completed', 'failed'].includes(await h.state()), 10 * 60_000)
-    const killedMidWrite = midWrite && (await broken.leftovers()).length > 0
+    // mid-write: a temporary (or an unfinished upload) is on the target, or 12 MiB of the 32 were read
+    // (the job's progress, read from Redis: S3 may list no upload while its first parts are sent)
+    const readBytes = async () => ((await client.queue(h.queue).getJob(h.id))?.progress as { doneBytes?: number } | undefined)?.doneBytes ?? 0
+    const writing = broken.writing ?? (async () => (await broken.leftovers()).length > 0)
+    const midWrite = async () => ((await writing()) || (await readBytes()) >= 12 * MiB) && (await h.state()) === 'active'
+    await waitUntil(async () => (await midWrite()) || ['completed', 'failed'].includes(await h.state()), 10 * 60_000)
+    const killedMidWrite = await midWrite()
     await broken.kill()
     const s1 = await h.result(AbortSignal.timeout(15 * 60_000))
     sim.clearFaults()

@@ -219,7 +219,7 @@ async function sigkillRealRow(): Promise<Row> {
         backups: r.backups, duplicates: r.duplicates, 'VMs of E_STALLED jobs with a backup': r.backupsOfStalledJobs,
         'max snapshots per VM (job succeeded / E_STALLED)': `${r.maxSnapshotsSucceeded} / ${r.maxSnapshotsStalled}`, 'temporaries left': r.temporariesLeft,
         'restart to a job running, median (s)': r.resumeMedianS.toFixed(1),
-        'next run: outcomes': fmtCounts(r.nextRun.outcomes), 'next run: max snapshots per VM': r.nextRun.maxSnapshotsPerVm, 'next run: verify problems': r.nextRun.verifyProblems.length,
+        'next run: outcomes': fmtCounts(r.nextRun.outcomes), 'next run: max snapshots per VM': r.nextRun.maxSnapshotsPerVm, 'next run: snapshots without the job tag': r.nextRun.untaggedSnapshots, 'next run: verify problems': r.nextRun.verifyProblems.length,
         ...(r.verifyProblems.length > 0 ? { 'first problem': r.verifyProblems[0]! } : {}),
       },
       ok: r.ok,

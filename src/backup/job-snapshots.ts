@@ -10,6 +10,11 @@
  * came from them) and that were never marked `xo:backup:exported`. Such a snapshot can never be a base,
  * and keeping it costs the pool a full copy of the VM's changed blocks.
  *
+ * An attempt killed between `VM.snapshot` and the tagging of its snapshot leaves one without the job's
+ * tag: found by the name this job gives its snapshots (XO's template `[XO Backup <job>] <VM>`) and the
+ * missing `xo:backup:job` tag, and removed too (the sigkill-real chaos run left 11 such after each job's
+ * next run).
+ *
  * A retried attempt that finds the VM already backed up by an earlier attempt (earlier-attempt.ts)
  * finishes that attempt's housekeeping instead: the earlier snapshot is marked exported and the older
  * ones are pruned, so the next run deltas from it.
@@ -37,6 +42,27 @@ export function snapshotDatetime(obj: XapiObject): string | undefined {
 /** This job's backup snapshots of the VM (XO's `xo:backup:job` tag). */
 export async function listJobSnapshots(xapi: BackupXapi, vmRef: string, jobId: string): Promise<XapiObject[]> {
   return (await xapi.listSnapshots(vmRef)).filter((s) => tagOf(s, TAG_JOB) === jobId)
+}
+
+/** XO's default snapshot name (`snapshotNameLabelTpl`: '[XO Backup {job.name}] {vm.name_label}'). */
+export function backupSnapshotName(jobName: string, vmName: string): string {
+  return `[XO Backup ${jobName}] ${vmName}`
+}
+
+/**
+ * Destroys the VM's snapshots named `nameLabel` that carry no `xo:backup:job` tag: what attempts killed
+ * before tagging their snapshot left. One that cannot be destroyed stays, with a warning.
+ */
+export async function removeUntaggedAttemptSnapshots(xapi: BackupXapi, vmRef: string, nameLabel: string, task: Task): Promise<void> {
+  for (const s of await xapi.listSnapshots(vmRef)) {
+    if (s.record.name_label !== nameLabel || tagOf(s, TAG_JOB) !== undefined) continue
+    try {
+      await xapi.destroySnapshot(s.ref)
+      task.info(`removed the snapshot ${s.uuid} an interrupted run of this job left before tagging it`)
+    } catch (error) {
+      task.warning(`could not remove the untagged snapshot ${s.uuid} an interrupted run of this job left`, { error: serializeError(error).message })
+    }
+  }
 }
 
 /**

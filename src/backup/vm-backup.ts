@@ -40,7 +40,7 @@ function nbdSettingsOf(s: VmSettings): NbdSettings {
 }
 import { backupVmFullMode } from './full-mode.js'
 import { doneByEarlierAttempt } from './earlier-attempt.js'
-import { listJobSnapshots, pruneSnapshots, removeKilledAttemptSnapshots, snapshotDatetime, tagOf } from './job-snapshots.js'
+import { backupSnapshotName, listJobSnapshots, pruneSnapshots, removeKilledAttemptSnapshots, removeUntaggedAttemptSnapshots, snapshotDatetime, tagOf } from './job-snapshots.js'
 import type { XvaExporter } from './xva-export.js'
 
 export interface RunTarget {
@@ -188,6 +188,9 @@ async function backupVmDisks(vmUuid: string, ctx: VmBackupContext, settings: VmS
   for (const t of ctx.srTargets ?? []) exportedByTarget.set(t.id, replicatedSnapshots(t, ids))
   // what killed attempts of this job left goes first (job-snapshots.ts)
   const held = new Set([...exportedByTarget.values()].flatMap((s) => [...s]))
+  // XO's default snapshotNameLabelTpl: '[XO Backup {job.name}] {vm.name_label}'
+  const snapshotName = backupSnapshotName(ctx.jobName || jobId, typeof vm.record.name_label === 'string' ? vm.record.name_label : vmUuid)
+  await removeUntaggedAttemptSnapshots(xapi, vm.ref, snapshotName, task)
   const jobSnapshots = await removeKilledAttemptSnapshots(xapi, await listJobSnapshots(xapi, vm.ref, jobId), ctx.scheduleId, held, task)
   const choice = chooseBase({
     mode: ctx.mode,
@@ -201,8 +204,7 @@ async function backupVmDisks(vmUuid: string, ctx: VmBackupContext, settings: VmS
   await enableCbt(xapi, nbdSettingsOf(settings), vm.ref, task)
   const snapTask = task.child('snapshot')
   const snapshot = await snapTask.run(async () => {
-    // XO's default snapshotNameLabelTpl: '[XO Backup {job.name}] {vm.name_label}'
-    const s = await xapi.snapshot(vm.ref, `[XO Backup ${ctx.jobName || jobId}] ${typeof vm.record.name_label === 'string' ? vm.record.name_label : vmUuid}`, {
+    const s = await xapi.snapshot(vm.ref, snapshotName, {
       checkpoint: settings.checkpointSnapshot,
       signal,
     })
