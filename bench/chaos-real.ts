@@ -55,8 +55,10 @@ export interface SigkillRealResult {
 
 const redisConfig = (url: string) => ({ mode: 'single' as const, url, nodes: [], sentinels: [], prefix: 'bull', tlsRejectUnauthorized: true })
 
-function serveReal(redisUrl: string, proxyId: string, seal: string, maxStalledCount: number, concurrency = 2): Serve {
-  return startServe({ redisUrl, proxyId, seal, concurrency, env: { BACKUP_PROXY_WORKERS_MAX_STALLED_COUNT: String(maxStalledCount), BACKUP_PROXY_LOG_LEVEL: 'info' } })
+/** `lockMs`: 3 s (a killed serve's jobs come back fast) unless given */
+function serveReal(redisUrl: string, proxyId: string, seal: string, maxStalledCount: number, concurrency = 2, lockMs?: number): Serve {
+  const locks = lockMs === undefined ? {} : { BACKUP_PROXY_WORKERS_LOCK_DURATION_MS: String(lockMs), BACKUP_PROXY_WORKERS_STALLED_INTERVAL_MS: String(lockMs / 2) }
+  return startServe({ redisUrl, proxyId, seal, concurrency, env: { BACKUP_PROXY_WORKERS_MAX_STALLED_COUNT: String(maxStalledCount), BACKUP_PROXY_LOG_LEVEL: 'info', ...locks } })
 }
 
 function backupTask(sim: XapiSimulator, jobId: string, vmUuid: string, remoteDir: string): TaskInputOf<'backup.run'> {
@@ -201,7 +203,9 @@ export async function redisRestartReal(o: RedisRestartRealOptions): Promise<Redi
   await mkdir(remoteDir, { recursive: true })
   const proxy = `chaos-rr-${randomBytes(3).toString('hex')}`
   const client = new EnqueueClient({ redis: redisConfig(o.redis.url), sealKey: seal, attempts: 3, backoffMs: 200 })
-  const serve = serveReal(o.redis.url, proxy, seal.export(), 3, 4)
+  // lock 30 s: nothing is killed here, and a 3 s lock is lost on a loaded machine (a 1,000-job run at load
+  // ≈ 25 had 46 jobs end E_STALLED and 6 backed up twice by two attempts at once)
+  const serve = serveReal(o.redis.url, proxy, seal.export(), 3, 4, 30_000)
   try {
     const vms = sim.listVms()
     const handles: JobHandle[] = []
