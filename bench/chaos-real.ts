@@ -1,26 +1,29 @@
 /**
- * The `sigkill-real` chaos scenario, over real backup runs (no stand-ins): `backup-proxy serve` SIGKILLed
- * at random moments while it backs up VMs of the XAPI simulator (real engine, thread pool, a local remote)
- * and restarted each time. Afterwards: every job ended (success, or E_STALLED when killed more than
- * maxStalledCount times), `verify --full` finds no problem on the remote, no VM has more backups than
- * successful jobs (no duplicate), no VM keeps more snapshots than the delta base, and the time from a
- * restart to a job running again. Used by `npm run chaos` (bench/chaos.ts) and, with a few kills, by
- * test/workers/chaos-sigkill.test.ts.
+ * Chaos scenarios over real backup runs (no stand-ins: the XAPI simulator in this process, the real
+ * engine and thread pool in `backup-proxy serve`, a local remote). Used by `npm run chaos`
+ * (bench/chaos.ts) and, small, by test/workers/chaos-sigkill.test.ts and chaos-redis-restart.test.ts.
+ *
+ * - `sigkillReal`: serve SIGKILLed at random moments and restarted each time. Afterwards: every job
+ *   ended (success, or E_STALLED when killed more than maxStalledCount times), `verify --full` finds no
+ *   problem, no VM has two backups of one run (no duplicate), snapshots counted per VM by the job's
+ *   outcome; then each job runs once more, unharmed (the job's next scheduled run), after which every VM
+ *   keeps at most its delta-base snapshot. Also the time from a restart to a job running again.
+ * - `redisRestartReal`: N jobs queued (one VM each), Redis (AOF) restarted while some run: none lost,
+ *   none run twice to completion (one backup per job), `verify --full` clean.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdir, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
+import { Job, Queue } from 'bullmq'
 import { verifyRemote } from '../src/backup/verify.js'
 import { EnqueueClient, type JobHandle } from '../src/queue/client.js'
-import type { TaskInputOf } from '../src/queue/tasks.js'
+import { redisOptions } from '../src/queue/redis.js'
 import { SealKey } from '../src/queue/seal.js'
+import type { TaskInputOf } from '../src/queue/tasks.js'
 import { createRemote } from '../src/remotes/index.js'
 import { XapiClient } from '../src/xapi/client.js'
-import { startXapiSimulator } from '../src/xapi/sim/index.js'
-
-const root = new URL('../', import.meta.url).pathname
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+import { startXapiSimulator, type XapiSimulator } from '../src/xapi/sim/index.js'
+import { countBy, outcomeKey, sleep, startServe, stopServe, waitUntil, type Serve } from './chaos-lib.js'
 
 export interface SigkillRealOptions {
   redisUrl: string
@@ -38,57 +41,34 @@ export interface SigkillRealResult {
   verifyProblems: string[]
   backups: number
   duplicates: number
-  maxSnapshotsPerVm: number
+  /** VMs whose job ended E_STALLED but which hold a backup (published by an attempt killed after that) */
+  backupsOfStalledJobs: number
+  /** before the next run: over the VMs whose job succeeded, and over those whose job ended E_STALLED */
+  maxSnapshotsSucceeded: number
+  maxSnapshotsStalled: number
+  /** after each job ran once more */
+  nextRun: { outcomes: Record<string, number>; maxSnapshotsPerVm: number; verifyProblems: string[]; untaggedSnapshots: number }
   temporariesLeft: number
   resumeMedianS: number
   ok: boolean
 }
 
-interface Serve {
-  child: ChildProcess
-  out: string[]
+const redisConfig = (url: string) => ({ mode: 'single' as const, url, nodes: [], sentinels: [], prefix: 'bull', tlsRejectUnauthorized: true })
+
+/** `lockMs`: 3 s (a killed serve's jobs come back fast) unless given */
+function serveReal(redisUrl: string, proxyId: string, seal: string, maxStalledCount: number, concurrency = 2, lockMs?: number): Serve {
+  const locks = lockMs === undefined ? {} : { BACKUP_PROXY_WORKERS_LOCK_DURATION_MS: String(lockMs), BACKUP_PROXY_WORKERS_STALLED_INTERVAL_MS: String(lockMs / 2) }
+  return startServe({ redisUrl, proxyId, seal, concurrency, env: { BACKUP_PROXY_WORKERS_MAX_STALLED_COUNT: String(maxStalledCount), BACKUP_PROXY_LOG_LEVEL: 'info', ...locks } })
 }
 
-function startServe(redisUrl: string, proxyId: string, seal: string, maxStalledCount: number): Serve {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--proxy', proxyId, '--redis-url', redisUrl, '--listen', '127.0.0.1:0', '--threads', '2', '--concurrency', '2'], {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      ...process.env,
-      BACKUP_PROXY_SECURITY_SEAL_KEY: seal,
-      BACKUP_PROXY_WORKERS_LOCK_DURATION_MS: '3000',
-      BACKUP_PROXY_WORKERS_STALLED_INTERVAL_MS: '1500',
-      BACKUP_PROXY_WORKERS_MAX_STALLED_COUNT: String(maxStalledCount),
-      BACKUP_PROXY_LOG_PRETTY: 'false',
-      BACKUP_PROXY_LOG_LEVEL: 'info',
-    },
-  })
-  const s: Serve = { child, out: [] }
-  let partial = ''
-  const keep = (chunk: Buffer) => {
-    const lines = (partial + chunk.toString()).split('\n')
-    partial = lines.pop() ?? ''
-    s.out.push(...lines)
+function backupTask(sim: XapiSimulator, jobId: string, vmUuid: string, remoteDir: string): TaskInputOf<'backup.run'> {
+  return {
+    kind: 'backup.run',
+    job: { id: jobId, name: `chaos ${jobId}`, mode: 'delta', vms: { uuid: [vmUuid] }, settings: { '': { exportRetention: 3 } } },
+    schedule: { id: 'chaos' },
+    remotes: { local: { url: `file://${remoteDir}` } },
+    xapis: { sim: { url: sim.url, credentials: { username: sim.user, password: sim.password } } },
   }
-  child.stdout?.on('data', keep)
-  child.stderr?.on('data', keep)
-  return s
-}
-
-async function until(what: string, check: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (check()) return true
-    await sleep(100)
-  }
-  return false
-}
-
-async function stop(s: Serve, signal: NodeJS.Signals): Promise<void> {
-  if (s.child.exitCode !== null || s.child.signalCode !== null) return
-  const exited = new Promise((resolve) => s.child.once('exit', resolve))
-  s.child.kill(signal)
-  await exited
 }
 
 /** Kills serve at random moments (a job running, then 0.2–3 s) until every job ended or `kills` are done. */
@@ -97,15 +77,49 @@ async function killLoop(o: SigkillRealOptions, proxy: string, seal: string, hand
   let kills = 0
   const ended = async () => (await Promise.all(handles.map((h) => h.state()))).every((s) => s === 'completed' || s === 'failed')
   while (kills < o.kills && !(await ended())) {
-    const serve = startServe(o.redisUrl, proxy, seal, o.maxStalledCount ?? 3)
+    const serve = serveReal(o.redisUrl, proxy, seal, o.maxStalledCount ?? 3)
     const t0 = performance.now()
-    if (await until('a job running', () => serve.out.some((l) => l.includes('"job started"')), 120_000)) resumeMs.push(performance.now() - t0)
+    if (await waitUntil(() => serve.out.some((l) => l.includes('"job started"')), 120_000)) resumeMs.push(performance.now() - t0)
     await sleep(200 + Math.random() * 2800)
-    await stop(serve, 'SIGKILL')
+    await stopServe(serve, 'SIGKILL')
     kills++
   }
   return { kills, resumeMs }
 }
+
+/** Backup metadata files per VM uuid on a local remote. */
+async function backupsPerVm(remoteDir: string): Promise<Map<string, number>> {
+  const metadata = (await readdir(join(remoteDir, 'xo-vm-backups'), { recursive: true }).catch(() => [] as string[])).filter((p) => /\/\d{8}T\d{6}Z\.json$/.test(p))
+  const perVm = new Map<string, number>()
+  for (const p of metadata) perVm.set(p.split('/')[0]!, (perVm.get(p.split('/')[0]!) ?? 0) + 1)
+  return perVm
+}
+
+/** Snapshots per VM uuid; `untagged` counts those without XO's `xo:backup:job` tag (all VMs together). */
+async function snapshotsPerVm(sim: XapiSimulator): Promise<Map<string, number> & { untagged?: number }> {
+  const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+  try {
+    const byRef = new Map<string, number>()
+    let untagged = 0
+    for (const vm of xapi.listVms({ includeSnapshots: true })) {
+      if (!vm.is_a_snapshot) continue
+      byRef.set(vm.snapshot_of, (byRef.get(vm.snapshot_of) ?? 0) + 1)
+      if ((vm.other_config as Record<string, string> | undefined)?.['xo:backup:job'] === undefined) untagged++
+    }
+    return Object.assign(new Map(sim.listVms().map((vm) => [vm.uuid, byRef.get(vm.ref) ?? 0])), { untagged })
+  } finally {
+    await xapi.close()
+  }
+}
+
+async function verifyLocal(remoteDir: string): Promise<string[]> {
+  const remote = createRemote(`file://${remoteDir}`)
+  await remote.open()
+  const report = await verifyRemote(remote, { full: true }).finally(() => remote.close())
+  return report.problems.map((p) => `${p.kind} ${p.path}: ${p.message}`)
+}
+
+const maxOf = (values: Iterable<number>) => Math.max(0, ...values)
 
 export async function sigkillReal(o: SigkillRealOptions): Promise<SigkillRealResult> {
   const seal = SealKey.generate()
@@ -113,54 +127,121 @@ export async function sigkillReal(o: SigkillRealOptions): Promise<SigkillRealRes
   const remoteDir = join(o.work, 'remote')
   await mkdir(remoteDir, { recursive: true })
   const proxy = `chaos-real-${randomBytes(3).toString('hex')}`
-  const client = new EnqueueClient({ redis: { mode: 'single', url: o.redisUrl, nodes: [], sentinels: [], prefix: 'bull', tlsRejectUnauthorized: true }, sealKey: seal, attempts: 3, backoffMs: 200 })
+  const client = new EnqueueClient({ redis: redisConfig(o.redisUrl), sealKey: seal, attempts: 3, backoffMs: 200 })
   try {
-    const tasks: TaskInputOf<'backup.run'>[] = sim.listVms().map((vm, i) => ({
-      kind: 'backup.run',
-      job: { id: `${proxy}-vm${i}`, name: `chaos ${i}`, mode: 'delta', vms: { uuid: [vm.uuid] }, settings: { '': { exportRetention: 3 } } },
-      schedule: { id: 'chaos' },
-      remotes: { local: { url: `file://${remoteDir}` } },
-      xapis: { sim: { url: sim.url, credentials: { username: sim.user, password: sim.password } } },
-    }))
+    const vms = sim.listVms()
+    const tasks = vms.map((vm, i) => backupTask(sim, `${proxy}-vm${i}`, vm.uuid, remoteDir))
     const handles = await Promise.all(tasks.map((t) => client.enqueue({ proxy }, t)))
     const { kills, resumeMs } = await killLoop(o, proxy, seal.export(), handles)
-    // a last serve, left alone, ends every job
-    const last = startServe(o.redisUrl, proxy, seal.export(), o.maxStalledCount ?? 3)
+    // a last serve, left alone, ends every job; it then runs each job once more (its next scheduled run)
+    const last = serveReal(o.redisUrl, proxy, seal.export(), o.maxStalledCount ?? 3)
     const summaries = await Promise.all(handles.map((h) => h.result()))
-    await stop(last, 'SIGTERM')
-    const outcomes: Record<string, number> = {}
-    for (const s of summaries) {
-      const k = s.status === 'success' ? 'success' : `${s.status}:${s.error?.code ?? 'uncoded'}`
-      outcomes[k] = (outcomes[k] ?? 0) + 1
-    }
-    const remote = createRemote(`file://${remoteDir}`)
-    await remote.open()
-    const report = await verifyRemote(remote, { full: true }).finally(() => remote.close())
-    // one backup per VM per successful job: more is a duplicate
-    const metadata = (await readdir(join(remoteDir, 'xo-vm-backups'), { recursive: true }).catch(() => [] as string[])).filter((p) => /\/\d{8}T\d{6}Z\.json$/.test(p))
-    const perVm = new Map<string, number>()
-    for (const p of metadata) perVm.set(p.split('/')[0]!, (perVm.get(p.split('/')[0]!) ?? 0) + 1)
-    const duplicates = [...perVm.values()].reduce((a, n) => a + Math.max(0, n - 1), 0)
+    const outcomes = countBy(summaries, outcomeKey)
+    const verifyProblems = await verifyLocal(remoteDir)
+    const perVm = await backupsPerVm(remoteDir)
     const temporariesLeft = (await readdir(remoteDir, { recursive: true })).filter((p) => p.split('/').pop()!.startsWith('.') && p.endsWith('.tmp')).length
-    const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
-    const snaps = new Map<string, number>()
-    for (const vm of xapi.listVms({ includeSnapshots: true })) if (vm.is_a_snapshot) snaps.set(vm.snapshot_of, (snaps.get(vm.snapshot_of) ?? 0) + 1)
-    await xapi.close()
-    const maxSnapshotsPerVm = Math.max(0, ...snaps.values())
+    const snaps = await snapshotsPerVm(sim)
+    const stalled = vms.filter((_, i) => summaries[i]!.error?.code === 'E_STALLED').map((vm) => vm.uuid)
+    const succeeded = vms.filter((_, i) => summaries[i]!.status === 'success').map((vm) => vm.uuid)
+    // one backup per VM per successful job (a job ending E_STALLED may have published before its last kill)
+    const duplicates = [...perVm.values()].reduce((a, n) => a + Math.max(0, n - 1), 0)
+    const backupsOfStalledJobs = stalled.filter((uuid) => (perVm.get(uuid) ?? 0) > 0).length
+    const next = await Promise.all(tasks.map(async (t) => (await client.enqueue({ proxy }, t)).result()))
+    await stopServe(last, 'SIGTERM')
+    const after = await snapshotsPerVm(sim)
+    const nextRun = { outcomes: countBy(next, outcomeKey), maxSnapshotsPerVm: maxOf(after.values()), untaggedSnapshots: after.untagged ?? 0, verifyProblems: await verifyLocal(remoteDir) }
     const sorted = resumeMs.sort((a, b) => a - b)
     const allowed = Object.keys(outcomes).every((k) => k === 'success' || k === 'failure:E_STALLED')
+    const maxSnapshotsSucceeded = maxOf(succeeded.map((u) => snaps.get(u) ?? 0))
+    const backups = [...perVm.values()].reduce((a, n) => a + n, 0)
     return {
       outcomes,
       kills,
-      verifyProblems: report.problems.map((p) => `${p.kind} ${p.path}: ${p.message}`),
-      backups: metadata.length,
+      verifyProblems,
+      backups,
       duplicates,
-      maxSnapshotsPerVm,
+      backupsOfStalledJobs,
+      maxSnapshotsSucceeded,
+      maxSnapshotsStalled: maxOf(stalled.map((u) => snaps.get(u) ?? 0)),
+      nextRun,
       temporariesLeft,
       resumeMedianS: (sorted[Math.floor(sorted.length / 2)] ?? 0) / 1000,
-      ok: allowed && report.problems.length === 0 && duplicates === 0 && maxSnapshotsPerVm <= 1 && metadata.length === (outcomes.success ?? 0),
+      ok: allowed && verifyProblems.length === 0 && duplicates === 0 && temporariesLeft === 0 && maxSnapshotsSucceeded <= 1 && succeeded.every((u) => perVm.get(u) === 1) &&
+        nextRun.outcomes.success === vms.length && nextRun.maxSnapshotsPerVm <= 1 && nextRun.verifyProblems.length === 0,
     }
   } finally {
+    await client.close().catch(() => undefined)
+    await sim.close()
+  }
+}
+
+export interface RedisRestartRealOptions {
+  /** a private redis-server the scenario may stop and start (AOF on) */
+  redis: { url: string; stop: () => Promise<void>; start: () => Promise<void> }
+  work: string
+  jobs: number
+  diskBytes?: number
+}
+
+export interface RedisRestartRealResult {
+  outcomes: Record<string, number>
+  /** when Redis was stopped */
+  completedBefore: number
+  activeBefore: number
+  lost: number
+  completedTwice: number
+  /** jobs an attempt of which started again after the restart */
+  restarted: number
+  verifyProblems: string[]
+  ok: boolean
+}
+
+export async function redisRestartReal(o: RedisRestartRealOptions): Promise<RedisRestartRealResult> {
+  const seal = SealKey.generate()
+  const sim = await startXapiSimulator({ vms: o.jobs, disksPerVm: 1, diskSizeBytes: o.diskBytes ?? 4 << 20, fillRatio: 0.5, seed: 1000 })
+  const remoteDir = join(o.work, 'remote')
+  await mkdir(remoteDir, { recursive: true })
+  const proxy = `chaos-rr-${randomBytes(3).toString('hex')}`
+  const client = new EnqueueClient({ redis: redisConfig(o.redis.url), sealKey: seal, attempts: 3, backoffMs: 200 })
+  // lock 30 s: nothing is killed here, and a 3 s lock is lost on a loaded machine (a 1,000-job run at load
+  // ≈ 25 had 46 jobs end E_STALLED and 6 backed up twice by two attempts at once)
+  const serve = serveReal(o.redis.url, proxy, seal.export(), 3, 4, 30_000)
+  try {
+    const vms = sim.listVms()
+    const handles: JobHandle[] = []
+    for (let i = 0; i < vms.length; i += 50) handles.push(...(await Promise.all(vms.slice(i, i + 50).map((vm, j) => client.enqueue({ proxy }, backupTask(sim, `${proxy}-${i + j}`, vm.uuid, remoteDir))))))
+    const queue = client.queue(handles[0]!.queue)
+    const target = Math.min(20, Math.ceil(o.jobs / 10))
+    // some done, some running (or, should every job end first, all done: the row then shows 0 running)
+    await waitUntil(async () => {
+      const [completed, active, failed] = [await queue.getCompletedCount(), await queue.getActiveCount(), await queue.getFailedCount()]
+      return (completed >= target && active > 0) || completed + failed === o.jobs
+    }, 30 * 60_000)
+    const completedBefore = await queue.getCompletedCount()
+    const activeBefore = await queue.getActiveCount()
+    await o.redis.stop()
+    await o.redis.start()
+    const summaries = await Promise.all(handles.map((h) => h.result()))
+    const q = new Queue(handles[0]!.queue, { connection: redisOptions(redisConfig(o.redis.url)), prefix: 'bull' })
+    let lost = 0
+    let restarted = 0
+    for (const h of handles) {
+      const job = await Job.fromId(q, h.id)
+      if (job === undefined) lost++
+      else if (job.attemptsStarted > 1 || job.stalledCounter > 0) restarted++
+    }
+    await q.close()
+    await stopServe(serve, 'SIGTERM')
+    const perVm = await backupsPerVm(remoteDir)
+    const completedTwice = [...perVm.values()].filter((n) => n > 1).length
+    const verifyProblems = await verifyLocal(remoteDir)
+    const outcomes = countBy(summaries, outcomeKey)
+    return {
+      outcomes, completedBefore, activeBefore, lost, completedTwice, restarted, verifyProblems,
+      ok: lost === 0 && completedTwice === 0 && outcomes.success === o.jobs && perVm.size === o.jobs && verifyProblems.length === 0,
+    }
+  } finally {
+    await stopServe(serve, 'SIGKILL')
     await client.close().catch(() => undefined)
     await sim.close()
   }

@@ -2,41 +2,46 @@
  * `npm run chaos`: a hostile operator's scenarios against real processes, printed as a table and written
  * to RELIABILITY.md. Not part of `npm test` (the suite runs a short variant of each: serve-process,
  * serve-outage, stalled, queue tests). Each scenario runs its own redis-server (AOF on) on a free port
- * and `backup-proxy serve` processes from the sources, with the stand-in processors (disk streams written
- * by the thread pool to a local directory, through temporaries; no XAPI), timings shortened by config.
+ * and `backup-proxy serve` processes from the sources, timings shortened by config; the first three use
+ * the stand-in processors (disk streams written by the thread pool to a local directory, through
+ * temporaries; no XAPI), the others real backup runs (XAPI simulator, real engine).
  * Prints a markdown table (RELIABILITY.md records the figures of a run) and exits 1 when a scenario did not hold.
  *
  *   npm run chaos                      # every scenario, default sizes
  *   CHAOS_KILLS=50 CHAOS_JOBS=1000 npm run chaos
  *   npm run chaos -- redis-restart     # scenarios whose name contains one of the words
+ *   (shared helpers: bench/chaos-lib.ts)
  *
  * Scenarios (smallest first):
  *   redis-outage   Redis stopped CHAOS_OUTAGE_S seconds while jobs run, then started again: every job ends
  *                  (success, or a coded error), the proxy recovers without a restart, every serve output
  *                  line is a JSON log record.
  *   redis-restart  CHAOS_JOBS jobs queued and some running, Redis restarted (AOF): 0 lost, 0 completed twice.
+ *   stuck-stop     Redis killed or paused while jobs run, then two SIGTERMs: serve ends (E_SHUTDOWN_STUCK).
  *   sigkill        serve SIGKILLed at random moments CHAOS_KILLS times over streaming jobs and restarted:
  *                  every job ends (success, or E_STALLED past maxStalledCount), no temporary left, no
  *                  job completed twice; the time a killed job takes to resume is measured.
  *   sigkill-real   the same over real backup runs (XAPI simulator, real engine, local remote):
  *                  bench/chaos-real.ts; also `verify --full` clean, no duplicate backup, snapshots kept
- *                  within the delta base.
+ *                  within the delta base; then each job runs once more: snapshots back to the delta base.
+ *   redis-restart-real  CHAOS_JOBS real backup runs queued (one VM each), Redis restarted (AOF) while some
+ *                  run: 0 lost, 0 run twice to completion (one backup per VM), `verify --full` clean.
+ *   remote-full, remote-smb, remote-nfs, remote-s3  a target filling up, or its server SIGKILLed
+ *                  mid-write, beside two local targets: bench/chaos-remotes.ts.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, readdir, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Job, Queue } from 'bullmq'
-import { Redis } from 'ioredis'
 import { EnqueueClient, type JobHandle } from '../src/queue/client.js'
 import { redisOptions } from '../src/queue/redis.js'
 import { SealKey } from '../src/queue/seal.js'
 import type { TaskInputOf } from '../src/queue/tasks.js'
-import { sigkillReal } from './chaos-real.js'
+import { countBy, exitOf, fmtCounts, freePort, outcomeKey, rawLines, RedisServer, sleep, startServe as startServeWith, until, type Serve } from './chaos-lib.js'
+import { redisRestartReal, sigkillReal } from './chaos-real.js'
+import { remoteFault, REMOTE_FAULT_KINDS, type RemoteFaultKind } from './chaos-remotes.js'
 
-const root = new URL('../', import.meta.url).pathname
 const filters = process.argv.slice(2)
 const KILLS = Number(process.env.CHAOS_KILLS ?? '10')
 const JOBS = Number(process.env.CHAOS_JOBS ?? '200')
@@ -51,101 +56,9 @@ interface Row {
   ok: boolean
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-async function freePort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as { port: number }).port
-  await new Promise((resolve) => s.close(resolve))
-  return port
-}
-
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 120_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (await Promise.resolve().then(check).catch(() => false)) return
-    await sleep(100)
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
-
-class RedisServer {
-  child: ChildProcess | undefined
-  constructor(
-    readonly port: number,
-    readonly dir: string,
-  ) {}
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`
-  }
-  async start(): Promise<void> {
-    this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--maxmemory-policy', 'noeviction'], { stdio: 'ignore' })
-    await until('redis up', async () => {
-      const r = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-      r.on('error', () => undefined)
-      try {
-        await r.connect()
-        return (await r.ping()) === 'PONG'
-      } finally {
-        r.disconnect()
-      }
-    })
-  }
-  async stop(): Promise<void> {
-    const c = this.child
-    if (c === undefined || c.exitCode !== null) return
-    const exited = new Promise((resolve) => c.once('exit', resolve))
-    c.kill('SIGTERM')
-    await exited
-  }
-}
-
-interface Serve {
-  child: ChildProcess
-  out: string[]
-}
-
+/** serve with the stand-in processors (concurrency 4) */
 function startServe(redisUrl: string, proxyId: string, env: Record<string, string> = {}): Serve {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--proxy', proxyId, '--redis-url', redisUrl, '--listen', '127.0.0.1:0', '--threads', '2', '--concurrency', '4'], {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      ...process.env,
-      BACKUP_PROXY_STAND_INS: '1',
-      BACKUP_PROXY_SECURITY_SEAL_KEY: sealText,
-      BACKUP_PROXY_WORKERS_LOCK_DURATION_MS: '3000',
-      BACKUP_PROXY_WORKERS_STALLED_INTERVAL_MS: '1500',
-      BACKUP_PROXY_LOG_PRETTY: 'false',
-      ...env,
-    },
-  })
-  const s: Serve = { child, out: [] }
-  let partial = ''
-  const keep = (chunk: Buffer) => {
-    const lines = (partial + chunk.toString()).split('\n')
-    partial = lines.pop() ?? ''
-    s.out.push(...lines)
-  }
-  child.stdout?.on('data', keep)
-  child.stderr?.on('data', keep)
-  return s
-}
-
-async function exitOf(s: Serve): Promise<number | null> {
-  if (s.child.exitCode !== null || s.child.signalCode !== null) return s.child.exitCode
-  return new Promise((resolve) => s.child.once('exit', (code) => resolve(code)))
-}
-
-function rawLines(s: Serve): string[] {
-  return s.out.filter((l) => {
-    if (l.trim() === '') return false
-    try {
-      return typeof JSON.parse(l) !== 'object'
-    } catch {
-      return true
-    }
-  })
+  return startServeWith({ redisUrl, proxyId, seal: sealText, concurrency: 4, env: { BACKUP_PROXY_STAND_INS: '1', ...env } })
 }
 
 function task(dir: string, bytes: number, chunkDelayMs: number): TaskInputOf<'backup.run'> {
@@ -172,21 +85,9 @@ async function withEnv<T>(fn: (redis: RedisServer, work: string, client: Enqueue
   }
 }
 
-async function outcomes(handles: JobHandle[]): Promise<Map<string, number>> {
-  const summaries = await Promise.all(handles.map((h) => h.result()))
-  const counts = new Map<string, number>()
-  for (const s of summaries as (typeof summaries[number] | null)[]) {
-    if (s === null) {
-      counts.set('no summary', (counts.get('no summary') ?? 0) + 1)
-      continue
-    }
-    const key = s.status === 'success' ? 'success' : `${s.status}:${s.error?.code ?? 'uncoded'}`
-    counts.set(key, (counts.get(key) ?? 0) + 1)
-  }
-  return counts
+async function outcomes(handles: JobHandle[]): Promise<Record<string, number>> {
+  return countBy(await Promise.all(handles.map((h) => h.result())), outcomeKey)
 }
-
-const fmt = (m: Map<string, number>) => [...m].map(([k, v]) => `${k}=${v}`).join(' ')
 
 async function redisOutage(): Promise<Row> {
   return withEnv(async (redis, work, client) => {
@@ -204,13 +105,45 @@ async function redisOutage(): Promise<Row> {
     serve.child.kill('SIGTERM')
     const code = await exitOf(serve)
     const raw = rawLines(serve)
-    const uncoded = [...ends.keys()].filter((k) => k.endsWith('uncoded')).length
+    const uncoded = Object.keys(ends).filter((k) => k.endsWith('uncoded')).length
     return {
       scenario: `redis-outage (${OUTAGE_S} s, 8 jobs)`,
-      figures: { outcomes: fmt(ends), 'job after outage': after.status, 'all ended after (s)': recoveredS.toFixed(1), 'serve exit': String(code), 'raw (non-JSON) lines': raw.length },
+      figures: { outcomes: fmtCounts(ends), 'job after outage': after.status, 'all ended after (s)': recoveredS.toFixed(1), 'serve exit': String(code), 'raw (non-JSON) lines': raw.length },
       ok: uncoded === 0 && after.status === 'success' && code === 0 && raw.length === 0,
     }
   })
+}
+
+/**
+ * Defect 7 of the chaos issue, as reported: Redis goes away (SIGKILL, or SIGSTOP: connections hang) while
+ * jobs run, then SIGTERM with a short grace and SIGTERM again: serve must end (E_SHUTDOWN_STUCK, exit 1)
+ * instead of staying alive. Each Redis failure mode CHAOS_STOP_TRIES times.
+ */
+async function stuckStop(): Promise<Row> {
+  const tries = Number(process.env.CHAOS_STOP_TRIES ?? '2')
+  const ends: string[] = []
+  for (const redisSignal of ['SIGKILL', 'SIGSTOP'] as const) {
+    for (let i = 0; i < tries; i++) {
+      ends.push(await withEnv(async (redis, work, client) => {
+        const serve = startServe(redis.url, 'chaos-stop', { BACKUP_PROXY_WORKERS_SHUTDOWN_GRACE_MS: '1000' })
+        await until('serving', () => serve.out.some((l) => l.includes('proxy serving')))
+        for (let j = 0; j < 6; j++) await client.enqueue({ proxy: 'chaos-stop' }, task(work, 64 << 20, 20))
+        await until('jobs running', () => serve.out.filter((l) => l.includes('job started')).length >= 2)
+        await client.close()
+        redis.child?.kill(redisSignal)
+        await sleep(3000)
+        const t0 = performance.now()
+        serve.child.kill('SIGTERM')
+        await sleep(2000)
+        serve.child.kill('SIGTERM')
+        const code = await Promise.race([exitOf(serve), sleep(60_000).then(() => 'alive')])
+        serve.child.kill('SIGKILL')
+        redis.child?.kill('SIGKILL')
+        return `Redis ${redisSignal}: ${code === 'alive' ? 'alive after 60 s' : `exit ${code} after ${((performance.now() - t0) / 1000).toFixed(1)} s`}${serve.out.some((l) => l.includes('E_SHUTDOWN_STUCK')) ? ' (E_SHUTDOWN_STUCK)' : ''}`
+      }))
+    }
+  }
+  return { scenario: `stuck-stop (Redis killed or paused while jobs run; SIGTERM with a 1 s grace, SIGTERM again 2 s later; ${tries} tries each)`, figures: { ends: ends.join('; ') }, ok: ends.every((e) => !e.includes('alive')) }
 }
 
 async function redisRestart(): Promise<Row> {
@@ -236,8 +169,8 @@ async function redisRestart(): Promise<Row> {
     await exitOf(serve)
     return {
       scenario: `redis-restart (AOF, ${JOBS} jobs queued, some running)`,
-      figures: { outcomes: fmt(ends), lost: missing, 'completed twice': twice, 'raw lines': rawLines(serve).length },
-      ok: missing === 0 && twice === 0 && (ends.get('success') ?? 0) === JOBS,
+      figures: { outcomes: fmtCounts(ends), lost: missing, 'completed twice': twice, 'raw lines': rawLines(serve).length },
+      ok: missing === 0 && twice === 0 && (ends.success ?? 0) === JOBS,
     }
   })
 }
@@ -264,11 +197,11 @@ async function sigkill(): Promise<Row> {
     last.child.kill('SIGTERM')
     await exitOf(last)
     const left = (await readdir(work, { recursive: true })).filter((n) => n.split('/').pop()!.startsWith('.'))
-    const allowed = [...ends.keys()].every((k) => k === 'success' || k === 'failure:E_STALLED')
+    const allowed = Object.keys(ends).every((k) => k === 'success' || k === 'failure:E_STALLED')
     const sorted = resumeMs.sort((a, b) => a - b)
     return {
       scenario: `sigkill (${KILLS} kills, ${jobs} streaming jobs, maxStalledCount 3)`,
-      figures: { outcomes: fmt(ends), 'temporaries left': left.length, 'restart to a job running, median (s)': ((sorted[Math.floor(sorted.length / 2)] ?? 0) / 1000).toFixed(1) },
+      figures: { outcomes: fmtCounts(ends), 'temporaries left': left.length, 'restart to a job running, median (s)': ((sorted[Math.floor(sorted.length / 2)] ?? 0) / 1000).toFixed(1) },
       ok: allowed && left.length === 0,
     }
   })
@@ -282,9 +215,43 @@ async function sigkillRealRow(): Promise<Row> {
     return {
       scenario: `sigkill-real (up to ${KILLS} kills over ${vms} real backup runs, simulator + local remote, maxStalledCount 3)`,
       figures: {
-        kills: r.kills, outcomes: Object.entries(r.outcomes).map(([k, v]) => `${k}=${v}`).join(' '), 'verify --full problems': r.verifyProblems.length,
-        backups: r.backups, duplicates: r.duplicates, 'max snapshots per VM': r.maxSnapshotsPerVm, 'temporaries left': r.temporariesLeft,
-        'restart to a job running, median (s)': r.resumeMedianS.toFixed(1), ...(r.verifyProblems.length > 0 ? { 'first problem': r.verifyProblems[0]! } : {}),
+        kills: r.kills, outcomes: fmtCounts(r.outcomes), 'verify --full problems': r.verifyProblems.length,
+        backups: r.backups, duplicates: r.duplicates, 'VMs of E_STALLED jobs with a backup': r.backupsOfStalledJobs,
+        'max snapshots per VM (job succeeded / E_STALLED)': `${r.maxSnapshotsSucceeded} / ${r.maxSnapshotsStalled}`, 'temporaries left': r.temporariesLeft,
+        'restart to a job running, median (s)': r.resumeMedianS.toFixed(1),
+        'next run: outcomes': fmtCounts(r.nextRun.outcomes), 'next run: max snapshots per VM': r.nextRun.maxSnapshotsPerVm, 'next run: snapshots without the job tag': r.nextRun.untaggedSnapshots, 'next run: verify problems': r.nextRun.verifyProblems.length,
+        ...(r.verifyProblems.length > 0 ? { 'first problem': r.verifyProblems[0]! } : {}),
+      },
+      ok: r.ok,
+    }
+  })
+}
+
+async function redisRestartRealRow(): Promise<Row> {
+  return withEnv(async (redis, work) => {
+    const r = await redisRestartReal({ redis, work, jobs: JOBS })
+    return {
+      scenario: `redis-restart-real (AOF, ${JOBS} real backup runs queued, one VM each, serve --concurrency 4)`,
+      figures: {
+        outcomes: fmtCounts(r.outcomes), 'completed / running at the restart': `${r.completedBefore} / ${r.activeBefore}`, lost: r.lost, 'completed twice (VMs with 2 backups)': r.completedTwice,
+        'jobs started again': r.restarted, 'verify --full problems': r.verifyProblems.length, ...(r.verifyProblems.length > 0 ? { 'first problem': r.verifyProblems[0]! } : {}),
+      },
+      ok: r.ok,
+    }
+  })
+}
+
+function remoteFaultRow(kind: RemoteFaultKind): () => Promise<Row> {
+  return () => withEnv(async (redis, work) => {
+    const r = await remoteFault(kind, { redisUrl: redis.url, work })
+    const problems = Object.entries(r.verifyProblems).filter(([, p]) => p.length > 0)
+    return {
+      scenario: `remote-${kind} (${kind === 'full' ? 'a target on an 8 MiB tmpfs, grown afterwards' : `the ${kind} server SIGKILLed mid-write, restarted`}; 2 local targets beside it)`,
+      figures: {
+        'killed mid-write': r.killedMidWrite ? 'yes' : 'no',
+        run: `${r.first.status}${r.first.code === undefined ? '' : ` ${r.first.code}`}${r.first.namesTarget ? ` naming ${kind}` : ''}; succeeded ${r.first.succeeded.join(',')}; failed ${r.first.failed.join(',')}`,
+        'temporaries before the next run': r.leftoversBeforeNextRun, 'next run': `${r.next.status}; succeeded ${r.next.succeeded.join(',')}`,
+        'verify --full problems': problems.length === 0 ? 0 : problems.map(([id, p]) => `${id}: ${p[0]}`).join('; '), 'temporaries after the next run': r.leftoversAfterNextRun.length,
       },
       ok: r.ok,
     }
@@ -294,8 +261,11 @@ async function sigkillRealRow(): Promise<Row> {
 const scenarios: [string, () => Promise<Row>][] = [
   ['redis-outage', redisOutage],
   ['redis-restart', redisRestart],
+  ['stuck-stop', stuckStop],
   ['sigkill', sigkill],
   ['sigkill-real', sigkillRealRow],
+  ['redis-restart-real', redisRestartRealRow],
+  ...REMOTE_FAULT_KINDS.map((k): [string, () => Promise<Row>] => [`remote-${k}`, remoteFaultRow(k)]),
 ]
 const rows: Row[] = []
 for (const [name, run] of scenarios) {

@@ -11,7 +11,7 @@
  * writer (temporaries removed). Nothing is published unless the whole stream parsed and validated.
  */
 import { posix } from 'node:path'
-import { BackupProxyError, serializeError, toError } from '../common/errors.js'
+import { BackupProxyError, XapiError, errorCode, serializeError, toError } from '../common/errors.js'
 import { RemoteCache, type RemoteLease } from '../remotes/cache.js'
 import type { Remote } from '../remotes/remote.js'
 import { VhdBlockPool } from '../vhd/block-pool.js'
@@ -23,7 +23,7 @@ import type { VhdBlock } from '../vhd/stream-parser.js'
 import type { VdiExportDescriptor } from '../xapi/export.js'
 import { openDiskSource } from './nbd-source.js'
 import { AllTargetsFailedError, fanOut, type FanOutTarget } from '../common/fan-out.js'
-import type { DiskExportInput, DiskExportResult, DiskExporter, DiskMetrics, DiskTarget } from './ports.js'
+import type { DiskExportInput, DiskExportOptions, DiskExportResult, DiskExporter, DiskMetrics, DiskTarget } from './ports.js'
 import { createDirectorySink, readVhdFooter } from './vhd-ops.js'
 
 const PROGRESS_INTERVAL_MS = 250
@@ -91,7 +91,25 @@ export async function openTarget(t: DiskTarget, signal: AbortSignal, metrics: Di
   }
 }
 
-export const runDiskExport: DiskExporter = async (input: DiskExportInput, { signal, onProgress, metrics }): Promise<DiskExportResult> => {
+export const runDiskExport: DiskExporter = async (input, options) => {
+  try {
+    return await exportDisk(input, options)
+  } catch (error) {
+    throw stalledAsXapiError(error, options.signal)
+  }
+}
+
+/**
+ * An export that stopped sending (backup.exportInactivityTimeoutMs) failed on XAPI's side: E_XAPI, so the
+ * VM and the run end in failure. E_TIMEOUT stays the run's own timeout, which the task log reads as an
+ * interruption (a stall reported as E_TIMEOUT made the whole run `interrupted`).
+ */
+function stalledAsXapiError(error: unknown, signal: AbortSignal): unknown {
+  if (signal.aborted || errorCode(error) !== 'E_TIMEOUT') return error
+  return new XapiError(`${(error as Error).message} (backup.exportInactivityTimeoutMs)`, { cause: error, fields: { reason: 'stalled' } })
+}
+
+async function exportDisk(input: DiskExportInput, { signal, onProgress, metrics }: DiskExportOptions): Promise<DiskExportResult> {
   const t0 = performance.now()
   const opened = new Map<string, OpenedTarget>()
   const pool = blockPool
@@ -101,7 +119,7 @@ export const runDiskExport: DiskExporter = async (input: DiskExportInput, { sign
   // kernel; a buffer goes back to the pool once every writer reported it written, else to the GC.
   // NBD (nbd-source.ts) when planned: opened first, since its fallback may turn a delta into a full
   const plan = new VhdChunkPlan(pool)
-  const source = await openDiskSource({ descriptor, nbd: input.nbd, signal, pool, plan, maxRateBytesPerSecond: input.maxExportRateBytesPerSecond, readAheadChunks: READ_AHEAD_CHUNKS })
+  const source = await openDiskSource({ descriptor, nbd: input.nbd, signal, pool, plan, maxRateBytesPerSecond: input.maxExportRateBytesPerSecond, readAheadChunks: READ_AHEAD_CHUNKS, ...(input.exportInactivityTimeoutMs === undefined ? {} : { inactivityTimeoutMs: input.exportInactivityTimeoutMs }) })
   const vhd = source.vhd
   await Promise.all(input.targets.map(async (t) => {
     try {

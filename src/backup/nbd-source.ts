@@ -61,6 +61,8 @@ export interface OpenDiskSourceOptions {
   plan: VhdChunkPlan
   maxRateBytesPerSecond: number
   readAheadChunks: number
+  /** no byte for this long fails the export (default 5 minutes) */
+  inactivityTimeoutMs?: number
 }
 
 const CBT_BLOCK_BYTES = 64 * 1024
@@ -88,6 +90,7 @@ async function openHttp(o: OpenDiskSourceOptions, descriptor: VdiExportDescripto
     signal: o.signal,
     chunkBuffer: (offset) => o.plan.bufferFor(offset),
     ...(o.maxRateBytesPerSecond > 0 ? { maxRateBytesPerSecond: o.maxRateBytesPerSecond } : {}),
+    ...(o.inactivityTimeoutMs === undefined ? {} : { inactivityTimeoutMs: o.inactivityTimeoutMs }),
   })
   const vhd = await openVhdStream(chunksOf(exp.stream, o.readAheadChunks), { signal: o.signal, blockPool: o.pool, chunkPlan: o.plan })
   return exp.sizeBytes === undefined ? { vhd } : { vhd, sizeBytes: exp.sizeBytes }
@@ -133,7 +136,7 @@ function nbdVhd(disk: NbdDisk, head: Pick<VhdStream, 'footer' | 'header' | 'bloc
 }
 
 async function openNbd(o: OpenDiskSourceOptions, plan: NbdExportPlan): Promise<DiskSource> {
-  const disk = await NbdDisk.open(plan.servers, { concurrency: plan.concurrency, signal: o.signal })
+  const disk = await NbdDisk.open(plan.servers, { concurrency: plan.concurrency, signal: o.signal, ...(o.inactivityTimeoutMs === undefined ? {} : { inactivityTimeoutMs: o.inactivityTimeoutMs }) })
   try {
     if (disk.sizeBytes !== plan.virtualSizeBytes) {
       throw new BackupProxyError('E_NBD_NEGOTIATION', `the NBD export is ${disk.sizeBytes} bytes, the VDI ${plan.virtualSizeBytes}`)

@@ -97,6 +97,8 @@ export interface DiskExportInput {
   targets: DiskTarget[]
   /** bytes per second, 0 = unlimited */
   maxExportRateBytesPerSecond: number
+  /** no byte from XAPI for this long fails the export (default 5 minutes) */
+  exportInactivityTimeoutMs?: number
   /** read over NBD (nbd-plan.ts builds it when the settings ask and the pool allows) */
   nbd?: NbdExportPlan
 }

@@ -83,6 +83,7 @@ function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefin
     snapshotRetention: defaults.snapshotRetention,
     fullInterval: defaults.fullInterval,
     maxExportRateBytesPerSecond: defaults.maxExportRate,
+    exportInactivityTimeoutMs: defaults.exportInactivityTimeoutMs,
     compression: defaults.compression,
     vhdDirectoryCompression: defaults.vhdDirectoryCompression,
     checkpointSnapshot: defaults.checkpointSnapshot,

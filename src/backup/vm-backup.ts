@@ -50,6 +50,8 @@ export interface VmSettings {
   snapshotRetention: number
   fullInterval: number
   maxExportRateBytesPerSecond: number
+  /** a disk export silent this long fails (config backup.exportInactivityTimeoutMs; absent: 5 minutes) */
+  exportInactivityTimeoutMs?: number
   /** XO's job compression of full-mode backups' XVA (`native` = gzip); VHD backups do not use it */
   compression: '' | 'native' | 'zstd'
   /** block compression of the VhdDirectory targets (XO's vhdDirectoryCompression) */

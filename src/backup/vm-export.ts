@@ -127,6 +127,7 @@ class VmExport {
         ...(delta === undefined ? {} : { baseVdiUuid: delta.vdi.uuid }),
         targets,
         maxExportRateBytesPerSecond: settings.maxExportRateBytesPerSecond,
+        ...(settings.exportInactivityTimeoutMs === undefined ? {} : { exportInactivityTimeoutMs: settings.exportInactivityTimeoutMs }),
         ...(read.nbd === undefined ? {} : { nbd: read.nbd }),
       },
       { signal: ctx.signal, onProgress: (p) => this.onDiskProgress(disk, p.readBytes) },

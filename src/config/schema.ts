@@ -191,6 +191,10 @@ export const backupSchema = z
     snapshotRetention: intFromEnv(0, 1000).default(1).describe('Backup snapshots kept on the pool per VM (the newest is the next delta base).'),
     fullInterval: intFromEnv(0, 10_000).default(0).describe('Force a full backup every N runs (0 = never).'),
     maxExportRate: size().default(0).describe('Export rate limit per disk in bytes/s (0 = unlimited); accepts sizes (100MiB).'),
+    exportInactivityTimeoutMs: duration()
+      .refine((v) => v >= 1000 && v <= 86_400_000, 'must be between 1s and 24h')
+      .default(300_000)
+      .describe("A disk export of a backup (XAPI's HTTP export, or NBD) that sends no byte for this long fails the VM (E_XAPI, stalled); its snapshot is removed. 5 minutes, as XO's."),
     timeoutMs: duration().default(0).describe('Timeout of a whole run (0 = none).'),
     nRetriesVmBackupFailures: intFromEnv(0, 100).default(0).describe('Retries of a failed VM within a run.'),
     compression: xvaCompression().default('').describe("XO's job compression: the XVA compression of full-mode backups ('native', 'zstd', '' = none). This proxy writes VHD backups, where XO ignores it too."),

@@ -2,8 +2,9 @@
  * XAPI faults during real backup runs (the simulator's faults, through the queue, the real engine and a
  * local remote): each run ends with a coded error (or succeeds where the fault is survivable), the VM keeps
  * no snapshot of a failed run, and nothing is published: the remote lists no backup of a failed run and
- * `verify --full` finds no problem. (A stalled export is left out: it ends at the 5-minute inactivity
- * timeout, too long for the suite.)
+ * `verify --full` finds no problem. A stalled export ends at the export inactivity timeout, shortened
+ * here by config (`backup.exportInactivityTimeoutMs`, 10 s instead of 5 minutes; the other cases' streams
+ * never pause that long).
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { listBackups } from '../../src/backup/catalog.js'
@@ -24,6 +25,7 @@ import { proxyConfig } from './helpers/proxy-config.js'
 
 const sealText = SealKey.generate().export()
 const redisUrl = inject('redisUrl')
+const STALL_TIMEOUT_S = 10
 const proxyId = `bk-faults-${Math.random().toString(36).slice(2, 8)}`
 let sim: XapiSimulator
 let dir: { path: string; remove: () => Promise<void> }
@@ -31,9 +33,9 @@ let client: EnqueueClient
 let proxy: ProxyRuntime
 
 beforeAll(async () => {
-  sim = await startSim({ vms: 6, seed: 1818, diskSizeBytes: 16 * MiB })
+  sim = await startSim({ vms: 7, seed: 1818, diskSizeBytes: 16 * MiB })
   dir = await makeTempDir('bp-xapi-faults-')
-  proxy = new ProxyRuntime({ config: compileConfig(proxyConfig(redisUrl, sealText, proxyId)), processors: builtinProcessors({ standIns: false }), sealKey: SealKey.fromString(sealText), logger: silentLogger })
+  proxy = new ProxyRuntime({ config: compileConfig({ ...proxyConfig(redisUrl, sealText, proxyId), backup: { exportInactivityTimeoutMs: `${STALL_TIMEOUT_S}s` } }), processors: builtinProcessors({ standIns: false }), sealKey: SealKey.fromString(sealText), logger: silentLogger })
   await proxy.start()
   client = new EnqueueClient({ redis: compileConfig({ redis: { url: redisUrl } }).redis, sealKey: SealKey.fromString(sealText), attempts: 1 })
 })
@@ -45,10 +47,11 @@ afterAll(async () => {
 })
 
 /** `code`: the error of the VM's task in the task log (the run itself fails with E_BACKUP, XO's shape) */
-const cases: { name: string; fault: (vdi: string) => SimFault; outcome: 'success' | 'failure'; code?: string }[] = [
+const cases: { name: string; fault: (vdi: string) => SimFault; outcome: 'success' | 'failure'; code?: string; message?: RegExp }[] = [
   { name: 'connection reset mid-export', fault: (vdiUuid) => ({ kind: 'reset', afterBytes: 3 * MiB, vdiUuid }), outcome: 'failure', code: 'E_XAPI' },
   { name: 'HTTP 500', fault: (vdiUuid) => ({ kind: 'http-error', status: 500, vdiUuid }), outcome: 'failure', code: 'E_XAPI' },
   { name: 'corrupt byte in the stream', fault: (vdiUuid) => ({ kind: 'corrupt', offset: 1024, vdiUuid }), outcome: 'failure', code: 'E_VHD_CORRUPT' },
+  { name: 'stalled export', fault: (vdiUuid) => ({ kind: 'stall', afterBytes: 256 * 1024, vdiUuid }), outcome: 'failure', code: 'E_XAPI', message: /stalled: no data for 10000 ms/ },
   { name: 'expired session', fault: () => ({ kind: 'expire-session' }), outcome: 'success' },
   { name: 'slow export', fault: (vdiUuid) => ({ kind: 'slow', bytesPerSecond: 16 * MiB, vdiUuid }), outcome: 'success' },
 ]
@@ -75,6 +78,7 @@ describe('XAPI faults during backup runs', () => {
         if (c.code !== undefined) {
           expect(s.error?.code).toBe('E_BACKUP')
           expect(failed.map((f) => f.code)).toContain(c.code)
+          if (c.message !== undefined) expect(failed.find((f) => f.code === c.code)?.message).toMatch(c.message)
         }
       } finally {
         sim.clearFaults()

@@ -35,6 +35,9 @@ export interface SwiftServer extends S3Service {
   bucket: string
   /** a client for direct checks (ListMultipartUploads, HeadObject...) */
   client: S3Client
+  /** SIGKILLs the proxy server (the S3 endpoint; storage servers stay up); `restartProxy()` brings it back on the same port */
+  killProxy: () => Promise<void>
+  restartProxy: () => Promise<void>
 }
 
 export interface SwiftOptions {
@@ -144,6 +147,7 @@ export async function startSwift(options: SwiftOptions = {}): Promise<SwiftServe
     for (const kind of ['account', 'container', 'object', 'proxy']) {
       daemons.push(startDaemon(`/usr/bin/swift-${kind}-server`, [join(dir, `${kind}-server.conf`)]))
     }
+    let proxy = daemons[daemons.length - 1]!
     const endpoint = `http://127.0.0.1:${proxyPort}`
     client = new S3Client({
       endpoint,
@@ -154,7 +158,7 @@ export async function startSwift(options: SwiftOptions = {}): Promise<SwiftServe
     })
     const bucket = 'backups'
     const c = client
-    await waitFor(
+    const ready = () => waitFor(
       `Swift S3 on ${endpoint}: ${daemons.map((d) => d.output()).join('\n').slice(-3000)}`,
       async () => {
         try {
@@ -168,6 +172,7 @@ export async function startSwift(options: SwiftOptions = {}): Promise<SwiftServe
       60_000,
       250,
     )
+    await ready()
     const prefix = `run-${randomBytes(4).toString('hex')}`
     return {
       url: `s3+http://${encodeURIComponent(ACCESS_KEY)}:${SECRET}@127.0.0.1:${proxyPort}/${bucket}/${prefix}#us-east-1`,
@@ -177,6 +182,13 @@ export async function startSwift(options: SwiftOptions = {}): Promise<SwiftServe
       bucket,
       client,
       stop,
+      killProxy: () => proxy.stop('SIGKILL'),
+      restartProxy: async () => {
+        await proxy.stop('SIGKILL')
+        proxy = startDaemon('/usr/bin/swift-proxy-server', [join(dir, 'proxy-server.conf')])
+        daemons.push(proxy)
+        await ready()
+      },
     }
   } catch (error) {
     await stop()

@@ -139,7 +139,7 @@ async function listeners(port: number): Promise<number[]> {
  * silently share the port and each get the other's LOGON_FAILUREs. The lock is a `flock` child whose
  * stdin is a pipe from this process: it exits (releasing the lock) when we stop it or when we die.
  */
-async function lock445(timeoutMs: number): Promise<() => void> {
+export async function lock445(timeoutMs: number): Promise<() => void> {
   const child = spawn('flock', ['-w', String(Math.ceil(timeoutMs / 1000)), '/tmp/backup-proxy-smb-445.lock', 'sh', '-c', 'echo locked; read _'], {
     stdio: ['pipe', 'pipe', 'pipe'],
   })

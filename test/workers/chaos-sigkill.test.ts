@@ -2,7 +2,8 @@
  * The short variant of `npm run chaos -- sigkill-real` (bench/chaos-real.ts): `serve` SIGKILLed at random
  * moments during real backup runs (XAPI simulator, real engine, local remote), restarted each time, then
  * left to finish. Every job ends (success, or E_STALLED past maxStalledCount), `verify --full` finds no
- * problem, no VM has a second backup (no duplicate), no VM keeps more than its delta-base snapshot.
+ * problem, no VM has a second backup (no duplicate), no VM keeps more than its delta-base snapshot; after
+ * each job's next run too.
  */
 import { describe, expect, inject, it } from 'vitest'
 import { sigkillReal } from '../../bench/chaos-real.js'
@@ -18,6 +19,9 @@ describe('serve SIGKILLed during real backup runs', () => {
     expect(r.verifyProblems).toEqual([])
     expect(r.duplicates).toBe(0)
     expect(r.backups).toBe(r.outcomes.success ?? 0)
-    expect(r.maxSnapshotsPerVm).toBeLessThanOrEqual(1)
+    expect(r.maxSnapshotsSucceeded).toBeLessThanOrEqual(1)
+    expect(r.nextRun.outcomes).toEqual({ success: 3 })
+    expect(r.nextRun.maxSnapshotsPerVm).toBeLessThanOrEqual(1)
+    expect(r.nextRun.verifyProblems).toEqual([])
   }, 300_000)
 })
