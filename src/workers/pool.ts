@@ -14,10 +14,10 @@
  */
 import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads'
 import { Piscina } from 'piscina'
-import { BackupProxyError, CancelledError, deserializeError, type JsonValue } from '../common/errors.js'
+import { BackupProxyError, CancelledError, deserializeError } from '../common/errors.js'
 import { silentLogger, type Logger } from '../common/log.js'
-import { isThreadResult, isThreadToMainMessage, type MetricDelta, type ThreadTaskEnvelope } from './messages.js'
-import type { ThreadTaskInput, ThreadTaskName, ThreadTaskOutput } from './thread-tasks.js'
+import { isThreadResult, isThreadToMainMessage, type MainToThreadMessage, type MetricDelta, type ThreadTaskEnvelope } from './messages.js'
+import type { ThreadTaskInput, ThreadTaskName, ThreadTaskOutput, ThreadTaskProgress } from './thread-tasks.js'
 
 export interface StreamPoolOptions {
   threads: number
@@ -26,9 +26,10 @@ export interface StreamPoolOptions {
   onMetrics?: (deltas: MetricDelta[]) => void
 }
 
-export interface PoolRunOptions {
+export interface PoolRunOptions<N extends ThreadTaskName = ThreadTaskName> {
   signal?: AbortSignal
-  onProgress?: (progress: JsonValue) => void
+  /** the task's progress, of the type its thread task posts (thread-tasks.ts) */
+  onProgress?: (progress: ThreadTaskProgress<N>) => void
   onMetrics?: (deltas: MetricDelta[]) => void
 }
 
@@ -89,11 +90,11 @@ export class StreamPool {
   }
 
   /** Runs one stream task in a thread; rejects with the task's error (rebuilt) or E_CANCELLED. */
-  async run<N extends ThreadTaskName>(taskName: N, input: ThreadTaskInput<N>, options: PoolRunOptions = {}): Promise<ThreadTaskOutput<N>> {
+  async run<N extends ThreadTaskName>(taskName: N, input: ThreadTaskInput<N>, options: PoolRunOptions<N> = {}): Promise<ThreadTaskOutput<N>> {
     if (this.#closing !== undefined) throw new BackupProxyError('E_CANCELLED', 'the stream pool is shutting down; the task was not started')
     options.signal?.throwIfAborted()
     const { port1, port2 } = new MessageChannel()
-    const envelope: ThreadTaskEnvelope = { taskName, input, port: port2 }
+    const envelope: ThreadTaskEnvelope<N> = { taskName, input, port: port2 }
     const piscina = this.#piscina
     this.#queued++
     let started = false
@@ -111,7 +112,8 @@ export class StreamPool {
         fn()
       }
       const cancel = (reason: string) => {
-        port1.postMessage({ type: 'cancel', reason })
+        const message: MainToThreadMessage = { type: 'cancel', reason }
+        port1.postMessage(message)
         // not started yet: the thread will see the cancel first thing when it starts; don't wait for it
         if (!started) finish(() => reject(new CancelledError(reason)))
       }
@@ -124,7 +126,7 @@ export class StreamPool {
       this.#kills.add(kill)
       options.signal?.addEventListener('abort', onAbort, { once: true })
       const onMessage = (message: unknown) => {
-        if (!isThreadToMainMessage(message)) return
+        if (!isThreadToMainMessage(message, taskName)) return
         switch (message.type) {
           case 'started':
             if (!started && !settled) {
@@ -147,19 +149,19 @@ export class StreamPool {
           if (settled) return
           // every message the task posted is queued on port1 by now: handle them before the outcome
           for (let m = receiveMessageOnPort(port1); m !== undefined; m = receiveMessageOnPort(port1)) onMessage(m.message)
-          if (!isThreadResult(result)) {
+          if (!isThreadResult(result, taskName)) {
             return finish(() => reject(new BackupProxyError('E_INTERNAL', `thread task ${taskName} returned no outcome`)))
           }
           if (result.deltas.length > 0) this.#metrics(result.deltas, options)
           const { outcome } = result
-          finish(() => (outcome.ok ? resolve(outcome.output as ThreadTaskOutput<N>) : reject(deserializeError(outcome.error))))
+          finish(() => (outcome.ok ? resolve(outcome.output) : reject(deserializeError(outcome.error))))
         },
         (error: unknown) => finish(() => reject(new BackupProxyError('E_INTERNAL', `thread running ${taskName} failed: ${(error as Error).message}`, { cause: error }))),
       )
     })
   }
 
-  #metrics(deltas: MetricDelta[], options: PoolRunOptions): void {
+  #metrics(deltas: MetricDelta[], options: { onMetrics?: (deltas: MetricDelta[]) => void }): void {
     options.onMetrics?.(deltas)
     this.#onMetrics?.(deltas)
   }

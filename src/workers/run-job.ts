@@ -29,7 +29,7 @@ import type { Config } from '../config/index.js'
 import type { JobProgress, QueuedJobData } from '../queue/client.js'
 import { bullKeys, queueKeys } from '../queue/names.js'
 import { unsealFields, type SealKey } from '../queue/seal.js'
-import { consolidate, eventsOfTree, LogTask, newTaskId, type JobSummary, type TaskLogEvent, type TaskStatus } from '../queue/task-log.js'
+import { consolidate, createTaskLog, eventsOfTree, type LogTask, type JobSummary, type TaskLogEvent, type TaskStatus } from '../queue/task-log.js'
 import { isTaskKind, parseTask, SECRET_PATHS, type Task, type TaskKind, type TaskOf } from '../queue/tasks.js'
 import type { StreamPool } from './pool.js'
 import type { JobContext, JobInfo, ProcessorRegistry } from './processors.js'
@@ -202,9 +202,8 @@ function openAttemptLog(deps: RunJobDeps, job: Job<QueuedJobData, JobSummary>, s
     events.push(event)
     writer.write(JSON.stringify(event))
   }
-  const root = new LogTask(emit, newTaskId())
   const data = job.data as Partial<QueuedJobData> | undefined
-  emit({ event: 'start', taskId: root.id, timestamp: Date.now(), message: job.name, data: rootData(data?.task, job.name, job, deps.instance) })
+  const root = createTaskLog(job.name, rootData(data?.task, job.name, job, deps.instance), emit)
   return { events, emit, writer, root }
 }
 
