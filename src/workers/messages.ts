@@ -100,3 +100,32 @@ export function isThreadResult<N extends ThreadTaskName>(value: unknown, taskNam
 export function isMainToThreadMessage(value: unknown): value is MainToThreadMessage {
   return isObject(value) && value.type === 'cancel' && typeof value.reason === 'string'
 }
+
+/**
+ * Releasing a thread's resources before it is torn down (opened remotes: NFS unmount, SMB logoff, S3
+ * client destroyed). Piscina owns each thread's parentPort and terminates threads without running any
+ * of their code, so the pool asks on a BroadcastChannel of this name, naming the threads it means; each
+ * of them, once it has no task running, closes what it holds and answers.
+ */
+export const THREAD_CONTROL_CHANNEL = 'backup-proxy:stream-threads'
+
+export interface ReleaseRequest {
+  type: 'release'
+  /** answers carry it: several pools of a process may ask at once */
+  requestId: string
+  threadIds: number[]
+}
+
+export interface ReleasedReply {
+  type: 'released'
+  requestId: string
+  threadId: number
+}
+
+export function isReleaseRequest(value: unknown): value is ReleaseRequest {
+  return isObject(value) && value.type === 'release' && typeof value.requestId === 'string' && Array.isArray(value.threadIds) && value.threadIds.every((id) => typeof id === 'number')
+}
+
+export function isReleasedReply(value: unknown): value is ReleasedReply {
+  return isObject(value) && value.type === 'released' && typeof value.requestId === 'string' && typeof value.threadId === 'number'
+}

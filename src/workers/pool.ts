@@ -17,6 +17,7 @@ import { Piscina } from 'piscina'
 import { BackupProxyError, CancelledError, deserializeError } from '../common/errors.js'
 import { silentLogger, type Logger } from '../common/log.js'
 import { isThreadResult, isThreadToMainMessage, type MainToThreadMessage, type MetricDelta, type ThreadTaskEnvelope } from './messages.js'
+import { releaseThreads } from './thread-release.js'
 import type { ThreadTaskInput, ThreadTaskName, ThreadTaskOutput, ThreadTaskProgress } from './thread-tasks.js'
 
 export interface StreamPoolOptions {
@@ -40,6 +41,9 @@ export interface PoolStats {
   /** tasks waiting for a free thread */
   queued: number
 }
+
+/** How long closing threads may take to release their remotes (an SMB logoff, an NFS unmount) once idle. */
+const THREAD_RELEASE_MS = 5_000
 
 const fromSources = import.meta.url.endsWith('.ts')
 const ENTRY = new URL(`./thread-entry.${fromSources ? 'ts' : 'js'}`, import.meta.url).href
@@ -74,6 +78,11 @@ export class StreamPool {
   readonly #kills = new Set<(reason: string) => void>()
   readonly #logger: Logger
   readonly #onMetrics: ((deltas: MetricDelta[]) => void) | undefined
+  /** resolved when no task is queued or running (close() waits for it before releasing the threads) */
+  readonly #drainWaiters: (() => void)[] = []
+  #destroyed = false
+  /** threads that ran a task (only they can hold remotes to release) */
+  readonly #usedThreads = new Set<number>()
 
   constructor(options: StreamPoolOptions) {
     if (!Number.isInteger(options.threads) || options.threads < 1 || options.threads > 64) {
@@ -105,6 +114,7 @@ export class StreamPool {
         settled = true
         if (started) this.#busy--
         else this.#queued--
+        if (this.#busy + this.#queued === 0) for (const resolve of this.#drainWaiters.splice(0)) resolve()
         options.signal?.removeEventListener('abort', onAbort)
         this.#cancels.delete(cancel)
         this.#kills.delete(kill)
@@ -129,6 +139,7 @@ export class StreamPool {
         if (!isThreadToMainMessage(message, taskName)) return
         switch (message.type) {
           case 'started':
+            this.#usedThreads.add(message.threadId)
             if (!started && !settled) {
               started = true
               this.#queued--
@@ -184,12 +195,25 @@ export class StreamPool {
     for (const cancel of [...this.#cancels]) cancel(reason)
   }
 
-  /** Lets running tasks finish, then stops the threads. */
+  /**
+   * Lets running tasks finish, has the threads release what they hold (their opened remotes:
+   * thread-release.ts), then stops the threads.
+   */
   async close(): Promise<void> {
     this.#closing ??= (async () => {
+      if (this.#busy + this.#queued > 0) await new Promise<void>((resolve) => this.#drainWaiters.push(resolve))
+      await this.#releaseThreads()
+      if (this.#destroyed) return
       await Promise.all([this.#piscina.close(), ...this.#retiring])
     })()
     return this.#closing
+  }
+
+  /** Asks the current threads to release what they hold; a thread that does not answer in time is stopped anyway. */
+  async #releaseThreads(): Promise<void> {
+    const ids = this.#piscina.threads.map((t) => t.threadId).filter((id) => this.#usedThreads.has(id))
+    const answered = await releaseThreads(ids, THREAD_RELEASE_MS)
+    if (answered.length < ids.length) this.#logger.warn({ threads: ids.length, released: answered.length }, 'stream threads did not release their remotes in time: stopping them anyway')
   }
 
   /**
@@ -209,8 +233,12 @@ export class StreamPool {
     clearTimeout(timer)
     if (outcome === 'closed') return
     this.#logger.warn({ graceMs, running: this.#busy, queued: this.#queued }, 'stream tasks ignored the cancel: terminating their threads')
+    this.#destroyed = true
     for (const kill of [...this.#kills]) kill(reason)
-    const destroyed = Promise.all([this.#piscina.destroy(), ...this.#retiring]).then(() => undefined)
+    // the idle threads release their remotes first; a thread stuck in its task cannot, and is terminated
+    const destroyed = this.#releaseThreads()
+      .then(() => Promise.all([this.#piscina.destroy(), ...this.#retiring]))
+      .then(() => undefined)
     this.#closing = destroyed // a later close() waits for this, not for the threads that were terminated
     await destroyed
   }

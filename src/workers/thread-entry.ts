@@ -4,14 +4,20 @@
  * a `cancel` message aborts `ctx.signal` (cooperative cancel: the task cleans up and throws), progress
  * and batched metric deltas go back to the main thread. The outcome (output or serialized error) and the
  * last metric deltas are the returned `ThreadResult`; the main thread handles every message posted
- * before it first (messages.ts).
+ * before it first (messages.ts). Asked by the pool before it closes, the thread releases what it holds
+ * (its opened remotes) once no task is running on it (thread-release.ts).
  */
 import { threadId, type MessagePort } from 'node:worker_threads'
 import { BackupProxyError, CancelledError, serializeError } from '../common/errors.js'
 import { isMainToThreadMessage, isThreadTaskEnvelope, type MetricDelta, type ThreadOutcome, type ThreadResult, type ThreadTaskEnvelope, type ThreadToMainMessage } from './messages.js'
 import { createThreadMetricsRecorder, type ThreadMetricsRecorder } from '../metrics/thread-recorder.js'
 import { METRICS_FLUSH_MS, type ThreadTaskContext } from './thread-task.js'
-import { isThreadTaskName, threadTasks, type ThreadTaskName, type ThreadTaskOutput, type ThreadTaskProgress } from './thread-tasks.js'
+import { isThreadTaskName, releaseThreadResources, threadTasks, type ThreadTaskName, type ThreadTaskOutput, type ThreadTaskProgress } from './thread-tasks.js'
+import { serveReleases } from './thread-release.js'
+
+/** Tasks running on this thread (one at most: concurrentTasksPerWorker is 1). */
+let running = 0
+const releases = serveReleases(releaseThreadResources, () => running > 0)
 
 /** The task's port, typed: what the thread posts is a `ThreadToMainMessage` of its task. */
 function poster<N extends ThreadTaskName>(port: MessagePort): (message: ThreadToMainMessage<N>) => void {
@@ -79,5 +85,11 @@ export default async function runThreadTask(envelope: unknown): Promise<ThreadRe
     const name = typeof envelope === 'object' && envelope !== null && 'taskName' in envelope ? envelope.taskName : undefined
     throw new BackupProxyError('E_INTERNAL', `not a thread task envelope, or unknown thread task ${JSON.stringify(name)}; known: ${Object.keys(threadTasks).join(', ')} (register it in src/workers/thread-tasks.ts)`)
   }
-  return runTask(envelope)
+  running++
+  try {
+    return await runTask(envelope)
+  } finally {
+    running--
+    releases.taskEnded()
+  }
 }

@@ -16,6 +16,7 @@ import backupRestoreDisk from '../backup/restore-disk.thread.js'
 import mirrorCopy from '../backup/mirror.thread.js'
 import backupXva from '../backup/xva.thread.js'
 import backupRestoreXva from '../backup/restore-xva.thread.js'
+import { threadRemotes } from '../backup/disk-export.js'
 
 const registry = {
   /** stand-in: returns its input (dispatch overhead bench, pool tests) */
@@ -49,4 +50,13 @@ export const threadTasks: { readonly [N in ThreadTaskName]: ThreadTask<ThreadTas
 
 export function isThreadTaskName(name: unknown): name is ThreadTaskName {
   return typeof name === 'string' && Object.hasOwn(threadTasks, name)
+}
+
+/**
+ * What a thread holds between tasks and closes before it is torn down (thread-release.ts): the remotes its
+ * disk exports and mirror copies leased (NFS unmount, SMB logoff, S3 client destroyed). Each leaves the
+ * thread usable: a later task opens again what it needs.
+ */
+export async function releaseThreadResources(): Promise<void> {
+  await threadRemotes.close()
 }
