@@ -89,9 +89,19 @@ export class StreamPool {
       throw new BackupProxyError('E_USAGE', `threads must be a whole number from 1 to 64, got ${options.threads}`)
     }
     this.#threads = options.threads
-    this.#piscina = createPiscina(options.threads)
     this.#logger = options.logger ?? silentLogger
+    this.#piscina = this.#watch(createPiscina(options.threads))
     this.#onMetrics = options.onMetrics
+  }
+
+  /**
+   * Piscina reports on its instance what no task's promise carries (a close that timed out because a
+   * task ignored its cancel and was then destroyed, a thread's uncaught error): logged, never an
+   * unhandled 'error' event that would end the process.
+   */
+  #watch(piscina: Piscina): Piscina {
+    piscina.on('error', (error: unknown) => this.#logger.warn({ err: error }, 'stream thread pool error'))
+    return piscina
   }
 
   get stats(): PoolStats {
@@ -182,7 +192,7 @@ export class StreamPool {
     if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new BackupProxyError('E_USAGE', `threads must be a whole number from 1 to 64, got ${threads}`)
     if (threads === this.#threads || this.#closing !== undefined) return
     const old = this.#piscina
-    this.#piscina = createPiscina(threads)
+    this.#piscina = this.#watch(createPiscina(threads))
     this.#logger.info({ from: this.#threads, to: threads }, 'stream pool resized')
     this.#threads = threads
     const retiring: Promise<void> = old.close().catch((error: unknown) => this.#logger.warn({ err: error }, 'closing the previous thread pool failed'))

@@ -7,7 +7,7 @@
  * before it first (messages.ts). Asked by the pool before it closes, the thread releases what it holds
  * (its opened remotes) once no task is running on it (thread-release.ts).
  */
-import { threadId, type MessagePort } from 'node:worker_threads'
+import { receiveMessageOnPort, threadId, type MessagePort } from 'node:worker_threads'
 import { BackupProxyError, CancelledError, serializeError } from '../common/errors.js'
 import { isMainToThreadMessage, isThreadTaskEnvelope, type MetricDelta, type ThreadOutcome, type ThreadResult, type ThreadTaskEnvelope, type ThreadToMainMessage } from './messages.js'
 import { createThreadMetricsRecorder, type ThreadMetricsRecorder } from '../metrics/thread-recorder.js'
@@ -51,9 +51,13 @@ async function runTask<N extends ThreadTaskName>(envelope: ThreadTaskEnvelope<N>
   const { port } = envelope
   const post = poster<N>(port)
   const controller = new AbortController()
-  port.on('message', (message: unknown) => {
+  const onMessage = (message: unknown): void => {
     if (isMainToThreadMessage(message) && !controller.signal.aborted) controller.abort(new CancelledError(message.reason))
-  })
+  }
+  // a cancel posted before the task reached this thread is already queued: handle it before the task
+  // starts (a listener would only see it on a later tick, once a task that ignores its signal runs)
+  for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) onMessage(m.message)
+  port.on('message', onMessage)
   const { recorder, takeRest } = metricsRecorder(post)
   const ctx: ThreadTaskContext<ThreadTaskProgress<N>> = {
     signal: controller.signal,
