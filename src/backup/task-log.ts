@@ -10,10 +10,5 @@
  * engine calls it `Task`; this module is only that name and the engine's ways in (`createTaskLog` for a
  * run of its own, `attachTaskLog` under the job runner's root task).
  */
-import type { TaskStatus as QueueTaskStatus, TaskSummary } from '../queue/task-log.js'
-
 export { LogTask as Task, attachTaskLog, createTaskLog } from '../queue/task-log.js'
 export type { TaskLogEvent, TaskSummary } from '../queue/task-log.js'
-/** A task's status while it runs: pending, then one of the queue's final statuses. */
-export type TaskStatus = TaskSummary['status']
-export type FinalStatus = QueueTaskStatus
