@@ -8,7 +8,7 @@
  * Input and output are plain data (structured clone); the remote URL holds credentials and is never
  * logged. Cancel (the signal) ends the upload; the caller cancels the XAPI task and removes the VDI.
  */
-import { BackupProxyError, type JsonValue } from '../common/errors.js'
+import { BackupProxyError } from '../common/errors.js'
 import { createRemote } from '../remotes/index.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import { openChain } from '../vhd/chain.js'
@@ -68,7 +68,3 @@ export async function runDiskImport(input: DiskImportInput, options: { signal: A
 /** Runs on the calling thread (the CLI, tools). */
 export const inlineImporter: DiskImporter = runDiskImport
 
-/** Progress as JSON for a thread's MessagePort. */
-export function progressJson(p: DiskImportProgress): JsonValue {
-  return { sentBytes: p.sentBytes, totalBytes: p.totalBytes }
-}

@@ -3,15 +3,14 @@
  * output are plain data (structured clone); progress and metric deltas go through the task context;
  * the context's signal is the cooperative cancel.
  */
-import type { JsonValue } from '../common/errors.js'
 import { attachRemoteMetrics } from '../metrics/remote-metrics.js'
 import { runDiskExport } from './disk-export.js'
-import type { DiskExportInput, DiskExportResult, StreamTask } from './ports.js'
+import type { DiskExportInput, DiskExportResult, DiskProgress, StreamTask } from './ports.js'
 
-const task: StreamTask<DiskExportInput, DiskExportResult> = (input, ctx) =>
+const task: StreamTask<DiskExportInput, DiskExportResult, DiskProgress> = (input, ctx) =>
   runDiskExport(input, {
     signal: ctx.signal,
-    onProgress: (p) => ctx.progress(p as unknown as JsonValue),
+    onProgress: (p) => ctx.progress(p),
     metrics: {
       bytesRead: (n) => ctx.counter('backup_proxy_bytes_read_total', {}, n),
       // op and bytes events of each remote become deltas labelled by the task's remote id

@@ -5,11 +5,12 @@
  */
 import { attachRemoteMetrics } from '../metrics/remote-metrics.js'
 import { copyFile, copyVhd, type CopyFileInput, type CopyOptions, type CopyResult, type CopyVhdInput } from './mirror-copy.js'
-import type { StreamTask } from './ports.js'
+import type { MirrorCopier } from './mirror-backup.js'
+import type { ProgressOf, StreamTask } from './ports.js'
 
 export type MirrorCopyInput = ({ op: 'vhd' } & CopyVhdInput) | ({ op: 'file' } & CopyFileInput)
 
-const task: StreamTask<MirrorCopyInput, CopyResult> = (input, ctx) => {
+const task: StreamTask<MirrorCopyInput, CopyResult, ProgressOf<MirrorCopier>> = (input, ctx) => {
   const options: CopyOptions = {
     signal: ctx.signal,
     onProgress: (p) => ctx.progress(p),

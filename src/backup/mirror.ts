@@ -196,5 +196,5 @@ export const inlineCopier: MirrorCopier = (input, { signal, onProgress }) => {
 /** Copies in the stream pool (`mirror.copy` thread task): what a proxy uses. */
 export function poolCopier(pool: StreamTaskRunner): MirrorCopier {
   return (input, { signal, onProgress }) =>
-    pool.run('mirror.copy', input, { signal, ...(onProgress === undefined ? {} : { onProgress: (p) => onProgress(p as unknown as { readBytes: number }) }) })
+    pool.run('mirror.copy', input, { signal, ...(onProgress === undefined ? {} : { onProgress }) })
 }

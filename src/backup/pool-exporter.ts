@@ -1,12 +1,12 @@
 /** The DiskExporter port over the stream pool: each disk runs as the `backup.disk` thread task. */
-import type { DiskExporter, DiskProgress, StreamTaskRunner } from './ports.js'
+import type { DiskExporter, StreamTaskRunner } from './ports.js'
 import type { XvaExporter } from './xva-export.js'
 
 export function poolExporter(pool: StreamTaskRunner): DiskExporter {
   return (input, { signal, onProgress }) =>
     pool.run('backup.disk', input, {
       signal,
-      ...(onProgress === undefined ? {} : { onProgress: (p) => onProgress(p as unknown as DiskProgress) }),
+      ...(onProgress === undefined ? {} : { onProgress }),
     })
 }
 
@@ -15,6 +15,6 @@ export function poolXvaExporter(pool: StreamTaskRunner): XvaExporter {
   return (input, { signal, onProgress }) =>
     pool.run('backup.xva', input, {
       signal,
-      ...(onProgress === undefined ? {} : { onProgress: (p) => onProgress(p as unknown as { readBytes: number }) }),
+      ...(onProgress === undefined ? {} : { onProgress }),
     })
 }

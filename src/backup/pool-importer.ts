@@ -2,7 +2,7 @@
  * The importer ports over the stream pool: each restored disk runs as the `backup.restoreDisk` thread
  * task, a full backup's XVA as `backup.restoreXva`.
  */
-import type { DiskImporter, DiskImportProgress } from './disk-import.js'
+import type { DiskImporter } from './disk-import.js'
 import type { StreamTaskRunner } from './ports.js'
 import type { XvaImporter } from './xva-import.js'
 
@@ -10,7 +10,7 @@ export function poolImporter(pool: StreamTaskRunner): DiskImporter {
   return (input, { signal, onProgress }) =>
     pool.run('backup.restoreDisk', input, {
       signal,
-      ...(onProgress === undefined ? {} : { onProgress: (p) => onProgress(p as unknown as DiskImportProgress) }),
+      ...(onProgress === undefined ? {} : { onProgress }),
     })
 }
 
@@ -19,6 +19,6 @@ export function poolXvaImporter(pool: StreamTaskRunner): XvaImporter {
   return (input, { signal, onProgress }) =>
     pool.run('backup.restoreXva', input, {
       signal,
-      ...(onProgress === undefined ? {} : { onProgress: (p) => onProgress(p as unknown as { sentBytes: number; totalBytes: number }) }),
+      ...(onProgress === undefined ? {} : { onProgress }),
     })
 }

@@ -19,7 +19,7 @@ import type { XvaExporter } from './xva-export.js'
 import type { XvaImporter } from './xva-import.js'
 import type { NbdXapi } from './nbd-plan.js'
 import type { XvaExportDescriptor } from '../xapi/descriptors.js'
-import type { DiskImportInput, DiskImportResult } from './disk-import.js'
+import type { DiskImportInput, DiskImportProgress, DiskImportResult } from './disk-import.js'
 
 /** A XAPI record as plain JSON. */
 export type Rec = Record<string, unknown>
@@ -154,29 +154,34 @@ export type DiskExporter = (input: DiskExportInput, options: DiskExportOptions) 
  * (src/workers) is one; the engine never imports the runner.
  */
 export interface StreamTaskRunner {
-  run(taskName: 'backup.disk', input: DiskExportInput, options: StreamRunOptions): Promise<DiskExportResult>
-  run(taskName: 'backup.restoreDisk', input: DiskImportInput, options: StreamRunOptions): Promise<DiskImportResult>
-  run(taskName: 'backup.xva', input: Parameters<XvaExporter>[0], options: StreamRunOptions): Promise<Awaited<ReturnType<XvaExporter>>>
-  run(taskName: 'backup.restoreXva', input: Parameters<XvaImporter>[0], options: StreamRunOptions): Promise<Awaited<ReturnType<XvaImporter>>>
-  run(taskName: 'mirror.copy', input: Parameters<MirrorCopier>[0], options: StreamRunOptions): Promise<Awaited<ReturnType<MirrorCopier>>>
+  run(taskName: 'backup.disk', input: DiskExportInput, options: StreamRunOptions<DiskProgress>): Promise<DiskExportResult>
+  run(taskName: 'backup.restoreDisk', input: DiskImportInput, options: StreamRunOptions<DiskImportProgress>): Promise<DiskImportResult>
+  run(taskName: 'backup.xva', input: Parameters<XvaExporter>[0], options: StreamRunOptions<ProgressOf<XvaExporter>>): Promise<Awaited<ReturnType<XvaExporter>>>
+  run(taskName: 'backup.restoreXva', input: Parameters<XvaImporter>[0], options: StreamRunOptions<ProgressOf<XvaImporter>>): Promise<Awaited<ReturnType<XvaImporter>>>
+  run(taskName: 'mirror.copy', input: Parameters<MirrorCopier>[0], options: StreamRunOptions<ProgressOf<MirrorCopier>>): Promise<Awaited<ReturnType<MirrorCopier>>>
 }
 
-export interface StreamRunOptions {
+/** The progress an exporter, importer or copier port reports (what its thread task posts). */
+export type ProgressOf<F extends (input: never, options: never) => unknown> = Parameters<F>[1] extends { onProgress?: (progress: infer P) => void } ? P : never
+
+export interface StreamRunOptions<P = JsonValue> {
   signal?: AbortSignal
-  onProgress?: (progress: JsonValue) => void
+  /** the task's progress, as its thread posted it (typed by the task) */
+  onProgress?: (progress: P) => void
 }
 
 /** What a stream task of the engine receives in its thread (the runner's ThreadTaskContext is one). */
-export interface StreamTaskContext {
+export interface StreamTaskContext<P = JsonValue> {
   /** aborted by a cooperative cancel */
   signal: AbortSignal
-  progress: (progress: JsonValue) => void
+  /** plain data (structured-cloned to the main thread), of the task's own progress type */
+  progress: (progress: P) => void
   counter: (metric: string, labels: Record<string, string>, value?: number) => void
   observe: (metric: string, labels: Record<string, string>, value: number) => void
 }
 
 /** A stream task module's default export (registered by the runner in src/workers/thread-tasks.ts). */
-export type StreamTask<I, O> = (input: I, ctx: StreamTaskContext) => Promise<O>
+export type StreamTask<I, O, P = JsonValue> = (input: I, ctx: StreamTaskContext<P>) => Promise<O>
 
 /**
  * What a queue processor of the engine receives from the job runner (src/workers' JobContext is one):

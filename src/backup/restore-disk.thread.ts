@@ -3,9 +3,10 @@
  * so decompression, decryption and VHD assembly of a restore leave the main thread free. The context's
  * signal is the cooperative cancel; progress goes through the task context.
  */
-import { progressJson, runDiskImport, type DiskImportInput, type DiskImportResult } from './disk-import.js'
+import { runDiskImport, type DiskImportInput, type DiskImportProgress, type DiskImportResult } from './disk-import.js'
 import type { StreamTask } from './ports.js'
 
-const task: StreamTask<DiskImportInput, DiskImportResult> = (input, ctx) => runDiskImport(input, { signal: ctx.signal, onProgress: (p) => ctx.progress(progressJson(p)) })
+const task: StreamTask<DiskImportInput, DiskImportResult, DiskImportProgress> = (input, ctx) =>
+  runDiskImport(input, { signal: ctx.signal, onProgress: (p) => ctx.progress({ sentBytes: p.sentBytes, totalBytes: p.totalBytes }) })
 
 export default task

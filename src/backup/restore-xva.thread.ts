@@ -3,10 +3,10 @@
  * verified on the way (xva-import.ts). Plain data in and out; progress through the task context; the
  * context's signal is the cooperative cancel.
  */
-import { runXvaImport, type XvaImportInput, type XvaImportResult } from './xva-import.js'
-import type { StreamTask } from './ports.js'
+import { runXvaImport, type XvaImporter, type XvaImportInput, type XvaImportResult } from './xva-import.js'
+import type { ProgressOf, StreamTask } from './ports.js'
 
-const task: StreamTask<XvaImportInput, XvaImportResult> = (input, ctx) =>
+const task: StreamTask<XvaImportInput, XvaImportResult, ProgressOf<XvaImporter>> = (input, ctx) =>
   runXvaImport(input, { signal: ctx.signal, onProgress: (p) => ctx.progress(p) })
 
 export default task

@@ -4,10 +4,10 @@
  * signal is the cooperative cancel.
  */
 import { attachRemoteMetrics } from '../metrics/remote-metrics.js'
-import { runXvaExport, type XvaExportInput, type XvaExportResult } from './xva-export.js'
-import type { StreamTask } from './ports.js'
+import { runXvaExport, type XvaExporter, type XvaExportInput, type XvaExportResult } from './xva-export.js'
+import type { ProgressOf, StreamTask } from './ports.js'
 
-const task: StreamTask<XvaExportInput, XvaExportResult> = (input, ctx) =>
+const task: StreamTask<XvaExportInput, XvaExportResult, ProgressOf<XvaExporter>> = (input, ctx) =>
   runXvaExport(input, {
     signal: ctx.signal,
     onProgress: (p) => ctx.progress(p),

@@ -49,17 +49,77 @@ function key(metric: string, labels: Record<string, string>): string {
   return `${metric}\u0000${JSON.stringify(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))}`
 }
 
-export function createThreadMetricsRecorder(send: (message: MetricsMessage) => void, options: ThreadMetricsRecorderOptions = {}): ThreadMetricsRecorder {
+/** Deltas recorded since the last send: counters and gauges summed by metric and labels, histogram observations one by one. */
+class PendingDeltas {
+  #summed = new Map<string, Summed>()
+  #observations: MetricDelta[] = []
+
+  get observations(): number {
+    return this.#observations.length
+  }
+
+  add(metric: string, kind: MetricKind, labels: Record<string, string>, value: number): void {
+    const k = key(metric, labels)
+    const entry = this.#summed.get(k)
+    if (entry === undefined) this.#summed.set(k, { metric, kind, labels: { ...labels }, value })
+    else entry.value += value
+  }
+
+  observe(metric: string, labels: Record<string, string>, value: number): void {
+    this.#observations.push({ metric, kind: 'histogram', labels: { ...labels }, value })
+  }
+
+  /** Swaps the pending deltas out (sums that came back to zero are dropped): each is taken once. */
+  take(): MetricDelta[] {
+    if (this.#summed.size === 0 && this.#observations.length === 0) return []
+    const batch = this.#summed
+    const observed = this.#observations
+    this.#summed = new Map()
+    this.#observations = []
+    const deltas: MetricDelta[] = []
+    for (const s of batch.values()) if (s.value !== 0) deltas.push({ metric: s.metric, kind: s.kind, labels: s.labels, value: s.value })
+    deltas.push(...observed)
+    return deltas
+  }
+
+  /** Puts back deltas whose send failed, so a later flush retries them. */
+  putBack(deltas: readonly MetricDelta[]): void {
+    for (const d of deltas) {
+      if (d.kind === 'histogram') this.#observations.push(d)
+      else this.add(d.metric, d.kind, d.labels, d.value)
+    }
+  }
+}
+
+function checkOptions(options: ThreadMetricsRecorderOptions): Required<ThreadMetricsRecorderOptions> {
   const flushIntervalMs = options.flushIntervalMs ?? 1000
   const maxPending = options.maxPending ?? 1000
   if (!Number.isInteger(flushIntervalMs) || flushIntervalMs < 0) throw new RangeError(`flushIntervalMs must be a whole number >= 0, got ${flushIntervalMs}`)
   if (!Number.isInteger(maxPending) || maxPending < 1) throw new RangeError(`maxPending must be a whole number >= 1, got ${maxPending}`)
+  return { flushIntervalMs, maxPending }
+}
 
-  let summed = new Map<string, Summed>()
-  let observations: MetricDelta[] = []
+function checkValue(metric: string, value: number): void {
+  if (!Number.isFinite(value)) throw new RangeError(`metric ${metric}: value must be a finite number, got ${value}`)
+}
+
+export function createThreadMetricsRecorder(send: (message: MetricsMessage) => void, options: ThreadMetricsRecorderOptions = {}): ThreadMetricsRecorder {
+  const { flushIntervalMs, maxPending } = checkOptions(options)
+  const pending = new PendingDeltas()
   let closed = false
   let timedSendError: unknown
 
+  const sendPending = (): void => {
+    const deltas = pending.take()
+    if (deltas.length === 0) return
+    try {
+      send({ type: 'metrics', deltas })
+    } catch (error) {
+      // put them back so a later flush can retry; the caller of flush() sees the error
+      pending.putBack(deltas)
+      throw error
+    }
+  }
   const flush = (): void => {
     if (timedSendError !== undefined) {
       const error = toError(timedSendError)
@@ -68,29 +128,6 @@ export function createThreadMetricsRecorder(send: (message: MetricsMessage) => v
     }
     sendPending()
   }
-
-  const sendPending = (): void => {
-    if (summed.size === 0 && observations.length === 0) return
-    const batch = summed
-    const observed = observations
-    summed = new Map()
-    observations = []
-    const deltas: MetricDelta[] = []
-    for (const s of batch.values()) if (s.value !== 0) deltas.push({ metric: s.metric, kind: s.kind, labels: s.labels, value: s.value })
-    deltas.push(...observed)
-    if (deltas.length === 0) return
-    try {
-      send({ type: 'metrics', deltas })
-    } catch (error) {
-      // put them back so a later flush can retry; the caller of flush() sees the error
-      for (const d of deltas) {
-        if (d.kind === 'histogram') observations.push(d)
-        else addSummed(d.metric, d.kind, d.labels, d.value)
-      }
-      throw error
-    }
-  }
-
   const timer =
     flushIntervalMs > 0
       ? setInterval(() => {
@@ -102,25 +139,12 @@ export function createThreadMetricsRecorder(send: (message: MetricsMessage) => v
         }, flushIntervalMs)
       : undefined
   timer?.unref()
-
-  const addSummed = (metric: string, kind: MetricKind, labels: Record<string, string>, value: number): void => {
-    const k = key(metric, labels)
-    const entry = summed.get(k)
-    if (entry === undefined) summed.set(k, { metric, kind, labels: { ...labels }, value })
-    else entry.value += value
-  }
-
-  const checkValue = (metric: string, value: number): void => {
-    if (!Number.isFinite(value)) throw new RangeError(`metric ${metric}: value must be a finite number, got ${value}`)
-  }
-
   const afterWrite = (): void => {
-    if (closed || observations.length >= maxPending) sendPending()
+    if (closed || pending.observations >= maxPending) sendPending()
   }
-
   const observe = (metric: string, labels: Record<string, string>, value: number): void => {
     checkValue(metric, value)
-    observations.push({ metric, kind: 'histogram', labels: { ...labels }, value })
+    pending.observe(metric, labels, value)
     afterWrite()
   }
 
@@ -128,13 +152,13 @@ export function createThreadMetricsRecorder(send: (message: MetricsMessage) => v
     inc(metric, labels = {}, value = 1) {
       checkValue(metric, value)
       if (value < 0) throw new RangeError(`counter ${metric} cannot decrease (got ${value})`)
-      addSummed(metric, 'counter', labels, value)
+      pending.add(metric, 'counter', labels, value)
       afterWrite()
     },
     observe,
     gaugeAdd(metric, labels, value) {
       checkValue(metric, value)
-      addSummed(metric, 'gauge', labels, value)
+      pending.add(metric, 'gauge', labels, value)
       afterWrite()
     },
     startTimer(metric, labels = {}) {

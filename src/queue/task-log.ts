@@ -5,12 +5,13 @@
  * the summary a job returns.
  *
  * Events travel as JSON lines in the BullMQ job log (durable, readable after the fact) and as `task-log`
- * custom events on the queue's event stream (live, through QueueEvents). `LogTask` is the small helper
- * processors use to emit a well-formed tree; `consolidate()` rebuilds the tree from events.
+ * custom events on the queue's event stream (live, through QueueEvents). `LogTask` is the one task-log
+ * implementation: the job runner's root, the tasks processors add and the engine's runs (`backup/task-log.ts`
+ * names it `Task`) all emit a well-formed tree with it; `consolidate()` rebuilds the tree from events.
  */
 import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
-import type { JsonValue, SerializedError } from '../common/errors.js'
+import { errorCode, serializeError, type JsonValue, type SerializedError } from '../common/errors.js'
 
 export const TASK_STATUSES = ['success', 'failure', 'interrupted', 'skipped'] as const
 export type TaskStatus = (typeof TASK_STATUSES)[number]
@@ -77,53 +78,146 @@ export function newTaskId(): string {
   return `${Date.now().toString(36)}${ID_PREFIX}${idSeq.toString(16).padStart(5, '0')}`
 }
 
-/** Emits a well-formed subtree: one start, any infos/warnings, exactly one end. */
+const RANK: Record<TaskSummary['status'], number> = { pending: 0, skipped: 0, success: 1, interrupted: 2, failure: 3 }
+
+interface LogTaskInit {
+  message?: string
+  data?: JsonValue | undefined
+  /** when the task started (its start event's timestamp); default now() */
+  start?: number
+  now?: () => number
+  /** false for an attached root: its end, like its start, is its owner's to emit */
+  emitsEnd?: boolean
+}
+
+/**
+ * One task of the log: emits a well-formed subtree (one start, any infos and warnings, exactly one end)
+ * and keeps its node of the consolidated tree (`summary()`), which is also what its status derives from.
+ *
+ * Status truth: a task that ends without an explicit status takes the worst of its children
+ * (failure > interrupted > success; all skipped → skipped), so a run with one failed VM is a failure and
+ * never reads as a success; ending a task ends its pending children `interrupted`. `run()` wraps an
+ * async function: its value is the result, a thrown error ends the task with `failure` (or
+ * `interrupted` for a cancel or a timeout) and the error serialized as the result.
+ *
+ * The constructor emits nothing: it makes a task whose start its owner emitted (the job runner's root,
+ * whose start carries the job's data). `createTaskLog` starts a root, `child()` a child, and
+ * `attachTaskLog` reports under a task of someone else's log.
+ */
 export class LogTask {
-  #ended = false
+  readonly id: string
+  readonly #node: TaskSummary
+  readonly #children: LogTask[] = []
+  readonly #emit: (event: TaskLogEvent) => void
+  readonly #now: () => number
+  readonly #emitsEnd: boolean
 
-  constructor(
-    private readonly emit: (event: TaskLogEvent) => void,
-    readonly id: string,
-  ) {}
-
-  /** Starts a child task. */
-  child(message: string, data?: JsonValue): LogTask {
-    const id = newTaskId()
-    this.emit({ event: 'start', taskId: id, parentId: this.id, timestamp: Date.now(), message, ...(data === undefined ? {} : { data }) })
-    return new LogTask(this.emit, id)
+  constructor(emit: (event: TaskLogEvent) => void, id: string, init: LogTaskInit = {}) {
+    this.id = id
+    this.#emit = emit
+    this.#now = init.now ?? Date.now
+    this.#emitsEnd = init.emitsEnd ?? true
+    this.#node = { id, message: init.message ?? '', start: init.start ?? this.#now(), status: 'pending', ...(init.data === undefined ? {} : { data: init.data }) }
   }
 
-  info(message: string, data?: JsonValue): void {
-    this.emit({ event: 'info', taskId: this.id, timestamp: Date.now(), message, ...(data === undefined ? {} : { data }) })
-  }
-
-  warning(message: string, data?: JsonValue): void {
-    this.emit({ event: 'warning', taskId: this.id, timestamp: Date.now(), message, ...(data === undefined ? {} : { data }) })
-  }
-
-  /** Ends the task; later calls are ignored (the first outcome wins). */
-  end(status: TaskStatus, result?: JsonValue): void {
-    if (this.#ended) return
-    this.#ended = true
-    this.emit({ event: 'end', taskId: this.id, timestamp: Date.now(), status, ...(result === undefined ? {} : { result }) })
+  get status(): TaskSummary['status'] {
+    return this.#node.status
   }
 
   get ended(): boolean {
-    return this.#ended
+    return this.#node.status !== 'pending'
   }
 
-  /** Runs `fn` as a child task: success with its value, failure with its error (rethrown). */
-  async run<T extends JsonValue | void>(message: string, data: JsonValue | undefined, fn: (task: LogTask) => Promise<T>, toResult: (error: unknown) => JsonValue): Promise<T> {
-    const task = this.child(message, data)
+  /** Starts a child task. */
+  child(message: string, data?: JsonValue): LogTask {
+    const start = this.#now()
+    const child = new LogTask(this.#emit, newTaskId(), { message, data, start, now: this.#now })
+    this.#children.push(child)
+    this.#emit({ event: 'start', taskId: child.id, parentId: this.id, timestamp: start, message, ...(data === undefined ? {} : { data }) })
+    return child
+  }
+
+  info(message: string, data?: JsonValue): void {
+    this.#log('info', message, data)
+  }
+
+  warning(message: string, data?: JsonValue): void {
+    this.#log('warning', message, data)
+  }
+
+  #log(kind: 'info' | 'warning', message: string, data: JsonValue | undefined): void {
+    const timestamp = this.#now()
+    const list = kind === 'info' ? (this.#node.infos ??= []) : (this.#node.warnings ??= [])
+    list.push({ message, timestamp, ...(data === undefined ? {} : { data }) })
+    this.#emit({ event: kind, taskId: this.id, timestamp, message, ...(data === undefined ? {} : { data }) })
+  }
+
+  /** Status the children imply: the worst one; skipped only when every child was skipped. */
+  derivedStatus(): TaskStatus {
+    if (this.#children.length === 0) return 'success'
+    if (this.#children.every((c) => c.status === 'skipped')) return 'skipped'
+    let worst: TaskStatus = 'success'
+    for (const c of this.#children) {
+      const s = c.status === 'pending' ? 'interrupted' : c.status
+      if (RANK[s] > RANK[worst]) worst = s
+    }
+    return worst
+  }
+
+  /** Ends the task; later calls are ignored (the first outcome wins). Without a status, the children decide. */
+  end(status?: TaskStatus, result?: JsonValue): void {
+    if (this.ended) return
+    for (const c of this.#children) if (!c.ended) c.end('interrupted')
+    const final = status ?? this.derivedStatus()
+    this.#node.status = final
+    this.#node.end = this.#now()
+    if (result !== undefined) this.#node.result = result
+    if (this.#emitsEnd) this.#emit({ event: 'end', taskId: this.id, timestamp: this.#node.end, status: final, ...(result === undefined ? {} : { result }) })
+  }
+
+  /** Ends the task with an error: interrupted for a cancel or a timeout, failure otherwise. */
+  fail(error: unknown): void {
+    const code = errorCode(error)
+    this.end(code === 'E_CANCELLED' || code === 'E_TIMEOUT' ? 'interrupted' : 'failure', serializeError(error) as unknown as JsonValue)
+  }
+
+  /** Runs fn as this task: success with its (JSON) result, or failure with the error, which is rethrown. */
+  async run<T>(fn: (task: LogTask) => Promise<T>, toResult?: (value: T) => JsonValue | undefined): Promise<T> {
     try {
-      const value = await fn(task)
-      task.end('success', value === undefined ? undefined : (value))
+      const value = await fn(this)
+      const result = toResult?.(value)
+      // a task whose children failed is not a success even when fn returned
+      const derived = this.derivedStatus()
+      this.end(derived === 'skipped' ? 'success' : derived, result)
       return value
     } catch (error) {
-      task.end('failure', toResult(error))
+      this.fail(error)
       throw error
     }
   }
+
+  /** This task's node of the consolidated tree, children included (a copy). */
+  summary(): TaskSummary {
+    const out: TaskSummary = { ...this.#node }
+    if (this.#children.length > 0) out.tasks = this.#children.map((c) => c.summary())
+    return out
+  }
+}
+
+/** Starts the root task of a log; `emit` receives every event as it happens. */
+export function createTaskLog(message: string, data: JsonValue | undefined, emit: (e: TaskLogEvent) => void = () => {}, now: () => number = Date.now): LogTask {
+  const id = newTaskId()
+  const start = now()
+  emit({ event: 'start', taskId: id, timestamp: start, message, ...(data === undefined ? {} : { data }) })
+  return new LogTask(emit, id, { message, data, start, now })
+}
+
+/**
+ * A root for a task that already exists in someone else's log (the job runner's root task `id`): children,
+ * infos and warnings are emitted under that id; its start and end are left to the owner.
+ */
+export function attachTaskLog(id: string, message: string, emit: (e: TaskLogEvent) => void, now: () => number = Date.now): LogTask {
+  return new LogTask(emit, id, { message, now, emitsEnd: false })
 }
 
 /** Rebuilds XO's consolidated tree from events; returns the roots (normally one). */

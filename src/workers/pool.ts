@@ -14,10 +14,11 @@
  */
 import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads'
 import { Piscina } from 'piscina'
-import { BackupProxyError, CancelledError, deserializeError, type JsonValue } from '../common/errors.js'
+import { BackupProxyError, CancelledError, deserializeError } from '../common/errors.js'
 import { silentLogger, type Logger } from '../common/log.js'
-import { isThreadResult, isThreadToMainMessage, type MetricDelta, type ThreadTaskEnvelope } from './messages.js'
-import type { ThreadTaskInput, ThreadTaskName, ThreadTaskOutput } from './thread-tasks.js'
+import { isThreadResult, isThreadToMainMessage, type MainToThreadMessage, type MetricDelta, type ThreadTaskEnvelope } from './messages.js'
+import { releaseThreads } from './thread-release.js'
+import type { ThreadTaskInput, ThreadTaskName, ThreadTaskOutput, ThreadTaskProgress } from './thread-tasks.js'
 
 export interface StreamPoolOptions {
   threads: number
@@ -26,9 +27,10 @@ export interface StreamPoolOptions {
   onMetrics?: (deltas: MetricDelta[]) => void
 }
 
-export interface PoolRunOptions {
+export interface PoolRunOptions<N extends ThreadTaskName = ThreadTaskName> {
   signal?: AbortSignal
-  onProgress?: (progress: JsonValue) => void
+  /** the task's progress, of the type its thread task posts (thread-tasks.ts) */
+  onProgress?: (progress: ThreadTaskProgress<N>) => void
   onMetrics?: (deltas: MetricDelta[]) => void
 }
 
@@ -39,6 +41,9 @@ export interface PoolStats {
   /** tasks waiting for a free thread */
   queued: number
 }
+
+/** How long closing threads may take to release their remotes (an SMB logoff, an NFS unmount) once idle. */
+const THREAD_RELEASE_MS = 5_000
 
 const fromSources = import.meta.url.endsWith('.ts')
 const ENTRY = new URL(`./thread-entry.${fromSources ? 'ts' : 'js'}`, import.meta.url).href
@@ -73,15 +78,30 @@ export class StreamPool {
   readonly #kills = new Set<(reason: string) => void>()
   readonly #logger: Logger
   readonly #onMetrics: ((deltas: MetricDelta[]) => void) | undefined
+  /** resolved when no task is queued or running (close() waits for it before releasing the threads) */
+  readonly #drainWaiters: (() => void)[] = []
+  #destroyed = false
+  /** threads that ran a task (only they can hold remotes to release) */
+  readonly #usedThreads = new Set<number>()
 
   constructor(options: StreamPoolOptions) {
     if (!Number.isInteger(options.threads) || options.threads < 1 || options.threads > 64) {
       throw new BackupProxyError('E_USAGE', `threads must be a whole number from 1 to 64, got ${options.threads}`)
     }
     this.#threads = options.threads
-    this.#piscina = createPiscina(options.threads)
     this.#logger = options.logger ?? silentLogger
+    this.#piscina = this.#watch(createPiscina(options.threads))
     this.#onMetrics = options.onMetrics
+  }
+
+  /**
+   * Piscina reports on its instance what no task's promise carries (a close that timed out because a
+   * task ignored its cancel and was then destroyed, a thread's uncaught error): logged, never an
+   * unhandled 'error' event that would end the process.
+   */
+  #watch(piscina: Piscina): Piscina {
+    piscina.on('error', (error: unknown) => this.#logger.warn({ err: error }, 'stream thread pool error'))
+    return piscina
   }
 
   get stats(): PoolStats {
@@ -89,11 +109,11 @@ export class StreamPool {
   }
 
   /** Runs one stream task in a thread; rejects with the task's error (rebuilt) or E_CANCELLED. */
-  async run<N extends ThreadTaskName>(taskName: N, input: ThreadTaskInput<N>, options: PoolRunOptions = {}): Promise<ThreadTaskOutput<N>> {
+  async run<N extends ThreadTaskName>(taskName: N, input: ThreadTaskInput<N>, options: PoolRunOptions<N> = {}): Promise<ThreadTaskOutput<N>> {
     if (this.#closing !== undefined) throw new BackupProxyError('E_CANCELLED', 'the stream pool is shutting down; the task was not started')
     options.signal?.throwIfAborted()
     const { port1, port2 } = new MessageChannel()
-    const envelope: ThreadTaskEnvelope = { taskName, input, port: port2 }
+    const envelope: ThreadTaskEnvelope<N> = { taskName, input, port: port2 }
     const piscina = this.#piscina
     this.#queued++
     let started = false
@@ -104,6 +124,7 @@ export class StreamPool {
         settled = true
         if (started) this.#busy--
         else this.#queued--
+        if (this.#busy + this.#queued === 0) for (const resolve of this.#drainWaiters.splice(0)) resolve()
         options.signal?.removeEventListener('abort', onAbort)
         this.#cancels.delete(cancel)
         this.#kills.delete(kill)
@@ -111,7 +132,8 @@ export class StreamPool {
         fn()
       }
       const cancel = (reason: string) => {
-        port1.postMessage({ type: 'cancel', reason })
+        const message: MainToThreadMessage = { type: 'cancel', reason }
+        port1.postMessage(message)
         // not started yet: the thread will see the cancel first thing when it starts; don't wait for it
         if (!started) finish(() => reject(new CancelledError(reason)))
       }
@@ -124,9 +146,10 @@ export class StreamPool {
       this.#kills.add(kill)
       options.signal?.addEventListener('abort', onAbort, { once: true })
       const onMessage = (message: unknown) => {
-        if (!isThreadToMainMessage(message)) return
+        if (!isThreadToMainMessage(message, taskName)) return
         switch (message.type) {
           case 'started':
+            this.#usedThreads.add(message.threadId)
             if (!started && !settled) {
               started = true
               this.#queued--
@@ -147,19 +170,19 @@ export class StreamPool {
           if (settled) return
           // every message the task posted is queued on port1 by now: handle them before the outcome
           for (let m = receiveMessageOnPort(port1); m !== undefined; m = receiveMessageOnPort(port1)) onMessage(m.message)
-          if (!isThreadResult(result)) {
+          if (!isThreadResult(result, taskName)) {
             return finish(() => reject(new BackupProxyError('E_INTERNAL', `thread task ${taskName} returned no outcome`)))
           }
           if (result.deltas.length > 0) this.#metrics(result.deltas, options)
           const { outcome } = result
-          finish(() => (outcome.ok ? resolve(outcome.output as ThreadTaskOutput<N>) : reject(deserializeError(outcome.error))))
+          finish(() => (outcome.ok ? resolve(outcome.output) : reject(deserializeError(outcome.error))))
         },
         (error: unknown) => finish(() => reject(new BackupProxyError('E_INTERNAL', `thread running ${taskName} failed: ${(error as Error).message}`, { cause: error }))),
       )
     })
   }
 
-  #metrics(deltas: MetricDelta[], options: PoolRunOptions): void {
+  #metrics(deltas: MetricDelta[], options: { onMetrics?: (deltas: MetricDelta[]) => void }): void {
     options.onMetrics?.(deltas)
     this.#onMetrics?.(deltas)
   }
@@ -169,7 +192,7 @@ export class StreamPool {
     if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new BackupProxyError('E_USAGE', `threads must be a whole number from 1 to 64, got ${threads}`)
     if (threads === this.#threads || this.#closing !== undefined) return
     const old = this.#piscina
-    this.#piscina = createPiscina(threads)
+    this.#piscina = this.#watch(createPiscina(threads))
     this.#logger.info({ from: this.#threads, to: threads }, 'stream pool resized')
     this.#threads = threads
     const retiring: Promise<void> = old.close().catch((error: unknown) => this.#logger.warn({ err: error }, 'closing the previous thread pool failed'))
@@ -182,12 +205,25 @@ export class StreamPool {
     for (const cancel of [...this.#cancels]) cancel(reason)
   }
 
-  /** Lets running tasks finish, then stops the threads. */
+  /**
+   * Lets running tasks finish, has the threads release what they hold (their opened remotes:
+   * thread-release.ts), then stops the threads.
+   */
   async close(): Promise<void> {
     this.#closing ??= (async () => {
+      if (this.#busy + this.#queued > 0) await new Promise<void>((resolve) => this.#drainWaiters.push(resolve))
+      await this.#releaseThreads()
+      if (this.#destroyed) return
       await Promise.all([this.#piscina.close(), ...this.#retiring])
     })()
     return this.#closing
+  }
+
+  /** Asks the current threads to release what they hold; a thread that does not answer in time is stopped anyway. */
+  async #releaseThreads(): Promise<void> {
+    const ids = this.#piscina.threads.map((t) => t.threadId).filter((id) => this.#usedThreads.has(id))
+    const answered = await releaseThreads(ids, THREAD_RELEASE_MS)
+    if (answered.length < ids.length) this.#logger.warn({ threads: ids.length, released: answered.length }, 'stream threads did not release their remotes in time: stopping them anyway')
   }
 
   /**
@@ -207,8 +243,12 @@ export class StreamPool {
     clearTimeout(timer)
     if (outcome === 'closed') return
     this.#logger.warn({ graceMs, running: this.#busy, queued: this.#queued }, 'stream tasks ignored the cancel: terminating their threads')
+    this.#destroyed = true
     for (const kill of [...this.#kills]) kill(reason)
-    const destroyed = Promise.all([this.#piscina.destroy(), ...this.#retiring]).then(() => undefined)
+    // the idle threads release their remotes first; a thread stuck in its task cannot, and is terminated
+    const destroyed = this.#releaseThreads()
+      .then(() => Promise.all([this.#piscina.destroy(), ...this.#retiring]))
+      .then(() => undefined)
     this.#closing = destroyed // a later close() waits for this, not for the threads that were terminated
     await destroyed
   }

@@ -29,11 +29,12 @@ import type { Config } from '../config/index.js'
 import type { JobProgress, QueuedJobData } from '../queue/client.js'
 import { bullKeys, queueKeys } from '../queue/names.js'
 import { unsealFields, type SealKey } from '../queue/seal.js'
-import { consolidate, eventsOfTree, LogTask, newTaskId, type JobSummary, type TaskLogEvent, type TaskStatus } from '../queue/task-log.js'
+import { consolidate, createTaskLog, eventsOfTree, type LogTask, type JobSummary, type TaskLogEvent, type TaskStatus } from '../queue/task-log.js'
 import { isTaskKind, parseTask, SECRET_PATHS, type Task, type TaskKind, type TaskOf } from '../queue/tasks.js'
 import type { StreamPool } from './pool.js'
 import type { JobContext, JobInfo, ProcessorRegistry } from './processors.js'
 import type { TaskLogFlusher } from './task-log-flusher.js'
+import { TaskLogWriter } from './task-log-writer.js'
 
 /** Codes never worth a retry: the same input would fail the same way. */
 const NON_RETRYABLE_CODES = new Set(['E_TASK_INVALID', 'E_CANCELLED', 'E_CONFIG_INVALID', 'E_REMOTE_URL', 'E_ENCRYPTION', 'E_ENCRYPTED_RANGE', 'E_VHD_UNSUPPORTED', 'E_DUPLICATE_JOB', 'E_NOT_AVAILABLE', 'EACCES'])
@@ -82,90 +83,6 @@ export interface RunJobDeps {
   active: Map<string, ActiveJob>
   /** the runtime's task-log flush timer */
   flusher: TaskLogFlusher
-}
-
-/** Job log lines kept per job (BullMQ's keepLogs of the client's jobs). */
-const KEEP_LOG_LINES = 5000
-
-/**
- * Writes task-log events in order: each is a job log line, and each flush is ONE `task-log` entry on the
- * queue's event stream carrying its lines joined by "\n" (JSON never contains a raw newline; the client
- * splits them). Events are batched for up to TASK_LOG_FLUSH_MS (the runtime's TaskLogFlusher); `flush()` writes
- * what is pending now.
- *
- * Commands go to the runtime's auto-pipelined connection: RPUSH + LTRIM + XADD of one flush, and those of
- * every other job flushing in the same tick, leave in one socket write. The first flush also reads the
- * job's cancel flag (a cancel requested between the client's state check and its control message), so
- * that check costs no round trip of its own; it happens at most TASK_LOG_FLUSH_MS after the start.
- */
-class TaskLogWriter {
-  #pending: string[] = []
-  /** performance.now() of the oldest pending line, while it waits for the flush ticker */
-  waitingSince = 0
-  #chain: Promise<void> = Promise.resolve()
-  #warned = false
-  #cancelChecked = false
-
-  constructor(
-    private readonly redis: Redis,
-    private readonly keys: { logs: string; events: string; cancelFlag: string },
-    private readonly jobId: string,
-    private readonly logger: () => Logger,
-    private readonly onCancelFlag: (reason: string) => void,
-    private readonly flusher: TaskLogFlusher,
-  ) {}
-
-  write(line: string): void {
-    if (this.#pending.push(line) === 1) {
-      this.waitingSince = performance.now()
-      this.flusher.schedule(this)
-    }
-  }
-
-  /**
-   * When nothing was written yet and the pending lines are exactly the events of `eventsJson` (a JSON
-   * array), drops them and returns true (the caller records them elsewhere); otherwise changes nothing
-   * and returns false.
-   */
-  dropIfExactly(eventsJson: string): boolean {
-    if (this.#cancelChecked || eventsJson !== `[${this.#pending.join(',')}]`) return false
-    this.flusher.forget(this)
-    this.#pending = []
-    return true
-  }
-
-  #drain(): Promise<void> {
-    this.flusher.forget(this)
-    const lines = this.#pending
-    this.#pending = []
-    if (lines.length === 0) return this.#chain
-    // the first drain: from now on, lines are in Redis (dropIfExactly refuses)
-    const checkCancel = !this.#cancelChecked
-    this.#cancelChecked = true
-    this.#chain = this.#chain.then(async () => {
-      const { redis, keys } = this
-      const writes = [
-        redis.rpush(keys.logs, ...lines),
-        redis.ltrim(keys.logs, -KEEP_LOG_LINES, -1),
-        redis.xadd(keys.events, 'MAXLEN', '~', '10000', '*', 'event', 'task-log', 'jobId', this.jobId, 'data', lines.join('\n')),
-      ]
-      const flag = checkCancel ? redis.get(keys.cancelFlag) : undefined
-      const results = await Promise.allSettled([...writes, flag ?? Promise.resolve(null)])
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
-      if (failed !== undefined) {
-        if (!this.#warned) this.logger().warn({ err: failed.reason as unknown, jobId: this.jobId }, 'could not record task-log events (or check for a pending cancel) in Redis')
-        this.#warned = true
-      }
-      const last = results[results.length - 1]
-      if (checkCancel && last?.status === 'fulfilled' && typeof last.value === 'string') this.onCancelFlag(last.value)
-    })
-    return this.#chain
-  }
-
-  /** Writes pending events now and waits until everything written so far is in Redis. */
-  async flush(): Promise<void> {
-    await this.#drain()
-  }
 }
 
 /** The coded error a processor put in its result (`result.error`) when it ended in failure without throwing. */
@@ -255,120 +172,158 @@ class RunContext implements JobContext<TaskKind> {
   }
 }
 
-/** The BullMQ processor: one attempt of one job. */
-export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummary>, token: string | undefined): Promise<JobSummary> {
-  const { config, redis, instance } = deps
-  const queue = job.queueName
+/** One attempt's task log: every event in order (for the summary), the writer, the root task. */
+interface AttemptLog {
+  readonly events: TaskLogEvent[]
+  readonly emit: (event: TaskLogEvent) => void
+  readonly writer: TaskLogWriter
+  readonly root: LogTask
+}
+
+/** What the processor step ended with. */
+interface AttemptOutcome {
+  status: TaskStatus
+  result: JsonValue | undefined
+  /** the error that ended the attempt (the abort's reason when the job was aborted) */
+  failure: unknown
+  /** the processor said its work is done (success or skipped): a later abort does not undo it */
+  finished: boolean
+}
+
+/** Step 1: the task log, its writer (the job's cancel flag aborts the attempt) and the root task's start. */
+function openAttemptLog(deps: RunJobDeps, job: Job<QueuedJobData, JobSummary>, state: JobState): AttemptLog {
+  const { config } = deps
   const jobId = job.id ?? ''
-  const kind = job.name
-  const state = new JobState(deps.logger, job)
-  const logger = () => state.logger
-  const infoEnabled = deps.logger.isLevelEnabled('info')
-  const abort = (cause: AbortCause, message: string) => state.abort(cause, message)
-  deps.active.set(jobId, { job, queue, kind, abort, lockedAt: performance.now() })
-  const bull = bullKeys(config.redis.prefix, queue)
-  const keys = { logs: bull.logs(jobId), events: bull.events, cancelFlag: queueKeys.cancelFlag(config.redis.prefix, queue, jobId) }
-  const writer = new TaskLogWriter(redis, keys, jobId, logger, (reason) => abort('cancel', reason), deps.flusher)
+  const bull = bullKeys(config.redis.prefix, job.queueName)
+  const keys = { logs: bull.logs(jobId), events: bull.events, cancelFlag: queueKeys.cancelFlag(config.redis.prefix, job.queueName, jobId) }
+  const writer = new TaskLogWriter(deps.redis, keys, jobId, () => state.logger, (reason) => state.abort('cancel', reason), deps.flusher)
   const events: TaskLogEvent[] = []
   const emit = (event: TaskLogEvent) => {
     events.push(event)
     writer.write(JSON.stringify(event))
   }
-  const root = new LogTask(emit, newTaskId())
   const data = job.data as Partial<QueuedJobData> | undefined
-  emit({ event: 'start', taskId: root.id, timestamp: Date.now(), message: kind, data: rootData(data?.task, kind, job, instance) })
+  const root = createTaskLog(job.name, rootData(data?.task, job.name, job, deps.instance), emit)
+  return { events, emit, writer, root }
+}
+
+/** Step 2: the job's task, unsealed and validated, and its processor (E_TASK_INVALID, E_NOT_AVAILABLE). */
+function prepareTask(deps: RunJobDeps, job: Job<QueuedJobData, JobSummary>): { task: Task; processor: NonNullable<ReturnType<ProcessorRegistry['get']>>; enqueuedAt: number } {
+  const kind = job.name
+  if (!isTaskKind(kind)) throw new BackupProxyError('E_TASK_INVALID', `kind: unknown task kind "${kind}"`, { fields: { field: 'kind' } })
+  const data = job.data as Partial<QueuedJobData> | undefined
+  if (data?.v !== 1 || typeof data.task !== 'object') throw new BackupProxyError('E_TASK_INVALID', 'job data is not a backup-proxy task (enqueue it with the EnqueueClient)', { fields: { field: '(task)' } })
+  const task = parseTask(unsealFields(data.task, SECRET_PATHS[kind], deps.sealKey))
+  if (task.kind !== kind) throw new BackupProxyError('E_TASK_INVALID', `kind: job name "${kind}" does not match the task kind "${task.kind}"`, { fields: { field: 'kind' } })
+  const processor = deps.processors.get(kind)
+  if (processor === undefined) {
+    throw new BackupProxyError('E_NOT_AVAILABLE', `this proxy (${deps.instance}) has no processor for ${kind} tasks; known: ${deps.processors.kinds().join(', ') || 'none'}`, { fields: { kind } })
+  }
+  return { task, processor, enqueuedAt: data.enqueuedAt ?? job.timestamp }
+}
+
+/** Step 3: runs the processor under the run's timeout; an error (or the abort behind it) becomes the outcome. */
+async function runProcessor(deps: RunJobDeps, job: Job<QueuedJobData, JobSummary>, state: JobState, log: AttemptLog): Promise<AttemptOutcome> {
   let timer: NodeJS.Timeout | undefined
-  let status: TaskStatus
-  let result: JsonValue | undefined
-  let failure: unknown
-  let finished = false
   try {
-    if (!isTaskKind(kind)) throw new BackupProxyError('E_TASK_INVALID', `kind: unknown task kind "${kind}"`, { fields: { field: 'kind' } })
-    if (data?.v !== 1 || typeof data.task !== 'object') throw new BackupProxyError('E_TASK_INVALID', 'job data is not a backup-proxy task (enqueue it with the EnqueueClient)', { fields: { field: '(task)' } })
-    const task = parseTask(unsealFields(data.task, SECRET_PATHS[kind], deps.sealKey))
-    if (task.kind !== kind) throw new BackupProxyError('E_TASK_INVALID', `kind: job name "${kind}" does not match the task kind "${task.kind}"`, { fields: { field: 'kind' } })
-    const processor = deps.processors.get(kind)
-    if (processor === undefined) {
-      throw new BackupProxyError('E_NOT_AVAILABLE', `this proxy (${instance}) has no processor for ${kind} tasks; known: ${deps.processors.kinds().join(', ') || 'none'}`, { fields: { kind } })
+    const { task, processor, enqueuedAt } = prepareTask(deps, job)
+    const timeoutMs = task.kind === 'backup.run' ? (task.job.settings['']?.timeout ?? deps.config.backup.timeoutMs) : 0
+    if (timeoutMs > 0) timer = setTimeout(() => state.abort('timeout', `the run exceeded its timeout of ${timeoutMs} ms`), timeoutMs)
+    const info: JobInfo = { id: job.id ?? '', queue: job.queueName, attempt: job.attemptsStarted, isRetry: job.attemptsStarted > 1 || job.stalledCounter > 0, enqueuedAt }
+    const progress = (p: JobProgress) => {
+      job.updateProgress(p as unknown as Record<string, JsonValue>).catch((error: unknown) => state.logger.debug({ err: error }, 'progress update failed'))
     }
-    const timeoutMs = task.kind === 'backup.run' ? (task.job.settings['']?.timeout ?? config.backup.timeoutMs) : 0
-    if (timeoutMs > 0) timer = setTimeout(() => abort('timeout', `the run exceeded its timeout of ${timeoutMs} ms`), timeoutMs)
-    const ctx = new RunContext(
-      task,
-      { id: jobId, queue, attempt: job.attemptsStarted, isRetry: job.attemptsStarted > 1 || job.stalledCounter > 0, enqueuedAt: data.enqueuedAt ?? job.timestamp },
-      root,
-      emit,
-      (p: JobProgress) => {
-        job.updateProgress(p as unknown as Record<string, JsonValue>).catch((error: unknown) => logger().debug({ err: error }, 'progress update failed'))
-      },
-      config,
-      deps.pool(),
-      instance,
-      state,
-    )
-    if (infoEnabled) logger().info('job started')
-    const outcome = await processor(ctx)
-    status = outcome.status
-    result = outcome.result
+    const ctx = new RunContext(task, info, log.root, log.emit, progress, deps.config, deps.pool(), deps.instance, state)
+    if (deps.logger.isLevelEnabled('info')) state.logger.info('job started')
+    const { status, result } = await processor(ctx)
     // the processor says its work is done: a cancel, timeout or shutdown that came after that (e.g. after
     // the last VM finished) does not undo it
-    finished = status === 'success' || status === 'skipped'
+    return { status, result, failure: undefined, finished: status === 'success' || status === 'skipped' }
   } catch (error) {
-    failure = state.reason !== undefined && errorCode(error) !== 'E_TASK_INVALID' ? state.reason : error
-    status = statusOf(failure)
-    result = serializeError(failure) as unknown as JsonValue
+    const failure = state.reason !== undefined && errorCode(error) !== 'E_TASK_INVALID' ? state.reason : error
+    return { status: statusOf(failure), result: serializeError(failure) as unknown as JsonValue, failure, finished: false }
   } finally {
     clearTimeout(timer)
-    deps.active.delete(jobId)
   }
+}
 
-  // shutdown before the work was done, or lost lock (the job is no longer ours to finish): give it back,
-  // it has not failed
-  const abortCause = state.cause
+/**
+ * Step 4a: shutdown before the work was done, or a lost lock (the job is no longer ours to finish): the
+ * job goes back to the queue (shutdown) or is left to its new owner; it has not failed.
+ */
+async function handBack(job: Job<QueuedJobData, JobSummary>, token: string | undefined, state: JobState, log: AttemptLog, failure: unknown): Promise<never> {
+  const cause = state.cause
+  log.root.info(cause === 'shutdown' ? 'interrupted by proxy shutdown; the job goes back to the queue' : 'lost the job lock; another proxy runs it')
+  log.root.end('interrupted', serializeError(failure ?? state.reason) as unknown as JsonValue)
+  await log.writer.flush()
+  if (cause === 'shutdown' && token !== undefined) {
+    await job.moveToWait(token)
+    state.logger.warn('job interrupted by shutdown and put back in the queue')
+  }
+  throw new WaitingError()
+}
+
+/** Step 4b: ends the root task and builds the job's summary (the consolidated tree, the error). */
+function summarize(job: Job<QueuedJobData, JobSummary>, instance: string, state: JobState, log: AttemptLog, outcome: AttemptOutcome): JobSummary {
+  const { status, result, failure, finished } = outcome
   const abortReason = state.reason
-  if ((abortCause === 'shutdown' && !finished) || abortCause === 'lock-lost') {
-    root.info(abortCause === 'shutdown' ? 'interrupted by proxy shutdown; the job goes back to the queue' : 'lost the job lock; another proxy runs it')
-    root.end('interrupted', serializeError(failure ?? abortReason) as unknown as JsonValue)
-    await writer.flush()
-    if (abortCause === 'shutdown' && token !== undefined) {
-      await job.moveToWait(token)
-      logger().warn('job interrupted by shutdown and put back in the queue')
-    }
-    throw new WaitingError()
-  }
-
-  if (finished && abortReason !== undefined) root.info(`${abortReason.message}: requested after the work was done, the run's outcome stands`, { abortCause: abortCause ?? null })
-  root.end(status, result)
-  const [tree] = consolidate(events)
+  if (finished && abortReason !== undefined) log.root.info(`${abortReason.message}: requested after the work was done, the run's outcome stands`, { abortCause: state.cause ?? null })
+  log.root.end(status, result)
+  const [tree] = consolidate(log.events)
   let error: SerializedError | undefined
   if (failure !== undefined) error = serializeError(failure)
   else if (status === 'interrupted' && abortReason !== undefined) error = serializeError(abortReason)
-  else if (status === 'failure') error = errorInResult(result) ?? serializeError(new BackupProxyError('E_BACKUP', `${kind} ended in failure: see its task log`))
+  else if (status === 'failure') error = errorInResult(result) ?? serializeError(new BackupProxyError('E_BACKUP', `${job.name} ended in failure: see its task log`))
   // consolidate's fresh root object becomes the summary (no copy)
   const summary = tree as JobSummary
-  summary.jobId = jobId
-  summary.kind = kind
+  summary.jobId = job.id ?? ''
+  summary.kind = job.name
   summary.ranBy = instance
   if (error !== undefined) summary.error = error
-  // an operator's cancel or the run's timeout (interrupted) is an outcome, not a failure: the job completes
-  // with its summary (status interrupted, E_CANCELLED / E_TIMEOUT), so the queue's failed count and the
-  // failing-jobs alert do not count it
+  return summary
+}
+
+/**
+ * Step 5: an outcome that is not a failure completes the job with its summary — an operator's cancel or
+ * the run's timeout (interrupted) included, so the queue's failed count and the failing-jobs alert do
+ * not count it. A failure appends the summary to the job log and throws (retried when transient).
+ */
+async function settle(state: JobState, log: AttemptLog, outcome: AttemptOutcome, summary: JobSummary, infoEnabled: boolean): Promise<JobSummary> {
+  const { status, failure } = outcome
   if (status === 'success' || status === 'skipped' || status === 'interrupted') {
     // a short attempt: its events are in the summary BullMQ stores with the completion (no write of ours)
     const inTree = eventsOfTree(summary)
-    if (inTree !== undefined && writer.dropIfExactly(JSON.stringify(inTree))) summary.taskLogInSummary = true
-    else await writer.flush()
-    if (infoEnabled) logger().info({ status }, 'job finished')
+    if (inTree !== undefined && log.writer.dropIfExactly(JSON.stringify(inTree))) summary.taskLogInSummary = true
+    else await log.writer.flush()
+    if (infoEnabled) state.logger.info({ status }, 'job finished')
     return summary
   }
-  writer.write(JSON.stringify({ summary }))
-  await writer.flush()
-  const err = failure === undefined ? new BackupProxyError('E_BACKUP', error!.message) : toError(failure)
+  log.writer.write(JSON.stringify({ summary }))
+  await log.writer.flush()
+  const err = failure === undefined ? new BackupProxyError('E_BACKUP', summary.error?.message ?? 'the job failed') : toError(failure)
   const message = `[${errorCode(err) ?? 'E_INTERNAL'}] ${err.message}`
   const retry = failure !== undefined && status === 'failure' && isRetryable(failure)
-  logger().warn({ status, err, retry }, 'job failed')
+  state.logger.warn({ status, err, retry }, 'job failed')
   // the summary rides on the error (not enumerable, never serialized) for the per-job metrics (partial runs)
   const thrown = retry ? new Error(message) : new UnrecoverableError(message)
   Object.defineProperty(thrown, 'jobSummary', { value: summary, enumerable: false })
   throw thrown
+}
+
+/** The BullMQ processor: one attempt of one job. */
+export async function runJob(deps: RunJobDeps, job: Job<QueuedJobData, JobSummary>, token: string | undefined): Promise<JobSummary> {
+  const jobId = job.id ?? ''
+  const state = new JobState(deps.logger, job)
+  const abort = (cause: AbortCause, message: string) => state.abort(cause, message)
+  deps.active.set(jobId, { job, queue: job.queueName, kind: job.name, abort, lockedAt: performance.now() })
+  const log = openAttemptLog(deps, job, state)
+  let outcome: AttemptOutcome
+  try {
+    outcome = await runProcessor(deps, job, state, log)
+  } finally {
+    deps.active.delete(jobId)
+  }
+  if ((state.cause === 'shutdown' && !outcome.finished) || state.cause === 'lock-lost') return handBack(job, token, state, log, outcome.failure)
+  const summary = summarize(job, deps.instance, state, log, outcome)
+  return settle(state, log, outcome, summary, deps.logger.isLevelEnabled('info'))
 }

@@ -12,13 +12,13 @@ import type { JsonValue } from '../common/errors.js'
 
 export const METRICS_FLUSH_MS = 500
 
-export interface ThreadTaskContext {
+export interface ThreadTaskContext<P = JsonValue> {
   /** aborted by a cooperative cancel from the main thread; `reason` is a CancelledError */
   signal: AbortSignal
   /** throws the CancelledError when cancelled */
   throwIfCancelled: () => void
-  /** progress for the job (forwarded as-is to the onProgress callback of pool.run) */
-  progress: (progress: JsonValue) => void
+  /** progress for the job (forwarded as-is to the onProgress callback of pool.run; plain data, structured-cloned) */
+  progress: (progress: P) => void
   /** counters and histograms: batched deltas */
   counter: (metric: string, labels: Record<string, string>, value?: number) => void
   observe: (metric: string, labels: Record<string, string>, value: number) => void
@@ -28,4 +28,5 @@ export interface ThreadTaskContext {
   threadId: number
 }
 
-export type ThreadTask<I, O> = (input: I, ctx: ThreadTaskContext) => Promise<O>
+/** A stream task taking `I`, resolving to `O`, posting progress of type `P` (all plain data: they cross threads). */
+export type ThreadTask<I, O, P = JsonValue> = (input: I, ctx: ThreadTaskContext<P>) => Promise<O>

@@ -8,28 +8,17 @@
  * health-check script answer (failure with its message).
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
-import { silentLogger } from '../../src/common/log.js'
-import { compileConfig } from '../../src/config/index.js'
-import { EnqueueClient } from '../../src/queue/client.js'
-import { SealKey } from '../../src/queue/seal.js'
 import type { JobSummary, TaskSummary } from '../../src/queue/task-log.js'
 import type { TaskInputOf } from '../../src/queue/tasks.js'
-import { builtinProcessors } from '../../src/workers/builtin-processors.js'
-import { ProxyRuntime } from '../../src/workers/proxy.js'
-import { XapiClient } from '../../src/xapi/client.js'
+import type { XapiClient } from '../../src/xapi/client.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
-import { makeTempDir } from '../helpers/tmp.js'
-import { startSim, MiB } from './helpers/fixture.js'
-import { proxyConfig } from './helpers/proxy-config.js'
+import { MiB } from './helpers/fixture.js'
+import { startQueueHarness, type QueueHarness } from './helpers/queue-harness.js'
 
-const sealText = SealKey.generate().export()
-const sealKey = SealKey.fromString(sealText)
-const redisUrl = inject('redisUrl')
 let sim: XapiSimulator
 let xapi: XapiClient
-let dir: { path: string; remove: () => Promise<void> }
-let client: EnqueueClient
-let proxy: ProxyRuntime
+let dir: QueueHarness['dir']
+let harness: QueueHarness
 let hcSr: string
 
 function backupTask(vmUuid: string, settings: Record<string, unknown>): TaskInputOf<'backup.run'> {
@@ -38,13 +27,11 @@ function backupTask(vmUuid: string, settings: Record<string, unknown>): TaskInpu
     job: { id: `hc-${vmUuid.slice(0, 8)}`, name: 'hc', mode: 'delta', vms: { uuid: [vmUuid] }, settings: { '': { healthCheckSr: hcSr, ...settings } } },
     schedule: { id: 's1' },
     remotes: { r1: { url: `file://${dir.path}` } },
-    xapis: { sim: { url: sim.url, credentials: { username: sim.user, password: sim.password } } },
+    xapis: { sim: harness.xapiRef() },
   }
 }
 
-async function run(task: TaskInputOf<'backup.run'>): Promise<JobSummary> {
-  return (await client.enqueue({ proxy: 'hc-main' }, task)).result()
-}
+const run = (task: TaskInputOf<'backup.run'>): Promise<JobSummary> => harness.run(task)
 
 function find(tasks: TaskSummary[] | undefined, message: string): TaskSummary | undefined {
   for (const t of tasks ?? []) {
@@ -64,24 +51,14 @@ async function nothingLeft(): Promise<void> {
 }
 
 beforeAll(async () => {
-  sim = await startSim({ vms: 3, disksPerVm: 1, seed: 99, diskSizeBytes: 8 * MiB, srs: 2 })
-  dir = await makeTempDir('bp-health-')
-  xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+  harness = await startQueueHarness({ redisUrl: inject('redisUrl'), proxyId: 'hc-main', dirPrefix: 'bp-health-', sim: { vms: 3, disksPerVm: 1, seed: 99, diskSizeBytes: 8 * MiB, srs: 2 } })
+  ;({ sim, xapi, dir } = harness)
   hcSr = xapi.listSrs().find((s) => s.name_label === 'Sim SR 1')!.uuid
   const [a, , c] = sim.listVms()
   await xapi.call('VM.set_tags', a!.ref, ['hc'])
   await xapi.call('VM.set_tags', c!.ref, ['hc', 'xo-backup-health-check-xenstore'])
-  client = new EnqueueClient({ redis: compileConfig(proxyConfig(redisUrl, sealText, 'x')).redis, sealKey, attempts: 1 })
-  proxy = new ProxyRuntime({ config: compileConfig(proxyConfig(redisUrl, sealText, 'hc-main')), processors: builtinProcessors({ standIns: false }), sealKey, logger: silentLogger })
-  await proxy.start()
 })
-afterAll(async () => {
-  await client?.close()
-  await proxy?.shutdown({ force: true })
-  await xapi?.close()
-  await sim?.close()
-  await dir?.remove()
-})
+afterAll(() => harness?.close())
 
 describe('health check after a backup (through the queue, simulator)', () => {
   it('passes for a VM whose guest reports its tools, and the restored VM is destroyed', async () => {

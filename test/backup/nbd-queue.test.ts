@@ -13,34 +13,23 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { listBackups } from '../../src/backup/catalog.js'
 import { restoreDiskToFile } from '../../src/backup/restore.js'
 import { verifyRemote } from '../../src/backup/verify.js'
-import { silentLogger } from '../../src/common/log.js'
-import { compileConfig } from '../../src/config/index.js'
-import { EnqueueClient } from '../../src/queue/client.js'
-import { SealKey } from '../../src/queue/seal.js'
 import type { JobSummary } from '../../src/queue/task-log.js'
 import type { TaskInputOf } from '../../src/queue/tasks.js'
 import { createRemote } from '../../src/remotes/index.js'
-import { builtinProcessors } from '../../src/workers/builtin-processors.js'
-import { ProxyRuntime } from '../../src/workers/proxy.js'
-import { XapiClient } from '../../src/xapi/client.js'
+import type { XapiClient } from '../../src/xapi/client.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
-import { makeTempDir } from '../helpers/tmp.js'
-import { execFileAsync, qemuCompare, saveRaw, startSim, MiB } from './helpers/fixture.js'
-import { proxyConfig } from './helpers/proxy-config.js'
+import { execFileAsync, qemuCompare, saveRaw, MiB } from './helpers/fixture.js'
+import { startQueueHarness, type QueueHarness } from './helpers/queue-harness.js'
 
-const sealText = SealKey.generate().export()
-const sealKey = SealKey.fromString(sealText)
-const redisUrl = inject('redisUrl')
 let sim: XapiSimulator
 let xapi: XapiClient
-let dir: { path: string; remove: () => Promise<void> }
-let client: EnqueueClient
-let proxy: ProxyRuntime
+let dir: QueueHarness['dir']
+let harness: QueueHarness
 let otherCert: string
 
-async function keyPair(name: string): Promise<{ key: Buffer; cert: Buffer }> {
-  const key = join(dir.path, `${name}.key`)
-  const cert = join(dir.path, `${name}.pem`)
+async function keyPair(dirPath: string, name: string): Promise<{ key: Buffer; cert: Buffer }> {
+  const key = join(dirPath, `${name}.key`)
+  const cert = join(dirPath, `${name}.pem`)
   await execFileAsync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=xapi-sim host', '-keyout', key, '-out', cert])
   return { key: await readFile(key), cert: await readFile(cert) }
 }
@@ -52,7 +41,7 @@ function task(jobId: string, vm: string, remotes: Remotes, settings: Record<stri
     job: { id: jobId, name: jobId, mode: 'delta', vms: { uuid: [vm] }, settings: { '': settings } },
     schedule: { id: 's1' },
     remotes,
-    xapis: { sim: { url: sim.url, credentials: { username: sim.user, password: sim.password } } },
+    xapis: { sim: harness.xapiRef() },
   }
 }
 
@@ -60,10 +49,7 @@ const vmTask = (s: JobSummary) => s.tasks?.[0]
 const vmResult = (s: JobSummary) => vmTask(s)?.result as { timestamp: string; full: boolean; succeeded: string[]; failed: string[] }
 const messages = (s: JobSummary, kind: 'infos' | 'warnings'): string[] => (vmTask(s)?.[kind] ?? []).map((e) => e.message)
 
-async function run(jobId: string, vm: string, remotes: Remotes, settings: Record<string, number | boolean>): Promise<JobSummary> {
-  const h = await client.enqueue({ proxy: 'nbd-proxy' }, task(jobId, vm, remotes, settings))
-  return h.result()
-}
+const run = (jobId: string, vm: string, remotes: Remotes, settings: Record<string, number | boolean>): Promise<JobSummary> => harness.run(task(jobId, vm, remotes, settings))
 
 /** Restores every backup of the VM's disk on each remote and compares with the raw content saved at its time. */
 async function checkRestores(remotes: Remotes, vmUuid: string, vdiUuid: string, rawAt: Map<string, string>): Promise<void> {
@@ -86,22 +72,15 @@ async function checkRestores(remotes: Remotes, vmUuid: string, vdiUuid: string, 
 }
 
 beforeAll(async () => {
-  dir = await makeTempDir('bp-nbdq-')
-  const tls = await keyPair('host')
-  otherCert = (await keyPair('other')).cert.toString()
-  sim = await startSim({ vms: 3, seed: 2121, diskSizeBytes: 32 * MiB, nbd: { tls } })
-  xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
-  client = new EnqueueClient({ redis: compileConfig(proxyConfig(redisUrl, sealText, 'x')).redis, sealKey, attempts: 1 })
-  proxy = new ProxyRuntime({ config: compileConfig(proxyConfig(redisUrl, sealText, 'nbd-proxy')), processors: builtinProcessors({ standIns: false }), sealKey, logger: silentLogger })
-  await proxy.start()
+  const simOptions = async (dirPath: string) => {
+    const tls = await keyPair(dirPath, 'host')
+    otherCert = (await keyPair(dirPath, 'other')).cert.toString()
+    return { vms: 3, seed: 2121, diskSizeBytes: 32 * MiB, nbd: { tls } }
+  }
+  harness = await startQueueHarness({ redisUrl: inject('redisUrl'), proxyId: 'nbd-proxy', dirPrefix: 'bp-nbdq-', sim: simOptions })
+  ;({ sim, xapi, dir } = harness)
 })
-afterAll(async () => {
-  await client?.close()
-  await proxy?.shutdown({ force: true })
-  await xapi?.close()
-  await sim?.close()
-  await dir?.remove()
-})
+afterAll(() => harness?.close())
 
 async function chain(vmIndex: number, jobId: string, settings: Record<string, number | boolean>, check: (s: JobSummary, i: number) => Promise<void>): Promise<void> {
   const vm = sim.listVms()[vmIndex]!

@@ -7,40 +7,27 @@
  * with a second SR that is full: the full SR fails alone (nothing left on it), the remote and the other
  * SR get the run.
  */
-import { createWriteStream } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { pipeline } from 'node:stream/promises'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { listBackups } from '../../src/backup/catalog.js'
 import { CR_TAG, DR_TAG, START_BLOCKED, listReplicas } from '../../src/backup/replication.js'
-import { silentLogger } from '../../src/common/log.js'
-import { compileConfig } from '../../src/config/index.js'
-import { EnqueueClient } from '../../src/queue/client.js'
-import { SealKey } from '../../src/queue/seal.js'
 import type { JobSummary } from '../../src/queue/task-log.js'
 import type { TaskInputOf } from '../../src/queue/tasks.js'
 import { createRemote } from '../../src/remotes/index.js'
-import { builtinProcessors } from '../../src/workers/builtin-processors.js'
-import { ProxyRuntime } from '../../src/workers/proxy.js'
-import { XapiClient } from '../../src/xapi/client.js'
+import type { XapiClient } from '../../src/xapi/client.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
 import { waitFor } from '../helpers/ports.js'
-import { makeTempDir } from '../helpers/tmp.js'
-import { saveRaw, startSim, MiB } from './helpers/fixture.js'
-import { proxyConfig } from './helpers/proxy-config.js'
+import { saveRaw, MiB } from './helpers/fixture.js'
+import { startQueueHarness, type QueueHarness } from './helpers/queue-harness.js'
 
-const sealText = SealKey.generate().export()
-const sealKey = SealKey.fromString(sealText)
-const redisUrl = inject('redisUrl')
 const DISK_BYTES = 16 * MiB
+let h: QueueHarness
 let sim: XapiSimulator
 let xapi: XapiClient
-let dir: { path: string; remove: () => Promise<void> }
-let client: EnqueueClient
-let proxy: ProxyRuntime
+let dir: QueueHarness['dir']
 
-const xapiOf = () => ({ url: sim.url, credentials: { username: sim.user, password: sim.password } })
+const xapiOf = () => h.xapiRef()
 const srs = () => xapi.listSrs().sort((a, b) => a.name_label.localeCompare(b.name_label))
 const srOf = (name: string) => srs().find((s) => s.name_label === name)!
 
@@ -54,17 +41,8 @@ function job(id: string, mode: 'delta' | 'full', srUuids: string[], remoteDir: s
   }
 }
 
-async function run(task: TaskInputOf<'backup.run'>): Promise<JobSummary> {
-  return (await client.enqueue({ proxy: 'repl-main' }, task)).result()
-}
-
-async function exportRaw(vdiUuid: string, path: string): Promise<Buffer> {
-  const vdi = await xapi.waitObject('VDI', vdiUuid, { timeoutMs: 10_000 })
-  const exp = await xapi.openExport(vdi.$ref, { format: 'raw' })
-  await pipeline(exp.stream, createWriteStream(path))
-  await xapi.waitTask(exp.taskRef).catch(() => undefined)
-  return readFile(path)
-}
+const run = (task: TaskInputOf<'backup.run'>): Promise<JobSummary> => h.run(task)
+const exportRaw = (vdiUuid: string, path: string): Promise<Buffer> => h.exportRaw(vdiUuid, path)
 
 const vmResult = (s: JobSummary) => s.tasks?.[0]?.result as { timestamp: string; full: boolean; succeeded: string[]; failed: string[] }
 const ids = (jobId: string) => ({ scheduleId: `${jobId}-sched`, vmUuid: sim.listVms()[0]!.uuid })
@@ -78,25 +56,15 @@ const replicasOn = async (jobId: string, srUuid: string, count: number) => {
 }
 
 beforeAll(async () => {
-  sim = await startSim({ vms: 1, disksPerVm: 2, seed: 5151, diskSizeBytes: DISK_BYTES, srs: 3, networks: 2 })
-  dir = await makeTempDir('bp-repl-')
-  xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
-  client = new EnqueueClient({ redis: compileConfig(proxyConfig(redisUrl, sealText, 'x')).redis, sealKey, attempts: 1 })
-  proxy = new ProxyRuntime({ config: compileConfig(proxyConfig(redisUrl, sealText, 'repl-main')), processors: builtinProcessors({ standIns: false }), sealKey, logger: silentLogger })
-  await proxy.start()
+  h = await startQueueHarness({ redisUrl: inject('redisUrl'), proxyId: 'repl-main', dirPrefix: 'bp-repl-', sim: { vms: 1, disksPerVm: 2, seed: 5151, diskSizeBytes: DISK_BYTES, srs: 3, networks: 2 } })
+  ;({ sim, xapi, dir } = h)
   const vm = sim.listVms()[0]!
   const nets = (await xapi.call('network.get_all')) as string[]
   const net1 = nets.find((ref) => xapi.get('network', ref).name_label === 'Sim network 1')!
   await xapi.call('VIF.create', { VM: vm.ref, network: net1, device: '1', MAC: '02:00:00:00:01:01', MTU: 1500, other_config: {} })
   await xapi.call('VM.set_tags', vm.ref, ['prod'])
 }, 60_000)
-afterAll(async () => {
-  await client?.close()
-  await proxy?.shutdown({ force: true })
-  await xapi?.close()
-  await sim?.close()
-  await dir?.remove()
-})
+afterAll(() => h?.close())
 
 describe('replication to SRs through the queue (simulator)', () => {
   it('continuous replication: 3 runs (full, then deltas onto the last replica), each replica equal to the source, copyRetention 2, XO tags', async () => {

@@ -10,60 +10,40 @@
  * Also: an SR that fills up (coded error, nothing left), an import failing, a cancel mid-import, and
  * `start: true` (the restored VM runs), and the CLI's whole-VM form (`restore --vm --at --sr --xapi`).
  */
-import { createWriteStream } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { pipeline } from 'node:stream/promises'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { metadataPath } from '../../src/backup/layout.js'
 import type { RestoreToSrResult } from '../../src/backup/restore-task.js'
-import { silentLogger } from '../../src/common/log.js'
-import { compileConfig } from '../../src/config/index.js'
-import { EnqueueClient } from '../../src/queue/client.js'
-import { SealKey } from '../../src/queue/seal.js'
+import type { EnqueueClient } from '../../src/queue/client.js'
 import type { JobSummary } from '../../src/queue/task-log.js'
 import type { TaskInputOf } from '../../src/queue/tasks.js'
 import { runCli } from '../../src/cli/program.js'
-import { builtinProcessors } from '../../src/workers/builtin-processors.js'
-import { ProxyRuntime } from '../../src/workers/proxy.js'
-import { XapiClient } from '../../src/xapi/client.js'
+import type { XapiClient } from '../../src/xapi/client.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
 import { waitFor } from '../helpers/ports.js'
-import { makeTempDir } from '../helpers/tmp.js'
-import { saveRaw, startSim, MiB } from './helpers/fixture.js'
-import { proxyConfig } from './helpers/proxy-config.js'
+import { saveRaw, MiB } from './helpers/fixture.js'
+import { startQueueHarness, type QueueHarness } from './helpers/queue-harness.js'
 
-const sealText = SealKey.generate().export()
-const sealKey = SealKey.fromString(sealText)
-const redisUrl = inject('redisUrl')
 const DISK_BYTES = 16 * MiB
+let harness: QueueHarness
 let sim: XapiSimulator
 let xapi: XapiClient
-let dir: { path: string; remove: () => Promise<void> }
+let dir: QueueHarness['dir']
 let client: EnqueueClient
-let proxy: ProxyRuntime
 let remotes: Record<string, { url: string; options?: Record<string, unknown> }>
 /** metadata path of each point, and the source disks' raw content at that point */
 const points: { path: string; raws: string[] }[] = []
 
-const xapiOf = () => ({ url: sim.url, credentials: { username: sim.user, password: sim.password } })
+const xapiOf = () => harness.xapiRef()
 const srs = () => xapi.listSrs().sort((a, b) => a.name_label.localeCompare(b.name_label))
 
 function restoreTask(remoteId: string, path: string, srUuid: string, extra: { name?: string; start?: boolean } = {}): TaskInputOf<'backup.restore'> {
   return { kind: 'backup.restore', remoteId, remote: remotes[remoteId]!, metadataPath: path, xapi: xapiOf(), srUuid, ...extra }
 }
 
-async function run(task: TaskInputOf<'backup.run'> | TaskInputOf<'backup.restore'>): Promise<JobSummary> {
-  return (await client.enqueue({ proxy: 'rv-main' }, task)).result()
-}
-
-async function exportRaw(vdiUuid: string, path: string): Promise<Buffer> {
-  const vdi = await xapi.waitObject('VDI', vdiUuid, { timeoutMs: 10_000 })
-  const exp = await xapi.openExport(vdi.$ref, { format: 'raw' })
-  await pipeline(exp.stream, createWriteStream(path))
-  await xapi.waitTask(exp.taskRef).catch(() => undefined)
-  return readFile(path)
-}
+const run = (task: TaskInputOf<'backup.run'> | TaskInputOf<'backup.restore'>): Promise<JobSummary> => harness.run(task)
+const exportRaw = (vdiUuid: string, path: string): Promise<Buffer> => harness.exportRaw(vdiUuid, path)
 
 /** VDIs on an SR, and VMs that are neither the source nor snapshots. */
 const vdisOn = (srUuid: string) => xapi.listVdis().filter((v) => v.SR === xapi.get('SR', srUuid).$ref).length
@@ -72,12 +52,8 @@ const restoredVms = () => xapi.listVms().filter((v) => v.uuid !== sim.listVms()[
 const restoredVm = (uuid: string) => xapi.waitObject('VM', uuid, { timeoutMs: 10_000, predicate: (vm) => vm.blocked_operations.start === undefined })
 
 beforeAll(async () => {
-  sim = await startSim({ vms: 1, disksPerVm: 2, seed: 4343, diskSizeBytes: DISK_BYTES, srs: 3, networks: 2 })
-  dir = await makeTempDir('bp-restore-vm-')
-  xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
-  client = new EnqueueClient({ redis: compileConfig(proxyConfig(redisUrl, sealText, 'x')).redis, sealKey, attempts: 1 })
-  proxy = new ProxyRuntime({ config: compileConfig(proxyConfig(redisUrl, sealText, 'rv-main')), processors: builtinProcessors({ standIns: false }), sealKey, logger: silentLogger })
-  await proxy.start()
+  harness = await startQueueHarness({ redisUrl: inject('redisUrl'), proxyId: 'rv-main', dirPrefix: 'bp-restore-vm-', sim: { vms: 1, disksPerVm: 2, seed: 4343, diskSizeBytes: DISK_BYTES, srs: 3, networks: 2 } })
+  ;({ sim, xapi, dir, client } = harness)
   for (const r of ['file', 'dir']) await mkdir(join(dir.path, r))
   remotes = {
     file: { url: `file://${dir.path}/file` },
@@ -110,13 +86,7 @@ beforeAll(async () => {
     points.push({ path: metadataPath(vm.uuid, r.timestamp), raws })
   }
 }, 120_000)
-afterAll(async () => {
-  await client?.close()
-  await proxy?.shutdown({ force: true })
-  await xapi?.close()
-  await sim?.close()
-  await dir?.remove()
-})
+afterAll(() => harness?.close())
 
 describe('backup.restore: whole VM through the queue (simulator, VhdFile and encrypted VhdDirectory remotes)', () => {
   it('restores every point of both remotes as a VM on another SR: record, disks in order with the content of that point, VIFs', async () => {

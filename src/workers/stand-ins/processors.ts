@@ -61,7 +61,7 @@ export async function standInBackupRun(ctx: JobContext<'backup.run'>): Promise<T
         {
           signal: ctx.signal,
           onProgress: (p) => {
-            const d = (p as { doneBytes?: number }).doneBytes ?? 0
+            const d = p.doneBytes
             ctx.progress({ percent: Math.floor(((done + d) / Math.max(1, sizeBytes * vms.length)) * 100), doneBytes: done + d, totalBytes: sizeBytes * vms.length })
           },
         },

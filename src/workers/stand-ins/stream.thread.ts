@@ -28,7 +28,13 @@ export interface StreamOutput {
   threadId: number
 }
 
-export default async function stream(input: StreamInput, ctx: ThreadTaskContext): Promise<StreamOutput> {
+/** What the stand-in posts as progress. */
+export interface StreamProgress {
+  doneBytes: number
+  totalBytes: number
+}
+
+export default async function stream(input: StreamInput, ctx: ThreadTaskContext<StreamProgress>): Promise<StreamOutput> {
   // a name of its own per attempt: an attempt aborted for a lost lock may still be removing its temporary
   // while the next attempt (another proxy) writes its own
   const temp = join(input.dir, `.${input.name}.${randomBytes(4).toString('hex')}.tmp`)
