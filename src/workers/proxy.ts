@@ -35,7 +35,7 @@ import type { SealKey } from '../queue/seal.js'
 import { isStalledFailure, recordStalledFailure } from '../queue/stalled.js'
 import type { JobSummary } from '../queue/task-log.js'
 import type { MetricDelta } from './messages.js'
-import { StreamPool } from './pool.js'
+import { StreamPool, type PoolStats } from './pool.js'
 import type { ProcessorRegistry } from './processors.js'
 import { runJob, type ActiveJob } from './run-job.js'
 import { TaskLogFlusher } from './task-log-flusher.js'
@@ -100,7 +100,7 @@ export class ProxyRuntime {
   }
 
   /** Stream pool occupancy, undefined before start (for metrics). */
-  poolStats(): { threads: number; busy: number } | undefined {
+  poolStats(): PoolStats | undefined {
     return this.#pool?.stats
   }
 
