@@ -13,10 +13,10 @@
  * Part size = max(floor, ceil(expected / 10,000)) rounded up to 1 MiB: a multi-TiB disk stays under
  * S3's 10,000-part limit.
  */
-import { AbortMultipartUploadCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3'
-import { Upload } from '@aws-sdk/lib-storage'
+import type { S3Client } from '@aws-sdk/client-s3'
 import { PassThrough, Writable } from 'node:stream'
 import { RemoteError } from '../common/errors.js'
+import type { S3Sdk } from './s3-sdk.js'
 
 export const MIN_PART_BYTES = 5 * 1024 * 1024
 export const MAX_PARTS = 10_000
@@ -34,6 +34,8 @@ export function choosePartSizeBytes(expectedBytes: number | undefined, floorByte
 
 export interface S3WriterOptions {
   client: S3Client
+  /** the SDK modules (loaded by the remote: s3-sdk.ts) */
+  sdk: S3Sdk
   bucket: string
   key: string
   partSizeBytes: number
@@ -55,7 +57,7 @@ export class S3WriteStream extends Writable {
     super({ highWaterMark: 1024 * 1024, ...(options.signal === undefined ? {} : { signal: options.signal }) })
     this.#o = options
     this.#body = new PassThrough({ highWaterMark: 1024 * 1024 })
-    const upload = new Upload({
+    const upload = new options.sdk.storage.Upload({
       client: options.client,
       params: { Bucket: options.bucket, Key: options.key, Body: this.#body },
       partSize: options.partSizeBytes,
@@ -101,6 +103,7 @@ export class S3WriteStream extends Writable {
   /** Aborts multipart uploads of this key started by this writer that are still listed. */
   async #sweep(): Promise<void> {
     const { client, bucket, key } = this.#o
+    const { ListMultipartUploadsCommand, AbortMultipartUploadCommand } = this.#o.sdk.s3
     let res
     try {
       res = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: key }))

@@ -12,21 +12,9 @@
  * copy + delete (not atomic): writers publish by writing the final key last, never by renaming.
  * Temporaries on S3 are pending multipart uploads; `removeTemporaries` aborts those too. Only the S3
  * primitives live here; path checks, tracking and the rest of the shared work are the Remote base class's.
+ * The SDK is loaded on the first request (s3-sdk.ts): creating an S3Remote costs no SDK.
  */
-import {
-  AbortMultipartUploadCommand,
-  CopyObjectCommand,
-  DeleteObjectCommand,
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  type ListObjectsV2CommandOutput,
-} from '@aws-sdk/client-s3'
+import type { ListObjectsV2CommandOutput, S3Client, S3ClientConfig } from '@aws-sdk/client-s3'
 import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import { Readable, type Writable } from 'node:stream'
@@ -35,6 +23,7 @@ import { RemoteError } from '../common/errors.js'
 import { Remote, type ListEntry, type ListOptions, type ReadRange, type RemoteCapabilities, type RemoteStat, type WriteFileOptions, type WriteStreamOptions, type WriteTarget } from './remote.js'
 import { choosePartSizeBytes, MIN_PART_BYTES, S3WriteStream } from './s3-writer.js'
 import { toS3RemoteError } from './s3-errors.js'
+import { loadS3Sdk, type S3Sdk } from './s3-sdk.js'
 import { deleteEach, isNotImplemented, truncate, withContentMd5 } from './s3-helpers.js'
 import type { RemoteOptions, S3RemoteUrl } from './url-types.js'
 import { redactRemoteUrl } from './url.js'
@@ -57,7 +46,8 @@ export class S3Remote extends Remote {
   readonly bucket: string
   /** key prefix, '' or ending without '/' */
   readonly prefix: string
-  readonly client: S3Client
+  readonly #clientConfig: S3ClientConfig
+  #client: S3Client | undefined
   readonly #partFloorBytes: number
   readonly #concurrency: number
   #opened = false
@@ -78,7 +68,7 @@ export class S3Remote extends Remote {
     const endpoint = `${url.protocol}://${url.host}${url.port === undefined ? '' : `:${url.port}`}`
     const pathStyle = options.s3PathStyle ?? !/(^|\.)amazonaws\.com$/i.test(url.host)
     const sockets = Math.max(16, concurrency * 2)
-    this.client = new S3Client({
+    this.#clientConfig = {
       endpoint,
       region: url.region ?? 'us-east-1',
       forcePathStyle: pathStyle,
@@ -94,7 +84,20 @@ export class S3Remote extends Remote {
         connectionTimeout: 10_000,
         requestTimeout: 300_000,
       },
-    })
+    }
+  }
+
+  /** The SDK's client, once a request made it (tests and tools that send their own commands). */
+  get client(): S3Client {
+    if (this.#client === undefined) throw new RemoteError('E_REMOTE', `${this.displayUrl}: no request was made yet (open the remote first)`)
+    return this.#client
+  }
+
+  /** The SDK, loaded (and this remote's client made) on first use. */
+  async #sdk(): Promise<S3Sdk> {
+    const sdk = await loadS3Sdk()
+    this.#client ??= new sdk.s3.S3Client(this.#clientConfig)
+    return sdk
   }
 
   /** Bucket key of a remote path ('' is the remote's root). */
@@ -118,25 +121,29 @@ export class S3Remote extends Remote {
   }
 
   protected async _open(): Promise<void> {
+    const { s3 } = await this.#sdk()
     if (this.#opened) return
-    await this.client.send(new HeadBucketCommand({ Bucket: this.bucket })).catch(this.#fail('open (HeadBucket)', this.bucket))
+    await this.client.send(new s3.HeadBucketCommand({ Bucket: this.bucket })).catch(this.#fail('open (HeadBucket)', this.bucket))
     this.#opened = true
   }
 
   protected async _close(): Promise<void> {
     this.#opened = false
-    this.client.destroy()
+    this.#client?.destroy()
+    this.#client = undefined
     await Promise.resolve()
   }
 
   /** A multipart upload (S3's temporary) completed on end(); `target.temporary` is not used. */
   protected async _createWriteStream(target: WriteTarget, options: WriteStreamOptions): Promise<Writable> {
+    const sdk = await this.#sdk()
     const rel = target.path
     const key = this.#key(rel)
     const partSizeBytes = choosePartSizeBytes(options.expectedSizeBytes, this.#partFloorBytes)
     if (options.exclusive === true) await this.#refuseExisting(rel, key)
     return new S3WriteStream({
       client: this.client,
+      sdk,
       bucket: this.bucket,
       key,
       partSizeBytes,
@@ -149,8 +156,9 @@ export class S3Remote extends Remote {
 
   /** S3 has no create-exclusive on every server: check first (a race with another writer stays possible). */
   async #refuseExisting(rel: string, key: string): Promise<void> {
+    const { s3 } = await this.#sdk()
     try {
-      await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }))
+      await this.client.send(new s3.HeadObjectCommand({ Bucket: this.bucket, Key: key }))
     } catch (error) {
       if (toS3RemoteError(error, 'stat', rel, this.displayUrl).code === 'ENOENT') return
       throw toS3RemoteError(error, 'stat', rel, this.displayUrl)
@@ -159,13 +167,14 @@ export class S3Remote extends Remote {
   }
 
   protected async _createReadStream(rel: string, range: ReadRange): Promise<Readable> {
+    const { s3 } = await this.#sdk()
     const { start, end, signal } = range
     if (end !== undefined && end < start) return Readable.from([])
     const asked = start === 0 && end === undefined ? undefined : `bytes=${start}-${end ?? ''}`
     let res
     try {
       res = await this.client.send(
-        new GetObjectCommand({ Bucket: this.bucket, Key: this.#key(rel), ...(asked === undefined ? {} : { Range: asked }) }),
+        new s3.GetObjectCommand({ Bucket: this.bucket, Key: this.#key(rel), ...(asked === undefined ? {} : { Range: asked }) }),
         signal === undefined ? {} : { abortSignal: signal },
       )
     } catch (error) {
@@ -202,8 +211,9 @@ export class S3Remote extends Remote {
   }
 
   protected override async _readFile(rel: string, signal: AbortSignal | undefined): Promise<Buffer> {
+    const { s3 } = await this.#sdk()
     const res = await this.client
-      .send(new GetObjectCommand({ Bucket: this.bucket, Key: this.#key(rel) }), signal === undefined ? {} : { abortSignal: signal })
+      .send(new s3.GetObjectCommand({ Bucket: this.bucket, Key: this.#key(rel) }), signal === undefined ? {} : { abortSignal: signal })
       .catch(this.#fail('readFile', rel))
     const data = Buffer.from((await res.Body?.transformToByteArray()) ?? new Uint8Array())
     this.countBytes('read', data.length)
@@ -212,6 +222,7 @@ export class S3Remote extends Remote {
 
   /** One PutObject up to 64 MiB; larger buffers go through a multipart upload. */
   protected override async _writeFile(rel: string, body: Uint8Array, options: WriteFileOptions): Promise<void> {
+    const { s3 } = await this.#sdk()
     if (body.byteLength > SINGLE_PUT_MAX_BYTES) {
       const out = await this._createWriteStream({ path: rel, temporary: '' }, { ...options, expectedSizeBytes: body.byteLength })
       out.end(body)
@@ -221,17 +232,18 @@ export class S3Remote extends Remote {
     const key = this.#key(rel)
     if (options.exclusive === true) await this.#refuseExisting(rel, key)
     await this.client
-      .send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength }), options.signal === undefined ? {} : { abortSignal: options.signal })
+      .send(new s3.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength }), options.signal === undefined ? {} : { abortSignal: options.signal })
       .catch(this.#fail('writeFile', rel))
     this.countBytes('write', body.byteLength)
   }
 
   /** Every page of a listing. */
   async *#pages(prefix: string, delimiter: boolean, rel: string): AsyncGenerator<ListObjectsV2CommandOutput> {
+    const { s3 } = await this.#sdk()
     let token: string | undefined
     do {
       const page = await this.client
-        .send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(delimiter ? { Delimiter: '/' } : {}), ...(token === undefined ? {} : { ContinuationToken: token }) }))
+        .send(new s3.ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(delimiter ? { Delimiter: '/' } : {}), ...(token === undefined ? {} : { ContinuationToken: token }) }))
         .catch(this.#fail('list', rel))
       yield page
       token = page.IsTruncated === true ? page.NextContinuationToken : undefined
@@ -263,15 +275,17 @@ export class S3Remote extends Remote {
   }
 
   async #isDirectory(key: string): Promise<boolean> {
-    const res = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.#dirPrefix(key), MaxKeys: 1 }))
+    const { s3 } = await this.#sdk()
+    const res = await this.client.send(new s3.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.#dirPrefix(key), MaxKeys: 1 }))
     return (res.KeyCount ?? res.Contents?.length ?? 0) > 0
   }
 
   protected async _stat(rel: string): Promise<RemoteStat> {
+    const { s3 } = await this.#sdk()
     if (rel === '') return { size: 0, isDirectory: true, mtimeMs: 0 }
     const key = this.#key(rel)
     try {
-      const h = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }))
+      const h = await this.client.send(new s3.HeadObjectCommand({ Bucket: this.bucket, Key: key }))
       return { size: h.ContentLength ?? 0, isDirectory: false, mtimeMs: h.LastModified?.getTime() ?? 0 }
     } catch (error) {
       const mapped = toS3RemoteError(error, 'stat', rel, this.displayUrl)
@@ -281,15 +295,17 @@ export class S3Remote extends Remote {
   }
 
   protected async _rename(from: string, to: string): Promise<void> {
+    const { s3 } = await this.#sdk()
     const source = `${this.bucket}/${this.#key(from).split('/').map(encodeURIComponent).join('/')}`
-    await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: this.#key(to), CopySource: source })).catch(this.#fail('rename (copy)', `${from} -> ${to}`))
-    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.#key(from) })).catch(this.#fail('rename (delete)', from))
+    await this.client.send(new s3.CopyObjectCommand({ Bucket: this.bucket, Key: this.#key(to), CopySource: source })).catch(this.#fail('rename (copy)', `${from} -> ${to}`))
+    await this.client.send(new s3.DeleteObjectCommand({ Bucket: this.bucket, Key: this.#key(from) })).catch(this.#fail('rename (delete)', from))
   }
 
   protected async _unlink(rel: string): Promise<void> {
+    const { s3 } = await this.#sdk()
     const s = await this._stat(rel) // DeleteObject succeeds on missing keys; the contract says ENOENT
     if (s.isDirectory) throw new RemoteError('EISDIR', `unlink "${rel}" on ${this.displayUrl}: it is a directory`, { fields: { path: rel } })
-    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.#key(rel) })).catch(this.#fail('unlink', rel))
+    await this.client.send(new s3.DeleteObjectCommand({ Bucket: this.bucket, Key: this.#key(rel) })).catch(this.#fail('unlink', rel))
   }
 
   protected async _rmtree(rel: string): Promise<void> {
@@ -303,14 +319,15 @@ export class S3Remote extends Remote {
 
   /** DeleteObjects, or one DeleteObject per key on servers without it (s3rver, some gateways). */
   async #deleteKeys(keys: string[], rel: string): Promise<void> {
+    const { s3 } = await this.#sdk()
     let res
     try {
       if (this.#noBatchDelete) throw Object.assign(new Error('DeleteObjects not implemented'), { name: 'NotImplemented' })
-      res = await this.client.send(withContentMd5(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } })))
+      res = await this.client.send(withContentMd5(new s3.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } })))
     } catch (error) {
       if (!isNotImplemented(error)) throw toS3RemoteError(error, 'rmtree', rel, this.displayUrl)
       this.#noBatchDelete = true // 8 at a time from now on
-      await deleteEach(keys, 8, (k) => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: k })).then(() => undefined)).catch(this.#fail('rmtree', rel))
+      await deleteEach(keys, 8, (k) => this.client.send(new s3.DeleteObjectCommand({ Bucket: this.bucket, Key: k })).then(() => undefined)).catch(this.#fail('rmtree', rel))
       return
     }
     const failed = res.Errors ?? []
@@ -323,6 +340,7 @@ export class S3Remote extends Remote {
 
   /** Aborts pending multipart uploads below `prefix` (S3's temporaries); returns how many. */
   async #abortUploads(prefix: string, rel: string): Promise<number> {
+    const { s3 } = await this.#sdk()
     let n = 0
     let keyMarker: string | undefined
     let idMarker: string | undefined
@@ -330,7 +348,7 @@ export class S3Remote extends Remote {
       let res
       try {
         res = await this.client.send(
-          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, ...(keyMarker === undefined ? {} : { KeyMarker: keyMarker }), ...(idMarker === undefined ? {} : { UploadIdMarker: idMarker }) }),
+          new s3.ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, ...(keyMarker === undefined ? {} : { KeyMarker: keyMarker }), ...(idMarker === undefined ? {} : { UploadIdMarker: idMarker }) }),
         )
       } catch (error) {
         if (isNotImplemented(error)) return n // the server cannot list uploads (s3rver): nothing we can find to abort
@@ -338,7 +356,7 @@ export class S3Remote extends Remote {
       }
       for (const u of res.Uploads ?? []) {
         if (u.Key === undefined || u.UploadId === undefined) continue
-        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId })).catch(this.#fail('abort upload', u.Key))
+        await this.client.send(new s3.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId })).catch(this.#fail('abort upload', u.Key))
         n++
       }
       if (res.IsTruncated !== true) return n

@@ -7,10 +7,14 @@
  * is never used because it terminates the thread without letting the stream clean up. The outcome and the
  * last metric deltas come back as Piscina's result, after the port's pending messages are handled.
  *
- * Threads are warm (minThreads = maxThreads) and run one stream each. `resize(n)` swaps in a new Piscina
- * of the new size for new tasks and closes the old one once its running tasks finish, so a live proxy can
- * change its thread count without dropping streams. The entry runs compiled (dist/*.js) or from sources
- * under tsx (src/*.ts: threads get `--import tsx`).
+ * Threads start on demand and run one stream each: an idle pool has no thread (a thread costs its
+ * isolate plus the task modules it loads, ~10-20 MiB of RSS once it has streamed); the first task starts
+ * one (a few hundred ms of module loading, once per burst), up to `threads`; a thread idle for
+ * `idleTimeoutMs` is retired. So a proxy waiting for jobs holds no thread, and a run's consecutive disks
+ * reuse warm threads. `resize(n)` swaps in a new Piscina of the new size for new tasks and closes the old
+ * one once its running tasks finish, so a live proxy can change its thread count without dropping
+ * streams. The entry runs compiled (dist/*.js) or from sources under tsx (src/*.ts: threads get
+ * `--import tsx`).
  */
 import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads'
 import { Piscina } from 'piscina'
@@ -21,7 +25,10 @@ import { releaseThreads } from './thread-release.js'
 import type { ThreadTaskInput, ThreadTaskName, ThreadTaskOutput, ThreadTaskProgress } from './thread-tasks.js'
 
 export interface StreamPoolOptions {
+  /** at most this many threads (one stream each) */
   threads: number
+  /** a thread idle this long is retired (default THREAD_IDLE_TIMEOUT_MS) */
+  idleTimeoutMs?: number
   logger?: Logger
   /** receives every metric delta of every task (the metrics registry plugs in here) */
   onMetrics?: (deltas: MetricDelta[]) => void
@@ -35,7 +42,10 @@ export interface PoolRunOptions<N extends ThreadTaskName = ThreadTaskName> {
 }
 
 export interface PoolStats {
+  /** the most threads the pool starts */
   threads: number
+  /** threads alive now (started on demand, retired when idle) */
+  started: number
   /** tasks running in a thread */
   busy: number
   /** tasks waiting for a free thread */
@@ -49,13 +59,21 @@ const fromSources = import.meta.url.endsWith('.ts')
 const ENTRY = new URL(`./thread-entry.${fromSources ? 'ts' : 'js'}`, import.meta.url).href
 const EXEC_ARGV = fromSources ? ['--import', 'tsx'] : []
 
-function createPiscina(threads: number): Piscina {
+/**
+ * How long an idle thread stays up: longer than the gap between two disks of a run, short enough to give
+ * memory back between runs, and longer than a thread's cached remotes stay open when idle (30 s,
+ * remotes/cache.ts): Piscina retires a thread without running its code, so its remotes must have closed
+ * (NFS unmount, SMB logoff) by then.
+ */
+export const THREAD_IDLE_TIMEOUT_MS = 60_000
+
+function createPiscina(threads: number, idleTimeoutMs: number): Piscina {
   return new Piscina({
     filename: ENTRY,
-    minThreads: threads,
+    minThreads: 0,
     maxThreads: threads,
     concurrentTasksPerWorker: 1,
-    idleTimeout: 60_000,
+    idleTimeout: idleTimeoutMs,
     execArgv: EXEC_ARGV,
     // a stream task never blocks its thread for long: no need for Atomics.wait between tasks
     atomics: 'disabled',
@@ -69,6 +87,7 @@ function createPiscina(threads: number): Piscina {
 export class StreamPool {
   #piscina: Piscina
   #threads: number
+  readonly #idleTimeoutMs: number
   #busy = 0
   #queued = 0
   #closing: Promise<void> | undefined
@@ -88,9 +107,12 @@ export class StreamPool {
     if (!Number.isInteger(options.threads) || options.threads < 1 || options.threads > 64) {
       throw new BackupProxyError('E_USAGE', `threads must be a whole number from 1 to 64, got ${options.threads}`)
     }
+    const idleTimeoutMs = options.idleTimeoutMs ?? THREAD_IDLE_TIMEOUT_MS
+    if (!Number.isInteger(idleTimeoutMs) || idleTimeoutMs < 1) throw new BackupProxyError('E_USAGE', `idleTimeoutMs must be a whole number of milliseconds, at least 1, got ${idleTimeoutMs}`)
     this.#threads = options.threads
+    this.#idleTimeoutMs = idleTimeoutMs
     this.#logger = options.logger ?? silentLogger
-    this.#piscina = this.#watch(createPiscina(options.threads))
+    this.#piscina = this.#watch(createPiscina(options.threads, idleTimeoutMs))
     this.#onMetrics = options.onMetrics
   }
 
@@ -105,7 +127,7 @@ export class StreamPool {
   }
 
   get stats(): PoolStats {
-    return { threads: this.#threads, busy: this.#busy, queued: this.#queued }
+    return { threads: this.#threads, started: this.#piscina.threads.length, busy: this.#busy, queued: this.#queued }
   }
 
   /** Runs one stream task in a thread; rejects with the task's error (rebuilt) or E_CANCELLED. */
@@ -192,7 +214,7 @@ export class StreamPool {
     if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new BackupProxyError('E_USAGE', `threads must be a whole number from 1 to 64, got ${threads}`)
     if (threads === this.#threads || this.#closing !== undefined) return
     const old = this.#piscina
-    this.#piscina = this.#watch(createPiscina(threads))
+    this.#piscina = this.#watch(createPiscina(threads, this.#idleTimeoutMs))
     this.#logger.info({ from: this.#threads, to: threads }, 'stream pool resized')
     this.#threads = threads
     const retiring: Promise<void> = old.close().catch((error: unknown) => this.#logger.warn({ err: error }, 'closing the previous thread pool failed'))

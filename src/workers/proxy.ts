@@ -35,9 +35,9 @@ import type { SealKey } from '../queue/seal.js'
 import { isStalledFailure, recordStalledFailure } from '../queue/stalled.js'
 import type { JobSummary } from '../queue/task-log.js'
 import type { MetricDelta } from './messages.js'
-import { StreamPool } from './pool.js'
+import { StreamPool, type PoolStats } from './pool.js'
 import type { ProcessorRegistry } from './processors.js'
-import { runJob, type ActiveJob } from './run-job.js'
+import { runJob, type ActiveJob, type RunJobDeps as JobDeps } from './run-job.js'
 import { TaskLogFlusher } from './task-log-flusher.js'
 
 export interface ProxyRuntimeOptions {
@@ -100,7 +100,7 @@ export class ProxyRuntime {
   }
 
   /** Stream pool occupancy, undefined before start (for metrics). */
-  poolStats(): { threads: number; busy: number } | undefined {
+  poolStats(): PoolStats | undefined {
     return this.#pool?.stats
   }
 
@@ -137,7 +137,7 @@ export class ProxyRuntime {
       this.#state = 'stopped'
       throw error
     }
-    const deps = {
+    const deps: JobDeps = {
       config,
       processors: this.#opts.processors,
       sealKey: this.#opts.sealKey,
@@ -148,59 +148,7 @@ export class ProxyRuntime {
       active: this.#active,
       flusher: this.#flusher,
     }
-    for (const name of this.queues) {
-      const worker = new Worker<QueuedJobData, JobSummary>(
-        name,
-        async (job: Job<QueuedJobData, JobSummary>, token?: string) => {
-          if (this.#shutdown !== undefined) {
-            // fetched while the proxy began stopping: hand it back untouched
-            if (token !== undefined) await job.moveToWait(token)
-            throw new WaitingError()
-          }
-          const t0 = performance.now()
-          let status = 'success'
-          let summary: JobSummary | undefined
-          try {
-            summary = await runJob(deps, job, token)
-            // success, skipped, or interrupted (cancel, timeout): counted as such, never as a failure
-            status = summary.status === 'pending' ? 'interrupted' : summary.status
-            return summary
-          } catch (error) {
-            status = toError(error).name === 'WaitingError' ? 'requeued' : 'failure'
-            summary = (error as { jobSummary?: JobSummary } | undefined)?.jobSummary
-            throw error
-          } finally {
-            // cancelled / partial, and the backup job and schedule, for the per-job metrics
-            this.#opts.onJobEnd?.({ kind: job.name, durationSeconds: (performance.now() - t0) / 1000, ...jobOutcome(job.name, status, summary, job.data) })
-          }
-        },
-        {
-          connection: this.#bull.connection,
-          prefix: config.redis.prefix,
-          concurrency: config.workers.concurrency,
-          lockDuration: config.workers.lockDurationMs,
-          stalledInterval: config.workers.stalledIntervalMs,
-          maxStalledCount: config.workers.maxStalledCount,
-          name: this.instance,
-          autorun: false,
-        },
-      )
-      worker.on('error', (error) => this.#logger.error({ err: error, queue: name }, 'queue worker error (BullMQ reconnects and retries)'))
-      worker.on('lockRenewalFailed', (jobIds: string[]) => this.#lockLost(name, jobIds))
-      worker.on('locksRenewed', ({ jobIds }: { jobIds: string[] }) => {
-        const now = performance.now()
-        for (const jobId of jobIds) {
-          const active = this.#active.get(jobId)
-          if (active?.queue === name) active.lockedAt = now
-        }
-      })
-      worker.on('failed', (job, error) => {
-        if (job === undefined) return
-        if (isStalledFailure(job.failedReason)) return this.#stalledOut(job)
-        this.#logger.debug({ queue: name, jobId: job.id, err: error }, 'job attempt failed')
-      })
-      this.#workers.push(worker)
-    }
+    for (const name of this.queues) this.#workers.push(this.#createWorker(name, deps))
     for (const w of this.#workers) {
       w.run().catch((error: unknown) => this.#logger.error({ err: error }, 'queue worker stopped with an error'))
     }
@@ -217,6 +165,62 @@ export class ProxyRuntime {
   get config(): Config {
     return this.#config
   }
+
+  /** The BullMQ Worker of one queue (not running yet), its lock and failure events wired to this runtime. */
+  #createWorker(name: string, deps: JobDeps): Worker<QueuedJobData, JobSummary> {
+    const { config } = this
+    const worker = new Worker<QueuedJobData, JobSummary>(name, (job, token) => this.#process(deps, job, token), {
+      connection: this.#bull.connection,
+      prefix: config.redis.prefix,
+      concurrency: config.workers.concurrency,
+      lockDuration: config.workers.lockDurationMs,
+      stalledInterval: config.workers.stalledIntervalMs,
+      maxStalledCount: config.workers.maxStalledCount,
+      name: this.instance,
+      autorun: false,
+    })
+    worker.on('error', (error) => this.#logger.error({ err: error, queue: name }, 'queue worker error (BullMQ reconnects and retries)'))
+    worker.on('lockRenewalFailed', (jobIds: string[]) => this.#lockLost(name, jobIds))
+    worker.on('locksRenewed', ({ jobIds }: { jobIds: string[] }) => {
+      const now = performance.now()
+      for (const jobId of jobIds) {
+        const active = this.#active.get(jobId)
+        if (active?.queue === name) active.lockedAt = now
+      }
+    })
+    worker.on('failed', (job, error) => {
+      if (job === undefined) return
+      if (isStalledFailure(job.failedReason)) return this.#stalledOut(job)
+      this.#logger.debug({ queue: name, jobId: job.id, err: error }, 'job attempt failed')
+    })
+    return worker
+  }
+
+  /** One job attempt (the Workers' processor): runJob, and its outcome reported to onJobEnd. */
+  async #process(deps: JobDeps, job: Job<QueuedJobData, JobSummary>, token: string | undefined): Promise<JobSummary> {
+    if (this.#shutdown !== undefined) {
+      // fetched while the proxy began stopping: hand it back untouched
+      if (token !== undefined) await job.moveToWait(token)
+      throw new WaitingError()
+    }
+    const t0 = performance.now()
+    let status = 'success'
+    let summary: JobSummary | undefined
+    try {
+      summary = await runJob(deps, job, token)
+      // success, skipped, or interrupted (cancel, timeout): counted as such, never as a failure
+      status = summary.status === 'pending' ? 'interrupted' : summary.status
+      return summary
+    } catch (error) {
+      status = toError(error).name === 'WaitingError' ? 'requeued' : 'failure'
+      summary = (error as { jobSummary?: JobSummary } | undefined)?.jobSummary
+      throw error
+    } finally {
+      // cancelled / partial, and the backup job and schedule, for the per-job metrics
+      this.#opts.onJobEnd?.({ kind: job.name, durationSeconds: (performance.now() - t0) / 1000, ...jobOutcome(job.name, status, summary, job.data) })
+    }
+  }
+
 
   async #subscribe(): Promise<void> {
     const sub = duplicateRedis(this.#redis)

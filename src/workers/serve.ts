@@ -9,17 +9,19 @@
  *                     handles are left open; jobs still locked return to the queue once their locks expire
  *   SIGHUP            reload the configuration (file < env < flags) and apply threads/concurrency live
  * When the `api` section has a token hash, the xo-proxy API (src/api) is started before any job is taken
- * and closed after the workers stopped.
+ * and closed after the workers stopped; without one its modules are not even loaded (memory: the API
+ * brings the XAPI client and the remotes into the main thread). Stream threads start on demand (pool.ts):
+ * an idle serve runs none.
  * Resolves with the exit code once the proxy has stopped and everything is closed.
  */
 import { Queue } from 'bullmq'
 import { BackupProxyError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
 import { loadConfig, type Config, type LoadConfigOptions } from '../config/index.js'
-import { createMetrics, metricsHooks, startObservability, type Observability } from '../metrics/index.js'
+import { createMetrics, metricsHooks, startObservability, type Observability, type ProxyMetrics } from '../metrics/index.js'
 import { BullConnection } from '../queue/redis.js'
-import { loadSealKey } from '../queue/seal.js'
-import { startApi, type RunningApi } from '../api/index.js'
+import { loadSealKey, type SealKey } from '../queue/seal.js'
+import type { RunningApi } from '../api/index.js'
 import type { ThrottleOptions } from '../api/auth.js'
 import { builtinProcessors } from './builtin-processors.js'
 import type { ProcessorRegistry } from './processors.js'
@@ -57,9 +59,49 @@ export async function serve(options: ServeOptions): Promise<number> {
     onMetrics: hooks.onMetrics,
     onJobEnd: hooks.onJobEnd,
   })
-  const api = await startApi({ config, logger, sealKey, ...options.api })
+  const api = await startConfiguredApi(options, sealKey)
+  const queues = metricsQueues(config, runtime.queues, logger)
+  const observability = await startServing(runtime, { metrics, queues, api, config, logger })
+  logger.info({ url: observability.http.url }, 'HTTP endpoints listening')
+
+  const handle = options.handleSignals ?? true
+  const signals = handleSignals(runtime, options, handle)
+  options.onReady?.(runtime, observability, api)
+  let stuck: BackupProxyError | undefined
+  try {
+    stuck = await stopped(runtime, signals.forcedAt)
+  } finally {
+    signals.remove()
+    const closing = Promise.all([observability.close(), queues.close(), api?.close()])
+    if (stuck === undefined) await closing
+    else {
+      closing.catch((error: unknown) => logger.warn({ err: error }, 'closing after a stuck stop failed'))
+      await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, EXIT_AFTER_STUCK_MS).unref())])
+      // what is still open would keep the process alive: when serve owns the signals it owns the exit too
+      if (handle) setTimeout(() => process.exit(1), EXIT_AFTER_STUCK_MS).unref()
+    }
+  }
+  if (stuck !== undefined) throw stuck
+  return 0
+}
+
+/** The xo-proxy API when the config has a token hash; its modules are loaded only then. */
+async function startConfiguredApi(options: ServeOptions, sealKey: SealKey): Promise<RunningApi | undefined> {
+  const { config, logger } = options
+  if (config.api.tokenHash === undefined && config.api.tokenHashFile === undefined) return undefined
+  const { startApi } = await import('../api/index.js')
+  return startApi({ config, logger, sealKey, ...options.api })
+}
+
+interface MetricsQueues {
+  queues: Queue[]
+  close: () => Promise<void>
+}
+
+/** One BullMQ Queue per served queue, for the queue-depth metrics (own connection). */
+function metricsQueues(config: Config, names: readonly string[], logger: Logger): MetricsQueues {
   const bull = new BullConnection(config.redis, 'backup-proxy:metrics')
-  const queues = runtime.queues.map((name) => {
+  const queues = names.map((name) => {
     const queue = new Queue(name, { connection: bull.connection, prefix: config.redis.prefix })
     // an `error` nobody listens to is printed raw (multi-line stack) by BullMQ: log it, at most once a minute
     let loggedAt = -Infinity
@@ -70,36 +112,57 @@ export async function serve(options: ServeOptions): Promise<number> {
     })
     return queue
   })
-  const closeQueues = async () => {
-    await Promise.all(queues.map((q) => q.close()))
-    await bull.close()
+  return {
+    queues,
+    close: async () => {
+      await Promise.all(queues.map((q) => q.close()))
+      await bull.close()
+    },
   }
-  // start the API, bind the HTTP port and pass every start-up check before the workers take a job: a
-  // failure here leaves queued jobs untouched
+}
+
+/**
+ * Binds the HTTP port and passes every start-up check before the workers take a job: a failure here
+ * stops the runtime and closes what was opened, and leaves queued jobs untouched.
+ */
+async function startServing(
+  runtime: ProxyRuntime,
+  s: { metrics: ProxyMetrics; queues: MetricsQueues; api: RunningApi | undefined; config: Config; logger: Logger },
+): Promise<Observability> {
   let observability: Observability
   try {
     observability = await startObservability({
-      metrics,
+      metrics: s.metrics,
       runtime,
-      queues,
-      listen: config.http.listen,
-      ...(config.http.metricsToken === undefined ? {} : { metricsToken: config.http.metricsToken }),
-      logger,
+      queues: s.queues.queues,
+      listen: s.config.http.listen,
+      ...(s.config.http.metricsToken === undefined ? {} : { metricsToken: s.config.http.metricsToken }),
+      logger: s.logger,
     })
   } catch (error) {
     await runtime.shutdown({ force: true })
-    await Promise.all([closeQueues(), api?.close()])
+    await Promise.all([s.queues.close(), s.api?.close()])
     throw error
   }
   try {
     await runtime.start()
   } catch (error) {
     await runtime.shutdown({ force: true })
-    await Promise.all([observability.close(), closeQueues(), api?.close()])
+    await Promise.all([observability.close(), s.queues.close(), s.api?.close()])
     throw error
   }
-  logger.info({ url: observability.http.url }, 'HTTP endpoints listening')
+  return observability
+}
 
+interface SignalHandling {
+  /** when a second stop signal forced the stop (Date.now()), if one did */
+  forcedAt: () => number | undefined
+  remove: () => void
+}
+
+/** SIGTERM/SIGINT: graceful then forced stop; SIGHUP: reload and rescale. Installed only when `install`. */
+function handleSignals(runtime: ProxyRuntime, options: ServeOptions, install: boolean): SignalHandling {
+  const { logger } = options
   let signals = 0
   let forcedAt: number | undefined
   const onStop = (signal: NodeJS.Signals) => {
@@ -115,45 +178,39 @@ export async function serve(options: ServeOptions): Promise<number> {
       (error: unknown) => logger.error({ err: error }, 'configuration reload failed; keeping the current settings'),
     )
   }
-  const handle = options.handleSignals ?? true
-  if (handle) {
+  if (install) {
     process.on('SIGTERM', onStop)
     process.on('SIGINT', onStop)
     process.on('SIGHUP', onHup)
   }
-  options.onReady?.(runtime, observability, api)
-  let stuck: BackupProxyError | undefined
-  try {
-    await new Promise<void>((resolve) => {
-      const poll = setInterval(() => {
-        if (runtime.state === 'stopped') {
-          clearInterval(poll)
-          resolve()
-        } else if (forcedAt !== undefined && Date.now() - forcedAt > FORCED_STOP_MS) {
-          clearInterval(poll)
-          stuck = new BackupProxyError(
-            'E_SHUTDOWN_STUCK',
-            `forced stop did not finish within ${FORCED_STOP_MS} ms (a job ignored its cancellation or a Redis connection did not close): exiting anyway; jobs still locked go back to the queue when their locks expire`,
-          )
-          resolve()
-        }
-      }, 100)
-    })
-  } finally {
-    if (handle) {
+  return {
+    forcedAt: () => forcedAt,
+    remove: () => {
+      if (!install) return
       process.off('SIGTERM', onStop)
       process.off('SIGINT', onStop)
       process.off('SIGHUP', onHup)
-    }
-    const closing = Promise.all([observability.close(), closeQueues(), api?.close()])
-    if (stuck === undefined) await closing
-    else {
-      closing.catch((error: unknown) => logger.warn({ err: error }, 'closing after a stuck stop failed'))
-      await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, EXIT_AFTER_STUCK_MS).unref())])
-      // what is still open would keep the process alive: when serve owns the signals it owns the exit too
-      if (handle) setTimeout(() => process.exit(1), EXIT_AFTER_STUCK_MS).unref()
-    }
+    },
   }
-  if (stuck !== undefined) throw stuck
-  return 0
+}
+
+/** Resolves once the runtime stopped, or with E_SHUTDOWN_STUCK when a forced stop takes over FORCED_STOP_MS. */
+async function stopped(runtime: ProxyRuntime, forcedAt: () => number | undefined): Promise<BackupProxyError | undefined> {
+  return new Promise((resolve) => {
+    const poll = setInterval(() => {
+      const forced = forcedAt()
+      if (runtime.state === 'stopped') {
+        clearInterval(poll)
+        resolve(undefined)
+      } else if (forced !== undefined && Date.now() - forced > FORCED_STOP_MS) {
+        clearInterval(poll)
+        resolve(
+          new BackupProxyError(
+            'E_SHUTDOWN_STUCK',
+            `forced stop did not finish within ${FORCED_STOP_MS} ms (a job ignored its cancellation or a Redis connection did not close): exiting anyway; jobs still locked go back to the queue when their locks expire`,
+          ),
+        )
+      }
+    }, 100)
+  })
 }

@@ -11,6 +11,7 @@
 import type { ThreadTask } from './thread-task.js'
 import standinNoop from './stand-ins/noop.thread.js'
 import standinStream from './stand-ins/stream.thread.js'
+import standinModules from './stand-ins/modules.thread.js'
 import backupDisk from '../backup/disk.thread.js'
 import backupRestoreDisk from '../backup/restore-disk.thread.js'
 import mirrorCopy from '../backup/mirror.thread.js'
@@ -23,6 +24,8 @@ const registry = {
   'standin.noop': standinNoop,
   /** stand-in: writes N bytes slowly to a temp file, publishes it by rename; honours cooperative cancel */
   'standin.stream': standinStream,
+  /** stand-in: the npm packages the thread has loaded (CommonJS registry), to test what a thread loads */
+  'standin.modules': standinModules,
   /** one disk of a backup: XAPI export → VHD parse/validate → fan-out to the target remotes (src/backup) */
   'backup.disk': backupDisk,
   /** one disk of a restore: remote chain → flattened VHD → XAPI import into a new VDI (src/backup) */

@@ -34,6 +34,9 @@ export function registerServe(program: Command, _io: CliIo): void {
         ...(g.config === undefined ? {} : { file: g.config }),
         flags: { ...sections, ...(g.logLevel === undefined ? {} : { log: { level: g.logLevel } }) },
       }
+      // a long-lived process: young generations kept small (docs/backup.md, Memory), before the proxy's
+      // modules load (loading them would grow the main thread's)
+      ;(await import('../../common/gc-tuning.js')).applyServeGcTuning()
       const [{ loadConfig }, { serve }] = await Promise.all([import('../../config/index.js'), import('../../workers/serve.js')])
       const config = await loadConfig(reload)
       const logger = await commandLogger(config)
