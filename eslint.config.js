@@ -23,6 +23,14 @@ export default tseslint.config(
     },
   },
   {
+    // small modules by responsibility, orchestration as named steps (docs/architecture.md)
+    files: ['src/**/*.ts'],
+    rules: {
+      'max-lines': ['error', { max: 400, skipBlankLines: true, skipComments: true }],
+      'max-lines-per-function': ['error', { max: 80, skipBlankLines: true, skipComments: true }],
+    },
+  },
+  {
     files: ['test/**', 'bench/**', 'scripts/**'],
     rules: {
       'no-console': 'off',
