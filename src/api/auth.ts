@@ -12,10 +12,10 @@ import type { IncomingMessage } from 'node:http'
 import type { Logger } from '../common/log.js'
 import type { TokenVerifier } from './token.js'
 
-export const COOKIE_NAME = 'authenticationToken'
+const COOKIE_NAME = 'authenticationToken'
 
 /** The value of one cookie of a request (RFC 6265 `name=value; name2=value2`), undefined when absent. */
-export function cookieValue(header: string | undefined, name: string): string | undefined {
+function cookieValue(header: string | undefined, name: string): string | undefined {
   if (header === undefined || header.length > 16 * 1024) return undefined
   for (const part of header.split(';')) {
     const i = part.indexOf('=')

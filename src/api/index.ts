@@ -47,7 +47,7 @@ export interface RunningApi {
 }
 
 /** The configured token hash (tokenHashFile wins), or undefined when the API is disabled. */
-export async function loadTokenHash(config: Config): Promise<{ hash: string; where: string } | undefined> {
+async function loadTokenHash(config: Config): Promise<{ hash: string; where: string } | undefined> {
   const { tokenHash, tokenHashFile } = config.api
   if (tokenHashFile !== undefined) {
     try {
@@ -60,7 +60,7 @@ export async function loadTokenHash(config: Config): Promise<{ hash: string; whe
 }
 
 /** The queue backup.run feeds. */
-export function apiTarget(config: Config): QueueTarget {
+function apiTarget(config: Config): QueueTarget {
   return config.api.pool === undefined ? { proxy: config.proxy.id } : { pool: config.api.pool }
 }
 

@@ -51,10 +51,6 @@ export function noSuchObject(id: string, type: string): RpcError {
   return new RpcError(RPC_CODES.NO_SUCH_OBJECT, `no such ${type} ${id}`, { id, type })
 }
 
-export function notImplemented(message: string, code = 'E_NOT_AVAILABLE'): RpcError {
-  return new RpcError(RPC_CODES.NOT_IMPLEMENTED, message, { code })
-}
-
 /** Streamed as application/octet-stream (XO's binary responses). */
 export class BinaryResult {
   constructor(readonly stream: Readable) {}
@@ -164,7 +160,7 @@ export class MethodRegistry {
 }
 
 /** Any thrown value as a JSON-RPC error body (redacted, no stack). */
-export function toRpcError(error: unknown): JsonRpcErrorBody {
+function toRpcError(error: unknown): JsonRpcErrorBody {
   if (error instanceof RpcError) {
     return { code: error.rpcCode, message: redactString(error.message), ...(error.data === undefined ? {} : { data: redact(error.data) }) }
   }

@@ -21,7 +21,7 @@ import type { Authenticator } from './auth.js'
 import type { TlsMaterial } from './cert.js'
 import { BinaryResult, RPC_CODES, RpcError, errorLine, parseRequest, responseLine, type MethodRegistry, type RpcRequest } from './rpc.js'
 
-export const API_PATH = '/api/v1'
+const API_PATH = '/api/v1'
 
 export interface ApiServerOptions {
   listen: string

@@ -22,7 +22,7 @@ import { deleteFullBackup } from '../backup/full-backup.js'
 const BACKUP_ID_RE = /^\/?xo-vm-backups\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/(\d{8}T\d{6}Z)\.json$/i
 
 /** XO's formatted VM backup (formatVmBackups.mjs). */
-export function formatVmBackup(vmUuid: string, entry: CatalogEntry, remoteId: string): Record<string, JsonValue> {
+function formatVmBackup(vmUuid: string, entry: CatalogEntry, remoteId: string): Record<string, JsonValue> {
   const m = entry.metadata
   const id = `/${entry.metadataPath}`
   const differencing = Object.values(m.isVhdDifferencing)

@@ -38,7 +38,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 }
 
 /** XO's `{id: ...}` simple pattern → our `{uuid: ...}`; anything else is a smart-mode pattern. */
-export function vmsFromXo(vms: unknown): unknown {
+function vmsFromXo(vms: unknown): unknown {
   if (isObject(vms) && Object.keys(vms).length === 1 && 'id' in vms) {
     const id = vms.id
     if (typeof id === 'string') return { uuid: id }

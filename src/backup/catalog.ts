@@ -80,12 +80,12 @@ export async function writeMetadata(remote: Remote, vmUuid: string, ts: string, 
 }
 
 /** Key of a backup in cache.json.gz (XO: the metadata path with a leading slash). */
-export function cacheKey(metadataPath: string): string {
+function cacheKey(metadataPath: string): string {
   return `/${metadataPath}`
 }
 
 /** The cache XO would regenerate for these backups. */
-export function buildCache(entries: readonly CatalogEntry[]): Record<string, CacheEntry> {
+function buildCache(entries: readonly CatalogEntry[]): Record<string, CacheEntry> {
   const index: Record<string, CacheEntry> = {}
   for (const e of entries) {
     const key = cacheKey(e.metadataPath)
@@ -100,7 +100,7 @@ export async function updateCache(remote: Remote, vmUuid: string): Promise<void>
   await remote.writeFile(cachePath(vmUuid), await gzipAsync(JSON.stringify(buildCache(entries))))
 }
 
-export async function readCache(remote: Remote, vmUuid: string): Promise<Record<string, unknown> | undefined> {
+async function readCache(remote: Remote, vmUuid: string): Promise<Record<string, unknown> | undefined> {
   try {
     const data = await gunzipAsync(await remote.readFile(cachePath(vmUuid)))
     return JSON.parse(data.toString('utf8')) as Record<string, unknown>

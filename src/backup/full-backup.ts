@@ -28,7 +28,7 @@ import { runXvaExport } from './xva-export.js'
 import type { RunTarget, VmBackupContext, VmBackupResult, VmSettings } from './vm-backup.js'
 
 /** `<ts>.xva` of a backup, remote-root relative. */
-export function xvaPath(vmUuid: string, timestamp: string): string {
+function xvaPath(vmUuid: string, timestamp: string): string {
   return `${vmDir(vmUuid)}/${timestamp}.xva`
 }
 

@@ -19,8 +19,8 @@ import type { DiskImporter } from './disk-import.js'
 import { importVmBackup, type RestoreLog } from './import-vm-backup.js'
 import { metadataPath } from './layout.js'
 
-export const HEALTH_CHECK_TAG = 'xo:no-bak=Health Check'
-export const XENSTORE_SCRIPT_TAG = 'xo-backup-health-check-xenstore'
+const HEALTH_CHECK_TAG = 'xo:no-bak=Health Check'
+const XENSTORE_SCRIPT_TAG = 'xo-backup-health-check-xenstore'
 const XENSTORE_KEY = 'vm-data/xo-backup-health-check'
 const NULL_REF = 'OpaqueRef:NULL'
 
@@ -31,7 +31,7 @@ export interface HealthCheckSettings {
 }
 
 /** Whether a VM with these tags is health-checked; the reason when it is not. */
-export function healthCheckWanted(settings: HealthCheckSettings, tags: readonly string[]): { wanted: boolean; reason?: string } {
+function healthCheckWanted(settings: HealthCheckSettings, tags: readonly string[]): { wanted: boolean; reason?: string } {
   if (settings.healthCheckSr === undefined) return { wanted: false, reason: 'no healthCheckSr' }
   if (tags.some((t) => t.startsWith('xo:no-health-check'))) return { wanted: false, reason: "This VM doesn't match the health check's tags for this schedule" }
   const { healthCheckVmsWithTags: wanted } = settings
@@ -40,7 +40,7 @@ export function healthCheckWanted(settings: HealthCheckSettings, tags: readonly 
 }
 
 /** XO's duration settings: a number of ms, or `<n>ms|s|m|h|d` (`10m`). */
-export function parseDurationMs(value: unknown, field: string): number {
+function parseDurationMs(value: unknown, field: string): number {
   if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return value
   const m = typeof value === 'string' ? /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(value.trim()) : null
   if (m === null) throw new BackupProxyError('E_TASK_INVALID', `${field}: ${JSON.stringify(value)} is not a duration (milliseconds, or e.g. "30s", "10m")`, { fields: { field } })
@@ -62,7 +62,7 @@ export interface HealthCheckOptions {
 }
 
 /** Restores, starts and checks the backup; throws with the reason when the check fails. Always cleans up. */
-export async function healthCheckVmBackup(o: HealthCheckOptions): Promise<{ restoredVmUuid: string; durationMs: number }> {
+async function healthCheckVmBackup(o: HealthCheckOptions): Promise<{ restoredVmUuid: string; durationMs: number }> {
   const t0 = performance.now()
   const restored = await importVmBackup({
     remote: o.remote,

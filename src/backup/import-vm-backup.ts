@@ -91,14 +91,14 @@ export interface ImportVmBackupResult {
 }
 
 /** Exact byte size of `chain.vhdStream()`: footer, header, BAT, present blocks (bitmap + data), footer. */
-export function flattenedSizeBytes(chain: VhdChain): number {
+function flattenedSizeBytes(chain: VhdChain): number {
   const { header } = chain.flattenedHead()
   const blocks = chain.blockIndexes().length
   return FOOTER_SIZE + HEADER_SIZE + batSizeBytes(header.maxTableEntries) + blocks * (bitmapSizeBytes(chain.blockSizeBytes) + chain.blockSizeBytes) + FOOTER_SIZE
 }
 
 /** VM uuid of a backup: the metadata's VM record, else the directory of the metadata file. */
-export function vmUuidOf(metadata: BackupMetadata, metadataPath: string): string {
+function vmUuidOf(metadata: BackupMetadata, metadataPath: string): string {
   if (typeof metadata.vm.uuid === 'string') return metadata.vm.uuid
   const dir = metadataPath.split('/')[1]
   if (dir === undefined) throw new BackupProxyError('E_BACKUP', `backup metadata ${metadataPath}: no VM uuid (no vm.uuid, not under xo-vm-backups/<vm>/)`)

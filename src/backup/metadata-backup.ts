@@ -39,7 +39,7 @@ interface Retentions {
 }
 
 /** retentionPoolMetadata / retentionXoMetadata of '' < schedule (a null is ignored, as xo-server does). */
-export function metadataRetentions(task: BackupMetadataTask): Retentions {
+function metadataRetentions(task: BackupMetadataTask): Retentions {
   const out: Retentions = { pool: 0, xo: 0 }
   for (const key of ['', task.schedule.id]) {
     const s = task.job.settings[key]

@@ -170,7 +170,7 @@ async function writeAll(out: Writable, chunk: Buffer): Promise<void> {
 }
 
 /** XO's checksum string of an md5 digest. */
-export function xoChecksum(md5Hex: string): string {
+function xoChecksum(md5Hex: string): string {
   return `$1$$${md5Hex}`
 }
 

@@ -31,12 +31,12 @@ import { IMPORTING, VM_FIELDS, matchNetwork, withoutBackupKeys } from './restore
 import type { Task } from './task-log.js'
 import { xapiDateTime } from './xo-records.js'
 
-export const TAG_SR = 'xo:backup:sr'
+const TAG_SR = 'xo:backup:sr'
 export const START_BLOCKED = 'Start operation for this vm is blocked, clone it if you want to use it.'
 export const CR_TAG = 'Continuous Replication'
 export const DR_TAG = 'Disaster Recovery'
 /** `xo:backup:datetime` of a replica whose transfer has not completed (XO's formatFilenameDate(0)) */
-export const INCOMPLETE_DATETIME = '19700101T000000Z'
+const INCOMPLETE_DATETIME = '19700101T000000Z'
 
 /** One target SR of a run, on the pool that holds it. */
 export interface SrTarget {
@@ -106,7 +106,7 @@ export interface ReplicationResult {
 }
 
 /** Replicates to every SR target at once; one SR's failure is reported in its task, not thrown. */
-export async function replicateToSrs(targets: readonly SrTarget[], input: ReplicateInput, task: Task): Promise<ReplicationResult> {
+async function replicateToSrs(targets: readonly SrTarget[], input: ReplicateInput, task: Task): Promise<ReplicationResult> {
   const out: ReplicationResult = { succeeded: [], failed: [], sizeBytes: 0 }
   await Promise.all(targets.map(async (t) => {
     const sr = t.client.listSrs().find((s) => s.uuid === t.id)

@@ -59,7 +59,7 @@ export async function findDiskBackup(remote: Remote, sel: RestoreSelection): Pro
   return found
 }
 
-export async function openRestore(remote: Remote, sel: RestoreSelection, format: 'raw' | 'vhd', signal?: AbortSignal): Promise<RestoreSource> {
+async function openRestore(remote: Remote, sel: RestoreSelection, format: 'raw' | 'vhd', signal?: AbortSignal): Promise<RestoreSource> {
   const { backup, vhdPath } = await findDiskBackup(remote, sel)
   const chain = await openChain(remote, vhdPath, signal === undefined ? {} : { signal })
   const opts = signal === undefined ? {} : { signal }

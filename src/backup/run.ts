@@ -115,7 +115,7 @@ function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefin
 }
 
 /** Settings of one VM of a run (XO's precedence). */
-export function effectiveSettings(defaults: BackupSettings, task: BackupRunTask, vmUuid?: string): EffectiveSettings {
+function effectiveSettings(defaults: BackupSettings, task: BackupRunTask, vmUuid?: string): EffectiveSettings {
   const s = task.job.settings
   const out = merge(defaults, [s[''], s[task.schedule.id], vmUuid === undefined ? undefined : s[vmUuid]])
   // XO's full backups read the job's own `compression` (FullXapi: this.job.compression)
@@ -125,11 +125,11 @@ export function effectiveSettings(defaults: BackupSettings, task: BackupRunTask,
 }
 
 /** True when the job's `vms` is an XO smart-mode pattern (resolved against XAPI at run time). */
-export function isSmartMode(task: BackupRunTask): boolean {
+function isSmartMode(task: BackupRunTask): boolean {
   return (task.job.vms as { uuid?: unknown }).uuid === undefined
 }
 
-export function vmUuidsOf(task: BackupRunTask): string[] {
+function vmUuidsOf(task: BackupRunTask): string[] {
   const vms = task.job.vms as { uuid?: string | string[] | { __or: string[] }; type?: unknown }
   if (vms.uuid === undefined) {
     throw new TaskInvalidError('job.vms: a smart-mode pattern is resolved against XAPI when the run starts (resolveVmUuids)', { fields: { field: 'job.vms' } })
@@ -139,7 +139,7 @@ export function vmUuidsOf(task: BackupRunTask): string[] {
 }
 
 /** The run's VMs: the listed uuids, or the smart-mode pattern resolved against the connected pools. */
-export async function resolveVmUuids(task: BackupRunTask, connections: readonly XapiConnection[]): Promise<string[]> {
+async function resolveVmUuids(task: BackupRunTask, connections: readonly XapiConnection[]): Promise<string[]> {
   if (!isSmartMode(task)) return vmUuidsOf(task)
   const { type: _type, ...pattern } = task.job.vms as Record<string, JsonValue>
   const vms: Record<string, unknown>[] = []
@@ -400,7 +400,7 @@ async function openRemotes(task: BackupRunTask, env: BackupRunEnv, root: Task, t
 }
 
 /** The job's SRs (XO's `srs`: `{id}` or `{id: {__or}}`). */
-export function srUuidsOf(task: BackupRunTask): string[] {
+function srUuidsOf(task: BackupRunTask): string[] {
   const id = task.job.srs?.id
   return id === undefined ? [] : typeof id === 'string' ? [id] : [...new Set(id.__or)]
 }

@@ -73,7 +73,7 @@ function chainLengths(entries: readonly CatalogEntry[]): number[] {
   })
 }
 
-export function rowsOf(vmUuid: string, entries: readonly CatalogEntry[], encrypted: boolean): BackupRow[] {
+function rowsOf(vmUuid: string, entries: readonly CatalogEntry[], encrypted: boolean): BackupRow[] {
   const chains = chainLengths(entries)
   return entries.map((e, i) => ({
     vm: { uuid: vmUuid, name: typeof e.metadata.vm.name_label === 'string' ? e.metadata.vm.name_label : '' },

@@ -64,7 +64,7 @@ export function durationArg(name: string): (value: string) => number {
   }
 }
 
-export function sizeArg(name: string): (value: string) => number {
+function sizeArg(name: string): (value: string) => number {
   return (value) => {
     try {
       return parseSizeBytes(value)

@@ -13,7 +13,7 @@ import { describeError, renderEvent, renderTaskTree, type ViewNames } from './jo
 import { createProgress } from './progress.js'
 
 /** The deepest failed task (its error is the real cause), else undefined. */
-export function failedTask(t: TaskSummary): TaskSummary | undefined {
+function failedTask(t: TaskSummary): TaskSummary | undefined {
   for (const c of t.tasks ?? []) {
     if (c.status !== 'failure' && c.status !== 'interrupted') continue
     const deeper = failedTask(c)
@@ -23,7 +23,7 @@ export function failedTask(t: TaskSummary): TaskSummary | undefined {
 }
 
 /** The real cause of a failure: the deepest failed task's error, with its warnings (an XAPI login refused, ...). */
-export function rootCause(t: TaskSummary): string | undefined {
+function rootCause(t: TaskSummary): string | undefined {
   const failed = failedTask(t)
   if (failed === undefined) return undefined
   const error = describeError(failed.result)

@@ -10,8 +10,8 @@ import { BackupProxyError, UsageError } from '../common/errors.js'
 import type { EnqueueClient } from '../queue/client.js'
 import type { JobSummary } from '../queue/task-log.js'
 
-export const JOB_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'] as const
-export const OUTCOMES = ['success', 'failure', 'interrupted', 'skipped'] as const
+const JOB_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'] as const
+const OUTCOMES = ['success', 'failure', 'interrupted', 'skipped'] as const
 
 export interface JobRow {
   id: string
@@ -74,7 +74,7 @@ export async function rowOf(client: EnqueueClient, queue: string, job: Job): Pro
 }
 
 /** The queues to look in: the one `--proxy`/`--pool` names, else every known queue. */
-export async function queuesOf(client: EnqueueClient, filter: { proxy?: string; pool?: string }): Promise<string[]> {
+async function queuesOf(client: EnqueueClient, filter: { proxy?: string; pool?: string }): Promise<string[]> {
   const { queueName } = await import('../queue/names.js')
   if (filter.proxy !== undefined && filter.pool !== undefined) throw new UsageError('give --proxy <id> or --pool <name>, not both')
   if (filter.proxy !== undefined) return [queueName({ proxy: filter.proxy })]

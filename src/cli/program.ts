@@ -25,13 +25,13 @@ import { registerJobs } from './commands/jobs.js'
 import { registerBackups } from './commands/backups.js'
 import { VERSION } from '../version.js'
 
-export const EXIT_OK = 0
-export const EXIT_FAILED = 1
-export const EXIT_USAGE = 2
+const EXIT_OK = 0
+const EXIT_FAILED = 1
+const EXIT_USAGE = 2
 
 const USAGE_CODES = new Set(['E_USAGE', 'E_CONFIG_INVALID', 'E_TASK_INVALID', 'E_REMOTE_URL'])
 
-export function buildProgram(io: CliIo = processIo): Command {
+function buildProgram(io: CliIo = processIo): Command {
   const program = new Command('backup-proxy')
     .description('VM backup proxy for XCP-ng/XenServer pools: queue-driven, streams VHD deltas to local, NFS, SMB and S3 remotes.')
     .version(VERSION, '-V, --version')

@@ -46,7 +46,7 @@ function percentOf(u: ProgressUpdate, prev: number): number {
 }
 
 /** "1.2 GiB/2.6 GiB 85 MiB/s ETA 17s" (the parts that are known). */
-export function describeProgress(s: { done?: number | undefined; total?: number | undefined; percent: number }, elapsedMs: number): string {
+function describeProgress(s: { done?: number | undefined; total?: number | undefined; percent: number }, elapsedMs: number): string {
   const parts: string[] = []
   if (s.done !== undefined) parts.push(s.total !== undefined && s.total > 0 ? `${formatBytes(s.done)}/${formatBytes(s.total)}` : formatBytes(s.done))
   if (s.done !== undefined && elapsedMs >= 500) {

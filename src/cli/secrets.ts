@@ -14,7 +14,7 @@ export const XAPI_PASSWORD_ENV = 'BACKUP_PROXY_XAPI_PASSWORD'
 export const REMOTE_PASSWORD_ENV = 'BACKUP_PROXY_REMOTE_PASSWORD'
 
 /** A secret from a file (content, one trailing newline dropped) or else an environment variable. */
-export async function readSecret(option: string, file: string | undefined, envName: string, env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
+async function readSecret(option: string, file: string | undefined, envName: string, env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
   if (file !== undefined) {
     let text: string
     try {

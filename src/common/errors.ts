@@ -164,7 +164,7 @@ export class TimeoutError extends BackupProxyError {
   }
 }
 
-export class NotAvailableError extends BackupProxyError {
+class NotAvailableError extends BackupProxyError {
   constructor(feature: string) {
     super('E_NOT_AVAILABLE', `${feature} is not available yet in this version of backup-proxy`, {
       fields: { feature },
@@ -242,11 +242,6 @@ const CLASS_BY_NAME: Record<string, new (...args: never[]) => BackupProxyError> 
   CancelledError,
   TimeoutError,
   NotAvailableError,
-}
-
-/** Registers a subclass defined elsewhere so `deserializeError` can rebuild it. */
-export function registerErrorClass(ctor: new (...args: never[]) => BackupProxyError): void {
-  CLASS_BY_NAME[ctor.name] = ctor
 }
 
 function isSerializedError(value: unknown): value is SerializedError {

@@ -14,7 +14,7 @@ const SECRET_KEY_RE = /(?:^|[-_.]|(?<=[a-z]))(?:password|passwd|pass|secret|secr
 /** Keys that end in `key` but are not secrets. */
 const NOT_SECRET_KEY_RE = /^(?:key|keyprefix|accesskeyid|ak|jobkey|cachekey|queuekey|lockkey|partitionkey|hashkey|sortkey|idempotencykey)$/i
 
-export function isSecretKey(key: string): boolean {
+function isSecretKey(key: string): boolean {
   if (NOT_SECRET_KEY_RE.test(key)) return false
   return SECRET_KEY_RE.test(key)
 }

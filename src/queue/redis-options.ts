@@ -108,7 +108,7 @@ function natMapOf(config: RedisConfig): NatMap | undefined {
 }
 
 /** True when the data nodes are reached over TLS. */
-export function usesTls(config: RedisConfig): boolean {
+function usesTls(config: RedisConfig): boolean {
   return config.tls ?? parseUrl(config).protocol === 'rediss:'
 }
 

@@ -13,14 +13,14 @@ import { newTaskId, type JobSummary, type TaskLogEvent } from './task-log.js'
 import { bullKeys } from './names.js'
 
 /** BullMQ's failed reason for a job that stalled more than maxStalledCount times. */
-export const BULLMQ_STALLED_REASON = 'job stalled more than allowable limit'
+const BULLMQ_STALLED_REASON = 'job stalled more than allowable limit'
 
 export function isStalledFailure(failedReason: string | undefined): boolean {
   return failedReason === BULLMQ_STALLED_REASON
 }
 
 /** E_STALLED, with what happened and what to do. */
-export function stalledError(maxStalledCount?: number): BackupProxyError {
+function stalledError(maxStalledCount?: number): BackupProxyError {
   const limit = maxStalledCount === undefined ? 'workers.maxStalledCount' : `workers.maxStalledCount (${maxStalledCount})`
   return new BackupProxyError(
     'E_STALLED',

@@ -11,7 +11,7 @@
 import { z } from 'zod'
 import type { JsonValue } from '../common/errors.js'
 
-export const FORBIDDEN_KEYS = ['__proto__', 'constructor', 'prototype'] as const
+const FORBIDDEN_KEYS = ['__proto__', 'constructor', 'prototype'] as const
 
 const jsonValue: z.ZodType<JsonValue> = z.lazy(() => z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(jsonValue), z.record(z.string(), jsonValue)]))
 
@@ -70,7 +70,7 @@ export const xoScheduleFields = {
 }
 
 /** Refuses prototype keys in an object with free keys (runs on the raw input, before zod copies it). */
-export function refuseForbiddenKeys(value: unknown, ctx: z.RefinementCtx): void {
+function refuseForbiddenKeys(value: unknown, ctx: z.RefinementCtx): void {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return
   for (const key of FORBIDDEN_KEYS) {
     if (Object.hasOwn(value, key)) ctx.addIssue({ code: 'custom', path: [key], message: `"${key}" is not allowed as a key` })

@@ -19,15 +19,15 @@ import { createCipheriv, createDecipheriv, randomBytes, type CipherGCM, type Cip
 import { BackupProxyError } from '../common/errors.js'
 
 export type EncryptionAlgorithm = 'aes-256-gcm' | 'chacha20-poly1305'
-export const ALGORITHMS: readonly EncryptionAlgorithm[] = ['chacha20-poly1305', 'aes-256-gcm']
+const ALGORITHMS: readonly EncryptionAlgorithm[] = ['chacha20-poly1305', 'aes-256-gcm']
 /** what XO writes on a new encrypted remote */
 export const DEFAULT_ALGORITHM: EncryptionAlgorithm = 'chacha20-poly1305'
 
 export const NONCE_BYTES = 12
 export const TAG_BYTES = 16
 /** stored size - plain size of every file */
-export const OVERHEAD_BYTES = NONCE_BYTES + TAG_BYTES
-export const KEY_BYTES = 32
+const OVERHEAD_BYTES = NONCE_BYTES + TAG_BYTES
+const KEY_BYTES = 32
 
 export function encryptionError(message: string, cause?: unknown): BackupProxyError {
   return new BackupProxyError('E_ENCRYPTION', message, cause === undefined ? {} : { cause })

@@ -37,8 +37,8 @@ import { DEFAULT_ALGORITHM, checkKeyForm, encryptionError, isAlgorithm, openBuff
 import { OpeningTransform, SealingWriter, type CipherParams } from './encryption-streams.js'
 import { Remote, type ListEntry, type ListOptions, type ReadRange, type RemoteCapabilities, type RemoteStat, type WriteFileOptions, type WriteStreamOptions, type WriteTarget } from './remote.js'
 
-export const ENCRYPTION_FILE = 'encryption.json'
-export const METADATA_FILE = 'metadata.json'
+const ENCRYPTION_FILE = 'encryption.json'
+const METADATA_FILE = 'metadata.json'
 
 export interface EncryptionOptions {
   /** 32 bytes: Xen Orchestra's encryptionKey, 32 ASCII characters (64 hex digits: old remotes only) */

@@ -21,7 +21,7 @@ import type { S3Sdk } from './s3-sdk.js'
 export const MIN_PART_BYTES = 5 * 1024 * 1024
 export const MAX_PARTS = 10_000
 /** S3's largest part */
-export const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
+const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
 
 /** Part size for an object of `expectedBytes` (undefined: unknown) with a configured floor. */
 export function choosePartSizeBytes(expectedBytes: number | undefined, floorBytes: number = MIN_PART_BYTES): number {

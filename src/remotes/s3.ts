@@ -28,8 +28,8 @@ import { deleteEach, isNotImplemented, truncate, withContentMd5 } from './s3-hel
 import type { RemoteOptions, S3RemoteUrl } from './url-types.js'
 import { redactRemoteUrl } from './url.js'
 
-export const DEFAULT_PART_BYTES = 16 * 1024 * 1024
-export const DEFAULT_UPLOAD_CONCURRENCY = 4
+const DEFAULT_PART_BYTES = 16 * 1024 * 1024
+const DEFAULT_UPLOAD_CONCURRENCY = 4
 /** writeFile sends buffers up to this size in one PutObject */
 const SINGLE_PUT_MAX_BYTES = 64 * 1024 * 1024
 

@@ -54,7 +54,7 @@ export function brotliStoredHeader(length: number): Buffer {
   for (let i = 0; i < out.length; i++) out[i] = Math.floor(bits / 2 ** (8 * i)) & 0xff
   return out
 }
-export const BROTLI_STORED_TRAILER: Buffer = Buffer.from([0x03])
+const BROTLI_STORED_TRAILER: Buffer = Buffer.from([0x03])
 
 /**
  * Estimated Shannon entropy (bits per byte) of a sample of the buffer: 16 slices of 1 KiB spread

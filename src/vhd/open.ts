@@ -36,7 +36,7 @@ export interface VhdReader {
   readBlock(index: number, signal?: AbortSignal): Promise<VhdBlock>
 }
 
-export const ALIAS_MAX_BYTES = 1024
+const ALIAS_MAX_BYTES = 1024
 
 export function isAlias(path: string): boolean {
   return path.endsWith('.alias.vhd')

@@ -65,7 +65,7 @@ const EXEC_ARGV = fromSources ? ['--import', 'tsx'] : []
  * remotes/cache.ts): Piscina retires a thread without running its code, so its remotes must have closed
  * (NFS unmount, SMB logoff) by then.
  */
-export const THREAD_IDLE_TIMEOUT_MS = 60_000
+const THREAD_IDLE_TIMEOUT_MS = 60_000
 
 function createPiscina(threads: number, idleTimeoutMs: number): Piscina {
   return new Piscina({

@@ -40,7 +40,7 @@ import { TaskLogWriter } from './task-log-writer.js'
 const NON_RETRYABLE_CODES = new Set(['E_TASK_INVALID', 'E_CANCELLED', 'E_CONFIG_INVALID', 'E_REMOTE_URL', 'E_ENCRYPTION', 'E_ENCRYPTED_RANGE', 'E_VHD_UNSUPPORTED', 'E_DUPLICATE_JOB', 'E_NOT_AVAILABLE', 'EACCES'])
 const AUTH_XAPI_CODES = new Set(['SESSION_AUTHENTICATION_FAILED', 'PERMISSION_DENIED', 'RBAC_PERMISSION_DENIED'])
 
-export function isRetryable(error: unknown): boolean {
+function isRetryable(error: unknown): boolean {
   const code = errorCode(error)
   if (code !== undefined && NON_RETRYABLE_CODES.has(code)) return false
   if (error instanceof BackupProxyError) {
@@ -54,7 +54,7 @@ export function isRetryable(error: unknown): boolean {
 /** Why a job's signal aborted; `shutdown` and `lock-lost` leave the job to be run again. */
 export type AbortCause = 'cancel' | 'timeout' | 'shutdown' | 'lock-lost'
 
-export class JobAbort extends CancelledError {
+class JobAbort extends CancelledError {
   constructor(
     readonly cause_: AbortCause,
     message: string,

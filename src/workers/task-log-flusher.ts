@@ -7,7 +7,7 @@
  */
 
 /** Events are held at most this long before they are written (live listeners see them this late). */
-export const TASK_LOG_FLUSH_MS = 50
+const TASK_LOG_FLUSH_MS = 50
 
 export interface FlushableWriter {
   /** performance.now() of the oldest pending line */

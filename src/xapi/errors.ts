@@ -37,7 +37,7 @@ const TRANSIENT_NETWORK_CODES = new Set([
 /** `networkCode` of a call refused by xen-api while it renews its session (nothing was sent). */
 export const SESSION_RENEWING = 'SESSION_RENEWING'
 
-export function isTransientNetworkCode(code: string | undefined): boolean {
+function isTransientNetworkCode(code: string | undefined): boolean {
   return code !== undefined && TRANSIENT_NETWORK_CODES.has(code)
 }
 

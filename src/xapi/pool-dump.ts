@@ -12,7 +12,7 @@ import { XapiError } from '../common/errors.js'
 import type { XapiClient } from './client.js'
 import { httpError, readBodyText, xapiHandlerUrl, xapiRequest } from './http.js'
 
-export const PATH_DB_DUMP = '/pool/xmldbdump'
+const PATH_DB_DUMP = '/pool/xmldbdump'
 
 export interface PoolRecords {
   pool: Record<string, unknown> & { uuid: string }

@@ -37,7 +37,7 @@ function unescape(s: string): string {
   })
 }
 
-export function xmlRpcValue(v: unknown): string {
+function xmlRpcValue(v: unknown): string {
   if (typeof v === 'string') return `<value>${escape(v)}</value>`
   if (typeof v === 'boolean') return `<value><boolean>${v ? 1 : 0}</boolean></value>`
   if (typeof v === 'number') return Number.isInteger(v) ? `<value>${v}</value>` : `<value><double>${v}</double></value>`
@@ -58,7 +58,7 @@ function bad(message: string): never {
 }
 
 /** Parses one XML-RPC `<value>` (with what XAPI writes: bare strings, no XML declaration needed). */
-export function parseXmlRpcValue(xml: string): XmlRpcValue {
+function parseXmlRpcValue(xml: string): XmlRpcValue {
   const tokens = [...xml.replace(/<\?xml[^>]*\?>/, '').matchAll(/<(\/?)([A-Za-z0-9_.]+)\s*(\/?)>|([^<]+)/g)]
   let i = 0
   const skipSpace = (): void => {

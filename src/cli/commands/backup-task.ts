@@ -16,7 +16,7 @@ import type { BackupFlags } from './backup.js'
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /** `vms` of the job: a uuid list, or XO's smart-mode pattern on name_label for names. */
-export function vmsPattern(vms: readonly string[]): Record<string, unknown> {
+function vmsPattern(vms: readonly string[]): Record<string, unknown> {
   const uuids = vms.filter((v) => UUID_RE.test(v))
   if (uuids.length === vms.length) return { uuid: vms.length === 1 ? vms[0] : { __or: [...vms] } }
   if (uuids.length > 0) throw new UsageError(`--vm: give either VM uuids or VM names in one run, not both (uuids: ${uuids.join(', ')})`)
@@ -70,6 +70,6 @@ export async function taskFromFlags(flags: BackupFlags, cmd: Command): Promise<T
  * A stable id for a `--remote` URL (metrics label it, the task log names it): a short hash of the URL
  * without its secrets or options, the same on every run (an XO task file keeps XO's remote ids).
  */
-export function remoteIdOf(url: string): string {
+function remoteIdOf(url: string): string {
   return `cli-${createHash('sha256').update(redactString(url).replace(/\?.*$/s, '')).digest('hex').slice(0, 12)}`
 }

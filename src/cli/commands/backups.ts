@@ -16,7 +16,7 @@ interface LsFlags extends RemoteFlags {
   json?: boolean
 }
 
-export function formatBackupRows(rows: readonly BackupRow[]): string {
+function formatBackupRows(rows: readonly BackupRow[]): string {
   if (rows.length === 0) return 'no backup\n'
   return `${table([
     ['VM', 'UUID', 'TIMESTAMP', 'TIME', 'MODE', 'SIZE', 'CHAIN', 'DISKS', 'ENCRYPTED', 'JOB'],

@@ -17,7 +17,7 @@ import type { JobFlags, JobsFlags } from './jobs.js'
 
 const short = (iso: string | undefined): string => (iso === undefined ? '-' : iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))
 
-export function formatJobRows(rows: readonly JobRow[]): string {
+function formatJobRows(rows: readonly JobRow[]): string {
   if (rows.length === 0) return 'no job\n'
   return `${table([
     ['ID', 'STATUS', 'KIND', 'JOB', 'QUEUE', 'ENQUEUED', 'DURATION', 'RAN BY', 'ERROR'],

@@ -9,7 +9,7 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')
 }
 
-export function formatStatus(status: ProxyStatus, now = Date.now()): string {
+function formatStatus(status: ProxyStatus, now = Date.now()): string {
   const queues = table([
     ['QUEUE', 'WAITING', 'ACTIVE', 'DELAYED', 'FAILED', 'COMPLETED'],
     ...status.queues.map((q) => [q.name, String(q.counts.waiting + q.counts.prioritized), String(q.counts.active), String(q.counts.delayed), String(q.counts.failed), String(q.counts.completed)]),

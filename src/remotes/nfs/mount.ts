@@ -13,8 +13,8 @@ import { RemoteError } from '../../common/errors.js'
 import { RpcConnection, type AuthSys } from './rpc.js'
 import { mount3Error } from './status.js'
 
-export const PORTMAP_PROGRAM = 100000
-export const MOUNT_PROGRAM = 100005
+const PORTMAP_PROGRAM = 100000
+const MOUNT_PROGRAM = 100005
 export const NFS_PROGRAM = 100003
 const PORTMAP_PORT = 111
 const IPPROTO_TCP = 6

@@ -34,7 +34,6 @@ const P = {
 
 const NF3DIR = 2
 export const UNSTABLE = 0 as Nfsv3StableHow
-export const FILE_SYNC = 2 as Nfsv3StableHow
 const GUARDED = 1 as Nfsv3CreateMode
 const DONT_CHANGE = 0 as Nfsv3TimeHow
 const EMPTY = new Uint8Array(0)

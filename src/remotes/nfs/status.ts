@@ -61,7 +61,6 @@ export function nfs3StatusName(status: number): string {
 export const NFS3ERR_NOENT = 2
 export const NFS3ERR_EXIST = 17
 export const NFS3ERR_NOTDIR = 20
-export const NFS3ERR_NOTEMPTY = 66
 export const NFS3ERR_STALE = 70
 export const NFS3ERR_NOTSUPP = 10004
 

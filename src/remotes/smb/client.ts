@@ -277,7 +277,7 @@ export class SmbClient {
 }
 
 /** The FileId that related compound requests use for "the file the previous request opened". */
-export const RELATED_FILE_ID: FileId = Buffer.alloc(16, 0xff)
+const RELATED_FILE_ID: FileId = Buffer.alloc(16, 0xff)
 
 function createBody(path: string, p: CreateParams): Buffer {
   const name = utf16(path)

@@ -51,11 +51,6 @@ export function statusName(status: number): string {
   return NAMES.get(status) ?? `0x${status.toString(16).padStart(8, '0')}`
 }
 
-/** Errors (severity bits 11) — warnings like BUFFER_OVERFLOW and NO_MORE_FILES are not. */
-export function isError(status: number): boolean {
-  return status >>> 30 === 3
-}
-
 const POSIX: Record<number, PosixCode> = {
   [NtStatus.NO_SUCH_FILE]: 'ENOENT',
   [NtStatus.OBJECT_NAME_NOT_FOUND]: 'ENOENT',

@@ -4,7 +4,7 @@
  */
 
 export const HEADER_SIZE = 64
-export const PROTOCOL_ID = 0x424d53fe // "\xfeSMB" read as uint32 LE
+const PROTOCOL_ID = 0x424d53fe // "\xfeSMB" read as uint32 LE
 
 export const Command = {
   NEGOTIATE: 0,

@@ -31,7 +31,7 @@ function num(v: JsonValue | undefined, fallback: number): number {
   return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : fallback
 }
 
-export async function standInBackupRun(ctx: JobContext<'backup.run'>): Promise<TaskResult> {
+async function standInBackupRun(ctx: JobContext<'backup.run'>): Promise<TaskResult> {
   const settings = ctx.task.job.settings[''] ?? {}
   const dir = join(typeof settings.standInDir === 'string' ? settings.standInDir : join(tmpdir(), 'bp-standin'), ctx.task.job.id)
   await mkdir(dir, { recursive: true })
@@ -79,7 +79,7 @@ export async function standInBackupRun(ctx: JobContext<'backup.run'>): Promise<T
 }
 
 // eslint-disable-next-line @typescript-eslint/require-await -- processors are async by contract
-export async function standInRemoteTest(ctx: JobContext<'remote.test'>): Promise<TaskResult> {
+async function standInRemoteTest(ctx: JobContext<'remote.test'>): Promise<TaskResult> {
   return { status: 'success', result: { scheme: ctx.task.remote.url.split(':')[0] ?? '' } }
 }
 

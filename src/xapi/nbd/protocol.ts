@@ -15,7 +15,6 @@ export const FLAG_NO_ZEROES = 1 << 1
 
 export const OPT_EXPORT_NAME = 1
 export const OPT_ABORT = 2
-export const OPT_LIST = 3
 export const OPT_STARTTLS = 5
 export const OPT_INFO = 6
 export const OPT_GO = 7
@@ -42,14 +41,10 @@ export const CMD_DISC = 2
 
 /** errno values of replies */
 export const NBD_EPERM = 1
-export const NBD_EIO = 5
 export const NBD_EINVAL = 22
 
-export const NBD_DEFAULT_PORT = 10809
-/** largest read we ask in one request (servers may refuse more than 32 MiB) */
-export const MAX_READ_BYTES = 2 * 1024 * 1024
 
-export const REQUEST_BYTES = 28
+const REQUEST_BYTES = 28
 export const SIMPLE_REPLY_BYTES = 16
 
 /** A transmission request (28 bytes). */

@@ -19,7 +19,7 @@ import type { SimRpc } from './rpc.js'
 import { NULL_REF, text, XapiFailure, type XapiValue } from './store.js'
 import { VHD_BLOCK_BYTES } from './vhd-encoder.js'
 
-export const CBT_BLOCK_BYTES = 64 * 1024
+const CBT_BLOCK_BYTES = 64 * 1024
 
 export class SimCbt {
   /** VDI ref → chain epoch (tracked VDIs and cbt_metadata ones) */

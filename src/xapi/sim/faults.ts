@@ -14,7 +14,7 @@ import { z } from 'zod'
 
 const common = { vdiUuid: z.string().optional(), times: z.number().int().positive().optional(), on: z.enum(['export', 'import']).optional() }
 
-export const simFaultSchema = z.discriminatedUnion('kind', [
+const simFaultSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('reset'), afterBytes: z.number().int().nonnegative(), ...common }).strict(),
   z.object({ kind: z.literal('stall'), afterBytes: z.number().int().nonnegative(), ...common }).strict(),
   z.object({ kind: z.literal('slow'), bytesPerSecond: z.number().int().positive(), ...common }).strict(),

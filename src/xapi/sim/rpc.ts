@@ -12,7 +12,7 @@ import type { SimPool } from './pool.js'
 import type { SimTasks } from './tasks.js'
 import { SimVmOps } from './vm-ops.js'
 
-export const SIM_CLASSES = ['pool', 'host', 'SR', 'VDI', 'VBD', 'VIF', 'VM', 'network', 'task', 'PIF', 'VM_guest_metrics'] as const
+const SIM_CLASSES = ['pool', 'host', 'SR', 'VDI', 'VBD', 'VIF', 'VM', 'network', 'task', 'PIF', 'VM_guest_metrics'] as const
 
 /** Fields a client may set (XAPI rejects setters of read-only fields as unknown methods). */
 const SETTABLE = new Set(['name_label', 'name_description', 'other_config', 'tags', 'blocked_operations', 'sm_config', 'xenstore_data', 'is_a_template'])

@@ -13,9 +13,9 @@ import { computeGeometry } from '../../vhd/footer.js'
 export const SECTOR_BYTES = 512
 export const VHD_BLOCK_BYTES = 2 * 1024 * 1024
 /** One 2 MiB block has 4096 sectors: its bitmap is 512 bytes, already sector-aligned. */
-export const BITMAP_BYTES = VHD_BLOCK_BYTES / SECTOR_BYTES / 8
-export const FOOTER_BYTES = 512
-export const HEADER_BYTES = 1024
+const BITMAP_BYTES = VHD_BLOCK_BYTES / SECTOR_BYTES / 8
+const FOOTER_BYTES = 512
+const HEADER_BYTES = 1024
 
 const DISK_TYPE_DYNAMIC = 3
 const DISK_TYPE_DIFFERENCING = 4
@@ -31,7 +31,7 @@ function checksum(buf: Buffer, checksumOffset: number): number {
 }
 
 /** 16 bytes from a UUID string (`xxxxxxxx-xxxx-...`). */
-export function uuidBytes(uuid: string): Buffer {
+function uuidBytes(uuid: string): Buffer {
   const hex = uuid.replace(/-/g, '')
   if (!/^[0-9a-f]{32}$/i.test(hex)) throw new RangeError(`not a UUID: ${uuid}`)
   return Buffer.from(hex, 'hex')
@@ -64,7 +64,7 @@ function vhdTimestamp(ms: number): number {
   return Math.max(0, Math.floor(ms / 1000) - VHD_EPOCH_S) >>> 0
 }
 
-export function encodeFooter(options: { virtualSizeBytes: number; uniqueId: string; timestampMs: number; diskType: number }): Buffer {
+function encodeFooter(options: { virtualSizeBytes: number; uniqueId: string; timestampMs: number; diskType: number }): Buffer {
   const b = Buffer.alloc(FOOTER_BYTES)
   b.write('conectix', 0, 'latin1')
   b.writeUInt32BE(2, 8) // features: reserved bit always set
