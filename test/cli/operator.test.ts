@@ -98,7 +98,7 @@ describe('backup, jobs, job show, backups ls, restore', () => {
     // no carriage return off a terminal; the events name the VMs; the summary is a tree and an outcome line
     expect(b.err()).not.toContain('\r')
     expect(b.err()).toMatch(/^backup: \d+%/m)
-    expect(b.err()).toMatch(/start {2}VM [0-9a-f-]{36}: snapshot/)
+    expect(b.err()).toMatch(/start {2}VM sim-vm-\d+ \([0-9a-f-]{36}\): snapshot/)
     expect(b.out()).toMatch(/^ok {2}backup\.run {2}8\.0 MiB/)
     expect(b.out()).toMatch(/job run\.nightly\.cli\.\S+: success, in .*, 2\/2 VM\(s\)/)
     expect(b.out() + b.err()).not.toContain(sim.password)
