@@ -86,6 +86,12 @@ function createPiscina(threads: number, idleTimeoutMs: number): Piscina {
 
 export class StreamPool {
   #piscina: Piscina
+  /**
+   * Tasks handed to each Piscina and not settled yet. Piscina's close() waits for the tasks its threads
+   * run, not for those still queued for a thread that is starting (threads start on demand): it would
+   * fail them with "Terminating worker thread". A resize closes the old Piscina once these settled.
+   */
+  readonly #handed = new WeakMap<Piscina, Set<Promise<unknown>>>()
   #threads: number
   readonly #idleTimeoutMs: number
   #busy = 0
@@ -187,7 +193,12 @@ export class StreamPool {
         }
       }
       port1.on('message', onMessage)
-      piscina.run(envelope, { transferList: [port2] }).then(
+      const handed = this.#handed.get(piscina) ?? new Set<Promise<unknown>>()
+      this.#handed.set(piscina, handed)
+      const ran: Promise<unknown> = piscina.run(envelope, { transferList: [port2] })
+      handed.add(ran)
+      void ran.then(() => handed.delete(ran), () => handed.delete(ran))
+      ran.then(
         (result: unknown) => {
           if (settled) return
           // every message the task posted is queued on port1 by now: handle them before the outcome
@@ -217,7 +228,9 @@ export class StreamPool {
     this.#piscina = this.#watch(createPiscina(threads, this.#idleTimeoutMs))
     this.#logger.info({ from: this.#threads, to: threads }, 'stream pool resized')
     this.#threads = threads
-    const retiring: Promise<void> = old.close().catch((error: unknown) => this.#logger.warn({ err: error }, 'closing the previous thread pool failed'))
+    const retiring: Promise<void> = Promise.allSettled([...(this.#handed.get(old) ?? [])])
+      .then(() => old.close())
+      .catch((error: unknown) => this.#logger.warn({ err: error }, 'closing the previous thread pool failed'))
     this.#retiring.add(retiring)
     void retiring.finally(() => this.#retiring.delete(retiring))
   }
