@@ -16,13 +16,9 @@ import { createSmbRemote } from './smb/index.js'
 import type { RemoteOptions, RemoteUrl } from './url-types.js'
 import { parseRemoteUrl, redactRemoteUrl } from './url.js'
 
-export { Remote } from './remote.js'
 export type * from './remote.js'
 export type * from './url-types.js'
-export { parseRemoteUrl, formatRemoteUrl, redactRemoteUrl } from './url.js'
-export { LocalRemote } from './local.js'
-export { S3Remote } from './s3.js'
-export { createEncryptedRemote, EncryptedRemote } from './encryption.js'
+export { parseRemoteUrl, formatRemoteUrl } from './url.js'
 
 /** Options carried in the URL's query string, typed and checked. */
 export function optionsFromUrl(url: RemoteUrl): RemoteOptions {

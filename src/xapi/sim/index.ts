@@ -25,10 +25,6 @@ import { SimTasks } from './tasks.js'
 import { SimCbt } from './cbt.js'
 import { VHD_BLOCK_BYTES } from './vhd-encoder.js'
 
-export type { SimFault } from './faults.js'
-export type { SimVmInfo } from './pool.js'
-export type { GuestBoot, GuestScript } from './vm-ops.js'
-export type { SimNbdFault, SimNbdOptions } from './nbd-wiring.js'
 
 export interface XapiSimulatorOptions {
   vms: number
