@@ -13,6 +13,8 @@ range="${1:-^24.11.0}"
 cd "$(dirname "$0")/.."
 node_bin="$(bash scripts/node-line.sh "$range")"
 echo "test-node-line: $("$node_bin" --version) ($range)"
-# vitest's forks run on process.execPath: the whole run is on that binary
-BACKUP_PROXY_TEST_SERVICES=redis "$node_bin" node_modules/vitest/vitest.mjs run \
+# vitest's forks run on process.execPath: the whole run is on that binary. One file at a time: the
+# subset checks the Node line, not concurrency (the Redis topology tests of test/queue each start and kill
+# servers; the full suite runs them side by side on the machine's Node).
+BACKUP_PROXY_TEST_SERVICES=redis "$node_bin" node_modules/vitest/vitest.mjs run --no-file-parallelism \
   test/foundation test/vhd test/queue test/backup/cli.test.ts

@@ -168,12 +168,16 @@ function nextReadyOrError(client: RedisClient): Promise<Error | undefined> {
     const done = (error?: Error) => {
       client.off('ready', onReady)
       client.off('error', onFail)
+      client.off('end', onEnd)
       resolve(error)
     }
     const onReady = () => done()
     const onFail = (error: unknown) => done(toError(error ?? 'connection error'))
+    // a connection that gives up (no more retries) emits 'end' and neither of the others: never wait on it
+    const onEnd = () => done(new Error('the connection ended (no more reconnection attempts)'))
     client.once('ready', onReady)
     client.once('error', onFail)
+    client.once('end', onEnd)
   })
 }
 
