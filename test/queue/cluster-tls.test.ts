@@ -7,7 +7,6 @@
  */
 import { Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BackupProxyError, serializeError } from '../../src/common/errors.js'
 import { EnqueueClient } from '../../src/queue/client.js'
 import { checkRedis, createRedis } from '../../src/queue/redis.js'
 import { startRedisCluster, type RedisClusterService } from '../services/redis-cluster.js'
@@ -15,10 +14,12 @@ import { adminOptions, makeTestCerts } from '../services/redis-secure.js'
 import { waitFor } from '../helpers/ports.js'
 import { makeTempDir, useTempDir } from '../helpers/tmp.js'
 import { sealKey, startProxy, uid } from '../workers/fixtures.js'
-import { expectEachSucceededOnce, modeConfig, RunCounter, smallTask } from './modes.js'
+import { codedError, expectEachSucceededOnce, modeConfig, RunCounter, smallTask } from './modes.js'
 
 const tmp = useTempDir('bp-cluster-tls-')
 const PASSWORD = 'tls-Cluster-Pa55'
+/** what must never appear in an error: our password and the wrong one the tests try */
+const SECRETS = [PASSWORD, 'wrong-Pa55']
 const acl = { user: 'bp-cluster-user', password: PASSWORD }
 let certsDir: Awaited<ReturnType<typeof makeTempDir>>
 let cluster: RedisClusterService
@@ -42,16 +43,6 @@ const tlsCluster = (password = PASSWORD) => ({
   password,
   tlsCaFile: cluster.security.certs!.ca,
 })
-
-/** The error of `fn`, which must be a BackupProxyError with `code` and no secret anywhere in it. */
-async function codedError(fn: () => Promise<unknown>, code: string): Promise<BackupProxyError> {
-  const error = await fn().then(() => undefined, (e: unknown) => e)
-  expect(error).toBeInstanceOf(BackupProxyError)
-  expect((error as BackupProxyError).code).toBe(code)
-  expect(JSON.stringify(serializeError(error))).not.toContain('wrong-Pa55')
-  expect(JSON.stringify(serializeError(error))).not.toContain(PASSWORD)
-  return error as BackupProxyError
-}
 
 describe('Redis Cluster over TLS with an ACL user', () => {
   it('runs jobs across proxy and pool queues and a scale message through natMap as the ACL user; the nodes serve TLS only', async () => {
@@ -90,18 +81,18 @@ describe('Redis Cluster over TLS with an ACL user', () => {
 
   it('a wrong password: E_REDIS from the proxy, the enqueue client and the check, with no secret in it', async () => {
     const wrong = modeConfig(tlsCluster('wrong-Pa55'), { id: uid('p') })
-    const fromProxy = await codedError(() => startProxy(wrong), 'E_REDIS')
+    const fromProxy = await codedError(() => startProxy(wrong), 'E_REDIS', SECRETS)
     expect(fromProxy.message).toMatch(/WRONGPASS|invalid username-password/)
     const c = new EnqueueClient({ redis: wrong.redis, sealKey })
     try {
-      await codedError(() => c.enqueue({ proxy: uid('x') }, smallTask(tmp())), 'E_REDIS')
+      await codedError(() => c.enqueue({ proxy: uid('x') }, smallTask(tmp())), 'E_REDIS', SECRETS)
     } finally {
       await c.close()
     }
     const r = createRedis(wrong.redis)
     r.on('error', () => undefined)
     try {
-      await codedError(() => checkRedis(r, wrong.redis), 'E_REDIS')
+      await codedError(() => checkRedis(r, wrong.redis), 'E_REDIS', SECRETS)
     } finally {
       r.disconnect()
     }
@@ -110,7 +101,7 @@ describe('Redis Cluster over TLS with an ACL user', () => {
   it('without the CA the node certificates are refused: E_REDIS naming the certificate', async () => {
     const { tlsCaFile: _ca, ...untrusted } = tlsCluster()
     const config = modeConfig(untrusted, { id: uid('p') })
-    const error = await codedError(() => startProxy(config), 'E_REDIS')
+    const error = await codedError(() => startProxy(config), 'E_REDIS', SECRETS)
     expect(error.message).toMatch(/certificate/)
   })
 })

@@ -4,6 +4,7 @@
  * final check that every job of a batch succeeded exactly once.
  */
 import { expect } from 'vitest'
+import { BackupProxyError, serializeError } from '../../src/common/errors.js'
 import { compileConfig, type Config, type RawConfig } from '../../src/config/index.js'
 import type { EnqueueClient, JobHandle } from '../../src/queue/client.js'
 import type { ProxyRuntime } from '../../src/workers/proxy.js'
@@ -110,4 +111,13 @@ export async function expectEachSucceededOnce(handles: readonly JobHandle[], cou
   const done = await completions(handles[0]!.client, new Set(handles.map((h) => h.queue)))
   for (const h of handles) expect(done.get(h.id) ?? 0, `completions of ${h.id}`).toBe(1)
   for (const h of handles) expect(counter.successes.get(h.id) ?? 0, `successful runs of ${h.id}`).toBeGreaterThanOrEqual(1)
+}
+
+/** The error of `fn`, which must be a BackupProxyError with `code` and none of `secrets` anywhere in it. */
+export async function codedError(fn: () => Promise<unknown>, code: string, secrets: readonly string[]): Promise<BackupProxyError> {
+  const error = await fn().then(() => undefined, (e: unknown) => e)
+  expect(error).toBeInstanceOf(BackupProxyError)
+  expect((error as BackupProxyError).code).toBe(code)
+  for (const secret of secrets) expect(JSON.stringify(serializeError(error))).not.toContain(secret)
+  return error as BackupProxyError
 }

@@ -11,7 +11,6 @@
 import { EventEmitter } from 'node:events'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BackupProxyError, serializeError } from '../../src/common/errors.js'
 import { EnqueueClient } from '../../src/queue/client.js'
 import { readyRedis, type RedisClient } from '../../src/queue/redis.js'
 import { startRedisSentinel, type RedisSentinelService } from '../services/redis-sentinel.js'
@@ -19,10 +18,12 @@ import { adminOptions, makeTestCerts } from '../services/redis-secure.js'
 import { waitFor } from '../helpers/ports.js'
 import { makeTempDir, useTempDir } from '../helpers/tmp.js'
 import { sealKey, startProxy, uid } from '../workers/fixtures.js'
-import { expectEachSucceededOnce, modeConfig, RunCounter, smallTask } from './modes.js'
+import { codedError, expectEachSucceededOnce, modeConfig, RunCounter, smallTask } from './modes.js'
 
 const tmp = useTempDir('bp-sentinel-tls-')
 const PASSWORD = 'tls-Sentinel-Pa55'
+/** what must never appear in an error: our password and the wrong one the tests try */
+const SECRETS = [PASSWORD, 'wrong-Pa55']
 const acl = { user: 'bp-sentinel-user', password: PASSWORD }
 let certsDir: Awaited<ReturnType<typeof makeTempDir>>
 let sentinel: RedisSentinelService
@@ -48,16 +49,6 @@ const tlsSentinel = (o: { password?: string; sentinelPassword?: string } = {}) =
   sentinelPassword: o.sentinelPassword ?? PASSWORD,
   tlsCaFile: sentinel.security.certs!.ca,
 })
-
-/** The error of `fn`, which must be a BackupProxyError with `code` and no secret anywhere in it. */
-async function codedError(fn: () => Promise<unknown>, code: string): Promise<BackupProxyError> {
-  const error = await fn().then(() => undefined, (e: unknown) => e)
-  expect(error).toBeInstanceOf(BackupProxyError)
-  expect((error as BackupProxyError).code).toBe(code)
-  expect(JSON.stringify(serializeError(error))).not.toContain('wrong-Pa55')
-  expect(JSON.stringify(serializeError(error))).not.toContain(PASSWORD)
-  return error as BackupProxyError
-}
 
 /** The master's clients, read as the ACL user over TLS. */
 async function masterClients(): Promise<string> {
@@ -99,13 +90,13 @@ describe('Sentinel over TLS with ACL users', () => {
   })
 
   it('a wrong password for the master or for the sentinels: E_REDIS with no secret in it', async () => {
-    const master = await codedError(() => startProxy(modeConfig(tlsSentinel({ password: 'wrong-Pa55' }), { id: uid('p') })), 'E_REDIS')
+    const master = await codedError(() => startProxy(modeConfig(tlsSentinel({ password: 'wrong-Pa55' }), { id: uid('p') })), 'E_REDIS', SECRETS)
     expect(master.message).toMatch(/WRONGPASS|invalid username-password/)
-    const sentinels = await codedError(() => startProxy(modeConfig(tlsSentinel({ sentinelPassword: 'wrong-Pa55' }), { id: uid('p') })), 'E_REDIS')
+    const sentinels = await codedError(() => startProxy(modeConfig(tlsSentinel({ sentinelPassword: 'wrong-Pa55' }), { id: uid('p') })), 'E_REDIS', SECRETS)
     expect(sentinels.message).toMatch(/no sentinel answered.*WRONGPASS/)
     const c = new EnqueueClient({ redis: modeConfig(tlsSentinel({ password: 'wrong-Pa55' }), { id: 'client' }).redis, sealKey })
     try {
-      await codedError(() => c.enqueue({ proxy: uid('x') }, smallTask(tmp())), 'E_REDIS')
+      await codedError(() => c.enqueue({ proxy: uid('x') }, smallTask(tmp())), 'E_REDIS', SECRETS)
     } finally {
       await c.close()
     }
@@ -153,6 +144,6 @@ describe('Sentinel over TLS with ACL users', () => {
     const dead = reconnecting()
     const failing = readyRedis(dead, modeConfig({ ...tlsSentinel(), sentinelName: 'nosuchmaster' }, { id: 'client' }).redis)
     dead.emit('error', new Error('All sentinels are unreachable. Retrying from scratch after 200ms.'))
-    await codedError(() => failing, 'E_REDIS')
+    await codedError(() => failing, 'E_REDIS', SECRETS)
   })
 })
