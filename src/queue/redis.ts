@@ -70,6 +70,13 @@ export class BullConnection {
     this.#cluster = undefined
     if (c !== undefined) await c.quit().catch(() => c.disconnect())
   }
+
+  /** Drops the shared Cluster now (Redis unreachable during a shutdown): its queued commands fail. */
+  disconnect(): void {
+    this.#closed = true
+    this.#cluster?.disconnect()
+    this.#cluster = undefined
+  }
 }
 
 /** A second connection like `client` (for pub/sub), in any mode. */

@@ -38,6 +38,7 @@ import type { MetricDelta } from './messages.js'
 import { StreamPool, type PoolStats } from './pool.js'
 import type { ProcessorRegistry } from './processors.js'
 import { runJob, type ActiveJob, type RunJobDeps as JobDeps } from './run-job.js'
+import { RedisLossWatch } from './redis-loss-watch.js'
 import { TaskLogFlusher } from './task-log-flusher.js'
 
 export interface ProxyRuntimeOptions {
@@ -350,6 +351,15 @@ export class ProxyRuntime {
     return this.#shutdown
   }
 
+  /** Redis unreachable during the drain (redis-loss-watch.ts): every connection dropped, queued writes failed. */
+  #disconnectAll(): void {
+    this.#logger.warn({ runningJobs: this.#active.size }, 'Redis is unreachable while shutting down: disconnecting instead of waiting for it (a job whose outcome was not written is taken again as stalled)')
+    for (const w of this.#workers) void w.disconnect().catch((error: unknown) => this.#logger.warn({ err: error, queue: w.name }, 'worker not disconnected'))
+    this.#subscriber?.disconnect()
+    this.#redis.disconnect()
+    this.#bull.disconnect()
+  }
+
   async #drain(graceMs: number): Promise<void> {
     // a start in progress ends first (it takes no job once a shutdown is asked, or fails and cleans up)
     if (this.#starting !== undefined) await this.#starting.catch(() => undefined)
@@ -361,8 +371,11 @@ export class ProxyRuntime {
     }
     this.#state = 'draining'
     this.#logger.info({ runningJobs: this.#active.size, graceMs }, 'shutting down: no new jobs, letting running ones finish')
+    let graceOver = false
+    const watch = new RedisLossWatch({ redis: this.#redis, mayGiveUp: () => graceOver || this.#active.size === 0, giveUp: () => this.#disconnectAll() })
     await this.#beat()
     const grace = setTimeout(() => {
+      graceOver = true
       if (this.#active.size === 0) return
       this.#logger.warn({ jobs: [...this.#active.keys()] }, 'grace period over: cancelling running jobs (they go back to the queue)')
       for (const a of this.#active.values()) a.abort('shutdown', 'the proxy is shutting down')
@@ -372,7 +385,7 @@ export class ProxyRuntime {
     }, graceMs)
     try {
       // close() stops fetching and resolves once every active job's processor has returned and its
-      // outcome is written (completed / failed / moved back to wait)
+      // outcome is written (completed / failed / moved back to wait), or failed to be (Redis lost: watch)
       await Promise.all(this.#workers.map((w) => w.close()))
     } finally {
       clearTimeout(grace)
@@ -382,9 +395,10 @@ export class ProxyRuntime {
     await this.#pool?.close()
     this.#flusher.close()
     await this.#subscriber?.quit().catch(() => undefined)
-    await removeHeartbeat(this.#redis, this.config.redis.prefix, this.instance).catch((error: unknown) => this.#logger.warn({ err: error }, 'heartbeat not removed'))
+    if (!watch.gaveUp) await removeHeartbeat(this.#redis, this.config.redis.prefix, this.instance).catch((error: unknown) => this.#logger.warn({ err: error }, 'heartbeat not removed'))
     await this.#bull.close()
     await this.#redis.quit().catch(() => undefined)
+    watch.stop()
     this.#state = 'stopped'
     this.#logger.info('proxy stopped')
   }

@@ -100,8 +100,7 @@ describe('Redis Cluster', () => {
       await cluster.stop(index)
       await cluster.start(index)
       counter.release()
-      // the client enqueues after the restart on the same connection, to every queue: a BullMQ Worker
-      // that has not fetched since an outage can hang in close() until a job arrives (docs/queue.md)
+      // the client enqueues after the restart on the same connection, to every queue
       handles.push(await c.enqueue({ pool }, smallTask(tmp())))
       for (const id of ids) handles.push(await c.enqueue({ proxy: id }, smallTask(tmp())))
       await expectEachSucceededOnce(handles, counter)

@@ -1,7 +1,8 @@
 /**
  * A private Sentinel-managed Redis for tests: a master, one replica and three sentinels (quorum 2) on free
  * loopback ports, master name `mymaster` unless told otherwise. Down-after is 1 s, so a killed master is
- * replaced within seconds. `killMaster()` first pauses writes on the master and waits until the replica has
+ * replaced within seconds; failover-timeout 5 s, so an election that fails (split votes) is tried again 10 s
+ * later. `killMaster()` first pauses writes on the master and waits until the replica has
  * every byte (what a crash would leave to chance with Redis's asynchronous replication), then SIGKILLs it;
  * `waitFailover()` waits until every sentinel names the new master and it answers as one.
  *
@@ -65,7 +66,7 @@ function sentinelConf(name: string, dir: string, port: number, plainPort: number
     ...securityLines(security).map((l) => l.join(' ')),
     `sentinel monitor ${name} 127.0.0.1 ${masterPort} 2`,
     `sentinel down-after-milliseconds ${name} 1000`,
-    `sentinel failover-timeout ${name} 10000`,
+    `sentinel failover-timeout ${name} 5000`,
     `sentinel parallel-syncs ${name} 1`,
     ...(acl === undefined ? [] : [`sentinel auth-user ${name} ${acl.user}`, `sentinel auth-pass ${name} ${acl.password}`, `sentinel sentinel-user ${acl.user}`, `sentinel sentinel-pass ${acl.password}`]),
     '',
