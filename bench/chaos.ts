@@ -24,7 +24,8 @@
  *   sigkill-real   the same over real backup runs (XAPI simulator, real engine, local remote):
  *                  bench/chaos-real.ts; also `verify --full` clean, no duplicate backup, snapshots kept
  *                  within the delta base; then each job runs once more: snapshots back to the delta base.
- *   redis-restart-real  CHAOS_JOBS real backup runs queued (one VM each), Redis restarted (AOF) while some
+ *   redis-restart-real  CHAOS_JOBS real backup runs queued (one VM each, a CHAOS_DISK_MIB disk, default 4;
+ *                  CHAOS_VMS_PER_POOL VMs per simulated pool, default 25), Redis restarted (AOF) while some
  *                  run: 0 lost, 0 run twice to completion (one backup per VM), `verify --full` clean.
  *   remote-full, remote-smb, remote-nfs, remote-s3  a target filling up, or its server SIGKILLed
  *                  mid-write, beside two local targets: bench/chaos-remotes.ts.
@@ -46,6 +47,9 @@ const filters = process.argv.slice(2)
 const KILLS = Number(process.env.CHAOS_KILLS ?? '10')
 const JOBS = Number(process.env.CHAOS_JOBS ?? '200')
 const OUTAGE_S = Number(process.env.CHAOS_OUTAGE_S ?? '10')
+/** redis-restart-real: each VM's disk (MiB, a multiple of 2) and VMs per simulated pool */
+const DISK_MIB = Number(process.env.CHAOS_DISK_MIB ?? '4')
+const VMS_PER_POOL = Number(process.env.CHAOS_VMS_PER_POOL ?? '25')
 const sealText = SealKey.generate().export()
 const sealKey = SealKey.fromString(sealText)
 const VM = '11111111-1111-4111-8111-111111111111'
@@ -229,9 +233,10 @@ async function sigkillRealRow(): Promise<Row> {
 
 async function redisRestartRealRow(): Promise<Row> {
   return withEnv(async (redis, work) => {
-    const r = await redisRestartReal({ redis, work, jobs: JOBS })
+    const progress = (line: string) => process.stderr.write(`chaos: redis-restart-real: ${line}\n`)
+    const r = await redisRestartReal({ redis, work, jobs: JOBS, diskBytes: DISK_MIB * 2 ** 20, vmsPerPool: VMS_PER_POOL, progress })
     return {
-      scenario: `redis-restart-real (AOF, ${JOBS} real backup runs queued, one VM each, serve --concurrency 4)`,
+      scenario: `redis-restart-real (AOF, ${JOBS} real backup runs queued, one VM each with a ${DISK_MIB} MiB disk, ${r.pools} simulated pools, serve --concurrency 4)`,
       figures: {
         outcomes: fmtCounts(r.outcomes), 'completed / running at the restart': `${r.completedBefore} / ${r.activeBefore}`, lost: r.lost, 'completed twice (VMs with 2 backups)': r.completedTwice,
         'jobs started again': r.restarted, 'verify --full problems': r.verifyProblems.length, ...(r.verifyProblems.length > 0 ? { 'first problem': r.verifyProblems[0]! } : {}),
