@@ -180,7 +180,15 @@ export interface RedisRestartRealOptions {
   redis: { url: string; stop: () => Promise<void>; start: () => Promise<void> }
   work: string
   jobs: number
+  /** each VM's one disk (default 4 MiB, half allocated; 2 MiB is the smallest) */
   diskBytes?: number
+  /**
+   * VMs per simulated pool (default 25): every job reads its whole pool when it connects, so one pool of
+   * 1,000 VMs (and their snapshots) made each job's cost grow with the jobs done
+   */
+  vmsPerPool?: number
+  /** called with the queue's counts every minute until every job ended */
+  progress?: (line: string) => void
 }
 
 export interface RedisRestartRealResult {
@@ -193,12 +201,33 @@ export interface RedisRestartRealResult {
   /** jobs an attempt of which started again after the restart */
   restarted: number
   verifyProblems: string[]
+  pools: number
   ok: boolean
+}
+
+async function reportCounts(queue: Queue, progress: ((line: string) => void) | undefined): Promise<void> {
+  if (progress === undefined) return
+  const c = await queue.getJobCounts('completed', 'failed', 'active', 'waiting', 'delayed', 'prioritized').catch((e: unknown) => ({ error: String(e) }))
+  progress(JSON.stringify(c))
+}
+
+/** `jobs` VMs spread over pools of `perPool` (the last may hold fewer), one simulator each. */
+async function startPools(jobs: number, perPool: number, diskBytes: number): Promise<XapiSimulator[]> {
+  const sims: XapiSimulator[] = []
+  try {
+    for (let done = 0, p = 0; done < jobs; done += perPool, p++) {
+      sims.push(await startXapiSimulator({ vms: Math.min(perPool, jobs - done), disksPerVm: 1, diskSizeBytes: diskBytes, fillRatio: 0.5, seed: 1000 + p }))
+    }
+    return sims
+  } catch (error) {
+    await Promise.all(sims.map((s) => s.close()))
+    throw error
+  }
 }
 
 export async function redisRestartReal(o: RedisRestartRealOptions): Promise<RedisRestartRealResult> {
   const seal = SealKey.generate()
-  const sim = await startXapiSimulator({ vms: o.jobs, disksPerVm: 1, diskSizeBytes: o.diskBytes ?? 4 << 20, fillRatio: 0.5, seed: 1000 })
+  const sims = await startPools(o.jobs, o.vmsPerPool ?? 25, o.diskBytes ?? 4 << 20)
   const remoteDir = join(o.work, 'remote')
   await mkdir(remoteDir, { recursive: true })
   const proxy = `chaos-rr-${randomBytes(3).toString('hex')}`
@@ -207,9 +236,9 @@ export async function redisRestartReal(o: RedisRestartRealOptions): Promise<Redi
   // ≈ 25 had 46 jobs end E_STALLED and 6 backed up twice by two attempts at once)
   const serve = serveReal(o.redis.url, proxy, seal.export(), 3, 4, 30_000)
   try {
-    const vms = sim.listVms()
+    const vms = sims.flatMap((sim) => sim.listVms().map((vm) => ({ sim, uuid: vm.uuid })))
     const handles: JobHandle[] = []
-    for (let i = 0; i < vms.length; i += 50) handles.push(...(await Promise.all(vms.slice(i, i + 50).map((vm, j) => client.enqueue({ proxy }, backupTask(sim, `${proxy}-${i + j}`, vm.uuid, remoteDir))))))
+    for (let i = 0; i < vms.length; i += 50) handles.push(...(await Promise.all(vms.slice(i, i + 50).map((vm, j) => client.enqueue({ proxy }, backupTask(vm.sim, `${proxy}-${i + j}`, vm.uuid, remoteDir))))))
     const queue = client.queue(handles[0]!.queue)
     const target = Math.min(20, Math.ceil(o.jobs / 10))
     // some done, some running (or, should every job end first, all done: the row then shows 0 running)
@@ -221,7 +250,9 @@ export async function redisRestartReal(o: RedisRestartRealOptions): Promise<Redi
     const activeBefore = await queue.getActiveCount()
     await o.redis.stop()
     await o.redis.start()
-    const summaries = await Promise.all(handles.map((h) => h.result()))
+    o.progress?.(`Redis restarted with ${completedBefore} completed, ${activeBefore} running`)
+    const ticker = setInterval(() => void reportCounts(queue, o.progress), 60_000)
+    const summaries = await Promise.all(handles.map((h) => h.result())).finally(() => clearInterval(ticker))
     const q = new Queue(handles[0]!.queue, { connection: redisOptions(redisConfig(o.redis.url)), prefix: 'bull' })
     let lost = 0
     let restarted = 0
@@ -237,12 +268,12 @@ export async function redisRestartReal(o: RedisRestartRealOptions): Promise<Redi
     const verifyProblems = await verifyLocal(remoteDir)
     const outcomes = countBy(summaries, outcomeKey)
     return {
-      outcomes, completedBefore, activeBefore, lost, completedTwice, restarted, verifyProblems,
+      outcomes, completedBefore, activeBefore, lost, completedTwice, restarted, verifyProblems, pools: sims.length,
       ok: lost === 0 && completedTwice === 0 && outcomes.success === o.jobs && perVm.size === o.jobs && verifyProblems.length === 0,
     }
   } finally {
     await stopServe(serve, 'SIGKILL')
     await client.close().catch(() => undefined)
-    await sim.close()
+    await Promise.all(sims.map((s) => s.close()))
   }
 }

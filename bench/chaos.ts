@@ -10,6 +10,7 @@
  *   npm run chaos                      # every scenario, default sizes
  *   CHAOS_KILLS=50 CHAOS_JOBS=1000 npm run chaos
  *   npm run chaos -- redis-restart     # scenarios whose name contains one of the words
+ *   npm run chaos -- =redis-restart    # only the scenario of that exact name
  *   (shared helpers: bench/chaos-lib.ts)
  *
  * Scenarios (smallest first):
@@ -24,7 +25,8 @@
  *   sigkill-real   the same over real backup runs (XAPI simulator, real engine, local remote):
  *                  bench/chaos-real.ts; also `verify --full` clean, no duplicate backup, snapshots kept
  *                  within the delta base; then each job runs once more: snapshots back to the delta base.
- *   redis-restart-real  CHAOS_JOBS real backup runs queued (one VM each), Redis restarted (AOF) while some
+ *   redis-restart-real  CHAOS_JOBS real backup runs queued (one VM each, a CHAOS_DISK_MIB disk, default 4;
+ *                  CHAOS_VMS_PER_POOL VMs per simulated pool, default 25), Redis restarted (AOF) while some
  *                  run: 0 lost, 0 run twice to completion (one backup per VM), `verify --full` clean.
  *   remote-full, remote-smb, remote-nfs, remote-s3  a target filling up, or its server SIGKILLed
  *                  mid-write, beside two local targets: bench/chaos-remotes.ts.
@@ -46,6 +48,9 @@ const filters = process.argv.slice(2)
 const KILLS = Number(process.env.CHAOS_KILLS ?? '10')
 const JOBS = Number(process.env.CHAOS_JOBS ?? '200')
 const OUTAGE_S = Number(process.env.CHAOS_OUTAGE_S ?? '10')
+/** redis-restart-real: each VM's disk (MiB, a multiple of 2) and VMs per simulated pool */
+const DISK_MIB = Number(process.env.CHAOS_DISK_MIB ?? '4')
+const VMS_PER_POOL = Number(process.env.CHAOS_VMS_PER_POOL ?? '25')
 const sealText = SealKey.generate().export()
 const sealKey = SealKey.fromString(sealText)
 const VM = '11111111-1111-4111-8111-111111111111'
@@ -153,23 +158,32 @@ async function redisRestart(): Promise<Row> {
     const handles: JobHandle[] = []
     for (let i = 0; i < JOBS; i++) handles.push(await client.enqueue({ proxy: 'chaos-restart' }, task(work, 256 << 10, 2)))
     await until('some jobs done', async () => (await readdir(work)).length >= 4)
+    const t0 = performance.now()
     await redis.stop()
     await redis.start()
+    const restartS = (performance.now() - t0) / 1000
     const ends = await outcomes(handles)
     const q = new Queue(handles[0]!.queue, { connection: redisOptions({ mode: 'single', url: redis.url, nodes: [], sentinels: [], prefix: 'bull', tlsRejectUnauthorized: true }), prefix: 'bull' })
+    // run twice = two attempts that each ended in success, as serve logged them; not the job log's
+    // "status":"success" lines, which one attempt writes twice (the VM task's end and the run's end)
+    const finished = (id: string) => serve.out.filter((l) => l.includes(`"jobId":"${id}"`) && l.includes('"job finished"') && l.includes('"status":"success"')).length
     let twice = 0
     let missing = 0
+    let again = 0
     for (const h of handles) {
       const job = await Job.fromId(q, h.id)
       if (job === undefined) missing++
-      else if (job.attemptsStarted > 1 && job.returnvalue !== null) twice += (await q.getJobLogs(h.id)).logs.filter((l) => l.includes('"status":"success"')).length > 1 ? 1 : 0
+      else if (job.attemptsStarted > 1 || job.stalledCounter > 0) {
+        again++
+        if (finished(h.id) > 1) twice++
+      }
     }
     await q.close()
     serve.child.kill('SIGTERM')
     await exitOf(serve)
     return {
       scenario: `redis-restart (AOF, ${JOBS} jobs queued, some running)`,
-      figures: { outcomes: fmtCounts(ends), lost: missing, 'completed twice': twice, 'raw lines': rawLines(serve).length },
+      figures: { outcomes: fmtCounts(ends), 'Redis stop + start (s)': restartS.toFixed(1), lost: missing, 'run twice to completion': twice, 'jobs started again': again, 'raw lines': rawLines(serve).length },
       ok: missing === 0 && twice === 0 && (ends.success ?? 0) === JOBS,
     }
   })
@@ -229,9 +243,10 @@ async function sigkillRealRow(): Promise<Row> {
 
 async function redisRestartRealRow(): Promise<Row> {
   return withEnv(async (redis, work) => {
-    const r = await redisRestartReal({ redis, work, jobs: JOBS })
+    const progress = (line: string) => process.stderr.write(`chaos: redis-restart-real: ${line}\n`)
+    const r = await redisRestartReal({ redis, work, jobs: JOBS, diskBytes: DISK_MIB * 2 ** 20, vmsPerPool: VMS_PER_POOL, progress })
     return {
-      scenario: `redis-restart-real (AOF, ${JOBS} real backup runs queued, one VM each, serve --concurrency 4)`,
+      scenario: `redis-restart-real (AOF, ${JOBS} real backup runs queued, one VM each with a ${DISK_MIB} MiB disk, ${r.pools} simulated pools, serve --concurrency 4)`,
       figures: {
         outcomes: fmtCounts(r.outcomes), 'completed / running at the restart': `${r.completedBefore} / ${r.activeBefore}`, lost: r.lost, 'completed twice (VMs with 2 backups)': r.completedTwice,
         'jobs started again': r.restarted, 'verify --full problems': r.verifyProblems.length, ...(r.verifyProblems.length > 0 ? { 'first problem': r.verifyProblems[0]! } : {}),
@@ -269,7 +284,7 @@ const scenarios: [string, () => Promise<Row>][] = [
 ]
 const rows: Row[] = []
 for (const [name, run] of scenarios) {
-  if (filters.length > 0 && !filters.some((f) => name.includes(f))) continue
+  if (filters.length > 0 && !filters.some((f) => (f.startsWith('=') ? name === f.slice(1) : name.includes(f)))) continue
   const t0 = performance.now()
   process.stderr.write(`chaos: ${name}...\n`)
   try {
