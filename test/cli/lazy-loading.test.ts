@@ -4,7 +4,7 @@
  * each command imports them with `await import()` when it runs, so `--help` pays for none of them. And
  * run for real (a child process listing the CommonJS packages it loaded): `--help` loads none of them,
  * `status`, `jobs` and `job show|logs` (over a queue holding a job) ioredis but not BullMQ (at most its
- * QueueKeys module, for key names) nor pino. The CPU figures are measured by `npm run bench -- cli`.
+ * QueueKeys module, for key names) nor pino; `backups ls` of a local remote none of the other remotes' packages. The CPU figures are measured by `npm run bench -- cli`.
  */
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -72,6 +72,12 @@ describe('lazy loading', () => {
     const files = JSON.parse(/^LOADED (.*)$/m.exec(stderr)![1]!) as string[]
     return { stdout, files, packages: new Set(files.flatMap((f) => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(f)?.[1] ?? [])) }
   }
+
+  it('run for real, backups ls of a local remote loads none of the NFS, SMB and S3 code (its packages)', async () => {
+    const { packages, stdout } = await loaded(['backups', 'ls', `file://${tmp()}`])
+    expect(stdout).toBe('no backup\n')
+    expect([...packages].filter((p) => p.startsWith('@jsonjoy.com/') || p.startsWith('@aws-sdk/') || HEAVY.includes(p))).toEqual([])
+  })
 
   it('run for real, --help loads no heavy package, status, jobs and job show|logs load ioredis but neither BullMQ nor pino', async () => {
     const help = (await loaded(['--help'])).packages
