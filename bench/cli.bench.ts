@@ -5,7 +5,8 @@
  * proxy's Redis holds: a live-looking proxy heartbeat and one queue with a few jobs (enqueued with
  * `backup --no-wait --allow-no-proxy`), so `status` and `jobs` have rows to show. The cases run in
  * turn, RUNS rounds, so a change in the machine's load weighs on every case alike; each figure is the
- * median. The target is < 0.3 s CPU for `--help` and `status`.
+ * median. The target is < 0.3 s CPU for `--help` and `status` (issue 19), and `jobs` too (it reads Redis
+ * as `status` does, without BullMQ).
  */
 import { existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
@@ -70,7 +71,7 @@ const bench: BenchFile = async ({ log, tmpDir }) => {
     for (const [name] of cases) {
       const r = runs.get(name)!
       const cpu = median(r.map((x) => x.cpuSeconds))
-      const target = name === '--help' || name === 'status' ? `, target < ${TARGET_CPU_S} s: ${cpu < TARGET_CPU_S ? 'met' : 'MISSED'}` : ''
+      const target = name !== 'node -e 0' ? `, target < ${TARGET_CPU_S} s: ${cpu < TARGET_CPU_S ? 'met' : 'MISSED'}` : ''
       log(`${name}: ${cpu.toFixed(2)} s CPU (median of ${RUNS}), ${(cpu - nodeCpu).toFixed(2)} s over node -e 0, ${median(r.map((x) => x.seconds)).toFixed(2)} s wall${target}`)
       rows.push({
         group: 'cli start (CPU s, compiled)',

@@ -31,8 +31,8 @@ export interface CliRemote {
 export async function openCliRemote(urlText: string, flags: RemoteFlags): Promise<CliRemote> {
   const encryptionKey = await cliEncryptionKey(flags, [urlText])
   const url = await remoteUrlWithSecret(urlText, flags)
-  const { createRemote } = await import('../remotes/index.js')
-  const remote = createRemote(url, encryptionKey === undefined ? {} : { encryptionKey })
+  const { loadRemote } = await import('../remotes/load.js')
+  const remote = await loadRemote(url, encryptionKey === undefined ? {} : { encryptionKey })
   await remote.open()
   if (encryptionKey === undefined && (await remote.exists('encryption.json').catch(() => false))) {
     await remote.close()

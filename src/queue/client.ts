@@ -15,7 +15,7 @@
  */
 import { EventEmitter } from 'node:events'
 import type { Job, JobsOptions, Queue, QueueEvents } from 'bullmq'
-import { BackupProxyError, CancelledError, deserializeError, serializeError, type JsonValue } from '../common/errors.js'
+import { BackupProxyError, CancelledError, deserializeError, type JsonValue } from '../common/errors.js'
 import { silentLogger, type Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
 import { bullmq } from './libs.js'
@@ -23,7 +23,7 @@ import { bullKeys, queueKeys, queueName, type QueueTarget } from './names.js'
 import { BullConnection, createRedis, logConnectionErrors, readyRedis, redisModeError, type RedisClient, type RedisConfig } from './redis.js'
 import { rememberQueue, publishScale, type ScaleRequest } from './registry.js'
 import { loadSealKey, sealFields, type SealKey } from './seal.js'
-import { isStalledFailure, stalledSummary } from './stalled.js'
+import { readFinishedSummary, readTaskLog } from './job-read.js'
 import { eventsInSummary, newTaskId, parseTaskLogLines, type JobSummary, type TaskLogEvent } from './task-log.js'
 import { parseTask, SECRET_PATHS, type Task, type TaskInput } from './tasks.js'
 
@@ -64,19 +64,6 @@ export interface EnqueueClientOptions {
 }
 
 export type CancelOutcome = 'removed' | 'signalled' | 'finished' | 'not-found'
-
-/** Log line prefix-free JSON the worker appends last: `{"summary": JobSummary}`. */
-export function summaryFromLogLines(lines: readonly string[]): JobSummary | undefined {
-  for (let i = lines.length - 1; i >= 0; i--) {
-    try {
-      const v = JSON.parse(lines[i]!) as { summary?: JobSummary }
-      if (typeof v === 'object' && v !== null && v.summary !== undefined) return v.summary
-    } catch {
-      // not JSON: a plain log line
-    }
-  }
-  return undefined
-}
 
 /** Builds the deduplication key of a task, when its kind has one. */
 export function dedupKeyOf(task: Task): string | undefined {
@@ -270,11 +257,6 @@ function validateOptions(options: EnqueueOptions): void {
   check('backoffMs', options.backoffMs, 0, 86400_000)
 }
 
-function interruptedSummary(jobId: string, kind: string, reason: string): JobSummary {
-  const now = Date.now()
-  return { jobId, kind, id: jobId, message: kind, start: now, end: now, status: 'interrupted', error: serializeError(new CancelledError(reason)) }
-}
-
 /** QueueEvents emits per-job events (`completed:<id>`, custom `task-log:<id>`) its typings do not list. */
 function emitterOf(qe: QueueEvents): EventEmitter {
   return qe
@@ -361,25 +343,7 @@ export class JobHandle {
    * last attempt writes none to the log: `taskLogInSummary`).
    */
   async taskLog(): Promise<TaskLogEvent[]> {
-    const queue = this.client.queue(this.queue)
-    const [{ logs }, job] = await Promise.all([queue.getJobLogs(this.id, 0, -1), bullmq().Job.fromId<unknown, unknown>(queue, this.id)])
-    return [...parseTaskLogLines(logs), ...eventsInSummary(job?.returnvalue)]
-  }
-
-  async #finalSummary(job: Job | undefined, state: string): Promise<JobSummary | undefined> {
-    if (job === undefined) return interruptedSummary(this.id, 'unknown', 'the job was removed from the queue before it ran')
-    // completed between reading the job and its state: read it again for its value
-    if (state === 'completed') return ((job.returnvalue as JobSummary | null) ?? ((await bullmq().Job.fromId(this.client.queue(this.queue), this.id))?.returnvalue as JobSummary | null)) ?? undefined
-    if (state === 'failed') {
-      const { logs } = await this.client.queue(this.queue).getJobLogs(this.id, 0, -1)
-      const summary = summaryFromLogLines(logs)
-      if (summary !== undefined) return summary
-      if (isStalledFailure(job.failedReason)) return stalledSummary(job).summary
-      const now = Date.now()
-      const error = serializeError(new BackupProxyError('E_BACKUP', job.failedReason || 'the job failed'))
-      return { jobId: this.id, kind: job.name, id: this.id, message: job.name, start: job.processedOn ?? now, end: job.finishedOn ?? now, status: 'failure', error }
-    }
-    return undefined
+    return readTaskLog(this.client, this.queue, this.id)
   }
 
   /**
@@ -405,12 +369,7 @@ export class JobHandle {
       const check = () => {
         if (settled) return
         void (async () => {
-          // the state first: a final state means the job's hash is final too (one script writes both);
-          // read the other way round, a job completing in between looked completed without its result
-          const queue = this.client.queue(this.queue)
-          const state = await queue.getJobState(this.id)
-          const job = state === 'unknown' ? undefined : await bullmq().Job.fromId(queue, this.id)
-          const summary = await this.#finalSummary(job, job === undefined ? 'not-found' : state)
+          const summary = await readFinishedSummary(this.client, this.queue, this.id)
           if (summary !== undefined && !settled) {
             cleanup()
             resolve(summary)

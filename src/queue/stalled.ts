@@ -30,7 +30,17 @@ function stalledError(maxStalledCount?: number): BackupProxyError {
 }
 
 /** The events and summary of a stalled-out job: one root task, ended in failure with E_STALLED. */
-export function stalledSummary(job: Pick<Job, 'id' | 'name' | 'processedOn' | 'finishedOn' | 'stalledCounter' | 'attemptsStarted'>, maxStalledCount?: number, ranBy?: string): { events: TaskLogEvent[]; summary: JobSummary } {
+/** What stalledSummary reads of a job: BullMQ's Job or a job read with plain commands (job-read.ts). */
+export interface StalledJob {
+  id?: string | undefined
+  name: string
+  processedOn?: number | undefined
+  finishedOn?: number | undefined
+  stalledCounter: number
+  attemptsStarted: number
+}
+
+export function stalledSummary(job: StalledJob, maxStalledCount?: number, ranBy?: string): { events: TaskLogEvent[]; summary: JobSummary } {
   const now = Date.now()
   const id = newTaskId()
   const error = serializeError(stalledError(maxStalledCount))

@@ -321,3 +321,16 @@ export function parseTaskLogLines(lines: readonly string[]): TaskLogEvent[] {
   }
   return out
 }
+
+/** Log line prefix-free JSON the worker appends last: `{"summary": JobSummary}`. */
+export function summaryFromLogLines(lines: readonly string[]): JobSummary | undefined {
+  for (let i = lines.length - 1; i >= 0; i--) {
+    try {
+      const v = JSON.parse(lines[i]!) as { summary?: JobSummary }
+      if (typeof v === 'object' && v !== null && v.summary !== undefined) return v.summary
+    } catch {
+      // not JSON: a plain log line
+    }
+  }
+  return undefined
+}

@@ -3,7 +3,8 @@
  * none of the heavy libraries (BullMQ, the AWS SDK, Piscina, xen-api, pino, zod, ioredis) is reached:
  * each command imports them with `await import()` when it runs, so `--help` pays for none of them. And
  * run for real (a child process listing the CommonJS packages it loaded): `--help` loads none of them,
- * `status` ioredis but not BullMQ (at most its QueueKeys module, for key names) nor pino. The CPU figures are measured by `npm run bench -- cli`.
+ * `status`, `jobs` and `job show|logs` (over a queue holding a job) ioredis but not BullMQ (at most its
+ * QueueKeys module, for key names) nor pino; `backups ls` of a local remote none of the other remotes' packages. The CPU figures are measured by `npm run bench -- cli`.
  */
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -11,7 +12,10 @@ import { readFileSync, existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { promisify } from 'node:util'
+import { Queue } from 'bullmq'
+import { Redis } from 'ioredis'
 import { describe, expect, inject, it } from 'vitest'
+import { rememberQueue } from '../../src/queue/registry.js'
 import { useTempDir } from '../helpers/tmp.js'
 
 const HEAVY = ['bullmq', '@aws-sdk/', 'piscina', 'xen-api', 'pino', 'zod', 'ioredis', 'yaml', 'prom-client']
@@ -56,26 +60,48 @@ describe('lazy loading', () => {
   })
 
   const tmp = useTempDir('bp-cli-lazy-')
+  const prefix = `bp-lazy-${randomBytes(4).toString('hex')}`
 
   /** The CommonJS modules a CLI run loaded (Node's require cache at exit), and their packages. */
-  async function loaded(args: string[]): Promise<{ files: string[]; packages: Set<string> }> {
+  async function loaded(args: string[]): Promise<{ files: string[]; packages: Set<string>; stdout: string }> {
     const recorder = join(tmp(), 'recorder.cjs')
     await writeFile(recorder, `process.on('exit', () => process.stderr.write('LOADED ' + JSON.stringify(Object.keys(require('module')._cache)) + '\\n'))\n`)
     const main = new URL('../../src/cli/main.ts', import.meta.url).pathname
-    const env = { ...process.env, REDIS_URL: inject('redisUrl'), BACKUP_PROXY_REDIS_PREFIX: `bp-lazy-${randomBytes(4).toString('hex')}`, BACKUP_PROXY_LOG_LEVEL: 'silent' }
-    const { stderr } = await promisify(execFile)(process.execPath, ['--require', recorder, '--import', 'tsx', main, ...args], { env })
+    const env = { ...process.env, REDIS_URL: inject('redisUrl'), BACKUP_PROXY_REDIS_PREFIX: prefix, BACKUP_PROXY_LOG_LEVEL: 'silent' }
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--require', recorder, '--import', 'tsx', main, ...args], { env })
     const files = JSON.parse(/^LOADED (.*)$/m.exec(stderr)![1]!) as string[]
-    return { files, packages: new Set(files.flatMap((f) => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(f)?.[1] ?? [])) }
+    return { stdout, files, packages: new Set(files.flatMap((f) => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(f)?.[1] ?? [])) }
   }
 
-  it('run for real, --help loads no heavy package and status loads ioredis but neither BullMQ nor pino', async () => {
+  it('run for real, backups ls of a local remote loads none of the NFS, SMB and S3 code (its packages)', async () => {
+    const { packages, stdout } = await loaded(['backups', 'ls', `file://${tmp()}`])
+    expect(stdout).toBe('no backup\n')
+    expect([...packages].filter((p) => p.startsWith('@jsonjoy.com/') || p.startsWith('@aws-sdk/') || HEAVY.includes(p))).toEqual([])
+  })
+
+  it('run for real, --help loads no heavy package, status, jobs and job show|logs load ioredis but neither BullMQ nor pino', async () => {
     const help = (await loaded(['--help'])).packages
     expect(help.has('commander')).toBe(true)
     expect([...help].filter((p) => HEAVY.some((h) => p === h || p.startsWith(h)))).toEqual([])
-    const { files, packages: status } = await loaded(['status'])
-    expect(status.has('ioredis')).toBe(true)
-    // of BullMQ at most its QueueKeys module (BullMQ's index loads ~170 modules and semver, cron-parser, msgpackr)
-    expect(files.filter((f) => f.includes('/node_modules/bullmq/') && !f.endsWith('/bullmq/dist/cjs/classes/queue-keys.js'))).toEqual([])
-    expect([...status].filter((p) => ['pino', 'piscina', 'xen-api', 'prom-client', 'semver', 'cron-parser', 'msgpackr'].includes(p) || p.startsWith('@aws-sdk/'))).toEqual([])
+    // a queue with a job, as a client leaves it (BullMQ loads in this process, not in the CLI's)
+    const redis = new Redis(inject('redisUrl'), { maxRetriesPerRequest: null })
+    const queue = new Queue('{proxy.lazy}', { prefix, connection: redis.duplicate() })
+    await rememberQueue(redis, prefix, queue.name)
+    await queue.add('backup.run', { v: 1, task: {} }, { jobId: 'lazy-job' })
+    try {
+      for (const command of [['status'], ['jobs'], ['jobs', '--state', 'failure', '--json'], ['job', 'show', 'lazy-job'], ['job', 'logs', 'lazy-job']]) {
+        const { files, packages, stdout } = await loaded(command)
+        expect(stdout, command.join(' ')).toContain(command[0] === 'status' ? '{proxy.lazy}' : command.includes('--state') ? '[]' : command.includes('logs') ? 'no task-log event yet' : 'lazy-job')
+        expect(packages.has('ioredis'), command.join(' ')).toBe(true)
+        // of BullMQ at most its QueueKeys module (BullMQ's index loads ~170 modules and semver, cron-parser, msgpackr)
+        expect(files.filter((f) => f.includes('/node_modules/bullmq/') && !f.endsWith('/bullmq/dist/cjs/classes/queue-keys.js')), command.join(' ')).toEqual([])
+        expect([...packages].filter((p) => ['pino', 'piscina', 'xen-api', 'prom-client', 'semver', 'cron-parser', 'msgpackr'].includes(p) || p.startsWith('@aws-sdk/')), command.join(' ')).toEqual([])
+      }
+    } finally {
+      await queue.obliterate({ force: true })
+      await redis.del(`${prefix}:{bp}:queues`)
+      await queue.close()
+      redis.disconnect()
+    }
   })
 })

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest'
 import { RemoteUrlError } from '../../src/common/errors.js'
 import { formatRemoteUrl, parseRemoteUrl, redactRemoteUrl } from '../../src/remotes/url.js'
-import { createRemote, optionsFromUrl } from '../../src/remotes/index.js'
+import { createRemote, loadRemote, optionsFromUrl } from '../../src/remotes/index.js'
 import { useVhdDirectory } from '../../src/remotes/remote.js'
 
 describe('parseRemoteUrl / formatRemoteUrl', () => {
@@ -65,6 +65,18 @@ describe('parseRemoteUrl / formatRemoteUrl', () => {
     expect(plain.forcesVhdDirectory).toBe(false)
     expect(useVhdDirectory(plain, {})).toBe(false)
     expect(useVhdDirectory(plain, { useVhdDirectory: true })).toBe(true)
+  })
+
+  it('loadRemote (one scheme imported) gives the remote createRemote gives, and refuses what it refuses', async () => {
+    const key = { encryptionKey: '12345678901234567890123456789012' }
+    for (const [url, options] of [['file:///b', {}], ['file:///b', key], ['s3://a:b@h/bk/p', {}], ['nfs://h:/export/b', {}], ['smb://u:p@D\\\\h\\s\0b', key]] as const) {
+      const [made, loaded] = [createRemote(url, options), await loadRemote(url, options)]
+      expect(loaded.constructor, url).toBe(made.constructor)
+      expect([loaded.displayUrl, loaded.forcesVhdDirectory], url).toEqual([made.displayUrl, made.forcesVhdDirectory])
+    }
+    const refused = 'file:///b?encryptionKey=%2212345678901234567890123456789012%22&useVhdDirectory=false'
+    await expect(loadRemote(refused)).rejects.toThrow(/encryption must be used with VHD directory/)
+    await expect(loadRemote('ftp://host/x')).rejects.toThrow(RemoteUrlError)
   })
 
   const bad: [string, RegExp][] = [

@@ -1,11 +1,14 @@
 /**
- * The actions of `jobs` and `job show|follow|logs` (see ./jobs.ts), loaded only when one runs.
+ * The actions of `jobs` and `job show|follow|logs` (see ./jobs.ts), loaded only when one runs. They read
+ * the jobs over one plain Redis connection, as `status` does (../../queue/job-read.ts): BullMQ loads
+ * only for `job follow`, which listens to the queue's events.
  */
 import type { Command } from 'commander'
 import { redactString } from '../../common/redact.js'
+import type { Config } from '../../config/index.js'
 import { formatDurationMs } from '../../common/units.js'
-import { EnqueueClient } from '../../queue/client.js'
-import { redisModeError } from '../../queue/redis.js'
+import { readFinishedSummary, readTaskLog, type JobStore } from '../../queue/job-read.js'
+import { createRedis, readyRedis, redisModeError } from '../../queue/redis.js'
 import { consolidate, type JobSummary, type TaskSummary } from '../../queue/task-log.js'
 import type { CliIo } from '../context.js'
 import { commandConfig } from '../context.js'
@@ -35,21 +38,23 @@ function formatJobRows(rows: readonly JobRow[]): string {
   ])}\n`
 }
 
-async function withClient<T>(cmd: Command, redisUrl: string | undefined, fn: (client: EnqueueClient) => Promise<T>): Promise<T> {
+/** One plain Redis connection (no BullMQ), unreachable: E_REDIS naming the URL. */
+async function withStore<T>(cmd: Command, redisUrl: string | undefined, fn: (store: JobStore, config: Config) => Promise<T>): Promise<T> {
   const config = await commandConfig(cmd, { redis: { url: redisUrl } })
-  const client = await EnqueueClient.fromConfig(config, undefined, { sealKey: false })
+  const redis = createRedis(config.redis, 'backup-proxy:jobs')
+  redis.on('error', () => undefined) // readyRedis reports a failed connection with the URL and the cause
   try {
-    return await fn(client).catch((error: unknown) => {
+    return await fn({ prefix: config.redis.prefix, redis: () => readyRedis(redis, config.redis) }, config).catch((error: unknown) => {
       throw redisModeError(error, config.redis) ?? error
     })
   } finally {
-    await client.close()
+    redis.disconnect()
   }
 }
 
 export async function runJobs(flags: JobsFlags, cmd: Command, io: CliIo): Promise<void> {
-  await withClient(cmd, flags.redisUrl, async (client) => {
-    const rows = await listJobs(client, {
+  await withStore(cmd, flags.redisUrl, async (store) => {
+    const rows = await listJobs(store, {
       limit: flags.limit,
       ...(flags.state === undefined ? {} : { state: flags.state }),
       ...(flags.proxy === undefined ? {} : { proxy: flags.proxy }),
@@ -73,17 +78,23 @@ function header(row: JobRow): string {
 }
 
 export async function runJob(action: 'show' | 'follow' | 'logs', id: string, flags: JobFlags, cmd: Command, io: CliIo): Promise<void> {
-  await withClient(cmd, flags.redisUrl, async (client) => {
-    const { queue, job } = await findJob(client, id, flags)
-    const handle = client.handle(queue, id)
+  await withStore(cmd, flags.redisUrl, async (store, config) => {
+    const { queue, job } = await findJob(store, id, flags)
     // VM and remote names the job's task gives (its remote URLs are sealed at rest: ids only then)
     const names = namesOfTask((job.data as { task?: unknown } | undefined)?.task, redactString)
     if (action === 'follow') {
-      io.stderr(`following job ${id} in ${queue}\n`)
-      await followJob(handle, io, { ...(flags.json === undefined ? {} : { json: flags.json }), names, replay: () => handle.taskLog() })
+      const { EnqueueClient } = await import('../../queue/client.js')
+      const client = await EnqueueClient.fromConfig(config, undefined, { sealKey: false })
+      try {
+        const handle = client.handle(queue, id)
+        io.stderr(`following job ${id} in ${queue}\n`)
+        await followJob(handle, io, { ...(flags.json === undefined ? {} : { json: flags.json }), names, replay: () => handle.taskLog() })
+      } finally {
+        await client.close()
+      }
       return
     }
-    const events = await handle.taskLog()
+    const events = await readTaskLog(store, queue, id)
     if (action === 'logs') {
       if (flags.json === true) io.stdout(`${events.map((e) => JSON.stringify(e)).join('\n')}${events.length === 0 ? '' : '\n'}`)
       else {
@@ -92,9 +103,9 @@ export async function runJob(action: 'show' | 'follow' | 'logs', id: string, fla
       }
       return
     }
-    const row = await rowOf(client, queue, job)
+    const row = await rowOf(store, queue, job)
     const finished = row.state === 'completed' || row.state === 'failed'
-    const summary: JobSummary | undefined = finished ? await handle.result() : undefined
+    const summary: JobSummary | undefined = finished ? await readFinishedSummary(store, queue, id) : undefined
     const tree = summary ?? consolidate(events)[0]
     if (flags.json === true) return void io.stdout(`${JSON.stringify({ ...row, summary: tree ?? null }, null, 2)}\n`)
     io.stdout(header(row))

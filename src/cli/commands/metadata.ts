@@ -28,8 +28,8 @@ interface RestoreFlags extends RemoteFlags {
 const layout = () => import('../../backup/metadata-layout.js')
 
 async function withRemote<T>(url: string, flags: RemoteFlags, fn: (remote: Remote) => Promise<T>): Promise<T> {
-  const { createRemote } = await import('../../remotes/index.js')
-  const remote = createRemote(await remoteUrlWithSecret(url, flags))
+  const { loadRemote } = await import('../../remotes/load.js')
+  const remote = await loadRemote(await remoteUrlWithSecret(url, flags))
   try {
     await remote.open()
     return await fn(remote)

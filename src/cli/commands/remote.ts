@@ -29,8 +29,8 @@ interface LsOptions extends EncryptionKeyFlags {
 
 async function withRemote<T>(urlText: string, encryptionKey: string | undefined, flags: { remotePasswordFile?: string }, fn: (remote: Remote) => Promise<T>): Promise<T> {
   const url = await remoteUrlWithSecret(urlText, flags)
-  const { createRemote } = await import('../../remotes/index.js')
-  const remote = createRemote(url, encryptionKey === undefined ? {} : { encryptionKey })
+  const { loadRemote } = await import('../../remotes/load.js')
+  const remote = await loadRemote(url, encryptionKey === undefined ? {} : { encryptionKey })
   try {
     await remote.open()
     return await fn(remote)
