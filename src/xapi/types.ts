@@ -110,12 +110,3 @@ export interface XapiTypes {
   task: XapiTask
 }
 export type XapiType = keyof XapiTypes
-
-/** `other_config` keys XO writes on backup snapshots. */
-export const BACKUP_KEYS = {
-  job: 'xo:backup:job',
-  schedule: 'xo:backup:schedule',
-  vm: 'xo:backup:vm',
-  datetime: 'xo:backup:datetime',
-  exported: 'xo:backup:exported',
-} as const
