@@ -23,7 +23,7 @@ export const TAG_COPY_OF = 'xo:copy_of'
 export const TAG_SR = 'xo:backup:sr'
 
 /** An XAPI record (a VM, snapshot or VDI) as far as its `other_config` goes. */
-export interface WithOtherConfig {
+interface WithOtherConfig {
   readonly other_config?: unknown
 }
 

@@ -17,7 +17,7 @@ export interface BackupSnapshot {
   deltaChainLength: number
 }
 
-export interface BaseChoice {
+interface BaseChoice {
   base: BackupSnapshot | undefined
   /** chain length the new snapshot gets */
   deltaChainLength: number
@@ -25,7 +25,7 @@ export interface BaseChoice {
   fullReason: string | undefined
 }
 
-export interface BaseChoiceInput {
+interface BaseChoiceInput {
   mode: 'delta' | 'full'
   fullInterval: number
   /** backup snapshots of this VM made by this job */

@@ -53,7 +53,7 @@ export interface MirrorBackupContext {
   onFileCopied?: (path: string) => Promise<void> | void
 }
 
-export interface MirrorBackupResult {
+interface MirrorBackupResult {
   succeeded: string[]
   failed: { id: string; error: SerializedError }[]
   sizeBytes: number

@@ -30,7 +30,7 @@ import { openTarget } from './disk-export.js'
 import { fanOut, type FanOutTarget } from '../common/fan-out.js'
 import type { DiskMetrics, DiskTarget } from './ports.js'
 
-export interface MirrorSource {
+interface MirrorSource {
   url: string
   options: RemoteOptions
 }

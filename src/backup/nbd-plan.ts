@@ -45,7 +45,7 @@ export interface NbdSettings {
   snapshotRetention: number
 }
 
-export interface DiskReadPlan {
+interface DiskReadPlan {
   delta: boolean
   nbd?: NbdExportPlan
   notes: { level: 'info' | 'warning'; message: string }[]

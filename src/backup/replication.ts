@@ -47,7 +47,7 @@ export interface SrTarget {
   copyRetention: number
 }
 
-export interface ReplicaIds {
+interface ReplicaIds {
   jobId: string
   jobName: string
   scheduleId: string
@@ -83,7 +83,7 @@ async function destroyVmAndDisks(client: XapiClient, vmRef: string): Promise<voi
   for (const ref of vdis) await client.destroyVdi(ref)
 }
 
-export interface ReplicateInput {
+interface ReplicateInput {
   ids: ReplicaIds
   mode: 'delta' | 'full'
   source: BackupXapi
@@ -97,7 +97,7 @@ export interface ReplicateInput {
   signal: AbortSignal
 }
 
-export interface ReplicationResult {
+interface ReplicationResult {
   succeeded: string[]
   failed: string[]
   sizeBytes: number
@@ -306,7 +306,7 @@ async function finalize(client: XapiClient, input: ReplicateInput, vmRef: string
 }
 
 /** What a VM's backup reports per target (VmBackupResult without its duration). */
-export interface TargetsOutcome {
+interface TargetsOutcome {
   vmUuid: string
   timestamp: string
   full: boolean

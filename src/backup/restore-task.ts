@@ -22,7 +22,7 @@ import type { XvaImporter } from './xva-import.js'
 export type { RestoredVdi } from './import-vm-backup.js'
 export type RestoreToSrResult = ImportVmBackupResult
 
-export interface RestoreToSrEnv {
+interface RestoreToSrEnv {
   remote: Remote
   signal: AbortSignal
   root: LogTask

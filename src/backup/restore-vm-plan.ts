@@ -77,7 +77,7 @@ export const VM_FIELDS = [
   'has_vendor_device', 'name_description', 'order', 'shutdown_delay', 'start_delay', 'xenstore_data', 'HVM_shadow_multiplier', 'NVRAM',
 ] as const
 
-export interface PlanOptions {
+interface PlanOptions {
   /** the VM's name once restored (default `<name> (<timestamp>)`) */
   nameLabel?: string
   additionalVmTag?: string

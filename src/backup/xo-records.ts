@@ -54,7 +54,7 @@ function asRecordMap(items: readonly XapiObject[]): Record<string, Rec> {
   return Object.fromEntries(items.map((i) => [i.ref, i.record]))
 }
 
-export interface MetadataInput {
+interface MetadataInput {
   vm: Rec
   snapshot: XapiObject
   disks: readonly XapiDisk[]

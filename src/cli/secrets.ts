@@ -30,7 +30,7 @@ async function readSecret(option: string, file: string | undefined, envName: str
   return value === undefined || value === '' ? undefined : value
 }
 
-export interface XapiTarget {
+interface XapiTarget {
   /** the URL without credentials, no trailing slash */
   url: string
   username: string

@@ -17,7 +17,7 @@ import { corrupt } from './corrupt.js'
 import { readU64, writeU64, type VhdFooter } from './footer.js'
 import { NULL_UUID, uuidFromBytes, uuidToBytes } from './uuid.js'
 
-export interface ParentLocatorEntry {
+interface ParentLocatorEntry {
   platformCode: number
   /** declared space (sectors per the spec) */
   platformDataSpace: number

@@ -24,7 +24,7 @@ import type { VdiImportDescriptor, XvaExportDescriptor, XvaImportDescriptor } fr
 import { openVdiExport, type VdiExport, type VdiExportDescriptor } from './export.js'
 import { type XapiRef, type XapiType, type XapiTypes, type XapiVdi, type XapiVm } from './types.js'
 
-export interface XapiConnectOptions {
+interface XapiConnectOptions {
   /** `https://host[:port]` (credentials in the URL are refused: pass user/password) */
   url: string
   user: string
@@ -37,7 +37,7 @@ export interface XapiConnectOptions {
   retry?: { tries?: number; initialDelayMs?: number; maxDelayMs?: number }
 }
 
-export interface CreateVdiOptions {
+interface CreateVdiOptions {
   srRef: XapiRef
   nameLabel: string
   nameDescription?: string

@@ -60,7 +60,7 @@ export interface DirEntry {
   handle: Uint8Array | undefined
 }
 
-export interface FsInfo {
+interface FsInfo {
   rtmax: number
   wtmax: number
   dtpref: number

@@ -50,7 +50,7 @@ export function negotiateMessage(): Buffer {
   return b
 }
 
-export interface Challenge {
+interface Challenge {
   flags: number
   serverChallenge: Buffer
   targetInfo: Buffer

@@ -49,7 +49,7 @@ export interface Session {
 }
 
 /** A method added by another module of the simulator (NBD, CBT): args without the session, and the session. */
-export type SimMethod = (args: unknown[], sessionId: string) => XapiValue
+type SimMethod = (args: unknown[], sessionId: string) => XapiValue
 
 export class SimRpc {
   readonly sessions = new Map<string, Session>()
