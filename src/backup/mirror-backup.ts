@@ -41,7 +41,7 @@ export interface MirrorTarget {
   compression: 'none' | 'brotli'
 }
 
-export interface MirrorBackupContext {
+interface MirrorBackupContext {
   vmUuid: string
   jobId: string
   scheduleId: string

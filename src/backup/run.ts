@@ -41,7 +41,7 @@ interface XapiConnection {
   close(): Promise<void>
 }
 
-export interface BackupRunEnv {
+interface BackupRunEnv {
   /** the proxy's `backup` config section (defaults of every setting) */
   defaults: BackupSettings
   exporter: DiskExporter

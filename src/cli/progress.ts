@@ -24,7 +24,7 @@ interface ProgressOptions {
   width?: number
 }
 
-export interface Progress {
+interface Progress {
   update(u: ProgressUpdate): void
   /** a line of its own (an event) above the bar */
   print(text: string): void

@@ -18,7 +18,7 @@ import type { ProxyMetrics } from './registry.js'
 export type RuntimeState = 'new' | 'running' | 'draining' | 'stopped'
 
 /** What metrics and readiness need to see of a proxy runtime. */
-export interface ObservedRuntime {
+interface ObservedRuntime {
   readonly state: RuntimeState
   /** the Redis client of the runtime's queues */
   readonly redis: PingableRedis

@@ -16,7 +16,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric
 import { VERSION } from '../version.js'
 import { METRIC_SPECS, metricSpec, validateLabelValue, type MetricKind, type MetricName, type MetricSpec } from './catalogue.js'
 
-export type Labels = Record<string, string>
+type Labels = Record<string, string>
 
 interface CreateMetricsOptions {
   /** value of `backup_proxy_build_info{version}`; default: package.json's version */

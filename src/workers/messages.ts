@@ -23,8 +23,7 @@ import type { SerializedError } from '../common/errors.js'
 import type { ThreadTaskInput, ThreadTaskName, ThreadTaskOutput, ThreadTaskProgress } from './thread-tasks.js'
 
 // The metric delta message is defined once, by the metrics module that applies it.
-export type { MetricDelta, MetricsMessage } from '../metrics/deltas.js'
-export type { MetricKind } from '../metrics/catalogue.js'
+export type { MetricDelta } from '../metrics/deltas.js'
 import type { MetricDelta, MetricsMessage } from '../metrics/deltas.js'
 
 interface ProgressMessage<P> {

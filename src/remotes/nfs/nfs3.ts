@@ -54,7 +54,7 @@ export interface Attributes {
   mtimeMs: number
 }
 
-export interface DirEntry {
+interface DirEntry {
   name: string
   attributes: Attributes | undefined
   handle: Uint8Array | undefined

@@ -73,7 +73,7 @@ interface Pending {
   cleanup: () => void
 }
 
-export interface ConnectionOptions {
+interface ConnectionOptions {
   host: string
   port: number
   connectTimeoutMs: number

@@ -113,7 +113,7 @@ export interface Credentials {
   domain: string
 }
 
-export interface Authenticate {
+interface Authenticate {
   message: Buffer
   /** the exported session key (16 bytes) SMB derives its signing key from */
   sessionKey: Buffer

@@ -43,7 +43,7 @@ const SPECIFIC = [
 ]
 const ASYNC = new Set(['VM.snapshot', 'VM.checkpoint', 'VM.destroy', 'VDI.create', 'VDI.destroy', 'VDI.clone', 'VM.create', 'VM.start', 'VM.clean_shutdown', 'VM.hard_shutdown', 'VBD.create', 'VIF.create', 'VIF.destroy'])
 
-export interface Session {
+interface Session {
   user: string
   valid: boolean
 }
