@@ -171,7 +171,7 @@ interface StreamRunOptions<P = JsonValue> {
 }
 
 /** What a stream task of the engine receives in its thread (the runner's ThreadTaskContext is one). */
-interface StreamTaskContext<P = JsonValue> {
+export interface StreamTaskContext<P = JsonValue> {
   /** aborted by a cooperative cancel */
   signal: AbortSignal
   /** plain data (structured-cloned to the main thread), of the task's own progress type */
