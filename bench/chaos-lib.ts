@@ -9,7 +9,7 @@ import { createServer } from 'node:net'
 import { Redis } from 'ioredis'
 import type { JobSummary } from '../src/queue/task-log.js'
 
-export const root = new URL('../', import.meta.url).pathname
+const root = new URL('../', import.meta.url).pathname
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 export async function freePort(): Promise<number> {
@@ -73,7 +73,7 @@ export interface Serve {
   out: string[]
 }
 
-export interface ServeOptions {
+interface ServeOptions {
   redisUrl: string
   proxyId: string
   /** the seal key, exported */

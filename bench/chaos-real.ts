@@ -25,7 +25,7 @@ import { XapiClient } from '../src/xapi/client.js'
 import { startXapiSimulator, type XapiSimulator } from '../src/xapi/sim/index.js'
 import { countBy, outcomeKey, sleep, startServe, stopServe, waitUntil, type Serve } from './chaos-lib.js'
 
-export interface SigkillRealOptions {
+interface SigkillRealOptions {
   redisUrl: string
   /** scratch directory (the remote goes in it) */
   work: string
@@ -35,7 +35,7 @@ export interface SigkillRealOptions {
   maxStalledCount?: number
 }
 
-export interface SigkillRealResult {
+interface SigkillRealResult {
   outcomes: Record<string, number>
   kills: number
   verifyProblems: string[]
@@ -175,7 +175,7 @@ export async function sigkillReal(o: SigkillRealOptions): Promise<SigkillRealRes
   }
 }
 
-export interface RedisRestartRealOptions {
+interface RedisRestartRealOptions {
   /** a private redis-server the scenario may stop and start (AOF on) */
   redis: { url: string; stop: () => Promise<void>; start: () => Promise<void> }
   work: string
@@ -191,7 +191,7 @@ export interface RedisRestartRealOptions {
   progress?: (line: string) => void
 }
 
-export interface RedisRestartRealResult {
+interface RedisRestartRealResult {
   outcomes: Record<string, number>
   /** when Redis was stopped */
   completedBefore: number

@@ -53,7 +53,7 @@ interface BrokenTarget {
   close: () => Promise<void>
 }
 
-export interface RemoteFaultResult {
+interface RemoteFaultResult {
   kind: RemoteFaultKind
   /** the run during which the target broke */
   /** the kill came while a temporary (or an unfinished upload) was on the target */

@@ -90,7 +90,7 @@ export async function procCpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / 100
 }
 
-export interface SimProcess {
+interface SimProcess {
   url: string
   pid: number
   user: string

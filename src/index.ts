@@ -4,5 +4,5 @@
  * callers can branch on `error.code`. The proxy itself is a process (`backup-proxy serve`), not a library.
  */
 export * from './queue/index.js'
-export { BackupProxyError, CancelledError, ConfigInvalidError, RemoteError, TaskInvalidError, TimeoutError, deserializeError, errorCode, serializeError } from './common/errors.js'
+export { BackupProxyError, CancelledError, ConfigInvalidError, RemoteError, TaskInvalidError, TimeoutError, deserializeError, errorCode, serializeError, ERROR_CODES, type ErrorCode } from './common/errors.js'
 export { VERSION } from './version.js'

@@ -22,7 +22,7 @@ export interface TlsMaterial {
   generated: boolean
 }
 
-export interface CertificateOptions {
+interface CertificateOptions {
   certFile?: string | undefined
   keyFile?: string | undefined
   stateDir: string

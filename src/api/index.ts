@@ -26,9 +26,7 @@ import { RunRegistry } from './runs.js'
 import { startApiServer } from './server.js'
 import { TokenVerifier } from './token.js'
 
-export { generateToken, hashToken, TokenVerifier } from './token.js'
-
-export interface ApiOptions {
+interface ApiOptions {
   config: Config
   logger: Logger
   sealKey: SealKey

@@ -56,7 +56,7 @@ export class BinaryResult {
   constructor(readonly stream: Readable) {}
 }
 
-export interface CallContext {
+interface CallContext {
   logger: Logger
   /** aborted when the client goes away (streamed results stop following) */
   signal: AbortSignal
@@ -79,7 +79,7 @@ export interface RpcRequest {
   params: unknown
 }
 
-export interface JsonRpcErrorBody {
+interface JsonRpcErrorBody {
   code: number
   message: string
   data?: JsonValue

@@ -18,7 +18,7 @@ import type { JobHandle, CancelOutcome } from '../queue/client.js'
 import type { JobSummary, TaskLogEvent } from '../queue/task-log.js'
 import { XoLogTranslator, XoTaskTree, type XoTask, type XoTaskEvent } from './xo-log.js'
 
-export interface RunRecord {
+interface RunRecord {
   /** XO task id of the run (its root) */
   readonly id: string
   /** XO backup job id */
@@ -31,7 +31,7 @@ export interface RunRecord {
   readonly finished: Promise<Extract<XoTaskEvent, { type: 'end' }>>
 }
 
-export interface TaskChange {
+interface TaskChange {
   class: 'Task'
   operation: 'add' | 'mod' | 'del'
   snapshot: XoTask | { id: string }

@@ -23,7 +23,7 @@ import { BinaryResult, RPC_CODES, RpcError, errorLine, parseRequest, responseLin
 
 const API_PATH = '/api/v1'
 
-export interface ApiServerOptions {
+interface ApiServerOptions {
   listen: string
   tls: TlsMaterial
   auth: Authenticator

@@ -28,7 +28,7 @@ export interface XoRunParams {
   jobData?: Record<string, unknown> | undefined
 }
 
-export interface TranslatedRun {
+interface TranslatedRun {
   task: TaskInputOf<'backup.run'> | TaskInputOf<'backup.mirror'> | TaskInputOf<'backup.metadata'>
   warnings: string[]
 }

@@ -17,7 +17,7 @@
 import type { JsonValue } from '../common/errors.js'
 import type { JobSummary, TaskLogEvent } from '../queue/task-log.js'
 
-export type XoStatus = 'pending' | 'success' | 'failure' | 'interrupted' | 'skipped'
+type XoStatus = 'pending' | 'success' | 'failure' | 'interrupted' | 'skipped'
 
 export type XoTaskEvent =
   | { type: 'start'; id: string; parentId?: string; timestamp: number; properties: Record<string, JsonValue> }

@@ -14,7 +14,7 @@ import type { Remote } from '../remotes/remote.js'
 import { CancelledError, errorCode } from '../common/errors.js'
 import { resumeMerge } from '../vhd/merge.js'
 
-export interface RetentionOutcome {
+interface RetentionOutcome {
   kept: number
   deleted: string[]
   merged: number

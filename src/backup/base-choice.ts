@@ -8,22 +8,6 @@
  * has grown to N-1 deltas since its full, as XO does with `xo:backup:deltaChainLength`.
  */
 
-/** Snapshot tags XO writes in other_config (we read and write the same ones). */
-export const TAG_JOB = 'xo:backup:job'
-export const TAG_SCHEDULE = 'xo:backup:schedule'
-export const TAG_VM = 'xo:backup:vm'
-export const TAG_DATETIME = 'xo:backup:datetime'
-export const TAG_CHAIN_LENGTH = 'xo:backup:deltaChainLength'
-export const TAG_EXPORTED = 'xo:backup:exported'
-/** on the snapshot and its VDIs: written by code that has XO's non-NBD qcow2 export fix (always 'true') */
-export const TAG_QCOW2_FIX = 'xo:backup:includeNonNbdQcow2Fix'
-/** on snapshot VDIs: their own uuid (XO matches bases across replicas by it) */
-export const TAG_CONTENT_KEY = 'xo:backup:contentKey'
-/** in the metadata's VDI records: uuid of the base VDI their delta was computed from */
-export const TAG_BASE_DELTA = 'xo:base_delta_vdi'
-/** on VDIs XO imported (restores, replicas): uuid of the VDI they copy */
-export const TAG_COPY_OF = 'xo:copy_of'
-
 export interface BackupSnapshot {
   uuid: string
   ref: string
@@ -33,7 +17,7 @@ export interface BackupSnapshot {
   deltaChainLength: number
 }
 
-export interface BaseChoice {
+interface BaseChoice {
   base: BackupSnapshot | undefined
   /** chain length the new snapshot gets */
   deltaChainLength: number
@@ -41,7 +25,7 @@ export interface BaseChoice {
   fullReason: string | undefined
 }
 
-export interface BaseChoiceInput {
+interface BaseChoiceInput {
   mode: 'delta' | 'full'
   fullInterval: number
   /** backup snapshots of this VM made by this job */

@@ -30,7 +30,7 @@ export interface CatalogEntry {
 }
 
 /** One value of cache.json.gz: the stored metadata plus the fields XO's RemoteAdapter adds. */
-export type CacheEntry = Record<string, unknown> & { _filename: string; id: string; isImmutable: boolean }
+type CacheEntry = Record<string, unknown> & { _filename: string; id: string; isImmutable: boolean }
 
 async function listNames(remote: Remote, dir: string): Promise<string[]> {
   try {

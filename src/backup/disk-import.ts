@@ -8,6 +8,7 @@
  * Input and output are plain data (structured clone); the remote URL holds credentials and is never
  * logged. Cancel (the signal) ends the upload; the caller cancels the XAPI task and removes the VDI.
  */
+import type { Readable } from 'node:stream'
 import { BackupProxyError } from '../common/errors.js'
 import { createRemote } from '../remotes/index.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
@@ -39,6 +40,23 @@ export type DiskImporter = (input: DiskImportInput, options: { signal: AbortSign
 
 const PROGRESS_EVERY_BYTES = 16 * 1024 * 1024
 
+/**
+ * Counts the bytes `stream` emits on its way to XAPI and reports them every 16 MiB (a disk or XVA
+ * upload); the returned function reads the count.
+ */
+export function countSentBytes(stream: Readable, totalBytes: number, onProgress: ((p: DiskImportProgress) => void) | undefined): () => number {
+  let sent = 0
+  let reported = 0
+  stream.on('data', (c: Buffer) => {
+    sent += c.length
+    if (sent - reported >= PROGRESS_EVERY_BYTES) {
+      reported = sent
+      onProgress?.({ sentBytes: sent, totalBytes })
+    }
+  })
+  return () => sent
+}
+
 export async function runDiskImport(input: DiskImportInput, options: { signal: AbortSignal; onProgress?: (p: DiskImportProgress) => void }): Promise<DiskImportResult> {
   const t0 = performance.now()
   const { signal, onProgress } = options
@@ -47,16 +65,9 @@ export async function runDiskImport(input: DiskImportInput, options: { signal: A
   try {
     const chain = await openChain(remote, input.vhdPath, { signal })
     const stream = chain.vhdStream({ signal })
-    let sent = 0
-    let reported = 0
-    stream.on('data', (c: Buffer) => {
-      sent += c.length
-      if (sent - reported >= PROGRESS_EVERY_BYTES) {
-        reported = sent
-        onProgress?.({ sentBytes: sent, totalBytes: input.sizeBytes })
-      }
-    })
+    const sentBytes = countSentBytes(stream, input.sizeBytes, onProgress)
     await putVdiImport(input.descriptor, stream, { signal, sizeBytes: input.sizeBytes })
+    const sent = sentBytes()
     if (sent !== input.sizeBytes) throw new BackupProxyError('E_BACKUP', `restore of ${input.vhdPath}: sent ${sent} bytes, expected ${input.sizeBytes}`)
     onProgress?.({ sentBytes: sent, totalBytes: input.sizeBytes })
     return { sentBytes: sent, chainLength: chain.vhds.length, durationMs: performance.now() - t0 }

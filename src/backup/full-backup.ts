@@ -18,12 +18,11 @@
 import { BackupProxyError, CancelledError, deserializeError, serializeError, toError } from '../common/errors.js'
 import { isTemporaryName } from '../remotes/remote.js'
 import { jobCompression, useCompressionParam } from '../xva/compression.js'
-import { TAG_DATETIME } from './base-choice.js'
 import { listBackups, updateCache, type CatalogEntry } from './catalog.js'
 import { METADATA_VERSION, formatTimestamp, metadataPath, parseTimestamp, vmDir } from './layout.js'
 import type { XapiObject } from './ports.js'
 import type { Task } from './task-log.js'
-import { listJobSnapshots, removeUntaggedSnapshots, tagOf, takeBackupSnapshot } from './job-snapshots.js'
+import { listJobSnapshots, pruneSnapshots, removeUntaggedSnapshots, takeBackupSnapshot } from './job-snapshots.js'
 import { runXvaExport } from './xva-export.js'
 import type { RunTarget, VmBackupContext, VmBackupResult, VmSettings } from './vm-backup.js'
 
@@ -92,7 +91,7 @@ export async function backupVmFull(vmUuid: string, ctx: VmBackupContext, setting
 
   try {
     const result = await transferAndPublish(vmUuid, vm, snapshot, ctx, settings, task, { timestamp, timestampMs })
-    await pruneSnapshots(ctx, [...jobSnapshots, snapshot], settings.snapshotRetention, task)
+    await pruneSnapshots(xapi, jobSnapshots, snapshot, settings.snapshotRetention, task)
     return { ...result, durationMs: performance.now() - t0 }
   } catch (error) {
     await xapi.destroySnapshot(snapshot.ref).catch((e: unknown) => task.warning('could not remove the snapshot of the failed backup', { error: serializeError(e).message }))
@@ -150,12 +149,4 @@ async function transferAndPublish(
   if (succeeded.length === 0) throw new BackupProxyError('E_BACKUP', `VM ${vmUuid}: every target failed: ${[...failed].map(([id, e]) => `${id}: ${e.message}`).join('; ')}`)
   task.info('XVA exported', { sizeBytes: r.sizeBytes, durationMs: Math.round(r.durationMs) })
   return { vmUuid, timestamp: run.timestamp, full: true, sizeBytes: r.sizeBytes, readBytes: r.sizeBytes, succeeded: succeeded.sort(), failed: [...failed.keys()].sort() }
-}
-
-/** Keeps the newest `retention` backup snapshots of this job, the new one included (0: none, as XO's full mode). */
-async function pruneSnapshots(ctx: VmBackupContext, snapshots: readonly XapiObject[], retention: number, task: Task): Promise<void> {
-  const sorted = [...snapshots].sort((a, b) => (tagOf(b, TAG_DATETIME) ?? '\uffff').localeCompare(tagOf(a, TAG_DATETIME) ?? '\uffff'))
-  for (const s of sorted.slice(Math.max(0, retention))) {
-    await ctx.xapi.destroySnapshot(s.ref).catch((error: unknown) => task.warning(`could not delete old backup snapshot ${s.uuid}`, { error: serializeError(error).message }))
-  }
 }

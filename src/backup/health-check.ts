@@ -24,7 +24,7 @@ const XENSTORE_SCRIPT_TAG = 'xo-backup-health-check-xenstore'
 const XENSTORE_KEY = 'vm-data/xo-backup-health-check'
 const NULL_REF = 'OpaqueRef:NULL'
 
-export interface HealthCheckSettings {
+interface HealthCheckSettings {
   healthCheckSr?: string
   healthCheckVmsWithTags: string[]
   healthCheckTimeoutMs: number
@@ -48,7 +48,7 @@ function parseDurationMs(value: unknown, field: string): number {
   return Number(m[1]) * unit
 }
 
-export interface HealthCheckOptions {
+interface HealthCheckOptions {
   xapi: XapiClient
   remote: Remote
   remoteSpec: { url: string; options: RemoteOptions }
@@ -159,7 +159,7 @@ export function healthCheckSettingsOf(layers: readonly (Record<string, unknown> 
   return out
 }
 
-export interface AfterBackupOptions {
+interface AfterBackupOptions {
   settings: HealthCheckSettings
   /** the pool's client; undefined when the run was given another XAPI port (no health check possible) */
   xapi: XapiClient | undefined

@@ -65,7 +65,7 @@ export interface ImportVmBackupOptions {
   onProgress?: (p: JobProgress) => void
 }
 
-export interface RestoredVdi {
+interface RestoredVdi {
   uuid: string
   nameLabel: string
   sourceVdiUuid: string | null

@@ -19,8 +19,7 @@
  * ones are pruned, so the next run deltas from it.
  */
 import { serializeError } from '../common/errors.js'
-import { isTimestamp } from './layout.js'
-import { TAG_DATETIME, TAG_EXPORTED, TAG_JOB, TAG_SCHEDULE } from './base-choice.js'
+import { TAG_EXPORTED, TAG_JOB, TAG_SCHEDULE, tagDatetime, tagOf } from './backup-keys.js'
 import type { BackupXapi, XapiObject } from './ports.js'
 import type { Task } from './task-log.js'
 import { setOnVmAndVdis, tagSnapshot } from './xo-records.js'
@@ -28,22 +27,9 @@ import { setOnVmAndVdis, tagSnapshot } from './xo-records.js'
 /** XO's name of a backup snapshot until it is tagged (XO's `TEMP_SNAPSHOT_NAME`). */
 export const TEMP_SNAPSHOT_NAME = 'xo-backup-temp-snapshot-name'
 
-export function tagOf(obj: XapiObject, key: string): string | undefined {
-  const oc = obj.record.other_config
-  if (typeof oc !== 'object' || oc === null) return undefined
-  const v = (oc as Record<string, unknown>)[key]
-  return typeof v === 'string' ? v : undefined
-}
-
-/** XO's `xo:backup:datetime` (`20261125T22:30:00Z`, XAPI's format; our older releases wrote `20261125T223000Z`) → `20261125T223000Z`. */
-export function snapshotDatetime(obj: XapiObject): string | undefined {
-  const datetime = tagOf(obj, TAG_DATETIME)?.replace(/:/g, '')
-  return datetime !== undefined && isTimestamp(datetime) ? datetime : undefined
-}
-
 /** This job's backup snapshots of the VM (XO's `xo:backup:job` tag). */
 export async function listJobSnapshots(xapi: BackupXapi, vmRef: string, jobId: string): Promise<XapiObject[]> {
-  return (await xapi.listSnapshots(vmRef)).filter((s) => tagOf(s, TAG_JOB) === jobId)
+  return (await xapi.listSnapshots(vmRef)).filter((s) => tagOf(s.record, TAG_JOB) === jobId)
 }
 
 /**
@@ -55,7 +41,7 @@ export async function removeKilledAttemptSnapshots(
 ): Promise<XapiObject[]> {
   const kept: XapiObject[] = []
   for (const s of snapshots) {
-    const killed = tagOf(s, TAG_SCHEDULE) === scheduleId && tagOf(s, TAG_EXPORTED) !== 'true' && !heldByATarget.has(s.uuid)
+    const killed = tagOf(s.record, TAG_SCHEDULE) === scheduleId && tagOf(s.record, TAG_EXPORTED) !== 'true' && !heldByATarget.has(s.uuid)
     if (!killed) {
       kept.push(s)
       continue
@@ -97,13 +83,16 @@ export async function removeUntaggedSnapshots(xapi: BackupXapi, vmRef: string, t
   }
 }
 
-/** Keeps the newest max(1, retention) backup snapshots of this job (the newest is the next base). */
-export async function pruneSnapshots(xapi: BackupXapi, older: readonly XapiObject[], created: XapiObject, retention: number, task: Task): Promise<void> {
-  const keepOlder = Math.max(1, retention) - 1
-  const sorted = older
+/**
+ * Keeps the newest `keep` backup snapshots of this job and destroys the others: `created`, this run's,
+ * counts as the newest (its record may predate its tags), then the `older` ones by `xo:backup:datetime`
+ * (one without it counts as the oldest). A snapshot that cannot be destroyed stays, with a warning.
+ */
+export async function pruneSnapshots(xapi: BackupXapi, older: readonly XapiObject[], created: XapiObject, keep: number, task: Task): Promise<void> {
+  const newestFirst = older
     .filter((s) => s.ref !== created.ref)
-    .sort((a, b) => (snapshotDatetime(b) ?? '').localeCompare(snapshotDatetime(a) ?? ''))
-  for (const s of sorted.slice(keepOlder)) {
+    .sort((a, b) => (tagDatetime(b.record) ?? '').localeCompare(tagDatetime(a.record) ?? ''))
+  for (const s of [created, ...newestFirst].slice(Math.max(0, keep))) {
     try {
       await xapi.destroySnapshot(s.ref)
     } catch (error) {
@@ -121,6 +110,6 @@ export async function finishEarlierAttemptSnapshots(xapi: BackupXapi, vmUuid: st
   const snapshots = await listJobSnapshots(xapi, vm.ref, jobId)
   const snapshot = snapshots.find((s) => s.uuid === snapshotUuid)
   if (snapshot === undefined) return
-  if (tagOf(snapshot, TAG_EXPORTED) !== 'true') await setOnVmAndVdis(xapi, snapshot.ref, { [TAG_EXPORTED]: 'true' })
-  await pruneSnapshots(xapi, snapshots, snapshot, retention, task)
+  if (tagOf(snapshot.record, TAG_EXPORTED) !== 'true') await setOnVmAndVdis(xapi, snapshot.ref, { [TAG_EXPORTED]: 'true' })
+  await pruneSnapshots(xapi, snapshots, snapshot, Math.max(1, retention), task)
 }

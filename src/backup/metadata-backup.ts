@@ -24,7 +24,7 @@ import type { RemoteMetricsHook } from './ports.js'
 import { remoteOptionsOf } from './run.js'
 import { attachTaskLog, createTaskLog, type Task, type TaskLogEvent, type TaskSummary } from './task-log.js'
 
-export interface MetadataEnv {
+interface MetadataEnv {
   signal: AbortSignal
   emit?: (event: TaskLogEvent) => void
   parentTaskId?: string

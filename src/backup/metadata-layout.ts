@@ -24,7 +24,7 @@ import { isTimestamp } from './layout.js'
 export const DIR_XO_POOL_METADATA_BACKUPS = 'xo-pool-metadata-backups'
 export const DIR_XO_CONFIG_BACKUPS = 'xo-config-backups'
 
-export type MetadataBackup = Record<string, unknown> & { id: string; timestamp: number }
+type MetadataBackup = Record<string, unknown> & { id: string; timestamp: number }
 
 async function dirs(remote: Remote, path: string): Promise<string[]> {
   try {

@@ -41,7 +41,7 @@ export interface MirrorTarget {
   compression: 'none' | 'brotli'
 }
 
-export interface MirrorBackupContext {
+interface MirrorBackupContext {
   vmUuid: string
   jobId: string
   scheduleId: string
@@ -53,7 +53,7 @@ export interface MirrorBackupContext {
   onFileCopied?: (path: string) => Promise<void> | void
 }
 
-export interface MirrorBackupResult {
+interface MirrorBackupResult {
   succeeded: string[]
   failed: { id: string; error: SerializedError }[]
   sizeBytes: number

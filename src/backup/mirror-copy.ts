@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto'
 import { posix } from 'node:path'
-import { setMaxListeners } from 'node:events'
+import { once, setMaxListeners } from 'node:events'
 import type { Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import { BackupProxyError, serializeError, toError, type SerializedError } from '../common/errors.js'
@@ -30,7 +30,7 @@ import { openTarget } from './disk-export.js'
 import { fanOut, type FanOutTarget } from '../common/fan-out.js'
 import type { DiskMetrics, DiskTarget } from './ports.js'
 
-export interface MirrorSource {
+interface MirrorSource {
   url: string
   options: RemoteOptions
 }
@@ -157,16 +157,9 @@ export async function copyVhd(input: CopyVhdInput, { signal, onProgress, metrics
   }
 }
 
+/** Writes a chunk and waits for 'drain' when the stream asks (rejects on its 'error'). */
 async function writeAll(out: Writable, chunk: Buffer): Promise<void> {
-  if (out.write(chunk)) return
-  await new Promise<void>((resolve, reject) => {
-    const onError = (e: Error) => reject(e)
-    out.once('error', onError)
-    out.once('drain', () => {
-      out.off('error', onError)
-      resolve()
-    })
-  })
+  if (!out.write(chunk)) await once(out, 'drain')
 }
 
 /** XO's checksum string of an md5 digest. */

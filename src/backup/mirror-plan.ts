@@ -19,7 +19,7 @@ import type { JobSettings } from '../queue/tasks.js'
 import { matchPattern } from './smart-mode.js'
 
 /** What planning needs of one backup (a CatalogEntry reduced to its identity and metadata). */
-export interface PlannedBackup {
+interface PlannedBackup {
   /** `YYYYMMDDTHHmmssZ` */
   timestamp: string
   jobId: string
@@ -27,7 +27,7 @@ export interface PlannedBackup {
   metadata: object
 }
 
-export interface TransferPlan<B extends PlannedBackup> {
+interface TransferPlan<B extends PlannedBackup> {
   /** backups to copy, oldest first */
   transfer: B[]
   /** true when the filter left out backups that were not on the targets */

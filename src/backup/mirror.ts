@@ -30,7 +30,7 @@ import type { RemoteMetricsHook, StreamTaskRunner } from './ports.js'
 import { remoteOptionsOf } from './run.js'
 import { attachTaskLog, createTaskLog, type Task, type TaskLogEvent, type TaskSummary } from './task-log.js'
 
-export interface MirrorEnv {
+interface MirrorEnv {
   defaults: BackupSettings
   copier: MirrorCopier
   signal: AbortSignal

@@ -17,7 +17,8 @@
  */
 import { BackupProxyError, serializeError } from '../common/errors.js'
 import type { NbdServerInfo } from '../xapi/nbd/client.js'
-import { TAG_CHAIN_LENGTH, TAG_DATETIME, TAG_EXPORTED, TAG_JOB, TAG_VM, type BackupSnapshot } from './base-choice.js'
+import type { BackupSnapshot } from './base-choice.js'
+import { TAG_EXPORTED, TAG_JOB, TAG_VM, tagChainLength, tagDatetime, tagOf } from './backup-keys.js'
 import type { CatalogEntry } from './catalog.js'
 import { changedBlockIndexes, type NbdExportPlan } from './nbd-source.js'
 import type { BackupXapi, XapiDisk, XapiObject } from './ports.js'
@@ -44,7 +45,7 @@ export interface NbdSettings {
   snapshotRetention: number
 }
 
-export interface DiskReadPlan {
+interface DiskReadPlan {
   delta: boolean
   nbd?: NbdExportPlan
   notes: { level: 'info' | 'warning'; message: string }[]
@@ -53,12 +54,6 @@ export interface DiskReadPlan {
 /** A base made of `cbt_metadata` VDIs (its VM snapshot was destroyed with the data). */
 export interface CbtBaseSnapshot extends BackupSnapshot {
   cbtDisks: XapiDisk[]
-}
-
-const tag = (o: XapiObject, key: string): string | undefined => {
-  const oc = o.record.other_config as Record<string, unknown> | undefined
-  const v = oc?.[key]
-  return typeof v === 'string' ? v : undefined
 }
 
 export function isCbtBase(base: BackupSnapshot | undefined): base is CbtBaseSnapshot {
@@ -118,10 +113,10 @@ export async function enableCbt(xapi: BackupXapi, settings: NbdSettings, vmRef: 
 /** Base candidates made of this job's `cbt_metadata` VDIs, one per run, known to the targets. */
 export async function cbtBases(xapi: BackupXapi, vmUuid: string, jobId: string, holdings: ReadonlyMap<string, readonly CatalogEntry[]>): Promise<CbtBaseSnapshot[]> {
   if (xapi.nbd === undefined) return []
-  const vdis = (await xapi.nbd.listCbtMetadataVdis()).filter((v) => tag(v, TAG_JOB) === jobId && tag(v, TAG_VM) === vmUuid && tag(v, TAG_EXPORTED) === 'true')
+  const vdis = (await xapi.nbd.listCbtMetadataVdis()).filter((v) => tagOf(v.record, TAG_JOB) === jobId && tagOf(v.record, TAG_VM) === vmUuid && tagOf(v.record, TAG_EXPORTED) === 'true')
   const byDatetime = new Map<string, XapiObject[]>()
   for (const v of vdis) {
-    const d = tag(v, TAG_DATETIME)?.replace(/:/g, '')
+    const d = tagDatetime(v.record)
     if (d !== undefined) byDatetime.set(d, [...(byDatetime.get(d) ?? []), v])
   }
   const entries = [...holdings.values()].flat()
@@ -137,7 +132,7 @@ export async function cbtBases(xapi: BackupXapi, vmUuid: string, jobId: string, 
       if (src !== 'OpaqueRef:NULL') sourceVdiUuid = await xapi.getRecord('VDI', src).then((r) => r.uuid, () => v.uuid)
       cbtDisks.push({ vbd: { ref: '', uuid: '', record: {} }, vdi: v, sourceVdiUuid })
     }
-    out.push({ uuid: String(entry.metadata.vmSnapshot.uuid), ref: `cbt_metadata:${datetime}`, datetime, deltaChainLength: Number(tag(group[0]!, TAG_CHAIN_LENGTH) ?? 0) || 0, cbtDisks })
+    out.push({ uuid: String(entry.metadata.vmSnapshot.uuid), ref: `cbt_metadata:${datetime}`, datetime, deltaChainLength: tagChainLength(group[0]!.record), cbtDisks })
   }
   return out
 }

@@ -40,9 +40,9 @@ export interface NbdExportPlan {
 }
 
 /** The part of a parsed VHD stream the export uses. */
-export type DiskVhd = Pick<VhdStream, 'footer' | 'header' | 'blockOrder' | 'blocks' | 'bytesRead' | 'close'>
+type DiskVhd = Pick<VhdStream, 'footer' | 'header' | 'blockOrder' | 'blocks' | 'bytesRead' | 'close'>
 
-export interface DiskSource {
+interface DiskSource {
   vhd: DiskVhd
   sizeBytes?: number
   transport: 'nbd' | 'http'
@@ -53,7 +53,7 @@ export interface DiskSource {
   becameFull: boolean
 }
 
-export interface OpenDiskSourceOptions {
+interface OpenDiskSourceOptions {
   descriptor: VdiExportDescriptor
   nbd: NbdExportPlan | undefined
   signal: AbortSignal

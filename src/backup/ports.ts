@@ -164,7 +164,7 @@ export interface StreamTaskRunner {
 /** The progress an exporter, importer or copier port reports (what its thread task posts). */
 export type ProgressOf<F extends (input: never, options: never) => unknown> = Parameters<F>[1] extends { onProgress?: (progress: infer P) => void } ? P : never
 
-export interface StreamRunOptions<P = JsonValue> {
+interface StreamRunOptions<P = JsonValue> {
   signal?: AbortSignal
   /** the task's progress, as its thread posted it (typed by the task) */
   onProgress?: (progress: P) => void

@@ -121,10 +121,6 @@ export function createBackupRestoreProcessor(options: BackupProcessorOptions = {
   }
 }
 
-/** Without metrics (tools, tests). */
-export const backupRunProcessor = createBackupRunProcessor()
-export const backupVerifyProcessor = createBackupVerifyProcessor()
-
 async function runBackupJob(ctx: JobContext<'backup.run'>, remoteMetrics: RemoteMetricsHook | undefined): Promise<TaskResult> {
   let lastPercent = -1
   // XO adds job fields and settings between versions: kept, ignored, and said so in the task log

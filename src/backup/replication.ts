@@ -23,7 +23,8 @@
 import { BackupProxyError, XapiError, serializeError, toError } from '../common/errors.js'
 import type { XapiClient } from '../xapi/client.js'
 import { openVdiExport, type VdiExportDescriptor } from '../xapi/export.js'
-import { TAG_CONTENT_KEY, TAG_COPY_OF, TAG_DATETIME, TAG_JOB, TAG_QCOW2_FIX, TAG_SCHEDULE, TAG_VM, type BackupSnapshot } from './base-choice.js'
+import type { BackupSnapshot } from './base-choice.js'
+import { TAG_CONTENT_KEY, TAG_COPY_OF, TAG_DATETIME, TAG_JOB, TAG_QCOW2_FIX, TAG_SCHEDULE, TAG_SR, TAG_VM, tagOf } from './backup-keys.js'
 import { poolNetworks } from './import-vm-backup.js'
 import type { BackupXapi, XapiDisk, XapiObject } from './ports.js'
 import { putVdiImport } from '../xapi/restore-import.js'
@@ -31,7 +32,6 @@ import { IMPORTING, VM_FIELDS, matchNetwork, withoutBackupKeys } from './restore
 import type { Task } from './task-log.js'
 import { xapiDateTime } from './xo-records.js'
 
-const TAG_SR = 'xo:backup:sr'
 export const START_BLOCKED = 'Start operation for this vm is blocked, clone it if you want to use it.'
 export const CR_TAG = 'Continuous Replication'
 export const DR_TAG = 'Disaster Recovery'
@@ -47,7 +47,7 @@ export interface SrTarget {
   copyRetention: number
 }
 
-export interface ReplicaIds {
+interface ReplicaIds {
   jobId: string
   jobName: string
   scheduleId: string
@@ -56,24 +56,22 @@ export interface ReplicaIds {
 
 type Vm = ReturnType<XapiClient['listVms']>[number]
 
-const oc = (r: { other_config?: unknown }): Record<string, string> => (r.other_config ?? {}) as Record<string, string>
-
 /** XO's listReplicatedVms (old style: one VM per transfer, start blocked), oldest first. */
 export function listReplicas(client: XapiClient, ids: Pick<ReplicaIds, 'scheduleId' | 'vmUuid'>, srUuid: string): Vm[] {
   return client
     .listVms()
     .filter((vm) => {
-      const o = oc(vm)
-      return (o[TAG_JOB] === ids.scheduleId || o[TAG_SCHEDULE] === ids.scheduleId) && o[TAG_SR] === srUuid && o[TAG_VM] === ids.vmUuid && 'start' in (vm.blocked_operations ?? {})
+      const tag = (key: string): string | undefined => tagOf(vm, key)
+      return (tag(TAG_JOB) === ids.scheduleId || tag(TAG_SCHEDULE) === ids.scheduleId) && tag(TAG_SR) === srUuid && tag(TAG_VM) === ids.vmUuid && 'start' in (vm.blocked_operations ?? {})
     })
-    .sort((a, b) => ((oc(a)[TAG_DATETIME] ?? '') < (oc(b)[TAG_DATETIME] ?? '') ? -1 : 1))
+    .sort((a, b) => ((tagOf(a, TAG_DATETIME) ?? '') < (tagOf(b, TAG_DATETIME) ?? '') ? -1 : 1))
 }
 
-const complete = (vm: Vm): boolean => (oc(vm)[TAG_DATETIME] ?? INCOMPLETE_DATETIME) !== INCOMPLETE_DATETIME
+const complete = (vm: Vm): boolean => (tagOf(vm, TAG_DATETIME) ?? INCOMPLETE_DATETIME) !== INCOMPLETE_DATETIME
 
 /** Uuids of the source snapshots this SR holds a complete replica of (what a delta can chain onto). */
 export function replicatedSnapshots(target: SrTarget, ids: ReplicaIds): Set<string> {
-  return new Set(listReplicas(target.client, ids, target.id).filter(complete).map((vm) => oc(vm)[TAG_COPY_OF]).filter((u): u is string => u !== undefined))
+  return new Set(listReplicas(target.client, ids, target.id).filter(complete).map((vm) => tagOf(vm, TAG_COPY_OF)).filter((u): u is string => u !== undefined))
 }
 
 /** Destroys a VM (shut down first if running) and its disks, as XO's VM_destroy does. */
@@ -85,7 +83,7 @@ async function destroyVmAndDisks(client: XapiClient, vmRef: string): Promise<voi
   for (const ref of vdis) await client.destroyVdi(ref)
 }
 
-export interface ReplicateInput {
+interface ReplicateInput {
   ids: ReplicaIds
   mode: 'delta' | 'full'
   source: BackupXapi
@@ -99,7 +97,7 @@ export interface ReplicateInput {
   signal: AbortSignal
 }
 
-export interface ReplicationResult {
+interface ReplicationResult {
   succeeded: string[]
   failed: string[]
   sizeBytes: number
@@ -117,7 +115,7 @@ async function replicateToSrs(targets: readonly SrTarget[], input: ReplicateInpu
       const done = await transfer.run(() => replicateToSr(t, sr.$ref, input, exportTask), (r) => ({ size: r.size }))
       // retention counts the new replica: wait until this connection's cache shows it complete
       const datetime = xapiDateTime(input.timestampMs)
-      await t.client.waitObject('VM', done.vmRef, { predicate: (vm) => oc(vm)[TAG_DATETIME] === datetime && TAG_SR in oc(vm), signal: input.signal })
+      await t.client.waitObject('VM', done.vmRef, { predicate: (vm) => tagOf(vm, TAG_DATETIME) === datetime && tagOf(vm, TAG_SR) !== undefined, signal: input.signal })
       await applyCopyRetention(t, input, exportTask)
       const size = done.size
       exportTask.end('success')
@@ -152,11 +150,11 @@ async function applyCopyRetention(t: SrTarget, input: Pick<ReplicateInput, 'ids'
 function baseReplicaVdis(t: SrTarget, input: ReplicateInput, baseDisks: readonly XapiDisk[]): Map<string, { ref: string; baseSnapshotVdiRef: string }> {
   const out = new Map<string, { ref: string; baseSnapshotVdiRef: string }>()
   if (input.base === undefined) return out
-  const replica = listReplicas(t.client, input.ids, t.id).filter(complete).reverse().find((vm) => oc(vm)[TAG_COPY_OF] === input.base?.uuid)
+  const replica = listReplicas(t.client, input.ids, t.id).filter(complete).reverse().find((vm) => tagOf(vm, TAG_COPY_OF) === input.base?.uuid)
   if (replica === undefined) return out
   const replicaDisks = t.client.vmDisks(replica.$ref)
   for (const d of baseDisks) {
-    const copy = replicaDisks.find((r) => oc(r.vdi)[TAG_COPY_OF] === d.vdi.uuid)
+    const copy = replicaDisks.find((r) => tagOf(r.vdi, TAG_COPY_OF) === d.vdi.uuid)
     if (copy !== undefined) out.set(d.sourceVdiUuid, { ref: copy.vdi.$ref, baseSnapshotVdiRef: d.vdi.ref })
   }
   return out
@@ -308,7 +306,7 @@ async function finalize(client: XapiClient, input: ReplicateInput, vmRef: string
 }
 
 /** What a VM's backup reports per target (VmBackupResult without its duration). */
-export interface TargetsOutcome {
+interface TargetsOutcome {
   vmUuid: string
   timestamp: string
   full: boolean

@@ -19,10 +19,9 @@ import { importVmBackup, type ImportVmBackupResult } from './import-vm-backup.js
 import { remoteOptionsOf } from './run.js'
 import type { XvaImporter } from './xva-import.js'
 
-export type { RestoredVdi } from './import-vm-backup.js'
 export type RestoreToSrResult = ImportVmBackupResult
 
-export interface RestoreToSrEnv {
+interface RestoreToSrEnv {
   remote: Remote
   signal: AbortSignal
   root: LogTask

@@ -15,6 +15,7 @@
  *   that VLAN, else the pool default (the last network with a PIF); VIFs keep their MAC unless asked.
  */
 import { formatTimestamp, resolveVhdPath, sourceVdiUuid, type BackupMetadata, type XapiRecord } from './layout.js'
+import { TAG_CHAIN_LENGTH, TAG_CONTENT_KEY, TAG_COPY_OF, TAG_DATETIME, TAG_EXPORTED, TAG_JOB, TAG_QCOW2_FIX, TAG_SCHEDULE, TAG_VM } from './backup-keys.js'
 
 export const RESTORED_TAG = 'restored from backup'
 export const IMPORTING = 'Importing…'
@@ -22,15 +23,15 @@ const NULL_REF = 'OpaqueRef:NULL'
 
 /** `other_config` keys XO removes from restored VMs and VDIs (resetVmOtherConfig). */
 export const BACKUP_OTHER_CONFIG_KEYS = [
-  'xo:backup:contentKey',
-  'xo:copy_of',
-  'xo:backup:datetime',
-  'xo:backup:deltaChainLength',
-  'xo:backup:exported',
-  'xo:backup:includeNonNbdQcow2Fix',
-  'xo:backup:job',
-  'xo:backup:schedule',
-  'xo:backup:vm',
+  TAG_CONTENT_KEY,
+  TAG_COPY_OF,
+  TAG_DATETIME,
+  TAG_CHAIN_LENGTH,
+  TAG_EXPORTED,
+  TAG_QCOW2_FIX,
+  TAG_JOB,
+  TAG_SCHEDULE,
+  TAG_VM,
 ] as const
 
 export interface DiskPlan {
@@ -76,7 +77,7 @@ export const VM_FIELDS = [
   'has_vendor_device', 'name_description', 'order', 'shutdown_delay', 'start_delay', 'xenstore_data', 'HVM_shadow_multiplier', 'NVRAM',
 ] as const
 
-export interface PlanOptions {
+interface PlanOptions {
   /** the VM's name once restored (default `<name> (<timestamp>)`) */
   nameLabel?: string
   additionalVmTag?: string

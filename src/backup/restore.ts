@@ -19,7 +19,7 @@ import { listBackups, type CatalogEntry } from './catalog.js'
 import { resolveVhdPath, sourceVdiUuid } from './layout.js'
 import { SparseFileWriter } from './sparse-file.js'
 
-export interface RestoreSelection {
+interface RestoreSelection {
   vmUuid: string
   /** source VDI uuid (the disk's chain), or the snapshot VDI uuid of one backup */
   vdiUuid: string
@@ -27,7 +27,7 @@ export interface RestoreSelection {
   at?: string
 }
 
-export interface RestoreSource {
+interface RestoreSource {
   backup: CatalogEntry
   /** remote path of the disk's VHD in that backup */
   vhdPath: string
@@ -78,7 +78,7 @@ export function formatOfPath(path: string): 'raw' | 'vhd' {
   throw new BackupProxyError('E_USAGE', `--to ${path}: the output must end with .raw (or .img) for a raw image, or .vhd for a VHD`)
 }
 
-export interface RestoreResult {
+interface RestoreResult {
   timestamp: string
   vhdPath: string
   chain: string[]

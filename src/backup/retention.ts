@@ -11,7 +11,7 @@
  * before it in that list (we always chain onto the previous backup of the same target).
  */
 
-export interface RetentionDisk {
+interface RetentionDisk {
   /** VHD path relative to the remote root */
   path: string
   differencing: boolean
@@ -24,13 +24,13 @@ export interface RetentionBackup {
   disks: Record<string, RetentionDisk>
 }
 
-export interface MergePlan {
+interface MergePlan {
   vdiUuid: string
   /** oldest first; every element but the last is deleted, merged into the last which stays */
   chain: string[]
 }
 
-export interface RetentionPlan {
+interface RetentionPlan {
   keep: RetentionBackup[]
   /** metadata files to remove (first) */
   deleteMetadata: string[]

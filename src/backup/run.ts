@@ -27,21 +27,21 @@ import { selectVms } from './smart-mode.js'
 import type { SrTarget } from './replication.js'
 import type { XvaExporter } from './xva-export.js'
 
-export interface RunProgress {
+interface RunProgress {
   vmsTotal: number
   vmsDone: number
   /** bytes read from XAPI so far, all VMs */
   readBytes: number
 }
 
-export interface XapiConnection {
+interface XapiConnection {
   xapi: BackupXapi
   /** the client behind `xapi`, when there is one (health checks restore through it) */
   client?: XapiClient
   close(): Promise<void>
 }
 
-export interface BackupRunEnv {
+interface BackupRunEnv {
   /** the proxy's `backup` config section (defaults of every setting) */
   defaults: BackupSettings
   exporter: DiskExporter
@@ -67,7 +67,7 @@ export interface BackupRunEnv {
   importer?: DiskImporter
 }
 
-export interface EffectiveSettings extends VmSettings {
+interface EffectiveSettings extends VmSettings {
   concurrency: number
   timeoutMs: number
   nRetriesVmBackupFailures: number

@@ -13,6 +13,7 @@
  * = "has tag a"); anything else is compared with `===`.
  */
 import { BackupProxyError, type JsonValue } from '../common/errors.js'
+import { TAG_JOB } from './backup-keys.js'
 import type { Rec } from './ports.js'
 
 export function matchPattern(pattern: unknown, value: unknown): boolean {
@@ -61,7 +62,7 @@ export function selectVms(pattern: Record<string, JsonValue>, vms: readonly Reco
     if (!matchPattern(full, vm)) continue
     const blocked = (vm.blockedOperations ?? {}) as Record<string, unknown>
     const other = (vm.other ?? {}) as Record<string, unknown>
-    if ('start' in blocked && other['xo:backup:job'] === jobId) continue
+    if ('start' in blocked && other[TAG_JOB] === jobId) continue
     const tags = Array.isArray(vm.tags) ? (vm.tags as unknown[]) : []
     if (tags.some((t) => typeof t === 'string' && t.split('=', 1)[0] === 'xo:no-bak')) continue
     out.push(String(vm.uuid))

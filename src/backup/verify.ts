@@ -22,9 +22,9 @@ import { checkChain, openChain } from '../vhd/chain.js'
 import { checkCache, listBackedUpVms, listBackups, updateCache, type CatalogEntry } from './catalog.js'
 import { cachePath, resolveVhdPath, timestampOfName, vmDir } from './layout.js'
 
-export type ProblemKind = 'metadata' | 'missing' | 'chain' | 'data' | 'orphan' | 'leftover' | 'cache'
+type ProblemKind = 'metadata' | 'missing' | 'chain' | 'data' | 'orphan' | 'leftover' | 'cache'
 
-export interface VerifyProblem {
+interface VerifyProblem {
   kind: ProblemKind
   path: string
   message: string
@@ -32,7 +32,7 @@ export interface VerifyProblem {
   repaired?: boolean
 }
 
-export interface VerifyReport {
+interface VerifyReport {
   vms: number
   backups: number
   vhds: number
@@ -42,7 +42,7 @@ export interface VerifyReport {
   warnings: string[]
 }
 
-export interface VerifyOptions {
+interface VerifyOptions {
   vmUuid?: string
   /** only the backup of this metadata file */
   metadataPath?: string

@@ -15,7 +15,7 @@ export async function readVhdFooter(remote: Remote, path: string): Promise<VhdFo
   return (await openVhd(remote, path)).footer
 }
 
-export interface DirectorySinkOptions {
+interface DirectorySinkOptions {
   /** as XO's VhdDirectory writer: brotli or none (chunk-filters.json records it) */
   compression: 'none' | 'brotli'
   parent?: VhdParentRef

@@ -19,9 +19,8 @@ import { CancelledError, serializeError, toError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
 import { isTemporaryName, type Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
-import {
-  TAG_CHAIN_LENGTH, TAG_EXPORTED, chooseBase, type BackupSnapshot,
-} from './base-choice.js'
+import { chooseBase, type BackupSnapshot } from './base-choice.js'
+import { TAG_CHAIN_LENGTH, TAG_EXPORTED, tagChainLength, tagDatetime } from './backup-keys.js'
 import { listBackups, type CatalogEntry } from './catalog.js'
 import { aliasDataPath, formatTimestamp, parseTimestamp, resolveVhdPath, timestampOfName, vmDir } from './layout.js'
 import type { BackupXapi, DiskExporter, XapiObject } from './ports.js'
@@ -33,7 +32,7 @@ import { exportAndPublish, nbdSettingsOf } from './vm-export.js'
 
 import { backupVmFullMode } from './full-mode.js'
 import { doneByEarlierAttempt } from './earlier-attempt.js'
-import { listJobSnapshots, pruneSnapshots, removeKilledAttemptSnapshots, removeUntaggedSnapshots, snapshotDatetime, tagOf, takeBackupSnapshot } from './job-snapshots.js'
+import { listJobSnapshots, pruneSnapshots, removeKilledAttemptSnapshots, removeUntaggedSnapshots, takeBackupSnapshot } from './job-snapshots.js'
 import type { XvaExporter } from './xva-export.js'
 
 export interface RunTarget {
@@ -96,9 +95,9 @@ export interface VmBackupResult {
 }
 
 function toSnapshot(obj: XapiObject): BackupSnapshot | undefined {
-  const datetime = snapshotDatetime(obj)
+  const datetime = tagDatetime(obj.record)
   if (datetime === undefined) return undefined
-  return { uuid: obj.uuid, ref: obj.ref, datetime, deltaChainLength: Number(tagOf(obj, TAG_CHAIN_LENGTH) ?? 0) || 0 }
+  return { uuid: obj.uuid, ref: obj.ref, datetime, deltaChainLength: tagChainLength(obj.record) }
 }
 
 function throwIfAborted(signal: AbortSignal): void {
@@ -207,7 +206,7 @@ async function backupVmDisks(vmUuid: string, ctx: VmBackupContext, settings: VmS
     // as XO: the chain length, then the exported mark, on the snapshot and its VDIs
     await setOnVmAndVdis(xapi, snapshot.ref, { [TAG_CHAIN_LENGTH]: String(choice.deltaChainLength) })
     await setOnVmAndVdis(xapi, snapshot.ref, { [TAG_EXPORTED]: 'true' })
-    await pruneSnapshots(xapi, jobSnapshots, snapshot, settings.snapshotRetention, task)
+    await pruneSnapshots(xapi, jobSnapshots, snapshot, Math.max(1, settings.snapshotRetention), task)
     // XO's _removeSnapshotData: only once every target has this backup
     if (result.failed.length === 0) await purgeSnapshotData(xapi, nbdSettingsOf(settings), snapshot, cbtSnapshots, task)
     return { ...result, durationMs: performance.now() - t0 }

@@ -28,7 +28,7 @@ export function nbdSettingsOf(s: VmSettings): NbdSettings {
 }
 
 /** What exporting one VM's snapshot needs. */
-export interface VmExportInput {
+interface VmExportInput {
   vmUuid: string
   /** the VM and its new snapshot */
   vm: XapiObject

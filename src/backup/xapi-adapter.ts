@@ -5,6 +5,7 @@
 import type { JsonValue } from '../common/errors.js'
 import type { XapiClient } from '../xapi/client.js'
 import type { BackupXapi, Rec, XapiDisk, XapiObject } from './ports.js'
+import { TAG_COPY_OF, tagOf } from './backup-keys.js'
 import { xoVmObject } from './smart-mode.js'
 import { nbdXapi } from './nbd-xapi.js'
 
@@ -67,7 +68,7 @@ export function backupXapi(client: XapiClient): BackupXapi {
             sourceVdiUuid = client.get('VDI', vdi.snapshot_of).uuid
           } catch {
             // the source disk was deleted since: XO keeps the chain under the snapshot's own uuid then
-            sourceVdiUuid = vdi.other_config['xo:copy_of'] ?? vdi.uuid
+            sourceVdiUuid = tagOf(vdi, TAG_COPY_OF) ?? vdi.uuid
           }
         }
         return { vbd: obj(vbd), vdi: obj(vdi), sourceVdiUuid }

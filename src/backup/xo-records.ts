@@ -9,7 +9,7 @@
 import { METADATA_VERSION, formatTimestamp, vhdRelativePath, type BackupMetadata } from './layout.js'
 import { useVhdDirectory } from '../remotes/remote.js'
 import type { BackupXapi, Rec, XapiDisk, XapiObject } from './ports.js'
-import { TAG_BASE_DELTA, TAG_CONTENT_KEY, TAG_DATETIME, TAG_JOB, TAG_QCOW2_FIX, TAG_SCHEDULE, TAG_VM } from './base-choice.js'
+import { TAG_BASE_DELTA, TAG_CONTENT_KEY, TAG_DATETIME, TAG_JOB, TAG_QCOW2_FIX, TAG_SCHEDULE, TAG_VM } from './backup-keys.js'
 import type { RunTarget, VmBackupContext } from './vm-backup.js'
 
 /**
@@ -54,7 +54,7 @@ function asRecordMap(items: readonly XapiObject[]): Record<string, Rec> {
   return Object.fromEntries(items.map((i) => [i.ref, i.record]))
 }
 
-export interface MetadataInput {
+interface MetadataInput {
   vm: Rec
   snapshot: XapiObject
   disks: readonly XapiDisk[]

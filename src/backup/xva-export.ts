@@ -28,7 +28,7 @@ const PROGRESS_INTERVAL_MS = 250
 /** the export's socket chunks are gathered into writes of about this size */
 const WRITE_BYTES = 1024 * 1024
 
-export interface XvaTarget {
+interface XvaTarget {
   id: string
   url: string
   options: RemoteOptions

@@ -16,6 +16,7 @@ import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import type { XvaImportDescriptor } from '../xapi/descriptors.js'
 import { putXvaImport } from '../xva/http.js'
+import { countSentBytes } from './disk-import.js'
 
 export interface XvaImportInput {
   remote: { url: string; options: RemoteOptions }
@@ -33,8 +34,6 @@ export interface XvaImportResult {
 }
 
 export type XvaImporter = (input: XvaImportInput, options: { signal: AbortSignal; onProgress?: (p: { sentBytes: number; totalBytes: number }) => void }) => Promise<XvaImportResult>
-
-const PROGRESS_EVERY_BYTES = 16 * 1024 * 1024
 
 /** Passes bytes through, holding the last chunk back until the whole stream's MD5 matched `expected`. */
 class ChecksumGate extends Transform {
@@ -77,15 +76,7 @@ export const runXvaImport: XvaImporter = async (input, { signal, onProgress }) =
   try {
     const source = await remote.createReadStream(input.xvaPath, { signal })
     const gate = new ChecksumGate(input.checksum, input.xvaPath)
-    let sent = 0
-    let reported = 0
-    gate.on('data', (c: Buffer) => {
-      sent += c.length
-      if (sent - reported >= PROGRESS_EVERY_BYTES) {
-        reported = sent
-        onProgress?.({ sentBytes: sent, totalBytes: input.sizeBytes })
-      }
-    })
+    const sentBytes = countSentBytes(gate, input.sizeBytes, onProgress)
     source.once('error', (e) => gate.destroy(e))
     source.pipe(gate)
     let gateError: Error | undefined
@@ -96,8 +87,8 @@ export const runXvaImport: XvaImporter = async (input, { signal, onProgress }) =
       source.destroy()
       throw gateError ?? error
     }
-    onProgress?.({ sentBytes: sent, totalBytes: input.sizeBytes })
-    return { sentBytes: sent, durationMs: performance.now() - t0 }
+    onProgress?.({ sentBytes: sentBytes(), totalBytes: input.sizeBytes })
+    return { sentBytes: sentBytes(), durationMs: performance.now() - t0 }
   } finally {
     await remote.close()
   }

@@ -20,7 +20,7 @@ export interface RemoteFlags extends EncryptionKeyFlags {
   remotePasswordFile?: string
 }
 
-export interface CliRemote {
+interface CliRemote {
   remote: Remote
   /** the URL with its password filled in (for a VM restore's import) */
   url: string

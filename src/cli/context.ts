@@ -8,7 +8,7 @@ import type { Config } from '../config/index.js'
 import type { Logger, LogLevel } from '../common/log.js'
 import { formatBytes, parseDurationMs, parseSizeBytes } from '../common/units.js'
 
-export interface GlobalOptions {
+interface GlobalOptions {
   config?: string
   logLevel?: LogLevel
 }

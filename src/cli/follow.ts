@@ -54,7 +54,7 @@ export function failureOf(s: JobSummary): BackupProxyError | undefined {
   return new BackupProxyError(code, `job ${s.jobId} ended ${s.status}${cause === undefined ? '' : `: ${cause}`} (details: backup-proxy job show ${s.jobId})`)
 }
 
-export interface FollowOptions {
+interface FollowOptions {
   json?: boolean
   names?: ViewNames
   label?: string

@@ -31,7 +31,7 @@ export interface JobRow {
   error?: string
 }
 
-export interface JobFilter {
+interface JobFilter {
   state?: string
   proxy?: string
   pool?: string

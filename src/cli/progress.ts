@@ -7,7 +7,7 @@
 import { formatBytes, formatDurationMs } from '../common/units.js'
 import type { CliIo } from './context.js'
 
-export interface ProgressUpdate {
+interface ProgressUpdate {
   doneBytes?: number | undefined
   totalBytes?: number | undefined
   /** 0-100; derived from the bytes when absent */
@@ -16,7 +16,7 @@ export interface ProgressUpdate {
   detail?: string | undefined
 }
 
-export interface ProgressOptions {
+interface ProgressOptions {
   now?: () => number
   /** plain mode: minimum time between two lines (default 10 s) */
   intervalMs?: number
@@ -24,7 +24,7 @@ export interface ProgressOptions {
   width?: number
 }
 
-export interface Progress {
+interface Progress {
   update(u: ProgressUpdate): void
   /** a line of its own (an event) above the bar */
   print(text: string): void

@@ -13,6 +13,9 @@ import { formatRemoteUrl, parseRemoteUrl } from '../remotes/url.js'
 export const XAPI_PASSWORD_ENV = 'BACKUP_PROXY_XAPI_PASSWORD'
 export const REMOTE_PASSWORD_ENV = 'BACKUP_PROXY_REMOTE_PASSWORD'
 
+/** The help of `--remote-password-file`, the same on every command that opens a remote. */
+export const REMOTE_PASSWORD_FILE_HELP = `file holding the remote's password or S3 secret key, for a URL without it (or env ${REMOTE_PASSWORD_ENV})`
+
 /** A secret from a file (content, one trailing newline dropped) or else an environment variable. */
 async function readSecret(option: string, file: string | undefined, envName: string, env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
   if (file !== undefined) {
@@ -30,7 +33,7 @@ async function readSecret(option: string, file: string | undefined, envName: str
   return value === undefined || value === '' ? undefined : value
 }
 
-export interface XapiTarget {
+interface XapiTarget {
   /** the URL without credentials, no trailing slash */
   url: string
   username: string

@@ -48,7 +48,7 @@ export const ERROR_CODES = {
   E_NO_PROXY: 'no live proxy serves the queue',
 } as const
 
-export type ProxyErrorCode = keyof typeof ERROR_CODES
+type ProxyErrorCode = keyof typeof ERROR_CODES
 
 /** POSIX-style codes every remote maps its backend errors to. */
 export const POSIX_CODES = [
@@ -70,9 +70,9 @@ export type ErrorCode = ProxyErrorCode | PosixCode
 
 /** JSON-safe values kept in `fields` (they must survive structured clone and JSON). */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue }
-export type ErrorFields = Record<string, JsonValue>
+type ErrorFields = Record<string, JsonValue>
 
-export interface BackupProxyErrorOptions {
+interface BackupProxyErrorOptions {
   cause?: unknown
   fields?: ErrorFields
 }

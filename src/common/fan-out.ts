@@ -27,14 +27,14 @@ export interface FanOutTarget<B> {
   abort(reason: Error): Promise<void>
 }
 
-export interface FanOutOptions {
+interface FanOutOptions {
   /** blocks in flight per target, default 2 */
   maxPendingPerTarget?: number
   signal?: AbortSignal
   onTargetFailed?: (id: string, error: Error) => void
 }
 
-export interface FanOutResult {
+interface FanOutResult {
   succeeded: string[]
   failed: { id: string; error: Error }[]
   blocks: number

@@ -11,7 +11,7 @@ export type { Logger } from 'pino'
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
 
-export interface LoggerOptions {
+interface LoggerOptions {
   level?: LogLevel
   /** Pretty output; default: stderr is a TTY. */
   pretty?: boolean

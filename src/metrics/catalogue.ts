@@ -26,8 +26,6 @@ export interface MetricSpec {
   fromThreads: boolean
 }
 
-export const METRIC_PREFIX = 'backup_proxy_'
-
 const JOB_DURATION_BUCKETS = [1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14_400, 28_800, 86_400] as const
 const DISK_EXPORT_BUCKETS = [0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14_400, 43_200] as const
 const REMOTE_OP_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300] as const

@@ -25,7 +25,7 @@ export interface MetricsMessage {
   deltas: MetricDelta[]
 }
 
-export interface ApplyResult {
+interface ApplyResult {
   applied: number
   rejected: { delta: unknown; rejection: Rejection }[]
 }

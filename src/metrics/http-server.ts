@@ -18,7 +18,7 @@ import { ConfigInvalidError } from '../common/errors.js'
 import type { Readiness } from './readiness.js'
 import type { ProxyMetrics } from './registry.js'
 
-export interface HttpServerOptions {
+interface HttpServerOptions {
   /** `host:port` (`[::1]:9464` for IPv6); port 0 picks a free one (see `url`) */
   listen: string
   metrics: ProxyMetrics

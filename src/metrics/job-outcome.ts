@@ -5,7 +5,7 @@
  * night was not lost, but something must be looked at), and the backup job and schedule it ran.
  */
 
-export interface JobOutcome {
+interface JobOutcome {
   status: string
   backup?: { job: string; schedule: string }
 }

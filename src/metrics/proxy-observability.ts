@@ -18,7 +18,7 @@ import type { ProxyMetrics } from './registry.js'
 export type RuntimeState = 'new' | 'running' | 'draining' | 'stopped'
 
 /** What metrics and readiness need to see of a proxy runtime. */
-export interface ObservedRuntime {
+interface ObservedRuntime {
   readonly state: RuntimeState
   /** the Redis client of the runtime's queues */
   readonly redis: PingableRedis
@@ -27,7 +27,7 @@ export interface ObservedRuntime {
   poolStats(): { threads: number; busy: number } | undefined
 }
 
-export interface JobEndInfo {
+interface JobEndInfo {
   /** task kind (the BullMQ job name, e.g. backup.run) */
   kind: string
   /** success, partial, failure, cancelled, interrupted, skipped, requeued (see jobOutcome) */
@@ -41,7 +41,7 @@ export interface JobEndInfo {
   retrying?: boolean
 }
 
-export interface MetricsHooks {
+interface MetricsHooks {
   onMetrics: (deltas: unknown) => void
   onJobEnd: (info: JobEndInfo) => void
 }
@@ -61,7 +61,7 @@ export function metricsHooks(metrics: ProxyMetrics, logger: Pick<Logger, 'warn'>
   }
 }
 
-export interface ObservabilityOptions {
+interface ObservabilityOptions {
   metrics: ProxyMetrics
   runtime: ObservedRuntime
   /** BullMQ Queue objects of the queues this proxy serves (for backup_proxy_queue_jobs) */

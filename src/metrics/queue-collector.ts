@@ -13,8 +13,8 @@ import { validateLabelValue } from './catalogue.js'
 import type { ProxyMetrics } from './registry.js'
 
 /** Job states reported, as BullMQ names them. */
-export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'] as const
-export type QueueState = (typeof QUEUE_STATES)[number]
+const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'] as const
+type QueueState = (typeof QUEUE_STATES)[number]
 
 /** What is needed of a BullMQ Queue (a `Queue` instance fits). */
 export interface CountableQueue {
@@ -22,7 +22,7 @@ export interface CountableQueue {
   getJobCounts(...types: QueueState[]): Promise<Record<string, number>>
 }
 
-export interface QueueCollectorOptions {
+interface QueueCollectorOptions {
   /** bound on each getJobCounts at scrape time; default 2000 ms */
   timeoutMs?: number
   onError?: (error: unknown, queue: string) => void

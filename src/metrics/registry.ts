@@ -16,9 +16,9 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric
 import { VERSION } from '../version.js'
 import { METRIC_SPECS, metricSpec, validateLabelValue, type MetricKind, type MetricName, type MetricSpec } from './catalogue.js'
 
-export type Labels = Record<string, string>
+type Labels = Record<string, string>
 
-export interface CreateMetricsOptions {
+interface CreateMetricsOptions {
   /** value of `backup_proxy_build_info{version}`; default: package.json's version */
   version?: string
   /** register prom-client's default process/Node.js metrics; default true */
@@ -26,14 +26,14 @@ export interface CreateMetricsOptions {
 }
 
 /** One write to a metric: counter increment, histogram observation, or gauge increment (may be < 0). */
-export interface MetricWrite {
+interface MetricWrite {
   metric: string
   kind: MetricKind
   labels: Labels
   value: number
 }
 
-export type RejectReason = 'unknown_metric' | 'wrong_kind' | 'not_from_threads' | 'bad_labels' | 'bad_value'
+type RejectReason = 'unknown_metric' | 'wrong_kind' | 'not_from_threads' | 'bad_labels' | 'bad_value'
 
 export interface Rejection {
   reason: RejectReason

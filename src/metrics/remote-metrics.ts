@@ -27,7 +27,7 @@ export type RemoteEventSource = Pick<Remote, 'on' | 'off'>
  * Where remote metrics go: the main thread's ProxyMetrics, or a thread-side recorder of deltas (a
  * ThreadMetricsRecorder, or any object with its `inc` and `observe`, such as a pool task's context).
  */
-export type RemoteMetricsTarget = ProxyMetrics | Pick<ThreadMetricsRecorder, 'inc' | 'observe'>
+type RemoteMetricsTarget = ProxyMetrics | Pick<ThreadMetricsRecorder, 'inc' | 'observe'>
 
 /**
  * Subscribes to the remote's events; returns a function that unsubscribes. Throws a RangeError when

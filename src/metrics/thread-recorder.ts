@@ -16,7 +16,7 @@ import { toError } from '../common/errors.js'
 import type { MetricKind } from './catalogue.js'
 import type { MetricDelta, MetricsMessage } from './deltas.js'
 
-export interface ThreadMetricsRecorderOptions {
+interface ThreadMetricsRecorderOptions {
   /** how often pending deltas are sent; default 1000 ms; 0 disables the timer */
   flushIntervalMs?: number
   /** pending histogram observations that trigger a send; default 1000 */

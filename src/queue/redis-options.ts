@@ -28,7 +28,7 @@ export function reconnectDelayMs(times: number): number {
   return Math.round(base * (0.8 + Math.random() * 0.4))
 }
 
-export interface HostPort {
+interface HostPort {
   host: string
   port: number
 }
@@ -163,7 +163,7 @@ export function redisOptions(config: RedisConfig): ProxyRedisOptions {
 }
 
 /** Options of each node of a cluster. */
-export interface ClusterNodeOptions {
+interface ClusterNodeOptions {
   username?: string
   password?: string
   tls?: TlsOptions

@@ -19,7 +19,7 @@ export interface RemoteLease {
   release(): void
 }
 
-export interface RemoteCacheOptions {
+interface RemoteCacheOptions {
   /** how long an unused remote stays open, ms (default 30 s; 0 closes it on the last release) */
   idleMs?: number
   /** makes a remote (default createRemote); tests count opens through it */

@@ -40,7 +40,7 @@ import { Remote, type ListEntry, type ListOptions, type ReadRange, type RemoteCa
 const ENCRYPTION_FILE = 'encryption.json'
 const METADATA_FILE = 'metadata.json'
 
-export interface EncryptionOptions {
+interface EncryptionOptions {
   /** 32 bytes: Xen Orchestra's encryptionKey, 32 ASCII characters (64 hex digits: old remotes only) */
   key: string
   /** for a new remote; an existing one keeps what its encryption.json says. Default chacha20-poly1305 (XO's) */

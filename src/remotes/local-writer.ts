@@ -9,7 +9,7 @@ import { link, mkdir, open, rename, unlink, type FileHandle } from 'node:fs/prom
 import { dirname } from 'node:path'
 import { Writable } from 'node:stream'
 
-export interface LocalWriterOptions {
+interface LocalWriterOptions {
   finalPath: string
   tmpPath: string
   exclusive: boolean

@@ -4,22 +4,11 @@
  * public contract, so it measures what backups see on every kind of remote.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import type { Writable } from 'node:stream'
+import { once } from 'node:events'
 import { finished } from 'node:stream/promises'
 import { RemoteError } from '../common/errors.js'
 import type { Remote } from './remote.js'
 import type { RemoteTestResult } from './remote-types.js'
-
-async function drained(out: Writable): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const onError = (e: Error) => reject(e)
-    out.once('error', onError)
-    out.once('drain', () => {
-      out.off('error', onError)
-      resolve()
-    })
-  })
-}
 
 /** Writes `sizeBytes` of random data to `path` and returns the written data's digest and the duration. */
 async function writeProbe(remote: Remote, path: string, sizeBytes: number, signal: AbortSignal | undefined): Promise<{ digest: Buffer; ms: number }> {
@@ -31,7 +20,7 @@ async function writeProbe(remote: Remote, path: string, sizeBytes: number, signa
     const part = left >= chunk.length ? chunk : chunk.subarray(0, left)
     written.update(part)
     left -= part.length
-    if (!out.write(part)) await drained(out)
+    if (!out.write(part)) await once(out, 'drain')
   }
   out.end()
   await finished(out)

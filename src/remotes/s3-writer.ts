@@ -32,7 +32,7 @@ export function choosePartSizeBytes(expectedBytes: number | undefined, floorByte
   return size
 }
 
-export interface S3WriterOptions {
+interface S3WriterOptions {
   client: S3Client
   /** the SDK modules (loaded by the remote: s3-sdk.ts) */
   sdk: S3Sdk

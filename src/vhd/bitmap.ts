@@ -9,10 +9,6 @@ export function sectorIsSet(bitmap: Uint8Array, sector: number): boolean {
   return (((bitmap[sector >> 3] ?? 0) << (sector & 7)) & 0x80) !== 0
 }
 
-export function setSector(bitmap: Uint8Array, sector: number): void {
-  bitmap[sector >> 3] = (bitmap[sector >> 3] ?? 0) | (0x80 >> (sector & 7))
-}
-
 /** A bitmap with every sector of a block set. */
 export function fullBitmap(blockSizeBytes: number): Buffer {
   const buf = Buffer.alloc(bitmapSizeBytes(blockSizeBytes))
@@ -26,12 +22,5 @@ export function bitmapIsFull(bitmap: Uint8Array, blockSizeBytes: number): boolea
   const whole = sectors >> 3
   for (let i = 0; i < whole; i++) if (bitmap[i] !== 0xff) return false
   for (let s = whole * 8; s < sectors; s++) if (!sectorIsSet(bitmap, s)) return false
-  return true
-}
-
-/** True when no sector is marked present. */
-export function bitmapIsEmpty(bitmap: Uint8Array, blockSizeBytes: number): boolean {
-  const sectors = blockSizeBytes / SECTOR_SIZE
-  for (let i = 0; i < Math.ceil(sectors / 8); i++) if (bitmap[i] !== 0) return false
   return true
 }

@@ -11,7 +11,7 @@
  * pool allocates a new one: a missed release costs an allocation, never a corrupted block.
  */
 
-export interface VhdBlockPoolOptions {
+interface VhdBlockPoolOptions {
   /** free buffers kept for reuse (beyond that, released buffers are left to the GC); default 8 */
   maxFree?: number
 }

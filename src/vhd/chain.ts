@@ -199,7 +199,7 @@ export async function openChain(remote: Remote, path: string, options: { signal?
   return new VhdChain(vhds)
 }
 
-export interface ChainReport {
+interface ChainReport {
   /** paths, child first */
   paths: string[]
   /** consistent but worth knowing (e.g. parent timestamp differs: XO's chaining does not update it) */

@@ -60,7 +60,7 @@ const BROTLI_STORED_TRAILER: Buffer = Buffer.from([0x03])
  * Estimated Shannon entropy (bits per byte) of a sample of the buffer: 16 slices of 1 KiB spread
  * over it. Random or encrypted data is ≈ 8; text, zeros and file system metadata are far lower.
  */
-export function sampledEntropy(buf: Uint8Array): number {
+function sampledEntropy(buf: Uint8Array): number {
   const counts = new Uint32Array(256)
   const slices = 16
   const slice = Math.min(1024, Math.floor(buf.length / slices))
@@ -88,7 +88,7 @@ export function sampledEntropy(buf: Uint8Array): number {
 /** Above this sampled entropy a block is stored without trying to compress it. */
 const INCOMPRESSIBLE_ENTROPY = 7.5
 
-export interface CompressedChunk {
+interface CompressedChunk {
   /** buffers to write one after the other (no concatenation: the payload may be the caller's buffer) */
   parts: Buffer[]
   sizeBytes: number

@@ -25,7 +25,7 @@ import type { VhdParentRef, VhdSink, VhdSinkResult } from './sink.js'
 import type { VhdBlock } from './stream-parser.js'
 import { WritableSink } from './writable.js'
 
-export interface VhdDirectorySinkOptions {
+interface VhdDirectorySinkOptions {
   compression?: ChunkCompression
   /** data directory; default `<dir of alias>/data/<alias name without .alias.vhd>.vhd` */
   dataPath?: string

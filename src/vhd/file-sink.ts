@@ -20,7 +20,7 @@ import type { VhdParentRef, VhdSink, VhdSinkResult } from './sink.js'
 import type { VhdBlock } from './stream-parser.js'
 import { WritableSink } from './writable.js'
 
-export interface VhdFileSinkOptions {
+interface VhdFileSinkOptions {
   /** chain the written file to this parent (makes it differencing) */
   parent?: VhdParentRef
   /** refuse to replace an existing file (EEXIST) */

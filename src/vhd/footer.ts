@@ -27,7 +27,7 @@ import {
 import { corrupt } from './corrupt.js'
 import { newUuid, uuidFromBytes, uuidToBytes } from './uuid.js'
 
-export interface DiskGeometry {
+interface DiskGeometry {
   cylinders: number
   heads: number
   sectorsPerTrack: number

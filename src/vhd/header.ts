@@ -12,12 +12,12 @@
  * on it for bounds (the data length is what is read) and write sectors as XO does.
  */
 import { vhdChecksum } from './checksum.js'
-import { BLOCK_UNUSED, DEFAULT_BLOCK_SIZE, DISK_TYPES, FOOTER_SIZE, HEADER_COOKIE, HEADER_SIZE, HEADER_VERSION, KNOWN_PLATFORM_CODES, PARENT_LOCATOR_ENTRIES, PLATFORMS, SECTOR_SIZE, blockCount } from './constants.js'
+import { DEFAULT_BLOCK_SIZE, DISK_TYPES, FOOTER_SIZE, HEADER_COOKIE, HEADER_SIZE, HEADER_VERSION, KNOWN_PLATFORM_CODES, PARENT_LOCATOR_ENTRIES, PLATFORMS, SECTOR_SIZE, blockCount } from './constants.js'
 import { corrupt } from './corrupt.js'
 import { readU64, writeU64, type VhdFooter } from './footer.js'
 import { NULL_UUID, uuidFromBytes, uuidToBytes } from './uuid.js'
 
-export interface ParentLocatorEntry {
+interface ParentLocatorEntry {
   platformCode: number
   /** declared space (sectors per the spec) */
   platformDataSpace: number
@@ -169,11 +169,3 @@ export function createHeader(options: { currentSizeBytes: number; blockSizeBytes
     parentLocators: Array.from({ length: PARENT_LOCATOR_ENTRIES }, emptyLocator),
   }
 }
-
-/** Data of a W2KU/W2RU locator (UTF-16LE path) as text; other platforms as UTF-8. */
-export function decodeLocatorData(platformCode: number, data: Buffer): string {
-  if (platformCode === PLATFORMS.W2KU || platformCode === PLATFORMS.W2RU) return data.toString('utf16le').replace(/\0+$/, '')
-  return data.toString('utf8').replace(/\0+$/, '')
-}
-
-export { BLOCK_UNUSED }

@@ -51,7 +51,7 @@ interface MergeState {
   step: MergeStep
 }
 
-export interface MergeOptions {
+interface MergeOptions {
   signal?: AbortSignal
   /** called after each merged block */
   onProgress?: (done: number, total: number) => void
@@ -61,7 +61,7 @@ export interface MergeOptions {
   crashAfterBlocks?: number
 }
 
-export interface MergeResult {
+interface MergeResult {
   /** where the merged VHD now lives (the child's path) */
   path: string
   mode: 'inplace' | 'rewrite'

@@ -91,7 +91,7 @@ class VhdFileReader implements VhdReader {
   }
 }
 
-export async function openVhdFile(remote: Remote, path: string, signal?: AbortSignal): Promise<VhdReader> {
+async function openVhdFile(remote: Remote, path: string, signal?: AbortSignal): Promise<VhdReader> {
   const { size } = await remote.stat(path)
   if (size < FOOTER_SIZE * 2 + HEADER_SIZE) throw corrupt('stream', 'length', 0, `${path} is ${size} bytes, too small for a dynamic VHD`)
   const head = await readRange(remote, path, 0, FOOTER_SIZE + HEADER_SIZE, signal)

@@ -43,7 +43,7 @@ export interface VhdSink {
   abort(reason: unknown): Promise<void>
 }
 
-export interface PumpResult {
+interface PumpResult {
   results: Map<VhdSink, VhdSinkResult>
   failures: Map<VhdSink, Error>
 }

@@ -36,13 +36,13 @@ export interface VhdBlock {
   buffer: Buffer
 }
 
-export interface ParentLocatorData {
+interface ParentLocatorData {
   index: number
   platformCode: number
   data: Buffer
 }
 
-export interface OpenVhdStreamOptions {
+interface OpenVhdStreamOptions {
   signal?: AbortSignal
   /**
    * Block buffers are taken from this pool when a block must be gathered from several source chunks;

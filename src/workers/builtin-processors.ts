@@ -14,7 +14,7 @@ import { registerStandIns } from './stand-ins/processors.js'
 import type { BackupProcessorOptions } from '../backup/processors.js'
 import { attachRemoteMetrics, type ProxyMetrics } from '../metrics/index.js'
 
-export interface BuiltinOptions {
+interface BuiltinOptions {
   standIns?: boolean
   /** the proxy's metrics registry: the engine's main-thread remotes report into it */
   metrics?: ProxyMetrics

@@ -23,16 +23,15 @@ import type { SerializedError } from '../common/errors.js'
 import type { ThreadTaskInput, ThreadTaskName, ThreadTaskOutput, ThreadTaskProgress } from './thread-tasks.js'
 
 // The metric delta message is defined once, by the metrics module that applies it.
-export type { MetricDelta, MetricsMessage } from '../metrics/deltas.js'
-export type { MetricKind } from '../metrics/catalogue.js'
+export type { MetricDelta } from '../metrics/deltas.js'
 import type { MetricDelta, MetricsMessage } from '../metrics/deltas.js'
 
-export interface ProgressMessage<P> {
+interface ProgressMessage<P> {
   type: 'progress'
   progress: P
 }
 
-export interface StartedMessage {
+interface StartedMessage {
   type: 'started'
   threadId: number
 }
@@ -40,7 +39,7 @@ export interface StartedMessage {
 /** What a task of kind N posts to the main thread. */
 export type ThreadToMainMessage<N extends ThreadTaskName = ThreadTaskName> = MetricsMessage | ProgressMessage<ThreadTaskProgress<N>> | StartedMessage
 
-export interface CancelMessage {
+interface CancelMessage {
   type: 'cancel'
   /** why: operator cancel, shutdown, timeout (becomes the CancelledError's message) */
   reason: string

@@ -24,7 +24,7 @@ import { isThreadResult, isThreadToMainMessage, type MainToThreadMessage, type M
 import { releaseThreads } from './thread-release.js'
 import type { ThreadTaskInput, ThreadTaskName, ThreadTaskOutput, ThreadTaskProgress } from './thread-tasks.js'
 
-export interface StreamPoolOptions {
+interface StreamPoolOptions {
   /** at most this many threads (one stream each) */
   threads: number
   /** a thread idle this long is retired (default THREAD_IDLE_TIMEOUT_MS) */
@@ -34,7 +34,7 @@ export interface StreamPoolOptions {
   onMetrics?: (deltas: MetricDelta[]) => void
 }
 
-export interface PoolRunOptions<N extends ThreadTaskName = ThreadTaskName> {
+interface PoolRunOptions<N extends ThreadTaskName = ThreadTaskName> {
   signal?: AbortSignal
   /** the task's progress, of the type its thread task posts (thread-tasks.ts) */
   onProgress?: (progress: ThreadTaskProgress<N>) => void

@@ -19,7 +19,6 @@
  * retries transient errors with backoff, and never retries E_TASK_INVALID, E_CANCELLED, auth failures
  * or errors whose `fields.retryable` is false.
  */
-import type { JsonValue } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
 import type { Config } from '../config/index.js'
 import type { JobProgress } from '../queue/client.js'
@@ -72,6 +71,3 @@ export class ProcessorRegistry {
     return [...this.#processors.keys()]
   }
 }
-
-/** Helper for processors: a JSON-safe result of an error for `LogTask.end('failure', ...)`. */
-export type ErrorResult = { [key: string]: JsonValue }

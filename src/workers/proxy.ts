@@ -41,7 +41,7 @@ import { runJob, type ActiveJob, type RunJobDeps as JobDeps } from './run-job.js
 import { RedisLossWatch } from './redis-loss-watch.js'
 import { TaskLogFlusher } from './task-log-flusher.js'
 
-export interface ProxyRuntimeOptions {
+interface ProxyRuntimeOptions {
   config: Config
   processors: ProcessorRegistry
   sealKey: SealKey
@@ -53,7 +53,7 @@ export interface ProxyRuntimeOptions {
   heartbeatIntervalMs?: number
 }
 
-export interface ScaleSettings {
+interface ScaleSettings {
   threads?: number
   concurrency?: number
 }

@@ -17,7 +17,7 @@
  */
 import type { RedisClient } from '../queue/redis.js'
 
-export interface RedisLossWatchOptions {
+interface RedisLossWatchOptions {
   /** the runtime's own connection; BullMQ's talk to the same server */
   redis: Pick<RedisClient, 'status'>
   /** true once nothing is gained by waiting for Redis (no running job, or the grace period over) */

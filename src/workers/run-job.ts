@@ -52,7 +52,7 @@ function isRetryable(error: unknown): boolean {
 }
 
 /** Why a job's signal aborted; `shutdown` and `lock-lost` leave the job to be run again. */
-export type AbortCause = 'cancel' | 'timeout' | 'shutdown' | 'lock-lost'
+type AbortCause = 'cancel' | 'timeout' | 'shutdown' | 'lock-lost'
 
 class JobAbort extends CancelledError {
   constructor(

@@ -27,7 +27,7 @@ import { builtinProcessors } from './builtin-processors.js'
 import type { ProcessorRegistry } from './processors.js'
 import { ProxyRuntime } from './proxy.js'
 
-export interface ServeOptions {
+interface ServeOptions {
   config: Config
   logger: Logger
   /** how to reload the configuration on SIGHUP (same file and flags as at start) */

@@ -9,7 +9,7 @@
 /** Events are held at most this long before they are written (live listeners see them this late). */
 const TASK_LOG_FLUSH_MS = 50
 
-export interface FlushableWriter {
+interface FlushableWriter {
   /** performance.now() of the oldest pending line */
   readonly waitingSince: number
   flush(): Promise<void>

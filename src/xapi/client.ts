@@ -5,8 +5,8 @@
  *   the package keeps the cache current through `event.from`, logs in again on SESSION_INVALID, and
  *   `call()` reconnects when the connection was dropped;
  * - list VMs/VDIs/VBDs/VIFs/SRs as typed plain records, wait for an object by ref/uuid through events;
- * - snapshot/checkpoint, tag and `other_config` (`xo:backup:*`), find a job's backup snapshots,
- *   destroy a snapshot with its VDIs;
+ * - snapshot/checkpoint, tags and `other_config` entries (what XO's backups write there is
+ *   src/backup/backup-keys.ts), destroy a snapshot with its VDIs;
  * - exports: `exportDescriptor()` returns plain data (session, refs, a fresh task) that a worker thread
  *   opens with `openVdiExport()`; `openExport()` does both on this thread; `cancelTask()` stops it;
  * - imports (restore): `createVdi()` on an SR, `importDescriptor()` (same plain data for a
@@ -22,9 +22,9 @@ import { CancelledError, TimeoutError, XapiError } from '../common/errors.js'
 import { SESSION_RENEWING, isTransient, toXapiError } from './errors.js'
 import type { VdiImportDescriptor, XvaExportDescriptor, XvaImportDescriptor } from './descriptors.js'
 import { openVdiExport, type VdiExport, type VdiExportDescriptor } from './export.js'
-import { BACKUP_KEYS, type XapiRef, type XapiType, type XapiTypes, type XapiVdi, type XapiVm } from './types.js'
+import { type XapiRef, type XapiType, type XapiTypes, type XapiVdi, type XapiVm } from './types.js'
 
-export interface XapiConnectOptions {
+interface XapiConnectOptions {
   /** `https://host[:port]` (credentials in the URL are refused: pass user/password) */
   url: string
   user: string
@@ -37,20 +37,12 @@ export interface XapiConnectOptions {
   retry?: { tries?: number; initialDelayMs?: number; maxDelayMs?: number }
 }
 
-export interface CreateVdiOptions {
+interface CreateVdiOptions {
   srRef: XapiRef
   nameLabel: string
   nameDescription?: string
   virtualSizeBytes: number
   otherConfig?: Record<string, string>
-}
-
-export interface BackupSnapshotInfo {
-  jobId: string
-  scheduleId: string
-  vmUuid: string
-  /** ISO or XO timestamp string stored as `xo:backup:datetime` */
-  datetime: string
 }
 
 /** How long a settled task's outcome stays readable by `waitTask()`. */
@@ -304,38 +296,8 @@ export class XapiClient {
     await this.withRetry(`setting other_config of ${type} ${ref}`, false, () => this.xapi.setFieldEntries(type, ref, 'other_config', entries))
   }
 
-  /** Marks a snapshot as a backup snapshot of a job (XO's `xo:backup:*` keys). */
-  async setBackupInfo(snapshotRef: XapiRef, info: BackupSnapshotInfo): Promise<void> {
-    await this.setOtherConfig('VM', snapshotRef, {
-      [BACKUP_KEYS.job]: info.jobId,
-      [BACKUP_KEYS.schedule]: info.scheduleId,
-      [BACKUP_KEYS.vm]: info.vmUuid,
-      [BACKUP_KEYS.datetime]: info.datetime,
-    })
-  }
-
-  /** `xo:backup:exported = true`: the snapshot's export completed (it can serve as a delta base). */
-  async markExported(snapshotRef: XapiRef): Promise<void> {
-    await this.setOtherConfig('VM', snapshotRef, { [BACKUP_KEYS.exported]: 'true' })
-  }
-
   async addTag(type: 'VM' | 'VDI', ref: XapiRef, tag: string): Promise<void> {
     await this.call(`${type}.add_tags`, ref, tag)
-  }
-
-  /** The backup snapshots of a VM for a job (optionally a schedule), oldest first. */
-  findBackupSnapshots(vmRefOrUuid: string, filter: { jobId: string; scheduleId?: string; exportedOnly?: boolean }): XapiVm[] {
-    const vm = this.get('VM', vmRefOrUuid)
-    return this.listVms({ includeSnapshots: true })
-      .filter(
-        (s) =>
-          s.is_a_snapshot &&
-          s.snapshot_of === vm.$ref &&
-          s.other_config[BACKUP_KEYS.job] === filter.jobId &&
-          (filter.scheduleId === undefined || s.other_config[BACKUP_KEYS.schedule] === filter.scheduleId) &&
-          (filter.exportedOnly !== true || s.other_config[BACKUP_KEYS.exported] === 'true'),
-      )
-      .sort((a, b) => (a.snapshot_time < b.snapshot_time ? -1 : a.snapshot_time > b.snapshot_time ? 1 : 0))
   }
 
   /** Destroys a snapshot VM and then its VDIs (XAPI's VM.destroy keeps the VDIs). */

@@ -36,7 +36,7 @@ export interface VdiExportDescriptor {
   maxRateBytesPerSecond?: number
 }
 
-export interface OpenVdiExportOptions extends VdiExportDescriptor {
+interface OpenVdiExportOptions extends VdiExportDescriptor {
   signal?: AbortSignal
   /** no byte for this long fails the export; default 5 minutes like xen-api */
   inactivityTimeoutMs?: number

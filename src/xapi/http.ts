@@ -41,7 +41,7 @@ export function xapiHandlerUrl(base: string, pathname: string, query: Readonly<R
   return url
 }
 
-export interface XapiRequestOptions {
+interface XapiRequestOptions {
   method: 'GET' | 'PUT'
   headers: Record<string, string>
   /** https: accept a certificate that does not verify (XAPI's self-signed one) */

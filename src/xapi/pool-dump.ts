@@ -14,7 +14,7 @@ import { httpError, readBodyText, xapiHandlerUrl, xapiRequest } from './http.js'
 
 const PATH_DB_DUMP = '/pool/xmldbdump'
 
-export interface PoolRecords {
+interface PoolRecords {
   pool: Record<string, unknown> & { uuid: string }
   master: Record<string, unknown> | undefined
 }

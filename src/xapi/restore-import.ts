@@ -16,13 +16,13 @@ import { CancelledError, XapiError, errorCode } from '../common/errors.js'
 import type { VdiImportDescriptor } from './descriptors.js'
 import { httpError, xapiHandlerUrl, xapiRequest } from './http.js'
 
-export interface PutVdiImportOptions {
+interface PutVdiImportOptions {
   signal?: AbortSignal
   /** sent as Content-Length when known */
   sizeBytes?: number
 }
 
-export interface XapiPutOptions {
+interface XapiPutOptions {
   allowUnauthorized: boolean
   signal?: AbortSignal
   /** sent as Content-Length when known, else the body is chunked */

@@ -77,9 +77,9 @@ function dechunk(raw: Buffer): Buffer {
   return Buffer.concat(parts)
 }
 
-export type SocketExportResult = { kind: 'ok'; stream: Readable; sizeBytes?: number } | { kind: 'fallback'; location?: string }
+type SocketExportResult = { kind: 'ok'; stream: Readable; sizeBytes?: number } | { kind: 'fallback'; location?: string }
 
-export interface SocketExportOptions {
+interface SocketExportOptions {
   what: string
   signal: AbortSignal | undefined
   timeoutMs: number

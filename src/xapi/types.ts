@@ -45,7 +45,7 @@ export interface XapiVdi extends Base {
   tags: string[]
 }
 
-export interface XapiVbd extends Base {
+interface XapiVbd extends Base {
   VM: XapiRef
   VDI: XapiRef
   device: string
@@ -57,7 +57,7 @@ export interface XapiVbd extends Base {
   currently_attached: boolean
 }
 
-export interface XapiVif extends Base {
+interface XapiVif extends Base {
   VM: XapiRef
   network: XapiRef
   device: string
@@ -65,7 +65,7 @@ export interface XapiVif extends Base {
   MTU: number
 }
 
-export interface XapiSr extends Base {
+interface XapiSr extends Base {
   name_label: string
   type: string
   content_type: string
@@ -75,7 +75,7 @@ export interface XapiSr extends Base {
   physical_utilisation: number
 }
 
-export interface XapiTask extends Base {
+interface XapiTask extends Base {
   name_label: string
   status: 'pending' | 'success' | 'failure' | 'cancelling' | 'cancelled'
   progress: number
@@ -83,18 +83,18 @@ export interface XapiTask extends Base {
   error_info: string[]
 }
 
-export interface XapiNetwork extends Base {
+interface XapiNetwork extends Base {
   name_label: string
   PIFs: XapiRef[]
 }
 
-export interface XapiPif extends Base {
+interface XapiPif extends Base {
   network: XapiRef
   /** -1 when untagged */
   VLAN: number
 }
 
-export interface XapiGuestMetrics extends Base {
+interface XapiGuestMetrics extends Base {
   PV_drivers_detected: boolean
 }
 
@@ -110,12 +110,3 @@ export interface XapiTypes {
   task: XapiTask
 }
 export type XapiType = keyof XapiTypes
-
-/** `other_config` keys XO writes on backup snapshots. */
-export const BACKUP_KEYS = {
-  job: 'xo:backup:job',
-  schedule: 'xo:backup:schedule',
-  vm: 'xo:backup:vm',
-  datetime: 'xo:backup:datetime',
-  exported: 'xo:backup:exported',
-} as const

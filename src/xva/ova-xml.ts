@@ -17,7 +17,7 @@ export interface OvaObject {
   snapshot: Record<string, XmlRpcValue>
 }
 
-export interface OvaHeader {
+interface OvaHeader {
   version: Record<string, XmlRpcValue>
   objects: OvaObject[]
 }

@@ -43,7 +43,7 @@ export function tarPadding(size: number): Buffer {
   return rest === 0 ? Buffer.alloc(0) : Buffer.alloc(TAR_BLOCK - rest)
 }
 
-export interface TarEntry {
+interface TarEntry {
   name: string
   data: Buffer
 }

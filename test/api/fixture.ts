@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 
 const TEXT = readFileSync(new URL('./fixtures/xo-backup-run.json', import.meta.url), 'utf8')
 
-export interface FixtureValues {
+interface FixtureValues {
   job: string
   vm: string
   remoteUrl: string

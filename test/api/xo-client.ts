@@ -20,7 +20,7 @@ export class XoJsonRpcError extends Error {
   }
 }
 
-export interface RawResponse {
+interface RawResponse {
   status: number
   statusText: string
   headers: IncomingMessage['headers']
@@ -54,8 +54,6 @@ async function* jsonLines(res: IncomingMessage): AsyncGenerator<unknown> {
   }
   if (last) yield JSON.parse(last) as unknown
 }
-
-export type AssertType = 'scalar' | 'iterator' | 'stream'
 
 export class XoProxyClient {
   constructor(

@@ -25,7 +25,7 @@ let sim: XapiSimulator
 let dir: { path: string; remove: () => Promise<void> }
 const rawAt = new Map<string, string>()
 
-export function mirrorTask(remotes: Record<string, { url: string; options?: Record<string, unknown> }>, settings: Record<string, Record<string, unknown>>, extra: Record<string, unknown> = {}): BackupMirrorTask {
+function mirrorTask(remotes: Record<string, { url: string; options?: Record<string, unknown> }>, settings: Record<string, Record<string, unknown>>, extra: Record<string, unknown> = {}): BackupMirrorTask {
   return parseTask({ kind: 'backup.mirror', job: { id: 'mirror1', name: 'mirror', type: 'mirrorBackup', mode: 'delta', sourceRemote: 'src', settings, ...extra }, schedule: { id: 'msched' }, remotes }) as BackupMirrorTask
 }
 

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { formatTimestamp, metadataPath, parseMetadata, parseTimestamp, timestampOfName, vhdRelativePath, resolveVhdPath } from '../../src/backup/layout.js'
 import { createTaskLog, type TaskLogEvent } from '../../src/backup/task-log.js'
 import { chooseBase } from '../../src/backup/base-choice.js'
+import { TAG_JOB, tagChainLength, tagDatetime, tagOf } from '../../src/backup/backup-keys.js'
 import { planRetention, type RetentionBackup } from '../../src/backup/retention.js'
 import { CancelledError } from '../../src/common/errors.js'
 
@@ -94,6 +95,23 @@ describe('base choice', () => {
     expect(chooseBase({ mode: 'full', fullInterval: 0, snapshots: snaps, exportedByTarget: new Map([['a', new Set(['s2'])]]) }).base).toBeUndefined()
     expect(chooseBase({ mode: 'delta', fullInterval: 3, snapshots: snaps, exportedByTarget: new Map([['a', new Set(['s2'])]]) }).base?.uuid).toBe('s2')
     expect(chooseBase({ mode: 'delta', fullInterval: 2, snapshots: snaps, exportedByTarget: new Map([['a', new Set(['s2'])]]) }).fullReason).toMatch(/fullInterval/)
+  })
+})
+
+describe('backup keys', () => {
+  it('reads an other_config entry only when it is a string', () => {
+    expect(tagOf({ other_config: { [TAG_JOB]: 'j' } }, TAG_JOB)).toBe('j')
+    expect(tagOf({ other_config: { [TAG_JOB]: 1 } }, TAG_JOB)).toBeUndefined()
+    expect(tagOf({ other_config: null }, TAG_JOB)).toBeUndefined()
+    expect(tagOf({}, TAG_JOB)).toBeUndefined()
+  })
+  it("reads XO's datetime in XAPI's format and ours, and the chain length", () => {
+    expect(tagDatetime({ other_config: { 'xo:backup:datetime': '20261125T22:30:00Z' } })).toBe('20261125T223000Z')
+    expect(tagDatetime({ other_config: { 'xo:backup:datetime': '20261125T223000Z' } })).toBe('20261125T223000Z')
+    expect(tagDatetime({ other_config: { 'xo:backup:datetime': 'yesterday' } })).toBeUndefined()
+    expect(tagChainLength({ other_config: { 'xo:backup:deltaChainLength': '3' } })).toBe(3)
+    expect(tagChainLength({ other_config: { 'xo:backup:deltaChainLength': 'x' } })).toBe(0)
+    expect(tagChainLength({ other_config: {} })).toBe(0)
   })
 })
 

@@ -16,7 +16,7 @@ import { BackupProxyError, RemoteError } from '../../src/common/errors.js'
 import type { Remote, RemoteBytesEvent, RemoteOpEvent } from '../../src/remotes/remote.js'
 import { createEncryptedRemote } from '../../src/remotes/encryption.js'
 
-export interface ConformanceOptions {
+interface ConformanceOptions {
   /** entries in the large-listing test (default 1100: more than one S3 page of 1000) */
   listCount?: number
   /** size of the generated large upload (default 48 MiB; BACKUP_PROXY_TEST_LARGE=1 makes it 5.5 GiB) */

@@ -40,7 +40,7 @@ export interface NFSServiceDetails extends NFSService {
   serverCpuSeconds: () => Promise<number>
 }
 
-export interface NFSServiceOptions {
+interface NFSServiceOptions {
   /** parent of the temp dir holding config, logs and the export (default os.tmpdir(); /dev/shm for benches) */
   baseDir?: string
 }

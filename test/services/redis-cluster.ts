@@ -67,7 +67,7 @@ async function info(port: number, section: string, security: RedisSecurity): Pro
   }
 }
 
-export interface RedisClusterOptions {
+interface RedisClusterOptions {
   masters?: number
   maxmemoryPolicy?: string
   security?: RedisSecurity

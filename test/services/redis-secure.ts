@@ -16,14 +16,14 @@ import type { RedisOptions } from 'ioredis'
 
 const run = promisify(execFile)
 
-export interface TestCerts {
+interface TestCerts {
   /** PEM files */
   ca: string
   cert: string
   key: string
 }
 
-export interface AclUser {
+interface AclUser {
   user: string
   password: string
 }

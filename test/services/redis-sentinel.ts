@@ -52,7 +52,7 @@ async function withClient<T>(port: number, security: RedisSecurity, fn: (c: Redi
   }
 }
 
-export interface RedisSentinelOptions {
+interface RedisSentinelOptions {
   name?: string
   maxmemoryPolicy?: string
   security?: RedisSecurity

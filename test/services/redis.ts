@@ -21,7 +21,7 @@ export interface RedisService {
   destroy: () => Promise<void>
 }
 
-export interface RedisOptions {
+interface RedisOptions {
   aof?: boolean
   maxmemoryPolicy?: string
 }

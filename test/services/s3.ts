@@ -27,7 +27,7 @@ export interface S3Service {
   stop: () => Promise<void>
 }
 
-export interface SwiftServer extends S3Service {
+interface SwiftServer extends S3Service {
   /** http://127.0.0.1:PORT */
   endpoint: string
   accessKeyId: string
@@ -40,7 +40,7 @@ export interface SwiftServer extends S3Service {
   restartProxy: () => Promise<void>
 }
 
-export interface SwiftOptions {
+interface SwiftOptions {
   /** proxy workers (default 1); storage servers always run 1 */
   proxyWorkers?: number
 }

@@ -36,7 +36,7 @@ export interface SambaServer extends SMBService {
   kill: () => Promise<void>
 }
 
-export interface SambaOptions {
+interface SambaOptions {
   /** default: a free port (445 for startSMB) */
   port?: number
   /** Samba's `server signing` */

@@ -9,7 +9,7 @@ import { createFooter, encodeFooter, type VhdFooter } from '../../src/vhd/footer
 import { createHeader, encodeHeader, type VhdHeader } from '../../src/vhd/header.js'
 import { fullBitmap } from '../../src/vhd/bitmap.js'
 
-export interface FixtureSpec {
+interface FixtureSpec {
   sizeBytes: number
   /** present blocks; default all */
   blocks?: number[]

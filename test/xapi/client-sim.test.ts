@@ -74,23 +74,20 @@ describe('XapiClient against the simulator', () => {
     expect(() => client.get('VM', 'OpaqueRef:nope')).toThrow(XapiError)
   })
 
-  it('snapshots, tags a backup snapshot with xo:backup:* and finds it by job', async () => {
+  it('snapshots, sets other_config entries and tags on a snapshot, destroys it with its VDIs', async () => {
     const vm = client.listVms()[0]!
     const snap = await client.snapshotVm(vm.$ref, 'backup 1')
     expect(snap.is_a_snapshot).toBe(true)
     expect(snap.snapshot_of).toBe(vm.$ref)
     expect(client.vmDisks(snap.$ref)).toHaveLength(2)
-    await client.setBackupInfo(snap.$ref, { jobId: 'job-1', scheduleId: 'sched-1', vmUuid: vm.uuid, datetime: '20261125T223000Z' })
+    await client.setOtherConfig('VM', snap.$ref, { 'xo:backup:job': 'job-1', 'xo:backup:schedule': 'sched-1' })
     await client.addTag('VM', snap.$ref, 'xo-backup')
-    const other = await client.snapshotVm(vm.$ref, 'other job')
-    await client.setBackupInfo(other.$ref, { jobId: 'job-2', scheduleId: 'sched-1', vmUuid: vm.uuid, datetime: '20261125T223001Z' })
     const found = await client.waitObject('VM', snap.$ref, { predicate: (r) => r.tags.includes('xo-backup') })
     expect(found.other_config['xo:backup:job']).toBe('job-1')
-    expect(client.findBackupSnapshots(vm.uuid, { jobId: 'job-1' }).map((s) => s.$ref)).toEqual([snap.$ref])
-    expect(client.findBackupSnapshots(vm.uuid, { jobId: 'job-1', exportedOnly: true })).toEqual([])
-    await client.markExported(snap.$ref)
-    await client.waitObject('VM', snap.$ref, { predicate: (r) => r.other_config['xo:backup:exported'] === 'true' })
-    expect(client.findBackupSnapshots(vm.uuid, { jobId: 'job-1', exportedOnly: true }).map((s) => s.$ref)).toEqual([snap.$ref])
+    expect(found.other_config['xo:backup:schedule']).toBe('sched-1')
+    await client.setOtherConfig('VM', snap.$ref, { 'xo:backup:schedule': null })
+    await client.waitObject('VM', snap.$ref, { predicate: (r) => !('xo:backup:schedule' in r.other_config) })
+    expect(client.get('VM', snap.$ref).other_config['xo:backup:job']).toBe('job-1')
     const checkpoint = await client.snapshotVm(vm.$ref, 'cp', { checkpoint: true })
     expect(checkpoint.power_state).toBe('Suspended')
 

@@ -30,7 +30,7 @@ export interface XoBackup extends Record<string, unknown> {
 }
 
 /** What formatVmBackups makes of a backup (XO's UI / API object). */
-export interface XoFormattedBackup {
+interface XoFormattedBackup {
   type: string
   id: string
   mode: string
@@ -47,13 +47,13 @@ export interface XoFormattedBackup {
   isImmutable: boolean | undefined
 }
 
-export interface XoDisk {
+interface XoDisk {
   getVirtualSize(): number
   getBlockSize(): number
   close(): Promise<void>
 }
 
-export interface XoIncrementalBackup {
+interface XoIncrementalBackup {
   disks: Record<string, XoDisk>
   vdis: Record<string, Record<string, unknown>>
   vm: Record<string, unknown>
@@ -76,7 +76,7 @@ export interface XoRemoteAdapter {
 const require = createRequire(import.meta.url)
 const xoFs = require('@xen-orchestra/fs') as { getHandler(remote: Record<string, unknown>): XoHandler }
 
-export interface XoLib {
+interface XoLib {
   RemoteAdapter: new (handler: XoHandler, opts?: { vhdDirectoryCompression?: string; dirMode?: number }) => XoRemoteAdapter
   formatVmBackups(byVm: Record<string, XoBackup[]>, repositoryId: string): Record<string, XoFormattedBackup[]>
 }
@@ -127,7 +127,7 @@ export async function xoXapi(sim: { url: string; user: string; password: string 
 }
 
 /** What XO's exportIncrementalVm returns (the disks are XO disk sources, to close). */
-export interface XoDeltaExport {
+interface XoDeltaExport {
   vbds: Record<string, unknown>
   vdis: Record<string, unknown>
   vifs: Record<string, unknown>

@@ -26,7 +26,7 @@ export interface ApiDeps {
 
 /** A remote as xo-server passes it to a proxy: at least its URL. */
 export const xoRemoteParam = z.object({ url: z.string().min(1).max(4096) }).catchall(z.unknown())
-export type XoRemoteParam = z.output<typeof xoRemoteParam>
+type XoRemoteParam = z.output<typeof xoRemoteParam>
 
 /** Opens an XO remote, runs `fn`, always closes it. An invalid URL fails with E_TASK_INVALID naming url. */
 export async function withXoRemote<T>(xo: XoRemoteParam, fn: (remote: Remote) => Promise<T>): Promise<T> {

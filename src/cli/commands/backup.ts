@@ -17,6 +17,7 @@ import type { QueueTarget } from '../../queue/names.js'
 import type { CliIo } from '../context.js'
 import { collect, durationArg, intArg } from '../context.js'
 import { encryptionKeyOptions, type EncryptionKeyFlags } from '../encryption-key.js'
+import { REMOTE_PASSWORD_FILE_HELP } from '../secrets.js'
 
 export interface BackupFlags extends EncryptionKeyFlags {
   proxy?: string
@@ -58,7 +59,7 @@ export function registerBackup(program: Command, io: CliIo): void {
     .option('--allow-unauthorized', 'accept a self-signed XAPI certificate')
     .option('--vm <uuid|name>', 'VM to back up, by uuid or name (repeatable)', collect)
     .option('--remote <url>', 'target remote URL (repeatable)', collect)
-    .option('--remote-password-file <path>', 'file holding the remote\'s password or S3 secret key, for a URL without it (or env BACKUP_PROXY_REMOTE_PASSWORD)')
+    .option('--remote-password-file <path>', REMOTE_PASSWORD_FILE_HELP)
     .option('--mode <mode>', 'delta or full', 'delta')
     .option('--job-id <id>', 'backup job id (same id and schedule never run twice at once)')
     .option('--schedule <id>', 'schedule id', 'cli')

@@ -10,6 +10,7 @@ import type { CliIo } from '../context.js'
 import { listBackupRows, openCliRemote, type BackupRow, type RemoteFlags } from '../backups.js'
 import { encryptionKeyOptions } from '../encryption-key.js'
 import { table } from '../table.js'
+import { REMOTE_PASSWORD_FILE_HELP } from '../secrets.js'
 
 interface LsFlags extends RemoteFlags {
   vm?: string
@@ -32,7 +33,7 @@ export function registerBackups(program: Command, io: CliIo): void {
     .argument('<url>', 'remote URL (file://, nfs://, smb://, s3://)')
     .option('--vm <uuid|name>', 'only this VM (uuid or name)')
     .option('--json', 'machine-readable output')
-    .option('--remote-password-file <path>', 'file holding the remote\'s password or S3 secret key, for a URL without it (or env BACKUP_PROXY_REMOTE_PASSWORD)')
+    .option('--remote-password-file <path>', REMOTE_PASSWORD_FILE_HELP)
   encryptionKeyOptions(ls).action(async (url: string, flags: LsFlags) => {
     const { remote, encryptionKey } = await openCliRemote(url, flags)
     try {

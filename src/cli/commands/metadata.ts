@@ -11,7 +11,7 @@ import type { Command } from 'commander'
 import { UsageError } from '../../common/errors.js'
 import type { Remote } from '../../remotes/remote.js'
 import type { CliIo } from '../context.js'
-import { remoteUrlWithSecret, xapiTarget } from '../secrets.js'
+import { REMOTE_PASSWORD_FILE_HELP, remoteUrlWithSecret, xapiTarget } from '../secrets.js'
 
 interface RemoteFlags {
   remotePasswordFile?: string
@@ -70,7 +70,7 @@ export function registerMetadata(program: Command, io: CliIo): void {
     .command('list')
     .argument('<url>', 'remote URL')
     .description('the pool metadata backups (by pool) and XO configuration backups, oldest first, as JSON')
-    .option('--remote-password-file <path>', 'file holding the remote password / S3 secret key (or env BACKUP_PROXY_REMOTE_PASSWORD)')
+    .option('--remote-password-file <path>', REMOTE_PASSWORD_FILE_HELP)
     .action(async (url: string, flags: RemoteFlags) => {
       const { listPoolMetadataBackups, listXoMetadataBackups } = await layout()
       await withRemote(url, flags, async (remote) => {
@@ -84,7 +84,7 @@ export function registerMetadata(program: Command, io: CliIo): void {
     .option('--xapi <url>', 'pool master to restore a pool metadata backup to (https://user@host)')
     .option('--xapi-user <name>', 'XAPI user (instead of the one in --xapi)')
     .option('--xapi-password-file <path>', 'file holding the XAPI password (or env BACKUP_PROXY_XAPI_PASSWORD)')
-    .option('--remote-password-file <path>', 'file holding the remote password / S3 secret key (or env BACKUP_PROXY_REMOTE_PASSWORD)')
+    .option('--remote-password-file <path>', REMOTE_PASSWORD_FILE_HELP)
     .option('--allow-unauthorized', 'accept a self-signed XAPI certificate')
     .option('--to <file>', 'write an XO configuration backup\'s data to this file')
     .description('send a pool metadata backup to its pool, or write an XO configuration backup to a file')
@@ -93,7 +93,7 @@ export function registerMetadata(program: Command, io: CliIo): void {
     .command('delete')
     .argument('<url>', 'remote URL')
     .argument('<id>', 'backup id (from metadata list)')
-    .option('--remote-password-file <path>', 'file holding the remote password / S3 secret key (or env BACKUP_PROXY_REMOTE_PASSWORD)')
+    .option('--remote-password-file <path>', REMOTE_PASSWORD_FILE_HELP)
     .description('remove one metadata backup')
     .action(async (url: string, id: string, flags: RemoteFlags) => {
       const { deleteMetadataBackup, parseMetadataBackupId } = await layout()

@@ -10,9 +10,8 @@ import type { Remote } from '../../remotes/remote.js'
 import type { CliIo } from '../context.js'
 import { sizeOption } from '../context.js'
 import { cliEncryptionKey, encryptionKeyOptions, type EncryptionKeyFlags } from '../encryption-key.js'
-import { remoteUrlWithSecret } from '../secrets.js'
+import { REMOTE_PASSWORD_FILE_HELP, remoteUrlWithSecret } from '../secrets.js'
 
-const PASSWORD_FILE_HELP = 'file holding the remote\'s password or S3 secret key, for a URL without it (or env BACKUP_PROXY_REMOTE_PASSWORD)'
 
 interface TestOptions extends EncryptionKeyFlags {
   remotePasswordFile?: string
@@ -47,7 +46,7 @@ export function registerRemote(program: Command, io: CliIo): void {
     .argument('<url>', 'remote URL (Xen Orchestra format, e.g. s3://AK:SK@host/bucket/dir)')
     .option('--json', 'machine-readable output')
     .addOption(sizeOption('--size <size>', 'probe file size (e.g. 64MiB)', 16 * 1024 * 1024))
-    .option('--remote-password-file <path>', PASSWORD_FILE_HELP)
+    .option('--remote-password-file <path>', REMOTE_PASSWORD_FILE_HELP)
   encryptionKeyOptions(test).action(async (url: string, options: TestOptions) => {
     const key = await cliEncryptionKey(options, [url])
     await withRemote(url, key, options, async (r) => {
@@ -72,7 +71,7 @@ export function registerRemote(program: Command, io: CliIo): void {
     .argument('[path]', 'path inside the remote', '')
     .option('-r, --recursive', 'list recursively')
     .option('-a, --all', 'include hidden entries (temporaries)')
-    .option('--remote-password-file <path>', PASSWORD_FILE_HELP)
+    .option('--remote-password-file <path>', REMOTE_PASSWORD_FILE_HELP)
     .option('--json', 'machine-readable output')
   encryptionKeyOptions(ls).action(async (url: string, path: string, options: LsOptions) => {
     const key = await cliEncryptionKey(options, [url])

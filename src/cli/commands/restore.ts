@@ -15,6 +15,7 @@ import type { Command } from 'commander'
 import type { CliIo } from '../context.js'
 import type { RemoteFlags } from '../backups.js'
 import { encryptionKeyOptions } from '../encryption-key.js'
+import { REMOTE_PASSWORD_FILE_HELP } from '../secrets.js'
 
 export interface RestoreFlags extends RemoteFlags {
   vm: string
@@ -48,7 +49,7 @@ export function registerRestore(program: Command, io: CliIo): void {
     .option('--name <label>', 'VM form: name of the restored VM (default "<name> (<timestamp>)")')
     .option('--allow-unauthorized', 'VM form: accept a self-signed XAPI certificate')
     .option('--json', 'machine-readable result')
-    .option('--remote-password-file <path>', 'file holding the remote\'s password or S3 secret key, for a URL without it (or env BACKUP_PROXY_REMOTE_PASSWORD)')
+    .option('--remote-password-file <path>', REMOTE_PASSWORD_FILE_HELP)
   encryptionKeyOptions(cmd).action(async (url: string, flags: RestoreFlags) => {
     const { runRestore } = await import('./restore-run.js')
     await runRestore(url, flags, io)

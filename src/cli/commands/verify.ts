@@ -13,6 +13,7 @@ import type { CliIo } from '../context.js'
 import { openCliRemote, resolveVm, type RemoteFlags } from '../backups.js'
 import { encryptionKeyOptions } from '../encryption-key.js'
 import { createProgress } from '../progress.js'
+import { REMOTE_PASSWORD_FILE_HELP } from '../secrets.js'
 
 interface VerifyFlags extends RemoteFlags {
   vm?: string
@@ -57,6 +58,6 @@ export function registerVerify(program: Command, io: CliIo): void {
     .option('--full', 'also read every block of every chain')
     .option('--repair', 'rewrite a cache.json.gz Xen Orchestra cannot use (old format, stale) from the metadata files')
     .option('--json', 'machine-readable output')
-    .option('--remote-password-file <path>', 'file holding the remote\'s password or S3 secret key, for a URL without it (or env BACKUP_PROXY_REMOTE_PASSWORD)')
+    .option('--remote-password-file <path>', REMOTE_PASSWORD_FILE_HELP)
   encryptionKeyOptions(cmd).action(async (url: string, flags: VerifyFlags) => runVerify(url, flags, io))
 }

@@ -34,7 +34,7 @@ import { verifyRemote } from '../../backup/verify.js'
 import { progressView } from './progress.js'
 import { demoRedis, removePrefix, type DemoRedis } from './redis.js'
 
-export interface DemoOptions {
+interface DemoOptions {
   vms: number
   diskSizeBytes: number
   /** local remote directory; default a new temp dir (kept) */
@@ -48,7 +48,7 @@ export interface DemoOptions {
   signal?: AbortSignal
 }
 
-export interface DemoResult {
+interface DemoResult {
   ok: boolean
   dir: string
   bytesWritten: number

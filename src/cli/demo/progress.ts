@@ -4,7 +4,7 @@
  */
 import { formatBytes, formatDurationMs } from '../../common/units.js'
 
-export interface ProgressView {
+interface ProgressView {
   update(doneBytes: number, totalBytes: number, note?: string): void
   done(line: string): void
 }

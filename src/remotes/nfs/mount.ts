@@ -73,7 +73,7 @@ async function listExports(rpc: RpcConnection): Promise<string[] | undefined> {
   }
 }
 
-export interface MountedExport {
+interface MountedExport {
   /** handle of the mounted export */
   root: Uint8Array
   /** the export that was mounted */

@@ -29,7 +29,7 @@ const MiB = 1024 * 1024
 const DEFAULT_WINDOW = 8
 const MAX_BLOCK_BYTES = MiB
 
-export interface NfsTuning {
+interface NfsTuning {
   connectTimeoutMs: number
   callTimeoutMs: number
   /** WRITE/READ size cap (the server's wtmax/rtmax lower it); default 1 MiB */

@@ -54,13 +54,13 @@ export interface Attributes {
   mtimeMs: number
 }
 
-export interface DirEntry {
+interface DirEntry {
   name: string
   attributes: Attributes | undefined
   handle: Uint8Array | undefined
 }
 
-export interface FsInfo {
+interface FsInfo {
   rtmax: number
   wtmax: number
   dtpref: number

@@ -54,7 +54,7 @@ export interface AuthSys {
   machineName: string
 }
 
-export interface RpcConnectionOptions {
+interface RpcConnectionOptions {
   host: string
   port: number
   /** AUTH_SYS credentials; AUTH_NONE when absent (portmapper) */

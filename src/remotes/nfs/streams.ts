@@ -9,7 +9,7 @@ import { Readable, Writable } from 'node:stream'
 import { CancelledError } from '../../common/errors.js'
 import { WriteWindow, type WindowIo, type WriteWindowOptions } from './write-window.js'
 
-export interface NfsWriteStreamOptions extends WriteWindowOptions {
+interface NfsWriteStreamOptions extends WriteWindowOptions {
   io: WindowIo
   /** makes the committed temporary visible under its final name */
   publish: () => Promise<void>
@@ -86,7 +86,7 @@ export class NfsWriteStream extends Writable {
   }
 }
 
-export interface NfsReadStreamOptions {
+interface NfsReadStreamOptions {
   read: (offset: number, count: number) => Promise<{ data: Uint8Array; eof: boolean }>
   start: number
   /** exclusive end (already clamped to the file size) */

@@ -15,8 +15,8 @@ import { SmbConnection, type Response } from './connection.js'
 import type { SigningAlgorithm } from './crypto.js'
 import type { Credentials } from './ntlm.js'
 import { negotiate, sessionSetup, treeConnect } from './session-setup.js'
-import { NtStatus, statusName } from './status.js'
-import { Command, CreateOptions, Disposition, FileAttributes, fileTimeToMs, HEADER_SIZE, InfoType, ShareAccess, utf16, type FileId } from './wire.js'
+import { NtStatus } from './status.js'
+import { Command, FileAttributes, fileTimeToMs, HEADER_SIZE, InfoType, ShareAccess, utf16, type FileId } from './wire.js'
 
 export interface SmbClientOptions extends Credentials {
   host: string
@@ -324,5 +324,3 @@ function setInfoBody(fileId: FileId, infoClass: number, data: Buffer): Buffer {
   data.copy(body, 32)
   return body
 }
-
-export { CreateOptions, Disposition, statusName }

@@ -38,7 +38,7 @@ export interface Response {
   raw: Buffer
 }
 
-export interface RequestOptions {
+interface RequestOptions {
   command: number
   /** fixed part of the body (and any small variable part) */
   body: Buffer
@@ -73,7 +73,7 @@ interface Pending {
   cleanup: () => void
 }
 
-export interface ConnectionOptions {
+interface ConnectionOptions {
   host: string
   port: number
   connectTimeoutMs: number
@@ -83,7 +83,7 @@ export interface ConnectionOptions {
 }
 
 /** Counters for tests and diagnostics. */
-export interface ConnectionStats {
+interface ConnectionStats {
   requests: number
   /** interim STATUS_PENDING responses received (each later followed by its final response) */
   interimResponses: number

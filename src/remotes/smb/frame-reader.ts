@@ -103,7 +103,7 @@ export class FrameReader {
   }
 }
 
-export interface SocketOptions {
+interface SocketOptions {
   host: string
   port: number
   connectTimeoutMs: number

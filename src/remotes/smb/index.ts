@@ -6,8 +6,6 @@ import type { Remote } from '../remote.js'
 import type { RemoteOptions, SmbRemoteUrl } from '../url-types.js'
 import { SmbRemote } from './remote.js'
 
-export { SmbRemote } from './remote.js'
-
 export function createSmbRemote(url: SmbRemoteUrl, options: RemoteOptions = {}): Remote {
   return new SmbRemote(url, options)
 }

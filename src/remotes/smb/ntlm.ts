@@ -50,7 +50,7 @@ export function negotiateMessage(): Buffer {
   return b
 }
 
-export interface Challenge {
+interface Challenge {
   flags: number
   serverChallenge: Buffer
   targetInfo: Buffer
@@ -113,7 +113,7 @@ export interface Credentials {
   domain: string
 }
 
-export interface Authenticate {
+interface Authenticate {
   message: Buffer
   /** the exported session key (16 bytes) SMB derives its signing key from */
   sessionKey: Buffer

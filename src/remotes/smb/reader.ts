@@ -9,7 +9,7 @@ import { RemoteError } from '../../common/errors.js'
 import type { SmbClient } from './client.js'
 import type { FileId } from './wire.js'
 
-export interface SmbReaderOptions {
+interface SmbReaderOptions {
   client: SmbClient
   fileId: FileId
   displayPath: string

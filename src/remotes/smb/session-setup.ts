@@ -18,7 +18,7 @@ import { Capabilities, Command, Dialect, DIALECT_NAMES, HEADER_SIZE, SecurityMod
 type SetupOptions = Pick<SmbClientOptions, 'host' | 'port' | 'share' | 'maxDialect' | 'requireSigning' | 'ioSizeBytes' | 'username' | 'password' | 'domain'>
 
 /** What NEGOTIATE settled. */
-export interface Negotiated {
+interface Negotiated {
   dialect: number
   /** 3.1.1: what the server chose in SIGNING_CAPABILITIES (AES-CMAC when it sent none) */
   signingAlgorithm: SigningAlgorithm

@@ -24,7 +24,6 @@ export const Command = {
   QUERY_INFO: 16,
   SET_INFO: 17,
 } as const
-export type CommandCode = (typeof Command)[keyof typeof Command]
 
 export const COMMAND_NAMES: Record<number, string> = Object.fromEntries(Object.entries(Command).map(([k, v]) => [v, k]))
 
@@ -90,7 +89,7 @@ export interface Header {
   signature: Buffer
 }
 
-export interface RequestHeader {
+interface RequestHeader {
   creditCharge: number
   command: number
   creditRequest: number

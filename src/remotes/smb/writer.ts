@@ -21,7 +21,7 @@ import { RemoteError } from '../../common/errors.js'
 import type { CreateParams, SmbClient } from './client.js'
 import { Access, CreateOptions, Disposition, FileInfoClass, type FileId } from './wire.js'
 
-export interface SmbWriterOptions {
+interface SmbWriterOptions {
   client: SmbClient
   fileId: FileId
   /** SMB path of the temporary (`\`-separated, from the share root) */

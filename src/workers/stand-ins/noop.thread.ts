@@ -2,7 +2,7 @@
 import { BackupProxyError } from '../../common/errors.js'
 import type { ThreadTaskContext } from '../thread-task.js'
 
-export interface NoopInput {
+interface NoopInput {
   value: number
   /** throw an error with this code instead (error-crossing tests) */
   failWithCode?: string

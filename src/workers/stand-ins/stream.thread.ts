@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { ThreadTaskContext } from '../thread-task.js'
 
-export interface StreamInput {
+interface StreamInput {
   dir: string
   name: string
   sizeBytes: number
@@ -22,14 +22,14 @@ export interface StreamInput {
   ignoreCancel?: boolean
 }
 
-export interface StreamOutput {
+interface StreamOutput {
   path: string
   writtenBytes: number
   threadId: number
 }
 
 /** What the stand-in posts as progress. */
-export interface StreamProgress {
+interface StreamProgress {
   doneBytes: number
   totalBytes: number
 }

@@ -13,7 +13,7 @@
 import { BackupProxyError, CancelledError } from '../../common/errors.js'
 import { NbdConnection, type NbdConnectOptions, type NbdServerInfo } from './client.js'
 
-export interface NbdDiskOptions {
+interface NbdDiskOptions {
   concurrency: number
   signal?: AbortSignal
   timeoutMs?: number

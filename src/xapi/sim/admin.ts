@@ -51,7 +51,7 @@ export interface SimControls {
 }
 
 /** The parts of a running simulator the controls act on. */
-export interface SimParts extends ExportContext {
+interface SimParts extends ExportContext {
   cbt: SimCbt
   nbd: SimNbdHandle
   /** the dumps `PUT /pool/xmldbdump` accepted, appended by its handler */

@@ -86,7 +86,7 @@ export class PatternPool {
 }
 
 /** Bytes of an imported block and the generation they belong to. */
-export interface StoredBlock {
+interface StoredBlock {
   generation: number
   data: Buffer
 }

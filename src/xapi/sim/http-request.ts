@@ -13,7 +13,7 @@ export function sendXapiError(res: ServerResponse, status: number, code: string,
   res.end(body)
 }
 
-export interface SimRequest {
+interface SimRequest {
   q: URLSearchParams
   /** the request's `task_id`, if any */
   taskRef: string | undefined

@@ -25,7 +25,7 @@ import type { SimRpc } from './rpc.js'
 import { text, XapiFailure, type XapiValue } from './store.js'
 import { VHD_BLOCK_BYTES } from './vhd-encoder.js'
 
-export interface SimNbdOptions {
+interface SimNbdOptions {
   /** key pair of the host (PEM): TLS for networks whose purpose is `nbd` */
   tls?: { key: string | Buffer; cert: string | Buffer }
 }

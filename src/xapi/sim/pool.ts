@@ -9,7 +9,7 @@ import { VHD_BLOCK_BYTES } from './vhd-encoder.js'
 import { NULL_REF, ObjectStore, XapiFailure, text, type XapiRecord, type XapiValue } from './store.js'
 import { networkRecord, pifRecord, srRecord, vbdFields, vdiFields, vifFields, vmFields } from './record-fields.js'
 
-export interface PoolOptions {
+interface PoolOptions {
   vms: number
   diskSizeBytes: number
   disksPerVm: number

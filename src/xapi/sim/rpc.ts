@@ -43,13 +43,13 @@ const SPECIFIC = [
 ]
 const ASYNC = new Set(['VM.snapshot', 'VM.checkpoint', 'VM.destroy', 'VDI.create', 'VDI.destroy', 'VDI.clone', 'VM.create', 'VM.start', 'VM.clean_shutdown', 'VM.hard_shutdown', 'VBD.create', 'VIF.create', 'VIF.destroy'])
 
-export interface Session {
+interface Session {
   user: string
   valid: boolean
 }
 
 /** A method added by another module of the simulator (NBD, CBT): args without the session, and the session. */
-export type SimMethod = (args: unknown[], sessionId: string) => XapiValue
+type SimMethod = (args: unknown[], sessionId: string) => XapiValue
 
 export class SimRpc {
   readonly sessions = new Map<string, Session>()

@@ -56,7 +56,7 @@ async function handleRpc(rpc: SimRpc, closing: AbortSignal, req: IncomingMessage
   }
 }
 
-export interface SimRoutes {
+interface SimRoutes {
   ctx: ExportContext
   /** the dumps `PUT /pool/xmldbdump` accepted */
   restoredDumps: Buffer[]
@@ -90,7 +90,7 @@ export function simRequestHandler(routes: SimRoutes): (req: IncomingMessage, res
   }
 }
 
-export interface ListeningServer {
+interface ListeningServer {
   server: Server
   /** the connections open now */
   sockets: Set<Socket>

@@ -13,7 +13,7 @@ import { EventEmitter } from 'node:events'
 export type XapiValue = string | number | boolean | XapiValue[] | { [key: string]: XapiValue }
 export type XapiRecord = Record<string, XapiValue>
 
-export interface XapiEvent {
+interface XapiEvent {
   id: string
   timestamp: string
   class: string

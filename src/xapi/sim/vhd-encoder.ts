@@ -37,7 +37,7 @@ function uuidBytes(uuid: string): Buffer {
   return Buffer.from(hex, 'hex')
 }
 
-export interface VhdLayoutOptions {
+interface VhdLayoutOptions {
   virtualSizeBytes: number
   /** UUID of this disk (the VHD unique id) */
   uniqueId: string
@@ -49,7 +49,7 @@ export interface VhdLayoutOptions {
   blocks: readonly number[]
 }
 
-export interface VhdLayout {
+interface VhdLayout {
   /** footer + header + BAT, to send first */
   head: Buffer
   /** the footer again, to send last */

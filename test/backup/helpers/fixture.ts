@@ -19,7 +19,7 @@ export async function startSim(options: Partial<XapiSimulatorOptions> = {}): Pro
   return startXapiSimulator({ vms: 1, disksPerVm: 1, diskSizeBytes: 32 * MiB, fillRatio: 0.5, seed: 42, ...options })
 }
 
-export type TestRemote = string | { url: string; options?: Record<string, unknown> }
+type TestRemote = string | { url: string; options?: Record<string, unknown> }
 
 export function runTask(sim: XapiSimulator, vmUuids: string[], remotes: Record<string, TestRemote>, settings: Record<string, unknown> = {}, jobId = 'job1'): BackupRunTask {
   return parseTask({

@@ -22,7 +22,7 @@ import { makeTempDir } from '../../helpers/tmp.js'
 import { startSim } from './fixture.js'
 import { proxyConfig } from './proxy-config.js'
 
-export interface QueueHarnessOptions {
+interface QueueHarnessOptions {
   redisUrl: string
   /** the proxy's id (its queue); unique per test file */
   proxyId: string

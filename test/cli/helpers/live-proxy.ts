@@ -18,7 +18,7 @@ import { makeTempDir } from '../../helpers/tmp.js'
 import { startSim, MiB } from '../../backup/helpers/fixture.js'
 import { proxyConfig } from '../../backup/helpers/proxy-config.js'
 
-export interface LiveProxy {
+interface LiveProxy {
   readonly redisUrl: string
   readonly prefix: string
   readonly proxyId: string
