@@ -34,10 +34,12 @@ const PROGRESS_INTERVAL_MS = 250
  */
 const blockPool = new VhdBlockPool({ maxFree: 8 })
 /**
- * Blocks read ahead of the parser: plenty to keep the socket busy while the writers write (the fan-out
- * window adds 2 per target) and small enough that a disk holds ~8 blocks (16 MiB) at a time.
+ * Blocks read ahead of the parser: one keeps the socket busy while the writers write (the fan-out window
+ * adds 2 per target), so a disk to one remote holds ~6 blocks (12 MiB) at a time. Two held one more
+ * block per disk in flight (bench backup-rss: 2 MiB × 4 disks) for no measurable speed (bench backup,
+ * full → 1 local vs curl, alternated runs); a window of 1 per target, on the contrary, was slower.
  */
-const READ_AHEAD_CHUNKS = 2
+const READ_AHEAD_CHUNKS = 1
 /**
  * Remotes opened by this thread's exports, by URL and options: a VM's disks (and the next run's) reuse
  * them; one unused for 30 s is closed.

@@ -12,10 +12,14 @@
  * main thread owns, so it is only maintained when attached to ProxyMetrics: an answer from the remote,
  * even a logical refusal (ENOENT, EEXIST, ...), means up; a connection, I/O or permission failure, or
  * any failure of `open` or `test`, means down.
+ *
+ * The main thread's registry is recognised by its shape, not by `instanceof`: this module runs in every
+ * stream thread, and importing the registry's class there would load prom-client (and its OpenTelemetry
+ * dependency) into each thread for nothing — ~1.5 MiB of V8 heap per thread (bench backup-rss).
  */
 import type { Remote, RemoteBytesEvent, RemoteOpEvent } from '../remotes/remote.js'
 import { validateLabelValue } from './catalogue.js'
-import { ProxyMetrics } from './registry.js'
+import type { ProxyMetrics } from './registry.js'
 import type { ThreadMetricsRecorder } from './thread-recorder.js'
 
 /** Error codes that mean the remote could not be reached or used at all. */
@@ -29,6 +33,11 @@ export type RemoteEventSource = Pick<Remote, 'on' | 'off'>
  */
 type RemoteMetricsTarget = ProxyMetrics | Pick<ThreadMetricsRecorder, 'inc' | 'observe'>
 
+/** the main thread's ProxyMetrics (it records and owns gauges), else a thread-side recorder */
+function isProxyMetrics(target: RemoteMetricsTarget): target is ProxyMetrics {
+  return 'record' in target && 'setGauge' in target
+}
+
 /**
  * Subscribes to the remote's events; returns a function that unsubscribes. Throws a RangeError when
  * `remoteId` is not a valid label value (a URL, a path, too long).
@@ -36,7 +45,7 @@ type RemoteMetricsTarget = ProxyMetrics | Pick<ThreadMetricsRecorder, 'inc' | 'o
 export function attachRemoteMetrics(remote: RemoteEventSource, target: RemoteMetricsTarget, remoteId: string): () => void {
   const problem = validateLabelValue('remote', remoteId)
   if (problem !== undefined) throw new RangeError(`attachRemoteMetrics: ${problem}; pass the remote's id from the task or its kind, never its URL`)
-  const main = target instanceof ProxyMetrics ? target : undefined
+  const main = isProxyMetrics(target) ? target : undefined
   const inc = (metric: string, labels: Record<string, string>, value: number): void => {
     if (main !== undefined) main.record({ metric, kind: 'counter', labels, value })
     else (target as Pick<ThreadMetricsRecorder, 'inc'>).inc(metric, labels, value)

@@ -77,10 +77,11 @@ function createPiscina(threads: number, idleTimeoutMs: number): Piscina {
     execArgv: EXEC_ARGV,
     // a stream task never blocks its thread for long: no need for Atomics.wait between tasks
     atomics: 'disabled',
-    // a small young generation (2 MiB semi-spaces): a disk stream allocates little per block (block
+    // a small young generation (1 MiB semi-spaces): a disk stream allocates little per block (block
     // buffers are pooled), yet under its steady allocation V8 grows each thread's semi-spaces towards
-    // 16 MiB — RSS for no speed (bench backup-rss, 2 VMs × 2 disks: peak 301 -> ~250 MiB, same MiB/s)
-    resourceLimits: { maxYoungGenerationSizeMb: 6 },
+    // 16 MiB — RSS for no speed (bench backup-rss, 2 VMs × 2 disks: peak 301 -> ~250 MiB, same MiB/s;
+    // 2 -> 1 MiB semi-spaces: 2 MiB less per thread)
+    resourceLimits: { maxYoungGenerationSizeMb: 3 },
   })
 }
 

@@ -69,6 +69,8 @@ describe('lazy threads and modules', () => {
       const local = await pool.run('standin.modules', {})
       expect(local.packages).not.toContain('@aws-sdk/client-s3')
       expect(local.packages).not.toContain('@aws-sdk/lib-storage')
+      // nor the metrics registry's prom-client: a thread's metrics travel as deltas (issue 19, memory)
+      expect(local.packages).not.toContain('prom-client')
 
       // control: an S3 target (nothing listens there, the copy fails) makes the same thread load the SDK
       const port = await getFreePort()
