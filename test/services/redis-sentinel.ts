@@ -73,44 +73,81 @@ function sentinelConf(name: string, dir: string, port: number, plainPort: number
   ].join('\n')
 }
 
+/** True once the daemon has exited. */
+const gone = (d: Daemon) => d.child.exitCode !== null || d.child.signalCode !== null
+
+/**
+ * Starts a server on free ports and waits until `ready` says it is ours and answers. A port can be taken
+ * between getFreePort() and the server's bind (by another test's server, or as the local port of one of
+ * the suite's many outgoing connections): the server then exits (EADDRINUSE) and is started again on new
+ * ports, up to 3 times. Seen once: a sentinel not up after 30 s in a full run beside two CPU burners.
+ */
+async function launch(label: string, start: () => Promise<{ port: number; daemon: Daemon }>, ready: (port: number, d: Daemon) => Promise<boolean>): Promise<{ port: number; daemon: Daemon }> {
+  for (let attempt = 1; ; attempt++) {
+    const s = await start()
+    try {
+      await waitFor(`${label} on ${s.port}`, async () => gone(s.daemon) || (await ready(s.port, s.daemon)), 60_000)
+    } catch (error) {
+      await s.daemon.stop('SIGKILL')
+      throw new Error(`${(error as Error).message}; its output: ${s.daemon.output()}`, { cause: error })
+    }
+    if (!gone(s.daemon)) return s
+    if (attempt === 3 || !/address already in use/i.test(s.daemon.output())) throw new Error(`${label} on ${s.port} exited: ${s.daemon.output()}`)
+  }
+}
+
 export async function startRedisSentinel(options: RedisSentinelOptions = {}): Promise<RedisSentinelService> {
   const name = options.name ?? 'mymaster'
   const security = options.security ?? {}
   const dir = await mkdtemp(join(tmpdir(), 'bp-redis-sentinel-'))
   const daemons = new Map<number, Daemon>()
-  const dataPorts = [await getFreePort(), await getFreePort()]
-  const sentinelPorts = [await getFreePort(), await getFreePort(), await getFreePort()]
-  const plainSentinelPorts = security.certs === undefined ? [] : [await getFreePort(), await getFreePort(), await getFreePort()]
+  const dataPorts: number[] = []
+  const sentinelPorts: number[] = []
+  const plainSentinelPorts: number[] = []
   const admin = <T>(port: number, fn: (c: Redis) => Promise<T>) => withClient(port, security, fn)
-  const startData = async (port: number, replicaOf?: number) => {
-    const d = startDaemon('redis-server', [
-      ...listenArgs(security, port), '--bind', '127.0.0.1', '--dir', dir, '--dbfilename', `dump-${port}.rdb`, '--save', '',
-      '--appendonly', 'no', '--maxmemory-policy', options.maxmemoryPolicy ?? 'noeviction',
-      ...(replicaOf === undefined ? [] : ['--replicaof', '127.0.0.1', String(replicaOf)]),
-      ...securityArgs(security),
-      ...(security.acl === undefined ? [] : ['--masteruser', security.acl.user, '--masterauth', security.acl.password]),
-    ])
-    daemons.set(port, d)
-    await waitFor(`redis on ${port}: ${d.output()}`, () => admin(port, async (c) => (await c.ping()) === 'PONG'))
+  /** our daemon answers on `port` (not another test's server that took the port before it could) */
+  const answers = (port: number, d: Daemon) => admin(port, async (c) => Number(/process_id:(\d+)/.exec(await c.info('server'))?.[1]) === d.child.pid)
+  const startData = async (replicaOf?: number) => {
+    const { port, daemon } = await launch('redis', async () => {
+      const port = await getFreePort()
+      const d = startDaemon('redis-server', [
+        ...listenArgs(security, port), '--bind', '127.0.0.1', '--dir', dir, '--dbfilename', `dump-${port}.rdb`, '--save', '',
+        '--appendonly', 'no', '--maxmemory-policy', options.maxmemoryPolicy ?? 'noeviction',
+        ...(replicaOf === undefined ? [] : ['--replicaof', '127.0.0.1', String(replicaOf)]),
+        ...securityArgs(security),
+        ...(security.acl === undefined ? [] : ['--masteruser', security.acl.user, '--masterauth', security.acl.password]),
+      ])
+      return { port, daemon: d }
+    }, answers)
+    daemons.set(port, daemon)
+    dataPorts.push(port)
   }
   try {
-    await startData(dataPorts[0]!)
-    await startData(dataPorts[1]!, dataPorts[0])
+    await startData()
+    await startData(dataPorts[0])
     await waitFor('the replica in sync', () => admin(dataPorts[1]!, async (c) => (await c.info('replication')).includes('master_link_status:up')))
-    for (const [i, port] of sentinelPorts.entries()) {
-      const conf = join(dir, `sentinel-${port}.conf`)
-      await writeFile(conf, sentinelConf(name, dir, port, plainSentinelPorts[i], dataPorts[0]!, security))
-      const d = startDaemon('redis-server', [conf, '--sentinel'])
-      daemons.set(port, d)
+    for (let i = 0; i < 3; i++) {
+      let plainPort: number | undefined
+      const { port, daemon } = await launch('sentinel', async () => {
+        const port = await getFreePort()
+        plainPort = security.certs === undefined ? undefined : await getFreePort()
+        const conf = join(dir, `sentinel-${port}.conf`)
+        await writeFile(conf, sentinelConf(name, dir, port, plainPort, dataPorts[0]!, security))
+        return { port, daemon: startDaemon('redis-server', [conf, '--sentinel']) }
+      }, answers)
+      daemons.set(port, daemon)
+      sentinelPorts.push(port)
+      if (plainPort !== undefined) plainSentinelPorts.push(plainPort)
     }
     for (const port of sentinelPorts) {
       await waitFor(`sentinel on ${port} sees the replica and the other sentinels`, () =>
         admin(port, async (c) => {
           const m = (await c.call('SENTINEL', 'master', name)) as string[]
           const field = (k: string) => m[m.indexOf(k) + 1]
-          return Number(field('num-slaves')) >= 1 && Number(field('num-other-sentinels')) >= 2
+          if (Number(field('num-slaves')) >= 1 && Number(field('num-other-sentinels')) >= 2) return true
+          throw new Error(`it sees ${field('num-slaves')} replica(s) and ${field('num-other-sentinels')} other sentinel(s)`)
         }),
-      30_000)
+      60_000)
     }
   } catch (error) {
     await Promise.all([...daemons.values()].map((d) => d.stop('SIGKILL')))
