@@ -151,24 +151,20 @@ export async function readTaskLog(store: JobStore, queue: string, id: string): P
   return [...parseTaskLogLines(logs), ...eventsInSummary(job?.returnvalue)]
 }
 
-/** What finishedSummary reads of a job: a StoredJob or BullMQ's Job. */
-export type FinishedJob = Pick<StoredJob, 'name' | 'returnvalue' | 'attemptsStarted' | 'stalledCounter'> & { id?: string | undefined; processedOn?: number | undefined; finishedOn?: number | undefined; failedReason?: string | undefined }
-
 /**
  * The summary of a job in a final state (or gone): a completed job's return value, a failed one's summary
  * line in its log, else one built from BullMQ's failed reason (E_STALLED for a stalled-out job, E_BACKUP
  * otherwise); a job removed before it ran ends as interrupted. Undefined while the job is not finished.
- * JobHandle.result() and `job show` both use it.
+ * `job` is read after `state` (readFinishedSummary), so a completed job's hash holds its return value.
  */
-export async function finishedSummary(jobId: string, job: FinishedJob | undefined, state: string, read: { logs(): Promise<string[]>; again(): Promise<{ returnvalue: unknown } | undefined> }): Promise<JobSummary | undefined> {
+async function finishedSummary(jobId: string, job: StoredJob | undefined, state: StoredJobState, logs: () => Promise<string[]>): Promise<JobSummary | undefined> {
   if (job === undefined) {
     const now = Date.now()
     return { jobId, kind: 'unknown', id: jobId, message: 'unknown', start: now, end: now, status: 'interrupted', error: serializeError(new CancelledError('the job was removed from the queue before it ran')) }
   }
-  // completed between reading the job and its state: read it again for its value
-  if (state === 'completed') return ((job.returnvalue as JobSummary | null) ?? ((await read.again())?.returnvalue as JobSummary | null)) ?? undefined
+  if (state === 'completed') return (job.returnvalue as JobSummary | null) ?? undefined
   if (state !== 'failed') return undefined
-  const summary = summaryFromLogLines(await read.logs())
+  const summary = summaryFromLogLines(await logs())
   if (summary !== undefined) return summary
   if (isStalledFailure(job.failedReason)) return stalledSummary(job).summary
   const now = Date.now()
@@ -184,5 +180,5 @@ export async function finishedSummary(jobId: string, job: FinishedJob | undefine
 export async function readFinishedSummary(store: JobStore, queue: string, id: string): Promise<JobSummary | undefined> {
   const state = await readJobState(store, queue, id)
   const job = state === 'unknown' ? undefined : await readJob(store, queue, id)
-  return finishedSummary(id, job, job === undefined ? 'not-found' : state, { logs: () => readJobLogs(store, queue, id), again: () => readJob(store, queue, id) })
+  return finishedSummary(id, job, state, () => readJobLogs(store, queue, id))
 }
