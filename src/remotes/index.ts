@@ -13,9 +13,8 @@ import { LocalRemote } from './local.js'
 import { createNfsRemote } from './nfs/index.js'
 import type { Remote } from './remote.js'
 import { createSmbRemote } from './smb/index.js'
-import { checkEncryptionOptions, mergedRemoteOptions } from './options.js'
+import { makeRemote, resolveRemote, type RemoteMakers } from './make.js'
 import type { RemoteOptions, RemoteUrl } from './url-types.js'
-import { parseRemoteUrl } from './url.js'
 
 export type * from './remote.js'
 export type * from './url-types.js'
@@ -23,25 +22,15 @@ export { parseRemoteUrl, formatRemoteUrl } from './url.js'
 export { optionsFromUrl } from './options.js'
 export { loadRemote } from './load.js'
 
+const ALL_MAKERS: RemoteMakers = {
+  file: (url, options) => new LocalRemote(url, options),
+  s3: (url, options) => new S3Remote(url, options),
+  nfs: createNfsRemote,
+  smb: createSmbRemote,
+  encrypt: (inner, key) => createEncryptedRemote(inner, { key }),
+}
+
 export function createRemote(url: string | RemoteUrl, options: RemoteOptions = {}): Remote {
-  const parsed = typeof url === 'string' ? parseRemoteUrl(url) : url
-  const merged = mergedRemoteOptions(parsed, options)
-  let remote: Remote
-  switch (parsed.type) {
-    case 'file':
-      remote = new LocalRemote(parsed, merged)
-      break
-    case 's3':
-      remote = new S3Remote(parsed, merged)
-      break
-    case 'nfs':
-      remote = createNfsRemote(parsed, merged)
-      break
-    case 'smb':
-      remote = createSmbRemote(parsed, merged)
-      break
-  }
-  if (merged.encryptionKey === undefined) return remote
-  checkEncryptionOptions(parsed, merged)
-  return createEncryptedRemote(remote, { key: merged.encryptionKey })
+  const resolved = resolveRemote(url, options)
+  return makeRemote(resolved.url, resolved.options, ALL_MAKERS)
 }
