@@ -53,7 +53,7 @@ function parseJson(text: string): unknown {
 }
 
 /** A job hash (HGETALL) decoded like BullMQ's rawToJobJson + Job.fromJSON; undefined when empty. */
-export function decodeJob(id: string, raw: Record<string, string>): StoredJob | undefined {
+function decodeJob(id: string, raw: Record<string, string>): StoredJob | undefined {
   if (Object.keys(raw).length === 0) return undefined
   const job: StoredJob = {
     id: raw.id || id,
