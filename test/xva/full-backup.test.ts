@@ -3,9 +3,13 @@
  * - a run writes `<ts>.xva` (zstd, as the job asks), XO's `<ts>.xva.checksum` (`$1$$<md5>`) and metadata
  *   with XO's FullRemoteWriter fields to two targets; nothing temporary is left;
  * - XO's own RemoteAdapter lists it, finds it a valid XVA, reads it back byte for byte, formats it;
- * - restoring it (importVmBackup's full branch) gives a VM whose disks equal the source at backup time;
- * - retention as XO (`exportRetention`): older full backups go with their XVA and checksum;
- * - a corrupt XVA is refused with E_XVA_CORRUPT and the pool keeps no VM or VDI of it;
+ * - restoring it (importVmBackup's full branch) gives a VM whose disks equal the source at backup time,
+ *   its progress rising to 100 % of the XVA;
+ * - retention as XO (`exportRetention`): older full backups go with their XVA and checksum; the job's
+ *   compression gives a gzip (`native`) or plain tar (`''`) XVA;
+ * - an intact XVA whose checksum file disagrees is refused by our MD5 check before XAPI has all of it,
+ *   a corrupt XVA with E_XVA_CORRUPT (checksum file or, without one, XAPI's chunk checks); either way
+ *   the pool keeps no VM or VDI of it;
  * - an XVA backup written by XO's code (its Xapi VM_export + RemoteAdapter.outputStream + metadata as
  *   FullRemoteWriter) is listed and restored by us;
  * - the CLI's whole-VM restore picks the XVA of a full point.
@@ -62,9 +66,9 @@ async function withRemote<T>(name: string, fn: (r: Remote) => Promise<T>): Promi
   }
 }
 
-async function restore(remoteName: string, metadataPath: string, srUuid: string) {
+async function restore(remoteName: string, metadataPath: string, srUuid: string, onProgress?: (p: { doneBytes?: number; totalBytes?: number; percent: number }) => void) {
   return withRemote(remoteName, (remote) =>
-    importVmBackup({ remote, remoteSpec: { url: `file://${dir.path}/${remoteName}`, options: {} }, metadataPath, xapi, srUuid, importer: inlineImporter, signal: new AbortController().signal }),
+    importVmBackup({ remote, remoteSpec: { url: `file://${dir.path}/${remoteName}`, options: {} }, metadataPath, xapi, srUuid, importer: inlineImporter, signal: new AbortController().signal, ...(onProgress === undefined ? {} : { onProgress }) }),
   )
 }
 
@@ -123,8 +127,10 @@ describe('full backup (XVA)', () => {
     sim.writeBlocks(vm.uuid, { blocks: 2 }) // the source moves on: the restore must give the backed-up content
     const [ts, shas] = [...shasAt][0]!
     const sr = xapi.listSrs().find((x) => x.name_label === 'Sim SR 1')!
-    const r = await restore('a', `xo-vm-backups/${vm.uuid}/${ts}.json`, sr.uuid)
+    const reports: { doneBytes?: number; totalBytes?: number; percent: number }[] = []
+    const r = await restore('a', `xo-vm-backups/${vm.uuid}/${ts}.json`, sr.uuid, (p) => reports.push(p))
     expect(r.vdis).toHaveLength(2)
+    expect(reports.at(-1)).toEqual({ percent: 100, doneBytes: r.sizeBytes, totalBytes: r.sizeBytes })
     expect(await Promise.all(r.vdis.map((v) => sha(v.uuid)))).toEqual(shas)
     const ref = xapi.get('VM', r.restoredVmUuid).$ref
     const restored = (await xapi.call('VM.get_record', ref)) as { tags: string[]; name_label: string; other_config: Record<string, string> }
@@ -139,6 +145,11 @@ describe('full backup (XVA)', () => {
     for (let i = 0; i < 2; i++) {
       const s = await runBackup(fullTask(vm.uuid, { exportRetention: 2, snapshotRetention: 1 }, i === 0 ? 'native' : ''), { defaults, exporter: runDiskExport, signal: new AbortController().signal })
       expect(s.status, JSON.stringify(s, null, 1)).toBe('success')
+      // the job's compression: `native` = gzip, `''` = a plain tar (its first member's ustar magic at 257)
+      const ts = (s.tasks?.[0]?.result as { timestamp: string }).timestamp
+      const head = (await readFile(join(dir.path, 'a', 'xo-vm-backups', vm.uuid, `${ts}.xva`))).subarray(0, 512)
+      if (i === 0) expect(head.subarray(0, 2).toString('hex')).toBe('1f8b')
+      else expect(head.subarray(257, 262).toString('latin1')).toBe('ustar')
     }
     for (const r of ['a', 'b']) {
       const names = (await readdir(join(dir.path, r, 'xo-vm-backups', vm.uuid))).sort()
@@ -178,6 +189,14 @@ describe('full backup (XVA)', () => {
     const vm = sim.listVms()[0]!
     const [newest] = await withRemote('b', async (remote) => (await listBackups(remote, vm.uuid)).reverse())
     const xvaFile = join(dir.path, 'b', 'xo-vm-backups', vm.uuid, `${newest!.timestamp}.xva`)
+    // an intact XVA whose checksum file disagrees: only our MD5 check can refuse it (XAPI would import
+    // it), and it does before XAPI has the whole archive — nothing imported
+    const checksum = await readFile(`${xvaFile}.checksum`, 'utf8')
+    await writeFile(`${xvaFile}.checksum`, `$1$$${'0'.repeat(32)}`)
+    const intact = counts()
+    await expect(restore('b', newest!.metadataPath, xapi.listSrs()[0]!.uuid)).rejects.toMatchObject({ code: 'E_XVA_CORRUPT', message: expect.stringMatching(/its checksum file says \$1\$\$0{32}.*nothing was imported/) })
+    expect(counts()).toEqual(intact)
+    await writeFile(`${xvaFile}.checksum`, checksum)
     const bytes = await readFile(xvaFile)
     bytes[Math.floor(bytes.length / 2)]! ^= 0x01
     await writeFile(xvaFile, bytes)
