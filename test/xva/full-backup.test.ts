@@ -11,11 +11,13 @@
  *   a corrupt XVA with E_XVA_CORRUPT (checksum file or, without one, XAPI's chunk checks); either way
  *   the pool keeps no VM or VDI of it;
  * - an XVA backup written by XO's code (its Xapi VM_export + RemoteAdapter.outputStream + metadata as
- *   FullRemoteWriter) is listed and restored by us;
+ *   FullRemoteWriter) is listed and restored by us; so is one written by XO's whole backup runner in full
+ *   mode (createRunner → FullXapi → FullRemoteWriter, zstd), which our verify --full also accepts;
  * - the CLI's whole-VM restore picks the XVA of a full point.
  */
 import { createHash } from 'node:crypto'
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { listBackups } from '../../src/backup/catalog.js'
@@ -33,7 +35,9 @@ import { XapiClient } from '../../src/xapi/client.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
 import { makeTempDir } from '../helpers/tmp.js'
 import { defaults, MiB, startSim } from '../backup/helpers/fixture.js'
-import { xoAdapter, xoXapi } from '../xo/oracle.js'
+import { loadXo, xoAdapter, xoHandler, xoXapi } from '../xo/oracle.js'
+
+const require = createRequire(import.meta.url)
 
 let sim: XapiSimulator
 let xapi: XapiClient
@@ -239,6 +243,46 @@ describe('full backup (XVA)', () => {
     expect(listed.map((b) => [b.metadata.mode, b.metadata.xva])).toEqual([['full', './20260101T000000Z.xva']])
     const r = await restore('x', metadataPath.replace(/^\//, ''), xapi.listSrs()[0]!.uuid)
     expect(await Promise.all(r.vdis.map((v) => sha(v.uuid)))).toEqual(shas)
+  }, 120_000)
+
+  it('lists, verifies and restores what XO\'s own backup runner wrote in full mode (its FullRemoteWriter)', async () => {
+    const vm = sim.listVms()[0]!
+    await mkdir(join(dir.path, 'xr'))
+    const remote = { url: `file://${dir.path}/xr` }
+    const xo = await loadXo()
+    const handler = await xoHandler(remote)
+    const xoApi = await xoXapi(sim)
+    const { createRunner } = (await import('@xen-orchestra/backups/Backup.mjs')) as { createRunner: (o: unknown) => { run(): Promise<unknown> } }
+    const { Task } = require('@vates/task') as { Task: { run(o: unknown, fn: () => Promise<unknown>): Promise<unknown> } }
+    const Disposable = require('promise-toolbox/Disposable') as new (dispose: () => void, value: unknown) => unknown
+    const ends: { status: string }[] = []
+    let shas: string[]
+    try {
+      const adapter = new xo.RemoteAdapter(handler, {})
+      const runner = createRunner({
+        config: { snapshotNameLabelTpl: '[XO Backup {job.name}] {vm.name_label}', defaultSettings: {}, vm: { defaultSettings: {} } },
+        getAdapter: () => Promise.resolve(new Disposable(() => undefined, adapter)),
+        getConnectedRecord: async (type: string, uuid: string) => new Disposable(() => undefined, await xoApi.getRecordByUuid(type, uuid)),
+        job: { id: 'xofull', type: 'backup', mode: 'full', compression: 'zstd', name: 'xo full', vms: { id: vm.uuid }, remotes: { id: 'r' }, settings: { '': { exportRetention: 2, snapshotRetention: 1 } } },
+        schedule: { id: 'xosched' },
+        remotes: { r: remote },
+      })
+      await Task.run({ properties: { name: 'backup run' }, onProgress: (e: { type: string; status: string }) => void (e.type === 'end' && ends.push(e)) }, () => runner.run())
+      shas = await Promise.all(vm.vdis.map((v) => sha(v.uuid))) // the source as XO's run exported it
+    } finally {
+      await xoApi.disconnect()
+      await handler.forget()
+    }
+    expect(ends.length).toBeGreaterThan(0)
+    expect(ends.filter((e) => e.status !== 'success')).toEqual([])
+    sim.writeBlocks(vm.uuid, { blocks: 2 })
+    const listed = await withRemote('xr', (r) => listBackups(r, vm.uuid))
+    expect(listed.map((b) => [b.metadata.mode, b.metadata.jobId])).toEqual([['full', 'xofull']])
+    const xva = await readFile(join(dir.path, 'xr', 'xo-vm-backups', vm.uuid, String(listed[0]!.metadata.xva).replace('./', '')))
+    expect(xva.subarray(0, 4).toString('hex')).toBe('28b52ffd')
+    expect((await withRemote('xr', (r) => verifyRemote(r, { vmUuid: vm.uuid, full: true }))).problems).toEqual([])
+    const r = await restore('xr', listed[0]!.metadataPath, xapi.listSrs()[1]!.uuid)
+    expect(await Promise.all(r.vdis.map((v) => sha(v.uuid)))).toEqual(shas!)
   }, 120_000)
 
   it('restores a full point from the CLI (restore --vm --sr --xapi)', async () => {
