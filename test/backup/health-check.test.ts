@@ -3,11 +3,13 @@
  * through the real queue and the stream pool, against the XAPI simulator (2 SRs): the new backup is
  * restored on the health-check SR, started, and must report guest tools. The simulator's guest boot is a
  * flag: `normal` reports tools right after start, `never` never does (the check then fails when its
- * timeout — a short one, the only outcome possible — expires). Either way the restored VM and its disks
- * are gone afterwards. Also: a VM without the wanted tag is not checked (an info), and XO's xenstore
+ * timeout — a short one, the only outcome possible — expires), `manual` boots late: the test releases
+ * the guest once the check's VM runs (the check waits; its timeout is long). Either way the restored VM
+ * and its disks are gone afterwards. Also: a VM without the wanted tag is not checked (an info), and XO's xenstore
  * health-check script answer (failure with its message).
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { waitFor } from '../helpers/ports.js'
 import type { JobSummary, TaskSummary } from '../../src/queue/task-log.js'
 import type { TaskInputOf } from '../../src/queue/tasks.js'
 import type { XapiClient } from '../../src/xapi/client.js'
@@ -85,6 +87,29 @@ describe('health check after a backup (through the queue, simulator)', () => {
       sim.setGuestBoot('normal')
     }
   }, 60_000)
+
+  it('waits for a guest that boots late: passes once its tools report, and the restored VM is destroyed', async () => {
+    sim.setGuestBoot('manual')
+    try {
+      const h = await harness.client.enqueue({ proxy: 'hc-main' }, backupTask(sim.listVms()[0]!.uuid, { healthCheckVmsWithTags: ['hc'], healthCheckTimeout: '10m' }))
+      // the check's VM is running and waiting for its tools: the guest boots now
+      let running: string | undefined
+      await waitFor('the health check VM running', async () => {
+        const vms = (await xapi.call('VM.get_all_records')) as Record<string, { uuid: string; is_a_snapshot: boolean; tags: string[]; power_state: string }>
+        running = Object.values(vms).find((v) => !v.is_a_snapshot && v.tags.includes('xo:no-bak=Health Check') && v.power_state === 'Running')?.uuid
+        return running !== undefined
+      }, 60_000)
+      sim.reportGuestTools(running!)
+      const s = await h.result()
+      expect(s.status, JSON.stringify(s, null, 1)).toBe('success')
+      const hc = find(s.tasks, 'health check')
+      expect(hc?.status).toBe('success')
+      expect((hc?.result as { restoredVmUuid: string }).restoredVmUuid).toBe(running)
+      await nothingLeft()
+    } finally {
+      sim.setGuestBoot('normal')
+    }
+  }, 90_000)
 
   it('a VM without the wanted tag is not checked; a failing xenstore health-check script fails the check', async () => {
     const skipped = await run(backupTask(sim.listVms()[1]!.uuid, { healthCheckVmsWithTags: ['hc'] }))

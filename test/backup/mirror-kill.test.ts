@@ -1,6 +1,7 @@
 /**
  * A mirror killed with SIGKILL midway (a child process, held after some files were copied and before the
- * backup's metadata, while the other VM's copy may be writing a temporary), then run again: the targets
+ * backup's metadata, while the other VM's copy may be writing a temporary): the target then lists only
+ * whole backups (what is half-copied is unlisted: orphans, temporaries). Then run again: the targets
  * hold exactly the source's backups their retention allows, nothing else (`verify --full`: no orphan,
  * no leftover, every chain valid, XO's cache right), and each kept backup restores to the same bytes as
  * the source's backup of that time.
@@ -85,6 +86,18 @@ describe('mirror killed midway', () => {
     // killed midway: at least holdAfter files published (the other VM's copy may have published more), not done
     expect(out.match(/^copied /gm)!.length).toBeGreaterThanOrEqual(holdAfter)
     expect(out).not.toContain('done ')
+    // nothing visible half-copied: every backup the target lists is whole (its files there, its chains
+    // valid); what the kill left behind is unlisted (VHDs without metadata yet, temporaries), which the
+    // re-run takes over
+    const killed = createRemote(`file://${dst}`)
+    await killed.open()
+    try {
+      const problems = (await verifyRemote(killed, { full: true })).problems
+      expect(problems.some((p) => p.kind === 'orphan')).toBe(true) // a VHD copied, its backup's metadata not yet
+      expect(problems.filter((p) => !['orphan', 'leftover', 'cache'].includes(p.kind))).toEqual([])
+    } finally {
+      await killed.close()
+    }
 
     const s = await runMirror(parseTask(task) as BackupMirrorTask, { defaults, copier: inlineCopier, signal: new AbortController().signal })
     expect(s.status, `${name}: ${JSON.stringify(s, null, 1)}`).toBe('success')

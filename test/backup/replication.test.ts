@@ -1,7 +1,8 @@
 /**
  * Replication (XO's job `srs`) end to end through the queue: EnqueueClient → BullMQ → ProxyRuntime →
  * simulator. A VM with 2 disks and 2 VIFs, continuous replication (delta mode) to an SR plus a local
- * remote, 3 runs: the first a full copy, then deltas imported onto clones of the last replica's disks;
+ * remote, 3 runs: the first a full copy, then deltas imported onto clones of the last replica's disks
+ * (the SR's export task says which, per disk);
  * after each run the newest replica's disks (raw export) equal the source disks; copyRetention 2 keeps
  * two replicas; replicas tagged, named and start-blocked as XO does. Then disaster recovery (full mode)
  * with a second SR that is full: the full SR fails alone (nothing left on it), the remote and the other
@@ -79,6 +80,11 @@ describe('replication to SRs through the queue (simulator)', () => {
       const r = vmResult(s)
       expect(r.full).toBe(i === 0)
       expect(r.succeeded).toEqual(['local', sr.uuid].sort())
+      // the SR's export: a full copy first, then each disk a delta imported onto the last replica's disk
+      const srExport = s.tasks?.[0]?.tasks?.find((t) => t.message === 'export' && (t.data as { id?: string }).id === sr.uuid)
+      expect(srExport?.data).toMatchObject({ type: 'SR', isFull: i === 0 })
+      const perDisk = (srExport?.infos ?? []).filter((e) => e.message.endsWith(' replicated')).map((e) => e.data as { delta: boolean; sizeBytes: number })
+      expect(perDisk.map((d) => d.delta)).toEqual([i > 0, i > 0])
       const replicas = await replicasOn('crjob', sr.uuid, Math.min(i + 1, 2))
       const newest = replicas.at(-1)!
       seen.push(newest.uuid)

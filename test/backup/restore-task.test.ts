@@ -5,15 +5,20 @@
  * up three times (full + 2 deltas, writes in between) to a VhdFile remote and to a VhdDirectory remote,
  * brotli-compressed and encrypted; every point of each remote is restored as a new VM on another SR and
  * checked: the VM record (XO's name, description, tag, fields of the source), the disks in VBD order on
- * that SR, each disk's raw export (`export_raw_vdi?format=raw` through the real client) byte for byte
+ * that SR, each imported by the proxy's stream pool (`backup.restoreDisk`, one thread task per disk), each disk's raw export (`export_raw_vdi?format=raw` through the real client) byte for byte
  * against the source disk as it was at that point, the VIFs on the networks of the source with its MACs.
- * Also: an SR that fills up (coded error, nothing left), an import failing, a cancel mid-import, and
- * `start: true` (the restored VM runs), and the CLI's whole-VM form (`restore --vm --at --sr --xapi`).
+ * Also: an SR that fills up (coded error, nothing left), an import failing, a cancel mid-import,
+ * `start: true` (the restored VM runs), the progress a restore reports (up to 100 % of its bytes), and
+ * the CLI's whole-VM form (`restore --vm --at --sr --xapi`).
  */
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest'
+import { inlineImporter } from '../../src/backup/disk-import.js'
+import { importVmBackup } from '../../src/backup/import-vm-backup.js'
 import { metadataPath } from '../../src/backup/layout.js'
+import type { JobProgress } from '../../src/queue/client.js'
+import { createRemote } from '../../src/remotes/index.js'
 import type { RestoreToSrResult } from '../../src/backup/restore-task.js'
 import type { EnqueueClient } from '../../src/queue/client.js'
 import type { JobSummary } from '../../src/queue/task-log.js'
@@ -93,11 +98,15 @@ describe('backup.restore: whole VM through the queue (simulator, VhdFile and enc
     const source = xapi.get('VM', sim.listVms()[0]!.uuid)
     const sourceVifs = source.VIFs.map((ref) => xapi.get('VIF', ref)).sort((a, b) => a.device.localeCompare(b.device))
     expect(sourceVifs.map((v) => xapi.get('network', v.network).uuid)).toHaveLength(2)
+    // the disks go through the proxy's stream pool: one `backup.restoreDisk` thread task each
+    const poolRuns = vi.spyOn(harness.proxy.pool, 'run')
     for (const remoteId of ['file', 'dir']) {
       for (const [i, point] of points.entries()) {
         const sr = srs()[1 + (i % 2)]!
+        poolRuns.mockClear()
         const s = await run(restoreTask(remoteId, point.path, sr.uuid))
         expect(s.status, JSON.stringify(s, null, 1)).toBe('success')
+        expect(poolRuns.mock.calls.map((c) => c[0])).toEqual(['backup.restoreDisk', 'backup.restoreDisk'])
         const result = s.result as unknown as RestoreToSrResult
         const vm = await restoredVm(result.restoredVmUuid)
         expect(vm.uuid).not.toBe(source.uuid)
@@ -126,7 +135,30 @@ describe('backup.restore: whole VM through the queue (simulator, VhdFile and enc
         expect(s.tasks?.map((t) => t.status)).toEqual(['success', 'success'])
       }
     }
+    poolRuns.mockRestore()
   }, 180_000)
+
+  it('reports its progress in bytes, rising to 100 % of what it uploads', async () => {
+    const remote = createRemote(remotes.dir!.url, remotes.dir!.options)
+    await remote.open()
+    const reports: JobProgress[] = []
+    try {
+      const r = await importVmBackup({
+        remote, remoteSpec: { url: remotes.dir!.url, options: remotes.dir!.options ?? {} }, metadataPath: points[0]!.path, xapi, srUuid: srs()[1]!.uuid, // the full: disks under the 16 MiB between two upload reports
+        importer: inlineImporter, signal: new AbortController().signal, onProgress: (p) => reports.push(p),
+      })
+      const total = r.vdis.reduce((sum, v) => sum + v.sizeBytes, 0)
+      expect(total).toBeGreaterThan(0)
+      expect(reports.length).toBeGreaterThanOrEqual(r.vdis.length) // at least each disk's end (the upload reports it)
+      for (const [i, p] of reports.entries()) {
+        expect(p.totalBytes).toBe(total)
+        if (i > 0) expect(p.doneBytes!).toBeGreaterThanOrEqual(reports[i - 1]!.doneBytes!)
+      }
+      expect(reports.at(-1)).toEqual({ percent: 100, doneBytes: total, totalBytes: total })
+    } finally {
+      await remote.close()
+    }
+  }, 60_000)
 
   it('an SR that fills up: coded error naming the SR, and neither VM nor VDI left behind', async () => {
     const sr = srs()[2]!

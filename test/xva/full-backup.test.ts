@@ -3,15 +3,21 @@
  * - a run writes `<ts>.xva` (zstd, as the job asks), XO's `<ts>.xva.checksum` (`$1$$<md5>`) and metadata
  *   with XO's FullRemoteWriter fields to two targets; nothing temporary is left;
  * - XO's own RemoteAdapter lists it, finds it a valid XVA, reads it back byte for byte, formats it;
- * - restoring it (importVmBackup's full branch) gives a VM whose disks equal the source at backup time;
- * - retention as XO (`exportRetention`): older full backups go with their XVA and checksum;
- * - a corrupt XVA is refused with E_XVA_CORRUPT and the pool keeps no VM or VDI of it;
+ * - restoring it (importVmBackup's full branch) gives a VM whose disks equal the source at backup time,
+ *   its progress rising to 100 % of the XVA;
+ * - retention as XO (`exportRetention`): older full backups go with their XVA and checksum; the job's
+ *   compression gives a gzip (`native`) or plain tar (`''`) XVA;
+ * - an intact XVA whose checksum file disagrees is refused by our MD5 check before XAPI has all of it,
+ *   a corrupt XVA with E_XVA_CORRUPT (checksum file or, without one, XAPI's chunk checks); either way
+ *   the pool keeps no VM or VDI of it;
  * - an XVA backup written by XO's code (its Xapi VM_export + RemoteAdapter.outputStream + metadata as
- *   FullRemoteWriter) is listed and restored by us;
+ *   FullRemoteWriter) is listed and restored by us; so is one written by XO's whole backup runner in full
+ *   mode (createRunner → FullXapi → FullRemoteWriter, zstd), which our verify --full also accepts;
  * - the CLI's whole-VM restore picks the XVA of a full point.
  */
 import { createHash } from 'node:crypto'
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { listBackups } from '../../src/backup/catalog.js'
@@ -29,7 +35,9 @@ import { XapiClient } from '../../src/xapi/client.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
 import { makeTempDir } from '../helpers/tmp.js'
 import { defaults, MiB, startSim } from '../backup/helpers/fixture.js'
-import { xoAdapter, xoXapi } from '../xo/oracle.js'
+import { loadXo, xoAdapter, xoHandler, xoXapi } from '../xo/oracle.js'
+
+const require = createRequire(import.meta.url)
 
 let sim: XapiSimulator
 let xapi: XapiClient
@@ -62,9 +70,9 @@ async function withRemote<T>(name: string, fn: (r: Remote) => Promise<T>): Promi
   }
 }
 
-async function restore(remoteName: string, metadataPath: string, srUuid: string) {
+async function restore(remoteName: string, metadataPath: string, srUuid: string, onProgress?: (p: { doneBytes?: number; totalBytes?: number; percent: number }) => void) {
   return withRemote(remoteName, (remote) =>
-    importVmBackup({ remote, remoteSpec: { url: `file://${dir.path}/${remoteName}`, options: {} }, metadataPath, xapi, srUuid, importer: inlineImporter, signal: new AbortController().signal }),
+    importVmBackup({ remote, remoteSpec: { url: `file://${dir.path}/${remoteName}`, options: {} }, metadataPath, xapi, srUuid, importer: inlineImporter, signal: new AbortController().signal, ...(onProgress === undefined ? {} : { onProgress }) }),
   )
 }
 
@@ -123,8 +131,10 @@ describe('full backup (XVA)', () => {
     sim.writeBlocks(vm.uuid, { blocks: 2 }) // the source moves on: the restore must give the backed-up content
     const [ts, shas] = [...shasAt][0]!
     const sr = xapi.listSrs().find((x) => x.name_label === 'Sim SR 1')!
-    const r = await restore('a', `xo-vm-backups/${vm.uuid}/${ts}.json`, sr.uuid)
+    const reports: { doneBytes?: number; totalBytes?: number; percent: number }[] = []
+    const r = await restore('a', `xo-vm-backups/${vm.uuid}/${ts}.json`, sr.uuid, (p) => reports.push(p))
     expect(r.vdis).toHaveLength(2)
+    expect(reports.at(-1)).toEqual({ percent: 100, doneBytes: r.sizeBytes, totalBytes: r.sizeBytes })
     expect(await Promise.all(r.vdis.map((v) => sha(v.uuid)))).toEqual(shas)
     const ref = xapi.get('VM', r.restoredVmUuid).$ref
     const restored = (await xapi.call('VM.get_record', ref)) as { tags: string[]; name_label: string; other_config: Record<string, string> }
@@ -139,6 +149,11 @@ describe('full backup (XVA)', () => {
     for (let i = 0; i < 2; i++) {
       const s = await runBackup(fullTask(vm.uuid, { exportRetention: 2, snapshotRetention: 1 }, i === 0 ? 'native' : ''), { defaults, exporter: runDiskExport, signal: new AbortController().signal })
       expect(s.status, JSON.stringify(s, null, 1)).toBe('success')
+      // the job's compression: `native` = gzip, `''` = a plain tar (its first member's ustar magic at 257)
+      const ts = (s.tasks?.[0]?.result as { timestamp: string }).timestamp
+      const head = (await readFile(join(dir.path, 'a', 'xo-vm-backups', vm.uuid, `${ts}.xva`))).subarray(0, 512)
+      if (i === 0) expect(head.subarray(0, 2).toString('hex')).toBe('1f8b')
+      else expect(head.subarray(257, 262).toString('latin1')).toBe('ustar')
     }
     for (const r of ['a', 'b']) {
       const names = (await readdir(join(dir.path, r, 'xo-vm-backups', vm.uuid))).sort()
@@ -178,6 +193,16 @@ describe('full backup (XVA)', () => {
     const vm = sim.listVms()[0]!
     const [newest] = await withRemote('b', async (remote) => (await listBackups(remote, vm.uuid)).reverse())
     const xvaFile = join(dir.path, 'b', 'xo-vm-backups', vm.uuid, `${newest!.timestamp}.xva`)
+    // an intact XVA whose checksum file disagrees: only our MD5 check can refuse it (XAPI would import
+    // it), and it does before XAPI has the whole archive — nothing imported
+    const checksum = await readFile(`${xvaFile}.checksum`, 'utf8')
+    await writeFile(`${xvaFile}.checksum`, `$1$$${'0'.repeat(32)}`)
+    const intact = counts()
+    const refused = await restore('b', newest!.metadataPath, xapi.listSrs()[0]!.uuid).then(() => undefined, (e: unknown) => e as { code?: string; message?: string })
+    expect(refused?.code).toBe('E_XVA_CORRUPT')
+    expect(refused?.message).toMatch(/its checksum file says \$1\$\$0{32}.*nothing was imported/)
+    expect(counts()).toEqual(intact)
+    await writeFile(`${xvaFile}.checksum`, checksum)
     const bytes = await readFile(xvaFile)
     bytes[Math.floor(bytes.length / 2)]! ^= 0x01
     await writeFile(xvaFile, bytes)
@@ -218,6 +243,46 @@ describe('full backup (XVA)', () => {
     expect(listed.map((b) => [b.metadata.mode, b.metadata.xva])).toEqual([['full', './20260101T000000Z.xva']])
     const r = await restore('x', metadataPath.replace(/^\//, ''), xapi.listSrs()[0]!.uuid)
     expect(await Promise.all(r.vdis.map((v) => sha(v.uuid)))).toEqual(shas)
+  }, 120_000)
+
+  it('lists, verifies and restores what XO\'s own backup runner wrote in full mode (its FullRemoteWriter)', async () => {
+    const vm = sim.listVms()[0]!
+    await mkdir(join(dir.path, 'xr'))
+    const remote = { url: `file://${dir.path}/xr` }
+    const xo = await loadXo()
+    const handler = await xoHandler(remote)
+    const xoApi = await xoXapi(sim)
+    const { createRunner } = (await import('@xen-orchestra/backups/Backup.mjs')) as { createRunner: (o: unknown) => { run(): Promise<unknown> } }
+    const { Task } = require('@vates/task') as { Task: { run(o: unknown, fn: () => Promise<unknown>): Promise<unknown> } }
+    const Disposable = require('promise-toolbox/Disposable') as new (dispose: () => void, value: unknown) => unknown
+    const ends: { status: string }[] = []
+    let shas: string[]
+    try {
+      const adapter = new xo.RemoteAdapter(handler, {})
+      const runner = createRunner({
+        config: { snapshotNameLabelTpl: '[XO Backup {job.name}] {vm.name_label}', defaultSettings: {}, vm: { defaultSettings: {} } },
+        getAdapter: () => Promise.resolve(new Disposable(() => undefined, adapter)),
+        getConnectedRecord: async (type: string, uuid: string) => new Disposable(() => undefined, await xoApi.getRecordByUuid(type, uuid)),
+        job: { id: 'xofull', type: 'backup', mode: 'full', compression: 'zstd', name: 'xo full', vms: { id: vm.uuid }, remotes: { id: 'r' }, settings: { '': { exportRetention: 2, snapshotRetention: 1 } } },
+        schedule: { id: 'xosched' },
+        remotes: { r: remote },
+      })
+      await Task.run({ properties: { name: 'backup run' }, onProgress: (e: { type: string; status: string }) => void (e.type === 'end' && ends.push(e)) }, () => runner.run())
+      shas = await Promise.all(vm.vdis.map((v) => sha(v.uuid))) // the source as XO's run exported it
+    } finally {
+      await xoApi.disconnect()
+      await handler.forget()
+    }
+    expect(ends.length).toBeGreaterThan(0)
+    expect(ends.filter((e) => e.status !== 'success')).toEqual([])
+    sim.writeBlocks(vm.uuid, { blocks: 2 })
+    const listed = await withRemote('xr', (r) => listBackups(r, vm.uuid))
+    expect(listed.map((b) => [b.metadata.mode, b.metadata.jobId])).toEqual([['full', 'xofull']])
+    const xva = await readFile(join(dir.path, 'xr', 'xo-vm-backups', vm.uuid, String(listed[0]!.metadata.xva).replace('./', '')))
+    expect(xva.subarray(0, 4).toString('hex')).toBe('28b52ffd')
+    expect((await withRemote('xr', (r) => verifyRemote(r, { vmUuid: vm.uuid, full: true }))).problems).toEqual([])
+    const r = await restore('xr', listed[0]!.metadataPath, xapi.listSrs()[1]!.uuid)
+    expect(await Promise.all(r.vdis.map((v) => sha(v.uuid)))).toEqual(shas!)
   }, 120_000)
 
   it('restores a full point from the CLI (restore --vm --sr --xapi)', async () => {

@@ -2,13 +2,14 @@
  * Full backups through the real queue: EnqueueClient → BullMQ → ProxyRuntime (builtin processors, the
  * XVA moved by the stream pool's `backup.xva` and `backup.restoreXva` thread tasks) → a plain and an
  * encrypted local remote and the XAPI simulator. The plain remote gets XO's `.xva.checksum`, the
- * encrypted one none (as XO); a `backup.restore` of each point gives a VM with the source's disks; the
- * run reports its progress in bytes.
+ * encrypted one none (as XO); a `backup.restore` of each point gives a VM with the source's disks. The
+ * bytes go through the proxy's stream pool: one `backup.xva` task writing to both targets, one
+ * `backup.restoreXva` per restore.
  */
 import { createHash } from 'node:crypto'
 import { mkdir, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest'
 import type { RestoreToSrResult } from '../../src/backup/restore-task.js'
 import { metadataPath } from '../../src/backup/layout.js'
 import { silentLogger } from '../../src/common/log.js'
@@ -60,9 +61,11 @@ describe('full backups through the queue (backup.xva / backup.restoreXva threads
     const vm = sim.listVms()[0]!
     const xapi = { url: sim.url, credentials: { username: sim.user, password: sim.password } }
     const task: TaskInputOf<'backup.run'> = { kind: 'backup.run', job: { id: 'qfull', name: 'qfull', mode: 'full', compression: 'native', vms: { uuid: [vm.uuid] }, settings: { '': {} } }, schedule: { id: 'qs' }, remotes, xapis: { sim: xapi } }
+    const poolRuns = vi.spyOn(proxy.pool, 'run')
     const handle = await client.enqueue({ proxy: proxyId }, task)
     const s = await handle.result()
     expect(s.status, JSON.stringify(s.tasks, null, 1)).toBe('success')
+    expect(poolRuns.mock.calls.map((c) => c[0])).toEqual(['backup.xva'])
     const ts = (s.tasks?.[0]?.result as { timestamp: string }).timestamp
     const shas = await Promise.all(vm.vdis.map((v) => sha(v.uuid)))
     expect((await readdir(join(dir.path, 'plain', 'xo-vm-backups', vm.uuid))).sort()).toEqual([`${ts}.json`, `${ts}.xva`, `${ts}.xva.checksum`, 'cache.json.gz'])
@@ -81,7 +84,9 @@ describe('full backups through the queue (backup.xva / backup.restoreXva threads
         const result = r.result as unknown as RestoreToSrResult
         expect(await Promise.all(result.vdis.map((v) => sha(v.uuid)))).toEqual(shas)
       }
+      expect(poolRuns.mock.calls.map((c) => c[0])).toEqual(['backup.xva', 'backup.restoreXva', 'backup.restoreXva'])
     } finally {
+      poolRuns.mockRestore()
       await x.close()
     }
   }, 120_000)
