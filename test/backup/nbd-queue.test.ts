@@ -5,10 +5,13 @@
  * destroyed after each run (cbtDestroySnapshotData); then each fallback: no NBD network, unreachable
  * server, TLS mismatch (HTTP export, warning), a reset on every connection (the run fails E_NBD_READ,
  * never a short disk), a changed-block list of the wrong length and a broken CBT chain on a
- * data-destroyed base (full, reason logged).
+ * data-destroyed base (full, reason logged). Every point is restored by our code and, from its VHD chain,
+ * by Xen Orchestra's vhd-lib.
  */
 import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { createRequire } from 'node:module'
+import { join, posix } from 'node:path'
+import type { Readable } from 'node:stream'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { listBackups } from '../../src/backup/catalog.js'
 import { restoreDiskToFile } from '../../src/backup/restore.js'
@@ -20,6 +23,35 @@ import type { XapiClient } from '../../src/xapi/client.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
 import { execFileAsync, qemuCompare, saveRaw, MiB } from './helpers/fixture.js'
 import { startQueueHarness, type QueueHarness } from './helpers/queue-harness.js'
+
+// Xen Orchestra's vhd-lib (through its @xen-orchestra/fs handler) reads every chain we wrote over NBD
+interface XoHandler {
+  sync(): Promise<void>
+  forget(): Promise<void>
+}
+interface LibVhd {
+  footer: { currentSize: number }
+  readBlockAllocationTable(): Promise<void>
+  rawContent(): Readable
+}
+const require = createRequire(import.meta.url)
+const { getHandler } = require('@xen-orchestra/fs') as { getHandler: (remote: { url: string }) => XoHandler }
+const vhdLib = require('vhd-lib') as { VhdSynthetic: { fromVhdChain(handler: XoHandler, path: string): Promise<{ value: LibVhd; dispose: () => unknown }> } }
+
+async function vhdLibRaw(url: string, path: string): Promise<Buffer> {
+  const handler = getHandler({ url })
+  await handler.sync()
+  const d = await vhdLib.VhdSynthetic.fromVhdChain(handler, path)
+  try {
+    await d.value.readBlockAllocationTable()
+    const chunks: Buffer[] = []
+    for await (const c of d.value.rawContent()) chunks.push(c as Buffer)
+    return Buffer.concat(chunks).subarray(0, d.value.footer.currentSize)
+  } finally {
+    await d.dispose()
+    await handler.forget()
+  }
+}
 
 let sim: XapiSimulator
 let xapi: XapiClient
@@ -63,7 +95,12 @@ async function checkRestores(remotes: Remotes, vmUuid: string, vdiUuid: string, 
       for (const b of backups) {
         const out = join(dir.path, `restored-${id}-${b.timestamp}.raw`)
         await restoreDiskToFile(remote, { vmUuid, vdiUuid, at: b.timestamp }, out)
-        expect((await readFile(out)).equals(await readFile(rawAt.get(b.timestamp)!)), `${id} ${b.timestamp}`).toBe(true)
+        const raw = await readFile(rawAt.get(b.timestamp)!)
+        expect((await readFile(out)).equals(raw), `${id} ${b.timestamp}`).toBe(true)
+        const vhds = Object.values(b.raw.vhds as Record<string, string>)
+        expect(vhds).toHaveLength(1)
+        const xo = await vhdLibRaw(r.url, posix.join(posix.dirname(b.metadataPath), vhds[0]!))
+        expect(xo.equals(raw), `vhd-lib ${id} ${b.timestamp}`).toBe(true)
       }
     } finally {
       await remote.close()
