@@ -5,7 +5,8 @@
  * destroyed after each run (cbtDestroySnapshotData); then each fallback: no NBD network, unreachable
  * server, TLS mismatch (HTTP export, warning), a reset on every connection (the run fails E_NBD_READ,
  * never a short disk), a changed-block list of the wrong length and a broken CBT chain on a
- * data-destroyed base (full, reason logged). Every point is restored by our code and, from its VHD chain,
+ * data-destroyed base (full, reason logged); CBT unusable on a base that kept its data (a delta as
+ * before: blocks listed by the HTTP export, read over NBD, or over HTTP when NBD is unreachable). Every point is restored by our code and, from its VHD chain,
  * by Xen Orchestra's vhd-lib.
  */
 import { readFile } from 'node:fs/promises'
@@ -112,7 +113,7 @@ beforeAll(async () => {
   const simOptions = async (dirPath: string) => {
     const tls = await keyPair(dirPath, 'host')
     otherCert = (await keyPair(dirPath, 'other')).cert.toString()
-    return { vms: 3, seed: 2121, diskSizeBytes: 32 * MiB, nbd: { tls } }
+    return { vms: 4, seed: 2121, diskSizeBytes: 32 * MiB, nbd: { tls } }
   }
   harness = await startQueueHarness({ redisUrl: inject('redisUrl'), proxyId: 'nbd-proxy', dirPrefix: 'bp-nbdq-', sim: simOptions })
   ;({ sim, xapi, dir } = harness)
@@ -219,6 +220,38 @@ describe('NBD + CBT through the queue', { timeout: 300_000 }, () => {
     await ok(true, /full backup of disk .*CBT is unusable \(VDI.list_changed_blocks answered \d+ bytes/)
     sim.resetCbtChain(vdi.uuid)
     await ok(true, /full backup of disk .*CBT is unusable \(.*SR_BACKEND_FAILURE_460/)
+    await checkRestores(remotes, vm.uuid, vdi.uuid, rawAt)
+  })
+
+  it('CBT unusable on a base that kept its data: a delta as before (blocks listed by the HTTP export), over NBD, or over HTTP when NBD is unreachable', async () => {
+    const vm = sim.listVms()[3]!
+    const vdi = vm.vdis[0]!
+    await xapi.call('VDI.enable_cbt', vdi.ref)
+    const remotes: Remotes = { file: { url: `file://${dir.path}/nocbt` } }
+    await execFileAsync('mkdir', ['-p', `${dir.path}/nocbt`])
+    const settings = { preferNbd: true, nbdConcurrency: 2 }
+    const rawAt = new Map<string, string>()
+    const step = async (expectFull: boolean, nbd: boolean, info: RegExp | undefined, warning: RegExp | undefined): Promise<void> => {
+      sim.writeBlocks(vm.uuid, { blocks: 3 })
+      const s = await run('nocbt', vm.uuid, remotes, settings)
+      expect(s.status, JSON.stringify(s.tasks, null, 1)).toBe('success')
+      expect(vmResult(s).full).toBe(expectFull)
+      const infos = messages(s, 'infos')
+      expect(infos.some((m) => m.startsWith('Transfer data using NBD')), JSON.stringify(infos)).toBe(nbd)
+      if (info !== undefined) expect(infos.some((m) => info.test(m)), JSON.stringify(infos)).toBe(true)
+      if (warning === undefined) expect(messages(s, 'warnings')).toEqual([])
+      else expect(messages(s, 'warnings').some((m) => warning.test(m)), JSON.stringify(messages(s, 'warnings'))).toBe(true)
+      const raw = join(dir.path, `raw-nocbt-${vmResult(s).timestamp}`)
+      await saveRaw(sim, vdi.uuid, raw)
+      rawAt.set(vmResult(s).timestamp, raw)
+    }
+    await step(true, true, undefined, undefined)
+    // CBT disabled on the disk: the next snapshot is not tracked; its base kept its data
+    await xapi.call('VDI.disable_cbt', vdi.ref)
+    await step(false, true, /CBT is unusable \(CBT is disabled on the disk\), the delta's blocks are listed by the HTTP export/, undefined)
+    sim.setNbdFault({ kind: 'unreachable' })
+    await step(false, false, /CBT is unusable/, /E_NBD_UNREACHABLE.*fall back to the HTTP export$/)
+    sim.clearNbdFaults()
     await checkRestores(remotes, vm.uuid, vdi.uuid, rawAt)
   })
 })
