@@ -1,13 +1,14 @@
 /**
- * NBD and CBT end to end through the queue (EnqueueClient → BullMQ → ProxyRuntime → Piscina disk threads
- * → simulator with its NBD server over TLS → local remotes): a full then 3 CBT deltas over NBD with 2
- * connections, restores equal to the simulator's disk at each point; the same with the snapshot data
- * destroyed after each run (cbtDestroySnapshotData); then each fallback: no NBD network, unreachable
- * server, TLS mismatch (HTTP export, warning), a reset on every connection (the run fails E_NBD_READ,
- * never a short disk), a changed-block list of the wrong length and a broken CBT chain on a
- * data-destroyed base (full, reason logged); CBT unusable on a base that kept its data (a delta as
- * before: blocks listed by the HTTP export, read over NBD, or over HTTP when NBD is unreachable). Every point is restored by our code and, from its VHD chain,
- * by Xen Orchestra's vhd-lib.
+ * NBD and CBT end to end through the queue (EnqueueClient → BullMQ → ProxyRuntime → Piscina disk
+ * threads → simulator with its NBD server over TLS → local remotes): a full then 3 CBT deltas over NBD
+ * with 2 connections, restores equal to the simulator's disk at each point; the same with the snapshot
+ * data destroyed after each run (cbtDestroySnapshotData), and held back while a target failed for the
+ * VM; then each fallback: no NBD network, unreachable server, TLS mismatch (HTTP export, warning), a
+ * reset on every connection (the run fails E_NBD_READ, never a short disk), a changed-block list of the
+ * wrong length and a broken CBT chain on a data-destroyed base (full, reason logged); CBT unusable on a
+ * base that kept its data (a delta as before: blocks listed by the HTTP export, read over NBD, or over
+ * HTTP when NBD is unreachable). Every point is restored by our code and, from its VHD chain, by Xen
+ * Orchestra's vhd-lib.
  */
 import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
@@ -113,7 +114,7 @@ beforeAll(async () => {
   const simOptions = async (dirPath: string) => {
     const tls = await keyPair(dirPath, 'host')
     otherCert = (await keyPair(dirPath, 'other')).cert.toString()
-    return { vms: 4, seed: 2121, diskSizeBytes: 32 * MiB, nbd: { tls } }
+    return { vms: 5, seed: 2121, diskSizeBytes: 32 * MiB, nbd: { tls } }
   }
   harness = await startQueueHarness({ redisUrl: inject('redisUrl'), proxyId: 'nbd-proxy', dirPrefix: 'bp-nbdq-', sim: simOptions })
   ;({ sim, xapi, dir } = harness)
@@ -221,6 +222,31 @@ describe('NBD + CBT through the queue', { timeout: 300_000 }, () => {
     sim.resetCbtChain(vdi.uuid)
     await ok(true, /full backup of disk .*CBT is unusable \(.*SR_BACKEND_FAILURE_460/)
     await checkRestores(remotes, vm.uuid, vdi.uuid, rawAt)
+  })
+
+  it('cbtDestroySnapshotData: no purge while a target failed for the VM; the next run that reaches every target purges', async () => {
+    const vm = sim.listVms()[4]!
+    const vdi = vm.vdis[0]!
+    await xapi.call('VDI.enable_cbt', vdi.ref)
+    await execFileAsync('mkdir', ['-p', `${dir.path}/pg`])
+    // a remote where the disk's directory is a regular file: the run's checks pass, the disk's export fails
+    await execFileAsync('mkdir', ['-p', `${dir.path}/pg-broken/xo-vm-backups/${vm.uuid}/vdis/nbd-pg`])
+    await execFileAsync('touch', [`${dir.path}/pg-broken/xo-vm-backups/${vm.uuid}/vdis/nbd-pg/${vdi.uuid}`])
+    const settings = { preferNbd: true, nbdConcurrency: 2, cbtDestroySnapshotData: true }
+    const vdiTypes = async (): Promise<string[]> => {
+      const vdis = (await xapi.call('VDI.get_all_records')) as Record<string, { type: string; other_config: Record<string, string> }>
+      return Object.values(vdis).filter((v) => v.other_config['xo:backup:job'] === 'nbd-pg').map((v) => v.type)
+    }
+    const partial = await run('nbd-pg', vm.uuid, { good: { url: `file://${dir.path}/pg` }, broken: { url: `file://${dir.path}/pg-broken` } }, settings)
+    expect([vmResult(partial).succeeded, vmResult(partial).failed], JSON.stringify(partial.tasks, null, 1)).toEqual([['good'], ['broken']])
+    expect(messages(partial, 'infos')).not.toContain('will delete snapshot data')
+    expect(await jobSnapshots('nbd-pg')).toHaveLength(1)
+    expect(await vdiTypes()).not.toContain('cbt_metadata')
+    const ok = await run('nbd-pg', vm.uuid, { good: { url: `file://${dir.path}/pg` } }, settings)
+    expect(ok.status, JSON.stringify(ok.tasks, null, 1)).toBe('success')
+    expect(messages(ok, 'infos')).toContain('Snapshot data has been deleted')
+    expect(await jobSnapshots('nbd-pg')).toEqual([])
+    expect(await vdiTypes()).toEqual(['cbt_metadata'])
   })
 
   it('CBT unusable on a base that kept its data: a delta as before (blocks listed by the HTTP export), over NBD, or over HTTP when NBD is unreachable', async () => {
