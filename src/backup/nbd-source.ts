@@ -12,7 +12,7 @@
  * NBD unusable when the disk starts (no server, unreachable, TLS mismatch, export refused): the HTTP
  * export is used instead and a warning says why; for a CBT delta whose base has no data any more, that
  * fallback is a full. A failure once blocks flow (a reset beyond the retries) fails the disk (E_NBD_READ):
- * never a short disk. Blocks are read ahead (16, or 8 per connection) into pooled block buffers.
+ * never a short disk. Blocks are read ahead (2 per connection, at least 8) into pooled block buffers.
  */
 import { BackupProxyError, CancelledError } from '../common/errors.js'
 import { bitmapSizeBytes, DEFAULT_BLOCK_SIZE, DISK_TYPES } from '../vhd/constants.js'
@@ -75,11 +75,17 @@ export function changedBlockIndexes(base64: string, virtualSizeBytes: number): n
   if (bitmap.length !== expected) {
     throw new BackupProxyError('E_CBT', `VDI.list_changed_blocks answered ${bitmap.length} bytes for a ${virtualSizeBytes}-byte disk, expected ${expected}`, { fields: { got: bitmap.length, expected } })
   }
-  const perBlock = DEFAULT_BLOCK_SIZE / CBT_BLOCK_BYTES / 8 // bytes of bitmap per 2 MiB block
+  const perBlock = DEFAULT_BLOCK_SIZE / CBT_BLOCK_BYTES / 8 // bytes of bitmap per 2 MiB block: 4
   const out: number[] = []
-  for (let b = 0; b * perBlock < bitmap.length; b++) {
-    const slice = bitmap.subarray(b * perBlock, (b + 1) * perBlock)
-    if (slice.some((x) => x !== 0)) out.push(b)
+  const whole = Math.floor(bitmap.length / perBlock)
+  // one 32-bit word per block (no view per block: a 2 TiB disk has a million of them)
+  for (let b = 0; b < whole; b++) if (bitmap.readUInt32BE(b * perBlock) !== 0) out.push(b)
+  // the last block of a disk that is not a whole number of 2 MiB blocks has fewer bytes
+  for (let i = whole * perBlock; i < bitmap.length; i++) {
+    if (bitmap[i] !== 0) {
+      out.push(whole)
+      break
+    }
   }
   return out
 }
@@ -96,14 +102,26 @@ async function openHttp(o: OpenDiskSourceOptions, descriptor: VdiExportDescripto
   return exp.sizeBytes === undefined ? { vhd } : { vhd, sizeBytes: exp.sizeBytes }
 }
 
+/**
+ * Reads in flight for a disk read over `connections` NBD connections: 2 per connection, at least 8. Each
+ * holds a 2 MiB block buffer, and the thread's block pool keeps 8 free buffers between disks: a wider
+ * window allocates fresh buffers at every export, and the first write into each faults its pages in.
+ * With 32 in flight (the former 8 per connection, 4 connections) a 5 % CBT delta of a 1 GiB disk (26
+ * blocks) cost this process a median 120 ms of CPU, with this window 71 ms (20 deltas each, alternated).
+ * 2 per connection still covers a request's round trip (a 2 MiB reply takes longer than a LAN round
+ * trip); XO reads 16 ahead over all its connections.
+ */
+function readWindow(connections: number): number {
+  return Math.max(8, 2 * connections)
+}
+
 /** Blocks of `order` read over NBD, `window` in flight, each in a pooled buffer with a full bitmap. */
 function nbdVhd(disk: NbdDisk, head: Pick<VhdStream, 'footer' | 'header' | 'blockOrder'>, pool: VhdBlockPool, headBytes: number): DiskVhd {
   const blockSize = head.header.blockSizeBytes
   const bitmapBytes = bitmapSizeBytes(blockSize)
   const size = head.footer.currentSizeBytes
   let bytesRead = headBytes
-  // XO reads 16 blocks ahead; more per connection keeps each one busy across the round trips
-  const window = Math.max(16, disk.connections * 8)
+  const window = readWindow(disk.connections)
   const start = (index: number): Promise<VhdBlock> => {
     const buffer = pool.acquire(bitmapBytes + blockSize)
     buffer.fill(0xff, 0, bitmapBytes)

@@ -1,14 +1,19 @@
 /**
- * NBD and CBT end to end through the queue (EnqueueClient → BullMQ → ProxyRuntime → Piscina disk threads
- * → simulator with its NBD server over TLS → local remotes): a full then 3 CBT deltas over NBD with 2
- * connections, restores equal to the simulator's disk at each point; the same with the snapshot data
- * destroyed after each run (cbtDestroySnapshotData); then each fallback: no NBD network, unreachable
- * server, TLS mismatch (HTTP export, warning), a reset on every connection (the run fails E_NBD_READ,
- * never a short disk), a changed-block list of the wrong length and a broken CBT chain on a
- * data-destroyed base (full, reason logged).
+ * NBD and CBT end to end through the queue (EnqueueClient → BullMQ → ProxyRuntime → Piscina disk
+ * threads → simulator with its NBD server over TLS → local remotes): a full then 3 CBT deltas over NBD
+ * with 2 connections, restores equal to the simulator's disk at each point; the same with the snapshot
+ * data destroyed after each run (cbtDestroySnapshotData), and held back while a target failed for the
+ * VM; then each fallback: no NBD network, unreachable server, TLS mismatch (HTTP export, warning), a
+ * reset on every connection (the run fails E_NBD_READ, never a short disk), a changed-block list of the
+ * wrong length and a broken CBT chain on a data-destroyed base (full, reason logged); CBT unusable on a
+ * base that kept its data (a delta as before: blocks listed by the HTTP export, read over NBD, or over
+ * HTTP when NBD is unreachable). Every point is restored by our code and, from its VHD chain, by Xen
+ * Orchestra's vhd-lib.
  */
 import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { createRequire } from 'node:module'
+import { join, posix } from 'node:path'
+import type { Readable } from 'node:stream'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { listBackups } from '../../src/backup/catalog.js'
 import { restoreDiskToFile } from '../../src/backup/restore.js'
@@ -20,6 +25,35 @@ import type { XapiClient } from '../../src/xapi/client.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
 import { execFileAsync, qemuCompare, saveRaw, MiB } from './helpers/fixture.js'
 import { startQueueHarness, type QueueHarness } from './helpers/queue-harness.js'
+
+// Xen Orchestra's vhd-lib (through its @xen-orchestra/fs handler) reads every chain we wrote over NBD
+interface XoHandler {
+  sync(): Promise<void>
+  forget(): Promise<void>
+}
+interface LibVhd {
+  footer: { currentSize: number }
+  readBlockAllocationTable(): Promise<void>
+  rawContent(): Readable
+}
+const require = createRequire(import.meta.url)
+const { getHandler } = require('@xen-orchestra/fs') as { getHandler: (remote: { url: string }) => XoHandler }
+const vhdLib = require('vhd-lib') as { VhdSynthetic: { fromVhdChain(handler: XoHandler, path: string): Promise<{ value: LibVhd; dispose: () => unknown }> } }
+
+async function vhdLibRaw(url: string, path: string): Promise<Buffer> {
+  const handler = getHandler({ url })
+  await handler.sync()
+  const d = await vhdLib.VhdSynthetic.fromVhdChain(handler, path)
+  try {
+    await d.value.readBlockAllocationTable()
+    const chunks: Buffer[] = []
+    for await (const c of d.value.rawContent()) chunks.push(c as Buffer)
+    return Buffer.concat(chunks).subarray(0, d.value.footer.currentSize)
+  } finally {
+    await d.dispose()
+    await handler.forget()
+  }
+}
 
 let sim: XapiSimulator
 let xapi: XapiClient
@@ -63,7 +97,12 @@ async function checkRestores(remotes: Remotes, vmUuid: string, vdiUuid: string, 
       for (const b of backups) {
         const out = join(dir.path, `restored-${id}-${b.timestamp}.raw`)
         await restoreDiskToFile(remote, { vmUuid, vdiUuid, at: b.timestamp }, out)
-        expect((await readFile(out)).equals(await readFile(rawAt.get(b.timestamp)!)), `${id} ${b.timestamp}`).toBe(true)
+        const raw = await readFile(rawAt.get(b.timestamp)!)
+        expect((await readFile(out)).equals(raw), `${id} ${b.timestamp}`).toBe(true)
+        const vhds = Object.values(b.raw.vhds as Record<string, string>)
+        expect(vhds).toHaveLength(1)
+        const xo = await vhdLibRaw(r.url, posix.join(posix.dirname(b.metadataPath), vhds[0]!))
+        expect(xo.equals(raw), `vhd-lib ${id} ${b.timestamp}`).toBe(true)
       }
     } finally {
       await remote.close()
@@ -75,7 +114,7 @@ beforeAll(async () => {
   const simOptions = async (dirPath: string) => {
     const tls = await keyPair(dirPath, 'host')
     otherCert = (await keyPair(dirPath, 'other')).cert.toString()
-    return { vms: 3, seed: 2121, diskSizeBytes: 32 * MiB, nbd: { tls } }
+    return { vms: 5, seed: 2121, diskSizeBytes: 32 * MiB, nbd: { tls } }
   }
   harness = await startQueueHarness({ redisUrl: inject('redisUrl'), proxyId: 'nbd-proxy', dirPrefix: 'bp-nbdq-', sim: simOptions })
   ;({ sim, xapi, dir } = harness)
@@ -182,6 +221,63 @@ describe('NBD + CBT through the queue', { timeout: 300_000 }, () => {
     await ok(true, /full backup of disk .*CBT is unusable \(VDI.list_changed_blocks answered \d+ bytes/)
     sim.resetCbtChain(vdi.uuid)
     await ok(true, /full backup of disk .*CBT is unusable \(.*SR_BACKEND_FAILURE_460/)
+    await checkRestores(remotes, vm.uuid, vdi.uuid, rawAt)
+  })
+
+  it('cbtDestroySnapshotData: no purge while a target failed for the VM; the next run that reaches every target purges', async () => {
+    const vm = sim.listVms()[4]!
+    const vdi = vm.vdis[0]!
+    await xapi.call('VDI.enable_cbt', vdi.ref)
+    await execFileAsync('mkdir', ['-p', `${dir.path}/pg`])
+    // a remote where the disk's directory is a regular file: the run's checks pass, the disk's export fails
+    await execFileAsync('mkdir', ['-p', `${dir.path}/pg-broken/xo-vm-backups/${vm.uuid}/vdis/nbd-pg`])
+    await execFileAsync('touch', [`${dir.path}/pg-broken/xo-vm-backups/${vm.uuid}/vdis/nbd-pg/${vdi.uuid}`])
+    const settings = { preferNbd: true, nbdConcurrency: 2, cbtDestroySnapshotData: true }
+    const vdiTypes = async (): Promise<string[]> => {
+      const vdis = (await xapi.call('VDI.get_all_records')) as Record<string, { type: string; other_config: Record<string, string> }>
+      return Object.values(vdis).filter((v) => v.other_config['xo:backup:job'] === 'nbd-pg').map((v) => v.type)
+    }
+    const partial = await run('nbd-pg', vm.uuid, { good: { url: `file://${dir.path}/pg` }, broken: { url: `file://${dir.path}/pg-broken` } }, settings)
+    expect([vmResult(partial).succeeded, vmResult(partial).failed], JSON.stringify(partial.tasks, null, 1)).toEqual([['good'], ['broken']])
+    expect(messages(partial, 'infos')).not.toContain('will delete snapshot data')
+    expect(await jobSnapshots('nbd-pg')).toHaveLength(1)
+    expect(await vdiTypes()).not.toContain('cbt_metadata')
+    const ok = await run('nbd-pg', vm.uuid, { good: { url: `file://${dir.path}/pg` } }, settings)
+    expect(ok.status, JSON.stringify(ok.tasks, null, 1)).toBe('success')
+    expect(messages(ok, 'infos')).toContain('Snapshot data has been deleted')
+    expect(await jobSnapshots('nbd-pg')).toEqual([])
+    expect(await vdiTypes()).toEqual(['cbt_metadata'])
+  })
+
+  it('CBT unusable on a base that kept its data: a delta as before (blocks listed by the HTTP export), over NBD, or over HTTP when NBD is unreachable', async () => {
+    const vm = sim.listVms()[3]!
+    const vdi = vm.vdis[0]!
+    await xapi.call('VDI.enable_cbt', vdi.ref)
+    const remotes: Remotes = { file: { url: `file://${dir.path}/nocbt` } }
+    await execFileAsync('mkdir', ['-p', `${dir.path}/nocbt`])
+    const settings = { preferNbd: true, nbdConcurrency: 2 }
+    const rawAt = new Map<string, string>()
+    const step = async (expectFull: boolean, nbd: boolean, info: RegExp | undefined, warning: RegExp | undefined): Promise<void> => {
+      sim.writeBlocks(vm.uuid, { blocks: 3 })
+      const s = await run('nocbt', vm.uuid, remotes, settings)
+      expect(s.status, JSON.stringify(s.tasks, null, 1)).toBe('success')
+      expect(vmResult(s).full).toBe(expectFull)
+      const infos = messages(s, 'infos')
+      expect(infos.some((m) => m.startsWith('Transfer data using NBD')), JSON.stringify(infos)).toBe(nbd)
+      if (info !== undefined) expect(infos.some((m) => info.test(m)), JSON.stringify(infos)).toBe(true)
+      if (warning === undefined) expect(messages(s, 'warnings')).toEqual([])
+      else expect(messages(s, 'warnings').some((m) => warning.test(m)), JSON.stringify(messages(s, 'warnings'))).toBe(true)
+      const raw = join(dir.path, `raw-nocbt-${vmResult(s).timestamp}`)
+      await saveRaw(sim, vdi.uuid, raw)
+      rawAt.set(vmResult(s).timestamp, raw)
+    }
+    await step(true, true, undefined, undefined)
+    // CBT disabled on the disk: the next snapshot is not tracked; its base kept its data
+    await xapi.call('VDI.disable_cbt', vdi.ref)
+    await step(false, true, /CBT is unusable \(CBT is disabled on the disk\), the delta's blocks are listed by the HTTP export/, undefined)
+    sim.setNbdFault({ kind: 'unreachable' })
+    await step(false, false, /CBT is unusable/, /E_NBD_UNREACHABLE.*fall back to the HTTP export$/)
+    sim.clearNbdFaults()
     await checkRestores(remotes, vm.uuid, vdi.uuid, rawAt)
   })
 })
