@@ -53,11 +53,29 @@ export function parseQueueName(name: string): QueueTarget | undefined {
   return m[1] === 'proxy' ? { proxy: m[2]! } : { pool: m[2]! }
 }
 
+interface BullKeys {
+  readonly events: string
+  readonly job: (jobId: string) => string
+  readonly logs: (jobId: string) => string
+  readonly lock: (jobId: string) => string
+}
+
+/** bullKeys() results by prefix and queue: the job runner asks on every job, a process knows few queues. */
+const bullKeysMemo = new Map<string, BullKeys>()
+const BULL_KEYS_MEMO_MAX = 64
+
 /** BullMQ's own keys of a queue and its jobs, from BullMQ's QueueKeys (never rebuilt by hand). */
-export function bullKeys(prefix: string, queue: string): { events: string; job: (jobId: string) => string; logs: (jobId: string) => string; lock: (jobId: string) => string } {
-  const keys = new (bullmqQueueKeys())(prefix)
-  const job = (jobId: string): string => keys.toKey(queue, jobId)
-  return { events: keys.getKeys(queue).events ?? keys.toKey(queue, 'events'), job, logs: (jobId) => `${job(jobId)}:logs`, lock: (jobId) => `${job(jobId)}:lock` }
+export function bullKeys(prefix: string, queue: string): BullKeys {
+  const id = `${prefix.length}:${prefix}${queue}`
+  let memo = bullKeysMemo.get(id)
+  if (memo === undefined) {
+    if (bullKeysMemo.size >= BULL_KEYS_MEMO_MAX) bullKeysMemo.clear()
+    const keys = new (bullmqQueueKeys())(prefix)
+    const job = (jobId: string): string => keys.toKey(queue, jobId)
+    memo = Object.freeze({ events: keys.getKeys(queue).events ?? keys.toKey(queue, 'events'), job, logs: (jobId: string) => `${job(jobId)}:logs`, lock: (jobId: string) => `${job(jobId)}:lock` })
+    bullKeysMemo.set(id, memo)
+  }
+  return memo
 }
 
 export const queueKeys = {

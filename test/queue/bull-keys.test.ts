@@ -2,7 +2,7 @@
  * Our reads and writes of BullMQ's own keys (job logs, the event stream, job locks) use the names BullMQ
  * itself uses: bullKeys() is checked against a real BullMQ Queue and a job it created on Redis.
  */
-import { Queue } from 'bullmq'
+import { Queue, QueueKeys } from 'bullmq'
 import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -29,5 +29,18 @@ describe('bullKeys', () => {
     await job.log('a line')
     expect(await redis.lrange(keys.logs(id), 0, -1)).toEqual(['a line'])
     expect(queueKeys.lock(prefix, name, id)).toBe(`${queue.toKey(id)}:lock`)
+  })
+
+  it('keeps each prefix and queue apart when asked again (its results are memoized)', () => {
+    // pairs whose prefix + queue read the same when simply joined
+    const pairs: [string, string][] = [['bp:x', '{proxy.a}'], ['bp:', 'x{proxy.a}'], ['bp', ':x{proxy.a}']]
+    for (let i = 0; i < 70; i++) pairs.push([`bp-${i}`, `{pool.p${i}}`]) // more than the memo holds
+    for (const round of [1, 2]) {
+      for (const [p, q] of pairs) {
+        const expected = new QueueKeys(p)
+        const keys = bullKeys(p, q)
+        expect({ round, events: keys.events, job: keys.job('7'), logs: keys.logs('7') }).toEqual({ round, events: expected.getKeys(q).events, job: expected.toKey(q, '7'), logs: `${expected.toKey(q, '7')}:logs` })
+      }
+    }
   })
 })
