@@ -142,7 +142,9 @@ class SocketExportStream extends Readable {
       return false
     }
     this.received += chunk.length
-    if (chunk.length > 0 && !this.push(chunk)) this.full = true
+    // a consumer that paused the stream in its 'data' handler is full too, though a flowing push reports
+    // room: the socket stops (its kernel buffer keeps receiving) instead of filling one more chunk
+    if (chunk.length > 0 && (!this.push(chunk) || this.isPaused())) this.full = true
     if (this.rate !== undefined) {
       const aheadMs = (this.received / this.rate) * 1000 - (Date.now() - this.startMs)
       if (aheadMs > 1) {
