@@ -35,9 +35,10 @@ const PROGRESS_INTERVAL_MS = 250
 const blockPool = new VhdBlockPool({ maxFree: 8 })
 /**
  * Blocks read ahead of the parser: one keeps the socket busy while the writers write (the fan-out window
- * adds 2 per target), so a disk to one remote holds ~6 blocks (12 MiB) at a time. Two held one more
- * block per disk in flight (bench backup-rss: 2 MiB × 4 disks) for no measurable speed (bench backup,
- * full → 1 local vs curl, alternated runs); a window of 1 per target, on the contrary, was slower.
+ * adds 2 per target; the socket stops while the stream is paused and takes a block's buffer only once the
+ * stream is read, socket-export.ts), so a disk to one remote holds 4 blocks (8 MiB) at a time. Two held one more block per disk in flight
+ * (bench backup-rss: 2 MiB × 4 disks) for no measurable speed (bench backup, full → 1 local vs curl,
+ * alternated runs); a fan-out window of 1 per target, on the contrary, was slower (docs/backup.md, Memory).
  */
 const READ_AHEAD_CHUNKS = 1
 /**

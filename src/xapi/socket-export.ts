@@ -104,6 +104,9 @@ class SocketExportStream extends Readable {
   /** chunk mode: the buffer being filled and how many bytes it holds */
   private chunk: Buffer | undefined
   private chunkFill = 0
+  /** chunk mode: the 1-byte buffer the socket's next read lands in while no chunk is taken (see readBuffer) */
+  private landing: Buffer | undefined
+  private inLanding = false
   private throttled = false
   private full = false
   private ended = false
@@ -139,7 +142,9 @@ class SocketExportStream extends Readable {
       return false
     }
     this.received += chunk.length
-    if (chunk.length > 0 && !this.push(chunk)) this.full = true
+    // a consumer that paused the stream in its 'data' handler is full too, though a flowing push reports
+    // room: the socket stops (its kernel buffer keeps receiving) instead of filling one more chunk
+    if (chunk.length > 0 && (!this.push(chunk) || this.isPaused())) this.full = true
     if (this.rate !== undefined) {
       const aheadMs = (this.received / this.rate) * 1000 - (Date.now() - this.startMs)
       if (aheadMs > 1) {
@@ -160,6 +165,14 @@ class SocketExportStream extends Readable {
     const allocate = this.chunkBuffer
     if (allocate === undefined || this.destroyed || this.ended) return undefined
     if (this.chunk === undefined) {
+      if (this.full || this.throttled) {
+        // Node asks for the next read's buffer as soon as a read is delivered, also when that read stopped
+        // the socket: a chunk taken now (a pooled block buffer) would sit empty until the consumer asks for
+        // more. The socket's first byte after it resumes lands here instead, and the chunk is taken then.
+        this.landing ??= Buffer.allocUnsafeSlow(1)
+        this.inLanding = true
+        return this.landing
+      }
       const chunk = allocate(this.received)
       if (chunk.length === 0) return undefined // nothing to read into: the slab takes the read
       this.chunk = chunk
@@ -170,6 +183,7 @@ class SocketExportStream extends Readable {
 
   /** chunk mode: `n` bytes were read into readBuffer(); returns false to stop reading the socket */
   onChunkBytes(n: number): boolean {
+    if (this.inLanding) return this.onLandingByte(n)
     const chunk = this.chunk
     if (chunk === undefined || this.destroyed) return false
     this.chunkFill += n
@@ -177,6 +191,18 @@ class SocketExportStream extends Readable {
     if (this.chunkFill < chunk.length && !complete) return true
     this.chunk = undefined
     return this.onBytes(chunk.subarray(0, this.chunkFill))
+  }
+
+  /** chunk mode: the byte read into the landing buffer starts the next chunk, taken now */
+  private onLandingByte(n: number): boolean {
+    this.inLanding = false
+    if (this.destroyed || n === 0) return !this.destroyed
+    const chunk = this.chunkBuffer?.(this.received)
+    if (chunk === undefined || chunk.length === 0) return this.onBytes(Buffer.from(this.landing!.subarray(0, n)))
+    chunk[0] = this.landing![0]!
+    this.chunk = chunk
+    this.chunkFill = 0
+    return this.onChunkBytes(n)
   }
 
   /** the socket ended (or the expected length was reached) */

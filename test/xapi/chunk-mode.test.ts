@@ -68,6 +68,46 @@ describe('export chunk mode', () => {
     })
   })
 
+  it('takes the next buffer only when the stream is read, not as soon as the previous one is full', async () => {
+    // a consumer like the disk export's (flowing mode, paused while it works on a chunk): the socket
+    // fills the buffer it has, then stops; a buffer taken before the stream is read again is a pooled
+    // 2 MiB block held for nothing, per disk in flight
+    const plain = createHash('sha256')
+    for await (const chunk of (await openVdiExport(await descriptor())).stream as AsyncIterable<Buffer>) plain.update(chunk)
+    const SIZE = 256 * 1024
+    let given = 0
+    let consumed = 0
+    let mostAhead = 0
+    const exp = await openVdiExport({
+      ...(await descriptor()),
+      chunkBuffer: () => {
+        given++
+        return Buffer.alloc(SIZE)
+      },
+    })
+    const hash = createHash('sha256')
+    const stream = exp.stream
+    await new Promise<void>((resolve, reject) => {
+      stream.on('data', (chunk: Buffer) => {
+        hash.update(chunk)
+        if (chunk.length !== SIZE) return
+        consumed++
+        stream.pause()
+        // time for the socket to fill the buffer it holds and stop
+        setTimeout(() => {
+          mostAhead = Math.max(mostAhead, given - consumed)
+          stream.resume()
+        }, 5)
+      })
+      stream.once('end', resolve)
+      stream.once('error', reject)
+    })
+    expect(hash.digest('hex')).toBe(plain.digest('hex'))
+    expect(consumed).toBeGreaterThan(20)
+    // while paused: none (the socket stopped with the chunk the consumer got, and takes the next on resume)
+    expect(mostAhead).toBe(0)
+  })
+
   it('maps a connection reset mid-body like a normal export', async () => {
     sim.setFault({ kind: 'reset', afterBytes: 5 * MiB })
     const exp = await openVdiExport({ ...(await descriptor()), chunkBuffer: () => Buffer.alloc(2 * MiB) })
