@@ -1,9 +1,9 @@
 /**
  * Local remote: a directory of this host (`file:///path`), on node:fs. Writes go through
  * LocalWriteStream (temporary + fsync + rename). The root must exist: a missing mount point must fail
- * loudly instead of silently filling the system disk. Reads (read streams, readFile, stat, list) never
- * follow a symlink out of the root: the path is resolved (realpath) and must stay under the resolved root,
- * or the read fails with EACCES; links inside the root work. Only the node:fs primitives live here; the
+ * loudly instead of silently filling the system disk. Reads (read streams, openFile, readFile, stat,
+ * list) never follow a symlink out of the root: the path is resolved (realpath) and must stay under the
+ * resolved root, or the read fails with EACCES; links inside the root work. Only the node:fs primitives live here; the
  * shared work (path checks, tracking, error mapping) is the Remote base class's.
  */
 import { createReadStream } from 'node:fs'
