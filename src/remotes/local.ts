@@ -1,18 +1,18 @@
 /**
  * Local remote: a directory of this host (`file:///path`), on node:fs. Writes go through
  * LocalWriteStream (temporary + fsync + rename). The root must exist: a missing mount point must fail
- * loudly instead of silently filling the system disk. Reads (read streams, readFile, stat, list) never
- * follow a symlink out of the root: the path is resolved (realpath) and must stay under the resolved root,
- * or the read fails with EACCES; links inside the root work. Only the node:fs primitives live here; the
+ * loudly instead of silently filling the system disk. Reads (read streams, openFile, readFile, stat,
+ * list) never follow a symlink out of the root: the path is resolved (realpath) and must stay under the
+ * resolved root, or the read fails with EACCES; links inside the root work. Only the node:fs primitives live here; the
  * shared work (path checks, tracking, error mapping) is the Remote base class's.
  */
 import { createReadStream } from 'node:fs'
-import { mkdir, open, readdir, readFile, realpath, rename, rm, rmdir, stat, unlink } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, realpath, rename, rm, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname, join, sep } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { RemoteError } from '../common/errors.js'
 import { LocalWriteStream } from './local-writer.js'
-import { Remote, type ListEntry, type ListOptions, type ReadRange, type RemoteCapabilities, type RemoteStat, type WriteStreamOptions, type WriteTarget } from './remote.js'
+import { Remote, type ListEntry, type ListOptions, type ReadRange, type RemoteCapabilities, type RemoteFile, type RemoteStat, type WriteStreamOptions, type WriteTarget } from './remote.js'
 import { toRemoteError } from './remote-errors.js'
 import type { FileRemoteUrl, RemoteOptions } from './url-types.js'
 import { redactRemoteUrl } from './url.js'
@@ -105,6 +105,19 @@ export class LocalRemote extends Remote {
     return stream
   }
 
+  /** One FileHandle for all the reads (the symlink check done once, at open). */
+  protected override async _openFile(rel: string): Promise<RemoteFile> {
+    const fh = await open(await this.#inside('read', rel), 'r')
+    try {
+      const s = await fh.stat()
+      if (s.isDirectory()) throw new RemoteError('EISDIR', `read "${rel}" on ${this.displayUrl}: it is a directory`)
+      return new LocalFile(fh, s.size, (n) => this.countBytes('read', n))
+    } catch (error) {
+      await fh.close()
+      throw error
+    }
+  }
+
   protected override async _readFile(rel: string, signal: AbortSignal | undefined): Promise<Buffer> {
     const real = await this.#inside('readFile', rel)
     const data = await readWhole(real, signal)
@@ -161,6 +174,29 @@ export class LocalRemote extends Remote {
 
   protected async _mkdir(rel: string): Promise<void> {
     await mkdir(this.#abs(rel), { recursive: true })
+  }
+}
+
+class LocalFile implements RemoteFile {
+  constructor(
+    readonly fh: FileHandle,
+    readonly size: number,
+    readonly onBytes: (n: number) => void,
+  ) {}
+
+  async read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    let at = 0
+    while (at < length) {
+      const { bytesRead } = await this.fh.read(buffer, offset + at, length - at, position + at)
+      if (bytesRead === 0) break
+      at += bytesRead
+    }
+    this.onBytes(at)
+    return at
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close()
   }
 }
 

@@ -93,3 +93,19 @@ export interface RemoteCapabilities {
    */
   releasesChunkOnWriteCallback: boolean
 }
+
+/**
+ * One file opened for positioned reads (`Remote.openFile`): what a VHD chain reader holds for a VhdFile
+ * instead of opening a read stream per block. `size` is the file's at open: backups are published by
+ * rename, never rewritten in place. Close it when done (idempotent); reads after close are EINVAL.
+ */
+export interface RemoteFile {
+  /** size in bytes when opened */
+  readonly size: number
+  /**
+   * Reads up to `length` bytes at `position` of the file into `buffer` at `offset`; resolves with the
+   * number read, fewer than `length` only at the end of the file.
+   */
+  read(buffer: Uint8Array, offset: number, length: number, position: number, signal?: AbortSignal): Promise<number>
+  close(): Promise<void>
+}

@@ -26,6 +26,8 @@ import { posix } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import { BackupProxyError, RemoteError } from '../common/errors.js'
+import { CheckedRemoteFile, StreamedRemoteFile } from './remote-file.js'
+import { byPath, isHidden, isTemporaryName, temporaryName } from './remote-names.js'
 import { probeRemote } from './remote-probe.js'
 import { checkRange, toRemoteError } from './remote-errors.js'
 import type {
@@ -34,6 +36,7 @@ import type {
   ReadStreamOptions,
   RemoteCapabilities,
   RemoteEvents,
+  RemoteFile,
   RemoteKind,
   RemoteStat,
   RemoteTestResult,
@@ -42,19 +45,7 @@ import type {
 } from './remote-types.js'
 
 export type * from './remote-types.js'
-
-/** Name of the temporary a writer uses for `path` (hidden, unique per attempt). */
-export function temporaryName(path: string, suffix: string): string {
-  const dir = posix.dirname(path)
-  const base = posix.basename(path)
-  const tmp = `.${base}.${suffix}.tmp`
-  return dir === '.' ? tmp : `${dir}/${tmp}`
-}
-
-/** True for names writers use as temporaries (cleaned up by `removeTemporaries`). */
-export function isTemporaryName(name: string): boolean {
-  return name.startsWith('.') && name.endsWith('.tmp')
-}
+export { isTemporaryName, temporaryName } from './remote-names.js'
 
 /** Where a write stream writes: the checked final path and a fresh temporary name beside it. */
 export interface WriteTarget {
@@ -72,15 +63,6 @@ export interface ReadRange {
 }
 
 const DEFAULT_CAPABILITIES: RemoteCapabilities = { forcesVhdDirectory: false, releasesChunkOnWriteCallback: false }
-
-function byPath(a: ListEntry, b: ListEntry): number {
-  return a.path < b.path ? -1 : a.path > b.path ? 1 : 0
-}
-
-/** True when a listed path is hidden (one of its segments starts with `.`: temporaries and what is below). */
-function isHidden(path: string): boolean {
-  return path.split('/').some((s) => s.startsWith('.'))
-}
 
 function isAbort(error: unknown): boolean {
   return (error as { name?: unknown }).name === 'AbortError'
@@ -125,6 +107,13 @@ export abstract class Remote extends EventEmitter<RemoteEvents> {
     const chunks: Buffer[] = []
     for await (const c of input as AsyncIterable<Buffer>) chunks.push(c)
     return chunks.length === 1 && chunks[0] !== undefined ? chunks[0] : Buffer.concat(chunks)
+  }
+
+  /** A file opened for positioned reads; default: its size by `_stat`, each read a ranged read stream. */
+  protected async _openFile(path: string): Promise<RemoteFile> {
+    const s = await this._stat(path)
+    if (s.isDirectory) throw new RemoteError('EISDIR', `read "${path}" on ${this.displayUrl}: it is a directory`)
+    return new StreamedRemoteFile(s.size, (start, end, signal) => this._createReadStream(path, { start, end, ...(signal === undefined ? {} : { signal }) }))
   }
 
   /** Writes a whole file atomically; default: through a write stream. */
@@ -184,6 +173,19 @@ export abstract class Remote extends EventEmitter<RemoteEvents> {
       signal?.throwIfAborted()
       return this._createReadStream(rel, { start, end, ...(signal === undefined ? {} : { signal }) })
     })
+  }
+
+  /**
+   * Opens a file for positioned reads (RemoteFile: `read(buffer, offset, length, position)`, `close()`):
+   * one open for many reads where a read stream per range would open the file each time.
+   */
+  async openFile(path: string, options: { signal?: AbortSignal } = {}): Promise<RemoteFile> {
+    const rel = this.#file(path, 'openFile')
+    const file = await this.#run('openFile', 'read', rel, () => {
+      options.signal?.throwIfAborted()
+      return this._openFile(rel)
+    })
+    return new CheckedRemoteFile(file, rel, (error) => (error instanceof BackupProxyError || isAbort(error) ? error : this.mapError(error, 'read', rel)))
   }
 
   async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {

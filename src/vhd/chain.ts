@@ -92,6 +92,19 @@ export class VhdChain {
     return { index, bitmap: buffer.subarray(0, this.#bitmapSize), data: buffer.subarray(this.#bitmapSize), buffer }
   }
 
+  /** Holds every VHD of the chain open for reads (VhdReader.hold) until `release()`. */
+  async hold(signal?: AbortSignal): Promise<void> {
+    const held = await Promise.allSettled(this.vhds.map((v) => v.hold(signal)))
+    const failed = held.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed === undefined) return
+    await Promise.all(this.vhds.filter((_, i) => held[i]?.status === 'fulfilled').map((v) => v.release()))
+    throw failed.reason
+  }
+
+  async release(): Promise<void> {
+    await Promise.all(this.vhds.map((v) => v.release()))
+  }
+
   /** Bytes [start, start+length) of the virtual disk. */
   async readRange(start: number, length: number, signal?: AbortSignal): Promise<Buffer> {
     if (start < 0 || length < 0 || start + length > this.virtualSizeBytes) throw new RangeError(`range ${start}+${length} is outside the ${this.virtualSizeBytes}-byte disk`)
@@ -113,12 +126,17 @@ export class VhdChain {
     const zeros = Buffer.alloc(this.blockSizeBytes)
     const generate = async function* (chain: VhdChain): AsyncGenerator<Buffer> {
       const n = chain.blockCount
-      for (let i = 0; i < n; i++) {
-        options.signal?.throwIfAborted()
-        const size = Math.min(chain.blockSizeBytes, chain.virtualSizeBytes - i * chain.blockSizeBytes)
-        const block = await chain.readBlock(i, options.signal)
-        const data = block?.data ?? zeros
-        yield size === data.length ? data : data.subarray(0, size)
+      await chain.hold(options.signal)
+      try {
+        for (let i = 0; i < n; i++) {
+          options.signal?.throwIfAborted()
+          const size = Math.min(chain.blockSizeBytes, chain.virtualSizeBytes - i * chain.blockSizeBytes)
+          const block = await chain.readBlock(i, options.signal)
+          const data = block?.data ?? zeros
+          yield size === data.length ? data : data.subarray(0, size)
+        }
+      } finally {
+        await chain.release()
       }
     }
     return Readable.from(generate(this), { objectMode: false, highWaterMark: 2 })
@@ -162,12 +180,20 @@ export class VhdChain {
           pending.push(read)
         }
       }
-      for (const index of present) {
-        options.signal?.throwIfAborted()
-        fill()
-        const block = await pending.shift()!
-        if (block === undefined) throw new Error(`block ${index} vanished while streaming the chain`)
-        yield block.buffer
+      // the chain's VhdFiles stay open for the stream (one open per file, not per block), closed once it
+      // ends, fails or is destroyed, after the reads still in flight
+      await chain.hold(options.signal)
+      try {
+        for (const index of present) {
+          options.signal?.throwIfAborted()
+          fill()
+          const block = await pending.shift()!
+          if (block === undefined) throw new Error(`block ${index} vanished while streaming the chain`)
+          yield block.buffer
+        }
+      } finally {
+        await Promise.allSettled(pending)
+        await chain.release()
       }
       yield footerBuf
     }

@@ -10,7 +10,7 @@
  */
 import { posix } from 'node:path'
 import { errorCode } from '../common/errors.js'
-import type { Remote } from '../remotes/remote.js'
+import type { Remote, RemoteFile } from '../remotes/remote.js'
 import { decodeBat, directoryBatHas, planLayout } from './bat.js'
 import { BLOCK_UNUSED, DISK_TYPES, FOOTER_SIZE, HEADER_SIZE, SECTOR_SIZE, bitmapSizeBytes, blockCount } from './constants.js'
 import { decompressChunk, parseChunkFilters, type ChunkCompression } from './compression.js'
@@ -34,6 +34,12 @@ export interface VhdReader {
   /** present block indexes, ascending */
   blockIndexes(): number[]
   readBlock(index: number, signal?: AbortSignal): Promise<VhdBlock>
+  /**
+   * Keeps what block reads need open until as many `release()`s (a VhdFile's RemoteFile: one open for
+   * all its blocks instead of one per block); without it each read opens the file. No-op for directories.
+   */
+  hold(signal?: AbortSignal): Promise<void>
+  release(): Promise<void>
 }
 
 const ALIAS_MAX_BYTES = 1024
@@ -63,12 +69,17 @@ class VhdFileReader implements VhdReader {
   readonly kind = 'file'
   readonly compression = 'none'
   readonly #bitmapSize: number
+  #holders = 0
+  #opening: Promise<RemoteFile> | undefined
+  #file: RemoteFile | undefined
   constructor(
     readonly remote: Remote,
     readonly path: string,
     readonly footer: VhdFooter,
     readonly header: VhdHeader,
     readonly bat: Uint32Array,
+    /** the file's size when its structures were read */
+    readonly sizeBytes: number,
   ) {
     this.#bitmapSize = bitmapSizeBytes(header.blockSizeBytes)
   }
@@ -86,8 +97,35 @@ class VhdFileReader implements VhdReader {
   async readBlock(index: number, signal?: AbortSignal): Promise<VhdBlock> {
     const entry = this.bat[index]
     if (entry === undefined || entry === BLOCK_UNUSED) throw new RangeError(`block ${index} is not present in ${this.path}`)
-    const buffer = await readRange(this.remote, this.path, entry * SECTOR_SIZE, this.#bitmapSize + this.header.blockSizeBytes, signal)
+    const full = this.#bitmapSize + this.header.blockSizeBytes
+    const file = this.#file
+    if (file === undefined) return splitBlock(index, await readRange(this.remote, this.path, entry * SECTOR_SIZE, full, signal), this.#bitmapSize)
+    const buffer = Buffer.allocUnsafeSlow(full)
+    const n = await file.read(buffer, 0, full, entry * SECTOR_SIZE, signal)
+    if (n < full) throw corrupt('stream', 'length', entry * SECTOR_SIZE + n, `${this.path}: read ${n} of ${full} bytes at ${entry * SECTOR_SIZE} (file truncated)`)
     return splitBlock(index, buffer, this.#bitmapSize)
+  }
+  async hold(signal?: AbortSignal): Promise<void> {
+    if (this.#holders++ === 0) this.#opening = this.#openFile(signal)
+    try {
+      this.#file = await this.#opening
+    } catch (error) {
+      if (--this.#holders === 0) this.#opening = undefined
+      throw error
+    }
+  }
+  async #openFile(signal?: AbortSignal): Promise<RemoteFile> {
+    const file = await this.remote.openFile(this.path, signal === undefined ? {} : { signal })
+    if (file.size === this.sizeBytes) return file
+    await file.close()
+    throw corrupt('stream', 'length', 0, `${this.path} is ${file.size} bytes, it was ${this.sizeBytes} when opened (replaced meanwhile)`)
+  }
+  async release(): Promise<void> {
+    if (this.#holders === 0 || --this.#holders > 0) return
+    const file = this.#file
+    this.#file = undefined
+    this.#opening = undefined
+    await file?.close()
   }
 }
 
@@ -107,7 +145,7 @@ async function openVhdFile(remote: Remote, path: string, signal?: AbortSignal): 
   }
   const bat = decodeBat(await readRange(remote, path, header.tableOffset, header.maxTableEntries * 4, signal), header.maxTableEntries, header.tableOffset)
   planLayout(footer, header, bat, size)
-  return new VhdFileReader(remote, path, footer, header, bat)
+  return new VhdFileReader(remote, path, footer, header, bat, size)
 }
 
 class VhdDirectoryReader implements VhdReader {
@@ -148,6 +186,12 @@ class VhdDirectoryReader implements VhdReader {
     const buffer = await decompressChunk(raw, this.compression, `blocks/${index}`, full)
     if (buffer.length !== full) throw corrupt('block', `blocks/${index}`, index, `${path} holds ${buffer.length} bytes, expected ${full}`)
     return splitBlock(index, buffer, this.#bitmapSize)
+  }
+  async hold(): Promise<void> {
+    await Promise.resolve()
+  }
+  async release(): Promise<void> {
+    await Promise.resolve()
   }
 }
 

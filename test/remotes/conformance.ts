@@ -248,6 +248,60 @@ export function describeRemoteConformance(name: string, makeRemote: () => Promis
       await expectCode(remote.createReadStream(`${d}/r.bin`, { start: 10, end: 5 }), 'EINVAL')
     })
 
+    it('opens a file for positioned reads (openFile: concurrent reads, short at the end, closed once)', async () => {
+      const d = dir()
+      const data = randomBytes(3 * MiB + 777)
+      await remote.writeFile(`${d}/p.bin`, data)
+      const file = await remote.openFile(`${d}/p.bin`)
+      try {
+        expect(file.size).toBe(data.length)
+        if (options.wholeFileReads === true) {
+          await expectCode(file.read(Buffer.alloc(10), 0, 10, 1000), 'E_ENCRYPTED_RANGE')
+          return
+        }
+        const cases: [number, number][] = [
+          [0, 1],
+          [1000, 2000],
+          [MiB - 5, MiB + 10],
+          [2 * MiB + 3, 700_000],
+          [2 * MiB, 7],
+          [0, data.length],
+        ]
+        // concurrent reads on the one file, each into its own buffer at an offset
+        const got = await Promise.all(
+          cases.map(async ([position, length]) => {
+            const buffer = Buffer.alloc(length + 3, 0xaa)
+            const n = await file.read(buffer, 3, length, position)
+            return { n, buffer }
+          }),
+        )
+        got.forEach(({ n, buffer }, i) => {
+          const [position, length] = cases[i]!
+          expect(n, `read ${position}+${length}`).toBe(length)
+          expect(buffer.subarray(0, 3).equals(Buffer.alloc(3, 0xaa))).toBe(true)
+          expect(buffer.subarray(3).equals(data.subarray(position, position + length)), `read ${position}+${length}`).toBe(true)
+        })
+        const tail = Buffer.alloc(100)
+        expect(await file.read(tail, 0, 100, data.length - 40)).toBe(40)
+        expect(tail.subarray(0, 40).equals(data.subarray(data.length - 40))).toBe(true)
+        expect(await file.read(tail, 0, 100, data.length)).toBe(0)
+        expect(await file.read(tail, 0, 0, 5)).toBe(0)
+        await expectCode(file.read(tail, 0, 10, -1), 'EINVAL')
+        await expectCode(file.read(tail, 95, 10, 0), 'EINVAL')
+        const pre = new AbortController()
+        pre.abort()
+        await expect(file.read(tail, 0, 10, 0, pre.signal)).rejects.toThrow()
+      } finally {
+        await file.close()
+      }
+      await expectCode(file.read(Buffer.alloc(10), 0, 10, 0), 'EINVAL')
+      await file.close() // idempotent
+      await expectCode(remote.openFile(`${d}/missing.bin`), 'ENOENT')
+      await expectCode(remote.openFile(d), 'EISDIR')
+      await expectCode(remote.openFile(''), 'EISDIR')
+      await expectCode(remote.openFile('../x'), 'EACCES')
+    })
+
     it(`lists thousands of entries, recursively or not, sorted, hiding temporaries`, async () => {
       const d = dir()
       const count = options.listCount ?? 1100

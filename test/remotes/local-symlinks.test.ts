@@ -34,6 +34,8 @@ describe('local remote and symlinks', () => {
     await expectCode(remote.stat('file-out'), 'EACCES')
     await expectCode(remote.readFile('dir-out/secret'), 'EACCES')
     await expectCode(remote.createReadStream('dir-out/secret'), 'EACCES')
+    await expectCode(remote.openFile('file-out'), 'EACCES')
+    await expectCode(remote.openFile('dir-out/secret'), 'EACCES')
   })
 
   it('refuses to list a directory out of the root', async () => {
@@ -43,5 +45,10 @@ describe('local remote and symlinks', () => {
   it('reads through links that stay inside the root', async () => {
     expect((await remote.readFile('file-in')).toString()).toBe('inside')
     expect((await remote.stat('file-in')).size).toBe(6)
+    const file = await remote.openFile('file-in')
+    const buffer = Buffer.alloc(6)
+    expect(await file.read(buffer, 0, 6, 0)).toBe(6)
+    await file.close()
+    expect(buffer.toString()).toBe('inside')
   })
 })
