@@ -6,8 +6,8 @@
  * measured). Measured: the mirror of every backup to an empty VhdFile target (plan, each VHD opened and
  * checked, copied by the kernel to a temporary name (Remote.copyFrom), size checked, published, metadata
  * and cache), with the copies on this thread (the proxy runs the same code in a stream-pool thread),
- * against `cp -r` of the source directory (the floor: no validation, no atomic publish), measured after one such copy not
- * measured (see below). Bytes: the source tree's size.
+ * against `cp -r` of the source directory (the floor: no validation, no atomic publish), measured after
+ * one such copy not measured (see below). Bytes: the source tree's size.
  */
 import { mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
