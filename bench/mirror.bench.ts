@@ -3,11 +3,11 @@
  *
  * The source remote holds one VM's delta chain (a full of `1 GiB × BENCH_SCALE` disk half filled, then
  * three deltas of ~10 % of the blocks each), made by our engine from the in-process simulator (not
- * measured). Measured: the mirror of every backup to an empty VhdFile target (plan, each VHD read block
- * by block, re-written and validated under a temporary name, published, metadata and cache), with the
- * copies on this thread (the proxy runs the same code in a stream-pool thread), against `cp -r` of the
- * source directory (the floor: no validation, no atomic publish), measured after one such copy not
- * measured (see below). Bytes: the source tree's size.
+ * measured). Measured: the mirror of every backup to an empty VhdFile target (plan, each VHD opened and
+ * checked, copied by the kernel to a temporary name (Remote.copyFrom), size checked, published, metadata
+ * and cache), with the copies on this thread (the proxy runs the same code in a stream-pool thread),
+ * against `cp -r` of the source directory (the floor: no validation, no atomic publish), measured after
+ * one such copy not measured (see below). Bytes: the source tree's size.
  */
 import { mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'

@@ -11,7 +11,10 @@
  *   a mirrored chain does) is copied byte for byte (`copyFile`: one sequential read, size checked), the
  *   source having been opened and checked (footer, header, BAT against its size) first.
  * - `copyFile`: any other file of a backup (an XVA, its checksum), streamed to a temporary name on every
- *   target, its size (and, given one, XO's `$1$$<md5>` checksum) checked, then published.
+ *   target, its size (and, given one, XO's `$1$$<md5>` checksum) checked, then published. A target that
+ *   can copy from the source itself (Remote.copyFrom: both remotes local, the kernel copies with
+ *   copy_file_range, nothing through this process) does so instead, to a temporary name, size checked,
+ *   then published; a file with a checksum to verify is always streamed.
  */
 import { createHash } from 'node:crypto'
 import { posix } from 'node:path'
@@ -162,6 +165,35 @@ async function writeAll(out: Writable, chunk: Buffer): Promise<void> {
   if (!out.write(chunk)) await once(out, 'drain')
 }
 
+interface Lane {
+  id: string
+  remote: Remote
+  /** the streaming path's writer */
+  out?: Writable
+  /** published by the target's copyFrom (the kernel copied it) */
+  copied?: boolean
+  error?: Error
+}
+
+/**
+ * A target of copyFile opened: its remote copies the file itself when it can (Remote.copyFrom: two local
+ * remotes, the bytes copied by the kernel, published whole), else a write stream for the streaming path.
+ * A file with a checksum to verify is always streamed (the md5 is computed from the bytes read).
+ */
+async function openLane(t: CopyFileInput['targets'][number], source: Remote, input: CopyFileInput, size: number, signal: AbortSignal, metrics: DiskMetrics | undefined): Promise<Lane> {
+  const remote = createRemote(t.url, t.options)
+  metrics?.attachRemote(remote, t.id)
+  const lane: Lane = { id: t.id, remote }
+  try {
+    await remote.open()
+    if (input.checksum === undefined && (await remote.copyFrom(source, input.sourcePath, t.path, { expectedSizeBytes: size, signal }))) lane.copied = true
+    else lane.out = await remote.createWriteStream(t.path, { expectedSizeBytes: size, signal })
+  } catch (error) {
+    lane.error = toError(error)
+  }
+  return lane
+}
+
 /** XO's checksum string of an md5 digest. */
 function xoChecksum(md5Hex: string): string {
   return `$1$$${md5Hex}`
@@ -169,26 +201,23 @@ function xoChecksum(md5Hex: string): string {
 
 export async function copyFile(input: CopyFileInput, { signal, onProgress, metrics }: CopyOptions): Promise<CopyResult> {
   const source = await openSource(input.source, metrics)
-  const remotes: { id: string; remote: Remote; out?: Writable; error?: Error }[] = []
+  const remotes: Lane[] = []
   try {
     const { size } = await source.stat(input.sourcePath)
     for (const t of input.targets) {
-      const remote = createRemote(t.url, t.options)
-      metrics?.attachRemote(remote, t.id)
-      const lane: (typeof remotes)[number] = { id: t.id, remote }
+      const lane = await openLane(t, source, input, size, signal, metrics)
       remotes.push(lane)
-      try {
-        await remote.open()
-        lane.out = await remote.createWriteStream(t.path, { expectedSizeBytes: size, signal })
-      } catch (error) {
-        lane.error = toError(error)
-      }
     }
     // XO's checksum is md5: computed only when there is one to check
     const hash = input.checksum === undefined ? undefined : createHash('md5')
     let readBytes = 0
     let lastReport = 0
-    const stream = await source.createReadStream(input.sourcePath, { signal })
+    const streamed = remotes.some((l) => l.out !== undefined && l.error === undefined)
+    if (!streamed && remotes.some((l) => l.copied === true)) {
+      readBytes = size // every target that took it copied it in the kernel, its size checked
+      metrics?.bytesRead(size)
+    }
+    const stream = streamed ? await source.createReadStream(input.sourcePath, { signal }) : []
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       hash?.update(chunk)
       readBytes += chunk.length
@@ -208,7 +237,7 @@ export async function copyFile(input: CopyFileInput, { signal, onProgress, metri
     }
     onProgress?.({ readBytes })
     const digest = hash === undefined ? undefined : xoChecksum(hash.digest('hex'))
-    const bad = readBytes !== size ? `${input.sourcePath}: read ${readBytes} bytes, the file has ${size}` : digest !== undefined && input.checksum !== digest ? `${input.sourcePath}: checksum ${digest} differs from the recorded ${input.checksum} (the source backup is corrupt)` : undefined
+    const bad = readBytes !== size && streamed ? `${input.sourcePath}: read ${readBytes} bytes, the file has ${size}` : digest !== undefined && input.checksum !== digest ? `${input.sourcePath}: checksum ${digest} differs from the recorded ${input.checksum} (the source backup is corrupt)` : undefined
     if (bad !== undefined) throw new BackupProxyError('E_BACKUP', bad, { fields: { retryable: false } })
     await Promise.all(remotes.filter((l) => l.out !== undefined && l.error === undefined).map(async (l) => {
       try {

@@ -11,6 +11,7 @@ import { mkdir, open, readdir, readFile, realpath, rename, rm, rmdir, stat, unli
 import { dirname, join, sep } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { RemoteError } from '../common/errors.js'
+import { copyLocalFile } from './local-copy.js'
 import { LocalWriteStream } from './local-writer.js'
 import { Remote, type ListEntry, type ListOptions, type ReadRange, type RemoteCapabilities, type RemoteFile, type RemoteStat, type WriteStreamOptions, type WriteTarget } from './remote.js'
 import { toRemoteError } from './remote-errors.js'
@@ -84,6 +85,21 @@ export class LocalRemote extends Remote {
       onBytes: (n) => this.countBytes('write', n),
       mapError: (e) => toRemoteError(e, 'write', target.path, this.displayUrl),
     })
+  }
+
+  /** Another local remote's file copied by the kernel (local-copy.ts); any other remote: false. */
+  protected override async _copyFrom(source: Remote, from: string, target: WriteTarget, options: WriteStreamOptions): Promise<boolean> {
+    if (!(source instanceof LocalRemote)) return false
+    const bytes = await copyLocalFile({
+      from: await source.#inside('read', from),
+      tmpPath: this.#abs(target.temporary),
+      finalPath: this.#abs(target.path),
+      exclusive: options.exclusive === true,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    })
+    source.countBytes('read', bytes)
+    this.countBytes('write', bytes)
+    return true
   }
 
   protected async _createReadStream(rel: string, range: ReadRange): Promise<Readable> {

@@ -205,6 +205,26 @@ export abstract class Remote extends EventEmitter<RemoteEvents> {
     })
   }
 
+  /**
+   * Copies file `from` of `source` to `path` of this remote without its bytes passing through the process
+   * (two local remotes: the kernel copies), atomic as createWriteStream (temporary, size checked against
+   * the source's, then published): true once `path` is published. False, with nothing done, when this
+   * transport cannot for that source (the default): the caller then streams.
+   */
+  async copyFrom(source: Remote, from: string, path: string, options: WriteStreamOptions = {}): Promise<boolean> {
+    const src = source.resolvePath(from)
+    const rel = this.#file(path, 'copyFrom')
+    return this.#run('copyFrom', 'write', rel, () => {
+      options.signal?.throwIfAborted()
+      return this._copyFrom(source, src, this.#target(rel), options)
+    })
+  }
+
+  /** copyFrom's primitive, `from` checked on `source`; default: not possible (false). */
+  protected _copyFrom(_source: Remote, _from: string, _target: WriteTarget, _options: WriteStreamOptions): Promise<boolean> {
+    return Promise.resolve(false)
+  }
+
   /** Entries of a directory; ENOENT when it does not exist. Order is by path; hidden entries only when asked. */
   async list(path: string, options: ListOptions = {}): Promise<ListEntry[]> {
     const rel = this.resolvePath(path)
