@@ -113,12 +113,15 @@ async function mirrorVm(vmUuid: string, task: BackupMirrorTask, opened: Opened, 
     const exports = new Map(opened.targets.map((t) => [t.id, vmTask.child('export', { id: t.id, name: 'export', type: 'remote', isFull: mode === 'full' })]))
     const failed = new Set<string>()
     let sizeBytes = 0
+    // bytes read by this VM's earlier backups: onBytes counts the whole VM, mirrorBackup each backup from 0
+    let readBase = 0
     for (const backup of plan.transfer) {
       signal.throwIfAborted()
       const todo = opened.targets.filter((t) => !failed.has(t.id) && !onTargets.get(t.id)!.has(backup.timestamp))
       if (todo.length === 0) continue
-      const r = await mirrorBackup(backup, todo, { vmUuid, jobId: task.job.id, scheduleId: task.schedule.id, source: opened.source, copier: env.copier, signal, onProgress: onBytes, ...(env.onFileCopied === undefined ? {} : { onFileCopied: env.onFileCopied }) })
+      const r = await mirrorBackup(backup, todo, { vmUuid, jobId: task.job.id, scheduleId: task.schedule.id, source: opened.source, copier: env.copier, signal, onProgress: (n) => onBytes(readBase + n), ...(env.onFileCopied === undefined ? {} : { onFileCopied: env.onFileCopied }) })
       sizeBytes += r.sizeBytes
+      readBase += r.readBytes
       for (const f of r.failed) {
         failed.add(f.id)
         exports.get(f.id)!.end('failure', f.error as unknown as JsonValue)
@@ -162,14 +165,16 @@ export async function runMirror(task: BackupMirrorTask, env: MirrorEnv): Promise
     const concurrency = task.job.settings[task.schedule.id]?.concurrency ?? task.job.settings['']?.concurrency ?? 2
     const o = opened
     const results = await mapSettled(vms, concurrency, async (vm) => {
-      let base = progress.readBytes
+      // VMs run concurrently: each adds what it read since its last report, so the total never goes back
+      let last = 0
       try {
         await mirrorVm(vm, task, o, env, root, signal, (n) => {
-          progress.readBytes = base + n
+          if (n <= last) return
+          progress.readBytes += n - last
+          last = n
           env.progress?.({ ...progress })
         })
       } finally {
-        base = progress.readBytes
         progress.vmsDone++
         env.progress?.({ ...progress })
       }

@@ -2,7 +2,9 @@
  * The Grafana dashboard and the Prometheus files of deploy/: every metric a query names is one the
  * proxy's registry exports (the test reads both), every query is valid PromQL (a real Prometheus parses
  * it through its query API), the dashboard covers what operators need, and `promtool` accepts the
- * scrape config and the alerting rules.
+ * scrape config and the alerting rules; the alerts that answer "did last night's backups work"
+ * (BackupJobNoSuccess26h, BackupRunPartial) read the catalogue's per-job metrics by their labels and fire
+ * (or stay silent) on synthetic series under `promtool test rules`.
  */
 import { execFile } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
@@ -10,6 +12,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
+import { metricSpec } from '../../src/metrics/catalogue.js'
 import { createMetrics } from '../../src/metrics/index.js'
 import { getFreePort, waitFor } from '../helpers/ports.js'
 import { startDaemon, type Daemon } from '../helpers/process.js'
@@ -82,10 +85,51 @@ function dashboardExprs(dash: Dashboard): string[] {
   return exprs
 }
 
-async function alertExprs(): Promise<string[]> {
-  const rules = parse(await readFile(new URL('deploy/prometheus/alerts.yml', root), 'utf8')) as { groups: { rules: { expr: string }[] }[] }
-  return rules.groups.flatMap((g) => g.rules.map((r) => r.expr))
+interface AlertRule { alert: string; expr: string; labels?: Record<string, string> }
+
+async function alertRules(): Promise<AlertRule[]> {
+  const rules = parse(await readFile(new URL('deploy/prometheus/alerts.yml', root), 'utf8')) as { groups: { rules: AlertRule[] }[] }
+  return rules.groups.flatMap((g) => g.rules)
 }
+
+async function alertExprs(): Promise<string[]> {
+  return (await alertRules()).map((r) => r.expr)
+}
+
+/** promtool's unit test of the two per-job alerts: 1h steps from time 0 (time() is the step's Unix time). */
+const RULES_TEST = (rulesFile: string): string => `rule_files: ['${rulesFile}']
+evaluation_interval: 1h
+tests:
+  - interval: 1h
+    input_series:
+      # last success at time 0 (stale from 26 h on); fresh succeeds every hour
+      - series: 'backup_proxy_backup_last_success_timestamp_seconds{job="stale", schedule="s1"}'
+        values: '0x30'
+      - series: 'backup_proxy_backup_last_success_timestamp_seconds{job="fresh", schedule="s1"}'
+        values: '0+3600x30'
+      # one partial run between 2 h and 3 h; clean only succeeds
+      - series: 'backup_proxy_backup_runs_total{job="flaky", schedule="s1", status="partial"}'
+        values: '0 0 0 1x27'
+      - series: 'backup_proxy_backup_runs_total{job="clean", schedule="s1", status="success"}'
+        values: '0+1x30'
+    alert_rule_test:
+      - { eval_time: 25h, alertname: BackupJobNoSuccess26h, exp_alerts: [] }
+      - eval_time: 27h
+        alertname: BackupJobNoSuccess26h
+        exp_alerts:
+          - exp_labels: { severity: critical, job: stale, schedule: s1 }
+            exp_annotations:
+              summary: 'backup job stale (schedule s1) has not succeeded for 26 hours'
+              description: 'Its last successful run ended 1d 3h 0m 0s ago. Look at its last runs: backup-proxy jobs --job stale, then backup-proxy job show <id>.'
+      - { eval_time: 2h, alertname: BackupRunPartial, exp_alerts: [] }
+      - eval_time: 4h
+        alertname: BackupRunPartial
+        exp_alerts:
+          - exp_labels: { severity: warning, job: flaky, schedule: s1 }
+            exp_annotations:
+              summary: 'backup job flaky (schedule s1) had a partial run in the last day'
+              description: 'Some VMs or remotes of the run failed while others were backed up; the next run retries them. See backup-proxy jobs --job flaky --state failure.'
+`
 
 describe('Grafana dashboard and Prometheus files', () => {
   it('the extractor finds metric names (and would catch an unknown one)', () => {
@@ -132,6 +176,30 @@ describe('Grafana dashboard and Prometheus files', () => {
     expect(config.stdout).toMatch(/SUCCESS: .*prometheus\.yml is valid/)
     const rules = await run('promtool', ['check', 'rules', 'deploy/prometheus/alerts.yml'], { cwd: root.pathname })
     expect(rules.stdout).toMatch(/SUCCESS: \d+ rules found/)
+  })
+
+  it('BackupJobNoSuccess26h and BackupRunPartial read the per-job metrics the proxy exports, and fire as promtool test rules expects', async () => {
+    const rules = await alertRules()
+    const expected = { BackupJobNoSuccess26h: 'backup_proxy_backup_last_success_timestamp_seconds', BackupRunPartial: 'backup_proxy_backup_runs_total' }
+    for (const [alert, metric] of Object.entries(expected)) {
+      const rule = rules.find((r) => r.alert === alert)
+      expect(rule, alert).toBeDefined()
+      expect(metricNamesOf(rule!.expr)).toEqual([metric])
+      // grouped by the labels the catalogue gives the metric (one alert per backup job and schedule)
+      expect(metricSpec(metric)?.labelNames).toEqual(expect.arrayContaining(['job', 'schedule']))
+      expect(rule!.expr).toMatch(/by \(job, schedule\)/)
+    }
+    expect(rules.find((r) => r.alert === 'BackupRunPartial')!.expr).toContain('status="partial"')
+    const tmp = await makeTempDir('bp-prom-rules-')
+    try {
+      const file = join(tmp.path, 'alerts.test.yml')
+      await writeFile(file, RULES_TEST(new URL('deploy/prometheus/alerts.yml', root).pathname))
+      const result = await run('promtool', ['test', 'rules', file]).catch((error: { stdout?: string; stderr?: string }) => ({ stdout: `${error.stdout ?? ''}${error.stderr ?? ''}`, failed: true }))
+      expect(result.stdout).toContain('SUCCESS')
+      expect('failed' in result, result.stdout).toBe(false)
+    } finally {
+      await tmp.remove()
+    }
   })
 
   describe('with a real Prometheus', () => {

@@ -173,20 +173,34 @@ describe('metadata backups', () => {
     let out = ''
     const io = { stdout: (t: string) => void (out += t), stderr: () => undefined, isTTY: false }
     expect(await runCli(['metadata', 'list', url], io)).toBe(0)
+    // human by default: a table with one row per backup, the ids restore and delete take
+    expect(out).toMatch(/^TYPE +POOL +POOL UUID +TIME +JOB +ID/)
+    expect(out).toMatch(new RegExp(`^pool .* ${poolUuid} .* /xo-pool-metadata-backups/`, 'm'))
+    expect(out).toMatch(/^xo-config .* \/xo-config-backups\//m)
+    expect(out).toContain('2 metadata backup(s)')
+    out = ''
+    expect(await runCli(['metadata', 'list', url, '--json'], io)).toBe(0)
     const listed = JSON.parse(out) as { pools: Record<string, { id: string }[]>; xo: { id: string }[] }
     const poolId = listed.pools[poolUuid]![0]!.id
     const xoId = listed.xo[0]!.id
     const before = sim.restoredPoolDumps().length
     const xapiUrl = sim.url.replace('://', `://${sim.user}:${sim.password}@`)
+    out = ''
     expect(await runCli(['metadata', 'restore', url, poolId, '--xapi', xapiUrl], io)).toBe(0)
     expect(sim.restoredPoolDumps()).toHaveLength(before + 1)
+    expect(out).toMatch(new RegExp(`^restored pool metadata backup ${poolId.slice(1)} \\(.+\\) to pool ${poolUuid}\n$`))
+    out = ''
+    expect(await runCli(['metadata', 'restore', url, xoId, '--to', join(root, 'xo.json'), '--json'], io)).toBe(0)
+    expect(JSON.parse(out)).toEqual({ backupId: xoId.slice(1), to: join(root, 'xo.json') })
     const file = join(root, 'xo-config.json')
     expect(await runCli(['metadata', 'restore', url, xoId, '--to', file], io)).toBe(0)
     expect(await readFile(file, 'utf8')).toBe(XO_CONFIG)
+    out = ''
     expect(await runCli(['metadata', 'delete', url, poolId], io)).toBe(0)
+    expect(out).toBe(`deleted metadata backup ${poolId.slice(1)}\n`)
     expect(await runCli(['metadata', 'restore', url, xoId], io)).toBe(2)
     out = ''
-    expect(await runCli(['metadata', 'list', url], io)).toBe(0)
+    expect(await runCli(['metadata', 'list', url, '--json'], io)).toBe(0)
     expect((JSON.parse(out) as { pools: Record<string, unknown> }).pools).toEqual({})
   })
 

@@ -15,7 +15,7 @@ import { targetOf, type BackupFlags } from './backup.js'
 import { taskFromFlags } from './backup-task.js'
 
 /** E_NO_PROXY unless a running proxy instance serves the queue of `target`. */
-async function assertLiveProxy(client: EnqueueClient, target: QueueTarget): Promise<void> {
+export async function assertLiveProxy(client: EnqueueClient, target: QueueTarget): Promise<void> {
   const name = queueName(target)
   const proxies = await listProxies(await client.redis(), client.prefix)
   if (proxies.some((p) => p.state === 'running' && p.queues.includes(name))) return

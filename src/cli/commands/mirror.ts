@@ -1,14 +1,16 @@
 /**
  * `backup-proxy mirror`: enqueues a mirror backup (XO's `mirrorBackup`: the backups of a source remote
- * copied to target remotes, with their retention) for a proxy or a pool and follows it like `backup`:
- * progress on stderr, the summary (JSON) on stdout; exit 0 on success, 1 when it failed or was
- * interrupted, 2 for an invalid task. From flags (`--source <url> --remote <url> [--retention N]
+ * copied to target remotes, with their retention) for a proxy or a pool and follows it like `backup`
+ * (../follow.ts): a progress bar with bytes, rate and ETA on a terminal (plain lines otherwise) and the
+ * task-log events on stderr, then the task tree and an outcome line on stdout (`--json`: the summary as
+ * JSON). Exit 0 on success, 1 when it failed or was interrupted or no live proxy serves the queue
+ * (E_NO_PROXY, unless `--no-wait` or `--allow-no-proxy`), 2 for an invalid task. From flags (`--source <url> --remote <url> [--retention N]
  * [--vm <uuid>]`: the VMs to mirror, default all) or `--task <file>` (a backup.mirror task, or XO's
  * backup.run parameters of a mirror job translated as the API does).
  */
 import { readFile } from 'node:fs/promises'
 import type { Command } from 'commander'
-import { BackupProxyError, UsageError } from '../../common/errors.js'
+import { UsageError } from '../../common/errors.js'
 import type { TaskInput } from '../../queue/tasks.js'
 import type { CliIo } from '../context.js'
 import { collect, commandConfig, commandLogger, intArg } from '../context.js'
@@ -26,6 +28,8 @@ interface MirrorFlags {
   jobId?: string
   schedule: string
   wait: boolean
+  allowNoProxy?: boolean
+  json?: boolean
   redisUrl?: string
 }
 
@@ -70,27 +74,26 @@ export function registerMirror(program: Command, io: CliIo): void {
     .option('--retention <n>', 'backups of this mirror kept on each target (exportRetention)', intArg('--retention', 1, 10_000))
     .option('--job-id <id>', 'mirror job id (its backups on the targets carry it)')
     .option('--schedule <id>', 'schedule id', 'cli')
-    .option('--no-wait', 'return once enqueued')
+    .option('--no-wait', 'return once enqueued (no check for a live proxy)')
+    .option('--allow-no-proxy', 'enqueue even when no live proxy serves the queue (it waits for one)')
+    .option('--json', 'print the final summary as JSON (no progress lines unless on a terminal)')
     .option('--redis-url <url>', 'Redis URL (env REDIS_URL)')
     .action(async (flags: MirrorFlags, cmd: Command) => {
       const target = targetOf(flags)
       const config = await commandConfig(cmd, { redis: { url: flags.redisUrl } })
       const task = await mirrorTaskOf(flags)
-      const { EnqueueClient } = await import('../../queue/client.js')
+      const [{ EnqueueClient }, { assertLiveProxy }] = await Promise.all([import('../../queue/client.js'), import('./backup-run.js')])
       const client = await EnqueueClient.fromConfig(config, await commandLogger(config))
       try {
+        if (flags.wait && flags.allowNoProxy !== true) await assertLiveProxy(client, target)
         const handle = await client.enqueue(target, task)
         if (!flags.wait) {
-          io.stdout(`${JSON.stringify({ queue: handle.queue, jobId: handle.id })}\n`)
+          io.stdout(flags.json === true ? `${JSON.stringify({ queue: handle.queue, jobId: handle.id })}\n` : `enqueued job ${handle.id} in ${handle.queue} (follow it: backup-proxy job follow ${handle.id})\n`)
           return
         }
-        io.stderr(`enqueued ${handle.id} in ${handle.queue}\n`)
-        handle.onProgress((p) => io.stderr(`progress ${p.percent}%${p.message === undefined ? '' : ` ${p.message}`}\n`))
-        handle.onTaskLog((e) => io.stderr(e.event === 'start' ? `start ${e.message}\n` : e.event === 'end' ? `end ${e.status}\n` : `${e.event} ${e.message}\n`))
-        await handle.ready()
-        const summary = await handle.result()
-        io.stdout(`${JSON.stringify(summary, null, 2)}\n`)
-        if (summary.status !== 'success') throw new BackupProxyError(summary.status === 'interrupted' ? 'E_CANCELLED' : 'E_BACKUP', `job ${handle.id} ended ${summary.status}${summary.error === undefined ? '' : `: ${summary.error.message}`}`)
+        io.stderr(`enqueued job ${handle.id} in ${handle.queue}\n`)
+        const [{ redactString }, { namesOfTask }, { followJob }] = await Promise.all([import('../../common/redact.js'), import('../job-view.js'), import('../follow.js')])
+        await followJob(handle, io, { ...(flags.json === undefined ? {} : { json: flags.json }), label: 'mirror', names: namesOfTask(task, redactString) })
       } finally {
         await client.close()
       }
