@@ -2,16 +2,17 @@
  * The local remote's copy between two local remotes (Remote.copyFrom): the kernel copies the file
  * (fs.copyFile: libuv's copy_file_range, or sendfile where the file system has none), so its bytes never
  * pass through the process, into a hidden temporary beside the final name (`.<name>.<random>.tmp`); the
- * temporary's size is checked against the source's, fsynced, then published as LocalWriteStream does
- * (rename, or link+unlink when exclusive) and the directory fsynced. On any failure or an aborted signal
+ * temporary's size is checked against the source's, fsynced, then published as LocalWriteStream publishes
+ * (publishTemporary: rename, or link+unlink when exclusive, and the directory fsynced). On any failure or an aborted signal
  * the temporary is removed and the final name is never touched. The copy itself is one call: an abort is
  * seen once it returns. Local files are published by rename, never written in place, so the source's size
  * does not change under the copy.
  */
 import { constants } from 'node:fs'
-import { copyFile, link, mkdir, open, rename, stat, unlink } from 'node:fs/promises'
+import { copyFile, mkdir, open, stat, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { RemoteError } from '../common/errors.js'
+import { publishTemporary } from './local-writer.js'
 
 export interface LocalCopy {
   /** the source file, every symlink resolved (checked inside its root by the caller) */
@@ -40,20 +41,7 @@ export async function copyLocalFile(o: LocalCopy): Promise<number> {
       await fh.close()
     }
     o.signal?.throwIfAborted()
-    if (o.exclusive) {
-      await link(o.tmpPath, o.finalPath) // EEXIST when the final name exists: never replaced
-      published = true
-      await unlink(o.tmpPath)
-    } else {
-      await rename(o.tmpPath, o.finalPath)
-      published = true
-    }
-    const dir = await open(dirname(o.finalPath), 'r')
-    try {
-      await dir.sync()
-    } finally {
-      await dir.close()
-    }
+    await publishTemporary(o, () => (published = true))
     return s.size
   } finally {
     if (!published) await unlink(o.tmpPath).catch(() => undefined) // absent when copyFile failed early

@@ -77,20 +77,7 @@ export class LocalWriteStream extends Writable {
       await fh.sync()
       this.#fh = undefined
       await fh.close()
-      if (this.#o.exclusive) {
-        await link(this.#o.tmpPath, this.#o.finalPath) // EEXIST when the final name exists: never replaced
-        this.#published = true
-        await unlink(this.#o.tmpPath)
-      } else {
-        await rename(this.#o.tmpPath, this.#o.finalPath)
-        this.#published = true
-      }
-      const dir = await open(dirname(this.#o.finalPath), 'r')
-      try {
-        await dir.sync()
-      } finally {
-        await dir.close()
-      }
+      await publishTemporary(this.#o, () => (this.#published = true))
     }
     run().then(() => callback(), (e: unknown) => callback(this.#o.mapError(e)))
   }
@@ -112,5 +99,28 @@ export class LocalWriteStream extends Writable {
       () => callback(error),
       (e: unknown) => callback(error ?? this.#o.mapError(e)),
     )
+  }
+}
+
+/**
+ * Publishes a complete, fsynced temporary under its final name — rename, or link + unlink when exclusive
+ * (an existing file is never replaced: EEXIST) — then fsyncs the directory. `onPublished` is called as
+ * soon as the final name exists, so a failure after it leaves the temporary alone. Shared by the writer
+ * above and the kernel copy (local-copy.ts).
+ */
+export async function publishTemporary(o: { tmpPath: string; finalPath: string; exclusive: boolean }, onPublished: () => void): Promise<void> {
+  if (o.exclusive) {
+    await link(o.tmpPath, o.finalPath) // EEXIST when the final name exists: never replaced
+    onPublished()
+    await unlink(o.tmpPath)
+  } else {
+    await rename(o.tmpPath, o.finalPath)
+    onPublished()
+  }
+  const dir = await open(dirname(o.finalPath), 'r')
+  try {
+    await dir.sync()
+  } finally {
+    await dir.close()
   }
 }

@@ -102,14 +102,21 @@ export class LocalRemote extends Remote {
     return true
   }
 
-  protected async _createReadStream(rel: string, range: ReadRange): Promise<Readable> {
-    const real = await this.#inside('read', rel)
-    const fh = await open(real, 'r')
-    const s = await fh.stat()
-    if (s.isDirectory()) {
+  /** A file of the root opened for reading (symlinks checked), with its size; EISDIR for a directory. */
+  async #openForRead(rel: string): Promise<{ fh: FileHandle; size: number }> {
+    const fh = await open(await this.#inside('read', rel), 'r')
+    try {
+      const s = await fh.stat()
+      if (s.isDirectory()) throw new RemoteError('EISDIR', `read "${rel}" on ${this.displayUrl}: it is a directory`)
+      return { fh, size: s.size }
+    } catch (error) {
       await fh.close()
-      throw new RemoteError('EISDIR', `read "${rel}" on ${this.displayUrl}: it is a directory`)
+      throw error
     }
+  }
+
+  protected async _createReadStream(rel: string, range: ReadRange): Promise<Readable> {
+    const { fh } = await this.#openForRead(rel)
     const stream = createReadStream('', {
       fd: fh,
       start: range.start,
@@ -123,15 +130,8 @@ export class LocalRemote extends Remote {
 
   /** One FileHandle for all the reads (the symlink check done once, at open). */
   protected override async _openFile(rel: string): Promise<RemoteFile> {
-    const fh = await open(await this.#inside('read', rel), 'r')
-    try {
-      const s = await fh.stat()
-      if (s.isDirectory()) throw new RemoteError('EISDIR', `read "${rel}" on ${this.displayUrl}: it is a directory`)
-      return new LocalFile(fh, s.size, (n) => this.countBytes('read', n))
-    } catch (error) {
-      await fh.close()
-      throw error
-    }
+    const { fh, size } = await this.#openForRead(rel)
+    return new LocalFile(fh, size, (n) => this.countBytes('read', n))
   }
 
   protected override async _readFile(rel: string, signal: AbortSignal | undefined): Promise<Buffer> {
