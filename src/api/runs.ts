@@ -52,11 +52,15 @@ export class RunRegistry {
     readonly maxFinished = 100,
   ) {}
 
-  /** Starts following a queue job as a new XO run; the root start is its first event. */
-  start(handle: JobHandle, rootId: string, jobId: string, rootProperties: Record<string, JsonValue>): RunRecord {
+  /**
+   * Starts following a queue job as a new XO run; the root start is its first event. `successResult`
+   * turns the job's result into the one XO reads from the root's end (xo-server's forwardResult), e.g.
+   * a restore's `{ size, id }`.
+   */
+  start(handle: JobHandle, rootId: string, jobId: string, rootProperties: Record<string, JsonValue>, successResult?: (result: JsonValue | undefined) => JsonValue): RunRecord {
     let resolveEnd!: (e: Extract<XoTaskEvent, { type: 'end' }>) => void
     const finished = new Promise<Extract<XoTaskEvent, { type: 'end' }>>((resolve) => (resolveEnd = resolve))
-    const rec = { id: rootId, jobId, handle, events: [], tree: new XoTaskTree(), done: false, finished, wake: new Set<() => void>() }
+    const rec = { id: rootId, jobId, handle, events: [], tree: new XoTaskTree(), done: false, finished, wake: new Set<() => void>(), successResult }
     this.#runs.set(rootId, rec)
     this.#push(rec, [{ type: 'start', id: rootId, timestamp: Date.now(), properties: rootProperties }])
     const follower = this.#follow(rec, resolveEnd).catch((error: unknown) => this.logger.error({ err: error, run: rootId }, 'API: following a run failed'))
@@ -81,7 +85,7 @@ export class RunRegistry {
     for (const w of this.#changeWaiters) w()
   }
 
-  async #follow(rec: RunRecord & { wake: Set<() => void> }, resolveEnd: (e: Extract<XoTaskEvent, { type: 'end' }>) => void): Promise<void> {
+  async #follow(rec: RunRecord & { wake: Set<() => void>; successResult?: ((result: JsonValue | undefined) => JsonValue) | undefined }, resolveEnd: (e: Extract<XoTaskEvent, { type: 'end' }>) => void): Promise<void> {
     const translator = new XoLogTranslator(rec.id)
     const buffer: TaskLogEvent[] = []
     let wake: (() => void) | undefined
@@ -123,6 +127,7 @@ export class RunRegistry {
       summary !== undefined
         ? (translator.rootEnd(summary) as Extract<XoTaskEvent, { type: 'end' }>)
         : { type: 'end', id: rec.id, timestamp: Date.now(), status: 'interrupted', result: { ...serializeError(failure), stack: undefined } as unknown as JsonValue }
+    if (end.status === 'success' && rec.successResult !== undefined) end.result = rec.successResult(end.result)
     this.#push(rec, [end])
     rec.done = true
     for (const w of rec.wake) w()

@@ -9,8 +9,8 @@
  * Runs that must still be running when the test acts on them are held by the simulator's `stall` fault
  * (holdExport: the export stops until the client goes away), never by timing.
  */
-import { randomUUID } from 'node:crypto'
-import { mkdir } from 'node:fs/promises'
+import { createHash, randomUUID } from 'node:crypto'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
@@ -243,6 +243,90 @@ describe('Xen Orchestra drives a backup job through the API', () => {
     expect(await list()).toEqual([])
     // deleting it again is not an error (XO: already removed)
     await client.call('backup.deleteVmBackups', { filenames: [backup!.id], remote })
+  })
+})
+
+describe('a full backup (XVA) restored through backup.importVmBackup, as xo-server calls it', () => {
+  const job = randomUUID()
+  const remoteDir = () => join(dir.path, 'full')
+  const remote = () => ({ url: `file://${remoteDir()}`, options: '' })
+  const sha = async (vdiUuid: string) => {
+    const h = createHash('sha256')
+    for await (const c of sim.rawDiskContent(vdiUuid)) h.update(c as Buffer)
+    return h.digest('hex')
+  }
+  let backup: { id: string; timestamp: number }
+  let shas: string[]
+
+  /** xo-server's importVmBackupNg → callProxyMethod: the listed id, XO's restore settings, the log stream. */
+  async function xoRestore(backupId: string): Promise<XoEvent[]> {
+    const xapi = { allowUnauthorized: false, credentials: { username: sim.user, password: sim.password }, url: sim.url }
+    const settings = { mapVdisSrs: {}, newMacAddresses: false, useDifferentialRestore: false }
+    const params = { backupId, remote: remote(), settings, srUuid: simSrUuid, streamLogs: true, xapi }
+    return drain((await client.call('backup.importVmBackup', params, { assertType: 'iterator' })) as AsyncGenerator<unknown>, [])
+  }
+
+  it('runs XO’s job in full mode (zstd) and lists an XVA backup', async () => {
+    await mkdir(remoteDir(), { recursive: true })
+    const vm = sim.listVms()[0]!
+    const p = params(job, vm.uuid, remoteDir()) as { job: Record<string, unknown> }
+    Object.assign(p.job, { mode: 'full', compression: 'zstd' })
+    const events = await drain(await stream(p), [])
+    expect(consolidate(events).root).toMatchObject({ status: 'success', properties: { mode: 'full' } })
+    shas = await Promise.all(vm.vdis.map((v) => sha(v.uuid)))
+    const listing = (await client.call('backup.listVmBackups', { remotes: { [FIXTURE_REMOTE_ID]: remote() }, vmId: vm.uuid })) as Record<string, Record<string, { id: string; mode: string; timestamp: number }[]>>
+    const backups = listing[FIXTURE_REMOTE_ID]![vm.uuid]!
+    expect(backups.map((b) => b.mode)).toEqual(['full'])
+    backup = backups[0]!
+  })
+
+  it('restores it as a new VM whose disks equal the source at backup time, with XO’s task log and result', async () => {
+    const vm = sim.listVms()[0]!
+    sim.writeBlocks(vm.uuid, { blocks: 2 }) // the source moves on: the restore must give the backed-up content
+    const events = await xoRestore(backup.id)
+    const { root, byId } = consolidate(events)
+    expect(root.properties).toMatchObject({ name: 'restore', backupId: backup.id, srId: simSrUuid })
+    expect(root.status).toBe('success')
+    const transfer = [...byId.values()].find((t) => (t.properties as Record<string, unknown>).name === 'transfer')
+    expect(transfer).toMatchObject({ status: 'success' })
+    // xo-server's forwardResult(root log) is ImportVmBackup's { size, id }: it returns `result.id`
+    const result = root.result as { size: number; id: string }
+    expect(Object.keys(result).sort()).toEqual(['id', 'size'])
+    expect(result.size).toBeGreaterThan(0)
+    const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+    try {
+      const restored = xapi.get('VM', result.id)
+      expect(restored.name_label).toMatch(new RegExp(`^${xapi.get('VM', vm.uuid).name_label} \\(\\d{8}T\\d{6}Z\\)$`))
+      expect(restored.tags).toContain('restored from backup')
+      const disks = xapi.vmDisks(restored.$ref)
+      for (const d of disks) expect(d.vdi.SR).toBe(xapi.get('SR', simSrUuid).$ref)
+      expect(await Promise.all(disks.map((d) => sha(d.vdi.uuid)))).toEqual(shas)
+    } finally {
+      await xapi.close()
+    }
+    const all = (await client.collect('task.getAll')) as { id: string; status: string }[]
+    expect(all).toContainEqual(expect.objectContaining({ id: root.id, status: 'success' }))
+  })
+
+  it('refuses an XVA whose checksum file disagrees with E_XVA_CORRUPT through the API, leaving nothing on the pool', async () => {
+    const xva = join(remoteDir(), backup.id.replace(/\.json$/, '.xva'))
+    await writeFile(`${xva}.checksum`, `$1$$${'0'.repeat(32)}`)
+    const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+    try {
+      const counts = () => ({ vms: xapi.listVms({ includeSnapshots: true }).length, vdis: xapi.listVdis().length })
+      const before = counts()
+      const { root } = consolidate(await xoRestore(backup.id))
+      expect(root).toMatchObject({ status: 'failure', result: { code: 'E_XVA_CORRUPT' } })
+      expect(counts()).toEqual(before)
+      // without streamLogs (xo-server's fallback for an older proxy): a JSON-RPC error with the code
+      const scalar = { backupId: backup.id, remote: remote(), srUuid: simSrUuid, xapi: { url: sim.url, credentials: { username: sim.user, password: sim.password } } }
+      const refused = await client.call('backup.importVmBackup', scalar).catch((e: unknown) => e)
+      expect(refused).toBeInstanceOf(XoJsonRpcError)
+      expect(refused).toMatchObject({ data: { code: 'E_XVA_CORRUPT' } })
+      expect(counts()).toEqual(before)
+    } finally {
+      await xapi.close()
+    }
   })
 })
 

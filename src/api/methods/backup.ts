@@ -10,7 +10,8 @@
  *   deleteVmBackup(s)   by the ids listVmBackups gives
  *   importVmBackup      restore a whole VM from a backup id (XO's params: backupId, remote, srUuid, settings,
  *                       streamLogs, xapi): a `backup.restore` task in the same queue, followed like a run;
- *                       answers XO's { size, id } (the new VM's uuid), or its task log as NDJSON
+ *                       answers XO's { size, id } (the new VM's uuid), or its task log as NDJSON whose
+ *                       root `restore` task ends with that same result (what xo-server returns `.id` of)
  */
 import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
@@ -111,7 +112,7 @@ function importMethod(deps: ApiDeps): MethodDefinition {
     const mapVdisSrs = settings?.mapVdisSrs
     const task = restoreTaskFromXo({ remote, metadataPath, srUuid, xapi, ...(mapVdisSrs === undefined ? {} : { mapVdisSrs }) })
     const handle = await deps.client.enqueue(deps.target, task)
-    const rec = deps.runs.start(handle, newXoTaskId(), `restore:${backupId}`, { backupId, name: 'restore', srId: srUuid, time: parseTimestamp(timestamp) })
+    const rec = deps.runs.start(handle, newXoTaskId(), `restore:${backupId}`, { backupId, name: 'restore', srId: srUuid, time: parseTimestamp(timestamp) }, xoRestoreResult)
     ctx.logger.info({ task: rec.id, queue: handle.queue, queueJobId: handle.id }, 'backup.importVmBackup: restore enqueued for Xen Orchestra')
     if (streamLogs) return deps.runs.stream(rec, ctx.signal)
     const end = await rec.finished
@@ -120,9 +121,17 @@ function importMethod(deps: ApiDeps): MethodDefinition {
       const message = typeof result.message === 'string' ? result.message : 'the restore failed'
       throw new RpcError(RPC_CODES.SERVER_ERROR, message, { code: typeof result.code === 'string' ? result.code : 'E_BACKUP', taskId: rec.id })
     }
-    // XO's ImportVmBackup answers the restored VM's uuid and the bytes transferred
-    return { size: result.sizeBytes ?? 0, id: result.restoredVmUuid ?? null }
+    return result
   })
+}
+
+/**
+ * XO's ImportVmBackup answers the restored VM's uuid and the bytes transferred: the scalar answer and
+ * the result of the streamed root task's end, which xo-server's importVmBackupNg returns `.id` of.
+ */
+function xoRestoreResult(result: JsonValue | undefined): JsonValue {
+  const r = typeof result === 'object' && result !== null && !Array.isArray(result) ? result : {}
+  return { size: r.sizeBytes ?? 0, id: r.restoredVmUuid ?? null }
 }
 
 export function backupMethods(deps: ApiDeps): Record<string, MethodDefinition> {
