@@ -285,7 +285,8 @@ describe('a full backup (XVA) restored through backup.importVmBackup, as xo-serv
     sim.writeBlocks(vm.uuid, { blocks: 2 }) // the source moves on: the restore must give the backed-up content
     const events = await xoRestore(backup.id)
     const { root, byId } = consolidate(events)
-    expect(root.properties).toMatchObject({ name: 'restore', backupId: backup.id, srId: simSrUuid })
+    // XO's proxy root task: xo-web's restore log list reads jobId (it slices it) and time
+    expect(root.properties).toEqual({ name: 'restore', backupId: backup.id, jobId: job, srId: simSrUuid, time: backup.timestamp })
     expect(root.status).toBe('success')
     const transfer = [...byId.values()].find((t) => (t.properties as Record<string, unknown>).name === 'transfer')
     expect(transfer).toMatchObject({ status: 'success' })

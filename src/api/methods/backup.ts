@@ -11,12 +11,13 @@
  *   importVmBackup      restore a whole VM from a backup id (XO's params: backupId, remote, srUuid, settings,
  *                       streamLogs, xapi): a `backup.restore` task in the same queue, followed like a run;
  *                       answers XO's { size, id } (the new VM's uuid), or its task log as NDJSON whose
- *                       root `restore` task ends with that same result (what xo-server returns `.id` of)
+ *                       root `restore` task (XO's properties: backupId, the metadata's jobId, srId, time)
+ *                       ends with that same result (what xo-server returns `.id` of)
  */
 import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
 import { errorCode, type JsonValue } from '../../common/errors.js'
-import { parseTimestamp } from '../../backup/layout.js'
+import { parseMetadata } from '../../backup/layout.js'
 import type { QueuedJobData } from '../../queue/client.js'
 import { queueName } from '../../queue/names.js'
 import { method, RpcError, RPC_CODES, type MethodDefinition } from '../rpc.js'
@@ -105,14 +106,17 @@ const importParams = z
 
 function importMethod(deps: ApiDeps): MethodDefinition {
   return method('create a new VM from a backup', importParams, async ({ backupId, remote, srUuid, settings, streamLogs = false, xapi }, ctx) => {
-    const { metadataPath, timestamp } = parseBackupId(backupId)
+    const { metadataPath } = parseBackupId(backupId)
     // XO's restore settings: mapVdisSrs is applied; additionalVmTag, newMacAddresses, useDifferentialRestore not yet
     const ignored = Object.keys(settings ?? {}).filter((k) => k !== 'mapVdisSrs')
     if (ignored.length > 0) ctx.logger.warn({ settings: ignored }, 'backup.importVmBackup: these XO restore settings are not applied by this proxy')
     const mapVdisSrs = settings?.mapVdisSrs
     const task = restoreTaskFromXo({ remote, metadataPath, srUuid, xapi, ...(mapVdisSrs === undefined ? {} : { mapVdisSrs }) })
+    // as XO's proxy: the metadata is read first (a missing backup fails the call), its jobId and timestamp go to the root task
+    const metadata = await withXoRemote(remote, async (r) => parseMetadata(metadataPath, (await r.readFile(metadataPath)).toString('utf8')))
     const handle = await deps.client.enqueue(deps.target, task)
-    const rec = deps.runs.start(handle, newXoTaskId(), `restore:${backupId}`, { backupId, name: 'restore', srId: srUuid, time: parseTimestamp(timestamp) }, xoRestoreResult)
+    const properties = { backupId, jobId: metadata.jobId, name: 'restore', srId: srUuid, time: metadata.timestamp }
+    const rec = deps.runs.start(handle, newXoTaskId(), `restore:${backupId}`, properties, xoRestoreResult)
     ctx.logger.info({ task: rec.id, queue: handle.queue, queueJobId: handle.id }, 'backup.importVmBackup: restore enqueued for Xen Orchestra')
     if (streamLogs) return deps.runs.stream(rec, ctx.signal)
     const end = await rec.finished
