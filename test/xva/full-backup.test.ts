@@ -13,7 +13,8 @@
  * - an XVA backup written by XO's code (its Xapi VM_export + RemoteAdapter.outputStream + metadata as
  *   FullRemoteWriter) is listed and restored by us; so is one written by XO's whole backup runner in full
  *   mode (createRunner → FullXapi → FullRemoteWriter, zstd), which our verify --full also accepts;
- * - the CLI's whole-VM restore picks the XVA of a full point.
+ * - the CLI's whole-VM restore (`restore --vm --at --sr --xapi`, password from a file) restores the full
+ *   point `--at` names, the older of two, as the source was then; a corrupt point fails E_XVA_CORRUPT (exit 1).
  */
 import { createHash } from 'node:crypto'
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
@@ -147,10 +148,12 @@ describe('full backup (XVA)', () => {
   it('keeps exportRetention full backups, removing the XVA and checksum of the others', async () => {
     const vm = sim.listVms()[0]!
     for (let i = 0; i < 2; i++) {
+      if (i > 0) sim.writeBlocks(vm.uuid, { blocks: 2 }) // each point its own content (the CLI test restores an older one)
       const s = await runBackup(fullTask(vm.uuid, { exportRetention: 2, snapshotRetention: 1 }, i === 0 ? 'native' : ''), { defaults, exporter: runDiskExport, signal: new AbortController().signal })
       expect(s.status, JSON.stringify(s, null, 1)).toBe('success')
       // the job's compression: `native` = gzip, `''` = a plain tar (its first member's ustar magic at 257)
       const ts = (s.tasks?.[0]?.result as { timestamp: string }).timestamp
+      shasAt.set(ts, await Promise.all(vm.vdis.map((v) => sha(v.uuid))))
       const head = (await readFile(join(dir.path, 'a', 'xo-vm-backups', vm.uuid, `${ts}.xva`))).subarray(0, 512)
       if (i === 0) expect(head.subarray(0, 2).toString('hex')).toBe('1f8b')
       else expect(head.subarray(257, 262).toString('latin1')).toBe('ustar')
@@ -285,15 +288,31 @@ describe('full backup (XVA)', () => {
     expect(await Promise.all(r.vdis.map((v) => sha(v.uuid)))).toEqual(shas!)
   }, 120_000)
 
-  it('restores a full point from the CLI (restore --vm --sr --xapi)', async () => {
+  it('restores a full point from the CLI (restore --vm --at --sr --xapi), the older of two, and refuses a corrupt one', async () => {
     const vm = sim.listVms()[0]!
-    const sr = xapi.listSrs()[0]!
-    const xapiUrl = sim.url.replace('://', `://${sim.user}:${sim.password}@`)
-    let out = ''
-    const io = { stdout: (t: string) => void (out += t), stderr: (t: string) => void (out += t), isTTY: false }
-    const before = xapi.listVms().length
-    expect(await runCli(['restore', `file://${dir.path}/a`, '--vm', vm.uuid, '--sr', sr.uuid, '--xapi', xapiUrl], io), out).toBe(0)
-    expect(out).toMatch(new RegExp(`restored VM ${vm.uuid} at \\d{8}T\\d{6}Z as VM \\S+ on SR ${sr.uuid}`))
-    expect(xapi.listVms().length).toBe(before + 1)
+    const sr = xapi.listSrs()[1]!
+    // remote b keeps two points: the older is intact, the newer was corrupted above
+    const [older, newer] = await withRemote('b', (remote) => listBackups(remote, vm.uuid))
+    expect(shasAt.get(older!.timestamp)).not.toEqual(shasAt.get(newer!.timestamp))
+    const passwordFile = join(dir.path, 'xapi-password')
+    await writeFile(passwordFile, `${sim.password}\n`)
+    const cli = async (at: string) => {
+      let out = ''
+      let err = ''
+      const io = { stdout: (t: string) => void (out += t), stderr: (t: string) => void (err += t), isTTY: false }
+      const args = ['restore', `file://${dir.path}/b`, '--vm', vm.uuid, '--at', at, '--sr', sr.uuid, '--xapi', sim.url.replace('://', `://${sim.user}@`), '--xapi-password-file', passwordFile, '--json']
+      return { code: await runCli(args, io), out, err }
+    }
+    const ok = await cli(older!.timestamp)
+    expect(ok.code, ok.err).toBe(0)
+    const r = JSON.parse(ok.out) as { timestamp: string; vmUuid: string; restoredVmUuid: string; srUuid: string; vdis: { uuid: string }[] }
+    expect(r).toMatchObject({ timestamp: older!.timestamp, vmUuid: vm.uuid, srUuid: sr.uuid })
+    expect(await Promise.all(r.vdis.map((v) => sha(v.uuid)))).toEqual(shasAt.get(older!.timestamp))
+    for (const d of xapi.vmDisks(xapi.get('VM', r.restoredVmUuid).$ref)) expect(d.vdi.SR).toBe(sr.$ref)
+    const before = counts()
+    const refused = await cli(newer!.timestamp)
+    expect(refused.code).toBe(1)
+    expect(refused.err).toMatch(/\[E_XVA_CORRUPT\]/)
+    expect(counts()).toEqual(before)
   }, 120_000)
 })
