@@ -325,6 +325,9 @@ describe('a full backup (XVA) restored through backup.importVmBackup, as xo-serv
       expect(refused).toBeInstanceOf(XoJsonRpcError)
       expect(refused).toMatchObject({ data: { code: 'E_XVA_CORRUPT' } })
       expect(counts()).toEqual(before)
+      // a backup that is not on the remote fails the call itself (XO's proxy reads the metadata first)
+      const missing = await client.call('backup.importVmBackup', { ...scalar, backupId: backup.id.replace(/\d{8}T/, '19990101T') }).catch((e: unknown) => e)
+      expect(missing).toMatchObject({ data: { code: 'ENOENT' } })
     } finally {
       await xapi.close()
     }
