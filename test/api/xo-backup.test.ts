@@ -259,12 +259,14 @@ describe('a full backup (XVA) restored through backup.importVmBackup, as xo-serv
   let shas: string[]
 
   /** xo-server's importVmBackupNg → callProxyMethod: the listed id, XO's restore settings, the log stream. */
-  async function xoRestore(backupId: string): Promise<XoEvent[]> {
+  async function xoRestoreStream(backupId: string): Promise<AsyncGenerator<unknown>> {
     const xapi = { allowUnauthorized: false, credentials: { username: sim.user, password: sim.password }, url: sim.url }
     const settings = { mapVdisSrs: {}, newMacAddresses: false, useDifferentialRestore: false }
     const params = { backupId, remote: remote(), settings, srUuid: simSrUuid, streamLogs: true, xapi }
-    return drain((await client.call('backup.importVmBackup', params, { assertType: 'iterator' })) as AsyncGenerator<unknown>, [])
+    return (await client.call('backup.importVmBackup', params, { assertType: 'iterator' })) as AsyncGenerator<unknown>
   }
+  const xoRestore = async (backupId: string): Promise<XoEvent[]> => drain(await xoRestoreStream(backupId), [])
+  const poolCounts = (xapi: XapiClient) => ({ vms: xapi.listVms({ includeSnapshots: true }).length, vdis: xapi.listVdis().length })
 
   it('runs XO’s job in full mode (zstd) and lists an XVA backup', async () => {
     await mkdir(remoteDir(), { recursive: true })
@@ -309,12 +311,31 @@ describe('a full backup (XVA) restored through backup.importVmBackup, as xo-serv
     expect(all).toContainEqual(expect.objectContaining({ id: root.id, status: 'success' }))
   })
 
+  it('task.cancel interrupts an XVA restore held in its upload; XAPI keeps nothing of it', async () => {
+    const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
+    try {
+      const before = poolCounts(xapi)
+      // the simulator's VM import stops reading the XVA after 512 bytes until its task is cancelled
+      sim.setFault({ kind: 'stall', afterBytes: 512, on: 'import', times: 1 })
+      const it = await xoRestoreStream(backup.id)
+      const seen: XoEvent[] = []
+      await readUntil(it, seen, (e) => e.type === 'start' && e.properties?.name === 'transfer')
+      expect(await client.call('task.cancel', { taskId: seen[0]!.id })).toBe(true)
+      const { root } = consolidate(await drain(it, seen))
+      expect(root.status).toBe('interrupted')
+      expect(poolCounts(xapi)).toEqual(before)
+    } finally {
+      sim.clearFaults()
+      await xapi.close()
+    }
+  })
+
   it('refuses an XVA whose checksum file disagrees with E_XVA_CORRUPT through the API, leaving nothing on the pool', async () => {
     const xva = join(remoteDir(), backup.id.replace(/\.json$/, '.xva'))
     await writeFile(`${xva}.checksum`, `$1$$${'0'.repeat(32)}`)
     const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
     try {
-      const counts = () => ({ vms: xapi.listVms({ includeSnapshots: true }).length, vdis: xapi.listVdis().length })
+      const counts = () => poolCounts(xapi)
       const before = counts()
       const { root } = consolidate(await xoRestore(backup.id))
       expect(root).toMatchObject({ status: 'failure', result: { code: 'E_XVA_CORRUPT' } })

@@ -2,7 +2,7 @@
  * Fault injection for the simulator's exports (and, with `on: 'import'`, its VHD imports). A fault
  * applies to every matching transfer (optionally only to one VDI, optionally only `times` times) until
  * cleared; imports honour `http-error` (answered before reading the body) and `stall` (the body is no
- * longer read after `afterBytes`, until the task is cancelled):
+ * longer read after `afterBytes`, until the task is cancelled; an XVA import takes a `stall` without vdiUuid):
  * - `reset`: the TCP connection is reset after `afterBytes` bytes of the body;
  * - `stall`: the body stops after `afterBytes` bytes and the connection stays open;
  * - `slow`: the body is paced at `bytesPerSecond`;

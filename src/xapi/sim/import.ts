@@ -40,9 +40,9 @@ function blockBytes(bitmap: Buffer, data: Buffer, current: Buffer | undefined): 
 }
 
 /** The body up to `afterBytes`, then nothing until `signal` aborts (a `stall` fault). */
-async function* stalled(req: IncomingMessage, afterBytes: number, signal: AbortSignal): AsyncGenerator<Buffer> {
+export async function* stalled(req: AsyncIterable<Buffer>, afterBytes: number, signal: AbortSignal): AsyncGenerator<Buffer> {
   let seen = 0
-  for await (const chunk of req as AsyncIterable<Buffer>) {
+  for await (const chunk of req) {
     if (seen + chunk.length > afterBytes) {
       if (afterBytes > seen) yield chunk.subarray(0, afterBytes - seen)
       await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })))

@@ -7,7 +7,8 @@
  * does not match, a chunk out of order, an unknown entry or a truncated archive fails the import with
  * `IMPORT_ERROR` and nothing is created: the simulator stages everything and creates the objects only
  * once the whole archive checked out (XAPI creates early and removes them on failure — same outcome).
- * The task's result is the new VM's ref in an XML-RPC array, as XAPI's.
+ * The task's result is the new VM's ref in an XML-RPC array, as XAPI's. A `stall` fault with `on: 'import'`
+ * and no vdiUuid (faults.ts) stops reading the archive after `afterBytes` until the task is cancelled.
  */
 import { createHash } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -21,6 +22,7 @@ import { NULL_REF, XapiFailure, text } from './store.js'
 import { VHD_BLOCK_BYTES } from './vhd-encoder.js'
 import { XVA_CHUNK_BYTES } from './xva-export.js'
 import { beginRequest } from './http-request.js'
+import { stalled } from './import.js'
 
 
 function importError(message: string): XapiFailure {
@@ -28,8 +30,8 @@ function importError(message: string): XapiFailure {
 }
 
 /** The body, decompressed when it starts with a gzip or zstd magic number. */
-async function plainBody(req: IncomingMessage): Promise<AsyncIterable<Buffer>> {
-  const it = (req as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
+async function plainBody(req: AsyncIterable<Buffer>): Promise<AsyncIterable<Buffer>> {
+  const it = req[Symbol.asyncIterator]()
   let head = Buffer.alloc(0)
   const firsts: Buffer[] = []
   while (head.length < 4) {
@@ -159,9 +161,12 @@ export async function handleXvaImport(ctx: ExportContext, req: IncomingMessage, 
     const f = error as XapiFailure
     return fail(404, f.xapiCode, f.params)
   }
+  // faults with `on: 'import'` and no vdiUuid: `stall` stops reading the body until the task is cancelled
+  const stall = ctx.faults.take([], 'import').find((f) => f.kind === 'stall')
   try {
-    if (taskRef !== undefined) ctx.tasks.bind(taskRef)
-    const { objects, vdis } = await stage(await plainBody(req), (f) => {
+    const cancelled = taskRef === undefined ? ctx.closing : AbortSignal.any([ctx.closing, ctx.tasks.bind(taskRef)])
+    const body = stall === undefined ? (req as AsyncIterable<Buffer>) : stalled(req as AsyncIterable<Buffer>, stall.afterBytes, cancelled)
+    const { objects, vdis } = await stage(await plainBody(body), (f) => {
       if (taskRef !== undefined) ctx.tasks.progress(taskRef, f)
     })
     const vmRef = create(ctx, srRef, objects, vdis)
