@@ -3,11 +3,15 @@
  * real queue, proxies and XAPI simulator: `serve` with the API runs a backup job built from the XO
  * fixture and streams XO's task log to the end (checked the way XO's makeOnProgress consolidates it),
  * `backup.listVmBackups` lists the result in XO's shape, a second run of the same job is refused while
- * the first one runs, `task.cancel` interrupts it, `backup.deleteVmBackup` removes a backup; two proxies
- * of one pool behind one API share a batch of jobs; and the token is in no log, metric or Redis value.
+ * the first one runs, `task.cancel` interrupts it, `backup.deleteVmBackup` removes a backup; a full
+ * (XVA) backup of XO's job is restored through `backup.importVmBackup` exactly as xo-server calls it
+ * (streamLogs: its root `restore` task carries the backup's jobId and ends with XO's `{size, id}`), can be
+ * cancelled, and one whose checksum file disagrees fails E_XVA_CORRUPT leaving nothing on the pool; two
+ * proxies of one pool behind one API share a batch of jobs; and the token is in no log, metric or Redis value.
  *
  * Runs that must still be running when the test acts on them are held by the simulator's `stall` fault
- * (holdExport: the export stops until the client goes away), never by timing.
+ * (holdExport: the export stops until the client goes away; an XVA restore's upload stops until its
+ * XAPI task is cancelled), never by timing.
  */
 import { createHash, randomUUID } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
