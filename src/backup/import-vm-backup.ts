@@ -60,7 +60,7 @@ export interface ImportVmBackupOptions {
   /** a full backup's XVA upload (default: on this thread; a proxy passes the stream pool's `backup.restoreXva`) */
   xvaImporter?: XvaImporter
   signal: AbortSignal
-  /** task-log parent: one child per disk */
+  /** task-log parent: one `transfer` child (XO's, result `{ size, id }`), one child of it per disk */
   log?: RestoreLog
   onProgress?: (p: JobProgress) => void
 }
@@ -200,13 +200,15 @@ export async function importVmBackup(o: ImportVmBackupOptions): Promise<ImportVm
   // each disk's SR: its mapVdisSrs entry, else srUuid (all checked before anything is created)
   const srs = p.plan.disks.map((d) => findSr(xapi, mappedSr(o, p.metadata, d) ?? o.srUuid))
   const created = new Created()
+  // XO's task shape: one `transfer` task (its result `{ size, id }`, what XO's restore log shows) over the disks
+  const transfer = o.log?.child('transfer')
   try {
     signal.throwIfAborted()
     const vmRef = asRef(await xapi.call('VM.create', p.plan.vmRecord), 'VM.create')
     created.vmRef = vmRef
     const vdiRefs = await createDisks(o, p, srs.map((s) => s.$ref), vmRef, created)
     for (const vbd of p.plan.emptyVbds) await xapi.call('VBD.create', { ...vbd, VM: vmRef, VDI: 'OpaqueRef:NULL' })
-    const vdis = await importDisks(o, p, vdiRefs, srs.map((s) => ({ uuid: s.uuid, name: s.name_label })))
+    const vdis = await importDisks(transfer === undefined ? o : { ...o, log: transfer }, p, vdiRefs, srs.map((s) => ({ uuid: s.uuid, name: s.name_label })))
     const vifs = await createVifs(o, p.plan, vmRef)
     await finalize(o, p, vmRef)
     if (o.start === true) {
@@ -214,18 +216,11 @@ export async function importVmBackup(o: ImportVmBackupOptions): Promise<ImportVm
       await xapi.waitObject('VM', vmRef, { predicate: (vm) => vm.power_state === 'Running', signal })
     }
     const vm = await xapi.waitObject('VM', vmRef, { signal })
-    return {
-      metadataPath: o.metadataPath,
-      timestamp: p.timestamp,
-      vmUuid: p.vmUuid,
-      restoredVmUuid: vm.uuid,
-      srUuid: sr.uuid,
-      started: o.start === true,
-      sizeBytes: vdis.reduce((a, v) => a + v.sizeBytes, 0),
-      vdis,
-      vifs,
-    }
+    const sizeBytes = vdis.reduce((a, v) => a + v.sizeBytes, 0)
+    transfer?.end('success', { size: sizeBytes, id: vm.uuid })
+    return { metadataPath: o.metadataPath, timestamp: p.timestamp, vmUuid: p.vmUuid, restoredVmUuid: vm.uuid, srUuid: sr.uuid, started: o.start === true, sizeBytes, vdis, vifs }
   } catch (error) {
+    transfer?.end(signal.aborted ? 'interrupted' : 'failure', serializeError(error) as unknown as JsonValue)
     await created.remove(xapi, o.log)
     if (signal.aborted && !(error instanceof CancelledError)) throw new CancelledError('the restore was cancelled; the VM and VDIs it created were removed', { cause: error })
     throw error

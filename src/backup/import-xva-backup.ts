@@ -64,7 +64,6 @@ export async function importXvaBackup(o: ImportVmBackupOptions, metadata: Backup
     const ref = Array.isArray(result) ? (result[0] as unknown) : result
     if (typeof ref !== 'string' || !ref.startsWith('OpaqueRef:')) throw new XapiError(`XAPI's VM import returned ${JSON.stringify(result)} instead of the new VM`)
     vmRef = ref
-    log?.end('success', { size: sizeBytes })
   } catch (error) {
     await xapi.cancelTask(descriptor.taskRef).catch(() => undefined)
     const reported = corruptIfRefused(error instanceof BackupProxyError && error.code === 'E_XVA_CORRUPT' ? error : await settled.then(() => error, (e: unknown) => (e instanceof XapiError && e.xapiCode === 'IMPORT_ERROR' ? e : error)), xvaPath)
@@ -89,8 +88,11 @@ export async function importXvaBackup(o: ImportVmBackupOptions, metadata: Backup
       sizeBytes: 0,
     }))
     const vifs = vm.VIFs.map((ref) => xapi.get('VIF', ref)).map((v) => ({ device: v.device, networkUuid: xapi.get('network', v.network).uuid, MAC: v.MAC }))
+    // XO's transfer result: what its restore log shows (size) and links (the new VM)
+    log?.end('success', { size: sizeBytes, id: vm.uuid })
     return { metadataPath: o.metadataPath, timestamp: meta.timestamp, vmUuid: meta.vmUuid, restoredVmUuid: vm.uuid, srUuid: meta.srUuid, started: o.start === true, sizeBytes, vdis, vifs }
   } catch (error) {
+    log?.end(signal.aborted ? 'interrupted' : 'failure', serializeError(error) as never)
     await removeVm(xapi, vmRef, o)
     throw error
   }

@@ -3,7 +3,7 @@
  * VM on the SR `srUuid` of the task's pool (import-vm-backup.ts): VM record, one VDI per disk filled
  * through the stream pool (`backup.restoreDisk` thread task), VBDs, VIFs, optional start. `name`
  * replaces XO's `<name> (<timestamp>)` for the VM. The result names the restored VM and its VDIs in VBD
- * order; the job's task log has one subtask per disk.
+ * order; the job's task log has XO's `transfer` subtask (result `{ size, id }`) with one subtask per disk.
  *
  * Cancel (the job's signal) cancels the XAPI import task and ends the upload. Nothing partial stays: on
  * any failure the VM and every VDI this restore created are removed before the error is reported.

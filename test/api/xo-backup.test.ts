@@ -198,6 +198,11 @@ describe('Xen Orchestra drives a backup job through the API', () => {
       const restored = xapi.get('VM', result.id)
       expect(restored.name_label).toMatch(new RegExp(`^${xapi.get('VM', vm).name_label} \\(`))
       expect(restored.tags).toContain('restored from backup')
+      // XO's task shape (xo-web's restore log reads the `transfer` task's result): root → transfer → one task per disk
+      const all = (await client.collect('task.getAll')) as { properties: Record<string, unknown>; tasks?: { properties: { name: string }; result?: unknown; tasks?: unknown[] }[] }[]
+      const run = all.find((t) => t.properties.backupId === backupId)!
+      expect(run.properties).toMatchObject({ name: 'restore', jobId: job })
+      expect(run.tasks?.map((t) => [t.properties.name, t.result, t.tasks?.length])).toEqual([['transfer', { size: result.size, id: result.id }, 1]])
     } finally {
       await xapi.close()
     }
@@ -294,11 +299,12 @@ describe('a full backup (XVA) restored through backup.importVmBackup, as xo-serv
     // XO's proxy root task: xo-web's restore log list reads jobId (it slices it) and time
     expect(root.properties).toEqual({ name: 'restore', backupId: backup.id, jobId: job, srId: simSrUuid, time: backup.timestamp })
     expect(root.status).toBe('success')
-    const transfer = [...byId.values()].find((t) => (t.properties as Record<string, unknown>).name === 'transfer')
-    expect(transfer).toMatchObject({ status: 'success' })
     // xo-server's forwardResult(root log) is ImportVmBackup's { size, id }: it returns `result.id`
     const result = root.result as { size: number; id: string }
     expect(Object.keys(result).sort()).toEqual(['id', 'size'])
+    // xo-web's restore log reads size and the VM from the `transfer` task's result
+    expect(root.tasks).toEqual([expect.objectContaining({ properties: { name: 'transfer' }, status: 'success', result })])
+    expect(byId.size).toBe(2)
     expect(result.size).toBeGreaterThan(0)
     const xapi = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password })
     try {

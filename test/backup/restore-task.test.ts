@@ -132,7 +132,8 @@ describe('backup.restore: whole VM through the queue (simulator, VhdFile and enc
         // VIFs: same devices, same networks (by $network$uuid), same MACs
         const vifs = vm.VIFs.map((ref) => xapi.get('VIF', ref)).sort((a, b) => a.device.localeCompare(b.device))
         expect(vifs.map((v) => [v.device, v.network, v.MAC])).toEqual(sourceVifs.map((v) => [v.device, v.network, v.MAC]))
-        expect(s.tasks?.map((t) => t.status)).toEqual(['success', 'success'])
+        // XO's shape: a `transfer` task (result { size, id }) over one task per disk
+        expect(s.tasks?.map((t) => [t.message, t.status, t.result, t.tasks?.map((d) => d.status)])).toEqual([['transfer', 'success', { size: result.sizeBytes, id: result.restoredVmUuid }, ['success', 'success']]])
       }
     }
     poolRuns.mockRestore()
