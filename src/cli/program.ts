@@ -3,26 +3,17 @@
  *
  * Exit codes are part of the contract: 0 success, 1 the operation failed, 2 bad usage or bad input
  * (unknown option, missing argument, invalid config, invalid task or URL), with a message naming what
- * was wrong. Each subcommand lives in its own file under commands/ and registers itself here.
+ * was wrong. Each subcommand lives in its own file under commands/ and registers itself here (COMMANDS).
+ *
+ * A run loads the module of the command it names and no other: `status` does not pay for compiling the
+ * ~20 modules of the other commands and their helpers (~0.02 s CPU with Node 20, BENCHMARKS.md CLI
+ * start). Whatever names no known command (`--help`, `help`, a typo, no command) gets every command, so
+ * the command list and commander's "did you mean" are the same as with all of them.
  */
 import { Command, CommanderError } from 'commander'
 import { BackupProxyError, errorCode } from '../common/errors.js'
 import { redactString } from '../common/redact.js'
 import { commandConfig, processIo, type CliIo } from './context.js'
-import { registerServe } from './commands/serve.js'
-import { registerBackup } from './commands/backup.js'
-import { registerCancel } from './commands/cancel.js'
-import { registerStatus } from './commands/status.js'
-import { registerRemote } from './commands/remote.js'
-import { registerVerify } from './commands/verify.js'
-import { registerRestore } from './commands/restore.js'
-import { registerXapiSim } from './commands/xapi-sim.js'
-import { registerDemo } from './commands/demo.js'
-import { registerApi } from './commands/api.js'
-import { registerMirror } from './commands/mirror.js'
-import { registerMetadata } from './commands/metadata.js'
-import { registerJobs } from './commands/jobs.js'
-import { registerBackups } from './commands/backups.js'
 import { VERSION } from '../version.js'
 
 const EXIT_OK = 0
@@ -31,7 +22,44 @@ const EXIT_USAGE = 2
 
 const USAGE_CODES = new Set(['E_USAGE', 'E_CONFIG_INVALID', 'E_TASK_INVALID', 'E_REMOTE_URL'])
 
-function buildProgram(io: CliIo = processIo): Command {
+type Register = (program: Command, io: CliIo) => void
+
+/** The top-level commands, in help order, each with the names it registers and its module. */
+const COMMANDS: readonly (readonly [names: readonly string[], load: () => Promise<Register>])[] = [
+  [['serve'], async () => (await import('./commands/serve.js')).registerServe],
+  [['backup'], async () => (await import('./commands/backup.js')).registerBackup],
+  [['cancel'], async () => (await import('./commands/cancel.js')).registerCancel],
+  [['status'], async () => (await import('./commands/status.js')).registerStatus],
+  [['remote'], async () => (await import('./commands/remote.js')).registerRemote],
+  [['verify'], async () => (await import('./commands/verify.js')).registerVerify],
+  [['restore'], async () => (await import('./commands/restore.js')).registerRestore],
+  [['xapi-sim'], async () => (await import('./commands/xapi-sim.js')).registerXapiSim],
+  [['demo'], async () => (await import('./commands/demo.js')).registerDemo],
+  [['api'], async () => (await import('./commands/api.js')).registerApi],
+  [['mirror'], async () => (await import('./commands/mirror.js')).registerMirror],
+  [['metadata'], async () => (await import('./commands/metadata.js')).registerMetadata],
+  [['jobs', 'job'], async () => (await import('./commands/jobs.js')).registerJobs],
+  [['backups'], async () => (await import('./commands/backups.js')).registerBackups],
+]
+
+/** The global options that take their value in the next argument (see buildProgram). */
+const GLOBAL_WITH_VALUE = new Set(['-c', '--config', '--log-level'])
+
+/**
+ * The command an argument list names: its first argument that is neither an option nor a global
+ * option's value; undefined when there is none or after `--`.
+ */
+export function commandWord(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    if (a === '--') return undefined
+    if (GLOBAL_WITH_VALUE.has(a)) i++
+    else if (!a.startsWith('-')) return a
+  }
+  return undefined
+}
+
+async function buildProgram(io: CliIo, argv: readonly string[]): Promise<Command> {
   const program = new Command('backup-proxy')
     .description('VM backup proxy for XCP-ng/XenServer pools: queue-driven, streams VHD deltas to local, NFS, SMB and S3 remotes.')
     .version(VERSION, '-V, --version')
@@ -45,7 +73,9 @@ function buildProgram(io: CliIo = processIo): Command {
       await commandConfig(actionCommand)
     })
 
-  for (const register of [registerServe, registerBackup, registerCancel, registerStatus, registerRemote, registerVerify, registerRestore, registerXapiSim, registerDemo, registerApi, registerMirror, registerMetadata, registerJobs, registerBackups]) {
+  const word = commandWord(argv)
+  const named = COMMANDS.filter(([names]) => word !== undefined && names.includes(word))
+  for (const register of await Promise.all((named.length > 0 ? named : COMMANDS).map(([, load]) => load()))) {
     register(program, io)
   }
   // subcommands inherit output and exit handling
@@ -60,7 +90,7 @@ function applyToTree(cmd: Command, io: CliIo): void {
 
 /** Runs the CLI and returns the exit code (never calls process.exit). */
 export async function runCli(argv: readonly string[], io: CliIo = processIo): Promise<number> {
-  const program = buildProgram(io)
+  const program = await buildProgram(io, argv)
   if (argv.length === 0) {
     // a bare `backup-proxy` did nothing it was asked for: show what it can do, on stderr, and say so
     io.stderr(program.helpInformation())

@@ -1,7 +1,11 @@
 import { execFile } from 'node:child_process'
+import { existsSync, readdirSync } from 'node:fs'
+import module from 'node:module'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { runCli } from '../../src/cli/program.js'
+import { commandWord, runCli } from '../../src/cli/program.js'
+import { useTempDir } from '../helpers/tmp.js'
 import type { CliIo } from '../../src/cli/context.js'
 
 function io(): CliIo & { out: () => string; err: () => string } {
@@ -23,6 +27,30 @@ describe('backup-proxy command', () => {
     const o = io()
     expect(await runCli([cmd, '--help'], o)).toBe(0)
     expect(o.out()).toContain(`Usage: backup-proxy ${cmd}`)
+  })
+
+  it('finds the command an argument list names, past the global options and their values', () => {
+    expect(commandWord(['status'])).toBe('status')
+    expect(commandWord(['-c', 'status.yml', '--log-level', 'debug', 'jobs', '--state', 'failed'])).toBe('jobs')
+    expect(commandWord(['--config=a.yml', '-V', 'job', 'show', 'x'])).toBe('job')
+    expect(commandWord(['--help'])).toBeUndefined()
+    expect(commandWord(['--', 'status'])).toBeUndefined()
+    expect(commandWord([])).toBeUndefined()
+  })
+
+  it('a command run with only its own module prints what it prints with every command loaded', async () => {
+    // `help status` names no command (it loads them all), `status --help` loads status alone
+    for (const cmd of ['status', 'jobs', 'job']) {
+      const all = io()
+      const alone = io()
+      expect(await runCli(['help', cmd], all)).toBe(0)
+      expect(await runCli([cmd, '--help'], alone)).toBe(0)
+      expect(alone.out()).toBe(all.out())
+    }
+    // a typo names no known command: every command is there for commander's suggestion
+    const typo = io()
+    expect(await runCli(['statuss'], typo)).toBe(2)
+    expect(typo.err()).toContain('Did you mean status?')
   })
 
   it('bare backup-proxy prints the help on stderr and exits 2', async () => {
@@ -83,5 +111,20 @@ describe('backup-proxy command', () => {
     const failed = await promisify(execFile)(process.execPath, [bin, 'serve', '--threads', '0']).catch((e: unknown) => e as { code: number; stderr: string })
     expect(failed).toMatchObject({ code: 2 })
     expect((failed as { stderr: string }).stderr).toContain('--threads')
+  })
+
+  const cacheHome = useTempDir('bp-cli-cache-')
+  const bin = new URL('../../bin/backup-proxy.js', import.meta.url).pathname
+  const built = existsSync(new URL('../../dist/cli/main.js', import.meta.url))
+  // Node 20 has no compile cache (test:node24 runs this file on Node 24); bin runs dist/ only when built
+  const hasCompileCache = typeof (module as { enableCompileCache?: unknown }).enableCompileCache === 'function'
+  it.skipIf(!built || !hasCompileCache)('keeps compiled modules in the per-user cache directory, unless NODE_DISABLE_COMPILE_CACHE', async () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, XDG_CACHE_HOME: cacheHome() }
+    delete env.NODE_COMPILE_CACHE
+    await promisify(execFile)(process.execPath, [bin, '--help'], { env: { ...env, NODE_DISABLE_COMPILE_CACHE: '1' } })
+    expect(existsSync(join(cacheHome(), 'backup-proxy'))).toBe(false)
+    await promisify(execFile)(process.execPath, [bin, '--help'], { env })
+    const dir = join(cacheHome(), 'backup-proxy', 'node-compile-cache')
+    expect(readdirSync(dir, { recursive: true }).length).toBeGreaterThan(0)
   })
 })
