@@ -174,14 +174,16 @@ function readZeroCommand(r: BitReader, length: number): boolean {
 }
 
 /**
- * The chunk of a stream written by encodeSparseBrotli, of exactly `expectedSizeBytes`; undefined for
- * any other brotli stream (decode those with zlib).
+ * The chunk of a stream written by encodeSparseBrotli, of exactly `expectedSizeBytes`, rebuilt in `into`
+ * when given (its zero runs written too) or in a new zeroed buffer; undefined for any other brotli
+ * stream (decode those with zlib; `into` may then hold anything).
  */
-export function parseSparseBrotli(data: Buffer, expectedSizeBytes: number): Buffer | undefined {
+export function parseSparseBrotli(data: Buffer, expectedSizeBytes: number, into?: Buffer): Buffer | undefined {
   try {
     const r = new BitReader(data)
     if (r.bits(4) !== 0b1111) return undefined // WBITS = 24
-    const out = Buffer.alloc(expectedSizeBytes)
+    const reuse = into?.length === expectedSizeBytes
+    const out = reuse ? into : Buffer.alloc(expectedSizeBytes)
     let at = 0
     for (;;) {
       if (r.bits(1) === 1) {
@@ -198,6 +200,7 @@ export function parseSparseBrotli(data: Buffer, expectedSizeBytes: number): Buff
         data.copy(out, at, r.bytePos, r.bytePos + length)
         r.skipBytes(length)
       } else if (!readZeroCommand(r, length)) return undefined
+      else if (reuse) out.fill(0, at, at + length)
       at += length
     }
   } catch {

@@ -154,7 +154,8 @@ export async function compressChunk(data: Buffer, compression: ChunkCompression)
 }
 
 /** Decodes a chunk written with `compression`; `what` names it in errors. */
-export async function decompressChunk(data: Buffer, compression: ChunkCompression, what: string, expectedSizeBytes?: number): Promise<Buffer> {
+/** `into`: where a sparse stream (brotli-sparse.ts) is rebuilt when it has the expected size (a pool's buffer) */
+export async function decompressChunk(data: Buffer, compression: ChunkCompression, what: string, expectedSizeBytes?: number, into?: Buffer): Promise<Buffer> {
   if (compression === 'none') return data
   // fast path: our own stored meta-block is read without running the decoder
   if (expectedSizeBytes !== undefined && expectedSizeBytes > 0 && expectedSizeBytes <= MAX_STORED_BYTES) {
@@ -165,7 +166,7 @@ export async function decompressChunk(data: Buffer, compression: ChunkCompressio
   }
   // our sparse streams (zero runs and stored runs) are rebuilt without the decoder too
   if (expectedSizeBytes !== undefined) {
-    const sparse = parseSparseBrotli(data, expectedSizeBytes)
+    const sparse = parseSparseBrotli(data, expectedSizeBytes, into?.length === expectedSizeBytes ? into : undefined)
     if (sparse !== undefined) return sparse
   }
   try {

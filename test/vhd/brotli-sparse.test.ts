@@ -34,6 +34,16 @@ describe('sparse brotli streams (zero runs + stored runs)', () => {
     })
   }
 
+  it('rebuilds into a given buffer of the right size, zero runs included (a reused pool buffer)', () => {
+    const data = zerosAndRandom()
+    const encoded = encodeSparseBrotli(data, sectorRuns(data))
+    const into = Buffer.alloc(data.length, 0xa5)
+    expect(parseSparseBrotli(encoded, data.length, into)).toBe(into)
+    expect(into.equals(data)).toBe(true)
+    const wrongSize = Buffer.alloc(data.length - 1)
+    expect(parseSparseBrotli(encoded, data.length, wrongSize)?.equals(data)).toBe(true)
+  })
+
   it('the parser leaves every other stream to zlib: brotli output, a wrong size, a damaged or cut stream', () => {
     const data = zerosAndRandom()
     const encoded = encodeSparseBrotli(data, sectorRuns(data))
