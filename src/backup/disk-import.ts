@@ -12,6 +12,7 @@ import type { Readable } from 'node:stream'
 import { BackupProxyError } from '../common/errors.js'
 import { createRemote } from '../remotes/index.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
+import { VhdBlockPool } from '../vhd/block-pool.js'
 import { openChain } from '../vhd/chain.js'
 import type { VdiImportDescriptor } from '../xapi/descriptors.js'
 import { putVdiImport } from '../xapi/restore-import.js'
@@ -64,9 +65,11 @@ export async function runDiskImport(input: DiskImportInput, options: { signal: A
   await remote.open()
   try {
     const chain = await openChain(remote, input.vhdPath, { signal })
-    const stream = chain.vhdStream({ signal })
+    // block buffers reused once the socket has sent them (read-ahead + a few being written)
+    const pool = new VhdBlockPool({ maxFree: 8 })
+    const stream = chain.vhdStream({ signal, pool })
     const sentBytes = countSentBytes(stream, input.sizeBytes, onProgress)
-    await putVdiImport(input.descriptor, stream, { signal, sizeBytes: input.sizeBytes })
+    await putVdiImport(input.descriptor, stream, { signal, sizeBytes: input.sizeBytes, onWritten: (chunk) => pool.done(chunk) })
     const sent = sentBytes()
     if (sent !== input.sizeBytes) throw new BackupProxyError('E_BACKUP', `restore of ${input.vhdPath}: sent ${sent} bytes, expected ${input.sizeBytes}`)
     onProgress?.({ sentBytes: sent, totalBytes: input.sizeBytes })

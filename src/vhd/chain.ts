@@ -14,6 +14,7 @@
 import { Readable } from 'node:stream'
 import { errorCode } from '../common/errors.js'
 import type { Remote } from '../remotes/remote.js'
+import type { VhdBlockPool } from './block-pool.js'
 import { encodeBat } from './bat.js'
 import { BLOCK_UNUSED, DISK_TYPES, FOOTER_SIZE, HEADER_SIZE, SECTOR_SIZE, batSizeBytes, bitmapSizeBytes, blockCount } from './constants.js'
 import { corrupt, unsupported } from './corrupt.js'
@@ -67,12 +68,15 @@ export class VhdChain {
     return out
   }
 
-  /** The block as the chain sees it, or undefined when no VHD of the chain has it. */
-  async readBlock(index: number, signal?: AbortSignal): Promise<VhdBlock | undefined> {
+  /**
+   * The block as the chain sees it, or undefined when no VHD of the chain has it. `into`: as
+   * VhdReader.readBlock (used by the newest layer holding the block; its buffer is `into` or not).
+   */
+  async readBlock(index: number, signal?: AbortSignal, into?: Buffer): Promise<VhdBlock | undefined> {
     const layers: VhdBlock[] = []
     for (const v of this.vhds) {
       if (!v.hasBlock(index)) continue
-      const block = await v.readBlock(index, signal)
+      const block = await v.readBlock(index, signal, layers.length === 0 ? into : undefined)
       layers.push(block)
       if (bitmapIsFull(block.bitmap, this.blockSizeBytes)) break
     }
@@ -153,9 +157,12 @@ export class VhdChain {
 
   /**
    * One dynamic VHD with every block of the chain (for restore): footer, header, BAT, blocks, footer.
-   * Blocks are read ahead (READ_AHEAD_BLOCKS in flight), so at most that many blocks are held.
+   * Blocks are read ahead (READ_AHEAD_BLOCKS in flight), so at most that many blocks are held. With a
+   * `pool`, blocks are read into its buffers where the reader can (VhdFile, sparse brotli), and the
+   * consumer hands each yielded chunk back with `pool.done(chunk)` once it no longer uses it (chunks
+   * not from the pool are ignored there): no fresh 2 MiB buffer, and its page faults, per block.
    */
-  vhdStream(options: { signal?: AbortSignal } = {}): Readable {
+  vhdStream(options: { signal?: AbortSignal; pool?: VhdBlockPool } = {}): Readable {
     const { footer, header } = this.flattenedHead()
     const present = this.blockIndexes()
     const full = this.#bitmapSize + this.blockSizeBytes
@@ -173,9 +180,17 @@ export class VhdChain {
       // (zlib runs on libuv's threads) overlap the consumer (each read returns a fresh buffer)
       const pending: Promise<VhdBlock | undefined>[] = []
       let next = 0
+      const { pool } = options
+      const readBlock = async (index: number): Promise<VhdBlock | undefined> => {
+        const into = pool?.acquire(full)
+        const block = await chain.readBlock(index, options.signal, into)
+        // the yielded buffer goes back to the pool once the consumer calls pool.done(buffer); an unused one now
+        if (into !== undefined) pool?.share(into, block?.buffer === into ? 1 : 0)
+        return block
+      }
       const fill = (): void => {
         while (pending.length < READ_AHEAD_BLOCKS && next < present.length) {
-          const read = chain.readBlock(present[next++]!, options.signal)
+          const read = readBlock(present[next++]!)
           read.catch(() => undefined) // awaited in order below; one failing early is not unhandled
           pending.push(read)
         }

@@ -17,6 +17,7 @@
  */
 import { promisify } from 'node:util'
 import zlib from 'node:zlib'
+import { encodeSparseBrotli, parseSparseBrotli, sectorRuns } from './brotli-sparse.js'
 import { corrupt, unsupported } from './corrupt.js'
 
 export type ChunkCompression = 'none' | 'brotli'
@@ -56,25 +57,13 @@ export function brotliStoredHeader(length: number): Buffer {
 }
 const BROTLI_STORED_TRAILER: Buffer = Buffer.from([0x03])
 
-/**
- * Estimated Shannon entropy (bits per byte) of a sample of the buffer: 16 slices of 1 KiB spread
- * over it. Random or encrypted data is ≈ 8; text, zeros and file system metadata are far lower.
- */
-function sampledEntropy(buf: Uint8Array): number {
+/** Shannon entropy (bits per byte) of the bytes of `slices` together. */
+function entropyOf(slices: readonly Uint8Array[]): number {
   const counts = new Uint32Array(256)
-  const slices = 16
-  const slice = Math.min(1024, Math.floor(buf.length / slices))
-  let total: number
-  if (slice === 0) {
-    for (const b of buf) counts[b] = (counts[b] ?? 0) + 1
-    total = buf.length
-  } else {
-    const stride = Math.floor(buf.length / slices)
-    for (let s = 0; s < slices; s++) {
-      const start = s * stride
-      for (let i = start; i < start + slice; i++) counts[buf[i] ?? 0] = (counts[buf[i] ?? 0] ?? 0) + 1
-    }
-    total = slice * slices
+  let total = 0
+  for (const slice of slices) {
+    for (const b of slice) counts[b] = (counts[b] ?? 0) + 1
+    total += slice.length
   }
   let entropy = 0
   for (const c of counts) {
@@ -85,8 +74,43 @@ function sampledEntropy(buf: Uint8Array): number {
   return entropy
 }
 
+/**
+ * Estimated entropy of a sample of the buffer: 16 slices of 1 KiB spread over it. Random or encrypted
+ * data is ≈ 8; text, zeros and file system metadata are far lower.
+ */
+function sampledEntropy(buf: Uint8Array): number {
+  const slices = 16
+  const slice = Math.min(1024, Math.floor(buf.length / slices))
+  if (slice === 0) return entropyOf([buf])
+  const stride = Math.floor(buf.length / slices)
+  return entropyOf(Array.from({ length: slices }, (_, s) => buf.subarray(s * stride, s * stride + slice)))
+}
+
 /** Above this sampled entropy a block is stored without trying to compress it. */
 const INCOMPRESSIBLE_ENTROPY = 7.5
+const SECTOR = 512
+const ZERO_SECTOR = Buffer.alloc(SECTOR)
+/** sectors sampled by `looksSparse`, every SAMPLE_STRIDE-th (odd: no aliasing with 4 KiB patterns) */
+const SAMPLE_SECTORS = 64
+const SAMPLE_STRIDE = 61
+
+/**
+ * Whether a sample of the chunk's sectors has whole zero sectors and incompressible other ones (the
+ * first 256 bytes of each): the case of `encodeSparseBrotli`, checked before scanning every sector.
+ */
+function looksSparse(data: Buffer, zeroSector: Buffer): boolean {
+  const sectors = Math.floor(data.length / SECTOR)
+  const stride = sectors <= SAMPLE_SECTORS ? 1 : Math.min(SAMPLE_STRIDE, Math.floor(sectors / SAMPLE_SECTORS) | 1)
+  const nonZero: Buffer[] = []
+  let zeros = 0
+  for (let k = 0; k < SAMPLE_SECTORS && k * stride < sectors; k++) {
+    const at = k * stride * SECTOR
+    if (zeroSector.compare(data, at, at + SECTOR) === 0) zeros++
+    else nonZero.push(data.subarray(at, at + 256))
+  }
+  return zeros > 0 && (nonZero.length === 0 || entropyOf(nonZero) > INCOMPRESSIBLE_ENTROPY)
+}
+
 
 interface CompressedChunk {
   /** buffers to write one after the other (no concatenation: the payload may be the caller's buffer) */
@@ -108,6 +132,16 @@ export async function compressChunk(data: Buffer, compression: ChunkCompression)
     return { parts: [empty], sizeBytes: empty.length, stored: false }
   }
   if (data.length <= MAX_STORED_BYTES && data.length >= 4096 && sampledEntropy(data) > INCOMPRESSIBLE_ENTROPY) return stored()
+  if (data.length >= 4096 && looksSparse(data, ZERO_SECTOR)) {
+    // confirmed on the data runs of the whole chunk: 16 slices of up to 256 bytes spread over them
+    const runs = sectorRuns(data, ZERO_SECTOR)
+    const dataRuns = runs.filter((r) => !r.zero)
+    const slices = dataRuns.filter((_, i) => i % Math.ceil(dataRuns.length / 16) === 0).map((r) => data.subarray(r.start, Math.min(r.end, r.start + 256)))
+    if (slices.length === 0 || entropyOf(slices) > INCOMPRESSIBLE_ENTROPY) {
+      const sparse = encodeSparseBrotli(data, runs)
+      return { parts: [sparse], sizeBytes: sparse.length, stored: false }
+    }
+  }
   const compressed = await brotliCompress(data, {
     chunkSize: Math.max(ZLIB_CHUNK_BYTES, data.length),
     params: {
@@ -120,7 +154,8 @@ export async function compressChunk(data: Buffer, compression: ChunkCompression)
 }
 
 /** Decodes a chunk written with `compression`; `what` names it in errors. */
-export async function decompressChunk(data: Buffer, compression: ChunkCompression, what: string, expectedSizeBytes?: number): Promise<Buffer> {
+/** `into`: where a sparse stream (brotli-sparse.ts) is rebuilt when it has the expected size (a pool's buffer) */
+export async function decompressChunk(data: Buffer, compression: ChunkCompression, what: string, expectedSizeBytes?: number, into?: Buffer): Promise<Buffer> {
   if (compression === 'none') return data
   // fast path: our own stored meta-block is read without running the decoder
   if (expectedSizeBytes !== undefined && expectedSizeBytes > 0 && expectedSizeBytes <= MAX_STORED_BYTES) {
@@ -128,6 +163,11 @@ export async function decompressChunk(data: Buffer, compression: ChunkCompressio
     if (data.length === head.length + expectedSizeBytes + 1 && data.subarray(0, head.length).equals(head) && data[data.length - 1] === 0x03) {
       return data.subarray(head.length, head.length + expectedSizeBytes)
     }
+  }
+  // our sparse streams (zero runs and stored runs) are rebuilt without the decoder too
+  if (expectedSizeBytes !== undefined) {
+    const sparse = parseSparseBrotli(data, expectedSizeBytes, into?.length === expectedSizeBytes ? into : undefined)
+    if (sparse !== undefined) return sparse
   }
   try {
     // an output buffer of the expected size (+1: zlib asks for a new buffer when one is filled exactly),

@@ -33,7 +33,11 @@ export interface VhdReader {
   hasBlock(index: number): boolean
   /** present block indexes, ascending */
   blockIndexes(): number[]
-  readBlock(index: number, signal?: AbortSignal): Promise<VhdBlock>
+  /**
+   * `into` (bitmap + block bytes): a buffer the block may be read into, e.g. from a VhdBlockPool; the
+   * returned block's buffer is then `into`, else (a reader that cannot use it) a buffer of its own.
+   */
+  readBlock(index: number, signal?: AbortSignal, into?: Buffer): Promise<VhdBlock>
   /**
    * Keeps what block reads need open until as many `release()`s (a VhdFile's RemoteFile: one open for
    * all its blocks instead of one per block); without it each read opens the file. No-op for directories.
@@ -94,13 +98,13 @@ class VhdFileReader implements VhdReader {
     for (let i = 0; i < this.bat.length; i++) if (this.bat[i] !== BLOCK_UNUSED) out.push(i)
     return out
   }
-  async readBlock(index: number, signal?: AbortSignal): Promise<VhdBlock> {
+  async readBlock(index: number, signal?: AbortSignal, into?: Buffer): Promise<VhdBlock> {
     const entry = this.bat[index]
     if (entry === undefined || entry === BLOCK_UNUSED) throw new RangeError(`block ${index} is not present in ${this.path}`)
     const full = this.#bitmapSize + this.header.blockSizeBytes
     const file = this.#file
     if (file === undefined) return splitBlock(index, await readRange(this.remote, this.path, entry * SECTOR_SIZE, full, signal), this.#bitmapSize)
-    const buffer = Buffer.allocUnsafeSlow(full)
+    const buffer = into?.length === full ? into : Buffer.allocUnsafeSlow(full)
     const n = await file.read(buffer, 0, full, entry * SECTOR_SIZE, signal)
     if (n < full) throw corrupt('stream', 'length', entry * SECTOR_SIZE + n, `${this.path}: read ${n} of ${full} bytes at ${entry * SECTOR_SIZE} (file truncated)`)
     return splitBlock(index, buffer, this.#bitmapSize)
@@ -172,7 +176,7 @@ class VhdDirectoryReader implements VhdReader {
     for (let i = 0; i < this.#nBlocks; i++) if (directoryBatHas(this.bat, i)) out.push(i)
     return out
   }
-  async readBlock(index: number, signal?: AbortSignal): Promise<VhdBlock> {
+  async readBlock(index: number, signal?: AbortSignal, into?: Buffer): Promise<VhdBlock> {
     if (!this.hasBlock(index)) throw new RangeError(`block ${index} is not present in ${this.path}`)
     const path = blockPath(this.dataPath, index)
     const full = this.#bitmapSize + this.header.blockSizeBytes
@@ -183,7 +187,7 @@ class VhdDirectoryReader implements VhdReader {
       if (errorCode(error) === 'ENOENT') throw corrupt('directory', `blocks/${index}`, index, `${path} is missing although the BAT lists block ${index}`, error)
       throw error
     }
-    const buffer = await decompressChunk(raw, this.compression, `blocks/${index}`, full)
+    const buffer = await decompressChunk(raw, this.compression, `blocks/${index}`, full, into)
     if (buffer.length !== full) throw corrupt('block', `blocks/${index}`, index, `${path} holds ${buffer.length} bytes, expected ${full}`)
     return splitBlock(index, buffer, this.#bitmapSize)
   }

@@ -9,8 +9,8 @@
  * Errors: an HTTP error status becomes an XapiError with the XAPI code of the body
  * (`["VDI_IO_ERROR", ...]`) or one derived from the status; an abort is a CancelledError.
  */
-import type { IncomingMessage } from 'node:http'
-import type { Readable } from 'node:stream'
+import type { ClientRequest, IncomingMessage } from 'node:http'
+import { Writable, type Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { CancelledError, XapiError, errorCode } from '../common/errors.js'
 import type { VdiImportDescriptor } from './descriptors.js'
@@ -20,6 +20,8 @@ interface PutVdiImportOptions {
   signal?: AbortSignal
   /** sent as Content-Length when known */
   sizeBytes?: number
+  /** called with each chunk of `body` once the socket no longer references it (e.g. VhdBlockPool.done) */
+  onWritten?: (chunk: Buffer) => void
 }
 
 interface XapiPutOptions {
@@ -31,6 +33,34 @@ interface XapiPutOptions {
   what: string
   /** maps a failure that is neither a cancel nor an XapiError (a network error) */
   networkFailure: (error: unknown) => Error
+  /** see PutVdiImportOptions */
+  onWritten?: (chunk: Buffer) => void
+}
+
+/**
+ * The request as a Writable that reports each chunk once written to the socket (its write callback),
+ * which `pipeline(body, req)` cannot: a pooled buffer is reused only then.
+ */
+function reportingSink(req: ClientRequest, onWritten: (chunk: Buffer) => void): Writable {
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      const more = req.write(chunk, (error) => {
+        if (error === undefined || error === null) onWritten(chunk)
+      })
+      if (more) callback()
+      else req.once('drain', () => callback())
+    },
+    final(callback) {
+      req.end(() => callback())
+    },
+    destroy(error, callback) {
+      // also called after a normal finish (autoDestroy): the request then stays, its answer is awaited
+      if (error !== null) req.destroy(error)
+      callback(error)
+    },
+  })
+  req.once('error', (error) => sink.destroy(error))
+  return sink
 }
 
 /**
@@ -49,7 +79,7 @@ export async function putToXapi(url: URL, body: Readable, o: XapiPutOptions): Pr
     req.once('error', reject)
   })
   try {
-    const sent = pipeline(body, req)
+    const sent = o.onWritten === undefined ? pipeline(body, req) : pipeline(body, reportingSink(req, o.onWritten))
     // observed here, awaited below: whichever of the two fails first is reported, the other is not unhandled
     sent.catch(() => undefined)
     response.catch(() => undefined)
@@ -77,6 +107,7 @@ export async function putVdiImport(d: VdiImportDescriptor, body: Readable, optio
     what,
     ...(options.signal === undefined ? {} : { signal: options.signal }),
     ...(options.sizeBytes === undefined ? {} : { sizeBytes: options.sizeBytes }),
+    ...(options.onWritten === undefined ? {} : { onWritten: options.onWritten }),
     networkFailure: (error) => new XapiError(`${what} failed (${errorCode(error) ?? (error as Error).message}); the VDI is incomplete and is removed`, { cause: error, fields: { networkCode: errorCode(error) ?? '' } }),
   })
 }

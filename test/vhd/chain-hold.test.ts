@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream'
 import { beforeAll, describe, expect, it } from 'vitest'
 import type { LocalRemote } from '../../src/remotes/local.js'
 import type { RemoteFile } from '../../src/remotes/remote.js'
+import { VhdBlockPool } from '../../src/vhd/block-pool.js'
 import { openChain } from '../../src/vhd/chain.js'
 import { createVhdFileSink } from '../../src/vhd/file-sink.js'
 import { pumpVhd } from '../../src/vhd/sink.js'
@@ -76,6 +77,20 @@ describe('VhdChain streams hold their VhdFiles', () => {
     const raw = Buffer.alloc(size)
     for await (const block of parsed.blocks()) block.data.copy(raw, block.index * 2 * MiB)
     expect(raw.equals(expected)).toBe(true)
+  })
+
+  it('with a pool, reads blocks into its buffers and reuses those the consumer handed back: the same bytes', async () => {
+    const chain = await openChain(remote, 'c/2.vhd')
+    const pool = new VhdBlockPool({ maxFree: 8 })
+    const copies: Buffer[] = []
+    for await (const c of chain.vhdStream({ pool }) as AsyncIterable<Buffer>) {
+      copies.push(Buffer.from(c)) // a copy, then the chunk goes back and may be overwritten by a later block
+      pool.done(c)
+    }
+    expect(Buffer.concat(copies).equals(await drain(chain.vhdStream()))).toBe(true)
+    // 6 blocks, 4 read ahead: fewer buffers than blocks
+    expect(pool.allocated).toBeLessThan(6)
+    expect(pool.allocated).toBeGreaterThan(0)
   })
 
   it('closes the files when the stream is destroyed midway', async () => {
