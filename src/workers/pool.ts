@@ -76,7 +76,7 @@ const THREAD_IDLE_TIMEOUT_MS = 60_000
  * there are that many streams), each running the same number of streams. A stream thread beyond the
  * core count adds no CPU, only an isolate, its modules and its native memory (~10 MiB of RSS each; bench
  * backup-rss, 4 streams on 2 cores, alternated runs: 4 threads peaked at 187–205 MiB, 2 threads of 2
- * streams at 161–180, same MiB/s, less CPU): a stream spends its time in the kernel (socket reads, file
+ * streams at 166–180, same MiB/s, less CPU): a stream spends its time in the kernel (socket reads, file
  * writes) and in awaits, little on its thread.
  * The streams divide evenly among the threads, so the pool runs exactly `streams` at once: 4 streams
  * on 2 cores = 2 threads × 2, 6 = 2 × 3, but 3 or 5 (no divisor ≥ 2 that leaves ≥ 2 threads) = 1 each.
