@@ -1,7 +1,7 @@
 /**
  * The measured process of backup-rss.bench.ts, run compiled under plain node (as the proxy ships: no
  * TypeScript loader in any thread): `serve()` itself — the proxy's HTTP endpoints, its BullMQ workers, its
- * stream pool of BENCH_RSS_THREADS threads (started on demand) and the engine's processors, configured from
+ * stream pool of BENCH_RSS_THREADS streams (on threads started on demand) and the engine's processors, configured from
  * BENCH_RSS_CONFIG (JSON: redis URL, proxy id, seal key...). Talks to the bench on stdin/stdout, one JSON
  * line each way:
  *   - once serving and settled (SETTLE_MS): `{ idleRssMiB, idleThreads }` (RSS of the idle proxy, threads

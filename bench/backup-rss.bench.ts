@@ -7,7 +7,8 @@
  *
  * The measured process is the proxy as it ships: the sources compiled (tsc, into .bench-tmp/) and run by
  * plain node (backup-rss-child.ts runs `serve()`: HTTP endpoints, BullMQ workers on a private
- * redis-server, the engine's processors, a stream pool of 4 threads started on demand). One fresh proxy
+ * redis-server, the engine's processors, a stream pool of 4 streams, on threads
+ * started on demand, at most one per CPU core: 2 threads of 2 streams on 2 cores). One fresh proxy
  * per size: once idle its RSS is read (idleRssMiB, with the threads alive then: idleThreads), then a
  * delta-mode `backup.run` of 2 VMs with 2 disks each (concurrency 2, diskPerVmConcurrency 0 = all disks at
  * once) to one local remote is enqueued into its queue like an orchestrator would; once the job's result
@@ -32,7 +33,7 @@ import type { TaskSummary } from '../src/queue/task-log.js'
 import { startRedis } from '../test/services/redis.js'
 import { GiB, runCommand, startSimProcess, type BenchContext, type BenchRow } from './lib.js'
 
-/** stream threads of the measured proxy (BENCH_RSS_THREADS overrides, to see what a thread and its disk add) */
+/** streams at once (`workers.threads`) of the measured proxy (BENCH_RSS_THREADS overrides, to see what a stream adds) */
 const THREADS = Number(process.env.BENCH_RSS_THREADS ?? '4')
 const repo = fileURLToPath(new URL('..', import.meta.url))
 
@@ -141,7 +142,7 @@ export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
           remotes: { r1: { url: `file://${remote}` } },
           xapis: { main: { url: sim.url, credentials: { username: sim.user, password: sim.password } } },
         }
-        ctx.log(`serve, 2 VMs × 2 disks of ${diskSizeBytes / GiB} GiB (50% allocated), up to ${THREADS} stream threads, one local remote, compiled, plain node`)
+        ctx.log(`serve, 2 VMs × 2 disks of ${diskSizeBytes / GiB} GiB (50% allocated), up to ${THREADS} streams at once, one local remote, compiled, plain node`)
         const r = await measureProxy(join(buildDir, 'bench', 'backup-rss-child.js'), redis.url, task)
         rows.push({
           group: 'backup memory (serve, 2 VMs × 2 disks in flight)',

@@ -132,7 +132,7 @@ export const redisSchema = z
 
 export const workersSchema = z
   .object({
-    threads: intFromEnv(1, 64).default(2).describe('Piscina threads that stream disks (one disk stream per thread at a time).'),
+    threads: intFromEnv(1, 64).default(2).describe('Disk streams this proxy runs at once, on at most one Piscina thread per CPU core (more streams than cores share threads evenly).'),
     concurrency: intFromEnv(1, 256).default(2).describe('Jobs this proxy runs at once, per queue served.'),
     lockDurationMs: duration().default(60_000).describe('BullMQ job lock duration; renewed independently of stream progress.'),
     stalledIntervalMs: duration().default(30_000).describe('How often stalled jobs (whose proxy died) are looked for.'),

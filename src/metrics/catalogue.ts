@@ -47,8 +47,8 @@ export const METRIC_SPECS = [
   { name: 'backup_proxy_retries_total', kind: 'counter', labelNames: ['reason'], fromThreads: true, help: 'Retries (of a job attempt, a VM, a request), by reason.' },
   { name: 'backup_proxy_errors_total', kind: 'counter', labelNames: ['code'], fromThreads: true, help: 'Errors that failed an operation (a job, a VM, a disk, a remote target), by stable error code.' },
   // --- threads and queues
-  { name: 'backup_proxy_threads_busy', kind: 'gauge', labelNames: [], fromThreads: false, help: 'Stream threads running a disk now.' },
-  { name: 'backup_proxy_threads', kind: 'gauge', labelNames: [], fromThreads: false, help: 'Stream threads in the pool (the utilisation is threads_busy / threads).' },
+  { name: 'backup_proxy_threads_busy', kind: 'gauge', labelNames: [], fromThreads: false, help: 'Disk streams running in the stream threads now.' },
+  { name: 'backup_proxy_threads', kind: 'gauge', labelNames: [], fromThreads: false, help: 'Disk streams the pool runs at once, workers.threads (the utilisation is threads_busy / threads).' },
   { name: 'backup_proxy_queue_jobs', kind: 'gauge', labelNames: ['queue', 'state'], fromThreads: false, help: 'Jobs in each served BullMQ queue by state, read from Redis at scrape time.' },
   { name: 'backup_proxy_queue_scrape_errors_total', kind: 'counter', labelNames: ['queue'], fromThreads: false, help: 'Scrapes where the job counts of a queue could not be read from Redis.' },
   // --- remotes

@@ -7,15 +7,17 @@
  * is never used because it terminates the thread without letting the stream clean up. The outcome and the
  * last metric deltas come back as Piscina's result, after the port's pending messages are handled.
  *
- * Threads start on demand and run one stream each: an idle pool has no thread (a thread costs its
- * isolate plus the task modules it loads, ~10-20 MiB of RSS once it has streamed); the first task starts
- * one (a few hundred ms of module loading, once per burst), up to `threads`; a thread idle for
- * `idleTimeoutMs` is retired. So a proxy waiting for jobs holds no thread, and a run's consecutive disks
- * reuse warm threads. `resize(n)` swaps in a new Piscina of the new size for new tasks and closes the old
- * one once its running tasks finish, so a live proxy can change its thread count without dropping
- * streams. The entry runs compiled (dist/*.js) or from sources under tsx (src/*.ts: threads get
+ * The pool runs up to `threads` streams at once (`workers.threads`), on at most one thread per CPU core:
+ * beyond that, a thread runs several streams (streamLayout). Threads start on demand: an idle pool has
+ * no thread (a thread costs its isolate plus the task modules it loads, ~10-20 MiB of RSS once it has
+ * streamed); the first task starts one (a few hundred ms of module loading, once per burst), and tasks
+ * go to idle or new threads before any thread takes a second one; a thread idle for `idleTimeoutMs` is
+ * retired. So a proxy waiting for jobs holds no thread, and a run's consecutive disks reuse warm threads.
+ * `resize(n)` swaps in a new Piscina of the new size for new tasks and closes the old one once its
+ * running tasks finish, so a live proxy can change its stream count without dropping streams. The entry runs compiled (dist/*.js) or from sources under tsx (src/*.ts: threads get
  * `--import tsx`).
  */
+import { availableParallelism } from 'node:os'
 import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads'
 import { Piscina } from 'piscina'
 import { BackupProxyError, CancelledError, deserializeError } from '../common/errors.js'
@@ -25,8 +27,10 @@ import { releaseThreads } from './thread-release.js'
 import type { ThreadTaskInput, ThreadTaskName, ThreadTaskOutput, ThreadTaskProgress } from './thread-tasks.js'
 
 interface StreamPoolOptions {
-  /** at most this many threads (one stream each) */
+  /** at most this many streams at once, on up to one thread per core (streamLayout) */
   threads: number
+  /** CPU cores the streams are laid out for (default: os.availableParallelism()) */
+  cores?: number
   /** a thread idle this long is retired (default THREAD_IDLE_TIMEOUT_MS) */
   idleTimeoutMs?: number
   logger?: Logger
@@ -42,11 +46,11 @@ interface PoolRunOptions<N extends ThreadTaskName = ThreadTaskName> {
 }
 
 export interface PoolStats {
-  /** the most threads the pool starts */
+  /** the most streams the pool runs at once (`workers.threads`) */
   threads: number
-  /** threads alive now (started on demand, retired when idle) */
+  /** threads alive now (started on demand, retired when idle; several streams each beyond one per core) */
   started: number
-  /** tasks running in a thread */
+  /** tasks (streams) running in a thread */
   busy: number
   /** tasks waiting for a free thread */
   queued: number
@@ -67,12 +71,50 @@ const EXEC_ARGV = fromSources ? ['--import', 'tsx'] : []
  */
 const THREAD_IDLE_TIMEOUT_MS = 60_000
 
-function createPiscina(threads: number, idleTimeoutMs: number): Piscina {
-  return new Piscina({
+/**
+ * How `streams` disk streams are laid out on threads: as many threads as the CPU cores (no fewer, when
+ * there are that many streams), each running the same number of streams. A stream thread beyond the
+ * core count adds no CPU, only an isolate, its modules and its native memory (~10 MiB of RSS each; bench
+ * backup-rss, 4 streams on 2 cores, alternated runs: 4 threads peaked at 187–205 MiB, 2 threads of 2
+ * streams at 166–180, same MiB/s, less CPU): a stream spends its time in the kernel (socket reads, file
+ * writes) and in awaits, little on its thread.
+ * The streams divide evenly among the threads, so the pool runs exactly `streams` at once: 4 streams
+ * on 2 cores = 2 threads × 2, 6 = 2 × 3, but 3 or 5 (no divisor ≥ 2 that leaves ≥ 2 threads) = 1 each.
+ */
+export function streamLayout(streams: number, cores: number): { threads: number; streamsPerThread: number } {
+  let streamsPerThread = 1
+  for (let d = 2; streams / d >= cores; d++) if (streams % d === 0) streamsPerThread = d
+  return { threads: streams / streamsPerThread, streamsPerThread }
+}
+
+type LoadBalancer = NonNullable<NonNullable<ConstructorParameters<typeof Piscina>[0]>['loadBalancer']>
+
+/**
+ * Spreads tasks over the threads before doubling up: an idle thread first; while the pool has fewer
+ * threads than its maximum, none (Piscina then starts a thread for the task); else the least busy with
+ * room. Piscina's default balancer gives a task to a busy thread with room rather than start one, so two
+ * disks would share a thread while a core idles.
+ */
+function spreadingBalancer(streamsPerThread: number, maxThreads: number, liveThreads: () => number): LoadBalancer {
+  return (_task, workers) => {
+    let candidate: (typeof workers)[number] | null = null
+    for (const worker of workers) {
+      if (worker.currentUsage === 0) return worker
+      if (worker.currentUsage < streamsPerThread && (candidate === null || worker.currentUsage < candidate.currentUsage)) candidate = worker
+    }
+    return liveThreads() < maxThreads ? null : candidate
+  }
+}
+
+function createPiscina(streams: number, cores: number, idleTimeoutMs: number): Piscina {
+  const { threads, streamsPerThread } = streamLayout(streams, cores)
+  // the balancer reads the pool's thread count (never during construction: no task yet)
+  const piscina: Piscina = new Piscina({
     filename: ENTRY,
     minThreads: 0,
     maxThreads: threads,
-    concurrentTasksPerWorker: 1,
+    concurrentTasksPerWorker: streamsPerThread,
+    loadBalancer: spreadingBalancer(streamsPerThread, threads, () => piscina.threads.length),
     idleTimeout: idleTimeoutMs,
     execArgv: EXEC_ARGV,
     // a stream task never blocks its thread for long: no need for Atomics.wait between tasks
@@ -83,6 +125,7 @@ function createPiscina(threads: number, idleTimeoutMs: number): Piscina {
     // 2 -> 1 MiB semi-spaces: 2 MiB less per thread)
     resourceLimits: { maxYoungGenerationSizeMb: 3 },
   })
+  return piscina
 }
 
 export class StreamPool {
@@ -95,6 +138,7 @@ export class StreamPool {
   readonly #handed = new WeakMap<Piscina, Set<Promise<unknown>>>()
   #threads: number
   readonly #idleTimeoutMs: number
+  readonly #cores: number
   #busy = 0
   #queued = 0
   #closing: Promise<void> | undefined
@@ -118,8 +162,9 @@ export class StreamPool {
     if (!Number.isInteger(idleTimeoutMs) || idleTimeoutMs < 1) throw new BackupProxyError('E_USAGE', `idleTimeoutMs must be a whole number of milliseconds, at least 1, got ${idleTimeoutMs}`)
     this.#threads = options.threads
     this.#idleTimeoutMs = idleTimeoutMs
+    this.#cores = options.cores ?? availableParallelism()
     this.#logger = options.logger ?? silentLogger
-    this.#piscina = this.#watch(createPiscina(options.threads, idleTimeoutMs))
+    this.#piscina = this.#watch(createPiscina(options.threads, this.#cores, idleTimeoutMs))
     this.#onMetrics = options.onMetrics
   }
 
@@ -226,7 +271,7 @@ export class StreamPool {
     if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new BackupProxyError('E_USAGE', `threads must be a whole number from 1 to 64, got ${threads}`)
     if (threads === this.#threads || this.#closing !== undefined) return
     const old = this.#piscina
-    this.#piscina = this.#watch(createPiscina(threads, this.#idleTimeoutMs))
+    this.#piscina = this.#watch(createPiscina(threads, this.#cores, this.#idleTimeoutMs))
     this.#logger.info({ from: this.#threads, to: threads }, 'stream pool resized')
     this.#threads = threads
     const retiring: Promise<void> = Promise.allSettled([...(this.#handed.get(old) ?? [])])

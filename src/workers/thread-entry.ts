@@ -15,7 +15,7 @@ import { METRICS_FLUSH_MS, type ThreadTaskContext } from './thread-task.js'
 import { isThreadTaskName, releaseThreadResources, threadTasks, type ThreadTaskName, type ThreadTaskOutput, type ThreadTaskProgress } from './thread-tasks.js'
 import { serveReleases } from './thread-release.js'
 
-/** Tasks running on this thread (one at most: concurrentTasksPerWorker is 1). */
+/** Tasks running on this thread (up to the pool's streams per thread: pool.ts, streamLayout). */
 let running = 0
 const releases = serveReleases(releaseThreadResources, () => running > 0)
 

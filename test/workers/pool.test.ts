@@ -2,7 +2,7 @@ import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { BackupProxyError, CancelledError } from '../../src/common/errors.js'
-import { StreamPool } from '../../src/workers/pool.js'
+import { StreamPool, streamLayout } from '../../src/workers/pool.js'
 import type { MetricDelta } from '../../src/workers/messages.js'
 import { waitFor } from '../helpers/ports.js'
 import { useTempDir } from '../helpers/tmp.js'
@@ -70,6 +70,40 @@ describe('StreamPool (Piscina threads, stand-in thread tasks)', () => {
     const [a, b, c] = await Promise.all([running, pool.run('standin.noop', { value: 1 }), pool.run('standin.noop', { value: 2 })])
     expect(a.writtenBytes).toBe(2 << 20)
     expect(b.value + c.value).toBe(3)
+  })
+
+  it('lays streams out on at most one thread per core, evenly', () => {
+    expect(streamLayout(4, 2)).toEqual({ threads: 2, streamsPerThread: 2 })
+    expect(streamLayout(6, 2)).toEqual({ threads: 2, streamsPerThread: 3 })
+    expect(streamLayout(8, 2)).toEqual({ threads: 2, streamsPerThread: 4 })
+    expect(streamLayout(2, 1)).toEqual({ threads: 1, streamsPerThread: 2 })
+    expect(streamLayout(2, 2)).toEqual({ threads: 2, streamsPerThread: 1 })
+    expect(streamLayout(2, 8)).toEqual({ threads: 2, streamsPerThread: 1 })
+    // no even split that keeps a thread per core: one stream per thread
+    expect(streamLayout(3, 2)).toEqual({ threads: 3, streamsPerThread: 1 })
+    expect(streamLayout(5, 2)).toEqual({ threads: 5, streamsPerThread: 1 })
+    expect(streamLayout(1, 2)).toEqual({ threads: 1, streamsPerThread: 1 })
+  })
+
+  it('runs 4 streams on 2 cores in 2 threads, a second thread started before a thread takes a second stream', async () => {
+    const own = new StreamPool({ threads: 4, cores: 2 })
+    const controller = new AbortController()
+    const start = (name: string) => own.run('standin.stream', { dir: tmp(), name, sizeBytes: 256 << 20, chunkBytes: 64 << 10, chunkDelayMs: 20 }, { signal: controller.signal }).catch((e: unknown) => e)
+    try {
+      const first = start('s1.bin')
+      await waitFor('first stream started', () => own.stats.busy === 1)
+      const second = start('s2.bin')
+      await waitFor('second stream started', () => own.stats.busy === 2)
+      expect(own.stats.started).toBe(2)
+      const rest = [start('s3.bin'), start('s4.bin'), start('s5.bin')]
+      await waitFor('four streams at once', () => own.stats.busy === 4)
+      expect(own.stats).toMatchObject({ threads: 4, started: 2, busy: 4, queued: 1 })
+      controller.abort(new CancelledError('test over'))
+      for (const outcome of await Promise.all([first, second, ...rest])) expect(outcome).toBeInstanceOf(CancelledError)
+    } finally {
+      controller.abort(new CancelledError('test over'))
+      await own.close()
+    }
   })
 
   it('destroy: cooperative cancel first, then threads terminated when a task ignores its signal', async () => {

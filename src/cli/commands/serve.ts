@@ -18,7 +18,7 @@ export function registerServe(program: Command, _io: CliIo): void {
     .description('run a proxy: serve queue {proxy.<id>} (and pools), stream disks in threads, expose /metrics /healthz /readyz')
     .option('--proxy <id>', 'proxy id (config proxy.id)')
     .option('--pool <name>', 'also serve this pool queue (repeatable)', collect)
-    .option('--threads <n>', 'stream threads', intArg('--threads', 1, 64))
+    .option('--threads <n>', 'disk streams at once (on up to one thread per CPU core)', intArg('--threads', 1, 64))
     .option('--concurrency <n>', 'jobs in parallel per queue', intArg('--concurrency', 1, 256))
     .option('--listen <host:port>', 'HTTP address for metrics and health')
     .option('--redis-url <url>', 'Redis URL (env REDIS_URL)')
