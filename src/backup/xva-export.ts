@@ -20,12 +20,12 @@ import type { XvaExportDescriptor } from '../xapi/descriptors.js'
 import { detectCompression, type XvaCompression } from '../xva/compression.js'
 import { openXvaExport } from '../xva/http.js'
 import { TAR_BLOCK } from '../xva/tar.js'
-import { chunksOf } from './chunks.js'
+import { batchesOf } from './chunks.js'
 import { fanOut, type FanOutTarget } from '../common/fan-out.js'
 import type { DiskMetrics } from './ports.js'
 
 const PROGRESS_INTERVAL_MS = 250
-/** the export's socket chunks are gathered into writes of about this size */
+/** the export's socket chunks are gathered into batches of about this size, written at once */
 const WRITE_BYTES = 1024 * 1024
 
 interface XvaTarget {
@@ -59,11 +59,21 @@ class XvaWatch {
   tail = Buffer.alloc(0)
   readonly md5 = createHash('md5')
 
-  add(chunk: Buffer): void {
-    this.size += chunk.length
-    if (this.head.length < 4) this.head = Buffer.concat([this.head, chunk.subarray(0, 4 - this.head.length)])
-    this.tail = chunk.length >= 2 * TAR_BLOCK ? Buffer.from(chunk.subarray(-2 * TAR_BLOCK)) : Buffer.concat([this.tail, chunk]).subarray(-2 * TAR_BLOCK)
-    this.md5.update(chunk)
+  add(batch: Batch): void {
+    for (const chunk of batch.parts) {
+      if (this.head.length < 4) this.head = Buffer.concat([this.head, chunk.subarray(0, 4 - this.head.length)])
+      this.md5.update(chunk)
+    }
+    this.size += batch.size
+    // the last 1 KiB: from the batch's last parts (and the previous tail when they are shorter), copied
+    const keep: Buffer[] = []
+    let n = 0
+    for (let i = batch.parts.length - 1; i >= 0 && n < 2 * TAR_BLOCK; i--) {
+      keep.unshift(batch.parts[i]!)
+      n += batch.parts[i]!.length
+    }
+    if (n < 2 * TAR_BLOCK) keep.unshift(this.tail)
+    this.tail = Buffer.from(Buffer.concat(keep).subarray(-2 * TAR_BLOCK))
   }
 
   /** Why this is not a valid XVA of `expected` compression, or undefined. */
@@ -77,9 +87,32 @@ class XvaWatch {
   }
 }
 
-function write(out: Writable, chunk: Buffer): Promise<void> {
+/** The export's socket chunks of about WRITE_BYTES, as received (batchesOf), and their size. */
+interface Batch {
+  parts: Buffer[]
+  size: number
+  /** the parts in one buffer, made once for the targets whose writer takes one chunk at a time */
+  joined?: Buffer
+}
+
+/**
+ * Writes a batch: a writer with `_writev` (the local remote's) gets the parts corked, so in one vectored
+ * write and without copying them; the others get them joined into one buffer (one large write rather
+ * than one per socket read: SMB, NFS and S3 writers send each write on its own).
+ */
+function write(out: Writable, batch: Batch): Promise<void> {
   return new Promise((resolve, reject) => {
-    out.write(chunk, (error) => (error == null ? resolve() : reject(error)))
+    const done = (error?: Error | null): void => (error == null ? resolve() : reject(error))
+    if (batch.parts.length === 1 || typeof (out as { _writev?: unknown })._writev !== 'function') {
+      batch.joined ??= batch.parts.length === 1 ? batch.parts[0]! : Buffer.concat(batch.parts, batch.size)
+      out.write(batch.joined, done)
+      return
+    }
+    out.cork()
+    const last = batch.parts.length - 1
+    for (let i = 0; i < last; i++) out.write(batch.parts[i]!)
+    out.write(batch.parts[last]!, done)
+    out.uncork()
   })
 }
 
@@ -93,21 +126,6 @@ function ended(out: Writable): Promise<void> {
       else reject(error)
     })
   })
-}
-
-async function* gathered(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  let parts: Buffer[] = []
-  let size = 0
-  for await (const c of source) {
-    parts.push(c)
-    size += c.length
-    if (size >= WRITE_BYTES) {
-      yield parts.length === 1 ? parts[0]! : Buffer.concat(parts, size)
-      parts = []
-      size = 0
-    }
-  }
-  if (size > 0) yield Buffer.concat(parts, size)
 }
 
 interface Opened {
@@ -147,15 +165,16 @@ export async function runXvaExport(
       counted = watch.size
       onProgress?.({ readBytes: watch.size })
     }
-    async function* source(): AsyncGenerator<Buffer> {
-      for await (const chunk of gathered(chunksOf(res))) {
-        watch.add(chunk)
+    async function* source(): AsyncGenerator<Batch> {
+      for await (const parts of batchesOf(res, WRITE_BYTES)) {
+        const batch: Batch = { parts, size: parts.reduce((n, p) => n + p.length, 0) }
+        watch.add(batch)
         report(false)
-        yield chunk
+        yield batch
       }
       if (!res.complete) throw new BackupProxyError('E_XVA_CORRUPT', `the XVA export of VM ${input.descriptor.vmRef} ended early after ${watch.size} bytes`)
     }
-    const targets: FanOutTarget<Buffer>[] = input.targets.filter((t) => opened.has(t.id)).map((t) => {
+    const targets: FanOutTarget<Batch>[] = input.targets.filter((t) => opened.has(t.id)).map((t) => {
       const o = opened.get(t.id)!
       return {
         id: t.id,

@@ -47,6 +47,8 @@ interface CreateVdiOptions {
 
 /** How long a settled task's outcome stays readable by `waitTask()`. */
 const TASK_OUTCOME_TTL_MS = 10 * 60_000
+/** xen-api's pause between two event polls (its default 200 ms made every Async call last 200 ms at least) */
+const EVENT_DEBOUNCE_MS = 50
 const WATCHED_TYPES = ['pool', 'host', 'SR', 'VDI', 'VBD', 'VIF', 'VM', 'network', 'task', 'PIF', 'VM_guest_metrics']
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
@@ -112,6 +114,10 @@ export class XapiClient {
       watchEvents: WATCHED_TYPES,
       httpInactivityTimeout: 5 * 60_000,
       eventPollDelay: 5_000,
+      // xen-api waits `debounce` (200 ms by default) after each event batch before it asks for the next
+      // one; an Async call's end comes in the batch after its task's creation, so each call (snapshot,
+      // destroy, ...) took that long at least. 50 ms: at most 20 event polls a second when events flow
+      debounce: EVENT_DEBOUNCE_MS,
     })
     const client = new XapiClient(xapi, base, options.allowUnauthorized === true, retry)
     const timeoutMs = options.connectTimeoutMs ?? 60_000
@@ -286,7 +292,10 @@ export class XapiClient {
     if (options.checkpoint !== true && options.ignoreVdis !== undefined && options.ignoreVdis.length > 0) args.push(options.ignoreVdis)
     const ref = await this.callAsync(method, ...args)
     if (typeof ref !== 'string') throw new XapiError(`${method} returned ${JSON.stringify(ref)} instead of a VM ref`)
-    await this.withRetry('waiting for XAPI events (barrier)', true, () => this.xapi.barrier())
+    // xen-api settles the task from the event batch that carries its end, after adding every object of
+    // that batch: a snapshot already in the cache came with its VBDs and VDIs (XAPI creates them before
+    // the task ends), so the barrier — one more event round trip, ~200 ms — is only for when it is not
+    if (this.xapi.getObject(ref, undefined) === undefined) await this.withRetry('waiting for XAPI events (barrier)', true, () => this.xapi.barrier())
     return this.waitObject('VM', ref)
   }
 
