@@ -47,8 +47,6 @@ interface CreateVdiOptions {
 
 /** How long a settled task's outcome stays readable by `waitTask()`. */
 const TASK_OUTCOME_TTL_MS = 10 * 60_000
-/** xen-api's pause between two event polls (its default 200 ms made every Async call last 200 ms at least) */
-const EVENT_DEBOUNCE_MS = 50
 const WATCHED_TYPES = ['pool', 'host', 'SR', 'VDI', 'VBD', 'VIF', 'VM', 'network', 'task', 'PIF', 'VM_guest_metrics']
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
@@ -114,10 +112,6 @@ export class XapiClient {
       watchEvents: WATCHED_TYPES,
       httpInactivityTimeout: 5 * 60_000,
       eventPollDelay: 5_000,
-      // xen-api waits `debounce` (200 ms by default) after each event batch before it asks for the next
-      // one; an Async call's end comes in the batch after its task's creation, so each call (snapshot,
-      // destroy, ...) took that long at least. 50 ms: at most 20 event polls a second when events flow
-      debounce: EVENT_DEBOUNCE_MS,
     })
     const client = new XapiClient(xapi, base, options.allowUnauthorized === true, retry)
     const timeoutMs = options.connectTimeoutMs ?? 60_000
