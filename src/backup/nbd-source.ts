@@ -163,7 +163,7 @@ async function openNbd(o: OpenDiskSourceOptions, plan: NbdExportPlan): Promise<D
     let headBytes = 0
     if (plan.changedBlocks !== undefined) {
       const footer = createFooter({ currentSizeBytes: plan.virtualSizeBytes, diskType: DISK_TYPES.DIFFERENCING, timestamp: vhdTimestamp(new Date(plan.timestampMs)) })
-      head = { footer, header: createHeader({ currentSizeBytes: plan.virtualSizeBytes }), blockOrder: changedBlockIndexes(plan.changedBlocks, plan.virtualSizeBytes) }
+      head = { footer, header: createHeader({ currentSizeBytes: plan.virtualSizeBytes }), blockOrder: Uint32Array.from(changedBlockIndexes(plan.changedBlocks, plan.virtualSizeBytes)) }
     } else {
       // XO's way: the HTTP export says which blocks hold data, NBD carries them
       const http = await openHttp(o, o.descriptor)

@@ -21,7 +21,7 @@ const MAX_GAP_CHUNK_BYTES = 1024 * 1024
 
 export class VhdChunkPlan {
   /** stream offsets of the blocks, increasing */
-  #starts: readonly number[] | undefined
+  #starts: ArrayLike<number> | undefined
   #blockBytes = 0
   /** index in #starts of the first block not entirely before the last offset asked */
   #cursor = 0
@@ -29,7 +29,7 @@ export class VhdChunkPlan {
   constructor(readonly pool: VhdBlockPool) {}
 
   /** The blocks' stream offsets (increasing) and their size (bitmap + data); called once by the parser. */
-  setLayout(blockOffsets: readonly number[], blockBytes: number): void {
+  setLayout(blockOffsets: ArrayLike<number>, blockBytes: number): void {
     if (this.#starts !== undefined) throw new Error('VhdChunkPlan.setLayout() called twice')
     this.#starts = blockOffsets
     this.#blockBytes = blockBytes
@@ -41,7 +41,7 @@ export class VhdChunkPlan {
     if (starts === undefined) return Buffer.allocUnsafeSlow(SMALL_CHUNK_BYTES)
     const size = this.#blockBytes
     while (this.#cursor < starts.length && (starts[this.#cursor] as number) + size <= offset) this.#cursor++
-    const start = starts[this.#cursor]
+    const start = this.#cursor < starts.length ? (starts[this.#cursor] as number) : undefined
     if (start === undefined) return Buffer.allocUnsafeSlow(SMALL_CHUNK_BYTES)
     if (offset === start) return this.pool.acquire(size)
     if (offset < start) return Buffer.allocUnsafeSlow(Math.min(start - offset, MAX_GAP_CHUNK_BYTES))

@@ -74,7 +74,7 @@ class VhdDirectorySink implements VhdSink {
   readonly #compression: ChunkCompression
   readonly #concurrency: number
   readonly dataPath: string
-  #order: readonly number[] = []
+  #order: ArrayLike<number> = []
   #next = 0
   #inFlight = new Set<Promise<void>>()
   #error: Error | undefined
@@ -95,7 +95,7 @@ class VhdDirectorySink implements VhdSink {
     this.dataPath = options.dataPath ?? defaultDataPath(aliasPath)
   }
 
-  async begin(footer: VhdFooter, header: VhdHeader, blockOrder: readonly number[]): Promise<void> {
+  async begin(footer: VhdFooter, header: VhdHeader, blockOrder: ArrayLike<number>): Promise<void> {
     if (this.#begun) throw new Error('VhdDirectorySink.begin() called twice')
     this.#begun = true
     checkBlockOrder(blockOrder, footer, header)
@@ -111,7 +111,7 @@ class VhdDirectorySink implements VhdSink {
 
   async writeBlock(block: VhdBlock): Promise<void> {
     this.#check()
-    const expected = this.#order[this.#next]
+    const expected = this.#next < this.#order.length ? this.#order[this.#next] : undefined
     if (block.index !== expected) throw new RangeError(`block ${block.index} written where block ${expected ?? '(none: all written)'} was announced`)
     if (block.buffer.length !== this.#fullBlockSize) throw new RangeError(`block ${block.index} is ${block.buffer.length} bytes, expected ${this.#fullBlockSize}`)
     this.#next++
@@ -136,7 +136,8 @@ class VhdDirectorySink implements VhdSink {
     this.#check()
     if (this.#next !== this.#order.length) throw new RangeError(`only ${this.#next} of the ${this.#order.length} announced blocks were written`)
     const header = this.#header as VhdHeader
-    const present = new Set(this.#order)
+    const present = new Uint8Array(header.maxTableEntries)
+    for (let i = 0; i < this.#order.length; i++) present[this.#order[i] as number] = 1
     const c = this.#compression
     const signal = this.options.signal
     if (this.options.parent !== undefined) {
@@ -144,7 +145,7 @@ class VhdDirectorySink implements VhdSink {
       this.#bytes += await writeChunkFile(this.remote, `${this.dataPath}/parentLocatorEntry0`, data, c, signal)
       header.parentLocators[0] = { platformCode: PLATFORMS.W2KU, platformDataSpace: Math.max(1, Math.ceil(data.length / SECTOR_SIZE)), platformDataLength: data.length, platformDataOffset: 0 }
     }
-    this.#bytes += await writeChunkFile(this.remote, `${this.dataPath}/bat`, encodeDirectoryBat(header.maxTableEntries, (i) => present.has(i)), c, signal)
+    this.#bytes += await writeChunkFile(this.remote, `${this.dataPath}/bat`, encodeDirectoryBat(header.maxTableEntries, (i) => present[i] === 1), c, signal)
     this.#bytes += await writeChunkFile(this.remote, `${this.dataPath}/header`, encodeHeader(header), c, signal)
     this.#bytes += await writeChunkFile(this.remote, `${this.dataPath}/footer`, encodeFooter(this.#footer as VhdFooter), c, signal)
     if (c !== 'none') await this.remote.writeFile(`${this.dataPath}/chunk-filters.json`, JSON.stringify([c]), signal === undefined ? {} : { signal })

@@ -48,19 +48,20 @@ export function prepareOutputHead(footer: VhdFooter, header: VhdHeader, tableOff
 }
 
 /** Checks a block order against the disk: indexes inside it, each once. */
-export function checkBlockOrder(order: readonly number[], footer: VhdFooter, header: VhdHeader): void {
+export function checkBlockOrder(order: ArrayLike<number>, footer: VhdFooter, header: VhdHeader): void {
   const n = blockCount(footer.currentSizeBytes, header.blockSizeBytes)
-  const seen = new Set<number>()
-  for (const index of order) {
+  const seen = new Uint8Array(n) // a byte per block: a Set of a million numbers would cost tens of MiB
+  for (let i = 0; i < order.length; i++) {
+    const index = order[i] as number
     if (!Number.isInteger(index) || index < 0 || index >= n || index >= header.maxTableEntries) throw new RangeError(`block ${index} is outside the disk (${n} blocks)`)
-    if (seen.has(index)) throw new RangeError(`block ${index} is announced twice`)
-    seen.add(index)
+    if (seen[index] === 1) throw new RangeError(`block ${index} is announced twice`)
+    seen[index] = 1
   }
 }
 
 class VhdFileSink implements VhdSink {
   #out: WritableSink | undefined
-  #order: readonly number[] = []
+  #order: ArrayLike<number> = []
   #next = 0
   #footerBuf: Buffer | undefined
   #fullBlockSize = 0
@@ -72,7 +73,7 @@ class VhdFileSink implements VhdSink {
     readonly options: VhdFileSinkOptions,
   ) {}
 
-  async begin(footer: VhdFooter, header: VhdHeader, blockOrder: readonly number[]): Promise<void> {
+  async begin(footer: VhdFooter, header: VhdHeader, blockOrder: ArrayLike<number>): Promise<void> {
     if (this.#out !== undefined) throw new Error('VhdFileSink.begin() called twice')
     checkBlockOrder(blockOrder, footer, header)
     const tableOffset = FOOTER_SIZE + HEADER_SIZE
@@ -90,9 +91,7 @@ class VhdFileSink implements VhdSink {
     }
     this.#fullBlockSize = bitmapSizeBytes(header.blockSizeBytes) + header.blockSizeBytes
     const bat = new Uint32Array(header.maxTableEntries).fill(BLOCK_UNUSED)
-    blockOrder.forEach((index, i) => {
-      bat[index] = (dataStart + i * this.#fullBlockSize) / SECTOR_SIZE
-    })
+    for (let i = 0; i < blockOrder.length; i++) bat[blockOrder[i] as number] = (dataStart + i * this.#fullBlockSize) / SECTOR_SIZE
     if (dataStart + blockOrder.length * this.#fullBlockSize > 0xffffffff * SECTOR_SIZE) throw new RangeError('the VHD would exceed the 2 TiB addressable by its BAT')
     this.#order = blockOrder
     this.#footerBuf = encodeFooter(outFooter)
@@ -111,7 +110,7 @@ class VhdFileSink implements VhdSink {
 
   async writeBlock(block: VhdBlock): Promise<void> {
     const out = this.#started()
-    const expected = this.#order[this.#next]
+    const expected = this.#next < this.#order.length ? this.#order[this.#next] : undefined
     if (block.index !== expected) throw new RangeError(`block ${block.index} written where block ${expected ?? '(none: all written)'} was announced`)
     if (block.buffer.length !== this.#fullBlockSize) throw new RangeError(`block ${block.index} is ${block.buffer.length} bytes, expected ${this.#fullBlockSize}`)
     this.#next++

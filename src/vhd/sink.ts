@@ -34,7 +34,7 @@ export interface VhdSinkResult {
 
 export interface VhdSink {
   /** `blockOrder`: indexes of the blocks that will be written, in order (the stream's blockOrder) */
-  begin(footer: VhdFooter, header: VhdHeader, blockOrder: readonly number[]): Promise<void>
+  begin(footer: VhdFooter, header: VhdHeader, blockOrder: ArrayLike<number>): Promise<void>
   /** resolves when the sink can take the next block; the block's buffers must not be modified after */
   writeBlock(block: VhdBlock): Promise<void>
   /** checks every announced block was written, then publishes under the final name */

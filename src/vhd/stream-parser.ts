@@ -16,7 +16,7 @@
  * been checked, so a consumer that publishes after the loop never publishes a bad stream.
  */
 import { CancelledError } from '../common/errors.js'
-import { planLayout, decodeBat, type LayoutItem } from './bat.js'
+import { planLayout, decodeBat, type LayoutItem, type VhdLayout } from './bat.js'
 import type { VhdBlockPool } from './block-pool.js'
 import { ByteReader, type ByteSource } from './byte-reader.js'
 import type { VhdChunkPlan } from './chunk-plan.js'
@@ -64,7 +64,7 @@ export interface VhdStream {
   /** BAT as received: sector offsets in the source stream, 0xFFFFFFFF = absent */
   readonly bat: Uint32Array
   /** indexes of present blocks in the order `blocks()` yields them */
-  readonly blockOrder: readonly number[]
+  readonly blockOrder: Uint32Array
   /** parent locator data read so far (those placed before the first block are read by open) */
   readonly parentLocators: readonly ParentLocatorData[]
   /** bytes consumed from the source so far */
@@ -75,13 +75,17 @@ export interface VhdStream {
   close(): Promise<void>
 }
 
+/** The next region of the stream: a block (by its position in the layout) or a locator. */
+type NextRegion = { block: number } | { item: LayoutItem } | undefined
+
 class StreamParser implements VhdStream {
   readonly parentLocators: ParentLocatorData[] = []
-  readonly blockOrder: number[]
-  #items: LayoutItem[]
-  #cursor = 0
+  readonly blockOrder: Uint32Array
+  /** what remains to read: blocks from #nextBlock, locators from #nextOther (no object per block) */
+  readonly #layout: VhdLayout
+  #nextBlock = 0
+  #nextOther = 0
   #started = false
-  readonly #fullBlockSize: number
   readonly #bitmapSize: number
 
   constructor(
@@ -89,63 +93,76 @@ class StreamParser implements VhdStream {
     readonly footerBuffer: Buffer,
     readonly header: VhdHeader,
     readonly bat: Uint32Array,
-    items: LayoutItem[],
+    layout: VhdLayout,
     readonly reader: ByteReader,
     readonly signal: AbortSignal | undefined,
     readonly dispose: () => void,
     readonly blockPool: VhdBlockPool | undefined,
   ) {
-    this.#items = items
-    this.blockOrder = items.filter((i) => i.kind === 'block').map((i) => i.index)
+    this.#layout = layout
+    this.blockOrder = layout.blockIndexes
     this.#bitmapSize = bitmapSizeBytes(header.blockSizeBytes)
-    this.#fullBlockSize = this.#bitmapSize + header.blockSizeBytes
   }
 
   get bytesRead(): number {
     return this.reader.position
   }
 
+  #peek(): NextRegion {
+    const { others, blockOffsets } = this.#layout
+    const other = others[this.#nextOther]
+    if (this.#nextBlock < blockOffsets.length && (other === undefined || (blockOffsets[this.#nextBlock] as number) < other.offset)) return { block: this.#nextBlock }
+    return other === undefined ? undefined : { item: other }
+  }
+
   /** Reads the non-block items (locators) that precede the first block. */
   async readLeadingItems(): Promise<void> {
-    while (this.#cursor < this.#items.length && this.#items[this.#cursor]?.kind !== 'block') {
-      await this.#readItem(this.#items[this.#cursor] as LayoutItem)
-      this.#cursor++
+    for (let next = this.#peek(); next !== undefined && 'item' in next; next = this.#peek()) {
+      await this.#readLocator(next.item)
+      this.#nextOther++
     }
   }
 
-  async #readItem(item: LayoutItem): Promise<VhdBlock | undefined> {
-    if (item.offset < this.reader.position) {
-      throw corrupt(item.kind === 'block' ? 'bat' : 'locator', item.kind === 'block' ? `entry[${item.index}]` : `parentLocators[${item.index}]`, item.offset, `region at byte ${item.offset} comes before the current stream position ${this.reader.position}`)
+  async #skipTo(offset: number, structure: 'block' | 'locator', field: string): Promise<void> {
+    if (offset < this.reader.position) {
+      throw corrupt(structure === 'block' ? 'bat' : 'locator', field, offset, `region at byte ${offset} comes before the current stream position ${this.reader.position}`)
     }
     // a region past the end shows up while skipping to it: name the region, not the padding
-    await this.reader.skip(item.offset - this.reader.position, item.kind === 'block' ? 'block' : 'locator', item.kind === 'block' ? `block[${item.index}]` : `parentLocators[${item.index}].data`)
+    await this.reader.skip(offset - this.reader.position, structure, structure === 'block' ? field.replace('entry', 'block') : `${field}.data`)
+  }
+
+  async #readLocator(item: LayoutItem): Promise<void> {
+    await this.#skipTo(item.offset, 'locator', `parentLocators[${item.index}]`)
     if (item.kind === 'bat') {
       await this.reader.skip(item.sizeBytes, 'bat', 'entries')
-      return undefined
+      return
     }
-    if (item.kind === 'locator') {
-      const data = Buffer.from(await this.reader.read(item.sizeBytes, 'locator', `parentLocators[${item.index}].data`))
-      this.parentLocators.push({ index: item.index, platformCode: this.header.parentLocators[item.index]?.platformCode ?? 0, data })
-      return undefined
-    }
+    const data = Buffer.from(await this.reader.read(item.sizeBytes, 'locator', `parentLocators[${item.index}].data`))
+    this.parentLocators.push({ index: item.index, platformCode: this.header.parentLocators[item.index]?.platformCode ?? 0, data })
+  }
+
+  async #readBlock(n: number): Promise<VhdBlock> {
+    const index = this.#layout.blockIndexes[n] as number
+    await this.#skipTo(this.#layout.blockOffsets[n] as number, 'block', `entry[${index}]`)
     const pool = this.blockPool
-    const buffer = await this.reader.read(this.#fullBlockSize, 'block', `block[${item.index}]`, pool === undefined ? undefined : (n) => pool.acquire(n))
-    return {
-      index: item.index,
-      bitmap: buffer.subarray(0, this.#bitmapSize),
-      data: buffer.subarray(this.#bitmapSize),
-      buffer,
-    }
+    const buffer = await this.reader.read(this.#layout.blockBytes, 'block', `block[${index}]`, pool === undefined ? undefined : (size) => pool.acquire(size))
+    return { index, bitmap: buffer.subarray(0, this.#bitmapSize), data: buffer.subarray(this.#bitmapSize), buffer }
   }
 
   async *blocks(): AsyncGenerator<VhdBlock, void, undefined> {
     if (this.#started) throw new Error('VhdStream.blocks() can be iterated only once')
     this.#started = true
     try {
-      for (; this.#cursor < this.#items.length; this.#cursor++) {
+      for (let next = this.#peek(); next !== undefined; next = this.#peek()) {
         if (this.signal?.aborted === true) throw new CancelledError('the VHD stream was cancelled', { cause: this.signal.reason })
-        const block = await this.#readItem(this.#items[this.#cursor] as LayoutItem)
-        if (block !== undefined) yield block
+        if ('item' in next) {
+          await this.#readLocator(next.item)
+          this.#nextOther++
+          continue
+        }
+        const block = await this.#readBlock(next.block)
+        this.#nextBlock++
+        yield block
       }
       const start = this.reader.position
       const { tail, bytesRead } = await this.reader.readTail(FOOTER_SIZE)
@@ -201,9 +218,10 @@ export async function openVhdStream(source: ByteSource, options: OpenVhdStreamOp
     if (header.tableOffset < reader.position) throw corrupt('header', 'tableOffset', footer.dataOffset + 16, `BAT at byte ${header.tableOffset} overlaps a parent locator`)
     await reader.skip(header.tableOffset - reader.position, 'stream', 'padding')
     const bat = decodeBat(await reader.read(header.maxTableEntries * 4, 'bat', 'entries'), header.maxTableEntries, header.tableOffset)
-    const items = planLayout(footer, header, bat).filter((i) => i.kind !== 'bat' && !(i.kind === 'locator' && i.offset < header.tableOffset))
-    chunkPlan?.setLayout(items.filter((i) => i.kind === 'block').map((i) => i.offset), bitmapSizeBytes(header.blockSizeBytes) + header.blockSizeBytes)
-    const parser = new StreamParser(footer, footerBuffer, header, bat, items, reader, signal, dispose, blockPool)
+    const planned = planLayout(footer, header, bat)
+    const layout = { ...planned, others: planned.others.filter((i) => i.kind !== 'bat' && i.offset >= header.tableOffset) }
+    chunkPlan?.setLayout(layout.blockOffsets, layout.blockBytes)
+    const parser = new StreamParser(footer, footerBuffer, header, bat, layout, reader, signal, dispose, blockPool)
     parser.parentLocators.push(...pre)
     await parser.readLeadingItems()
     return parser

@@ -144,7 +144,7 @@ describe('vhd-lib oracle', () => {
     try {
       await opened.value.readBlockAllocationTable()
       const parsed = await openVhdStream(opened.value.stream())
-      expect(parsed.blockOrder).toEqual([0, 3])
+      expect([...parsed.blockOrder]).toEqual([0, 3])
       await pumpVhd(parsed, [createVhdFileSink(remote, 'w/copy.vhd')])
     } finally {
       await opened.dispose()
