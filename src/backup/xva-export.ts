@@ -56,7 +56,8 @@ export type XvaExporter = (input: XvaExportInput, options: { signal: AbortSignal
 class XvaWatch {
   size = 0
   head = Buffer.alloc(0)
-  tail = Buffer.alloc(0)
+  #last: Buffer[] = []
+  #lastBytes = 0
   readonly md5 = createHash('md5')
 
   add(batch: Batch): void {
@@ -65,15 +66,14 @@ class XvaWatch {
       this.md5.update(chunk)
     }
     this.size += batch.size
-    // the last 1 KiB: from the batch's last parts (and the previous tail when they are shorter), copied
-    const keep: Buffer[] = []
-    let n = 0
-    for (let i = batch.parts.length - 1; i >= 0 && n < 2 * TAR_BLOCK; i--) {
-      keep.unshift(batch.parts[i]!)
-      n += batch.parts[i]!.length
-    }
-    if (n < 2 * TAR_BLOCK) keep.unshift(this.tail)
-    this.tail = Buffer.from(Buffer.concat(keep).subarray(-2 * TAR_BLOCK))
+    // the last 1 KiB: the last parts by reference (copied once, at the end): they are the socket's reads, never reused
+    this.#last.push(...batch.parts)
+    this.#lastBytes += batch.size
+    while (this.#last.length > 1 && this.#lastBytes - this.#last[0]!.length >= 2 * TAR_BLOCK) this.#lastBytes -= this.#last.shift()!.length
+  }
+
+  get tail(): Buffer {
+    return Buffer.concat(this.#last).subarray(-2 * TAR_BLOCK)
   }
 
   /** Why this is not a valid XVA of `expected` compression, or undefined. */

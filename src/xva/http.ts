@@ -6,11 +6,11 @@
  * dependency. The XAPI task carries the outcome (and, for an import, the new VM): the caller waits for
  * it. HTTP error statuses become XapiErrors with the XAPI code of the body; an abort is a CancelledError.
  */
-import type { IncomingMessage } from 'node:http'
 import type { Readable } from 'node:stream'
 import { BackupProxyError, CancelledError, XapiError, errorCode } from '../common/errors.js'
 import type { XvaExportDescriptor, XvaImportDescriptor } from '../xapi/descriptors.js'
-import { httpError, xapiHandlerUrl, xapiRequest } from '../xapi/http.js'
+import { ERROR_BODY_LIMIT, httpErrorFromBody, xapiHandlerUrl } from '../xapi/http.js'
+import { rawGet, type RawResponse } from '../xapi/raw-get.js'
 import { putToXapi } from '../xapi/restore-import.js'
 
 function cancelled(what: string, signal: AbortSignal | undefined, error: unknown): Error {
@@ -19,25 +19,30 @@ function cancelled(what: string, signal: AbortSignal | undefined, error: unknown
   return new XapiError(`${what} failed (${errorCode(error) ?? (error as Error).message})`, { cause: error, fields: { networkCode: errorCode(error) ?? '' } })
 }
 
-/** Opens the export; resolves with the body once XAPI answered 200. Destroying the body aborts the request. */
-export async function openXvaExport(d: XvaExportDescriptor, signal?: AbortSignal): Promise<IncomingMessage> {
+/**
+ * Opens the export; resolves with the body once XAPI answered 200. Destroying the body aborts the
+ * request. Read with rawGet (src/xapi/raw-get.ts), whose body is the socket's reads uncopied: every byte
+ * of a full backup goes through here, and node:http's parser copies each one.
+ */
+export async function openXvaExport(d: XvaExportDescriptor, signal?: AbortSignal): Promise<RawResponse> {
   const what = `XVA export of VM ${d.vmRef}`
   signal?.throwIfAborted()
   const url = xapiHandlerUrl(d.url, '/export/', { session_id: d.sessionId, ref: d.vmRef, use_compression: d.useCompression, task_id: d.taskRef })
-  const req = xapiRequest(url, { method: 'GET', headers: { Accept: 'application/octet-stream' }, allowUnauthorized: d.allowUnauthorized, signal })
+  let res: RawResponse | undefined
   try {
-    const res = await new Promise<IncomingMessage>((resolve, reject) => {
-      req.once('response', resolve)
-      req.once('error', reject)
-      req.end()
-    })
-    const status = res.statusCode ?? 0
-    if (status !== 200) throw await httpError(res, what)
+    res = await rawGet(url, { headers: { Accept: 'application/octet-stream' }, allowUnauthorized: d.allowUnauthorized, ...(signal === undefined ? {} : { signal }) })
+    if (res.statusCode !== 200) throw httpErrorFromBody(res.statusCode, await bodyText(res).catch(() => ''), what)
     return res
   } catch (error) {
-    req.destroy()
+    res?.destroy()
     throw cancelled(what, signal, error)
   }
+}
+
+async function bodyText(res: RawResponse): Promise<string> {
+  let text = ''
+  for await (const chunk of res as AsyncIterable<Buffer>) if (text.length < ERROR_BODY_LIMIT) text += chunk.toString('utf8')
+  return text.slice(0, ERROR_BODY_LIMIT)
 }
 
 /** Uploads an XVA of `sizeBytes`; resolves once XAPI answered 2xx (the task then holds the VM). */

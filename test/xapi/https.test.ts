@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { XapiError } from '../../src/common/errors.js'
 import { XapiClient } from '../../src/xapi/client.js'
 import { openVdiExport } from '../../src/xapi/export.js'
+import { openXvaExport } from '../../src/xva/http.js'
 import { startXapiSimulator, type XapiSimulator } from '../../src/xapi/sim/index.js'
 import { useTempDir } from '../helpers/tmp.js'
 import { run } from './helpers.js'
@@ -49,6 +50,22 @@ describe('XAPI over HTTPS', () => {
       const truth = createHash('sha256')
       for await (const chunk of sim.rawDiskContent(vdi.uuid) as AsyncIterable<Buffer>) truth.update(chunk)
       expect(h.digest('hex')).toBe(truth.digest('hex'))
+    } finally {
+      await client.close()
+    }
+  })
+
+  it('exports an XVA with allowUnauthorized (bare HTTPS GET), refuses the certificate without it', async () => {
+    const client = await XapiClient.connect({ url: sim.url, user: sim.user, password: sim.password, allowUnauthorized: true })
+    try {
+      const d = await client.vmExportDescriptor(client.listVms()[0]!.$ref, 'false')
+      await expect(openXvaExport({ ...d, allowUnauthorized: false })).rejects.toThrow(/SELF_SIGNED|certificate/i)
+      const res = await openXvaExport(d)
+      let size = 0
+      for await (const chunk of res as AsyncIterable<Buffer>) size += chunk.length
+      expect(res.complete).toBe(true)
+      expect(size % 512).toBe(0)
+      expect(size).toBeGreaterThan(4 * MiB)
     } finally {
       await client.close()
     }

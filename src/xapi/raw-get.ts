@@ -1,0 +1,207 @@
+/**
+ * A bare HTTP/1.1 GET whose response body is handed out as slices of the socket's own reads, for the
+ * XVA export (src/xva/http.ts), the one transfer whose every byte goes through the proxy's main CPU
+ * budget. Written by hand because node:http's parser copies every body byte into a new Buffer
+ * (`Buffer::Copy` in its `on_body`) and undici's copies the socket's reads into its WebAssembly
+ * memory: on a 1 GiB chunked body received from a local server node:http's client took 0.78–0.81 CPU
+ * s against 0.32–0.59 for the socket alone, and the copy was ~20 % of a full backup's main thread
+ * (perf). Only what XAPI's handlers answer is understood: a status line, headers, then a body with
+ * `Transfer-Encoding: chunked` (the simulator, node:http), a Content-Length, or up to the connection's
+ * close (XAPI, `Connection: close`); no redirects, no keep-alive (as the node:http request before it).
+ */
+import { connect as netConnect, isIP, type Socket } from 'node:net'
+import { Readable } from 'node:stream'
+import { connect as tlsConnect } from 'node:tls'
+
+/** Longest status line + headers accepted. */
+const HEAD_LIMIT = 64 * 1024
+
+export class RawHttpError extends Error {
+  readonly code = 'E_HTTP_PROTOCOL'
+}
+
+/** The response: its status, lowercased headers, and its body as a Readable (`complete` once all of it arrived). */
+export class RawResponse extends Readable {
+  statusCode = 0
+  headers: Record<string, string> = {}
+  /** the whole body arrived (its last chunk, its length, or the close of a body without length) */
+  complete = false
+  readonly #socket: Socket
+
+  constructor(socket: Socket) {
+    super({ highWaterMark: 4 * 1024 * 1024 })
+    this.#socket = socket
+  }
+
+  override _read(): void {
+    this.#socket.resume()
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#socket.destroy()
+    callback(error)
+  }
+
+  /** Hands a body slice on; pauses the socket while the consumer is behind. */
+  deliver(chunk: Buffer): void {
+    if (!this.push(chunk)) this.#socket.pause()
+  }
+}
+
+/**
+ * Decoder of a chunked body: `<hex size>[;ext]\r\n<data>\r\n` … `0\r\n[trailers]\r\n`. Data are
+ * handed out as subarrays of the input; only the short size and trailer lines are gathered across reads.
+ */
+class ChunkedBody {
+  #state: 'size' | 'data' | 'crlf' | 'trailer' | 'done' = 'size'
+  #line = ''
+  #left = 0
+
+  get done(): boolean {
+    return this.#state === 'done'
+  }
+
+  /** Feeds one socket read; calls `out` with each data slice. Throws on malformed framing. */
+  feed(buf: Buffer, out: (b: Buffer) => void): void {
+    let i = 0
+    while (i < buf.length && this.#state !== 'done') {
+      if (this.#state === 'data') {
+        const n = Math.min(this.#left, buf.length - i)
+        out(buf.subarray(i, i + n))
+        i += n
+        this.#left -= n
+        if (this.#left === 0) this.#state = 'crlf'
+        continue
+      }
+      const nl = buf.indexOf(10, i)
+      const end = nl === -1 ? buf.length : nl + 1
+      this.#line += buf.toString('latin1', i, end)
+      i = end
+      if (this.#line.length > 4096) throw new RawHttpError('HTTP chunk header too long')
+      if (nl === -1) continue
+      const line = this.#line.replace(/\r?\n$/, '')
+      this.#line = ''
+      this.#onLine(line)
+    }
+  }
+
+  #onLine(line: string): void {
+    if (this.#state === 'crlf') {
+      if (line !== '') throw new RawHttpError('HTTP chunk not followed by CRLF')
+      this.#state = 'size'
+    } else if (this.#state === 'size') {
+      const size = /^([0-9a-fA-F]+)[ \t]*(;.*)?$/.exec(line)
+      if (size === null) throw new RawHttpError(`bad HTTP chunk size line: ${JSON.stringify(line.slice(0, 40))}`)
+      this.#left = Number.parseInt(size[1]!, 16)
+      this.#state = this.#left === 0 ? 'trailer' : 'data'
+    } else if (line === '') {
+      this.#state = 'done'
+    }
+  }
+}
+
+function parseHead(head: string, res: RawResponse): void {
+  const [statusLine, ...lines] = head.split('\r\n')
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine ?? '')
+  if (m === null) throw new RawHttpError(`not an HTTP response: ${JSON.stringify((statusLine ?? '').slice(0, 60))}`)
+  res.statusCode = Number(m[1])
+  for (const line of lines) {
+    const colon = line.indexOf(':')
+    if (colon > 0) res.headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim()
+  }
+}
+
+/** How the body after the head is read: returns the function fed each socket read. */
+function bodyReader(res: RawResponse, finish: () => void): (buf: Buffer) => void {
+  if (/(^|,)\s*chunked\s*$/i.test(res.headers['transfer-encoding'] ?? '')) {
+    const chunked = new ChunkedBody()
+    const out = (b: Buffer): void => res.deliver(b)
+    return (buf) => {
+      chunked.feed(buf, out)
+      if (chunked.done) finish()
+    }
+  }
+  const length = res.headers['content-length']
+  if (length === undefined) return (buf) => res.deliver(buf)
+  let left = Number(length)
+  if (!Number.isSafeInteger(left) || left < 0) throw new RawHttpError(`bad Content-Length ${JSON.stringify(length)}`)
+  if (left === 0) finish()
+  return (buf) => {
+    if (left === 0) return
+    const b = buf.length > left ? buf.subarray(0, left) : buf
+    left -= b.length
+    if (b.length > 0) res.deliver(b)
+    if (left === 0) finish()
+  }
+}
+
+function openSocket(url: URL, allowUnauthorized: boolean): Socket {
+  const host = url.hostname.replace(/^\[|\]$/g, '')
+  const https = url.protocol === 'https:'
+  const port = url.port === '' ? (https ? 443 : 80) : Number(url.port)
+  if (!https) return netConnect({ host, port, noDelay: true })
+  return tlsConnect({ host, port, ...(isIP(host) === 0 ? { servername: host } : {}), rejectUnauthorized: !allowUnauthorized, minVersion: 'TLSv1' })
+}
+
+/**
+ * GET `url`; resolves with the response once its head arrived (any status: the caller decides). The
+ * body ends without `complete` when the connection closes early. Aborting `signal` or destroying the
+ * response closes the connection.
+ */
+export function rawGet(url: URL, o: { headers: Record<string, string>; allowUnauthorized: boolean; signal?: AbortSignal }): Promise<RawResponse> {
+  const socket = openSocket(url, o.allowUnauthorized)
+  const res = new RawResponse(socket)
+  const head = Object.entries({ Host: url.host, ...o.headers, Connection: 'close' }).map(([k, v]) => `${k}: ${v}\r\n`).join('')
+  socket.write(`GET ${url.pathname}${url.search} HTTP/1.1\r\n${head}\r\n`)
+  return new Promise<RawResponse>((resolve, reject) => {
+    let pending: Buffer[] = []
+    let ended = false
+    const end = (): void => {
+      if (ended) return
+      ended = true
+      res.push(null)
+    }
+    let feed: ((buf: Buffer) => void) | undefined
+    const finish = (): void => {
+      if (res.complete) return
+      res.complete = true
+      end()
+      socket.end()
+    }
+    const fail = (error: Error): void => {
+      socket.destroy()
+      if (feed === undefined) reject(error)
+      else res.destroy(error)
+    }
+    const onAbort = (): void => fail(o.signal?.reason instanceof Error ? o.signal.reason : new Error('aborted'))
+    o.signal?.addEventListener('abort', onAbort, { once: true })
+    socket.on('data', (buf: Buffer) => {
+      try {
+        if (feed !== undefined) return feed(buf)
+        pending.push(buf)
+        const all = pending.length === 1 ? buf : Buffer.concat(pending)
+        const headEnd = all.indexOf('\r\n\r\n')
+        if (headEnd === -1) {
+          if (all.length > HEAD_LIMIT) throw new RawHttpError('HTTP response head too long')
+          pending = [all]
+          return
+        }
+        pending = []
+        parseHead(all.toString('latin1', 0, headEnd), res)
+        feed = bodyReader(res, finish)
+        resolve(res)
+        if (all.length > headEnd + 4) feed(all.subarray(headEnd + 4))
+      } catch (error) {
+        fail(error as Error)
+      }
+    })
+    socket.once('error', fail)
+    socket.once('close', () => {
+      o.signal?.removeEventListener('abort', onAbort)
+      if (feed === undefined) return reject(new Error('the connection closed before the HTTP response'))
+      // a body without length ends with the connection: whole unless the socket failed
+      if (!res.complete && res.headers['content-length'] === undefined && res.headers['transfer-encoding'] === undefined && !socket.errored) res.complete = true
+      if (!res.destroyed) end()
+    })
+  })
+}
