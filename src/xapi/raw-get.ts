@@ -12,13 +12,10 @@
 import { connect as netConnect, isIP, type Socket } from 'node:net'
 import { Readable } from 'node:stream'
 import { connect as tlsConnect } from 'node:tls'
+import { ChunkedBody, HttpProtocolError, isChunked, parseResponseHead } from './http-wire.js'
 
 /** Longest status line + headers accepted. */
 const HEAD_LIMIT = 64 * 1024
-
-export class RawHttpError extends Error {
-  readonly code = 'E_HTTP_PROTOCOL'
-}
 
 /** The response: its status, lowercased headers, and its body as a Readable (`complete` once all of it arrived). */
 export class RawResponse extends Readable {
@@ -48,72 +45,9 @@ export class RawResponse extends Readable {
   }
 }
 
-/**
- * Decoder of a chunked body: `<hex size>[;ext]\r\n<data>\r\n` … `0\r\n[trailers]\r\n`. Data are
- * handed out as subarrays of the input; only the short size and trailer lines are gathered across reads.
- */
-class ChunkedBody {
-  #state: 'size' | 'data' | 'crlf' | 'trailer' | 'done' = 'size'
-  #line = ''
-  #left = 0
-
-  get done(): boolean {
-    return this.#state === 'done'
-  }
-
-  /** Feeds one socket read; calls `out` with each data slice. Throws on malformed framing. */
-  feed(buf: Buffer, out: (b: Buffer) => void): void {
-    let i = 0
-    while (i < buf.length && this.#state !== 'done') {
-      if (this.#state === 'data') {
-        const n = Math.min(this.#left, buf.length - i)
-        out(buf.subarray(i, i + n))
-        i += n
-        this.#left -= n
-        if (this.#left === 0) this.#state = 'crlf'
-        continue
-      }
-      const nl = buf.indexOf(10, i)
-      const end = nl === -1 ? buf.length : nl + 1
-      this.#line += buf.toString('latin1', i, end)
-      i = end
-      if (this.#line.length > 4096) throw new RawHttpError('HTTP chunk header too long')
-      if (nl === -1) continue
-      const line = this.#line.replace(/\r?\n$/, '')
-      this.#line = ''
-      this.#onLine(line)
-    }
-  }
-
-  #onLine(line: string): void {
-    if (this.#state === 'crlf') {
-      if (line !== '') throw new RawHttpError('HTTP chunk not followed by CRLF')
-      this.#state = 'size'
-    } else if (this.#state === 'size') {
-      const size = /^([0-9a-fA-F]+)[ \t]*(;.*)?$/.exec(line)
-      if (size === null) throw new RawHttpError(`bad HTTP chunk size line: ${JSON.stringify(line.slice(0, 40))}`)
-      this.#left = Number.parseInt(size[1]!, 16)
-      this.#state = this.#left === 0 ? 'trailer' : 'data'
-    } else if (line === '') {
-      this.#state = 'done'
-    }
-  }
-}
-
-function parseHead(head: string, res: RawResponse): void {
-  const [statusLine, ...lines] = head.split('\r\n')
-  const m = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine ?? '')
-  if (m === null) throw new RawHttpError(`not an HTTP response: ${JSON.stringify((statusLine ?? '').slice(0, 60))}`)
-  res.statusCode = Number(m[1])
-  for (const line of lines) {
-    const colon = line.indexOf(':')
-    if (colon > 0) res.headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim()
-  }
-}
-
 /** How the body after the head is read: returns the function fed each socket read. */
 function bodyReader(res: RawResponse, finish: () => void): (buf: Buffer) => void {
-  if (/(^|,)\s*chunked\s*$/i.test(res.headers['transfer-encoding'] ?? '')) {
+  if (isChunked(res.headers['transfer-encoding'])) {
     const chunked = new ChunkedBody()
     const out = (b: Buffer): void => res.deliver(b)
     return (buf) => {
@@ -124,7 +58,7 @@ function bodyReader(res: RawResponse, finish: () => void): (buf: Buffer) => void
   const length = res.headers['content-length']
   if (length === undefined) return (buf) => res.deliver(buf)
   let left = Number(length)
-  if (!Number.isSafeInteger(left) || left < 0) throw new RawHttpError(`bad Content-Length ${JSON.stringify(length)}`)
+  if (!Number.isSafeInteger(left) || left < 0) throw new HttpProtocolError(`bad Content-Length ${JSON.stringify(length)}`)
   if (left === 0) finish()
   return (buf) => {
     if (left === 0) return
@@ -182,12 +116,14 @@ export function rawGet(url: URL, o: { headers: Record<string, string>; allowUnau
         const all = pending.length === 1 ? buf : Buffer.concat(pending)
         const headEnd = all.indexOf('\r\n\r\n')
         if (headEnd === -1) {
-          if (all.length > HEAD_LIMIT) throw new RawHttpError('HTTP response head too long')
+          if (all.length > HEAD_LIMIT) throw new HttpProtocolError('HTTP response head too long')
           pending = [all]
           return
         }
         pending = []
-        parseHead(all.toString('latin1', 0, headEnd), res)
+        const parsed = parseResponseHead(all.toString('latin1', 0, headEnd))
+        res.statusCode = parsed.status
+        res.headers = Object.fromEntries(parsed.headers)
         feed = bodyReader(res, finish)
         resolve(res)
         if (all.length > headEnd + 4) feed(all.subarray(headEnd + 4))

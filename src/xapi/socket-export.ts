@@ -31,6 +31,7 @@ import { connect, type Socket } from 'node:net'
 import { Readable } from 'node:stream'
 import { CancelledError, TimeoutError, XapiError, errorCode } from '../common/errors.js'
 import { ERROR_BODY_LIMIT, httpErrorFromBody } from './http.js'
+import { HttpProtocolError, dechunk, isChunked, parseResponseHead, type ResponseHead } from './http-wire.js'
 
 const SLAB_BYTES = 4 * 1024 * 1024
 /** a new slab is started when the current one has less room than this for the next read */
@@ -48,39 +49,6 @@ export function mapStreamError(error: unknown, what: string, received: number, s
     cause: error,
     fields: { networkCode: code ?? '', transient: true, bytesReceived: received },
   })
-}
-
-interface Head {
-  status: number
-  /** lower-cased names; a repeated header keeps its last value */
-  headers: Map<string, string>
-}
-
-function parseHead(text: string): Head {
-  const lines = text.split('\r\n')
-  const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? '')
-  if (m === null) throw Object.assign(new Error(`malformed HTTP status line "${(lines[0] ?? '').slice(0, 80)}"`), { code: 'HPE_INVALID_STATUS' })
-  const headers = new Map<string, string>()
-  for (const line of lines.slice(1)) {
-    const colon = line.indexOf(':')
-    if (colon > 0) headers.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim())
-  }
-  return { status: Number(m[1]), headers }
-}
-
-/** Decodes a whole chunked body (an error body: small, already complete). */
-function dechunk(raw: Buffer): Buffer {
-  const parts: Buffer[] = []
-  let pos = 0
-  for (;;) {
-    const eol = raw.indexOf('\r\n', pos)
-    if (eol < 0) break
-    const size = parseInt(raw.toString('latin1', pos, eol), 16)
-    if (!(size > 0)) break
-    parts.push(raw.subarray(eol + 2, Math.min(raw.length, eol + 2 + size)))
-    pos = eol + 2 + size + 2
-  }
-  return Buffer.concat(parts)
 }
 
 type SocketExportResult = { kind: 'ok'; stream: Readable; sizeBytes?: number } | { kind: 'fallback'; location?: string }
@@ -253,7 +221,7 @@ class SocketExportStream extends Readable {
 
 /** an error response being read to the close */
 interface ErrorBody {
-  head: Head
+  head: ResponseHead
   parts: Buffer[]
   length: number
 }
@@ -333,7 +301,7 @@ class SocketExportRequest {
 
   private finishErrorBody(errorBody: ErrorBody): void {
     let raw: Buffer = Buffer.concat(errorBody.parts)
-    if (/chunked/i.test(errorBody.head.headers.get('transfer-encoding') ?? '')) raw = dechunk(raw)
+    if (isChunked(errorBody.head.headers.get('transfer-encoding'))) raw = dechunk(raw)
     const error = httpErrorFromBody(errorBody.head.status, raw.subarray(0, ERROR_BODY_LIMIT).toString('utf8'), this.o.what)
     this.settle(() => this.done.reject(error))
   }
@@ -374,14 +342,14 @@ class SocketExportRequest {
     const all = this.headBytes.length === 1 ? view : Buffer.concat(this.headBytes)
     const end = all.indexOf('\r\n\r\n')
     if (end < 0) {
-      if (this.headLength > MAX_HEAD_BYTES) this.fail(Object.assign(new Error('HTTP response head too large'), { code: 'HPE_HEADER_OVERFLOW' }))
+      if (this.headLength > MAX_HEAD_BYTES) this.fail(new HttpProtocolError('HTTP response head too large'))
       else this.headBytes = [Buffer.from(all)]
       return true
     }
     this.headBytes = []
-    let head: Head
+    let head: ResponseHead
     try {
-      head = parseHead(all.toString('latin1', 0, end))
+      head = parseResponseHead(all.toString('latin1', 0, end))
     } catch (error) {
       this.fail(error)
       return false
@@ -390,7 +358,7 @@ class SocketExportRequest {
   }
 
   /** the head is in: a redirect or a chunked success fall back, an error is read to the close, a success becomes the body stream */
-  private onHead(head: Head, rest: Buffer): boolean {
+  private onHead(head: ResponseHead, rest: Buffer): boolean {
     const { status, headers } = head
     if (status >= 300 && status < 400 && headers.has('location')) {
       this.socket.destroy()
