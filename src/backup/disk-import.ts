@@ -14,6 +14,7 @@ import { createRemote } from '../remotes/index.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import { VhdBlockPool } from '../vhd/block-pool.js'
 import { openChain } from '../vhd/chain.js'
+import { STORED_FRAME_MARGIN } from '../vhd/compression.js'
 import type { VdiImportDescriptor } from '../xapi/descriptors.js'
 import { putVdiImport } from '../xapi/restore-import.js'
 
@@ -65,8 +66,9 @@ export async function runDiskImport(input: DiskImportInput, options: { signal: A
   await remote.open()
   try {
     const chain = await openChain(remote, input.vhdPath, { signal })
-    // block buffers reused once the socket has sent them (read-ahead + a few being written)
-    const pool = new VhdBlockPool({ maxFree: 8 })
+    // block buffers reused once the socket has sent them (read-ahead + a few being written); the margins
+    // let a VhdDirectory's stored brotli block file be read with its block in place
+    const pool = new VhdBlockPool({ maxFree: 8, margin: STORED_FRAME_MARGIN })
     const stream = chain.vhdStream({ signal, pool })
     const sentBytes = countSentBytes(stream, input.sizeBytes, onProgress)
     await putVdiImport(input.descriptor, stream, { signal, sizeBytes: input.sizeBytes, onWritten: (chunk) => pool.done(chunk) })

@@ -13,7 +13,7 @@ import type { Readable, Writable } from 'node:stream'
 import { RemoteError } from '../common/errors.js'
 import { copyLocalFile } from './local-copy.js'
 import { LocalWriteStream } from './local-writer.js'
-import { Remote, type ListEntry, type ListOptions, type ReadRange, type RemoteCapabilities, type RemoteFile, type RemoteStat, type WriteStreamOptions, type WriteTarget } from './remote.js'
+import { Remote, type ListEntry, type ListOptions, type ReadRange, type ReadFileOptions, type RemoteCapabilities, type RemoteFile, type RemoteStat, type WriteStreamOptions, type WriteTarget } from './remote.js'
 import { toRemoteError } from './remote-errors.js'
 import type { FileRemoteUrl, RemoteOptions } from './url-types.js'
 import { redactRemoteUrl } from './url.js'
@@ -134,9 +134,9 @@ export class LocalRemote extends Remote {
     return new LocalFile(fh, size, (n) => this.countBytes('read', n))
   }
 
-  protected override async _readFile(rel: string, signal: AbortSignal | undefined): Promise<Buffer> {
+  protected override async _readFile(rel: string, signal: AbortSignal | undefined, into?: ReadFileOptions['into']): Promise<Buffer> {
     const real = await this.#inside('readFile', rel)
-    const data = await readWhole(real, signal)
+    const data = await readWhole(real, signal, into)
     this.countBytes('read', data.length)
     return data
   }
@@ -221,13 +221,14 @@ class LocalFile implements RemoteFile {
  * reads 512 KiB at a time, five thread-pool round trips for a 2 MiB block file of a VhdDirectory. Local
  * files are published by rename, never written in place, so the size does not change under the read.
  */
-async function readWhole(path: string, signal: AbortSignal | undefined): Promise<Buffer> {
+async function readWhole(path: string, signal: AbortSignal | undefined, into: ReadFileOptions['into']): Promise<Buffer> {
   signal?.throwIfAborted()
   const fh = await open(path, 'r')
   try {
     const { size } = await fh.stat()
     if (size === 0) return await readFile(fh, signal === undefined ? {} : { signal }) // a /proc-like file, or empty
-    const buf = Buffer.allocUnsafe(size)
+    const given = into?.(size)
+    const buf = given !== undefined && given.length >= size ? given.subarray(0, size) : Buffer.allocUnsafe(size)
     let at = 0
     while (at < size) {
       const { bytesRead } = await fh.read(buf, at, size - at, at)

@@ -43,6 +43,12 @@ export interface ReadStreamOptions {
   signal?: AbortSignal
 }
 
+export interface ReadFileOptions {
+  signal?: AbortSignal
+  /** where to read the file when the transport can: a buffer of at least `sizeBytes`, or undefined (Remote.readFile) */
+  into?: (sizeBytes: number) => Buffer | undefined
+}
+
 export interface WriteFileOptions {
   exclusive?: boolean
   signal?: AbortSignal

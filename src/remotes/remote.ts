@@ -33,6 +33,7 @@ import { checkRange, toRemoteError } from './remote-errors.js'
 import type {
   ListEntry,
   ListOptions,
+  ReadFileOptions,
   ReadStreamOptions,
   RemoteCapabilities,
   RemoteEvents,
@@ -102,7 +103,8 @@ export abstract class Remote extends EventEmitter<RemoteEvents> {
   protected abstract _mkdir(path: string): Promise<void>
 
   /** Reads a whole file; default: the read stream, concatenated. */
-  protected async _readFile(path: string, signal: AbortSignal | undefined): Promise<Buffer> {
+  /** `into` (ReadFileOptions): a transport that can read straight into the caller's buffer uses it; the default cannot */
+  protected async _readFile(path: string, signal: AbortSignal | undefined, _into?: ReadFileOptions['into']): Promise<Buffer> {
     const input = await this._createReadStream(path, { start: 0, end: undefined, ...(signal === undefined ? {} : { signal }) })
     const chunks: Buffer[] = []
     for await (const c of input as AsyncIterable<Buffer>) chunks.push(c)
@@ -188,11 +190,16 @@ export abstract class Remote extends EventEmitter<RemoteEvents> {
     return new CheckedRemoteFile(file, rel, (error) => (error instanceof BackupProxyError || isAbort(error) ? error : this.mapError(error, 'read', rel)))
   }
 
-  async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
+  /**
+   * A whole file. With `into`, a transport that can (local) reads it into the buffer `into(size)` returns
+   * (at least `size` bytes; undefined: a buffer of its own) and returns a view of it: no fresh
+   * allocation per file for a caller that reuses its buffers (a restore reads a file per block).
+   */
+  async readFile(path: string, options: ReadFileOptions = {}): Promise<Buffer> {
     const rel = this.resolvePath(path)
     return this.#run('readFile', 'readFile', rel, () => {
       options.signal?.throwIfAborted()
-      return this._readFile(rel, options.signal)
+      return this._readFile(rel, options.signal, options.into)
     })
   }
 

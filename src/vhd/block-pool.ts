@@ -14,6 +14,11 @@
 interface VhdBlockPoolOptions {
   /** free buffers kept for reuse (beyond that, released buffers are left to the GC); default 8 */
   maxFree?: number
+  /**
+   * spare bytes of the same memory before and after each buffer (default none): a reader may read a
+   * framed block (a stored brotli meta-block: header, block, trailer) so that the block lands in place
+   */
+  margin?: { before: number; after: number }
 }
 
 export class VhdBlockPool {
@@ -25,12 +30,16 @@ export class VhdBlockPool {
    * to report (weak: an unreported buffer is GC'd)
    */
   readonly #out = new WeakMap<ArrayBufferLike, { buffer: Buffer; writers: number }>()
+  readonly #margin: { before: number; after: number }
   #allocated = 0
 
   constructor(options: VhdBlockPoolOptions = {}) {
     const maxFree = options.maxFree ?? 8
     if (!Number.isInteger(maxFree) || maxFree < 0) throw new RangeError(`maxFree must be a whole number >= 0, got ${maxFree}`)
     this.#maxFree = maxFree
+    const margin = options.margin ?? { before: 0, after: 0 }
+    if (![margin.before, margin.after].every((n) => Number.isInteger(n) && n >= 0)) throw new RangeError(`margins must be whole numbers >= 0, got ${margin.before} and ${margin.after}`)
+    this.#margin = margin
   }
 
   /** buffers allocated so far (reuse keeps this small) */
@@ -38,12 +47,13 @@ export class VhdBlockPool {
     return this.#allocated
   }
 
-  /** A buffer of exactly `length` bytes, reused when one is free; its content is undefined. */
+  /** A buffer of exactly `length` bytes (the pool's margins around it), reused when one is free; its content is undefined. */
   acquire(length: number): Buffer {
     let buffer = this.#free.pop()
     while (buffer !== undefined && buffer.length !== length) buffer = this.#free.pop()
     if (buffer === undefined) {
-      buffer = Buffer.allocUnsafeSlow(length)
+      const { before, after } = this.#margin
+      buffer = before + after === 0 ? Buffer.allocUnsafeSlow(length) : Buffer.allocUnsafeSlow(before + length + after).subarray(before, before + length)
       this.#allocated++
     }
     this.#out.set(buffer.buffer, { buffer, writers: 0 })

@@ -57,6 +57,22 @@ export function brotliStoredHeader(length: number): Buffer {
 }
 const BROTLI_STORED_TRAILER: Buffer = Buffer.from([0x03])
 
+/** pool margins (VhdBlockPool) with room for the framing of a stored chunk: header ≤ 4 bytes, trailer 1 */
+export const STORED_FRAME_MARGIN = { before: 8, after: 8 } as const
+
+/**
+ * The memory a stored brotli chunk of `into.length` bytes takes when its payload is `into` itself (its
+ * header just before, its trailer just after, in the margins of a pool buffer); undefined when `into`'s
+ * memory has no room around it. Reading the chunk file there lands the block in place.
+ */
+export function storedFrameAround(into: Buffer): Buffer | undefined {
+  if (into.length < 1 || into.length > MAX_STORED_BYTES) return undefined
+  const head = brotliStoredHeader(into.length).length
+  const start = into.byteOffset - head
+  if (start < 0 || into.byteOffset + into.length + 1 > into.buffer.byteLength) return undefined
+  return Buffer.from(into.buffer, start, head + into.length + 1)
+}
+
 /** Shannon entropy (bits per byte) of the bytes of `slices` together. */
 function entropyOf(slices: readonly Uint8Array[]): number {
   const counts = new Uint32Array(256)

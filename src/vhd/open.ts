@@ -13,7 +13,7 @@ import { errorCode } from '../common/errors.js'
 import type { Remote, RemoteFile } from '../remotes/remote.js'
 import { decodeBat, directoryBatHas, planLayout } from './bat.js'
 import { BLOCK_UNUSED, DISK_TYPES, FOOTER_SIZE, HEADER_SIZE, SECTOR_SIZE, bitmapSizeBytes, blockCount } from './constants.js'
-import { decompressChunk, parseChunkFilters, type ChunkCompression } from './compression.js'
+import { decompressChunk, parseChunkFilters, storedFrameAround, type ChunkCompression } from './compression.js'
 import { corrupt } from './corrupt.js'
 import { blockPath } from './directory-sink.js'
 import { decodeFooter, type VhdFooter } from './footer.js'
@@ -152,9 +152,14 @@ async function openVhdFile(remote: Remote, path: string, signal?: AbortSignal): 
   return new VhdFileReader(remote, path, footer, header, bat, size)
 }
 
+/** block files being decoded at once by one reader (a restore's read-ahead) */
+const SCRATCH_BUFFERS = 4
+
 class VhdDirectoryReader implements VhdReader {
   readonly kind = 'directory'
   readonly #bitmapSize: number
+  /** compressed block files are read here (reused) when the caller gives the block's buffer */
+  readonly #scratch: Buffer[] = []
   readonly #nBlocks: number
   constructor(
     readonly remote: Remote,
@@ -180,16 +185,40 @@ class VhdDirectoryReader implements VhdReader {
     if (!this.hasBlock(index)) throw new RangeError(`block ${index} is not present in ${this.path}`)
     const path = blockPath(this.dataPath, index)
     const full = this.#bitmapSize + this.header.blockSizeBytes
-    let raw: Buffer
+    const reuse = into?.length === full ? into : undefined
+    const scratch: Buffer[] = []
     try {
-      raw = await this.remote.readFile(path, signal === undefined ? {} : { signal })
-    } catch (error) {
-      if (errorCode(error) === 'ENOENT') throw corrupt('directory', `blocks/${index}`, index, `${path} is missing although the BAT lists block ${index}`, error)
-      throw error
+      let raw: Buffer
+      try {
+        raw = await this.remote.readFile(path, { ...(signal === undefined ? {} : { signal }), ...(reuse === undefined ? {} : { into: (size: number) => this.#readInto(reuse, size, scratch) }) })
+      } catch (error) {
+        if (errorCode(error) === 'ENOENT') throw corrupt('directory', `blocks/${index}`, index, `${path} is missing although the BAT lists block ${index}`, error)
+        throw error
+      }
+      // a chunk read in `into`'s own memory is never rebuilt into it (a sparse stream would overwrite itself)
+      const inPlace = reuse !== undefined && raw.buffer === reuse.buffer
+      let buffer = await decompressChunk(raw, this.compression, `blocks/${index}`, full, inPlace ? undefined : reuse)
+      if (buffer.length !== full) throw corrupt('block', `blocks/${index}`, index, `${path} holds ${buffer.length} bytes, expected ${full}`)
+      if (reuse !== undefined && buffer.buffer === reuse.buffer && buffer.byteOffset === reuse.byteOffset) buffer = reuse
+      else if (scratch[0] !== undefined && buffer.buffer === scratch[0].buffer) scratch.pop() // returned as the block: not reused
+      return splitBlock(index, buffer, this.#bitmapSize)
+    } finally {
+      for (const b of scratch) if (this.#scratch.length < SCRATCH_BUFFERS) this.#scratch.push(b)
     }
-    const buffer = await decompressChunk(raw, this.compression, `blocks/${index}`, full, into)
-    if (buffer.length !== full) throw corrupt('block', `blocks/${index}`, index, `${path} holds ${buffer.length} bytes, expected ${full}`)
-    return splitBlock(index, buffer, this.#bitmapSize)
+  }
+  /**
+   * Where a block file of `size` bytes is read when the block goes to `into`: uncompressed, `into` itself;
+   * a stored brotli chunk, the frame around `into` (the block lands in place, pool margins); anything else
+   * (sparse brotli, zlib's) a scratch buffer of the reader (given back after decoding) when it fits.
+   */
+  #readInto(into: Buffer, size: number, scratch: Buffer[]): Buffer | undefined {
+    if (this.compression === 'none') return size === into.length ? into : undefined
+    const frame = storedFrameAround(into)
+    if (frame !== undefined && size === frame.length) return frame
+    if (size > into.length) return undefined
+    const b = this.#scratch.pop() ?? Buffer.allocUnsafeSlow(into.length)
+    scratch.push(b)
+    return b.length >= size ? b : undefined
   }
   async hold(): Promise<void> {
     await Promise.resolve()
