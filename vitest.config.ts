@@ -11,6 +11,7 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/setup/global.ts'],
+    setupFiles: ['test/setup/each.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',

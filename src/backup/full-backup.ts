@@ -24,6 +24,7 @@ import type { XapiObject } from './ports.js'
 import type { Task } from './task-log.js'
 import { listJobSnapshots, pruneSnapshots, removeUntaggedSnapshots, takeBackupSnapshot } from './job-snapshots.js'
 import { runXvaExport } from './xva-export.js'
+import { resolveChecksumAlgorithm } from '../xva/checksum.js'
 import type { RunTarget, VmBackupContext, VmBackupResult, VmSettings } from './vm-backup.js'
 
 /** `<ts>.xva` of a backup, remote-root relative. */
@@ -120,7 +121,7 @@ async function transferAndPublish(
   let r
   try {
     r = await exporter(
-      { descriptor, compression, targets: ctx.targets.map((t) => ({ id: t.id, url: t.url, options: t.options, path: xvaPath(vmUuid, run.timestamp) })) },
+      { descriptor, compression, checksumAlgorithm: resolveChecksumAlgorithm(settings.xvaChecksum ?? 'auto'), targets: ctx.targets.map((t) => ({ id: t.id, url: t.url, options: t.options, path: xvaPath(vmUuid, run.timestamp) })) },
       { signal, onProgress: (p) => ctx.onBytes?.(vmUuid, p.readBytes, undefined) },
     )
   } catch (error) {

@@ -11,7 +11,7 @@
  *   a mirrored chain does) is copied byte for byte (`copyFile`: one sequential read, size checked), the
  *   source having been opened and checked (footer, header, BAT against its size) first.
  * - `copyFile`: any other file of a backup (an XVA, its checksum), streamed to a temporary name on every
- *   target, its size (and, given one, XO's `$1$$<md5>` checksum) checked, then published. A target that
+ *   target, its size (and, given one, XO's `$<id>$$<digest>` checksum) checked, then published. A target that
  *   can copy from the source itself (Remote.copyFrom: both remotes local, the kernel copies with
  *   copy_file_range, nothing through this process) does so instead, to a temporary name, size checked,
  *   then published; a file with a checksum to verify is always streamed.
@@ -25,6 +25,7 @@ import { BackupProxyError, serializeError, toError, type SerializedError } from 
 import { createRemote } from '../remotes/index.js'
 import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
+import { formatChecksum, parseChecksum } from '../xva/checksum.js'
 import { VhdBlockPool } from '../vhd/block-pool.js'
 import { DISK_TYPES } from '../vhd/constants.js'
 import { openVhd } from '../vhd/open.js'
@@ -59,7 +60,7 @@ export interface CopyResult {
 export interface CopyFileInput {
   source: MirrorSource
   sourcePath: string
-  /** XO's checksum of the file (`$1$$<md5 hex>`, from `<file>.checksum`), verified when given */
+  /** XO's checksum of the file (`$1$$<md5 hex>` or `$5$$<sha256 hex>`…, from `<file>.checksum`), verified when given */
   checksum?: string
   targets: { id: string; url: string; options: RemoteOptions; path: string }[]
 }
@@ -178,7 +179,7 @@ interface Lane {
 /**
  * A target of copyFile opened: its remote copies the file itself when it can (Remote.copyFrom: two local
  * remotes, the bytes copied by the kernel, published whole), else a write stream for the streaming path.
- * A file with a checksum to verify is always streamed (the md5 is computed from the bytes read).
+ * A file with a checksum to verify is always streamed (the digest is computed from the bytes read).
  */
 async function openLane(t: CopyFileInput['targets'][number], source: Remote, input: CopyFileInput, size: number, signal: AbortSignal, metrics: DiskMetrics | undefined): Promise<Lane> {
   const remote = createRemote(t.url, t.options)
@@ -194,12 +195,10 @@ async function openLane(t: CopyFileInput['targets'][number], source: Remote, inp
   return lane
 }
 
-/** XO's checksum string of an md5 digest. */
-function xoChecksum(md5Hex: string): string {
-  return `$1$$${md5Hex}`
-}
-
 export async function copyFile(input: CopyFileInput, { signal, onProgress, metrics }: CopyOptions): Promise<CopyResult> {
+  // computed only when there is one to check, with the algorithm it names (XO's format: xva/checksum.ts)
+  const expected = input.checksum === undefined ? undefined : parseChecksum(input.checksum)
+  if (input.checksum !== undefined && expected === undefined) throw new BackupProxyError('E_BACKUP', `${input.sourcePath}.checksum is not a checksum in Xen Orchestra's format ($1$$<md5>, $5$$<sha256> or $6$$<sha512>): the source backup is damaged`, { fields: { retryable: false } })
   const source = await openSource(input.source, metrics)
   const remotes: Lane[] = []
   try {
@@ -208,8 +207,7 @@ export async function copyFile(input: CopyFileInput, { signal, onProgress, metri
       const lane = await openLane(t, source, input, size, signal, metrics)
       remotes.push(lane)
     }
-    // XO's checksum is md5: computed only when there is one to check
-    const hash = input.checksum === undefined ? undefined : createHash('md5')
+    const hash = expected === undefined ? undefined : createHash(expected.algorithm)
     let readBytes = 0
     let lastReport = 0
     const streamed = remotes.some((l) => l.out !== undefined && l.error === undefined)
@@ -236,8 +234,8 @@ export async function copyFile(input: CopyFileInput, { signal, onProgress, metri
       }
     }
     onProgress?.({ readBytes })
-    const digest = hash === undefined ? undefined : xoChecksum(hash.digest('hex'))
-    const bad = readBytes !== size && streamed ? `${input.sourcePath}: read ${readBytes} bytes, the file has ${size}` : digest !== undefined && input.checksum !== digest ? `${input.sourcePath}: checksum ${digest} differs from the recorded ${input.checksum} (the source backup is corrupt)` : undefined
+    const digest = expected === undefined || hash === undefined ? undefined : formatChecksum(expected.algorithm, hash.digest('hex'))
+    const bad = readBytes !== size && streamed ? `${input.sourcePath}: read ${readBytes} bytes, the file has ${size}` : digest !== undefined && expected?.text !== digest ? `${input.sourcePath}: checksum ${digest} differs from the recorded ${input.checksum} (the source backup is corrupt)` : undefined
     if (bad !== undefined) throw new BackupProxyError('E_BACKUP', bad, { fields: { retryable: false } })
     await Promise.all(remotes.filter((l) => l.out !== undefined && l.error === undefined).map(async (l) => {
       try {

@@ -19,6 +19,7 @@ import { mapSettled } from './concurrency.js'
 import type { BackupXapi, DiskExporter, RemoteMetricsHook } from './ports.js'
 import { attachTaskLog, createTaskLog, type Task, type TaskLogEvent, type TaskSummary } from './task-log.js'
 import { backupVm, type RunTarget, type VmBackupContext, type VmBackupResult, type VmSettings } from './vm-backup.js'
+import { closeInBackground } from './xapi-closes.js'
 import { XapiClient } from '../xapi/client.js'
 import { backupXapi } from './xapi-adapter.js'
 import { inlineImporter, type DiskImporter } from './disk-import.js'
@@ -86,6 +87,7 @@ function merge(defaults: BackupSettings, layers: readonly (JobSettings | undefin
     exportInactivityTimeoutMs: defaults.exportInactivityTimeoutMs,
     compression: defaults.compression,
     vhdDirectoryCompression: defaults.vhdDirectoryCompression,
+    xvaChecksum: defaults.xvaChecksum,
     checkpointSnapshot: defaults.checkpointSnapshot,
     timeoutMs: defaults.timeoutMs,
     nRetriesVmBackupFailures: defaults.nRetriesVmBackupFailures,
@@ -317,11 +319,15 @@ function endRun(root: Task, vmUuids: readonly string[], results: readonly Promis
   })
 }
 
-/** Closes what the run opened (errors ignored: the run's outcome is already decided). */
+/**
+ * Releases what the run opened, in reverse order (errors ignored: the run's outcome is already decided):
+ * remotes and metrics before the run returns, its XAPI connections in the background, as XO's backup
+ * worker (xapi-closes.ts).
+ */
 async function release(held: RunResources): Promise<void> {
   await Promise.all(held.targets.map((t) => t.remote.close().catch(() => undefined)))
   for (const detach of held.detachMetrics) detach()
-  await Promise.all(held.connections.map((c) => c.close().catch(() => undefined)))
+  closeInBackground(Promise.all(held.connections.map((c) => c.close().catch(() => undefined))).then(() => undefined))
 }
 
 export async function runBackup(task: BackupRunTask, env: BackupRunEnv): Promise<TaskSummary> {

@@ -34,6 +34,7 @@ import { backupVmFullMode } from './full-mode.js'
 import { doneByEarlierAttempt } from './earlier-attempt.js'
 import { listJobSnapshots, pruneSnapshots, removeKilledAttemptSnapshots, removeUntaggedSnapshots, takeBackupSnapshot } from './job-snapshots.js'
 import type { XvaExporter } from './xva-export.js'
+import type { ChecksumSetting } from '../xva/checksum.js'
 
 export interface RunTarget {
   id: string
@@ -55,6 +56,8 @@ export interface VmSettings {
   compression: '' | 'native' | 'zstd'
   /** block compression of the VhdDirectory targets (XO's vhdDirectoryCompression) */
   vhdDirectoryCompression: 'brotli' | 'none'
+  /** digest of full backups' `.xva.checksum` (config backup.xvaChecksum; absent: auto, src/xva/checksum.ts) */
+  xvaChecksum?: ChecksumSetting
   checkpointSnapshot: boolean
   /** XO's preferNbd, nbdConcurrency, cbtDestroySnapshotData (nbd-plan.ts); absent: HTTP only */
   preferNbd?: boolean

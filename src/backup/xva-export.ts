@@ -6,17 +6,19 @@
  * name; once the whole export arrived the XVA is validated as XO's isValidXva does — a compressed one
  * starts with the gzip/zstd magic, a plain one is a whole number of 512-byte blocks ending with the two
  * zero blocks of a tar — and the HTTP answer must be complete; only then is it published, followed by
- * XO's `<ts>.xva.checksum` (`$1$$<md5 hex>` of the file, as @xen-orchestra/fs writes it; none on an
- * encrypted remote, as XO). Progress (bytes read) at most every 250 ms.
+ * XO's `<ts>.xva.checksum` (`$<id>$$<hex digest>` of the file in XO's format, SHA-256 or MD5 as the input
+ * says: src/xva/checksum.ts; none on an encrypted remote, as XO). Progress (bytes read) at most every 250 ms.
  */
-import { createHash } from 'node:crypto'
+import { createHash, type Hash } from 'node:crypto'
 import type { Writable } from 'node:stream'
 import { BackupProxyError, serializeError, toError, type SerializedError } from '../common/errors.js'
 import { createRemote } from '../remotes/index.js'
 import { EncryptedRemote } from '../remotes/encryption.js'
+import { LocalWriteStream } from '../remotes/local-writer.js'
 import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import type { XvaExportDescriptor } from '../xapi/descriptors.js'
+import { formatChecksum } from '../xva/checksum.js'
 import { detectCompression, type XvaCompression } from '../xva/compression.js'
 import { openXvaExport } from '../xva/http.js'
 import { TAR_BLOCK } from '../xva/tar.js'
@@ -39,6 +41,8 @@ interface XvaTarget {
 export interface XvaExportInput {
   descriptor: XvaExportDescriptor
   compression: XvaCompression
+  /** the digest of the checksum file (resolveChecksumAlgorithm of backup.xvaChecksum); absent: MD5, as XO */
+  checksumAlgorithm?: 'md5' | 'sha256'
   targets: XvaTarget[]
 }
 
@@ -52,28 +56,30 @@ export interface XvaExportResult {
 
 export type XvaExporter = (input: XvaExportInput, options: { signal: AbortSignal; onProgress?: (p: { readBytes: number }) => void }) => Promise<XvaExportResult>
 
-/** Size, first bytes, last 1 KiB and MD5 of the XVA as it streams. */
+/** Size, first bytes, last 1 KiB and digest of the XVA as it streams. */
 class XvaWatch {
   size = 0
   head = Buffer.alloc(0)
-  #last: Buffer[] = []
-  #lastBytes = 0
-  readonly md5 = createHash('md5')
+  /** a copy of the last bytes (the batches' memory is reused once written) */
+  tail: Buffer = Buffer.alloc(0)
+  readonly #hash: Hash
+
+  constructor(readonly algorithm: 'md5' | 'sha256') {
+    this.#hash = createHash(algorithm)
+  }
 
   add(batch: Batch): void {
     for (const chunk of batch.parts) {
       if (this.head.length < 4) this.head = Buffer.concat([this.head, chunk.subarray(0, 4 - this.head.length)])
-      this.md5.update(chunk)
+      this.#hash.update(chunk)
     }
     this.size += batch.size
-    // the last 1 KiB: the last parts by reference (copied once, at the end): they are the socket's reads, never reused
-    this.#last.push(...batch.parts)
-    this.#lastBytes += batch.size
-    while (this.#last.length > 1 && this.#lastBytes - this.#last[0]!.length >= 2 * TAR_BLOCK) this.#lastBytes -= this.#last.shift()!.length
+    this.tail = lastBytes([this.tail, ...batch.parts], 2 * TAR_BLOCK)
   }
 
-  get tail(): Buffer {
-    return Buffer.concat(this.#last).subarray(-2 * TAR_BLOCK)
+  /** XO's checksum string of what streamed so far */
+  get checksum(): string {
+    return formatChecksum(this.algorithm, this.#hash.copy().digest('hex'))
   }
 
   /** Why this is not a valid XVA of `expected` compression, or undefined. */
@@ -87,24 +93,40 @@ class XvaWatch {
   }
 }
 
+/** A copy of the last `n` bytes of `parts` (all of them when shorter). */
+function lastBytes(parts: Buffer[], n: number): Buffer {
+  const picked: Buffer[] = []
+  let size = 0
+  for (let i = parts.length - 1; i >= 0 && size < n; i--) {
+    const p = parts[i]!
+    const b = p.length > n - size ? p.subarray(p.length - (n - size)) : p
+    picked.unshift(b)
+    size += b.length
+  }
+  return Buffer.concat(picked, size)
+}
+
 /** The export's socket chunks of about WRITE_BYTES, as received (batchesOf), and their size. */
 interface Batch {
   parts: Buffer[]
   size: number
-  /** the parts in one buffer, made once for the targets whose writer takes one chunk at a time */
+  /** a copy of the parts in one buffer, made once for the writers that may not take the parts themselves */
   joined?: Buffer
 }
 
 /**
- * Writes a batch: a writer with `_writev` (the local remote's) gets the parts corked, so in one vectored
- * write and without copying them; the others get them joined into one buffer (one large write rather
- * than one per socket read: SMB, NFS and S3 writers send each write on its own).
+ * Writes a batch. The parts are views of the export's read buffers, reused once every target wrote them
+ * (raw-get.ts, slab-pool.ts), so only a writer that is done with a buffer when its write calls back may
+ * take them as they are: the local remote's (LocalWriteStream: the kernel copied them when its vectored
+ * write returns), which gets them corked, in one vectored write. Every other writer (SMB, NFS, S3,
+ * encryption) gets one copy of the batch, shared by all of them — also one large write rather than one
+ * per socket read, as those writers send each write on its own.
  */
 function write(out: Writable, batch: Batch): Promise<void> {
   return new Promise((resolve, reject) => {
     const done = (error?: Error | null): void => (error == null ? resolve() : reject(error))
-    if (batch.parts.length === 1 || typeof (out as { _writev?: unknown })._writev !== 'function') {
-      batch.joined ??= batch.parts.length === 1 ? batch.parts[0]! : Buffer.concat(batch.parts, batch.size)
+    if (!(out instanceof LocalWriteStream)) {
+      batch.joined ??= Buffer.concat(batch.parts, batch.size)
       out.write(batch.joined, done)
       return
     }
@@ -154,7 +176,7 @@ export async function runXvaExport(
   try {
     if (opened.size === 0) throw new BackupProxyError('E_BACKUP', `no target could be opened: ${openFailures.map((f) => `${f.id}: ${f.error.message}`).join('; ')}`)
     const res = await openXvaExport(input.descriptor, signal)
-    const watch = new XvaWatch()
+    const watch = new XvaWatch(input.checksumAlgorithm ?? 'md5')
     let last = 0
     let counted = 0
     const report = (force: boolean): void => {
@@ -187,7 +209,7 @@ export async function runXvaExport(
           const problem = watch.problem(input.compression)
           if (problem !== undefined) throw new BackupProxyError('E_XVA_CORRUPT', `XVA of VM ${input.descriptor.vmRef} refused: ${problem}`)
           await ended(o.out!)
-          if (!(o.remote instanceof EncryptedRemote)) await o.remote.writeFile(`${t.path}.checksum`, `$1$$${watch.md5.copy().digest('hex')}`, { exclusive: true })
+          if (!(o.remote instanceof EncryptedRemote)) await o.remote.writeFile(`${t.path}.checksum`, watch.checksum, { exclusive: true })
         },
         abort: async (reason) => {
           o.out?.destroy(reason)
@@ -195,7 +217,8 @@ export async function runXvaExport(
         },
       }
     })
-    const result = await fanOut(source(), targets, { signal, maxPendingPerTarget: 4 })
+    // once every target wrote a batch, its read buffers take the next reads
+    const result = await fanOut(source(), targets, { signal, maxPendingPerTarget: 4, onBlockSettled: (batch) => batch.parts.forEach((p) => res.release(p)) })
     report(true)
     metrics?.exportDuration((performance.now() - t0) / 1000)
     return {

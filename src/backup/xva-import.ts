@@ -2,19 +2,21 @@
  * The transfer half of restoring a full backup (XVA), as run inside a pool thread (`backup.restoreXva`,
  * xva.thread.ts) or inline: the XVA is read from the remote and uploaded to XAPI's `PUT /import/` (as
  * XO's ImportVmBackup does with readFullVmBackup + VM_import: compressed or not, XAPI decompresses), its
- * MD5 checked against XO's `.xva.checksum` while it streams. The last piece read is held back until the
+ * digest (MD5, or SHA-256/512: the algorithm the file names, src/xva/checksum.ts) checked against XO's
+ * `.xva.checksum` while it streams. The last piece read is held back until the
  * whole file hashed: a file that does not match never reaches XAPI whole, the upload is broken off and
  * XAPI's import fails — it keeps nothing of a failed import — and the restore fails with E_XVA_CORRUPT.
  * XAPI itself checks every chunk's xxHash/SHA-1 (a corrupt XVA without checksum file, e.g. on an
  * encrypted remote, is refused by it: `IMPORT_ERROR`, reported as E_XVA_CORRUPT by the caller).
  */
-import { createHash } from 'node:crypto'
+import { createHash, type Hash } from 'node:crypto'
 import { Transform, type TransformCallback } from 'node:stream'
 import { BackupProxyError } from '../common/errors.js'
 import { createRemote } from '../remotes/index.js'
 import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import type { XvaImportDescriptor } from '../xapi/descriptors.js'
+import { formatChecksum, parseChecksum, type ChecksumAlgorithm } from '../xva/checksum.js'
 import { putXvaImport } from '../xva/http.js'
 import { countSentBytes } from './disk-import.js'
 
@@ -23,7 +25,7 @@ export interface XvaImportInput {
   /** remote-root path of the `.xva` */
   xvaPath: string
   sizeBytes: number
-  /** XO's checksum (`$1$$<md5 hex>`), when the file has one */
+  /** XO's checksum (`$1$$<md5 hex>`, `$5$$<sha256 hex>`…: parseXvaChecksum), when the file has one */
   checksum?: string
   descriptor: XvaImportDescriptor
 }
@@ -35,38 +37,41 @@ export interface XvaImportResult {
 
 export type XvaImporter = (input: XvaImportInput, options: { signal: AbortSignal; onProgress?: (p: { sentBytes: number; totalBytes: number }) => void }) => Promise<XvaImportResult>
 
-/** Passes bytes through, holding the last chunk back until the whole stream's MD5 matched `expected`. */
+/** Passes bytes through, holding the last chunk back until the whole stream's digest matched `expected`. */
 class ChecksumGate extends Transform {
-  private readonly md5 = createHash('md5')
+  private readonly expected: { algorithm: ChecksumAlgorithm; text: string } | undefined
+  private readonly hash: Hash | undefined
   private held: Buffer | undefined
   constructor(
-    private readonly expected: string | undefined,
+    expected: string | undefined,
     private readonly what: string,
   ) {
     super()
+    this.expected = expected === undefined ? undefined : parseChecksum(expected)
+    if (expected !== undefined && this.expected === undefined) throw new BackupProxyError('E_XVA_CORRUPT', `${what}.checksum is not a checksum in Xen Orchestra's format: restore another backup point`, { fields: { retryable: false } })
+    this.hash = this.expected === undefined ? undefined : createHash(this.expected.algorithm)
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
-    this.md5.update(chunk)
+    this.hash?.update(chunk)
     const previous = this.held
     this.held = chunk
     callback(null, previous)
   }
 
   override _flush(callback: TransformCallback): void {
-    const actual = `$1$$${this.md5.digest('hex')}`
-    if (this.expected !== undefined && actual !== this.expected) {
-      callback(new BackupProxyError('E_XVA_CORRUPT', `${this.what} is corrupt: its MD5 is ${actual}, its checksum file says ${this.expected}; restore another backup point (nothing was imported)`, { fields: { retryable: false } }))
+    const actual = this.expected === undefined || this.hash === undefined ? undefined : formatChecksum(this.expected.algorithm, this.hash.digest('hex'))
+    if (this.expected !== undefined && actual !== this.expected.text) {
+      callback(new BackupProxyError('E_XVA_CORRUPT', `${this.what} is corrupt: its ${this.expected.algorithm.toUpperCase()} checksum is ${actual}, its checksum file says ${this.expected.text}; restore another backup point (nothing was imported)`, { fields: { retryable: false } }))
       return
     }
     callback(null, this.held)
   }
 }
 
-/** Parses XO's checksum file content (`$1$$<md5 hex>`); undefined for any other algorithm. */
+/** Parses XO's checksum file content (`$1$$<md5 hex>`, `$5$$<sha256 hex>`, `$6$$<sha512 hex>`); undefined for anything else. */
 export function parseXvaChecksum(text: string): string | undefined {
-  const t = text.trim()
-  return /^\$1\$\$[0-9a-f]{32}$/.test(t) ? t : undefined
+  return parseChecksum(text)?.text
 }
 
 export const runXvaImport: XvaImporter = async (input, { signal, onProgress }) => {
@@ -95,7 +100,7 @@ export const runXvaImport: XvaImporter = async (input, { signal, onProgress }) =
 }
 
 /**
- * Reads an XVA whole and compares its MD5 with its `.xva.checksum` (verify --full): the mismatch as a
+ * Reads an XVA whole and compares its digest with its `.xva.checksum` (verify --full): the mismatch as a
  * sentence, or undefined when it matches or the file has no checksum (XO writes none on an encrypted
  * remote). Returns the bytes read too.
  */
@@ -107,13 +112,14 @@ export async function checkXvaChecksum(remote: Remote, path: string, signal?: Ab
     if ((error as { code?: unknown }).code === 'ENOENT') return { readBytes: 0 }
     throw error
   }
-  if (expected === undefined) return { problem: `${path}.checksum is not an MD5 checksum as Xen Orchestra writes it ($1$$<hex>)`, readBytes: 0 }
-  const md5 = createHash('md5')
+  const parsed = expected === undefined ? undefined : parseChecksum(expected)
+  if (parsed === undefined) return { problem: `${path}.checksum is not a checksum in Xen Orchestra's format ($1$$<md5 hex>, $5$$<sha256 hex> or $6$$<sha512 hex>)`, readBytes: 0 }
+  const hash = createHash(parsed.algorithm)
   let readBytes = 0
   for await (const c of await remote.createReadStream(path, signal === undefined ? {} : { signal })) {
-    md5.update(c as Buffer)
+    hash.update(c as Buffer)
     readBytes += (c as Buffer).length
   }
-  const actual = `$1$$${md5.digest('hex')}`
-  return actual === expected ? { readBytes } : { problem: `MD5 ${actual} differs from the checksum file's ${expected}: the XVA is corrupt`, readBytes }
+  const actual = formatChecksum(parsed.algorithm, hash.digest('hex'))
+  return actual === parsed.text ? { readBytes } : { problem: `${parsed.algorithm.toUpperCase()} ${actual} differs from the checksum file's ${parsed.text}: the XVA is corrupt`, readBytes }
 }

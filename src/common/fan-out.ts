@@ -10,7 +10,8 @@
  * ahead. Blocks are shared, not copied: the source must not reuse a block's buffer while it is in flight.
  *
  * A target that fails (begin, a write or end) is dropped: it is aborted (its temporary removed by the
- * sink), reported through `onTargetFailed`, and the others continue. `fanOut` rejects only when every
+ * sink), reported through `onTargetFailed`, and the others continue. `onBlockSettled` tells when no
+ * target will read a block again (a source that reuses its buffers waits for it). `fanOut` rejects only when every
  * target failed (AllTargetsFailedError, with each target's error), when the source fails (a corrupt or
  * truncated export: all targets are aborted), or when the signal aborts (all aborted, CancelledError).
  */
@@ -27,11 +28,13 @@ export interface FanOutTarget<B> {
   abort(reason: Error): Promise<void>
 }
 
-interface FanOutOptions {
+interface FanOutOptions<B> {
   /** blocks in flight per target, default 2 */
   maxPendingPerTarget?: number
   signal?: AbortSignal
   onTargetFailed?: (id: string, error: Error) => void
+  /** called once per block when no target will touch it again: every live target's write of it settled (done or failed) */
+  onBlockSettled?: (block: B) => void
 }
 
 interface FanOutResult {
@@ -58,7 +61,7 @@ interface Lane<B> {
   error?: Error
 }
 
-export async function fanOut<B>(source: AsyncIterable<B>, targets: readonly FanOutTarget<B>[], options: FanOutOptions = {}): Promise<FanOutResult> {
+export async function fanOut<B>(source: AsyncIterable<B>, targets: readonly FanOutTarget<B>[], options: FanOutOptions<B> = {}): Promise<FanOutResult> {
   const window = options.maxPendingPerTarget ?? 2
   if (!Number.isInteger(window) || window < 1) throw new RangeError(`maxPendingPerTarget must be a whole number >= 1, got ${window}`)
   if (targets.length === 0) throw new RangeError('fanOut needs at least one target')
@@ -99,6 +102,7 @@ export async function fanOut<B>(source: AsyncIterable<B>, targets: readonly FanO
     for await (const block of source) {
       if (signal?.aborted === true) throw new CancelledError('the export was cancelled', { cause: signal.reason })
       blocks++
+      const writes: Promise<void>[] = []
       for (const lane of live()) {
         // writes to one target are sequential (a sink takes one block at a time); the window lets the
         // source read ahead while the targets write
@@ -111,7 +115,10 @@ export async function fanOut<B>(source: AsyncIterable<B>, targets: readonly FanO
           if (i !== -1) void lane.pending.splice(i, 1)
         })
         lane.pending.push(p)
+        writes.push(p)
       }
+      const settled = options.onBlockSettled
+      if (settled !== undefined) void Promise.all(writes).then(() => settled(block))
       // pace by the slowest live target
       for (const lane of live()) {
         while (lane.error === undefined && lane.pending.length >= window) await lane.pending[0]

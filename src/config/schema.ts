@@ -198,6 +198,10 @@ export const backupSchema = z
     timeoutMs: duration().default(0).describe('Timeout of a whole run (0 = none).'),
     nRetriesVmBackupFailures: intFromEnv(0, 100).default(0).describe('Retries of a failed VM within a run.'),
     compression: xvaCompression().default('').describe("XO's job compression: the XVA compression of full-mode backups ('native', 'zstd', '' = none). This proxy writes VHD backups, where XO ignores it too."),
+    xvaChecksum: z
+      .enum(['auto', 'md5', 'sha256'], { message: 'must be "auto", "md5" (what XO writes) or "sha256"' })
+      .default('auto')
+      .describe("Digest of the checksum file of a full backup's XVA, in XO's format (XO reads all: $1$ MD5, $5$ SHA-256). auto: SHA-256 where the CPU has SHA-256 instructions (x86 sha_ni, arm64 sha2; over twice as fast as MD5 there), else MD5 as XO writes."),
     vhdDirectoryCompression: z
       .enum(['brotli', 'none'], { message: 'must be "brotli" (XO\'s default) or "none"' })
       .default('brotli')

@@ -40,6 +40,7 @@ import type { ProcessorRegistry } from './processors.js'
 import { runJob, type ActiveJob, type RunJobDeps as JobDeps } from './run-job.js'
 import { RedisLossWatch } from './redis-loss-watch.js'
 import { TaskLogFlusher } from './task-log-flusher.js'
+import { xapiClosesSettled } from '../backup/xapi-closes.js'
 
 interface ProxyRuntimeOptions {
   config: Config
@@ -393,6 +394,8 @@ export class ProxyRuntime {
       clearInterval(this.#lockWatch)
     }
     await this.#pool?.close()
+    // XAPI connections of runs that returned close in the background (backup/xapi-closes.ts): they end before the proxy
+    await xapiClosesSettled()
     this.#flusher.close()
     await this.#subscriber?.quit().catch(() => undefined)
     if (!watch.gaveUp) await removeHeartbeat(this.#redis, this.config.redis.prefix, this.instance).catch((error: unknown) => this.#logger.warn({ err: error }, 'heartbeat not removed'))

@@ -8,11 +8,14 @@
  * (perf). Only what XAPI's handlers answer is understood: a status line, headers, then a body with
  * `Transfer-Encoding: chunked` (the simulator, node:http), a Content-Length, or up to the connection's
  * close (XAPI, `Connection: close`); no redirects, no keep-alive (as the node:http request before it).
+ * The socket reads into reused slabs (slab-pool.ts): a consumer that hands each body chunk back with
+ * `release` once done with it lets the next reads reuse its memory.
  */
-import { connect as netConnect, isIP, type Socket } from 'node:net'
+import { connect as netConnect, isIP, type OnReadOpts, type Socket } from 'node:net'
 import { Readable } from 'node:stream'
-import { connect as tlsConnect } from 'node:tls'
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
 import { ChunkedBody, HttpProtocolError, isChunked, parseResponseHead } from './http-wire.js'
+import { SlabPool } from './slab-pool.js'
 
 /** Longest status line + headers accepted. */
 const HEAD_LIMIT = 64 * 1024
@@ -23,25 +26,37 @@ export class RawResponse extends Readable {
   headers: Record<string, string> = {}
   /** the whole body arrived (its last chunk, its length, or the close of a body without length) */
   complete = false
-  readonly #socket: Socket
+  #socket: Socket | undefined
 
-  constructor(socket: Socket) {
+  constructor(readonly slabs: SlabPool) {
     super({ highWaterMark: 4 * 1024 * 1024 })
+  }
+
+  attach(socket: Socket): void {
     this.#socket = socket
   }
 
   override _read(): void {
-    this.#socket.resume()
+    this.#socket?.resume()
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.#socket.destroy()
+    this.#socket?.destroy()
     callback(error)
   }
 
   /** Hands a body slice on; pauses the socket while the consumer is behind. */
   deliver(chunk: Buffer): void {
-    if (!this.push(chunk)) this.#socket.pause()
+    this.slabs.retain(chunk)
+    if (!this.push(chunk)) this.#socket?.pause()
+  }
+
+  /**
+   * The consumer is done with a body chunk this response gave it (nothing reads it again): its memory
+   * may take the socket's next reads. Optional; call it at most once per chunk.
+   */
+  release(chunk: Buffer): void {
+    this.slabs.release(chunk)
   }
 }
 
@@ -69,12 +84,14 @@ function bodyReader(res: RawResponse, finish: () => void): (buf: Buffer) => void
   }
 }
 
-function openSocket(url: URL, allowUnauthorized: boolean): Socket {
+function openSocket(url: URL, allowUnauthorized: boolean, onread: OnReadOpts): Socket {
   const host = url.hostname.replace(/^\[|\]$/g, '')
   const https = url.protocol === 'https:'
   const port = url.port === '' ? (https ? 443 : 80) : Number(url.port)
-  if (!https) return netConnect({ host, port, noDelay: true })
-  return tlsConnect({ host, port, ...(isIP(host) === 0 ? { servername: host } : {}), rejectUnauthorized: !allowUnauthorized, minVersion: 'TLSv1' })
+  if (!https) return netConnect({ host, port, noDelay: true, onread })
+  // tls.connect takes net's `onread` too (documented with tls.connect; @types/node lacks it)
+  const options: ConnectionOptions & { onread: OnReadOpts } = { host, port, ...(isIP(host) === 0 ? { servername: host } : {}), rejectUnauthorized: !allowUnauthorized, minVersion: 'TLSv1', onread }
+  return tlsConnect(options)
 }
 
 /**
@@ -83,8 +100,17 @@ function openSocket(url: URL, allowUnauthorized: boolean): Socket {
  * response closes the connection.
  */
 export function rawGet(url: URL, o: { headers: Record<string, string>; allowUnauthorized: boolean; signal?: AbortSignal }): Promise<RawResponse> {
-  const socket = openSocket(url, o.allowUnauthorized)
-  const res = new RawResponse(socket)
+  const slabs = new SlabPool()
+  const res = new RawResponse(slabs)
+  let onData: (buf: Buffer) => void = () => undefined
+  const socket = openSocket(url, o.allowUnauthorized, {
+    buffer: () => slabs.next(),
+    callback: (n, buf) => {
+      onData(slabs.take(n, buf))
+      return true
+    },
+  })
+  res.attach(socket)
   const head = Object.entries({ Host: url.host, ...o.headers, Connection: 'close' }).map(([k, v]) => `${k}: ${v}\r\n`).join('')
   socket.write(`GET ${url.pathname}${url.search} HTTP/1.1\r\n${head}\r\n`)
   return new Promise<RawResponse>((resolve, reject) => {
@@ -109,7 +135,7 @@ export function rawGet(url: URL, o: { headers: Record<string, string>; allowUnau
     }
     const onAbort = (): void => fail(o.signal?.reason instanceof Error ? o.signal.reason : new Error('aborted'))
     o.signal?.addEventListener('abort', onAbort, { once: true })
-    socket.on('data', (buf: Buffer) => {
+    onData = (buf: Buffer): void => {
       try {
         if (feed !== undefined) return feed(buf)
         pending.push(buf)
@@ -117,7 +143,8 @@ export function rawGet(url: URL, o: { headers: Record<string, string>; allowUnau
         const headEnd = all.indexOf('\r\n\r\n')
         if (headEnd === -1) {
           if (all.length > HEAD_LIMIT) throw new HttpProtocolError('HTTP response head too long')
-          pending = [all]
+          // a copy: the read's slab is not held by anyone, the socket's next reads may land in it
+          pending = [Buffer.from(all)]
           return
         }
         pending = []
@@ -130,7 +157,7 @@ export function rawGet(url: URL, o: { headers: Record<string, string>; allowUnau
       } catch (error) {
         fail(error as Error)
       }
-    })
+    }
     socket.once('error', fail)
     socket.once('close', () => {
       o.signal?.removeEventListener('abort', onAbort)

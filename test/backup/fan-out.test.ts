@@ -54,6 +54,18 @@ describe('fanOut', () => {
     expect(ts[1]!.state).toBe('aborted')
     expect(ts[0]!.written).toHaveLength(10)
   })
+  it('tells when no target will touch a block again: after every live target wrote (or failed) it', async () => {
+    const ts = [new MemTarget('a'), new MemTarget('slow', -1, 3), new MemTarget('bad', 4)]
+    const settled: { block: number; writtenBy: string[] }[] = []
+    const r = await fanOut(blocks(8), ts, {
+      maxPendingPerTarget: 3,
+      onBlockSettled: (block) => settled.push({ block, writtenBy: ts.filter((t) => t.written.includes(block)).map((t) => t.id) }),
+    })
+    expect(r.succeeded).toEqual(['a', 'slow'])
+    // every block once, in order; each after both live targets had it (and before: bad's writes, while it lived)
+    expect(settled.map((s) => s.block)).toEqual([...Array(8).keys()])
+    for (const s of settled) expect(s.writtenBy).toEqual(s.block < 4 ? ['a', 'slow', 'bad'] : ['a', 'slow'])
+  })
   it('fails when every target failed, naming each', async () => {
     const ts = [new MemTarget('a', 1), new MemTarget('b', 3)]
     const e = await fanOut(blocks(10), ts).catch((x: unknown) => x)

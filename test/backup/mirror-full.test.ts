@@ -1,5 +1,5 @@
 /**
- * Mirror of full (XVA) backups, as XO writes them (`<ts>.xva`, `<ts>.xva.checksum` = `$1$$<md5>`, metadata
+ * Mirror of full (XVA) backups, as XO writes them (`<ts>.xva`, `<ts>.xva.checksum` = `$1$$<md5>` or our `$5$$<sha256>`, metadata
  * with `mode: 'full'` and `xva: './<ts>.xva'`): the files are copied byte for byte with their checksum
  * checked, the metadata re-owned by the mirror job; the target keeps its retention (oldest metadata, XVA
  * and checksum removed); XO's RemoteAdapter lists the result; a source XVA whose checksum does not match
@@ -78,5 +78,22 @@ describe('mirror backup (full, XVA)', () => {
     expect(JSON.stringify(s)).toContain('differs from the recorded')
     const left = await readdir(join(dst, 'xo-vm-backups', VM)).catch(() => [] as string[])
     expect(left.filter((f) => !f.startsWith('.'))).toEqual([])
+  })
+
+  it('verifies a SHA-256 checksum file ($5$$, as backup.xvaChecksum writes) and copies it; refuses a wrong one', async () => {
+    const [src, dst] = [join(dir.path, 's3'), join(dir.path, 'd3')]
+    await mkdir(dst, { recursive: true })
+    const data = randomBytes(1024 * 1024 + 5)
+    const sha256 = `$5$$${createHash('sha256').update(data).digest('hex')}`
+    const ts = await xoFullBackup(src, Date.UTC(2026, 10, 3), data, sha256)
+    const ok = await runMirror(task(src, dst, 2), { defaults, copier: inlineCopier, signal: new AbortController().signal })
+    expect(ok.status, JSON.stringify(ok, null, 1)).toBe('success')
+    expect(await readFile(join(dst, 'xo-vm-backups', VM, `${ts}.xva.checksum`), 'utf8')).toBe(sha256)
+    const [src2, dst2] = [join(dir.path, 's4'), join(dir.path, 'd4')]
+    await mkdir(dst2, { recursive: true })
+    await xoFullBackup(src2, Date.UTC(2026, 10, 4), data, `$5$$${'0'.repeat(64)}`)
+    const bad = await runMirror(task(src2, dst2, 2), { defaults, copier: inlineCopier, signal: new AbortController().signal })
+    expect(bad.status).toBe('failure')
+    expect(JSON.stringify(bad)).toContain('differs from the recorded')
   })
 })

@@ -13,6 +13,8 @@ export interface XoHandler {
   useVhdDirectory(): boolean
   list(dir: string, opts?: Record<string, unknown>): Promise<string[]>
   readFile(path: string): Promise<Buffer>
+  /** `checksum: true` verifies the file against `<path>.checksum`: the stream errors and its `checksumVerified` rejects on a mismatch */
+  createReadStream(path: string, opts?: { checksum?: boolean }): Promise<AsyncIterable<Buffer> & { checksumVerified?: Promise<unknown> }>
 }
 
 /** One backup as RemoteAdapter#listVmBackups returns it (the cache entry). */

@@ -1,13 +1,13 @@
 /**
  * Full backups (XO's `mode: 'full'`) end to end against the XAPI simulator and local remotes:
- * - a run writes `<ts>.xva` (zstd, as the job asks), XO's `<ts>.xva.checksum` (`$1$$<md5>`) and metadata
+ * - a run writes `<ts>.xva` (zstd, as the job asks), XO's `<ts>.xva.checksum` (`$5$$<sha256>` or `$1$$<md5>`) and metadata
  *   with XO's FullRemoteWriter fields to two targets; nothing temporary is left;
  * - XO's own RemoteAdapter lists it, finds it a valid XVA, reads it back byte for byte, formats it;
  * - restoring it (importVmBackup's full branch) gives a VM whose disks equal the source at backup time,
  *   its progress rising to 100 % of the XVA;
  * - retention as XO (`exportRetention`): older full backups go with their XVA and checksum; the job's
  *   compression gives a gzip (`native`) or plain tar (`''`) XVA;
- * - an intact XVA whose checksum file disagrees is refused by our MD5 check before XAPI has all of it,
+ * - an intact XVA whose checksum file disagrees is refused by our checksum check before XAPI has all of it,
  *   a corrupt XVA with E_XVA_CORRUPT (checksum file or, without one, XAPI's chunk checks); either way
  *   the pool keeps no VM or VDI of it;
  * - an XVA backup written by XO's code (its Xapi VM_export + RemoteAdapter.outputStream + metadata as
@@ -33,6 +33,7 @@ import { parseTask, type BackupRunTask } from '../../src/queue/tasks.js'
 import { createRemote } from '../../src/remotes/index.js'
 import type { Remote } from '../../src/remotes/remote.js'
 import { XapiClient } from '../../src/xapi/client.js'
+import { formatChecksum, resolveChecksumAlgorithm } from '../../src/xva/checksum.js'
 import type { XapiSimulator } from '../../src/xapi/sim/index.js'
 import { makeTempDir } from '../helpers/tmp.js'
 import { defaults, MiB, startSim } from '../backup/helpers/fixture.js'
@@ -105,7 +106,9 @@ describe('full backup (XVA)', () => {
       expect((await readdir(vmDir)).sort()).toEqual([`${ts}.json`, `${ts}.xva`, `${ts}.xva.checksum`, 'cache.json.gz'])
       const xva = await readFile(join(vmDir, `${ts}.xva`))
       expect(xva.subarray(0, 4).toString('hex')).toBe('28b52ffd') // zstd, as the job asked
-      expect(await readFile(join(vmDir, `${ts}.xva.checksum`), 'utf8')).toBe(`$1$$${md5(xva)}`)
+      // backup.xvaChecksum auto: SHA-256 where the CPU has SHA-256 instructions, else MD5 (test/xva/checksum.test.ts)
+      const algorithm = resolveChecksumAlgorithm('auto')
+      expect(await readFile(join(vmDir, `${ts}.xva.checksum`), 'utf8')).toBe(formatChecksum(algorithm, createHash(algorithm).update(xva).digest('hex')))
       const m = JSON.parse(await readFile(join(vmDir, `${ts}.json`), 'utf8')) as Record<string, unknown>
       expect(Object.keys(m)).toEqual(['jobId', 'mode', 'scheduleId', 'timestamp', 'version', 'vm', 'vmSnapshot', 'xva', 'size', 'tags'])
       expect(m).toMatchObject({ jobId: 'fulljob', mode: 'full', scheduleId: 'fullsched', version: '2.0.0', xva: `./${ts}.xva`, size: xva.length, tags: [] })
@@ -196,7 +199,7 @@ describe('full backup (XVA)', () => {
     const vm = sim.listVms()[0]!
     const [newest] = await withRemote('b', async (remote) => (await listBackups(remote, vm.uuid)).reverse())
     const xvaFile = join(dir.path, 'b', 'xo-vm-backups', vm.uuid, `${newest!.timestamp}.xva`)
-    // an intact XVA whose checksum file disagrees: only our MD5 check can refuse it (XAPI would import
+    // an intact XVA whose checksum file disagrees: only our checksum check can refuse it (XAPI would import
     // it), and it does before XAPI has the whole archive — nothing imported
     const checksum = await readFile(`${xvaFile}.checksum`, 'utf8')
     await writeFile(`${xvaFile}.checksum`, `$1$$${'0'.repeat(32)}`)
