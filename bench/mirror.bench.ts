@@ -18,6 +18,7 @@ import { backupSchema } from '../src/config/schema.js'
 import { parseTask, type BackupMirrorTask, type BackupRunTask } from '../src/queue/tasks.js'
 import { startXapiSimulator } from '../src/xapi/sim/index.js'
 import { GiB, measure, runCommand, type BenchContext, type BenchRow } from './lib.js'
+import { xapiClosesSettled } from '../src/backup/xapi-closes.js'
 
 async function treeBytes(dir: string): Promise<number> {
   let total = 0
@@ -64,6 +65,7 @@ export default async function bench(ctx: BenchContext): Promise<BenchRow[]> {
     rows.push({ group: 'mirror', name: 'mirror delta chain → local', bytes, ...m, baseline: 'cp -r (floor)' })
     return rows
   } finally {
+    await xapiClosesSettled() // the runs' XAPI connections close in the background
     await sim.close()
   }
 }

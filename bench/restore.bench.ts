@@ -22,6 +22,7 @@ import { parseTask, type BackupRunTask } from '../src/queue/tasks.js'
 import { createRemote } from '../src/remotes/index.js'
 import { XapiClient } from '../src/xapi/client.js'
 import { GiB, MiB, procCpuSeconds, runCommand, startSimProcess, type BenchContext, type BenchRow } from './lib.js'
+import { xapiClosesSettled } from '../src/backup/xapi-closes.js'
 
 const noLog: RestoreLog = { child: () => noLog, info: () => undefined, warning: () => undefined, end: () => undefined }
 
@@ -106,6 +107,7 @@ export default async function restoreBench(ctx: BenchContext): Promise<BenchRow[
     }
   } finally {
     await xapi.close()
+    await xapiClosesSettled() // the runs' XAPI connections close in the background
     await sim.stop()
   }
   return rows
