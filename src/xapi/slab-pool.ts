@@ -1,9 +1,10 @@
 /**
  * Reused read buffers for a socket opened with `onread` (raw-get.ts, the XVA export's GET). Node's
- * default socket reads allocate a fresh 64 KiB buffer per read and copy short reads into an exact-size
- * one; on a full backup (every byte of the VM through the proxy's main thread) that churn was about half
- * of the process's user CPU besides the checksum (an XVA export from the simulator, same process, runs
- * alternated: 2.45–2.51 → 1.25 user CPU s/GiB). Here the socket reads into the unused tail of a 1 MiB
+ * default socket reads hand out a fresh buffer per read (64 KiB allocated, a short read copied into one
+ * of its size: our reading of Node's stream code); reading an XVA export into reused slabs instead cut
+ * the transfer's user CPU from 2.45–2.51 to 1.22–1.29 s/GiB (every byte of the VM goes through the
+ * proxy's main thread; an export from the simulator, the two readers alternated in one process). Written
+ * by hand: Node offers `onread` but no pool behind it. Here the socket reads into the unused tail of a 1 MiB
  * slab, each read is handed on as a view of its slab, and a slab is read into again only once every view
  * of it was handed back (`release`) — a view never handed back keeps its slab out of the pool for good, so
  * a consumer that does not release is safe, only slower.
