@@ -16,7 +16,6 @@
  *   copy_file_range, nothing through this process) does so instead, to a temporary name, size checked,
  *   then published; a file with a checksum to verify is always streamed.
  */
-import { createHash } from 'node:crypto'
 import { posix } from 'node:path'
 import { once, setMaxListeners } from 'node:events'
 import type { Writable } from 'node:stream'
@@ -25,7 +24,7 @@ import { BackupProxyError, serializeError, toError, type SerializedError } from 
 import { createRemote } from '../remotes/index.js'
 import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
-import { formatChecksum, parseChecksum } from '../xva/checksum.js'
+import { ChecksumCheck } from '../xva/checksum.js'
 import { VhdBlockPool } from '../vhd/block-pool.js'
 import { DISK_TYPES } from '../vhd/constants.js'
 import { openVhd } from '../vhd/open.js'
@@ -197,8 +196,8 @@ async function openLane(t: CopyFileInput['targets'][number], source: Remote, inp
 
 export async function copyFile(input: CopyFileInput, { signal, onProgress, metrics }: CopyOptions): Promise<CopyResult> {
   // computed only when there is one to check, with the algorithm it names (XO's format: xva/checksum.ts)
-  const expected = input.checksum === undefined ? undefined : parseChecksum(input.checksum)
-  if (input.checksum !== undefined && expected === undefined) throw new BackupProxyError('E_BACKUP', `${input.sourcePath}.checksum is not a checksum in Xen Orchestra's format ($1$$<md5>, $5$$<sha256> or $6$$<sha512>): the source backup is damaged`, { fields: { retryable: false } })
+  const check = input.checksum === undefined ? undefined : ChecksumCheck.of(input.checksum)
+  if (input.checksum !== undefined && check === undefined) throw new BackupProxyError('E_BACKUP', `${input.sourcePath}.checksum is not a checksum in Xen Orchestra's format ($1$$<md5>, $5$$<sha256> or $6$$<sha512>): the source backup is damaged`, { fields: { retryable: false } })
   const source = await openSource(input.source, metrics)
   const remotes: Lane[] = []
   try {
@@ -207,7 +206,6 @@ export async function copyFile(input: CopyFileInput, { signal, onProgress, metri
       const lane = await openLane(t, source, input, size, signal, metrics)
       remotes.push(lane)
     }
-    const hash = expected === undefined ? undefined : createHash(expected.algorithm)
     let readBytes = 0
     let lastReport = 0
     const streamed = remotes.some((l) => l.out !== undefined && l.error === undefined)
@@ -217,7 +215,7 @@ export async function copyFile(input: CopyFileInput, { signal, onProgress, metri
     }
     const stream = streamed ? await source.createReadStream(input.sourcePath, { signal }) : []
     for await (const chunk of stream as AsyncIterable<Buffer>) {
-      hash?.update(chunk)
+      check?.update(chunk)
       readBytes += chunk.length
       metrics?.bytesRead(chunk.length)
       await Promise.all(remotes.filter((l) => l.out !== undefined && l.error === undefined).map(async (l) => {
@@ -234,8 +232,8 @@ export async function copyFile(input: CopyFileInput, { signal, onProgress, metri
       }
     }
     onProgress?.({ readBytes })
-    const digest = expected === undefined || hash === undefined ? undefined : formatChecksum(expected.algorithm, hash.digest('hex'))
-    const bad = readBytes !== size && streamed ? `${input.sourcePath}: read ${readBytes} bytes, the file has ${size}` : digest !== undefined && expected?.text !== digest ? `${input.sourcePath}: checksum ${digest} differs from the recorded ${input.checksum} (the source backup is corrupt)` : undefined
+    const digest = check?.actual()
+    const bad = readBytes !== size && streamed ? `${input.sourcePath}: read ${readBytes} bytes, the file has ${size}` : digest !== undefined && check?.expected !== digest ? `${input.sourcePath}: checksum ${digest} differs from the recorded ${input.checksum} (the source backup is corrupt)` : undefined
     if (bad !== undefined) throw new BackupProxyError('E_BACKUP', bad, { fields: { retryable: false } })
     await Promise.all(remotes.filter((l) => l.out !== undefined && l.error === undefined).map(async (l) => {
       try {

@@ -9,14 +9,13 @@
  * XAPI itself checks every chunk's xxHash/SHA-1 (a corrupt XVA without checksum file, e.g. on an
  * encrypted remote, is refused by it: `IMPORT_ERROR`, reported as E_XVA_CORRUPT by the caller).
  */
-import { createHash, type Hash } from 'node:crypto'
 import { Transform, type TransformCallback } from 'node:stream'
 import { BackupProxyError } from '../common/errors.js'
 import { createRemote } from '../remotes/index.js'
 import type { Remote } from '../remotes/remote.js'
 import type { RemoteOptions } from '../remotes/url-types.js'
 import type { XvaImportDescriptor } from '../xapi/descriptors.js'
-import { formatChecksum, parseChecksum, type ChecksumAlgorithm } from '../xva/checksum.js'
+import { ChecksumCheck, parseChecksum } from '../xva/checksum.js'
 import { putXvaImport } from '../xva/http.js'
 import { countSentBytes } from './disk-import.js'
 
@@ -39,30 +38,29 @@ export type XvaImporter = (input: XvaImportInput, options: { signal: AbortSignal
 
 /** Passes bytes through, holding the last chunk back until the whole stream's digest matched `expected`. */
 class ChecksumGate extends Transform {
-  private readonly expected: { algorithm: ChecksumAlgorithm; text: string } | undefined
-  private readonly hash: Hash | undefined
+  private readonly check: ChecksumCheck | undefined
   private held: Buffer | undefined
   constructor(
     expected: string | undefined,
     private readonly what: string,
   ) {
     super()
-    this.expected = expected === undefined ? undefined : parseChecksum(expected)
-    if (expected !== undefined && this.expected === undefined) throw new BackupProxyError('E_XVA_CORRUPT', `${what}.checksum is not a checksum in Xen Orchestra's format: restore another backup point`, { fields: { retryable: false } })
-    this.hash = this.expected === undefined ? undefined : createHash(this.expected.algorithm)
+    this.check = expected === undefined ? undefined : ChecksumCheck.of(expected)
+    if (expected !== undefined && this.check === undefined) throw new BackupProxyError('E_XVA_CORRUPT', `${what}.checksum is not a checksum in Xen Orchestra's format: restore another backup point`, { fields: { retryable: false } })
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
-    this.hash?.update(chunk)
+    this.check?.update(chunk)
     const previous = this.held
     this.held = chunk
     callback(null, previous)
   }
 
   override _flush(callback: TransformCallback): void {
-    const actual = this.expected === undefined || this.hash === undefined ? undefined : formatChecksum(this.expected.algorithm, this.hash.digest('hex'))
-    if (this.expected !== undefined && actual !== this.expected.text) {
-      callback(new BackupProxyError('E_XVA_CORRUPT', `${this.what} is corrupt: its ${this.expected.algorithm.toUpperCase()} checksum is ${actual}, its checksum file says ${this.expected.text}; restore another backup point (nothing was imported)`, { fields: { retryable: false } }))
+    const check = this.check
+    const actual = check?.actual()
+    if (check !== undefined && actual !== check.expected) {
+      callback(new BackupProxyError('E_XVA_CORRUPT', `${this.what} is corrupt: its ${check.algorithm.toUpperCase()} checksum is ${actual}, its checksum file says ${check.expected}; restore another backup point (nothing was imported)`, { fields: { retryable: false } }))
       return
     }
     callback(null, this.held)
@@ -112,14 +110,13 @@ export async function checkXvaChecksum(remote: Remote, path: string, signal?: Ab
     if ((error as { code?: unknown }).code === 'ENOENT') return { readBytes: 0 }
     throw error
   }
-  const parsed = expected === undefined ? undefined : parseChecksum(expected)
-  if (parsed === undefined) return { problem: `${path}.checksum is not a checksum in Xen Orchestra's format ($1$$<md5 hex>, $5$$<sha256 hex> or $6$$<sha512 hex>)`, readBytes: 0 }
-  const hash = createHash(parsed.algorithm)
+  const check = expected === undefined ? undefined : ChecksumCheck.of(expected)
+  if (check === undefined) return { problem: `${path}.checksum is not a checksum in Xen Orchestra's format ($1$$<md5 hex>, $5$$<sha256 hex> or $6$$<sha512 hex>)`, readBytes: 0 }
   let readBytes = 0
   for await (const c of await remote.createReadStream(path, signal === undefined ? {} : { signal })) {
-    hash.update(c as Buffer)
+    check.update(c as Buffer)
     readBytes += (c as Buffer).length
   }
-  const actual = formatChecksum(parsed.algorithm, hash.digest('hex'))
-  return actual === parsed.text ? { readBytes } : { problem: `${parsed.algorithm.toUpperCase()} ${actual} differs from the checksum file's ${parsed.text}: the XVA is corrupt`, readBytes }
+  const actual = check.actual()
+  return actual === check.expected ? { readBytes } : { problem: `${check.algorithm.toUpperCase()} ${actual} differs from the checksum file's ${check.expected}: the XVA is corrupt`, readBytes }
 }

@@ -102,7 +102,8 @@ export async function fanOut<B>(source: AsyncIterable<B>, targets: readonly FanO
     for await (const block of source) {
       if (signal?.aborted === true) throw new CancelledError('the export was cancelled', { cause: signal.reason })
       blocks++
-      const writes: Promise<void>[] = []
+      const settled = options.onBlockSettled
+      const writes: Promise<void>[] | undefined = settled === undefined ? undefined : []
       for (const lane of live()) {
         // writes to one target are sequential (a sink takes one block at a time); the window lets the
         // source read ahead while the targets write
@@ -115,10 +116,9 @@ export async function fanOut<B>(source: AsyncIterable<B>, targets: readonly FanO
           if (i !== -1) void lane.pending.splice(i, 1)
         })
         lane.pending.push(p)
-        writes.push(p)
+        writes?.push(p)
       }
-      const settled = options.onBlockSettled
-      if (settled !== undefined) void Promise.all(writes).then(() => settled(block))
+      if (settled !== undefined && writes !== undefined) void Promise.all(writes).then(() => settled(block))
       // pace by the slowest live target
       for (const lane of live()) {
         while (lane.error === undefined && lane.pending.length >= window) await lane.pending[0]

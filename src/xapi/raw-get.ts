@@ -27,9 +27,11 @@ export class RawResponse extends Readable {
   /** the whole body arrived (its last chunk, its length, or the close of a body without length) */
   complete = false
   #socket: Socket | undefined
+  readonly #slabs: SlabPool
 
-  constructor(readonly slabs: SlabPool) {
+  constructor(slabs: SlabPool) {
     super({ highWaterMark: 4 * 1024 * 1024 })
+    this.#slabs = slabs
   }
 
   attach(socket: Socket): void {
@@ -47,7 +49,7 @@ export class RawResponse extends Readable {
 
   /** Hands a body slice on; pauses the socket while the consumer is behind. */
   deliver(chunk: Buffer): void {
-    this.slabs.retain(chunk)
+    this.#slabs.retain(chunk)
     if (!this.push(chunk)) this.#socket?.pause()
   }
 
@@ -56,7 +58,7 @@ export class RawResponse extends Readable {
    * may take the socket's next reads. Optional; call it at most once per chunk.
    */
   release(chunk: Buffer): void {
-    this.slabs.release(chunk)
+    this.#slabs.release(chunk)
   }
 }
 

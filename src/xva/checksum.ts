@@ -10,6 +10,7 @@
  * the proxy (every byte of the XVA goes through it, on the 2 vCPUs a proxy runs with). Elsewhere MD5,
  * XO's own choice, is the faster one and is written. `backup.xvaChecksum` forces either.
  */
+import { createHash, type Hash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { arch } from 'node:os'
 
@@ -33,6 +34,34 @@ export function parseChecksum(content: string): { algorithm: ChecksumAlgorithm; 
   const algorithm = m === null ? undefined : ALGORITHM_OF.get(m[1]!)
   if (algorithm === undefined || m?.[2]?.length !== HEX_LENGTH[algorithm]) return undefined
   return { algorithm, text }
+}
+
+/** Bytes checked against a checksum string, with the algorithm it names (the restore's gate, verify, mirror). */
+export class ChecksumCheck {
+  readonly #hash: Hash
+
+  private constructor(
+    readonly algorithm: ChecksumAlgorithm,
+    /** the expected checksum string, trimmed */
+    readonly expected: string,
+  ) {
+    this.#hash = createHash(algorithm)
+  }
+
+  /** A check against `content` (a checksum file's text); undefined when it is not a checksum in XO's format. */
+  static of(content: string): ChecksumCheck | undefined {
+    const parsed = parseChecksum(content)
+    return parsed === undefined ? undefined : new ChecksumCheck(parsed.algorithm, parsed.text)
+  }
+
+  update(chunk: Buffer): void {
+    this.#hash.update(chunk)
+  }
+
+  /** The checksum string of the bytes given so far; ends the check (call it once). */
+  actual(): string {
+    return formatChecksum(this.algorithm, this.#hash.digest('hex'))
+  }
 }
 
 /** True when /proc/cpuinfo's flags (x86) or features (arm64) name SHA-256 instructions. */

@@ -80,6 +80,13 @@ describe('config', () => {
     expect((error as ConfigInvalidError).code).toBe('E_CONFIG_INVALID')
   })
 
+  it('refuses an XVA checksum digest XO cannot read, naming the accepted ones', async () => {
+    expect((await loadConfig({ env: { BACKUP_PROXY_BACKUP_XVA_CHECKSUM: 'sha256' } })).backup.xvaChecksum).toBe('sha256')
+    const error = await loadConfig({ env: { BACKUP_PROXY_BACKUP_XVA_CHECKSUM: 'sha1' } }).catch((e: unknown) => e)
+    expect((error as ConfigInvalidError).code).toBe('E_CONFIG_INVALID')
+    expect((error as ConfigInvalidError).issues.find((i) => i.path === 'backup.xvaChecksum')?.message).toMatch(/"auto", "md5" \(what XO writes\) or "sha256"/)
+  })
+
   it('fails clearly on an unreadable or malformed file', async () => {
     await expect(loadConfig({ file: join(tmp(), 'missing.yaml'), env: {} })).rejects.toThrow(/cannot read/)
     const file = join(tmp(), 'broken.yaml')
